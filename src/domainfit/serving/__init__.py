@@ -1,0 +1,9 @@
+"""Serving: load a trained model folder and classify texts, fast.
+
+    import domainfit
+    domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
+"""
+
+from domainfit.serving.predictor import BACKENDS, Predictor, load
+
+__all__ = ["BACKENDS", "Predictor", "load"]

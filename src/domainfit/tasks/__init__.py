@@ -1,0 +1,8 @@
+"""Tasks: what is learned (text classification, ...), each a registered :class:`Task`."""
+
+from domainfit.tasks.base import TASKS, Features, Task, TaskData, create_task
+
+# Import for registration side effects.
+from domainfit.tasks import text_classification as _text_classification  # noqa: F401
+
+__all__ = ["TASKS", "Features", "Task", "TaskData", "create_task"]

