@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -70,6 +70,8 @@ class RunResult:
     test_accuracy: float
     test_f1_macro: float
     peak_rss_bytes: int
+    peak_vm_hwm_bytes: int
+    peak_tree_sum_bytes: int
     process_wall_s: float
     samples_seen: int
 
@@ -94,12 +96,12 @@ def machine_info() -> dict:
     }
 
 
-def run_measured(command: list[str], log_stem: Path) -> tuple[int, str, int, float]:
+def run_measured(command: list[str], log_stem: Path) -> tuple[int, str, dict[str, int], float]:
     """Run `command` to completion, recording its peak RSS (see module docstring) and wall time.
 
     Returns:
-        (exit code, stdout text, peak RSS in bytes, process wall seconds). stdout and stderr are also
-        kept at `<log_stem>.stdout` / `<log_stem>.stderr`.
+        (exit code, stdout text, {"high_water": largest VmHWM, "tree_sum": largest summed RSS} in bytes,
+        process wall seconds). stdout and stderr are also kept at `<log_stem>.stdout` / `.stderr`.
     """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     stdout_path, stderr_path = log_stem.with_suffix(".stdout"), log_stem.with_suffix(".stderr")
@@ -124,7 +126,7 @@ def run_measured(command: list[str], log_stem: Path) -> tuple[int, str, int, flo
                     try:
                         total += member.memory_info().rss
                         peak["high_water"] = max(peak["high_water"], _vm_hwm_bytes(member.pid))
-                    except (psutil.NoSuchProcess, psutil.ZombieProcess, ProcessLookupError, FileNotFoundError):
+                    except (psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
                         pass  # exited between listing and reading
                 peak["tree_sum"] = max(peak["tree_sum"], total)
                 stop.wait(POLL_SECONDS)
@@ -136,7 +138,7 @@ def run_measured(command: list[str], log_stem: Path) -> tuple[int, str, int, flo
         stop.set()
         poller.join()
     stdout = stdout_path.read_text(encoding="utf-8", errors="replace")
-    return child.returncode, stdout, max(peak.values()), wall
+    return child.returncode, stdout, peak, wall
 
 
 def _vm_hwm_bytes(pid: int) -> int:
@@ -183,11 +185,13 @@ def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_d
         if system == "trainer-grouped":
             command.append("--group-by-length")
 
-    code, stdout, peak_rss, wall = run_measured(command, log_stem)
+    code, stdout, peaks, wall = run_measured(command, log_stem)
     if code != 0:
         stderr_lines = log_stem.with_suffix(".stderr").read_text(errors="replace").strip().splitlines()
         tail = " / ".join(stderr_lines[-3:])
-        raise RuntimeError(f"exit code {code}: {tail}\n    command: {' '.join(command)}\n    log: {log_stem}.stderr")
+        raise RuntimeError(
+            f"exit code {code}: {tail}\n    command: {' '.join(command)}\n    log: {log_stem}.stderr"
+        )
 
     if system == "domainfit":
         metrics_path = output_dir / "metrics.json"
@@ -216,14 +220,17 @@ def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_d
         computed_tokens=int(report["computed_tokens"]),
         test_accuracy=float(report["test_accuracy"]),
         test_f1_macro=float(report["test_f1_macro"]),
-        peak_rss_bytes=peak_rss,
+        peak_rss_bytes=max(peaks.values()),
+        peak_vm_hwm_bytes=peaks["high_water"],
+        peak_tree_sum_bytes=peaks["tree_sum"],
         process_wall_s=wall,
         # domainfit reports how many samples it trained on; the Trainer sees every row every epoch.
         samples_seen=int(report.get("samples_seen", data["n_train"] * args.epochs)),
     )
     # Every system must mean the same thing by samples/s: train samples x epochs / training wall time.
     expected = data["n_train"] * args.epochs / result.train_runtime_s
-    if abs(result.samples_per_second / expected - 1) > 0.02 or result.samples_seen != data["n_train"] * args.epochs:
+    all_seen = result.samples_seen == data["n_train"] * args.epochs
+    if abs(result.samples_per_second / expected - 1) > 0.02 or not all_seen:
         print(
             f"WARNING: {system} seed {seed} reports {result.samples_per_second:.2f} samples/s and "
             f"{result.samples_seen} samples seen, but {data['n_train']} samples x {args.epochs} epochs / "
@@ -281,13 +288,15 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
         f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
         f"torch {info['torch']} ({info['torch_threads']} threads), transformers {info['transformers']}, "
         f"Python {info['python']}",
-        f"- Peak {setup['matmul_n']}x{setup['matmul_n']} matmul: fp32 {peak:.1f} GFLOP/s (the MFU denominator), "
+        f"- Peak {setup['matmul_n']}x{setup['matmul_n']} matmul: fp32 {peak:.1f} GFLOP/s (MFU denominator), "
         f"bf16 {setup['peak_bf16']:.1f} GFLOP/s (for information)",
-        f"- Run: {setup['n_train']:,} train samples x {setup['epochs']} epochs, batch 32, lr 5e-5, max length 128"
+        f"- Run: {setup['n_train']:,} train samples x {setup['epochs']} epochs, batch 32, lr 5e-5, "
+        f"max length 128"
         f"{' (SUBSAMPLED smoke run)' if setup['subsampled'] else ''}; per-run logs in {setup['work_dir']}",
-        "- MFU counts real (non-padding) tokens only: (6 x non-embedding params + 12 x layers x hidden x mean "
-        "real length) FLOPs per real token / peak fp32 (benchmarks/flops.py). Peak RSS: max of the child's "
-        "VmHWM high-water mark and the summed RSS of its process tree, polled every 50 ms. GB = 10^9 bytes.",
+        "- MFU counts real (non-padding) tokens only: (6 x non-embedding params + 12 x layers x hidden x "
+        "mean real length) FLOPs per real token / peak fp32 (benchmarks/flops.py).",
+        "- Peak RSS: the larger of the biggest VmHWM (kernel high-water mark) in the run's process tree "
+        "and the tree's summed RSS, polled every 50 ms. GB = 10^9 bytes.",
         "- samples/s: train samples x epochs / the training-loop time each system reports itself. "
         "process wall s: the whole subprocess (imports, loading, tokenising, training, any validation and "
         "checkpoints, test evaluation).",
@@ -316,7 +325,8 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
         ours = medians["domainfit"]
         lines += ["", "## domainfit against the issue's targets (medians)", "",
                   "| check | value | target | met |", "|---|---|---|---|"]
-        for baseline, target in (("trainer-grouped", TARGET_VS_GROUPED), ("trainer-default", TARGET_VS_DEFAULT)):
+        speed_targets = (("trainer-grouped", TARGET_VS_GROUPED), ("trainer-default", TARGET_VS_DEFAULT))
+        for baseline, target in speed_targets:
             if baseline in medians:
                 ratio = ours["samples/s"] / medians[baseline]["samples/s"]
                 lines.append(f"| samples/s domainfit / {baseline} | {ratio:.2f}x | >= {target}x | "
@@ -381,11 +391,15 @@ def main() -> int:
                 print(f"    FAILED: {failures[-1]}", file=sys.stderr)
                 continue
             results.append(result)
-            print(f"    {result.samples_per_second:.1f} samples/s, peak RSS {result.peak_rss_bytes / GB:.2f} GB, "
+            print(f"    {result.samples_per_second:.1f} samples/s, "
+                  f"peak RSS {result.peak_rss_bytes / GB:.2f} GB, "
                   f"test F1 {result.test_f1_macro:.3f} ({time.perf_counter() - start:.0f} s total)",
                   file=sys.stderr)
 
     report = render(results, failures, info, setup)
+    raw = {"machine": info, "peak_fp32_gflops": peak_fp32, "peak_bf16_gflops": peak_bf16,
+           "runs": [asdict(r) for r in results], "failures": failures}
+    (work_dir / "results.json").write_text(json.dumps(raw, indent=1))
     print(report)
     if out:
         out.write_text(report)

@@ -170,7 +170,7 @@ def _build(cls: type, raw: Any, *, prefix: str, source: Path | None) -> Any:
         dotted = f"{prefix}{key}"
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f"did you mean {prefix}{near[0]!r}? " if near else ""
+            hint = f"Did you mean '{prefix}{near[0]}'? " if near else ""
             raise ConfigError(
                 f"unknown key. {hint}Valid keys here: {', '.join(fields)}",
                 path=source,

@@ -12,10 +12,13 @@ probability difference. ``domainfit.load(DIR)`` reads that file to decide whethe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -130,6 +133,9 @@ def export_onnx(
         "onnx_version": onnx.__version__,
         "onnxruntime_version": ort.__version__,
         "opset": opset,
+        "exporter": None,
+        "fusion": None,
+        "quantization": None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "weights_sha256": weights_fingerprint(path),
         "max_length": settings.max_length,
@@ -255,13 +261,29 @@ def _max_logit_diff(onnx_path: Path, torch_runner: TorchRunner, tokenizer: FastT
 
 def _quantize(fp32_path: Path, out_path: Path) -> dict[str, Any]:
     """Dynamic int8 quantisation: int8 weights, activations quantised on the fly per call."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # fused contrib ops defeat ONNX shape inference
-    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=False,
-                     extra_options=options)
+    with _root_logging_untouched():
+        inferred = out_path.with_name("shapes.onnx")
+        # symbolic shape inference knows the fused contrib ops, which plain ONNX shape inference does not
+        quant_pre_process(str(fp32_path), str(inferred), skip_optimization=True)
+        quantize_dynamic(str(inferred), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
     return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": False}
+
+
+@contextlib.contextmanager
+def _root_logging_untouched() -> Iterator[None]:
+    """onnxruntime.quantization logs through the root logger, which installs a stderr handler as a side
+    effect; remove whatever it adds so the caller's logging setup stays as it was."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
 
 
 def _parity(reference: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:

@@ -332,7 +332,7 @@ def resolve_backend(model_dir: Path, backend: str) -> str:
     if backend != "auto":
         return backend
     report = read_export_report(model_dir)
-    if report is None or not _export_is_current(model_dir, report):
+    if report is None or not export_is_current(model_dir, report):
         return "torch"
     try:
         import_onnxruntime()
@@ -348,7 +348,8 @@ def resolve_backend(model_dir: Path, backend: str) -> str:
     return "torch"
 
 
-def _export_is_current(model_dir: Path, report: dict[str, Any]) -> bool:
+def export_is_current(model_dir: Path, report: dict[str, Any]) -> bool:
+    """True if the export report was made from the PyTorch weights now in the folder."""
     exported_from = report.get("weights_sha256")
     current = weights_fingerprint(model_dir)
     # an ONNX-only folder (weights removed for shipping) has nothing to compare against
@@ -357,7 +358,7 @@ def _export_is_current(model_dir: Path, report: dict[str, Any]) -> bool:
 
 def _check_stale(model_dir: Path, backend: str) -> None:
     report = read_export_report(model_dir)
-    if report is not None and not _export_is_current(model_dir, report):
+    if report is not None and not export_is_current(model_dir, report):
         raise ModelError(f"the {backend} model in {ONNX_DIR}/ was exported from other weights than the ones now "
                          "in the folder (the model was retrained after export)", path=model_dir,
                          fix=f"run `domainfit export {model_dir}` again.")

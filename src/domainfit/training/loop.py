@@ -61,7 +61,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     total_steps = steps_per_epoch * cfg.train.epochs
     optimizer = create_optimizer(model, cfg.train)
     scheduler = create_scheduler(optimizer, cfg.train, total_steps)
-    model, optimizer, scheduler, objective = accelerator.prepare(model, optimizer, scheduler, objective)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    objective = objective.to(accelerator.device)  # holds no trainable weights of its own: nothing to wrap
     checkpoints = CheckpointManager(out)
     state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler) if resume else TrainState()
     eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every

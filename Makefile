@@ -1,0 +1,29 @@
+# domainfit: `make demo` runs the main job, `make test` runs the tests. Both set up .venv first.
+# GPU users: `make install CONSTRAINTS=` keeps the CUDA torch already on the machine instead of the CPU pin.
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= -c constraints-cpu.txt
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-slow bench
+
+$(BIN)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/domainfit demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+bench: install
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_inference.py

@@ -1,0 +1,219 @@
+"""Inference speed and accuracy: transformers.pipeline vs the domainfit Predictor backends, on one CPU.
+
+    .venv/bin/python benchmarks/bench_inference.py --model-dir runs/phrasebank-minilm/model \\
+        --data ../shared/datasets/financial_phrasebank/split_seed42/test.csv
+
+For each engine it measures, on the labelled file: throughput over the whole file (sentences/s, median of
+``--repeats`` runs after a warm-up run), accuracy against the file's labels, and the latency of one
+sentence per call (p50/p95 over ``--latency-calls`` calls cycling through the file, after a warm-up).
+Baselines are ``transformers.pipeline("text-classification", model=DIR)`` with its default settings
+(one text at a time) and with ``batch_size=32``. A folder that was not exported yet (or was retrained
+since) is exported first, with the file's texts as parity texts. Prints a Markdown table and the
+machine; ``--json`` also saves the numbers.
+
+Timings on a shared machine are noisy: the load average is printed before and after so a reader can
+tell a quiet run from a busy one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from domainfit.serving import load
+from domainfit.serving.predictor import (
+    ONNX_DIR,
+    export_is_current,
+    physical_cores,
+    read_export_report,
+    read_settings,
+    resolve_backend,
+)
+
+PREDICTOR_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True, type=Path, help="trained model folder")
+    parser.add_argument("--data", required=True, type=Path, help="labelled CSV (text and label columns)")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--threads", type=int, default=physical_cores(), help="CPU threads (default: all cores)")
+    parser.add_argument("--batch-size", type=int, default=64, help="Predictor batch size for throughput")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the file (median is reported)")
+    parser.add_argument("--latency-calls", type=int, default=200, help="timed single-sentence calls")
+    parser.add_argument("--warmup-calls", type=int, default=20, help="untimed single-sentence calls first")
+    parser.add_argument("--engines", nargs="+", default=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS],
+                        choices=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.repeats < 3 or args.latency_calls < 200:
+        print("note: fewer than 3 repeats or 200 latency calls: figures are rough", file=sys.stderr)
+
+    texts, gold = read_labelled_csv(args.data, args.text_column, args.label_column)
+    export_if_needed(args.model_dir, texts)
+    load_before = os.getloadavg()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results = []
+    for engine in args.engines:
+        print(f"measuring {engine} ...", file=sys.stderr, flush=True)
+        if engine.startswith("pipeline"):
+            result = measure_pipeline(args, texts, gold, batch_size=32 if engine == "pipeline-bs32" else None)
+        else:
+            result = measure_predictor(args, engine, texts, gold)
+        results.append({"engine": engine, **result})
+        gc.collect()  # drop the engine (and its thread pool) before timing the next one
+
+    machine = machine_info(args.threads, load_before, os.getloadavg())
+    report = {"model_dir": str(args.model_dir), "data": str(args.data), "sentences": len(texts),
+              "auto_backend": resolve_backend(args.model_dir.expanduser(), "auto"), "machine": machine,
+              "results": results, "export": read_export_report(args.model_dir.expanduser())}
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or text_column not in rows[0] or label_column not in rows[0]:
+        sys.exit(f"{path}: expected columns {text_column!r} and {label_column!r}")
+    return [r[text_column] for r in rows], [r[label_column] for r in rows]
+
+
+def export_if_needed(model_dir: Path, texts: list[str]) -> None:
+    report = read_export_report(model_dir)
+    if report is not None and export_is_current(model_dir, report) and "onnx-int8" in report["models"]:
+        return
+    from domainfit.export import export_onnx
+
+    print(f"{model_dir / ONNX_DIR} is missing or stale: exporting first", file=sys.stderr)
+    export_onnx(model_dir, parity_texts=texts)
+
+
+def measure_predictor(args: argparse.Namespace, backend: str, texts: list[str], gold: list[str]) -> dict:
+    predictor = load(args.model_dir, backend=backend, num_threads=args.threads)
+    predict_all = lambda: predictor.predict(texts, batch_size=args.batch_size)  # noqa: E731
+    predictions = [r["label"] for r in predict_all()]  # also the warm-up pass
+    throughput = time_passes(predict_all, len(texts), args.repeats)
+    latency = time_single_calls(lambda text: predictor.predict([text]), texts, args)
+    return {"batch": args.batch_size, "sentences_per_s": throughput, "accuracy": accuracy(predictions, gold), **latency}
+
+
+def measure_pipeline(args: argparse.Namespace, texts: list[str], gold: list[str], batch_size: int | None) -> dict:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(args.model_dir), device="cpu")
+    # the pipeline does not know the folder's text_prefix: add it, or its accuracy would be unfair
+    prefix = read_settings(args.model_dir.expanduser(), pipe.tokenizer.model_max_length).text_prefix
+    texts = [prefix + t for t in texts]
+    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    predict_all = lambda: pipe(texts, **kwargs)  # noqa: E731
+    predictions = [r["label"] for r in predict_all()]
+    throughput = time_passes(predict_all, len(texts), args.repeats)
+    latency = time_single_calls(lambda text: pipe(text), texts, args)
+    return {"batch": batch_size or 1, "sentences_per_s": throughput, "accuracy": accuracy(predictions, gold),
+            **latency}
+
+
+def time_passes(run: Callable[[], object], n: int, repeats: int) -> float:
+    """Median sentences/s over ``repeats`` full passes."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def time_single_calls(call: Callable[[str], object], texts: list[str], args: argparse.Namespace) -> dict:
+    """p50/p95 milliseconds for one sentence per call, cycling through the file's sentences."""
+    for i in range(args.warmup_calls):
+        call(texts[i % len(texts)])
+    times = []
+    for i in range(args.latency_calls):
+        text = texts[i % len(texts)]
+        start = time.perf_counter()
+        call(text)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def accuracy(predictions: list[str], gold: list[str]) -> float:
+    return sum(p == g for p, g in zip(predictions, gold)) / len(gold)
+
+
+def machine_info(threads: int, load_before: tuple, load_after: tuple) -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(), "threads": threads,
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after]}
+
+
+def print_report(report: dict) -> None:
+    results = {r["engine"]: r for r in report["results"]}
+    base = results.get("pipeline")
+    names = {"pipeline": "transformers pipeline (default)", "pipeline-bs32": "transformers pipeline, batch_size=32",
+             "torch": "domainfit torch fp32", "torch-bf16": "domainfit torch bf16 autocast",
+             "onnx": "domainfit onnx fp32", "onnx-int8": "domainfit onnx int8"}
+    print(f"\n{report['sentences']} sentences from {report['data']}; model {report['model_dir']}\n")
+    print("| engine | batch | sentences/s | × pipeline | accuracy | p50 ms (1 sentence) | p95 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for engine, r in results.items():
+        ratio = f"{r['sentences_per_s'] / base['sentences_per_s']:.1f}×" if base else "-"
+        print(f"| {names[engine]} | {r['batch']} | {r['sentences_per_s']:.1f} | {ratio} | {r['accuracy']:.2%} "
+              f"| {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |")
+    m = report["machine"]
+    print(f"\nMachine: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+          f"{m['threads']} threads; Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+          f"onnxruntime {m['onnxruntime']}. Load average before {m['load_average_before']}, "
+          f"after {m['load_average_after']}.")
+    print(f"backend='auto' picks: {report['auto_backend']}")
+    export = report["export"] or {}
+    for backend, parity in export.get("models", {}).items():
+        print(f"export parity {backend}: label agreement {parity['label_agreement']:.2%} with torch fp32 on "
+              f"{export['parity']['texts']} texts, max |prob diff| {parity['max_abs_prob_diff']:.2e}")
+    if base and "torch" in results:
+        print("\nTargets (>= 4× pipeline sentences/s, accuracy within 0.5 point of torch fp32, p50 <= 5 ms):")
+        for engine in ("torch", "torch-bf16", "onnx", "onnx-int8"):
+            if engine in results:
+                r = results[engine]
+                speed = r["sentences_per_s"] / base["sentences_per_s"] >= 4
+                acc = abs(r["accuracy"] - results["torch"]["accuracy"]) <= 0.005
+                lat = r["p50_ms"] <= 5
+                print(f"  {engine:<10} speed {'yes' if speed else 'NO'}, accuracy {'yes' if acc else 'NO'}, "
+                      f"latency {'yes' if lat else 'NO'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
