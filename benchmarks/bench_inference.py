@@ -33,6 +33,7 @@ import numpy as np
 
 from domainfit.serving import load
 from domainfit.serving.predictor import (
+    DEFAULT_BATCH_SIZE,
     ONNX_DIR,
     export_is_current,
     physical_cores,
@@ -51,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="labelled CSV (text and label columns)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--threads", type=int, default=physical_cores(), help="CPU threads (default: all cores)")
-    parser.add_argument("--batch-size", type=int, default=64, help="Predictor batch size for throughput")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the file (median is reported)")
+    parser.add_argument("--threads", type=int, default=physical_cores(),
+                        help="CPU threads (default: all physical cores)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="Predictor batch size (default: the backend's own, 32 ONNX / 64 torch)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed passes over the file (the median is reported)")
     parser.add_argument("--latency-calls", type=int, default=200, help="timed single-sentence calls")
     parser.add_argument("--warmup-calls", type=int, default=20, help="untimed single-sentence calls first")
     parser.add_argument("--engines", nargs="+", default=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS],
@@ -100,7 +104,8 @@ def read_labelled_csv(path: Path, text_column: str, label_column: str) -> tuple[
 
 def export_if_needed(model_dir: Path, texts: list[str]) -> None:
     report = read_export_report(model_dir)
-    if report is not None and export_is_current(model_dir, report) and "onnx-int8" in report["models"]:
+    complete = report is not None and {"onnx", "onnx-int8", "torch-bf16"} <= set(report["models"])
+    if complete and export_is_current(model_dir, report):
         return
     from domainfit.export import export_onnx
 
@@ -114,10 +119,13 @@ def measure_predictor(args: argparse.Namespace, backend: str, texts: list[str], 
     predictions = [r["label"] for r in predict_all()]  # also the warm-up pass
     throughput = time_passes(predict_all, len(texts), args.repeats)
     latency = time_single_calls(lambda text: predictor.predict([text]), texts, args)
-    return {"batch": args.batch_size, "sentences_per_s": throughput, "accuracy": accuracy(predictions, gold), **latency}
+    batch = args.batch_size or DEFAULT_BATCH_SIZE[backend]
+    return {"batch": batch, "sentences_per_s": throughput, "accuracy": accuracy(predictions, gold),
+            **latency}
 
 
-def measure_pipeline(args: argparse.Namespace, texts: list[str], gold: list[str], batch_size: int | None) -> dict:
+def measure_pipeline(args: argparse.Namespace, texts: list[str], gold: list[str],
+                     batch_size: int | None) -> dict:
     from transformers import pipeline
 
     pipe = pipeline("text-classification", model=str(args.model_dir), device="cpu")
@@ -173,8 +181,9 @@ def machine_info(threads: int, load_before: tuple, load_after: tuple) -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(), "threads": threads,
-            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
+            "threads": threads, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__,
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in load_after]}
@@ -183,28 +192,33 @@ def machine_info(threads: int, load_before: tuple, load_after: tuple) -> dict:
 def print_report(report: dict) -> None:
     results = {r["engine"]: r for r in report["results"]}
     base = results.get("pipeline")
-    names = {"pipeline": "transformers pipeline (default)", "pipeline-bs32": "transformers pipeline, batch_size=32",
-             "torch": "domainfit torch fp32", "torch-bf16": "domainfit torch bf16 autocast",
+    names = {"pipeline": "transformers pipeline (default)",
+             "pipeline-bs32": "transformers pipeline, batch_size=32",
+             "torch": "domainfit torch fp32", "torch-bf16": "domainfit torch bf16",
              "onnx": "domainfit onnx fp32", "onnx-int8": "domainfit onnx int8"}
     print(f"\n{report['sentences']} sentences from {report['data']}; model {report['model_dir']}\n")
     print("| engine | batch | sentences/s | × pipeline | accuracy | p50 ms (1 sentence) | p95 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for engine, r in results.items():
         ratio = f"{r['sentences_per_s'] / base['sentences_per_s']:.1f}×" if base else "-"
-        print(f"| {names[engine]} | {r['batch']} | {r['sentences_per_s']:.1f} | {ratio} | {r['accuracy']:.2%} "
-              f"| {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |")
+        print(f"| {names[engine]} | {r['batch']} | {r['sentences_per_s']:.1f} | {ratio} "
+              f"| {r['accuracy']:.2%} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |")
     m = report["machine"]
     print(f"\nMachine: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
-          f"{m['threads']} threads; Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+          f"{m['threads']} threads; Python {m['python']}, torch {m['torch']}, "
+          f"transformers {m['transformers']}, "
           f"onnxruntime {m['onnxruntime']}. Load average before {m['load_average_before']}, "
           f"after {m['load_average_after']}.")
+    if max(m["load_average_before"][0], m["load_average_after"][0]) > 0.5 * m["logical_cores"]:
+        print("WARNING: other processes were using the CPU during this run; with every core in use by "
+              "inference threads, the figures above are pessimistic and noisy. Re-run on a quiet machine.")
     print(f"backend='auto' picks: {report['auto_backend']}")
     export = report["export"] or {}
     for backend, parity in export.get("models", {}).items():
         print(f"export parity {backend}: label agreement {parity['label_agreement']:.2%} with torch fp32 on "
               f"{export['parity']['texts']} texts, max |prob diff| {parity['max_abs_prob_diff']:.2e}")
     if base and "torch" in results:
-        print("\nTargets (>= 4× pipeline sentences/s, accuracy within 0.5 point of torch fp32, p50 <= 5 ms):")
+        print("\nTargets (>= 4× pipeline sentences/s, accuracy within 0.5 point of torch fp32, p50 <= 5ms):")
         for engine in ("torch", "torch-bf16", "onnx", "onnx-int8"):
             if engine in results:
                 r = results[engine]

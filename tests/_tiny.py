@@ -8,12 +8,14 @@ from pathlib import Path
 LABELS = ["negative", "neutral", "positive"]
 
 
-def build_classifier_dir(out: Path, *, arch: str = "bert", seed: int = 0, settings: dict | None = None) -> Path:
+def build_classifier_dir(out: Path, *, arch: str = "bert", seed: int = 0, layers: int = 2,
+                         settings: dict | None = None) -> Path:
     """Save a 2-layer, 32-wide random classifier with the MiniLM tokenizer, id2label and domainfit.json.
 
     Args:
         out: folder to write.
         arch: "bert" (takes token_type_ids) or "distilbert" (does not).
+        layers: number of transformer layers.
         seed: weight seed; a different seed gives different weights (a "retrained" model).
         settings: domainfit.json contents; None writes the standard file, {} writes none.
     """
@@ -29,19 +31,20 @@ def build_classifier_dir(out: Path, *, arch: str = "bert", seed: int = 0, settin
     common["initializer_range"] = 0.3
     torch.manual_seed(seed)
     if arch == "bert":
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
                             num_attention_heads=4, intermediate_size=37, **common)
         model = BertForSequenceClassification(config)
     elif arch == "distilbert":
-        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                                  **common)
+        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=layers, n_heads=4,
+                                  hidden_dim=37, **common)
         model = DistilBertForSequenceClassification(config)
     else:
         raise ValueError(arch)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if settings is None:
-        settings = {"task": "text-classification", "max_length": 128, "text_prefix": "", "domainfit_version": "0.1.0"}
+        settings = {"task": "text-classification", "max_length": 128, "text_prefix": "",
+                    "domainfit_version": "0.1.0"}
     if settings:
         (out / "domainfit.json").write_text(json.dumps(settings), encoding="utf-8")
     return out

@@ -37,20 +37,28 @@ def test_export_writes_both_models_and_the_report(exported):
     assert json.loads((onnx_dir / "export.json").read_text()) == report
     assert report["opset"] == 17 and report["domainfit_version"]
     assert report["parity"] == {"texts": len(BUILTIN_PARITY_TEXTS), "source": "built-in"}
-    assert set(report["models"]) == {"onnx", "onnx-int8"}
+    assert set(report["models"]) == {"onnx", "onnx-int8", "torch-bf16"}
     assert report["models"]["onnx-int8"]["size_mb"] < report["models"]["onnx"]["size_mb"]
 
 
 def test_onnx_fp32_logits_match_torch_for_any_batch_and_length(exported):
     model_dir, report = exported
-    torch_runner = TorchRunner(load_torch_model(model_dir), bf16=False)
+    torch_runner = TorchRunner(load_torch_model(model_dir))
     session = OnnxRunner(model_dir / "onnx" / "model.onnx", num_threads=1)
     assert session.input_names == ("input_ids", "attention_mask", "token_type_ids")
-    for texts in (TEXTS, TEXTS[:1], TEXTS[2:3] * 5, ["x " * 200]):  # padded, single, repeated, truncated at 128
+    # padded, single, repeated, truncated at 128 tokens
+    for texts in (TEXTS, TEXTS[:1], TEXTS[2:3] * 5, ["x " * 200]):
         inputs = _padded_batch(model_dir, texts)
         np.testing.assert_allclose(session(inputs), torch_runner(inputs), atol=1e-4)
     assert report["models"]["onnx"]["label_agreement"] == 1.0
     assert report["models"]["onnx"]["max_abs_prob_diff"] < 1e-4
+
+
+def test_bf16_parity_is_measured(exported):
+    _, report = exported
+    bf16 = report["models"]["torch-bf16"]
+    assert bf16["file"] is None
+    assert 0.0 < bf16["max_abs_prob_diff"] < 0.1  # bf16 rounds (> 0) but keeps 2-3 significant digits
 
 
 def test_int8_parity_is_measured(exported):
@@ -59,6 +67,57 @@ def test_int8_parity_is_measured(exported):
     assert 0.0 <= int8["label_agreement"] <= 1.0
     assert int8["disagreements"] == round((1 - int8["label_agreement"]) * len(BUILTIN_PARITY_TEXTS))
     assert 0.0 < int8["max_abs_prob_diff"] <= 1.0  # > 0: the int8 weights really are quantised
+
+
+def test_int8_keeps_the_recipe_that_agrees_best(exported):
+    _, report = exported
+    quantization, int8 = report["quantization"], report["models"]["onnx-int8"]
+    tried = quantization["tried"]
+    # a later, less quantised recipe is tried only if the previous one missed the bar
+    assert all(t["label_agreement"] < 0.995 for t in tried[:-1])
+    assert int8["label_agreement"] == max(t["label_agreement"] for t in tried)
+    assert quantization["recipe"] in [t["recipe"] for t in tried]
+
+
+def test_int8_tries_each_recipe_until_one_agrees(tmp_path, monkeypatch):
+    model_dir = build_classifier_dir(tmp_path / "model", layers=3)
+    monkeypatch.setattr("domainfit.export.onnx.AUTO_MIN_AGREEMENT", 1.01)  # no recipe is good enough
+
+    report = export_onnx(model_dir, parity_texts=TEXTS)
+
+    quantization = report["quantization"]
+    assert [t["recipe"] for t in quantization["tried"]] == ["all-int8", "ffn-output-fp32", "outer-layers-fp32"]
+    best = max(quantization["tried"], key=lambda t: t["label_agreement"])  # first one wins a tie
+    assert quantization["recipe"] == best["recipe"]
+    assert report["models"]["onnx-int8"]["label_agreement"] == best["label_agreement"]
+
+
+def test_outer_layers_are_found(tmp_path):
+    from domainfit.export.onnx import _outer_layers
+
+    model_dir = build_classifier_dir(tmp_path / "model", layers=3)
+    export_onnx(model_dir, quantize=False, parity_texts=TEXTS[:2])
+
+    names = _outer_layers(model_dir / "onnx" / "model.onnx")
+
+    assert len(names) == 8  # per layer: the fused attention + attention output, FFN in, FFN out
+    assert {"Attention_0", "Attention_2"} <= set(names) and "Attention_1" not in names
+    assert not [name for name in names if "layer.1/" in name]
+
+
+def test_outer_layers_need_three_layers(exported):
+    from domainfit.export.onnx import _outer_layers
+
+    model_dir, _ = exported
+    assert _outer_layers(model_dir / "onnx" / "model.onnx") is None
+
+
+def test_ffn_output_projections_are_found(exported):
+    from domainfit.export.onnx import _down_projections
+
+    model_dir, _ = exported
+    names = _down_projections(model_dir / "onnx" / "model.onnx")
+    assert sorted(names) == [f"/model/bert/encoder/layer.{i}/output/dense/MatMul" for i in range(2)]
 
 
 def test_bert_attention_is_fused(exported):
@@ -78,13 +137,14 @@ def test_model_without_token_type_ids_exports_two_inputs(tmp_path):
     assert report["models"]["onnx"]["max_abs_prob_diff"] < 1e-4
 
 
-def test_without_quantize_auto_serves_fp32_onnx(tmp_path):
+def test_without_quantize_auto_serves_fp32_onnx(tmp_path, monkeypatch):
+    monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: False)
     model_dir = build_classifier_dir(tmp_path / "model")
 
     report = export_onnx(model_dir, quantize=False, parity_texts=TEXTS)
 
     assert report["parity"] == {"texts": len(TEXTS), "source": "given"}
-    assert list(report["models"]) == ["onnx"]
+    assert list(report["models"]) == ["onnx", "torch-bf16"]
     assert not (model_dir / "onnx" / "model.int8.onnx").exists()
     assert load(model_dir).backend == "onnx"
 
@@ -93,15 +153,16 @@ def test_failed_export_leaves_no_report_and_no_half_files(tmp_path, monkeypatch)
     model_dir = build_classifier_dir(tmp_path / "model")
     export_onnx(model_dir, parity_texts=TEXTS[:2])
 
-    def broken_quantize(fp32_path, out_path):
-        out_path.write_bytes(b"half a model")
+    def broken_quantize(fp32_path, work, parity_of):
+        (work / "int8.onnx").write_bytes(b"half a model")
         raise RuntimeError("killed")
 
     monkeypatch.setattr("domainfit.export.onnx._quantize", broken_quantize)
     with pytest.raises(RuntimeError, match="killed"):
         export_onnx(model_dir, parity_texts=TEXTS[:2])
 
-    assert sorted(p.name for p in (model_dir / "onnx").iterdir()) == ["model.onnx"]  # no report, no temp files
+    # no report, no int8 file, no temp files
+    assert sorted(p.name for p in (model_dir / "onnx").iterdir()) == ["model.onnx"]
     assert load(model_dir).backend == "torch"  # nothing vouches for the ONNX files
 
 

@@ -131,30 +131,52 @@ def test_top_level_load(model_dir):
 # --- backend "auto" --------------------------------------------------------------------------------------
 
 
-def _with_int8_agreement(exported_dir: Path, tmp_path: Path, agreement: float) -> Path:
+def _with_agreement(exported_dir: Path, tmp_path: Path, *, int8: float, bf16: float = 0.0) -> Path:
+    """A copy of the exported folder whose export.json reports the given label agreements."""
     out = tmp_path / "model"
     shutil.copytree(exported_dir, out)
     report_path = out / "onnx" / "export.json"
     report = json.loads(report_path.read_text())
-    report["models"]["onnx-int8"]["label_agreement"] = agreement
+    report["models"]["onnx-int8"]["label_agreement"] = int8
+    report["models"]["torch-bf16"]["label_agreement"] = bf16
     report_path.write_text(json.dumps(report))
     return out
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """Pretend the CPU has (True) or lacks (False) hardware bf16."""
+    def pretend(native: bool) -> None:
+        monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: native)
+    return pretend
 
 
 def test_auto_without_export_uses_torch(model_dir):
     assert load(model_dir).backend == "torch"
 
 
-def test_auto_uses_int8_when_it_agrees_with_torch(exported_dir, tmp_path):
-    assert load(_with_int8_agreement(exported_dir, tmp_path, 0.996)).backend == "onnx-int8"
+def test_auto_uses_int8_when_it_agrees_with_torch(exported_dir, tmp_path, bf16_cpu):
+    bf16_cpu(True)
+    assert load(_with_agreement(exported_dir, tmp_path, int8=0.996, bf16=1.0)).backend == "onnx-int8"
 
 
-def test_auto_uses_fp32_onnx_when_int8_disagrees(exported_dir, tmp_path):
-    assert load(_with_int8_agreement(exported_dir, tmp_path, 0.99)).backend == "onnx"
+def test_auto_uses_bf16_when_int8_disagrees_and_the_cpu_does_bf16(exported_dir, tmp_path, bf16_cpu):
+    bf16_cpu(True)
+    assert load(_with_agreement(exported_dir, tmp_path, int8=0.99, bf16=0.996)).backend == "torch-bf16"
+
+
+def test_auto_uses_fp32_onnx_when_bf16_is_emulated(exported_dir, tmp_path, bf16_cpu):
+    bf16_cpu(False)
+    assert load(_with_agreement(exported_dir, tmp_path, int8=0.99, bf16=1.0)).backend == "onnx"
+
+
+def test_auto_uses_fp32_onnx_when_nothing_faster_agrees(exported_dir, tmp_path, bf16_cpu):
+    bf16_cpu(True)
+    assert load(_with_agreement(exported_dir, tmp_path, int8=0.99, bf16=0.99)).backend == "onnx"
 
 
 def test_auto_ignores_an_export_from_other_weights(exported_dir, tmp_path):
-    model_dir = _with_int8_agreement(exported_dir, tmp_path, 1.0)
+    model_dir = _with_agreement(exported_dir, tmp_path, int8=1.0, bf16=1.0)
     retrained = build_classifier_dir(tmp_path / "retrained", seed=1)
     shutil.copy(retrained / "model.safetensors", model_dir / "model.safetensors")
 
@@ -163,10 +185,11 @@ def test_auto_ignores_an_export_from_other_weights(exported_dir, tmp_path):
         load(model_dir, backend="onnx")
 
 
-def test_onnx_only_folder_serves_without_pytorch_weights(exported_dir, tmp_path):
-    model_dir = _with_int8_agreement(exported_dir, tmp_path, 1.0)
+def test_onnx_only_folder_serves_without_pytorch_weights(exported_dir, tmp_path, bf16_cpu):
+    bf16_cpu(True)
+    model_dir = _with_agreement(exported_dir, tmp_path, int8=0.99, bf16=1.0)
     (model_dir / "model.safetensors").unlink()
-    assert load(model_dir).backend == "onnx-int8"
+    assert load(model_dir).backend == "onnx"  # not torch-bf16: there are no PyTorch weights
 
 
 # --- errors ----------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ class TrainConfig:
     best_metric: str = _f("f1_macro", "Validation metric that picks the best checkpoint (loss is minimised, others maximised).")
     early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement (null: never).", min=1)
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
-    precision: str = _f("auto", "Compute precision: auto (bf16 on capable GPUs, fp32 on CPU), fp32, bf16, fp16.",
+    precision: str = _f("auto", "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it faster), fp32, bf16, fp16.",
                         choices=("auto", "fp32", "bf16", "fp16"))
     num_threads: int | None = _f(None, "CPU threads for torch (null: one per physical core).", min=1)
     log_every: int = _f(10, "Write training loss to TensorBoard and the progress bar every N optimizer steps.", min=1)

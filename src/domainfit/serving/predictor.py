@@ -3,7 +3,8 @@
     import domainfit
     predictor = domainfit.load("runs/x/model")              # backend="auto": int8 ONNX when it is safe
     predictor.predict(["Operating profit rose to EUR 13.1 mn ."])
-    # [{'label': 'positive', 'score': 0.97, 'probabilities': {'negative': 0.01, 'neutral': 0.02, 'positive': 0.97}}]
+    # [{'label': 'positive', 'score': 0.97,
+    #   'probabilities': {'negative': 0.01, 'neutral': 0.02, 'positive': 0.97}}]
 
 Speed comes from three things, in order of effect (see ``benchmarks/bench_inference.py`` for the figures):
 batching texts of similar length so each batch is padded only to its own longest text; running an
@@ -33,10 +34,14 @@ ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EXPORT_REPORT = "export.json"
 SETTINGS_FILE = "domainfit.json"
-# "auto" serves the int8 model only if it gave the same label as PyTorch fp32 on at least this share of the
-# parity texts written by `domainfit export`; otherwise it falls back to the fp32 ONNX model, then PyTorch.
-AUTO_INT8_MIN_AGREEMENT = 0.995
+# "auto" serves a reduced-precision model (int8 ONNX, bf16 torch) only if it gave the same label as PyTorch
+# fp32 on at least this share of the parity texts of `domainfit export`. Accuracy can then move by at most
+# 0.5 point on those texts: the project's accuracy budget for a faster backend.
+AUTO_MIN_AGREEMENT = 0.995
 _MAX_LENGTH_CAP = 512
+# Texts per batch when the caller does not say. ONNX Runtime runs 20-25% faster on batches of 32 than of
+# 64 (activations stay in cache); eager PyTorch prefers 64 (benchmarks/bench_inference.py, 2-core Xeon).
+DEFAULT_BATCH_SIZE = {"torch": 64, "torch-bf16": 64, "onnx": 32, "onnx-int8": 32}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -57,13 +62,13 @@ def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir).expanduser()
     if not path.exists():
         raise ModelError("model folder does not exist", path=path,
-                         fix="give the model/ folder written by `domainfit train` (or any save_pretrained folder).")
+                         fix="give the model/ folder that `domainfit train` wrote.")
     if not path.is_dir():
         raise ModelError("expected a model folder, found a file", path=path,
                          fix="give the folder that holds config.json, not a file inside it.")
     if not (path / "config.json").is_file():
         raise ModelError("this folder is not a Hugging Face model folder (no config.json)", path=path,
-                         fix="give the model/ folder written by `domainfit train` (it holds config.json and the weights).")
+                         fix="give the model/ folder written by `domainfit train` (it holds config.json).")
     return path
 
 
@@ -86,7 +91,7 @@ def read_labels(model_dir: Path) -> list[str]:
 
 
 def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingSettings:
-    """Read ``domainfit.json``; missing file or keys take the defaults (plain Hugging Face folders work too)."""
+    """Read ``domainfit.json``; a missing file or key takes the default (plain Hugging Face folders work)."""
     path = model_dir / SETTINGS_FILE
     data = _read_json(path) if path.is_file() else {}
     task = data.get("task", "text-classification")
@@ -96,7 +101,8 @@ def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingS
     default_length = min(tokenizer_max_length or _MAX_LENGTH_CAP, _MAX_LENGTH_CAP)
     max_length = data.get("max_length", default_length)
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-        raise ModelError(f"max_length must be an integer >= 2, found {max_length!r}", path=path, key="max_length")
+        raise ModelError(f"max_length must be an integer >= 2, found {max_length!r}", path=path,
+                         key="max_length")
     prefix = data.get("text_prefix", "")
     if not isinstance(prefix, str):
         raise ModelError(f"text_prefix must be a string, found {prefix!r}", path=path, key="text_prefix")
@@ -153,40 +159,29 @@ def physical_cores() -> int:
 
 
 class FastTokenizer:
-    """Texts -> token ids without padding, truncated to ``max_length`` (same ids as the training tokenizer)."""
+    """Texts -> token ids, unpadded and truncated to ``max_length``: the ids the training tokenizer gives.
 
-    def __init__(self, model_dir: Path, max_length: int | None) -> None:
-        from transformers import AutoTokenizer
+    Calls the Rust ``tokenizers`` backend directly (a private copy, so the caller's tokenizer keeps its
+    settings); a tokenizer without one (a slow, Python-only tokenizer) is called through transformers.
+    """
 
-        try:
-            hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load the tokenizer: {e}", path=model_dir,
-                             fix="the folder needs the tokenizer files (tokenizer.json, ...) saved next to the model.") from e
-        self.model_max_length = getattr(hf_tokenizer, "model_max_length", None)
+    def __init__(self, hf_tokenizer: Any, max_length: int) -> None:
+        self.max_length = max_length
         self.pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0
-        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
         self._hf = hf_tokenizer
         self._backend = None
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
         if backend is not None:
             from tokenizers import Tokenizer
 
-            # a private copy: enabling truncation must not change the caller's tokenizer
             self._backend = Tokenizer.from_str(backend.to_str())
             self._backend.no_padding()
-        self.max_length = max_length
-        if max_length is not None:
-            self.set_max_length(max_length)
-
-    def set_max_length(self, max_length: int) -> None:
-        self.max_length = max_length
-        if self._backend is not None:
             self._backend.enable_truncation(max_length)
 
     def __call__(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """Return (input ids, token type ids) per text."""
         if self._backend is not None:
-            if len(texts) == 1:
+            if len(texts) == 1:  # encode_batch's thread hand-off costs more than one short text
                 encodings = [self._backend.encode(texts[0])]
             else:
                 encodings = self._backend.encode_batch(list(texts))
@@ -194,6 +189,17 @@ class FastTokenizer:
         out = self._hf(list(texts), truncation=True, max_length=self.max_length, return_token_type_ids=True)
         ids = out["input_ids"]
         return ids, out.get("token_type_ids") or [[0] * len(x) for x in ids]
+
+
+def load_hf_tokenizer(model_dir: Path) -> Any:
+    """The folder's tokenizer through ``AutoTokenizer``, with a ModelError if it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the tokenizer: {e}", path=model_dir,
+                         fix="save the tokenizer next to the model (tokenizer.save_pretrained(DIR)).") from e
 
 
 def pad_inputs(ids: list[list[int]], type_ids: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
@@ -237,36 +243,51 @@ def load_torch_model(model_dir: Path, *, attn_implementation: str = "sdpa") -> A
             model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
     except OSError as e:
         raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
-                         fix="the folder needs the weights (model.safetensors); or use backend='onnx'.") from e
+                         fix="the folder needs model.safetensors; or use backend='onnx'.") from e
     return model.eval()
 
 
 class TorchRunner:
-    """Eager PyTorch, fp32 or under bf16 autocast."""
+    """Eager PyTorch in the model's own dtype (fp32, or bf16 for the torch-bf16 backend)."""
 
-    def __init__(self, model: Any, *, bf16: bool) -> None:
+    def __init__(self, model: Any) -> None:
         import torch
 
         self._torch = torch
-        self._bf16 = bf16
         self.model = model
         accepted = inspect.signature(model.forward).parameters
-        self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+        self.input_names = tuple(name for name in ("input_ids", "attention_mask", "token_type_ids")
+                                 if name in accepted)
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
         feed = {name: torch.from_numpy(inputs[name]) for name in self.input_names}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+        with torch.inference_mode():
             logits = self.model(**feed).logits  # (batch, num_labels)
         return logits.float().numpy()
 
 
 def _torch_runner(model_dir: Path, num_threads: int | None, *, bf16: bool) -> TorchRunner:
-    if num_threads is not None:
-        import torch
+    import torch
 
+    if num_threads is not None:
         torch.set_num_threads(num_threads)  # process-wide: torch has one intra-op pool
-    return TorchRunner(load_torch_model(model_dir), bf16=bf16)
+    model = load_torch_model(model_dir)
+    # bf16 weights rather than torch.autocast: autocast re-casts every weight on every call, which made
+    # it 1.5x slower than this in benchmarks/bench_inference.py (LayerNorm and softmax still accumulate
+    # in fp32 inside torch's bf16 CPU kernels)
+    return TorchRunner(model.to(torch.bfloat16) if bf16 else model)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True if this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX); elsewhere bf16
+    is emulated and slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # these probes are private and may move; then do not count on bf16
+        return False
 
 
 class OnnxRunner:
@@ -276,7 +297,8 @@ class OnnxRunner:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one encoder chain: nothing to run in parallel
+        # one chain of layers: nothing to run side by side, so one pool of threads inside each op
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = num_threads or physical_cores()
         options.inter_op_num_threads = 1
         try:
@@ -306,7 +328,8 @@ def _onnx_path(model_dir: Path, backend: str) -> Path:
     path = model_dir / ONNX_DIR / ONNX_FILES[backend]
     if not path.is_file():
         raise ModelError(f"backend {backend!r} needs {ONNX_DIR}/{ONNX_FILES[backend]}, which does not exist",
-                         path=model_dir, fix=f"run `domainfit export {model_dir}` first, or use backend='torch'.")
+                         path=model_dir,
+                         fix=f"run `domainfit export {model_dir}` first, or use backend='torch'.")
     return path
 
 
@@ -321,9 +344,16 @@ _RUNNERS: dict[str, Callable[[Path, int | None], Runner]] = {
 def resolve_backend(model_dir: Path, backend: str) -> str:
     """Turn ``backend`` (maybe "auto") into one of the concrete backends, checking the name.
 
-    "auto" picks onnx-int8 when ``onnx/export.json`` shows it agreed with PyTorch on at least
-    ``AUTO_INT8_MIN_AGREEMENT`` of the parity labels and was exported from the weights now in the folder;
-    else onnx (same freshness check); else torch.
+    "auto" reads the parity report that ``domainfit export`` wrote (``onnx/export.json``), if it was made
+    from the weights now in the folder, and takes the first of:
+
+    1. onnx-int8, if its labels agreed with PyTorch fp32 on >= ``AUTO_MIN_AGREEMENT`` of the parity texts
+       (fastest single-sentence latency, and fast batches);
+    2. torch-bf16, if its labels agreed as well and this CPU does bf16 in hardware (fastest batches);
+    3. onnx (fp32, no accuracy change; faster than torch fp32 for one sentence);
+    4. torch.
+
+    The order comes from ``benchmarks/bench_inference.py``.
     """
     if backend not in BACKENDS:
         near = difflib.get_close_matches(str(backend), BACKENDS, n=1)
@@ -332,35 +362,41 @@ def resolve_backend(model_dir: Path, backend: str) -> str:
     if backend != "auto":
         return backend
     report = read_export_report(model_dir)
-    if report is None or not export_is_current(model_dir, report):
-        return "torch"
-    try:
-        import_onnxruntime()
-    except MissingExtraError:
+    weights = weights_fingerprint(model_dir)
+    # an ONNX-only folder (weights removed for shipping) has nothing to compare against
+    if report is None or (weights is not None and report.get("weights_sha256") != weights):
         return "torch"
     models = report.get("models", {})
-    int8 = models.get("onnx-int8", {})
-    if (model_dir / ONNX_DIR / ONNX_FILES["onnx-int8"]).is_file() and \
-            int8.get("label_agreement", 0.0) >= AUTO_INT8_MIN_AGREEMENT:
+
+    def agrees(name: str) -> bool:
+        return models.get(name, {}).get("label_agreement", 0.0) >= AUTO_MIN_AGREEMENT
+
+    try:
+        import_onnxruntime()
+        has_ort = True
+    except MissingExtraError:
+        has_ort = False
+    if has_ort and agrees("onnx-int8") and (model_dir / ONNX_DIR / ONNX_FILES["onnx-int8"]).is_file():
         return "onnx-int8"
-    if (model_dir / ONNX_DIR / ONNX_FILES["onnx"]).is_file():
+    if weights is not None and agrees("torch-bf16") and cpu_has_native_bf16():
+        return "torch-bf16"
+    if has_ort and (model_dir / ONNX_DIR / ONNX_FILES["onnx"]).is_file():
         return "onnx"
     return "torch"
 
 
 def export_is_current(model_dir: Path, report: dict[str, Any]) -> bool:
-    """True if the export report was made from the PyTorch weights now in the folder."""
-    exported_from = report.get("weights_sha256")
+    """True if the export report was made from the PyTorch weights now in the folder (or the folder
+    holds no PyTorch weights to compare with)."""
     current = weights_fingerprint(model_dir)
-    # an ONNX-only folder (weights removed for shipping) has nothing to compare against
-    return current is None or exported_from == current
+    return current is None or report.get("weights_sha256") == current
 
 
 def _check_stale(model_dir: Path, backend: str) -> None:
     report = read_export_report(model_dir)
     if report is not None and not export_is_current(model_dir, report):
-        raise ModelError(f"the {backend} model in {ONNX_DIR}/ was exported from other weights than the ones now "
-                         "in the folder (the model was retrained after export)", path=model_dir,
+        raise ModelError(f"the {backend} model in {ONNX_DIR}/ was exported from other weights than the "
+                         "ones now in the folder (the model was retrained after export)", path=model_dir,
                          fix=f"run `domainfit export {model_dir}` again.")
 
 
@@ -390,14 +426,21 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor(backend={self.backend!r}, labels={self.labels}, max_length={self.max_length})"
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Class probabilities, shape (len(texts), len(labels)), float32, rows in input order.
 
         Texts are sorted by token length and batched, each batch padded only to its own longest text,
         so a few long texts do not slow down all the short ones.
+
+        Args:
+            texts: the texts to classify.
+            batch_size: texts per forward pass; default ``DEFAULT_BATCH_SIZE[backend]`` (32 for the ONNX
+                backends, 64 for torch).
         """
         texts = self._check_texts(texts)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH_SIZE[self.backend]
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise DomainfitError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -414,8 +457,11 @@ class Predictor:
             probabilities[rows] = _softmax(self._runner(inputs))
         return probabilities
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
-        """Best label, its probability, and all probabilities, one dict per text in input order."""
+    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Best label, its probability, and all probabilities, one dict per text in input order.
+
+        ``batch_size`` is as in :meth:`predict_proba`.
+        """
         probabilities = self.predict_proba(texts, batch_size=batch_size)
         results = []
         for row in probabilities.tolist():
@@ -427,13 +473,14 @@ class Predictor:
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str):
-            raise DomainfitError("expected a list of texts, got one string", fix="wrap it in a list: predict([text]).")
+            raise DomainfitError("expected a list of texts, got one string",
+                                 fix="wrap it in a list: predict([text]).")
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise DomainfitError(f"text {i} is a {type(text).__name__}, not a string: {text!r:.80}")
             if not text.strip():
-                raise DomainfitError(f"text {i} is empty or only whitespace; the model has nothing to classify",
+                raise DomainfitError(f"text {i} is empty or only whitespace: nothing to classify",
                                      fix="drop empty texts before predicting.")
         return texts
 
@@ -448,10 +495,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def read_text_side(model_dir: Path) -> tuple[FastTokenizer, ServingSettings, list[str]]:
     """Everything but the network: tokenizer (truncating at the folder's max_length), settings, labels."""
     labels = read_labels(model_dir)
-    tokenizer = FastTokenizer(model_dir, max_length=None)
-    settings = read_settings(model_dir, tokenizer.model_max_length)
-    tokenizer.set_max_length(settings.max_length)
-    return tokenizer, settings, labels
+    hf_tokenizer = load_hf_tokenizer(model_dir)
+    settings = read_settings(model_dir, getattr(hf_tokenizer, "model_max_length", None))
+    return FastTokenizer(hf_tokenizer, settings.max_length), settings, labels
 
 
 def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> Predictor:
@@ -473,7 +519,7 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
-    if resolved in ONNX_FILES:
+    if backend != "auto" and resolved in ONNX_FILES:  # "auto" has checked already
         _check_stale(path, resolved)
     runner = _RUNNERS[resolved](path, num_threads)
     return Predictor(runner, tokenizer, labels, settings, resolved)

@@ -30,6 +30,7 @@ from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.optim import create_optimizer, create_scheduler
+from domainfit.training.precision import resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels})
 
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mixed_precision = resolve_precision(cfg.train.precision, device)
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
     objective = task.create_objective(cfg, data)
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                 group_by_length=cfg.train.group_by_length)
@@ -156,7 +159,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     # 4. Best weights -> test -> shippable folder, metrics.json, report.
     unwrapped = accelerator.unwrap_model(model)
     best = checkpoints.load_best(unwrapped)
-    results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, device, out)
+    results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, device, out,
+                        precision=mixed_precision)
     tb.close()
     finish_run(out, best_step=state.best_step)
     return results
@@ -192,7 +196,8 @@ def predict_logits(model, objective, features: Features, task: Task, tokenizer, 
     return torch.cat(chunks)[inverse], torch.cat(label_chunks)[inverse], float(loss_sum) / max(len(order), 1)
 
 
-def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path) -> dict[str, Any]:
+def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path, *,
+              precision: str) -> dict[str, Any]:
     results: dict[str, Any] = {"best": best, "history": state.history}
     for split in ("validation", "test"):
         if split in features:
@@ -204,6 +209,8 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         "steps": state.step,
         "real_tokens": state.real_tokens,
         "computed_tokens": state.computed_tokens,
+        "precision": {"no": "fp32"}.get(precision, precision),
+        "device": str(device),
     }
     results["data"] = data.info
     with atomic_dir(out / "model") as tmp:
@@ -225,9 +232,3 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
 
-
-def _mixed_precision(cfg: RunConfig) -> str:
-    precision = cfg.train.precision
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]

@@ -1,0 +1,22 @@
+"""Precision choice: explicit settings map directly; `auto` on a CPU follows a measured matmul speed-up."""
+
+import pytest
+import torch
+
+from domainfit.training import precision
+
+
+@pytest.mark.parametrize("setting, expected", [("fp32", "no"), ("bf16", "bf16"), ("fp16", "fp16")])
+def test_explicit_precision(setting, expected):
+    assert precision.resolve_precision(setting, torch.device("cpu")) == expected
+
+
+def test_auto_on_cpu_follows_the_measurement(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 4.0)
+    assert precision.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.6)  # AVX-512 without AMX: bf16 is slower
+    assert precision.resolve_precision("auto", torch.device("cpu")) == "no"
+
+
+def test_speedup_measurement_is_a_positive_ratio():
+    assert precision.cpu_bf16_speedup.__wrapped__(m=64, k=32, n=64, repeats=1) > 0
