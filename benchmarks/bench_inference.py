@@ -6,6 +6,7 @@
 For each engine it measures, on the labelled file: throughput over the whole file (sentences/s, median of
 ``--repeats`` runs after a warm-up run), accuracy against the file's labels, and the latency of one
 sentence per call (p50/p95 over ``--latency-calls`` calls cycling through the file, after a warm-up).
+The engines take turns, so a change of load on the machine during the run hits them all alike.
 Baselines are ``transformers.pipeline("text-classification", model=DIR)`` with its default settings
 (one text at a time) and with ``batch_size=32``. A folder that was not exported yet (or was retrained
 since) is exported first, with the file's texts as parity texts. Prints a Markdown table and the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gc
 import json
 import os
 import platform
@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,15 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    results = []
-    for engine in args.engines:
-        print(f"measuring {engine} ...", file=sys.stderr, flush=True)
-        if engine.startswith("pipeline"):
-            result = measure_pipeline(args, texts, gold, batch_size=32 if engine == "pipeline-bs32" else None)
-        else:
-            result = measure_predictor(args, engine, texts, gold)
-        results.append({"engine": engine, **result})
-        gc.collect()  # drop the engine (and its thread pool) before timing the next one
+    engines = [create_engine(name, args, texts) for name in args.engines]
+    results = measure(engines, texts, gold, args)
 
     machine = machine_info(args.threads, load_before, os.getloadavg())
     report = {"model_dir": str(args.model_dir), "data": str(args.data), "sentences": len(texts),
@@ -113,55 +107,65 @@ def export_if_needed(model_dir: Path, texts: list[str]) -> None:
     export_onnx(model_dir, parity_texts=texts)
 
 
-def measure_predictor(args: argparse.Namespace, backend: str, texts: list[str], gold: list[str]) -> dict:
-    predictor = load(args.model_dir, backend=backend, num_threads=args.threads)
-    predict_all = lambda: predictor.predict(texts, batch_size=args.batch_size)  # noqa: E731
-    predictions = [r["label"] for r in predict_all()]  # also the warm-up pass
-    throughput = time_passes(predict_all, len(texts), args.repeats)
-    latency = time_single_calls(lambda text: predictor.predict([text]), texts, args)
-    batch = args.batch_size or DEFAULT_BATCH_SIZE[backend]
-    return {"batch": batch, "sentences_per_s": throughput, "accuracy": accuracy(predictions, gold),
-            **latency}
+@dataclass
+class Engine:
+    """One way of classifying the file: a full pass, and one sentence per call."""
+
+    name: str
+    batch: int
+    predict_all: Callable[[], list[str]]  # labels for every text of the file, in order
+    predict_one: Callable[[str], object]
 
 
-def measure_pipeline(args: argparse.Namespace, texts: list[str], gold: list[str],
-                     batch_size: int | None) -> dict:
-    from transformers import pipeline
+def create_engine(name: str, args: argparse.Namespace, texts: list[str]) -> Engine:
+    if name.startswith("pipeline"):
+        from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=str(args.model_dir), device="cpu")
-    # the pipeline does not know the folder's text_prefix: add it, or its accuracy would be unfair
-    prefix = read_settings(args.model_dir.expanduser(), pipe.tokenizer.model_max_length).text_prefix
-    texts = [prefix + t for t in texts]
-    kwargs = {} if batch_size is None else {"batch_size": batch_size}
-    predict_all = lambda: pipe(texts, **kwargs)  # noqa: E731
-    predictions = [r["label"] for r in predict_all()]
-    throughput = time_passes(predict_all, len(texts), args.repeats)
-    latency = time_single_calls(lambda text: pipe(text), texts, args)
-    return {"batch": batch_size or 1, "sentences_per_s": throughput, "accuracy": accuracy(predictions, gold),
-            **latency}
-
-
-def time_passes(run: Callable[[], object], n: int, repeats: int) -> float:
-    """Median sentences/s over ``repeats`` full passes."""
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
+        pipe = pipeline("text-classification", model=str(args.model_dir), device="cpu")
+        # the pipeline does not know the folder's text_prefix: add it, or its accuracy would be unfair
+        prefix = read_settings(args.model_dir.expanduser(), pipe.tokenizer.model_max_length).text_prefix
+        inputs = [prefix + t for t in texts]
+        kwargs = {"batch_size": 32} if name == "pipeline-bs32" else {}
+        return Engine(name, kwargs.get("batch_size", 1),
+                      lambda: [r["label"] for r in pipe(inputs, **kwargs)], lambda text: pipe(prefix + text))
+    predictor = load(args.model_dir, backend=name, num_threads=args.threads)
+    return Engine(name, args.batch_size or DEFAULT_BATCH_SIZE[name],
+                  lambda: [r["label"] for r in predictor.predict(texts, batch_size=args.batch_size)],
+                  lambda text: predictor.predict([text]))
 
 
-def time_single_calls(call: Callable[[str], object], texts: list[str], args: argparse.Namespace) -> dict:
-    """p50/p95 milliseconds for one sentence per call, cycling through the file's sentences."""
-    for i in range(args.warmup_calls):
-        call(texts[i % len(texts)])
-    times = []
-    for i in range(args.latency_calls):
-        text = texts[i % len(texts)]
-        start = time.perf_counter()
-        call(text)
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+def measure(engines: list[Engine], texts: list[str], gold: list[str], args: argparse.Namespace) -> list[dict]:
+    """Accuracy, throughput and single-sentence latency of each engine.
+
+    The engines take turns (every repeat and every block of latency calls goes round all of them), so
+    a change in the machine's load during the run hits all engines alike instead of the last one.
+    """
+    accuracies, rates = {}, {e.name: [] for e in engines}
+    times = {e.name: [] for e in engines}
+    for engine in engines:  # warm-up, and the accuracy
+        print(f"warming up {engine.name} ...", file=sys.stderr, flush=True)
+        accuracies[engine.name] = accuracy(engine.predict_all(), gold)
+        for i in range(args.warmup_calls):
+            engine.predict_one(texts[i % len(texts)])
+    for repeat in range(args.repeats):
+        print(f"throughput pass {repeat + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
+        for engine in engines:
+            start = time.perf_counter()
+            engine.predict_all()
+            rates[engine.name].append(len(texts) / (time.perf_counter() - start))
+    blocks = 4
+    print(f"{args.latency_calls} single-sentence calls each ...", file=sys.stderr, flush=True)
+    for block in range(blocks):
+        calls = range(block * args.latency_calls // blocks, (block + 1) * args.latency_calls // blocks)
+        for engine in engines:
+            for i in calls:
+                text = texts[i % len(texts)]
+                start = time.perf_counter()
+                engine.predict_one(text)
+                times[engine.name].append((time.perf_counter() - start) * 1000)
+    return [{"engine": e.name, "batch": e.batch, "sentences_per_s": statistics.median(rates[e.name]),
+             "accuracy": accuracies[e.name], "p50_ms": float(np.percentile(times[e.name], 50)),
+             "p95_ms": float(np.percentile(times[e.name], 95))} for e in engines]
 
 
 def accuracy(predictions: list[str], gold: list[str]) -> float:

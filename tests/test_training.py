@@ -210,3 +210,15 @@ def test_length_grouped_batches_cover_every_example_once_and_pad_little():
     fresh.set_epoch(1)
     sampler.set_epoch(1, start_batch=5)
     assert list(sampler) == fresh.batches()[5:]  # resume skips exactly the batches already done
+
+
+def test_evaluate_command_reproduces_the_runs_test_metrics(finished_run, phrasebank_split, tmp_path):
+    out, results = finished_run
+    proc = subprocess.run([sys.executable, "-m", "domainfit", "evaluate", str(out / "model"),
+                           str(phrasebank_split / "test.csv"), "--output", str(tmp_path / "ev"), "--backend", "torch"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(results["test"]["accuracy"], abs=1e-9)
+    assert metrics["confusion_matrix"] == results["test"]["confusion_matrix"]
+    assert (tmp_path / "ev" / "report.md").is_file() and (tmp_path / "ev" / "confusion_matrix.png").is_file()
