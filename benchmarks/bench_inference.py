@@ -12,8 +12,8 @@ Baselines are ``transformers.pipeline("text-classification", model=DIR)`` with i
 since) is exported first, with the file's texts as parity texts. Prints a Markdown table and the
 machine; ``--json`` also saves the numbers.
 
-Timings on a shared machine are noisy: the load average is printed before and after so a reader can
-tell a quiet run from a busy one.
+Timings on a shared machine are noisy: the report says how many cores other processes kept busy during
+the run, so a reader can tell a quiet run from a busy one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -63,14 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-calls", type=int, default=20, help="untimed single-sentence calls first")
     parser.add_argument("--engines", nargs="+", default=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS],
                         choices=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS])
+    parser.add_argument("--parity-data", type=Path,
+                        help="CSV whose texts the export's parity check uses if the folder must be exported "
+                             "first (default: --data's texts; a validation file keeps test texts out of it)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.repeats < 3 or args.latency_calls < 200:
         print("note: fewer than 3 repeats or 200 latency calls: figures are rough", file=sys.stderr)
 
     texts, gold = read_labelled_csv(args.data, args.text_column, args.label_column)
-    export_if_needed(args.model_dir, texts)
-    load_before = os.getloadavg()
+    parity_texts = read_labelled_csv(args.parity_data, args.text_column, args.label_column)[0] \
+        if args.parity_data else texts
+    export_if_needed(args.model_dir, parity_texts)
+    others = OtherProcessesMeter()
 
     import torch
 
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     engines = [create_engine(name, args, texts) for name in args.engines]
     results = measure(engines, texts, gold, args)
 
-    machine = machine_info(args.threads, load_before, os.getloadavg())
+    machine = machine_info(args.threads, others.cores_used())
     report = {"model_dir": str(args.model_dir), "data": str(args.data), "sentences": len(texts),
               "auto_backend": resolve_backend(args.model_dir.expanduser(), "auto"), "machine": machine,
               "results": results, "export": read_export_report(args.model_dir.expanduser())}
@@ -172,7 +178,37 @@ def accuracy(predictions: list[str], gold: list[str]) -> float:
     return sum(p == g for p, g in zip(predictions, gold)) / len(gold)
 
 
-def machine_info(threads: int, load_before: tuple, load_after: tuple) -> dict:
+class OtherProcessesMeter:
+    """How many cores other processes kept busy since this was created: machine-wide busy CPU time
+    (/proc/stat) minus this process's own (all threads). Linux only; None elsewhere."""
+
+    def __init__(self) -> None:
+        self._start = (time.perf_counter(), self._busy_seconds(), self._own_seconds())
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def cores_used(self) -> float | None:
+        wall0, busy0, own0 = self._start
+        busy1 = self._busy_seconds()
+        if busy0 is None or busy1 is None:
+            return None
+        others = (busy1 - busy0) - (self._own_seconds() - own0)
+        return max(0.0, others / (time.perf_counter() - wall0))
+
+
+def machine_info(threads: int, others_cores: float | None) -> dict:
     import onnxruntime
     import torch
     import transformers
@@ -189,8 +225,7 @@ def machine_info(threads: int, load_before: tuple, load_after: tuple) -> dict:
             "threads": threads, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in load_after]}
+            "other_processes_cores": None if others_cores is None else round(others_cores, 2)}
 
 
 def print_report(report: dict) -> None:
@@ -211,11 +246,15 @@ def print_report(report: dict) -> None:
     print(f"\nMachine: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
           f"{m['threads']} threads; Python {m['python']}, torch {m['torch']}, "
           f"transformers {m['transformers']}, "
-          f"onnxruntime {m['onnxruntime']}. Load average before {m['load_average_before']}, "
-          f"after {m['load_average_after']}.")
-    if max(m["load_average_before"][0], m["load_average_after"][0]) > 0.5 * m["logical_cores"]:
-        print("WARNING: other processes were using the CPU during this run; with every core in use by "
-              "inference threads, the figures above are pessimistic and noisy. Re-run on a quiet machine.")
+          f"onnxruntime {m['onnxruntime']}.")
+    others = m["other_processes_cores"]
+    if others is not None:
+        print(f"Other processes kept {others:.2f} of the {m['logical_cores']} cores busy during the "
+              "measurements.")
+    if others is not None and others > 0.25:
+        print("WARNING: the machine was not quiet. With every core given to inference threads, figures "
+              "for the multi-threaded engines (torch above all) are pessimistic and noisy: re-run when "
+              "the machine is quiet, or compare at --threads 1.")
     print(f"backend='auto' picks: {report['auto_backend']}")
     export = report["export"] or {}
     for backend, parity in export.get("models", {}).items():

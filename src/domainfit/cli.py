@@ -128,7 +128,7 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--separator", default=None, help="field separator (needed for delimited text)")
     g.add_argument("--encoding", default="utf-8")
     g.add_argument("--no-header", action="store_true", help="CSV/TSV without a header row (columns by index)")
-    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--batch-size", type=int, default=None, help="texts per batch (default: best for the backend)")
     g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8")
 
 

@@ -506,10 +506,13 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     Args:
         model_dir: a folder written by ``domainfit train`` (or any ``save_pretrained`` folder of a
             sequence-classification model with its tokenizer).
-        backend: one of ``BACKENDS``. "auto" uses the int8 ONNX model when ``domainfit export`` found
-            it agrees with PyTorch, else the fp32 ONNX model if exported, else PyTorch.
-        num_threads: CPU threads for inference; default all physical cores. For the torch backends this
-            sets torch's process-wide thread count.
+        backend: one of ``BACKENDS``. "auto" serves the int8 ONNX model when ``domainfit export`` found
+            it keeps PyTorch's labels, else bf16 PyTorch on CPUs that do bf16 in hardware (if it keeps
+            the labels too), else the fp32 ONNX model if exported, else PyTorch (see
+            :func:`resolve_backend`).
+        num_threads: CPU threads for inference. Default: all physical cores for ONNX Runtime, torch's
+            own setting for the torch backends (given, it sets torch's process-wide thread count). On a
+            machine where other processes are busy, fewer threads than cores is much faster for torch.
 
     Returns:
         A :class:`Predictor`.
