@@ -26,13 +26,18 @@ from domainfit.errors import DataError, DomainfitError
 EXIT_USER_ERROR = 2
 
 
-def _train(args: argparse.Namespace) -> None:
-    from domainfit.config import load_config
+def _train_and_report(cfg, *, resume: bool) -> None:
     from domainfit.training import train
 
-    cfg = load_config(args.config, args.overrides)
-    train(cfg, resume=args.resume)
+    train(cfg, resume=resume)
     print(f"\nDone. Model: {Path(cfg.output.dir) / 'model'}   Report: {Path(cfg.output.dir) / 'report.md'}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from domainfit.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    _train_and_report(cfg, resume=args.resume)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -40,15 +45,13 @@ def _demo(args: argparse.Namespace) -> None:
 
     from domainfit.config import load_config
     from domainfit.data.sources import locate
-    from domainfit.training import train
 
     data_file = locate("financial_phrasebank", args.data_dir)
     print(f"Financial PhraseBank: {data_file}")
     config = resources.files("domainfit") / "configs" / "phrasebank.yaml"
     overrides = [f"data.train={data_file}", *args.overrides]
     cfg = load_config(Path(str(config)), overrides)
-    train(cfg, resume=args.resume)
-    print(f"\nDone. Model: {Path(cfg.output.dir) / 'model'}   Report: {Path(cfg.output.dir) / 'report.md'}")
+    _train_and_report(cfg, resume=args.resume)
 
 
 def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool):
