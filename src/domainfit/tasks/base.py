@@ -50,8 +50,8 @@ class Task(Protocol):
     def encode(self, examples: list[Any], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
         """Tokenise once; the loop batches the result every epoch."""
 
-    def collate(self, items: list[dict[str, Any]], tokenizer: Any) -> dict[str, torch.Tensor]:
-        """Pad a list of feature dicts into a batch of tensors."""
+    def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
+        """Pad a list of feature dicts into a batch of tensors (``train``: training batch, may augment)."""
 
     def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
         """The training objective (returns ``{"loss", "logits", ...}``)."""
@@ -61,6 +61,9 @@ class Task(Protocol):
 
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         """Write a standard, shippable model folder."""
+
+    # Optional: ``write_report(out_dir, metrics, **kw)`` with the signature of
+    # ``domainfit.evaluation.report.write_report``, for tasks whose metrics are not a confusion matrix.
 
 
 TASKS: Registry = Registry("task")

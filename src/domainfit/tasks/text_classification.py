@@ -116,7 +116,7 @@ class TextClassificationTask:
         items = [{"input_ids": x, "labels": label_ids[e.label]} for x, e in zip(ids, examples)]
         return Features(items=items, lengths=[len(x) for x in ids])
 
-    def collate(self, items: list[dict[str, Any]], tokenizer: Any) -> dict[str, torch.Tensor]:
+    def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
         input_ids = pad_batch([it["input_ids"] for it in items], tokenizer.pad_token_id)  # (batch, seq)
         lengths = torch.tensor([len(it["input_ids"]) for it in items])
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()

@@ -70,7 +70,8 @@ class CheckpointManager:
         self.keep = keep
 
     # -- resumable state ----------------------------------------------------------------------------
-    def save(self, state: TrainState, model: torch.nn.Module, optimizer, scheduler) -> Path:
+    def save(self, state: TrainState, model: torch.nn.Module, optimizer, scheduler,
+             objective: torch.nn.Module | None = None) -> Path:
         name = f"step-{state.step:07d}"
         target = self.dir / name
         with atomic_dir(target) as tmp:
@@ -78,6 +79,8 @@ class CheckpointManager:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(_rng_state(), tmp / "rng.pt")
+            if objective is not None and any(True for _ in objective.parameters()):
+                save_model(objective, str(tmp / "objective.safetensors"))
             (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
         write_text_atomic(self.dir / "latest", name)
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
@@ -94,7 +97,7 @@ class CheckpointManager:
         complete = [p for p in sorted(self.dir.glob("step-*")) if (p / "state.json").is_file()]
         return complete[-1] if complete else None
 
-    def load(self, model: torch.nn.Module, optimizer, scheduler) -> TrainState:
+    def load(self, model: torch.nn.Module, optimizer, scheduler, objective: torch.nn.Module | None = None) -> TrainState:
         path = self.latest()
         if path is None:
             raise DomainfitError(
@@ -103,6 +106,8 @@ class CheckpointManager:
                 fix="run without --resume to start afresh (checkpoints are written at each evaluation).",
             )
         load_model(model, str(path / "model.safetensors"))
+        if objective is not None and (path / "objective.safetensors").is_file():
+            load_model(objective, str(path / "objective.safetensors"))
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         _set_rng_state(torch.load(path / "rng.pt", weights_only=False))

@@ -57,17 +57,16 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_precision(cfg.train.precision, device)
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
-    objective = task.create_objective(cfg, data)
+    objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                 group_by_length=cfg.train.group_by_length)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
-    optimizer = create_optimizer(model, cfg.train)
+    optimizer = create_optimizer(model, cfg.train, extra=objective)  # objectives may own weights (an MLM head)
     scheduler = create_scheduler(optimizer, cfg.train, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    objective = objective.to(accelerator.device)  # holds no trainable weights of its own: nothing to wrap
     checkpoints = CheckpointManager(out)
-    state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler) if resume else TrainState()
+    state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler, objective=objective) if resume else TrainState()
     eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every
     tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
     device = accelerator.device
@@ -102,9 +101,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         model.train()
         tick = time.perf_counter()
         for indices in sampler:
-            batch = task.collate([features["train"].items[i] for i in indices], tokenizer)
-            state.real_tokens += int(batch["attention_mask"].sum())  # CPU tensor: no device sync
-            state.computed_tokens += batch["attention_mask"].numel()
+            batch = task.collate([features["train"].items[i] for i in indices], tokenizer, train=True)
+            if "attention_mask" in batch:  # CPU tensor: no device sync
+                state.real_tokens += int(batch["attention_mask"].sum())
+                state.computed_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 outputs = objective(model, batch)
@@ -138,17 +138,17 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 stop = evaluate_and_select()
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = epoch + 1, 0
-                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler, objective=objective)
                 tick = time.perf_counter()
                 if stop:
                     break
             elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
-                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler, objective=objective)
         state.train_seconds += time.perf_counter() - tick
         if state.epoch == epoch:  # epoch ended between evaluations
             state.epoch, state.batch_in_epoch = epoch + 1, 0
             if cfg.train.save_last:
-                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler, objective=objective)
         if stop:
             log.info("early stopping: no improvement in %d evaluations", cfg.train.early_stopping_patience)
             break
@@ -178,7 +178,11 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
 @torch.inference_mode()
 def predict_logits(model, objective, features: Features, task: Task, tokenizer, batch_size: int,
                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Logits and labels for every item (in the split's original order), and the mean objective loss."""
+    """Logits and labels for every item (in the split's original order), and the mean task loss.
+
+    Per-token outputs (token classification) come in batches of different lengths; they are padded to the
+    longest (logits with 0, labels with -100, the ignore index) before concatenation.
+    """
     was_training = model.training
     model.eval()
     order, chunks, label_chunks = [], [], []
@@ -186,14 +190,23 @@ def predict_logits(model, objective, features: Features, task: Task, tokenizer, 
     for indices in sorted_batches(features.lengths, batch_size):
         batch = task.collate([features.items[i] for i in indices], tokenizer)
         out = objective(model, {k: v.to(device) for k, v in batch.items()})
-        loss_sum += out["loss"].detach() * len(indices)
+        loss_sum += out.get("task_loss", out["loss"]).detach().float() * len(indices)
         chunks.append(out["logits"].float().cpu())
         label_chunks.append(batch["labels"])
         order += indices
     model.train(was_training)
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    return torch.cat(chunks)[inverse], torch.cat(label_chunks)[inverse], float(loss_sum) / max(len(order), 1)
+    return _cat_padded(chunks, 0.0)[inverse], _cat_padded(label_chunks, -100)[inverse], float(loss_sum) / max(len(order), 1)
+
+
+def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
+    """Concatenate along dim 0, padding dim 1 to the longest chunk when chunks differ there."""
+    if chunks and chunks[0].ndim >= 2 and len({c.shape[1] for c in chunks}) > 1:
+        width = max(c.shape[1] for c in chunks)
+        chunks = [torch.nn.functional.pad(c, (0, 0) * (c.ndim - 2) + (0, width - c.shape[1]), value=value)
+                  for c in chunks]
+    return torch.cat(chunks)
 
 
 def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path, *,
@@ -218,7 +231,8 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
     final = results.get("test") or results["validation"]
-    write_report(out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
+    report = getattr(task, "write_report", write_report)  # tasks with other metrics bring their own report
+    report(out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
                  split_name="test" if "test" in results else "validation",
                  context={"model": cfg.model.name, "train data": cfg.data.train,
                           "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",

@@ -8,10 +8,14 @@ from torch import nn
 from domainfit.config import TrainConfig
 
 
-def create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (Loshchilov & Hutter 2019) over trainable parameters; fused kernel where torch has one."""
+def create_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019) over trainable parameters; fused kernel where torch has one.
+
+    ``extra`` holds further trainable weights outside the model (an objective's MLM head).
+    """
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    named = list(model.named_parameters()) + (list(extra.named_parameters()) if extra is not None else [])
+    for name, p in named:
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
