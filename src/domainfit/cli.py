@@ -54,11 +54,12 @@ def _demo(args: argparse.Namespace) -> None:
     _train_and_report(cfg, resume=args.resume)
 
 
-def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool):
+def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool, read_labels: bool = True):
     from domainfit.data.readers import read_examples
 
     return read_examples(
-        path, format=args.format, text_column=args.text_column, label_column=args.label_column,
+        path, format=args.format, text_column=args.text_column,
+        label_column=args.label_column if read_labels else None,
         separator=args.separator, encoding=args.encoding, header=not args.no_header, require_labels=require_labels,
     )
 
@@ -66,10 +67,17 @@ def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool):
 def _predict(args: argparse.Namespace) -> None:
     import domainfit
 
-    examples = _read_inputs(args.input, args, require_labels=False)
+    # predict never uses a label column, so it is not read (a multi-label file holds lists there)
+    examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
     results = predictor.predict([e.text for e in examples], batch_size=args.batch_size)
     out = Path(args.output)
+    from domainfit.serving.multilabel_predictor import MultiLabelPredictor, write_predictions_csv
+
+    if isinstance(predictor, MultiLabelPredictor):  # a set of labels per text: text, labels, p_<label>...
+        write_predictions_csv(out, [e.text for e in examples], results, predictor)
+        print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -88,12 +88,24 @@ class OutputConfig:
 
 
 @dataclass
+class MultiLabelConfig:
+    label_separator: str = _f(";", "Separator between labels in a string label cell (CSV/TSV/delimited): 'cancer;tumor'. JSON lists need none.")
+    pos_weight: bool = _f(False, "Weight each label's positive term in the BCE loss by its negatives/positives ratio in the training data (helps rare labels).")
+    max_pos_weight: float = _f(10.0, "Upper bound on a label's positive weight when pos_weight is on.", min=1.0)
+    threshold: float = _f(0.5, "Default decision threshold on each label's probability (always reported, for comparison).", min_exclusive=0.0, max=1.0)
+    tune_thresholds: bool = _f(True, "Pick each label's threshold to maximise its F1 on the validation set; stored with the model and used on test and by predict.")
+    threshold_step: float = _f(0.05, "Spacing of the threshold grid searched when tuning (0.05: 0.05, 0.10 ... 0.95).", min=0.005, max=0.25)
+    unseen_labels: str = _f("error", "A validation/test label that never occurs in training: 'error', or 'drop' (warn and ignore it).", choices=("error", "drop"))
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Where the labelled data is and how to read it."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and selection."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
+    multi_label: MultiLabelConfig = field(default_factory=MultiLabelConfig, metadata={"help": "Multi-label classification (task: multi-label-classification)."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -282,6 +294,13 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
     if cfg.data.validation is None and cfg.data.validation_fraction == 0:
         raise ConfigError("no validation data: give data.validation or a data.validation_fraction > 0",
                           path=source, key="data.validation_fraction", fix="set data.validation_fraction: 0.1")
+    if not cfg.multi_label.label_separator:
+        raise ConfigError("the label separator is empty", path=source, key="multi_label.label_separator",
+                          fix="set it to the character between labels, e.g. ';' or '|'.")
+    if cfg.task == "multi-label-classification" and cfg.data.format == "delimited" and cfg.data.separator == cfg.multi_label.label_separator:
+        raise ConfigError(f"data.separator and multi_label.label_separator are both {cfg.data.separator!r}, so a "
+                          "`text<sep>labels` line cannot be split", path=source, key="multi_label.label_separator",
+                          fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
 
 
 def _resolve_paths(data: DataConfig, base: Path) -> None:

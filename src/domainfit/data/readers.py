@@ -87,6 +87,23 @@ def data_error_at(
 
 
 @dataclass(frozen=True)
+class LabelLocation:
+    """Where a raw label value was found, for a ``parse_label`` hook's error messages."""
+
+    path: Path
+    number: int
+    unit: str
+    column: str | int
+
+    def error(self, what: str, fix: str) -> DataError:
+        """A DataError at this file, line (or record) and column."""
+        return data_error_at(self.number, what, path=self.path, column=self.column, unit=self.unit, fix=fix)
+
+
+LabelParser = Callable[[Any, LabelLocation], Any]
+
+
+@dataclass(frozen=True)
 class _Options:
     text_column: str | int
     label_column: str | int | None
@@ -121,6 +138,7 @@ def read_examples(
     encoding: str = "utf-8",
     header: bool = True,
     require_labels: bool = True,
+    parse_label: LabelParser | None = None,
 ) -> list[Example]:
     """Read every example of a data file, checking each record.
 
@@ -139,6 +157,10 @@ def read_examples(
             referred to by 0-based int index.
         require_labels: raise if a record has no label. When False, a missing or empty label gives
             ``label=None``.
+        parse_label: replaces the single-label check for tasks whose label is not one string (a list
+            of labels for multi-label classification): called as ``parse_label(value, location)`` with
+            the raw value (None if the record lacks the label column) and a :class:`LabelLocation`;
+            its return value becomes ``Example.label``.
 
     Returns:
         The examples in file order, text and labels stripped of surrounding whitespace.
@@ -157,7 +179,7 @@ def read_examples(
     options = _Options(text_column, label_column, separator, header, require_labels)
     text = None if format in _BINARY_FORMATS else read_text(path, encoding)
     unit = _RECORD_UNITS.get(format, "line")
-    examples = [_to_example(raw, path, options, unit) for raw in READERS.get(format)(path, text, options)]
+    examples = [_to_example(raw, path, options, unit, parse_label) for raw in READERS.get(format)(path, text, options)]
     if not examples:
         raise DataError(
             "the file holds no records (expected at least one example)",
@@ -331,8 +353,12 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _to_example(raw: _Raw, path: Path, options: _Options, unit: str) -> Example:
+def _to_example(raw: _Raw, path: Path, options: _Options, unit: str, parse_label: LabelParser | None = None) -> Example:
     text = _clean_text(raw, path, options.text_column, unit)
+    if parse_label is not None and options.label_column is not None:
+        value = None if raw.label is _ABSENT else raw.label
+        label = parse_label(value, LabelLocation(path, raw.number, unit, options.label_column))
+        return Example(text=text, label=label, line=raw.number, unit=unit)
     label = _clean_label(raw, path, options, unit)
     return Example(text=text, label=label, line=raw.number, unit=unit)
 

@@ -515,11 +515,16 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
             machine where other processes are busy, fewer threads than cores is much faster for torch.
 
     Returns:
-        A :class:`Predictor`.
+        A :class:`Predictor`; for a multi-label folder a
+        :class:`~domainfit.serving.multilabel_predictor.MultiLabelPredictor`.
     """
     path = check_model_dir(model_dir)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
+    from domainfit.serving import multilabel_predictor  # imports this module: import here, not at the top
+
+    if multilabel_predictor.read_task(path) == multilabel_predictor.TASK:  # domainfit.json names the task
+        return multilabel_predictor.load_multilabel(path, backend=backend, num_threads=num_threads)
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in ONNX_FILES:  # "auto" has checked already

@@ -64,6 +64,8 @@ class Task(Protocol):
 
     # Optional: ``write_report(out_dir, metrics, **kw)`` with the signature of
     # ``domainfit.evaluation.report.write_report``, for tasks whose metrics are not a confusion matrix.
+    # Optional: ``calibrate(logits, labels, data)``, called once with the best weights' validation
+    # predictions before the final validation and test scores and ``save`` (multi-label thresholds).
 
 
 TASKS: Registry = Registry("task")

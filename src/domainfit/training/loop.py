@@ -212,6 +212,10 @@ def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
 def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path, *,
               precision: str) -> dict[str, Any]:
     results: dict[str, Any] = {"best": best, "history": state.history}
+    if hasattr(task, "calibrate"):  # optional: fit decision settings (multi-label thresholds) on validation
+        logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
+                                           cfg.train.eval_batch_size, device)
+        task.calibrate(logits, labels, data)
     for split in ("validation", "test"):
         if split in features:
             results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device)

@@ -1,0 +1,139 @@
+"""Prediction from a multi-label model folder: the labels above their thresholds, and every probability.
+
+    import domainfit
+    predictor = domainfit.load("runs/ncbi-multilabel/model")     # domainfit.json says the task
+    predictor.predict(["Germline BRCA1 mutations in breast cancer ."])
+    # [{'labels': ['cancer'], 'probabilities': {'cancer': 0.93, 'tumor': 0.04, ...}}]
+
+    domainfit predict runs/ncbi-multilabel/model notes.csv --output predictions.csv
+
+The per-label thresholds tuned on the validation set at training time are read from ``domainfit.json``;
+tokenising, length-sorted batching and the PyTorch backends are those of
+:mod:`domainfit.serving.predictor`. ``domainfit export`` does not cover multi-label models yet, so the
+ONNX backends are not offered.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domainfit.errors import DomainfitError, ModelError
+from domainfit.evaluation.multilabel_metrics import sigmoid
+from domainfit.serving.predictor import (DEFAULT_BATCH_SIZE, SETTINGS_FILE, FastTokenizer, Runner, _read_json,
+                                         _RUNNERS, check_model_dir, load_hf_tokenizer, pad_inputs)
+
+TASK = "multi-label-classification"
+BACKENDS = ("auto", "torch", "torch-bf16")
+
+
+class MultiLabelPredictor:
+    """Gives each text the set of labels whose probability reaches the label's threshold.
+
+    Attributes:
+        labels: label names, in the order of the probability columns.
+        thresholds: (num_labels,) decision thresholds, from ``domainfit.json``.
+        backend: "torch" or "torch-bf16".
+        label_separator: how the CLI joins a text's labels in one CSV cell.
+    """
+
+    def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], thresholds: np.ndarray,
+                 *, text_prefix: str, backend: str, label_separator: str) -> None:
+        self._runner = runner
+        self._tokenizer = tokenizer
+        self.labels = labels
+        self.thresholds = thresholds
+        self.text_prefix = text_prefix
+        self.backend = backend
+        self.label_separator = label_separator
+
+    def __repr__(self) -> str:
+        return f"MultiLabelPredictor(backend={self.backend!r}, labels={self.labels})"
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Per-label probabilities, shape (len(texts), len(labels)), float32, rows in input order."""
+        if isinstance(texts, str):
+            raise DomainfitError("expected a list of texts, got one string", fix="wrap it in a list: predict([text]).")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise DomainfitError(f"text {i} is not a non-empty string: {text!r:.80}", fix="drop empty texts.")
+        batch_size = batch_size or DEFAULT_BATCH_SIZE[self.backend]
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise DomainfitError(f"batch_size must be a positive integer, got {batch_size!r}")
+        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return probabilities
+        ids, type_ids = self._tokenizer([self.text_prefix + t for t in texts])
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # pad each batch to its own longest text
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
+            probabilities[rows] = sigmoid(self._runner(inputs))  # (batch, num_labels)
+        return probabilities
+
+    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """One dict per text: ``labels`` (those at or above their threshold, most probable first) and
+        ``probabilities`` ({label: probability})."""
+        probabilities = self.predict_proba(texts, batch_size=batch_size)
+        results = []
+        for row in probabilities:
+            chosen = sorted(np.flatnonzero(row >= self.thresholds), key=lambda i: -row[i])
+            results.append({"labels": [self.labels[i] for i in chosen],
+                            "probabilities": dict(zip(self.labels, row.tolist()))})
+        return results
+
+
+def write_predictions_csv(out: Path, texts: Sequence[str], results: list[dict[str, Any]],
+                          predictor: MultiLabelPredictor) -> None:
+    """Write ``text, labels, p_<label>...`` (labels joined by the model's separator), atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "labels", *[f"p_{label}" for label in predictor.labels]])
+        for text, result in zip(texts, results):
+            writer.writerow([text, predictor.label_separator.join(result["labels"]),
+                             *[f"{result['probabilities'][label]:.6f}" for label in predictor.labels]])
+    os.replace(tmp, out)
+
+
+def read_task(model_dir: Path) -> str:
+    """The ``task`` named in the folder's ``domainfit.json`` (text-classification if absent)."""
+    path = model_dir / SETTINGS_FILE
+    return str(_read_json(path).get("task", "text-classification")) if path.is_file() else "text-classification"
+
+
+def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> MultiLabelPredictor:
+    """Load a multi-label model folder written by ``domainfit train`` (see :class:`MultiLabelPredictor`)."""
+    path = check_model_dir(model_dir)
+    if backend not in BACKENDS:
+        raise DomainfitError(f"backend {backend!r} is not available for multi-label models",
+                             fix=f"use one of: {', '.join(BACKENDS)} (ONNX export does not cover multi-label yet).")
+    settings_path = path / SETTINGS_FILE
+    settings = _read_json(settings_path)
+    labels = settings.get("labels")
+    thresholds = settings.get("thresholds")
+    if not isinstance(labels, list) or not isinstance(thresholds, dict) or set(thresholds) != set(labels):
+        raise ModelError("domainfit.json must list the labels and a threshold for each of them", path=settings_path,
+                         key="thresholds", fix="retrain with domainfit, or write {label: threshold} for every label.")
+    bad = {label: t for label, t in thresholds.items() if not isinstance(t, (int, float)) or not 0 < t <= 1}
+    if bad:
+        raise ModelError(f"thresholds must be numbers in (0, 1], found {bad}", path=settings_path, key="thresholds")
+    config = _read_json(path / "config.json")
+    if [config.get("id2label", {}).get(str(i)) for i in range(len(labels))] != labels:
+        raise ModelError("the labels in domainfit.json do not match config.json's id2label", path=settings_path,
+                         key="labels", fix="the folder was edited by hand: retrain or restore both files.")
+    hf_tokenizer = load_hf_tokenizer(path)
+    max_length = int(settings.get("max_length", min(getattr(hf_tokenizer, "model_max_length", 512), 512)))
+    resolved = "torch" if backend == "auto" else backend
+    runner = _RUNNERS[resolved](path, num_threads)
+    return MultiLabelPredictor(runner, FastTokenizer(hf_tokenizer, max_length), labels,
+                               np.array([float(thresholds[label]) for label in labels], dtype=np.float32),
+                               text_prefix=str(settings.get("text_prefix", "")), backend=resolved,
+                               label_separator=str(settings.get("label_separator", ";")))
