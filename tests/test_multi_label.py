@@ -268,3 +268,13 @@ def test_predict_applies_the_stored_thresholds(finished_run, ncbi_small, tmp_pat
     assert len(written) == len(texts)
     assert [set(filter(None, w["labels"].split(";"))) for w in written] == [set(r["labels"]) for r in results]
     assert float(written[0][f"p_{predictor.labels[0]}"]) == pytest.approx(results[0]["probabilities"][predictor.labels[0]], abs=1e-6)
+
+
+def test_evaluate_command_reproduces_the_runs_test_scores(finished_run, ncbi_small, tmp_path):
+    out = finished_run
+    assert main(["evaluate", str(out / "model"), str(ncbi_small / "test.jsonl"), "--output", str(tmp_path / "ev")]) == 0
+    run_test = json.loads((out / "metrics.json").read_text())["test"]
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in ("f1_micro", "f1_macro", "hamming_loss", "f1_micro_default", "subset_accuracy"):
+        assert evaluated[key] == pytest.approx(run_test[key], abs=1e-6), key
+    assert "Hamming loss" in (tmp_path / "ev" / "report.md").read_text()

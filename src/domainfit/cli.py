@@ -95,6 +95,17 @@ def _evaluate(args: argparse.Namespace) -> None:
     from domainfit.evaluation.report import format_metrics_table, write_report
     from domainfit.training.atomic import write_text_atomic
 
+    from domainfit.serving import multilabel_predictor as ml
+    from domainfit.serving.predictor import check_model_dir
+
+    if ml.read_task(check_model_dir(args.model_dir)) == ml.TASK:  # label sets: its own scores and report
+        out = Path(args.output or f"eval-{Path(args.data).stem}")
+        metrics = ml.evaluate_file(args.model_dir, args.data, out, backend=args.backend, batch_size=args.batch_size,
+                                   format=args.format, text_column=args.text_column, label_column=args.label_column,
+                                   separator=args.separator, encoding=args.encoding, header=not args.no_header)
+        print(f"micro F1 {metrics['f1_micro']:.4f}  macro F1 {metrics['f1_macro']:.4f}  "
+              f"Hamming loss {metrics['hamming_loss']:.4f}\nReport: {out / 'report.md'}")
+        return
     examples = _read_inputs(args.data, args, require_labels=True)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
     known = {label: i for i, label in enumerate(predictor.labels)}

@@ -66,7 +66,7 @@ def _summary(metrics: dict, split_name: str) -> str:
              f"plain {metrics['default_threshold']:g} threshold.")
     if present:
         weakest = min(present, key=lambda label: (per[label]["f1"], -per[label]["support"]))
-        text += f" The weakest label is '{_escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, {per[weakest]['support']} examples)."
+        text += f" The weakest label is '{_escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, support {per[weakest]['support']})."
     return text
 
 

@@ -16,6 +16,7 @@ ONNX backends are not offered.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,11 +40,12 @@ class MultiLabelPredictor:
         labels: label names, in the order of the probability columns.
         thresholds: (num_labels,) decision thresholds, from ``domainfit.json``.
         backend: "torch" or "torch-bf16".
-        label_separator: how the CLI joins a text's labels in one CSV cell.
+        label_separator: how the CLI joins a text's labels in one CSV cell (and splits them when evaluating).
+        default_threshold: the untuned threshold, reported beside the tuned ones by :func:`evaluate_file`.
     """
 
     def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], thresholds: np.ndarray,
-                 *, text_prefix: str, backend: str, label_separator: str) -> None:
+                 *, text_prefix: str, backend: str, label_separator: str, default_threshold: float = 0.5) -> None:
         self._runner = runner
         self._tokenizer = tokenizer
         self.labels = labels
@@ -51,6 +53,7 @@ class MultiLabelPredictor:
         self.text_prefix = text_prefix
         self.backend = backend
         self.label_separator = label_separator
+        self.default_threshold = default_threshold
 
     def __repr__(self) -> str:
         return f"MultiLabelPredictor(backend={self.backend!r}, labels={self.labels})"
@@ -103,6 +106,37 @@ def write_predictions_csv(out: Path, texts: Sequence[str], results: list[dict[st
     os.replace(tmp, out)
 
 
+def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, backend: str = "auto",
+                  batch_size: int | None = None, **reading: Any) -> dict[str, Any]:
+    """Score a multi-label model folder on a labelled file: ``out_dir/metrics.json`` and ``report.md``.
+
+    ``domainfit evaluate`` calls this for multi-label folders. Labels are split with the model's own
+    separator; a label the model does not know is an error. ``reading`` takes the options of
+    :func:`~domainfit.data.multilabel.read_multilabel_examples` (format, text_column, ...).
+
+    Returns:
+        The metrics (as :func:`~domainfit.evaluation.multilabel_metrics.score_with_thresholds`).
+    """
+    from domainfit.data.multilabel import MultiLabelSet, read_multilabel_examples
+    from domainfit.evaluation.multilabel_metrics import score_with_thresholds
+    from domainfit.evaluation.multilabel_report import write_multilabel_report
+    from domainfit.training.atomic import write_text_atomic
+
+    predictor = load_multilabel(model_dir, backend=backend)
+    label_set = MultiLabelSet(predictor.labels)
+    examples = read_multilabel_examples(data, label_separator=predictor.label_separator, **reading)
+    examples = label_set.check(examples, data, policy="error")
+    probs = predictor.predict_proba([e.text for e in examples], batch_size=batch_size)  # (n, num_labels)
+    gold = np.array([label_set.multi_hot(e) for e in examples])  # (n, num_labels)
+    metrics = score_with_thresholds(probs, gold, predictor.labels, predictor.thresholds, predictor.default_threshold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "metrics.json", json.dumps({"data": str(data), "model": str(model_dir), **metrics},
+                                                            indent=1, ensure_ascii=False))
+    write_multilabel_report(out_dir, metrics, title=f"Evaluation of {model_dir} on {data}", split_name=Path(data).name,
+                            context={"model": str(model_dir), "data": str(data), "backend": predictor.backend})
+    return metrics
+
+
 def read_task(model_dir: Path) -> str:
     """The ``task`` named in the folder's ``domainfit.json`` (text-classification if absent)."""
     path = model_dir / SETTINGS_FILE
@@ -136,4 +170,5 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
     return MultiLabelPredictor(runner, FastTokenizer(hf_tokenizer, max_length), labels,
                                np.array([float(thresholds[label]) for label in labels], dtype=np.float32),
                                text_prefix=str(settings.get("text_prefix", "")), backend=resolved,
-                               label_separator=str(settings.get("label_separator", ";")))
+                               label_separator=str(settings.get("label_separator", ";")),
+                               default_threshold=float(settings.get("default_threshold", 0.5)))
