@@ -192,22 +192,27 @@ def ncbi_small(tmp_path_factory) -> Path:
     return out
 
 
+def _write_config(tmp: Path, model: Path, data: Path, out: Path, **train_kw) -> Path:
+    train_cfg = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 3, "eval_every": 4,
+                 "best_metric": "f1_micro", "log_every": 2, **train_kw}
+    config = tmp / "config.yaml"
+    config.write_text("\n".join([
+        "task: multi-label-classification",
+        "model:", f"  name: {model}", "  max_length: 48",
+        "data:", f"  train: {data / 'train.jsonl'}", f"  validation: {data / 'devel.jsonl'}",
+        f"  test: {data / 'test.jsonl'}",
+        "multi_label:", "  pos_weight: true",
+        "train:", *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
+        "output:", f"  dir: {out}",
+    ]) + "\n")
+    return config
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_bert, ncbi_small):
     tmp = tmp_path_factory.mktemp("ml-run")
     out = tmp / "out"
-    config = tmp / "config.yaml"
-    config.write_text("\n".join([
-        "task: multi-label-classification",
-        "model:", f"  name: {tiny_bert}", "  max_length: 48",
-        "data:", f"  train: {ncbi_small / 'train.jsonl'}", f"  validation: {ncbi_small / 'devel.jsonl'}",
-        f"  test: {ncbi_small / 'test.jsonl'}",
-        "multi_label:", "  pos_weight: true",
-        "train:", "  epochs: 1", "  batch_size: 8", "  learning_rate: 1.0e-3", "  seed: 3", "  eval_every: 4",
-        "  best_metric: f1_micro", "  log_every: 2",
-        "output:", f"  dir: {out}",
-    ]) + "\n")
-    assert main(["train", str(config)]) == 0
+    assert main(["train", str(_write_config(tmp, tiny_bert, ncbi_small, out))]) == 0
     return out
 
 
@@ -278,3 +283,35 @@ def test_evaluate_command_reproduces_the_runs_test_scores(finished_run, ncbi_sma
     for key in ("f1_micro", "f1_macro", "hamming_loss", "f1_micro_default", "subset_accuracy"):
         assert evaluated[key] == pytest.approx(run_test[key], abs=1e-6), key
     assert "Hamming loss" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_interrupted_run_resumes_to_the_same_result(finished_run, tiny_bert, ncbi_small, tmp_path, monkeypatch):
+    """Stop after the checkpoint of step 5 (of 8), resume, and land on the uninterrupted run's model."""
+    from domainfit.training import train
+    from domainfit.training.checkpoint import CheckpointManager
+
+    out = tmp_path / "out"
+    cfg = load_config(_write_config(tmp_path, tiny_bert, ncbi_small, out, save_every=1))
+    save = CheckpointManager.save
+
+    def save_then_stop(self, state, *args, **kwargs):
+        path = save(self, state, *args, **kwargs)
+        if state.step >= 5:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(CheckpointManager, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert not (out / "metrics.json").exists()
+    monkeypatch.setattr(CheckpointManager, "save", save)
+    train(cfg, resume=True)
+    straight, resumed = (json.loads((d / "metrics.json").read_text()) for d in (finished_run, out))
+    assert resumed["train"]["samples_seen"] == straight["train"]["samples_seen"]
+    assert resumed["best"]["step"] == straight["best"]["step"]
+    # precision: auto may pick bf16 autocast on this CPU, so resumed arithmetic differs in the last bits:
+    # allow about one label decision of difference
+    for key in ("f1_micro", "f1_macro", "hamming_loss"):
+        assert resumed["test"][key] == pytest.approx(straight["test"][key], abs=0.02), key
+    assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], rel=0.01)
+    assert set(json.loads((out / "model/domainfit.json").read_text())["thresholds"]) == set(resumed["test"]["labels"])
