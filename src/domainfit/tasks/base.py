@@ -64,6 +64,11 @@ class Task(Protocol):
 
     # Optional: ``write_report(out_dir, metrics, **kw)`` with the signature of
     # ``domainfit.evaluation.report.write_report``, for tasks whose metrics are not a confusion matrix.
+    # Optional: ``write_model_card(model_dir, *, cfg, results, labels)`` and ``format_metrics(metrics) -> str``
+    # likewise replace the classification model card and terminal table.
+    # Optional: ``final_metrics(model, tokenizer, data, features, cfg, *, objective, device) -> {split: {...}}``,
+    # called once after the best weights are loaded and scored; its dicts are merged into metrics.json (the
+    # generation task adds the base model's perplexity and ROUGE-L of greedy generations here).
 
 
 TASKS: Registry = Registry("task")
