@@ -114,7 +114,9 @@ def test_collate_masks_exactly_the_prompt_and_padding(tiny_lm, tmp_path):
 
 
 def test_plain_template_without_chat_template(tmp_path):
-    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(build_tiny_lm(tmp_path / "m", chat_template=False))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_lm(tmp_path / "m", chat_template=False))
     prompt = PromptFormat().render(tokenizer, "Which disease?", "A rash.")
     assert prompt == "### Instruction:\nWhich disease?\n\n### Input:\nA rash.\n\n### Response:\n"
     assert PromptFormat().render(tokenizer, "Hi") == "### Instruction:\nHi\n\n### Response:\n"
@@ -169,7 +171,8 @@ def test_objective_matches_transformers_loss_and_counts_response_tokens(tiny_lm)
     labels[0, :4] = -100  # prompt of 4 tokens
     labels[1, :6] = -100
     labels[1, 9:] = -100  # one padding position
-    attention_mask = (labels[:, :] != -100).long() | (torch.arange(10) < 9).long()
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
     out = CausalLMObjective()(model, {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels})
     reference = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     assert torch.allclose(out["loss"], reference, atol=1e-5)
