@@ -66,7 +66,13 @@ def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool, r
 
 def _predict(args: argparse.Namespace) -> None:
     import domainfit
+    from domainfit.serving.generator import predict_file, read_generation_settings
 
+    if read_generation_settings(args.model_dir) is not None:  # generation model: JSONL/TXT in, JSONL out
+        n = predict_file(args.model_dir, args.input, args.output, max_new_tokens=args.max_new_tokens,
+                         batch_size=args.batch_size)
+        print(f"{n} generations -> {args.output}")
+        return
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
@@ -183,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>...")
     _add_reading_options(p)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="write ONNX (fp32 + int8) into the model folder, with a parity check")

@@ -99,6 +99,28 @@ class MultiLabelConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """Settings of the ``generation`` task (instruction -> response fine-tuning of a causal LM)."""
+
+    instruction_key: str = _f("instruction", "JSONL key holding the instruction (the question or task).")
+    input_key: str = _f("input", "JSONL key holding optional extra input (e.g. a clinical note); may be absent.")
+    response_key: str = _f("response", "JSONL key holding the reference response the model learns to write.")
+    use_chat_template: bool = _f(True, "Format prompts with the tokenizer's chat template when it has one (else prompt_template).")
+    system_prompt: str | None = _f(None, "System message for chat templates (null: the template's own default).")
+    prompt_template: str = _f("### Instruction:\n{instruction}\n\n{input_block}### Response:\n",
+                              "Plain prompt when no chat template is used; {input_block} is '### Input:\\n<input>\\n\\n' or empty.")
+    method: str = _f("lora", "Fine-tuning method: 'lora' (PEFT low-rank adapters, Hu et al. 2021) or 'full'.", choices=("lora", "full"))
+    lora_r: int = _f(8, "LoRA rank.", min=1)
+    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).", min=1)
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", min=0.0, max=0.9)
+    lora_target_modules: str = _f("all-linear", "Modules to adapt: 'all-linear' or comma-separated names, e.g. 'q_proj,v_proj'.")
+    save_merged: bool = _f(True, "With LoRA, also write the merged plain model into model/ (the adapter goes to model/adapter/).")
+    max_new_tokens: int = _f(64, "Longest generated response, in tokens (final ROUGE-L and predict).", min=1)
+    rouge_max_examples: int = _f(50, "Generate for at most this many validation/test examples at the end for ROUGE-L (0: skip).", min=0)
+    report_examples: int = _f(5, "Example generations shown in report.md next to their reference.", min=0)
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
@@ -106,6 +128,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and selection."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
     multi_label: MultiLabelConfig = field(default_factory=MultiLabelConfig, metadata={"help": "Multi-label classification (task: multi-label-classification)."})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation task: prompts, LoRA, decoding."})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -518,6 +518,10 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         A :class:`Predictor`; for a multi-label folder a
         :class:`~domainfit.serving.multilabel_predictor.MultiLabelPredictor`.
     """
+    from domainfit.serving.generator import load_generator, read_generation_settings
+
+    if read_generation_settings(model_dir) is not None:  # a generation model: greedy decoding, not labels
+        return load_generator(model_dir, backend=backend, num_threads=num_threads)
     path = check_model_dir(model_dir)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")

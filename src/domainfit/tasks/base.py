@@ -66,6 +66,11 @@ class Task(Protocol):
     # ``domainfit.evaluation.report.write_report``, for tasks whose metrics are not a confusion matrix.
     # Optional: ``calibrate(logits, labels, data)``, called once with the best weights' validation
     # predictions before the final validation and test scores and ``save`` (multi-label thresholds).
+    # Optional: ``write_model_card(model_dir, *, cfg, results, labels)`` and ``format_metrics(metrics) -> str``
+    # likewise replace the classification model card and terminal table.
+    # Optional: ``final_metrics(model, tokenizer, data, features, cfg, *, objective, device) -> {split: {...}}``,
+    # called once after the best weights are loaded and scored; its dicts are merged into metrics.json (the
+    # generation task adds the base model's perplexity and ROUGE-L of greedy generations here).
 
 
 TASKS: Registry = Registry("task")

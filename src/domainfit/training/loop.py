@@ -219,6 +219,10 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
     for split in ("validation", "test"):
         if split in features:
             results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device)
+    final_metrics = getattr(task, "final_metrics", None)  # optional: scores that need the trained model (generation)
+    if final_metrics is not None:
+        for key, values in final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device).items():
+            results.setdefault(key, {}).update(values)
     results["train"] = {
         "samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
         "train_runtime_s": round(state.train_seconds, 2),
@@ -232,18 +236,18 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
     results["data"] = data.info
     with atomic_dir(out / "model") as tmp:
         task.save(model, tokenizer, cfg, data, tmp)
-        write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
+        getattr(task, "write_model_card", write_model_card)(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
     final = results.get("test") or results["validation"]
     report = getattr(task, "write_report", write_report)  # tasks with other metrics bring their own report
     report(out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
-                 split_name="test" if "test" in results else "validation",
-                 context={"model": cfg.model.name, "train data": cfg.data.train,
-                          "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
-                          "selected by": f"validation {cfg.train.best_metric}",
-                          "train samples/s": results["train"]["samples_per_second"]},
-                 history=state.history, best_metric=cfg.train.best_metric)
-    print(format_metrics_table(final))
+           split_name="test" if "test" in results else "validation",
+           context={"model": cfg.model.name, "train data": cfg.data.train,
+                    "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
+                    "selected by": f"validation {cfg.train.best_metric}",
+                    "train samples/s": results["train"]["samples_per_second"]},
+           history=state.history, best_metric=cfg.train.best_metric)
+    print(getattr(task, "format_metrics", format_metrics_table)(final))
     return results
 
 

@@ -1,0 +1,188 @@
+"""Generate responses with a model folder written by the ``generation`` task.
+
+    domainfit predict runs/s2d-gen/model questions.jsonl --output answers.jsonl [--max-new-tokens 64]
+
+    import domainfit
+    gen = domainfit.load("runs/s2d-gen/model")
+    gen.predict([{"instruction": "Which disease do these symptoms most likely indicate?",
+                  "input": "I have a red, scaly rash on my elbows."}])
+    # [{'generated': 'These symptoms most likely indicate Psoriasis.'}]
+
+The folder holds the merged model (plain Hugging Face causal LM) and, with LoRA, ``adapter/``; when only the
+adapter was saved (``generation.save_merged: false``) the base model named in ``domainfit.json`` is loaded
+and the adapter applied. Decoding is greedy by default, prompts are batched by length with left padding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from domainfit.data.instructions import InstructionExample, PromptFormat, read_instructions
+from domainfit.errors import DataError, ModelError
+
+SETTINGS_FILE = "domainfit.json"
+ADAPTER_DIR = "adapter"
+TASK = "generation"
+
+
+def read_generation_settings(model_dir: str | Path) -> dict[str, Any] | None:
+    """``domainfit.json`` of a generation model folder, or None when the folder holds another task."""
+    path = Path(model_dir).expanduser() / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{SETTINGS_FILE} is not valid JSON: {e}", path=path,
+                         fix="restore the file written by `domainfit train`.") from e
+    return data if isinstance(data, dict) and data.get("task") == TASK else None
+
+
+@torch.inference_mode()
+def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
+                       batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[str]:
+    """Greedy continuations of ``prompts`` (up to EOS or ``max_new_tokens``), in input order.
+
+    Prompts are sorted by length and left-padded per batch so every row's continuation starts at the
+    same column; a prompt longer than ``max_prompt_tokens`` keeps its last tokens (the response header).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if max_prompt_tokens:
+        ids = [x[-max_prompt_tokens:] for x in ids]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    outputs: list[str] = [""] * len(ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (batch, width), left-padded
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
+            attention_mask[row, width - len(ids[i]) :] = 1
+        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)  # (batch, width + new)
+        for row, i in enumerate(chunk):
+            new = generated[row, width:].tolist()
+            if tokenizer.eos_token_id in new:
+                new = new[: new.index(tokenizer.eos_token_id)]
+            outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+    model.train(was_training)
+    return outputs
+
+
+class Generator:
+    """A loaded generation model: ``predict`` turns instructions (and inputs) into responses."""
+
+    task = TASK
+    backend = "torch"
+
+    def __init__(self, model: Any, tokenizer: Any, settings: dict[str, Any]) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.prompt = PromptFormat(**settings.get("prompt", {}))
+        self.keys = settings.get("keys", {"instruction": "instruction", "input": "input"})
+        self.max_new_tokens = int(settings.get("max_new_tokens", 64))
+        self.max_length = int(settings.get("max_length", 512))
+        self.labels: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Generator(base_model={self.settings.get('base_model')!r}, max_new_tokens={self.max_new_tokens})"
+
+    def prompts(self, items: Sequence[str | dict[str, Any] | InstructionExample]) -> list[str]:
+        """The prompt text of each item: a string is an instruction; a dict uses the folder's JSON keys."""
+        texts = []
+        for n, item in enumerate(items):
+            if isinstance(item, InstructionExample):
+                instruction, text_input = item.instruction, item.input
+            elif isinstance(item, str):
+                instruction, text_input = item, ""
+            elif isinstance(item, dict) and isinstance(item.get(self.keys["instruction"]), str):
+                instruction, text_input = item[self.keys["instruction"]], item.get(self.keys["input"]) or ""
+            else:
+                raise DataError(f"item {n} is neither a string nor a dict with a string {self.keys['instruction']!r}",
+                                fix=f'pass "an instruction" or {{"{self.keys["instruction"]}": ..., "{self.keys["input"]}": ...}}')
+            texts.append(self.prompt.render(self.tokenizer, instruction, text_input))
+        return texts
+
+    def predict(self, items: Sequence[str | dict[str, Any] | InstructionExample], *, max_new_tokens: int | None = None,
+                batch_size: int | None = None) -> list[dict[str, str]]:
+        """Greedy responses, one ``{"generated": text}`` per item, in order."""
+        if isinstance(items, (str, dict)):
+            raise DataError("predict takes a list of items", fix="wrap a single item in a list: predict([item]).")
+        texts = generate_responses(self.model, self.tokenizer, self.prompts(items),
+                                   max_new_tokens=max_new_tokens or self.max_new_tokens, batch_size=batch_size or 8,
+                                   max_prompt_tokens=self.max_length)
+        return [{"generated": t} for t in texts]
+
+
+def load_generator(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> Generator:
+    """Load a generation model folder (merged model, or base + ``adapter/``) for greedy decoding on PyTorch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir).expanduser()
+    settings = read_generation_settings(path)
+    if settings is None:
+        raise ModelError("not a generation model folder (domainfit.json does not say task: generation)", path=path,
+                         fix="give the model/ folder written by `domainfit train` with task: generation.")
+    if backend not in ("auto", "torch"):
+        raise ModelError(f"generation models run on PyTorch only; backend {backend!r} is not available",
+                         key="backend", fix="use backend='torch' (or 'auto').")
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    if (path / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    elif (path / ADAPTER_DIR / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        from domainfit.models.causal_lm import load_causal_lm
+
+        base, _ = load_causal_lm(settings["base_model"])
+        model = PeftModel.from_pretrained(base, str(path / ADAPTER_DIR))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    else:
+        raise ModelError("the folder holds neither a model (config.json) nor a LoRA adapter (adapter/)", path=path,
+                         fix="give the model/ folder written by `domainfit train`.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Generator(model, tokenizer, settings)
+
+
+def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path, *,
+                 max_new_tokens: int | None = None, batch_size: int | None = None) -> int:
+    """Generate for every line of a ``.jsonl`` (instruction/input objects) or ``.txt`` (one instruction a line)
+    file and write JSONL with the inputs, the reference if given, and ``generated``. Returns the count."""
+    generator = load_generator(model_dir)
+    input_path = Path(input_path)
+    if input_path.suffix.lower() == ".txt":
+        if not input_path.is_file():
+            raise DataError("file not found", path=input_path)
+        lines = input_path.read_text(encoding="utf-8").splitlines()
+        examples = [InstructionExample(t.strip(), "", "", n) for n, t in enumerate(lines, 1) if t.strip()]
+    else:
+        keys = generator.keys
+        examples = read_instructions(input_path, instruction_key=keys["instruction"], input_key=keys["input"],
+                                     response_key=keys.get("response", "response"), require_response=False)
+    results = generator.predict(examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for e, r in zip(examples, results):
+            row = {"instruction": e.instruction, "input": e.input, **({"reference": e.response} if e.response else {}),
+                   "generated": r["generated"]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    return len(results)

@@ -1,0 +1,188 @@
+"""Generation: fine-tune a causal LM to write responses (answers from clinical notes, teaching content).
+
+    domainfit train src/domainfit/configs/symptom2disease_generation.yaml
+
+Reads instruction/response JSONL, formats prompts with the tokenizer's chat template, trains LoRA adapters
+(or the full model) with cross-entropy on the response tokens only, selects the checkpoint with the lowest
+validation perplexity, and at the end measures the base model's perplexity and the ROUGE-L of greedy
+generations of both models. model/ holds the merged plain Hugging Face model, ``adapter/`` (PEFT) and
+``domainfit.json``; ``domainfit predict`` and ``domainfit.load`` generate from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from domainfit import __version__
+from domainfit.config import RunConfig
+from domainfit.data.batching import pad_batch
+from domainfit.data.instructions import PromptFormat, deduplicate, encode_pair, read_instructions, split_off
+from domainfit.errors import ConfigError
+from domainfit.evaluation.generation_metrics import generation_metrics, perplexity_metrics
+from domainfit.evaluation.generation_report import format_generation_metrics, write_generation_model_card
+from domainfit.evaluation.generation_report import write_generation_report
+from domainfit.models.causal_lm import apply_lora, load_causal_lm, trainable_parameters
+from domainfit.objectives import create_objective
+from domainfit.objectives.causal_lm import IGNORE_INDEX
+from domainfit.serving.generator import ADAPTER_DIR, generate_responses
+from domainfit.tasks.base import TASKS, Features, TaskData
+
+log = logging.getLogger(__name__)
+
+SELECTION_METRICS = ("perplexity", "nll_per_token", "loss")
+
+
+def prompt_format(cfg: RunConfig) -> PromptFormat:
+    g = cfg.generation
+    return PromptFormat(use_chat_template=g.use_chat_template, system_prompt=g.system_prompt,
+                        prompt_template=g.prompt_template)
+
+
+@TASKS.register("generation")
+class GenerationTask:
+    """Instruction -> response fine-tuning of a causal LM, with the loss masked to the response."""
+
+    name = "generation"
+    # task-owned report, model card and terminal table (the loop falls back to classification's otherwise)
+    write_report = staticmethod(write_generation_report)
+    write_model_card = staticmethod(write_generation_model_card)
+    format_metrics = staticmethod(format_generation_metrics)
+
+    def load_data(self, cfg: RunConfig) -> TaskData:
+        if cfg.train.best_metric not in SELECTION_METRICS:
+            raise ConfigError(f"the generation task selects checkpoints by {', '.join(SELECTION_METRICS)}, "
+                              f"not {cfg.train.best_metric!r}", key="train.best_metric", fix="set train.best_metric: perplexity")
+        if cfg.data.format not in ("auto", "jsonl"):
+            raise ConfigError(f"the generation task reads JSONL, not {cfg.data.format!r}", key="data.format",
+                              fix="set data.format: jsonl (or auto).")
+        g, d = cfg.generation, cfg.data
+        read = lambda path: read_instructions(path, instruction_key=g.instruction_key, input_key=g.input_key,  # noqa: E731
+                                              response_key=g.response_key, encoding=d.encoding)
+        info: dict[str, Any] = {"files": {"train": d.train}}
+        train, removed = deduplicate(read(d.train))
+        info["dedup"] = {"rows_read": len(train) + removed, "unique": len(train), "duplicates_removed": removed}
+        splits = {"train": train}
+        for name in ("validation", "test"):
+            if getattr(d, name):
+                splits[name] = read(getattr(d, name))
+                info["files"][name] = getattr(d, name)
+        missing = {name: getattr(d, f"{name}_fraction") for name in ("validation", "test") if name not in splits}
+        if "validation" not in splits:
+            if "test" in splits:
+                missing.pop("test", None)
+            splits.update(split_off(splits.pop("train"), missing, seed=d.split_seed))
+            info["split"] = {"from": d.train, **{f"{k}_fraction": v for k, v in missing.items()}, "seed": d.split_seed}
+        splits = {name: examples for name, examples in splits.items() if examples}  # a 0 fraction gives none
+        if "train" not in splits or "validation" not in splits:
+            raise ConfigError("after splitting, no training or no validation examples are left", key="data.validation_fraction",
+                              fix="give data.validation, or more data, or a data.validation_fraction > 0.")
+        if d.max_train_samples is not None:
+            splits["train"] = splits["train"][: d.max_train_samples]
+        info["counts"] = {name: len(examples) for name, examples in splits.items()}
+        return TaskData(splits=splits, labels=[], info=info)
+
+    def build(self, cfg: RunConfig, data: TaskData) -> tuple[nn.Module, Any]:
+        model, tokenizer = load_causal_lm(cfg.model.name, attn_implementation=cfg.model.attn_implementation)
+        if cfg.generation.method == "lora":
+            model = apply_lora(model, cfg.generation)
+        trainable, total = trainable_parameters(model)
+        data.info["parameters"] = {"trainable": trainable, "total": total, "method": cfg.generation.method}
+        return model, tokenizer
+
+    def encode(self, examples: list[Any], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
+        fmt = prompt_format(cfg)
+        items = []
+        for e in examples:
+            ids, prompt_len = encode_pair(tokenizer, fmt.render(tokenizer, e.instruction, e.input), e.response,
+                                          cfg.model.max_length)
+            items.append({"input_ids": ids, "prompt_len": prompt_len})
+        return Features(items=items, lengths=[len(it["input_ids"]) for it in items])
+
+    def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
+        input_ids = pad_batch([it["input_ids"] for it in items], tokenizer.pad_token_id)  # (batch, seq)
+        positions = torch.arange(input_ids.shape[1])[None, :]  # (1, seq)
+        lengths = torch.tensor([len(it["input_ids"]) for it in items])[:, None]  # (batch, 1)
+        prompt_lens = torch.tensor([it["prompt_len"] for it in items])[:, None]
+        attention_mask = (positions < lengths).long()
+        # pad may equal EOS (SmolLM2), so padding is told apart by position, never by token id
+        labels = input_ids.masked_fill((positions < prompt_lens) | (positions >= lengths), IGNORE_INDEX)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
+        return create_objective("causal-lm")
+
+    def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
+        return perplexity_metrics(logits)  # logits: (n, 2) summed NLL and token count per example
+
+    # -- after training: base model, generations ----------------------------------------------------
+    def final_metrics(self, model: nn.Module, tokenizer: Any, data: TaskData, features: dict[str, Features],
+                      cfg: RunConfig, *, objective: nn.Module, device: torch.device) -> dict[str, dict[str, Any]]:
+        """Base-model perplexity on validation/test, and ROUGE-L of greedy generations (fine-tuned and base)."""
+        from domainfit.training.loop import evaluate
+
+        g = cfg.generation
+        split = "test" if "test" in features else "validation"
+        examples = data.splits[split][: g.rouge_max_examples]
+        prompts = [prompt_format(cfg).render(tokenizer, e.instruction, e.input) for e in examples]
+        references = [e.response for e in examples]
+        generate = lambda m: generate_responses(m, tokenizer, prompts, max_new_tokens=g.max_new_tokens,  # noqa: E731
+                                                batch_size=cfg.train.eval_batch_size, max_prompt_tokens=cfg.model.max_length)
+        results: dict[str, dict[str, Any]] = {"base": {}}
+        tuned = generate(model) if examples else []
+        with self._base_model(model, cfg, device) as base:
+            for name in ("validation", "test"):
+                if name in features:
+                    results["base"][name] = evaluate(base, objective, features[name], self, tokenizer, data,
+                                                     cfg.train.eval_batch_size, device)
+            base_texts = generate(base) if examples else []
+        final = {"base_perplexity": results["base"][split]["perplexity"]}
+        if examples:
+            final.update(generation_metrics(tuned, references))
+            base_scores = generation_metrics(base_texts, references)
+            final.update({"base_rougeL": base_scores["rougeL"], "base_exact_match": base_scores["exact_match"]})
+            final["examples"] = [
+                {"instruction": e.instruction, "input": e.input, "reference": e.response, "generated": t, "base": b}
+                for e, t, b in list(zip(examples, tuned, base_texts))[: g.report_examples]]
+        return {"base": results["base"], split: final}
+
+    @contextlib.contextmanager
+    def _base_model(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> Iterator[nn.Module]:
+        """The model before fine-tuning: LoRA switched off, or (full fine-tuning) the base reloaded."""
+        if cfg.generation.method == "lora":
+            with model.disable_adapter():
+                yield model
+        else:
+            base, _ = load_causal_lm(cfg.model.name, attn_implementation=cfg.model.attn_implementation)
+            yield base.to(device)
+
+    # -- the shipped folder ---------------------------------------------------------------------------
+    def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
+        g = cfg.generation
+        merged = g.method == "full" or g.save_merged
+        if g.method == "lora":
+            model.save_pretrained(out_dir / ADAPTER_DIR)  # adapter_model.safetensors + adapter_config.json
+            if merged:
+                copy.deepcopy(model).merge_and_unload().save_pretrained(out_dir, safe_serialization=True)
+        else:
+            model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        meta = {
+            "task": self.name, "base_model": cfg.model.name, "method": g.method, "merged": merged,
+            "adapter": ADAPTER_DIR if g.method == "lora" else None,
+            "lora": {"r": g.lora_r, "alpha": g.lora_alpha, "dropout": g.lora_dropout,
+                     "target_modules": g.lora_target_modules} if g.method == "lora" else None,
+            "max_length": cfg.model.max_length, "max_new_tokens": g.max_new_tokens, "decoding": "greedy",
+            "prompt": prompt_format(cfg).to_dict(),
+            "keys": {"instruction": g.instruction_key, "input": g.input_key, "response": g.response_key},
+            "domainfit_version": __version__,
+        }
+        (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
