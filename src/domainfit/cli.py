@@ -68,6 +68,12 @@ def _predict(args: argparse.Namespace) -> None:
 
     examples = _read_inputs(args.input, args, require_labels=False)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
+    if getattr(predictor, "task", None) == "token-classification":  # entity spans: JSON Lines (or CSV)
+        from domainfit.serving.token_predictor import write_span_predictions
+
+        n = write_span_predictions(predictor, [e.text for e in examples], Path(args.output), args.batch_size)
+        print(f"{n} texts' entities -> {args.output}")
+        return
     results = predictor.predict([e.text for e in examples], batch_size=args.batch_size)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label every text of a file")
     p.add_argument("model_dir")
     p.add_argument("input")
-    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>...")
+    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>... "
+                   "(token classification: JSON Lines of entity spans, or CSV if the name ends in .csv)")
     _add_reading_options(p)
     p.set_defaults(func=_predict)
 

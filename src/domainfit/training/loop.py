@@ -170,7 +170,8 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
              device: torch.device) -> dict[str, Any]:
     """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed."""
     logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device)
-    metrics = task.compute_metrics(logits, labels, data)
+    by_features = getattr(task, "compute_feature_metrics", None)  # tasks whose items are pieces (windows) of examples
+    metrics = by_features(features, logits, labels, data) if by_features else task.compute_metrics(logits, labels, data)
     metrics["loss"] = loss
     return metrics
 
