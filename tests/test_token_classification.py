@@ -297,7 +297,7 @@ def test_train_writes_model_metrics_and_report(tiny_run):
     test = metrics["test"]
     assert test["n"] == 940 and test["words"] == 24497 and test["gold_entities"] == 960  # whole sentences, merged
     assert 0 <= test["entity_f1"] <= 1 and test["entity_f1"] == test["f1_micro"]
-    # 96 sentences make 170 windows of <= 32 tokens: 11 batches of 16 per epoch
+    # 96 sentences make 165 windows of <= 32 tokens: 11 batches of 16 per epoch
     assert [h["step"] for h in metrics["history"]] == [11, 22] and "entity_f1" in metrics["history"][0]["validation"]
     assert metrics["history"][-1]["train_loss"] < 1.0  # from ~ln(3) = 1.1 at random init
     report = (out / "report.md").read_text()
