@@ -293,6 +293,7 @@ def test_train_writes_model_metrics_and_report(tiny_run):
     meta = json.loads((out / "model/domainfit.json").read_text())
     assert meta["task"] == "token-classification" and meta["labels"] == ["O", "B-Disease", "I-Disease"]
     assert meta["max_length"] == 32 and meta["stride"] == 8
+    assert "pipeline_tag: token-classification" in (out / "model/README.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     assert test["n"] == 940 and test["words"] == 24497 and test["gold_entities"] == 960  # whole sentences, merged
