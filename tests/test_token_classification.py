@@ -367,3 +367,19 @@ def test_predict_returns_character_spans(tiny_run, tmp_path):
     assert [x["entities"] for x in lines] == results[:2]
     # the output reads back as span training data
     assert len(read_ner_examples(tmp_path / "out.jsonl", overlapping_spans="error")) == 2
+
+
+def test_tiny_model_learns_entities_through_windows(tiny_bert, ncbi, tmp_path):
+    """Overfit 48 sentences cut into 32-token windows: a high entity F1 on them needs labels, windows,
+    merge and decoding all aligned (a shift by one token or a wrong window would cap it near 0)."""
+    from domainfit.training import train
+
+    sentences = (ncbi / "devel.tsv").read_text(encoding="utf-8").split("\n\n")[:48]
+    small = _write(tmp_path, "small.tsv", "\n\n".join(sentences) + "\n")
+    overrides = [f"model.name={tiny_bert}", f"data.train={small}", f"data.validation={small}", f"data.test={small}",
+                 "model.max_length=32", "ner.stride=8", "train.epochs=25", "train.batch_size=16",
+                 "train.learning_rate=3e-3", "train.warmup_ratio=0", "train.eval_every=100000",
+                 "train.save_last=false", "train.num_threads=1", f"output.dir={tmp_path / 'run'}"]
+    results = train(load_config(CONFIG, overrides))
+    assert results["test"]["gold_entities"] == sum(s.count("B-Disease") for s in sentences) > 20
+    assert results["test"]["entity_f1"] > 0.8
