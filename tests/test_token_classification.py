@@ -251,6 +251,22 @@ def test_entity_metrics_strict_and_matches_seqeval():
     assert m["f1_macro"] == 0.5 and m["accuracy"] == pytest.approx(5 / 7)
 
 
+def test_split_off_validation_and_unseen_type_error(ncbi, tmp_path):
+    from domainfit.tasks.token_classification import load_ner_splits
+
+    cfg = load_config(CONFIG, [f"data.train={ncbi / 'devel.tsv'}", "data.validation=null", "data.test=null",
+                               "data.validation_fraction=0.2", "data.test_fraction=0.1"])
+    data = load_ner_splits(cfg)
+    assert data.info["counts"] == {"train": 646, "validation": 185, "test": 92}  # 923 sentences, seeded shuffle
+    assert data.labels == ["O", "B-Disease", "I-Disease"]
+    assert load_ner_splits(cfg).splits["validation"] == data.splits["validation"]  # same seed, same split
+    val = _write(tmp_path, "val.tsv", "a\tO\n\nb\tB-Gene\n")
+    cfg = load_config(CONFIG, [f"data.train={ncbi / 'devel.tsv'}", f"data.validation={val}", "data.test=null"])
+    with pytest.raises(DataError, match="'Gene' does not occur in the training data") as info:
+        load_ner_splits(cfg)
+    assert info.value.line == 3 and info.value.path == str(val)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Config
 
