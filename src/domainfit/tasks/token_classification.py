@@ -198,6 +198,19 @@ class TokenClassificationTask:
                 "labels": data.labels, "entity_types": entity_types(data.labels), "domainfit_version": __version__}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
+    def format_metrics(self, metrics: dict) -> str:
+        """The terminal table: entity P/R/F1 overall and per type, token accuracy."""
+        width = max([len(t) for t in metrics["labels"]] + [16])
+        lines = [f"{'sentences':{width}}  {metrics['n']}",
+                 f"{'entity F1':{width}}  {metrics['entity_f1']:.4f}  (P {metrics['entity_precision']:.4f}, "
+                 f"R {metrics['entity_recall']:.4f})",
+                 f"{'token accuracy':{width}}  {metrics['token_accuracy']:.4f}", "per-type F1"]
+        for label in metrics["labels"]:
+            scores = metrics["per_class"][label]
+            lines.append(f"  {label:{width - 2}}  {scores['f1']:.4f}  (gold {scores['support']}, "
+                         f"predicted {scores['predicted']})")
+        return "\n".join(lines)
+
     def write_report(self, out_dir: Path, metrics: dict, **kwargs: Any) -> Path:
         """report.md with entity P/R/F1, the per-type table, history and example errors."""
         from domainfit.evaluation.ner_report import write_ner_report
