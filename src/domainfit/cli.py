@@ -76,6 +76,12 @@ def _predict(args: argparse.Namespace) -> None:
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
+    if getattr(predictor, "task", None) == "token-classification":  # entity spans: JSON Lines (or CSV)
+        from domainfit.serving.token_predictor import write_span_predictions
+
+        n = write_span_predictions(predictor, [e.text for e in examples], Path(args.output), args.batch_size)
+        print(f"{n} texts' entities -> {args.output}")
+        return
     results = predictor.predict([e.text for e in examples], batch_size=args.batch_size)
     out = Path(args.output)
     from domainfit.serving.multilabel_predictor import MultiLabelPredictor, write_predictions_csv
@@ -187,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="label every text of a file")
     p.add_argument("model_dir")
     p.add_argument("input")
-    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>...")
+    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>... "
+                   "(token classification: JSON Lines of entity spans, or CSV if the name ends in .csv)")
     _add_reading_options(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
     p.set_defaults(func=_predict)

@@ -121,6 +121,22 @@ class GenerationConfig:
 
 
 @dataclass
+class NerConfig:
+    format: str = _f("auto", "Token-classification file format: conll (token<TAB>tag lines, blank line between sentences) or spans (JSON/JSONL with character offsets); auto: spans for .json/.jsonl, conll otherwise.",
+                     choices=("auto", "conll", "spans"))
+    tag_scheme: str = _f("iob2", "CoNLL tags: iob2 (every entity starts with B-) or iob1 (converted to IOB2 on reading).", choices=("iob2", "iob1"))
+    text_key: str = _f("text", "Span files: key of the text.")
+    entities_key: str = _f("auto", "Span files: key of the list of spans (auto: 'entities', else 'spans').")
+    start_key: str = _f("auto", "Span files: key of a span's first character (auto: 'start_idx', else 'start').")
+    end_key: str = _f("auto", "Span files: key of a span's end (auto: 'end_idx', else 'end').")
+    label_key: str = _f("auto", "Span files: key of a span's entity type (auto: 'type', else 'label').")
+    end_inclusive: bool | None = _f(None, "Span files: whether the end offset is the last character (null: true for CMeEE's end_idx, false otherwise).")
+    overlapping_spans: str = _f("error", "Span files: overlapping (nested) spans are an error, or keep_longer keeps the longer one.", choices=("error", "keep_longer"))
+    stride: int = _f(32, "Tokens shared by neighbouring windows when a sentence is longer than model.max_length.", min=0)
+    label_all_subwords: bool = _f(False, "Train on every subword of a word (continuations get its I- tag), not only the first.")
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
@@ -129,6 +145,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
     multi_label: MultiLabelConfig = field(default_factory=MultiLabelConfig, metadata={"help": "Multi-label classification (task: multi-label-classification)."})
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation task: prompts, LoRA, decoding."})
+    ner: NerConfig = field(default_factory=NerConfig, metadata={"help": "Token classification (task: token-classification): file format, windows."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -324,6 +341,21 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
         raise ConfigError(f"data.separator and multi_label.label_separator are both {cfg.data.separator!r}, so a "
                           "`text<sep>labels` line cannot be split", path=source, key="multi_label.label_separator",
                           fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
+    if cfg.task == "token-classification":
+        _validate_token_classification(cfg, source)
+
+
+def _validate_token_classification(cfg: RunConfig, source: Path | None) -> None:
+    if cfg.data.format != "auto":
+        raise ConfigError(f"data.format {cfg.data.format!r} is for text classification", path=source,
+                          key="data.format", fix="leave data.format at auto and set ner.format (conll or spans).")
+    if cfg.model.text_prefix:
+        raise ConfigError("token classification does not support a text prefix yet", path=source,
+                          key="model.text_prefix", fix="remove model.text_prefix.")
+    if cfg.ner.stride > (cfg.model.max_length - 2) // 2:
+        raise ConfigError(f"ner.stride {cfg.ner.stride} is too large for model.max_length {cfg.model.max_length}: "
+                          "windows would advance less than half their size", path=source, key="ner.stride",
+                          fix=f"set ner.stride to at most {(cfg.model.max_length - 2) // 2}.")
 
 
 def _resolve_paths(data: DataConfig, base: Path) -> None:

@@ -529,6 +529,10 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
 
     if multilabel_predictor.read_task(path) == multilabel_predictor.TASK:  # domainfit.json names the task
         return multilabel_predictor.load_multilabel(path, backend=backend, num_threads=num_threads)
+    if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "token-classification":
+        from domainfit.serving.token_predictor import load_token_predictor  # entity spans, not one label per text
+
+        return load_token_predictor(path, backend=backend, num_threads=num_threads)
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in ONNX_FILES:  # "auto" has checked already

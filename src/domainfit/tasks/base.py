@@ -62,6 +62,8 @@ class Task(Protocol):
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         """Write a standard, shippable model folder."""
 
+    # Optional: ``compute_feature_metrics(features, logits, labels, data)``, called instead of compute_metrics
+    # with the split's Features, for tasks whose items are pieces of examples (token classification's windows).
     # Optional: ``write_report(out_dir, metrics, **kw)`` with the signature of
     # ``domainfit.evaluation.report.write_report``, for tasks whose metrics are not a confusion matrix.
     # Optional: ``calibrate(logits, labels, data)``, called once with the best weights' validation

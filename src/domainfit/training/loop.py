@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best evaluation, test it, and write the run folder. Returns metrics.json's dict."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
@@ -56,6 +57,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_precision(cfg.train.precision, device)
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        # train() may run several times in one process (ablations, tests) with different precisions; Accelerate
+        # keeps one global state, so a single-process run starts from a clean one (distributed state untouched).
+        AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
     objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
@@ -170,7 +175,8 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
              device: torch.device) -> dict[str, Any]:
     """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed."""
     logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device)
-    metrics = task.compute_metrics(logits, labels, data)
+    by_features = getattr(task, "compute_feature_metrics", None)  # tasks whose items are pieces (windows) of examples
+    metrics = by_features(features, logits, labels, data) if by_features else task.compute_metrics(logits, labels, data)
     metrics["loss"] = loss
     return metrics
 

@@ -1,0 +1,77 @@
+"""Entity-level metrics for token classification (seqeval, strict IOB2), shaped like the classification ones.
+
+    from domainfit.evaluation.ner_metrics import entity_metrics
+    entity_metrics([["B-Disease", "I-Disease", "O"]], [["B-Disease", "O", "O"]], ["Disease"])
+
+An entity counts as found only if its type and both edges match exactly (the CoNLL-2003 rule; seqeval's
+``mode="strict", scheme=IOB2``). The built-in metric names keep their meaning one level up, so a config's
+``train.best_metric`` works unchanged: ``f1_micro`` is the usual entity F1 over all mentions, ``f1_macro`` the
+mean over entity types, ``f1_weighted`` weights types by gold mentions, ``accuracy`` is token (word) accuracy,
+``per_class`` holds each entity type. ``entity_f1``/``entity_precision``/``entity_recall`` (= the micro ones)
+and ``token_accuracy`` are registered as selection metrics under their plain names too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from domainfit.data.ner_readers import tags_to_entities
+from domainfit.evaluation.metrics import register_selection_metric
+
+ENTITY_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
+for _name in ENTITY_METRICS:
+    register_selection_metric(_name, "max")
+
+
+def entity_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]],
+                   entity_types: Sequence[str]) -> dict:
+    """Score predicted IOB2 tag sequences against gold ones, per entity and per word.
+
+    Args:
+        true_tags: gold tags, one list per sentence.
+        pred_tags: predicted tags, same shapes.
+        entity_types: every type the model knows (types absent from this split get zeros).
+
+    Returns:
+        A JSON-serialisable dict: ``n`` (sentences), ``words``, ``accuracy``/``token_accuracy``,
+        ``{precision,recall,f1}_{micro,macro,weighted}``, ``entity_{precision,recall,f1}``, ``per_class``
+        ({type: {precision, recall, f1, support, predicted}}), ``gold_entities``, ``predicted_entities``,
+        ``labels`` (the entity types).
+    """
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    if len(true_tags) != len(pred_tags) or any(len(t) != len(p) for t, p in zip(true_tags, pred_tags)):
+        raise ValueError("true_tags and pred_tags must have the same sentences and lengths")
+    words = sum(len(t) for t in true_tags)
+    correct = sum(a == b for t, p in zip(true_tags, pred_tags) for a, b in zip(t, p))
+    gold = [set(tags_to_entities(list(t))) for t in true_tags]
+    predicted = [set(tags_to_entities(list(p))) for p in pred_tags]
+    result: dict = {"n": len(true_tags), "words": words, "accuracy": correct / words if words else 0.0}
+    result["token_accuracy"] = result["accuracy"]
+    report = classification_report([list(t) for t in true_tags], [list(p) for p in pred_tags], mode="strict",
+                                   scheme=IOB2, output_dict=True, zero_division=0) if words else {}
+    per_class = {}
+    for entity_type in entity_types:
+        scores = report.get(entity_type, {})
+        per_class[entity_type] = {
+            "precision": float(scores.get("precision", 0.0)), "recall": float(scores.get("recall", 0.0)),
+            "f1": float(scores.get("f1-score", 0.0)), "support": int(scores.get("support", 0)),
+            "predicted": sum(1 for s in predicted for e in s if e[0] == entity_type),
+        }
+    n_gold = sum(len(s) for s in gold)
+    n_pred = sum(len(s) for s in predicted)
+    n_hit = sum(len(g & p) for g, p in zip(gold, predicted))
+    precision = n_hit / n_pred if n_pred else 0.0
+    recall = n_hit / n_gold if n_gold else 0.0
+    result.update(precision_micro=precision, recall_micro=recall,
+                  f1_micro=2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    for score in ("precision", "recall", "f1"):
+        values = [per_class[t][score] for t in entity_types]
+        supports = [per_class[t]["support"] for t in entity_types]
+        result[f"{score}_macro"] = sum(values) / len(values) if values else 0.0
+        result[f"{score}_weighted"] = (sum(v * s for v, s in zip(values, supports)) / sum(supports)
+                                       if sum(supports) else 0.0)
+        result[f"entity_{score}"] = result[f"{score}_micro"]
+    result.update(gold_entities=n_gold, predicted_entities=n_pred, per_class=per_class, labels=list(entity_types))
+    return result

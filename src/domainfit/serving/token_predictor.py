@@ -1,0 +1,176 @@
+"""Entity spans from a trained token-classification folder (``domainfit.load`` dispatches here).
+
+    import domainfit
+    ner = domainfit.load("runs/ncbi-disease-minilm/model")
+    ner.predict(["Germline mutations in BRCA1 cause breast cancer ."])
+    # [[{'start': 34, 'end': 47, 'label': 'Disease', 'text': 'breast cancer', 'score': 0.98}]]
+
+    domainfit predict runs/ncbi-disease-minilm/model texts.jsonl --output entities.jsonl
+
+Texts are cut into words and subword tokens as in training (``data.token_alignment``); texts longer than the
+model's window are split into overlapping windows whose predictions are merged (each token from the window
+where it is most central). Windows of all texts are sorted by length and batched. Each word's tag is the
+arg-max at its first subword; entities are decoded in strict IOB2 (as they were scored) and returned as
+character offsets into the original text. PyTorch only: ONNX export of token classifiers is not done yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domainfit.data.ner_readers import tags_to_entities
+from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, special_tokens
+from domainfit.errors import DomainfitError, ModelError
+from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
+
+TASK = "token-classification"
+DEFAULT_BATCH_SIZE = 64
+
+
+class TokenPredictor:
+    """Finds entities in texts with a trained token-classification folder; build it with :func:`load_token_predictor`.
+
+    Attributes:
+        labels: IOB2 tag names in model output order.
+        entity_types: the entity types.
+        backend: always "torch" for now.
+        max_length: tokens per window (special tokens included).
+        stride: tokens shared by neighbouring windows.
+    """
+
+    task = TASK
+
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], *, max_length: int, stride: int) -> None:
+        import inspect
+
+        self._model = model
+        self._tokenizer = tokenizer
+        self._before, self._after = special_tokens(tokenizer)
+        self._accepts = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                         if n in inspect.signature(model.forward).parameters]
+        self.labels = labels
+        self.entity_types = [label[2:] for label in labels if label.startswith("B-")]
+        self.backend = "torch"
+        self.max_length = max_length
+        self.stride = stride
+
+    def __repr__(self) -> str:
+        return f"TokenPredictor(entity_types={self.entity_types}, max_length={self.max_length}, stride={self.stride})"
+
+    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[dict[str, Any]]]:
+        """Entities of each text, in input order.
+
+        Args:
+            texts: the texts.
+            batch_size: windows per forward pass (default 64).
+
+        Returns:
+            Per text, a list of ``{"start", "end", "label", "text", "score"}``: character offsets into the
+            text (end exclusive, so ``text[start:end]`` is the entity) and the mean probability of the
+            entity's word tags.
+        """
+        import torch
+
+        texts = _check_texts(texts)
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise DomainfitError(f"batch_size must be a positive integer, got {batch_size!r}")
+        size = self.max_length - len(self._before) - len(self._after)
+        encodings = [encode_sentence(self._tokenizer, text) for text in texts]
+        windows = [plan_windows(len(enc.ids), size, self.stride) if enc.ids else [] for enc in encodings]
+        inputs = [(t, w, self._before + encodings[t].ids[win.start : win.start + win.size] + self._after)
+                  for t, wins in enumerate(windows) for w, win in enumerate(wins)]
+        probabilities: dict[tuple[int, int], np.ndarray] = {}
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i][2]))
+        for start in range(0, len(order), batch_size):
+            rows = [inputs[i] for i in order[start : start + batch_size]]
+            ids = [r[2] for r in rows]
+            arrays = pad_inputs(ids, [[0] * len(x) for x in ids], self._tokenizer.pad_token_id or 0)
+            with torch.inference_mode():
+                logits = self._model(**{n: torch.from_numpy(arrays[n]) for n in self._accepts}).logits
+            probs = torch.softmax(logits.float(), dim=-1).numpy()  # (batch, seq, num_labels)
+            for (t, w, x), p in zip(rows, probs):
+                probabilities[t, w] = p[: len(x)]
+        results = []
+        for t, (enc, wins) in enumerate(zip(encodings, windows)):
+            if not wins:
+                results.append([])
+                continue
+            merged = merge_window_logits([probabilities[t, w] for w in range(len(wins))], wins, len(enc.ids),
+                                         len(self._before))  # (tokens, num_labels)
+            word_probs = merged[enc.first_tokens]  # (words, num_labels)
+            best = word_probs.argmax(-1)
+            tags = [self.labels[i] for i in best.tolist()]
+            spans = []
+            for label, first, last in tags_to_entities(tags):
+                start, end = enc.word_spans[first][0], enc.word_spans[last][1]
+                score = float(word_probs[np.arange(first, last + 1), best[first : last + 1]].mean())
+                spans.append({"start": start, "end": end, "label": label, "text": enc.text[start:end],
+                              "score": score})
+            results.append(spans)
+        return results
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise DomainfitError("expected a list of texts, got one string", fix="wrap it in a list: predict([text]).")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DomainfitError(f"text {i} is a {type(text).__name__}, not a string: {text!r:.80}")
+    return texts
+
+
+def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads: int | None = None) -> TokenPredictor:
+    """Load a checked model folder whose ``domainfit.json`` says ``task: token-classification``."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    if backend not in ("auto", "torch"):
+        raise ModelError(f"backend {backend!r} is not available for token classification (no ONNX export yet)",
+                         path=model_dir, fix="use backend='torch' (or 'auto').")
+    settings = _read_json(model_dir / SETTINGS_FILE)
+    labels = read_labels(model_dir)
+    tokenizer = load_hf_tokenizer(model_dir)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError("token classification needs a fast tokenizer (tokenizer.json)", path=model_dir)
+    for key, minimum in (("max_length", 8), ("stride", 0)):
+        value = settings.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ModelError(f"{key} must be an integer >= {minimum}, found {value!r}",
+                             path=model_dir / SETTINGS_FILE, key=key)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
+    except OSError as e:
+        raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
+                         fix="the folder needs model.safetensors.") from e
+    return TokenPredictor(model.eval(), tokenizer, labels, max_length=settings["max_length"], stride=settings["stride"])
+
+
+def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Path,
+                           batch_size: int | None = None) -> int:
+    """Write each text's entities to ``out`` atomically: JSON Lines ``{"text", "entities"}`` (readable back as
+    span training data), or for a ``.csv`` name the columns text, entities (as JSON). Returns the count."""
+    results = predictor.predict(texts, batch_size=batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        if out.suffix.lower() == ".csv":
+            writer = csv.writer(f)
+            writer.writerow(["text", "entities"])
+            for text, spans in zip(texts, results):
+                writer.writerow([text, json.dumps(spans, ensure_ascii=False)])
+        else:
+            for text, spans in zip(texts, results):
+                f.write(json.dumps({"text": text, "entities": spans}, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    return len(results)
