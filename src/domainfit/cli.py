@@ -66,6 +66,14 @@ def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool):
 def _predict(args: argparse.Namespace) -> None:
     import domainfit
 
+    from domainfit.serving.image_predictor import is_image_model_dir, predict_images_command
+
+    if is_image_model_dir(args.model_dir):  # inputs are image files and folders
+        predict_images_command(args.model_dir, [args.input, *args.more_inputs], args.output,
+                               batch_size=args.batch_size, backend=args.backend)
+        return
+    if args.more_inputs or not args.output:
+        raise DomainfitError("a text model takes one input file and --output", fix="domainfit predict MODEL_DIR in.csv --output out.csv")
     examples = _read_inputs(args.input, args, require_labels=False)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
     results = predictor.predict([e.text for e in examples], batch_size=args.batch_size)
@@ -159,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(p)
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="label every text of a file")
+    p = sub.add_parser("predict", help="label every text of a file, or every image given")
     p.add_argument("model_dir")
     p.add_argument("input")
-    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>...")
+    p.add_argument("more_inputs", nargs="*", help="image models: more image files or folders")
+    p.add_argument("--output", default=None, help="CSV to write: text (or path), label, score, p_<label>...; "
+                   "required for text models, image models print to the terminal without it")
     _add_reading_options(p)
     p.set_defaults(func=_predict)
 

@@ -88,12 +88,34 @@ class OutputConfig:
 
 
 @dataclass
+class ImageConfig:
+    """Image tasks only (task: image-classification): where the class of each image is, size, augmentation."""
+
+    layout: str = _f("auto", "How data.train names each image's class: folders (one sub-folder per class), csv (path,label "
+                     "rows, paths relative to the CSV), filename (a regex on the file name); auto picks csv for a .csv "
+                     "file, filename when filename_pattern is set, else folders.", choices=("auto", "folders", "csv", "filename"))
+    filename_pattern: str | None = _f(None, "Regex searched in each file name; its group 'label' (or group 1) is the class, "
+                                      "e.g. '^(.+)_\\d+\\.\\w+$' for NEU's rolled-in_scale_12.jpg.")
+    path_column: str = _f("path", "CSV layout: the column holding image paths (the label is data.label_column).")
+    image_size: int | None = _f(None, "Side of the square model input in pixels (null: the model's own, 224 for EfficientNet-Lite0).", min=16)
+    augment: bool = _f(True, "Augment training batches (evaluation and test batches never are).")
+    crop_scale_min: float = _f(0.7, "Random resized crop: smallest share of the image area kept (1.0: no cropping).", min=0.05, max=1.0)
+    hflip: bool = _f(True, "Random horizontal flips in training.")
+    vflip: bool = _f(False, "Random vertical flips in training (fine for textures and defects, not for street scenes).")
+    rotation_degrees: float = _f(10.0, "Random rotation in training, up to this many degrees either way.", min=0.0, max=180.0)
+    brightness: float = _f(0.2, "Random brightness change in training, up to this share either way.", min=0.0, max=1.0)
+    contrast: float = _f(0.2, "Random contrast change in training, up to this share either way.", min=0.0, max=1.0)
+    channels_last: bool = _f(False, "Feed convolution models NHWC tensors (channels_last memory format).")
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Where the labelled data is and how to read it."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and selection."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
+    image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -282,6 +304,21 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
     if cfg.data.validation is None and cfg.data.validation_fraction == 0:
         raise ConfigError("no validation data: give data.validation or a data.validation_fraction > 0",
                           path=source, key="data.validation_fraction", fix="set data.validation_fraction: 0.1")
+    _validate_image(cfg.image, source)
+
+
+def _validate_image(image: ImageConfig, source: Path | None) -> None:
+    import re
+
+    if image.filename_pattern is not None:
+        try:
+            re.compile(image.filename_pattern)
+        except re.error as e:
+            raise ConfigError(f"not a valid regular expression: {e}", path=source, key="image.filename_pattern",
+                              fix="e.g. '^(.+)_\\d+\\.\\w+$' (in YAML, single-quote it so backslashes stay).") from e
+    if image.layout == "filename" and not image.filename_pattern:
+        raise ConfigError("layout 'filename' needs a pattern", path=source, key="image.filename_pattern",
+                          fix="set image.filename_pattern, e.g. '^(.+)_\\d+\\.\\w+$'.")
 
 
 def _resolve_paths(data: DataConfig, base: Path) -> None:

@@ -520,6 +520,10 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     path = check_model_dir(model_dir)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
+    if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "image-classification":
+        from domainfit.serving.image_predictor import load_image_predictor
+
+        return load_image_predictor(path, backend=backend, num_threads=num_threads)
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in ONNX_FILES:  # "auto" has checked already

@@ -4,5 +4,6 @@ from domainfit.tasks.base import TASKS, Features, Task, TaskData, create_task
 
 # Import for registration side effects.
 from domainfit.tasks import text_classification as _text_classification  # noqa: F401
+from domainfit.tasks import image_classification as _image_classification  # noqa: F401
 
 __all__ = ["TASKS", "Features", "Task", "TaskData", "create_task"]
