@@ -97,9 +97,9 @@ class ImageClassificationTask:
             if path:
                 given[name] = read_images(cfg, path)
                 info["files"][name] = path
-        _, report = deduplicate(train, path=data.train)  # the key is the file's SHA-256: byte-identical copies
+        unique, report = deduplicate(train, path=data.train)  # the key is the file's SHA-256: byte-identical copies
         if "validation" in given:
-            splits = {"train": deduplicate(train, path=data.train)[0], **given}
+            splits = {"train": unique, **given}
         else:
             test_fraction = 0.0 if "test" in given else data.test_fraction
             splits = split_examples(train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
