@@ -68,11 +68,19 @@ def _predict(args: argparse.Namespace) -> None:
     import domainfit
     from domainfit.serving.generator import predict_file, read_generation_settings
 
+    from domainfit.serving.image_predictor import is_image_model_dir, predict_images_command
+
+    if is_image_model_dir(args.model_dir):  # inputs are image files and folders
+        predict_images_command(args.model_dir, [args.input, *args.more_inputs], args.output,
+                               batch_size=args.batch_size, backend=args.backend)
+        return
     if read_generation_settings(args.model_dir) is not None:  # generation model: JSONL/TXT in, JSONL out
         n = predict_file(args.model_dir, args.input, args.output, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size)
         print(f"{n} generations -> {args.output}")
         return
+    if args.more_inputs or not args.output:
+        raise DomainfitError("a text model takes one input file and --output", fix="domainfit predict MODEL_DIR in.csv --output out.csv")
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
     predictor = domainfit.load(args.model_dir, backend=args.backend)
@@ -190,11 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(p)
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="label every text of a file")
+    p = sub.add_parser("predict", help="label every text of a file, or every image given")
     p.add_argument("model_dir")
     p.add_argument("input")
-    p.add_argument("--output", required=True, help="CSV to write: text, label, score, p_<label>... "
-                   "(token classification: JSON Lines of entity spans, or CSV if the name ends in .csv)")
+    p.add_argument("more_inputs", nargs="*", help="image models: more image files or folders")
+    p.add_argument("--output", default=None, help="file to write: CSV text (or path), label, score, p_<label>...; "
+                   "token classification: JSON Lines of entity spans (CSV if the name ends in .csv); generation: JSONL; "
+                   "required for text models, image models print to the terminal without it")
     _add_reading_options(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
     p.set_defaults(func=_predict)

@@ -137,6 +137,28 @@ class NerConfig:
 
 
 @dataclass
+class ImageConfig:
+    """Image tasks only (task: image-classification): where the class of each image is, size, augmentation."""
+
+    layout: str = _f("auto", "How data.train names each image's class: folders (one sub-folder per class), csv (path,label "
+                     "rows, paths relative to the CSV), filename (a regex on the file name); auto picks csv for a .csv "
+                     "file, filename when filename_pattern is set, else folders.", choices=("auto", "folders", "csv", "filename"))
+    filename_pattern: str | None = _f(None, "Regex searched in each file name; its group 'label' (or group 1) is the class, "
+                                      "e.g. '^(.+)_\\d+\\.\\w+$' for NEU's rolled-in_scale_12.jpg.")
+    path_column: str = _f("path", "CSV layout: the column holding image paths (the label is data.label_column).")
+    image_size: int | None = _f(None, "Side of the square model input in pixels (null: the model's own, 224 for EfficientNet-Lite0).", min=16)
+    augment: bool = _f(True, "Augment training batches (evaluation and test batches never are).")
+    crop_scale_min: float = _f(0.7, "Random resized crop: smallest share of the image area kept (1.0: no cropping).", min=0.05, max=1.0)
+    hflip: bool = _f(True, "Random horizontal flips in training.")
+    vflip: bool = _f(False, "Random vertical flips in training (fine for textures and defects, not for street scenes).")
+    rotation_degrees: float = _f(10.0, "Random rotation in training, up to this many degrees either way.", min=0.0, max=180.0)
+    brightness: float = _f(0.2, "Random brightness change in training, up to this share either way.", min=0.0, max=1.0)
+    contrast: float = _f(0.2, "Random contrast change in training, up to this share either way.", min=0.0, max=1.0)
+    channels_last: bool = _f(True, "Feed the model NHWC tensors (channels_last): 2x faster EfficientNet-Lite0 training on CPU "
+                             "(benchmarks/bench_image_cpu.py).")
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
@@ -146,6 +168,7 @@ class RunConfig:
     multi_label: MultiLabelConfig = field(default_factory=MultiLabelConfig, metadata={"help": "Multi-label classification (task: multi-label-classification)."})
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation task: prompts, LoRA, decoding."})
     ner: NerConfig = field(default_factory=NerConfig, metadata={"help": "Token classification (task: token-classification): file format, windows."})
+    image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -341,6 +364,7 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
         raise ConfigError(f"data.separator and multi_label.label_separator are both {cfg.data.separator!r}, so a "
                           "`text<sep>labels` line cannot be split", path=source, key="multi_label.label_separator",
                           fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
+    _validate_image(cfg.image, source)
     if cfg.task == "token-classification":
         _validate_token_classification(cfg, source)
 
@@ -356,6 +380,20 @@ def _validate_token_classification(cfg: RunConfig, source: Path | None) -> None:
         raise ConfigError(f"ner.stride {cfg.ner.stride} is too large for model.max_length {cfg.model.max_length}: "
                           "windows would advance less than half their size", path=source, key="ner.stride",
                           fix=f"set ner.stride to at most {(cfg.model.max_length - 2) // 2}.")
+
+
+def _validate_image(image: ImageConfig, source: Path | None) -> None:
+    import re
+
+    if image.filename_pattern is not None:
+        try:
+            re.compile(image.filename_pattern)
+        except re.error as e:
+            raise ConfigError(f"not a valid regular expression: {e}", path=source, key="image.filename_pattern",
+                              fix="e.g. '^(.+)_\\d+\\.\\w+$' (in YAML, single-quote it so backslashes stay).") from e
+    if image.layout == "filename" and not image.filename_pattern:
+        raise ConfigError("layout 'filename' needs a pattern", path=source, key="image.filename_pattern",
+                          fix="set image.filename_pattern, e.g. '^(.+)_\\d+\\.\\w+$'.")
 
 
 def _resolve_paths(data: DataConfig, base: Path) -> None:

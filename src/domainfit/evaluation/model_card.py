@@ -8,6 +8,26 @@ from typing import Any
 from domainfit import __version__
 
 
+# domainfit task -> the Hugging Face pipeline that loads the saved folder
+_PIPELINE_TAGS = {"multi-label-classification": "text-classification", "generation": "text-generation"}
+_TEXT_USE = [
+    "```python",
+    "from transformers import pipeline",
+    'clf = pipeline("{pipeline}", model="PATH/TO/THIS/FOLDER")',
+    "```",
+    "",
+    "or `domainfit predict THIS_FOLDER input.csv --output predictions.csv`.",
+]
+_IMAGE_USE = [
+    "```python",
+    "import domainfit",
+    'domainfit.load("PATH/TO/THIS/FOLDER").predict(["photo.jpg"])',
+    "```",
+    "",
+    "or `domainfit predict THIS_FOLDER images/ --output predictions.csv`.",
+]
+
+
 def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str, Any], labels: list[str]) -> None:
     """Write ``model_dir/README.md`` from the resolved config and the run's metrics."""
     final = results.get("test") or results.get("validation") or {}
@@ -16,7 +36,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
     lines = [
         "---",
         "library_name: transformers",
-        f"pipeline_tag: {cfg['task']}",  # domainfit's task names are the Hugging Face pipeline tags
+        f"pipeline_tag: {_PIPELINE_TAGS.get(cfg['task'], cfg['task'])}",  # the Hugging Face pipeline that loads the folder
         "tags: [domainfit]",
         "---",
         "",
@@ -26,12 +46,8 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         "",
         "## Use",
         "",
-        "```python",
-        "from transformers import pipeline",
-        f'clf = pipeline("{cfg["task"]}", model="PATH/TO/THIS/FOLDER")',
-        "```",
-        "",
-        "or `domainfit predict THIS_FOLDER input.csv --output predictions.csv`.",
+        *(_IMAGE_USE if cfg["task"] == "image-classification"
+          else [line.replace("{pipeline}", _PIPELINE_TAGS.get(cfg["task"], cfg["task"])) for line in _TEXT_USE]),
         "",
         f"Labels: {', '.join(labels)}.",
         "",
@@ -57,6 +73,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
     lines += ["", "## Training", "",
               f"epochs {t['epochs']}, batch size {t['batch_size']}, learning rate {t['learning_rate']}, "
               f"weight decay {t['weight_decay']}, warmup ratio {t['warmup_ratio']}, seed {t['seed']}, "
-              f"max length {cfg['model']['max_length']}.", "",
+              f"max length {cfg['model']['max_length']}." if cfg["task"] != "image-classification"
+              else f"image size {cfg['image']['image_size'] or 'the model default'}, augmentation {cfg['image']['augment']}.", "",
               "The full resolved config is in the run folder's `config.yaml`.", ""]
     (Path(model_dir) / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -533,6 +533,10 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         from domainfit.serving.token_predictor import load_token_predictor  # entity spans, not one label per text
 
         return load_token_predictor(path, backend=backend, num_threads=num_threads)
+    if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "image-classification":
+        from domainfit.serving.image_predictor import load_image_predictor
+
+        return load_image_predictor(path, backend=backend, num_threads=num_threads)
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in ONNX_FILES:  # "auto" has checked already

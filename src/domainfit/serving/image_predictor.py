@@ -1,0 +1,184 @@
+"""Classify image files with a trained image model folder (EfficientNet-Lite or a Hugging Face image model).
+
+    domainfit predict runs/neu-defects-effnet/model photo1.jpg photo2.jpg folder/ --output predictions.csv
+
+    import domainfit
+    predictor = domainfit.load("runs/neu-defects-effnet/model")    # dispatched here by domainfit.json's task
+    predictor.predict(["scratches_1.jpg"])
+    # [{'label': 'scratches', 'score': 0.99, 'probabilities': {'crazing': 0.001, ...}}]
+
+Everything needed to preprocess comes from the folder's ``domainfit.json`` (image size, mean, std), so no
+training config is needed. Images are decoded with Pillow and resized as in evaluation (no augmentation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domainfit.data.image_transforms import ImagePreprocessing
+from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
+from domainfit.errors import DataError, DomainfitError, ModelError
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class ImagePredictor:
+    """Labels images with a trained model; build it with :func:`load_image_predictor` or ``domainfit.load``.
+
+    Attributes:
+        labels: label names, in the order of the probability columns.
+        backend: always "torch" (fp32).
+        preprocessing: the image size, mean and std the model was trained with.
+    """
+
+    def __init__(self, model: Any, labels: list[str], preprocessing: ImagePreprocessing, *,
+                 channels_last: bool = False) -> None:
+        self.model = model
+        self.labels = labels
+        self.preprocessing = preprocessing
+        self.channels_last = channels_last
+        self.backend = "torch"
+
+    def __repr__(self) -> str:
+        return f"ImagePredictor(labels={self.labels}, image_size={self.preprocessing.size})"
+
+    def predict_proba(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities, shape (len(images), len(labels)), float32, rows in input order.
+
+        Args:
+            images: file paths (str or Path) or PIL images.
+            batch_size: images per forward pass (default 32).
+        """
+        import torch
+
+        if isinstance(images, (str, Path)):
+            raise DomainfitError("expected a list of images, got one path", fix="wrap it in a list: predict([path]).")
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        images = list(images)
+        out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            arrays = [self.preprocessing.eval_array(_as_rgb(image)) for image in images[start : start + batch_size]]
+            pixel_values = torch.from_numpy(np.stack(arrays))  # (batch, 3, size, size)
+            if self.channels_last:
+                pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                logits = self.model(pixel_values=pixel_values).logits  # (batch, num_labels)
+            out[start : start + len(arrays)] = logits.float().softmax(-1).numpy()
+        return out
+
+    def predict(self, images: Sequence[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Best label, its probability and all probabilities, one dict per image in input order."""
+        results = []
+        for row in self.predict_proba(images, batch_size=batch_size).tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append({"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))})
+        return results
+
+
+def _as_rgb(image: Any) -> Any:
+    if isinstance(image, (str, Path)):
+        return open_rgb(image)
+    if hasattr(image, "convert"):  # a PIL image
+        return image.convert("RGB")
+    raise DomainfitError(f"expected an image path or a PIL image, got {type(image).__name__}")
+
+
+def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by the image files under them (recursively, sorted)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if not found:
+                raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder", path=path,
+                                fix="give image files or a folder that holds them.")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError("does not exist", path=path, fix="give image files or a folder of images.")
+    return files
+
+
+def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> ImagePredictor:
+    """Load an image model folder written by ``domainfit train`` (task image-classification).
+
+    Args:
+        model_dir: the run's model/ folder.
+        backend: "auto" or "torch" (image models are served by PyTorch fp32 only).
+        num_threads: CPU threads for torch (process-wide).
+    """
+    import torch
+
+    from domainfit.models.efficientnet_lite import is_efficientnet_dir, load_efficientnet_dir
+
+    model_dir = Path(model_dir)
+    if backend not in ("auto", "torch"):
+        raise DomainfitError(f"image models are served with backend 'torch' only, not {backend!r}",
+                             fix="use backend='auto' or 'torch'.")
+    settings_path = model_dir / "domainfit.json"
+    try:
+        settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        preprocessing = ImagePreprocessing.from_dict(settings)
+        labels = [str(label) for label in settings["labels"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"cannot read the image settings: {e}", path=settings_path,
+                         fix="give the model/ folder written by `domainfit train` (its domainfit.json names "
+                             "labels, image_size, image_mean and image_std).") from e
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    if is_efficientnet_dir(model_dir):
+        model = load_efficientnet_dir(model_dir)
+    else:
+        from transformers import AutoModelForImageClassification
+
+        try:
+            model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load the image model: {e}", path=model_dir,
+                             fix="the folder needs config.json and model.safetensors.") from e
+    channels_last = bool(settings.get("channels_last", False))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return ImagePredictor(model, labels, preprocessing, channels_last=channels_last)
+
+
+def is_image_model_dir(model_dir: str | Path) -> bool:
+    """True if ``model_dir``'s domainfit.json says it holds an image-classification model."""
+    path = Path(model_dir).expanduser() / "domainfit.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("task") == "image-classification"
+    except (OSError, ValueError, AttributeError):
+        return False  # not an image folder; the text predictor reports what is wrong with it
+
+
+def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output: str | None, *,
+                           batch_size: int | None = None, backend: str = "auto") -> None:
+    """``domainfit predict MODEL_DIR IMAGES...``: a CSV (path, label, score, p_<label>...) or lines on the terminal."""
+    import csv
+    import os
+
+    files = expand_image_inputs(inputs)  # checked before the model is loaded
+    predictor = load_image_predictor(model_dir, backend=backend)
+    results = predictor.predict(files, batch_size=batch_size)
+    if output is None:
+        for path, r in zip(files, results):
+            print(f"{path}\t{r['label']}\t{r['score']:.4f}")
+        return
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "score", *[f"p_{label}" for label in predictor.labels]])
+        for path, r in zip(files, results):
+            writer.writerow([str(path), r["label"], f"{r['score']:.6f}",
+                             *[f"{r['probabilities'][label]:.6f}" for label in predictor.labels]])
+    os.replace(tmp, out)
+    print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
