@@ -4,5 +4,6 @@ from domainfit.objectives.base import OBJECTIVES, Objective, create_objective
 
 # Import for registration side effects.
 from domainfit.objectives import classification as _classification  # noqa: F401
+from domainfit.objectives import joint_mlm as _joint_mlm  # noqa: F401
 
 __all__ = ["OBJECTIVES", "Objective", "create_objective"]
