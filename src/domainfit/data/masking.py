@@ -16,6 +16,7 @@ that are masked together); :meth:`MaskingCollator.collate` draws the masks afres
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -43,12 +44,25 @@ class _UnionFind:
         self.parent[self.find(a)] = self.find(b)
 
 
-def jieba_segmenter(lexicon: Lexicon | None = None):
-    """A private jieba tokenizer (the global one stays untouched) that keeps every lexicon term whole."""
+@functools.lru_cache(maxsize=1)
+def _default_jieba():
     import jieba
 
     segmenter = jieba.Tokenizer()
-    for term in lexicon.terms if lexicon else ():
+    segmenter.initialize()  # loads the default dictionary (seconds): once per process
+    return segmenter
+
+
+def jieba_segmenter(lexicon: Lexicon | None = None):
+    """A jieba tokenizer that keeps every lexicon term whole (jieba's global tokenizer stays untouched)."""
+    import jieba
+
+    base = _default_jieba()
+    if lexicon is None or not lexicon.terms:
+        return base
+    segmenter = jieba.Tokenizer()
+    segmenter.FREQ, segmenter.total, segmenter.initialized = dict(base.FREQ), base.total, True  # a copy, not a reload
+    for term in lexicon.terms:
         segmenter.add_word(term, freq=10**6)  # a high frequency wins the segmentation's path search
     return segmenter
 
