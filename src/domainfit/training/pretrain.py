@@ -131,8 +131,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
             state.real_tokens += int(batch["attention_mask"].sum())
             state.computed_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = lm_loss(model, batch, causal=kind == "clm")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -256,13 +256,36 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
     for step in tqdm(range(cfg.train.head_warmup_steps), desc="head warm-up", unit="step", dynamic_ncols=True):
         batch = collator.collate(collator.encode([next(stream) for _ in range(cfg.train.batch_size)]))
         with accelerator.autocast():
-            loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+            loss = lm_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     for p in frozen:
         p.requires_grad_(True)
     log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, float(loss))
+
+
+def lm_loss(model, batch: dict[str, torch.Tensor], *, causal: bool = False, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the LM on ``batch["labels"]`` (-100 ignored).
+
+    For masked LMs whose head is one module beside the encoder (BERT ``cls``, RoBERTa/XLM-R ``lm_head``) the
+    head runs only on the ~15% of positions that are predicted: the vocabulary projection is the costliest
+    layer of a small encoder, and computing it for every position (as ``model(**batch).loss`` does) nearly
+    doubles the step time. Other models go through their own forward.
+    """
+    model = getattr(model, "module", model)
+    labels = batch["labels"]
+    heads = [m for m in model.children() if m is not model.base_model]
+    if causal or len(heads) != 1:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (batch, seq, vocab)
+        if causal:
+            logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                                 reduction=reduction)
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # (batch, seq, hidden)
+    picked = labels != -100  # (batch, seq)
+    logits = heads[0](hidden[picked])  # (n_picked, vocab)
+    return torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction=reduction)
 
 
 @torch.inference_mode()
@@ -273,14 +296,8 @@ def perplexity(model, batches: list[dict[str, torch.Tensor]], device: torch.devi
     total, tokens = torch.zeros((), device=device, dtype=torch.float64), 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (batch, seq, vocab)
-        labels = batch["labels"]
-        if causal:
-            logits, labels = logits[:, :-1], labels[:, 1:]  # causal: position t predicts token t+1
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                                                 reduction="sum")
-        total += loss.double()
-        tokens += int((labels != -100).sum())
+        total += lm_loss(model, batch, causal=causal, reduction="sum").double()
+        tokens += int((batch["labels"][:, 1:] if causal else batch["labels"]).ne(-100).sum())
     model.train(was_training)
     mean = float(total) / max(tokens, 1)
     return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50.0)), 4), "tokens": tokens}
