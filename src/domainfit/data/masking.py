@@ -17,6 +17,7 @@ that are masked together); :meth:`MaskingCollator.collate` draws the masks afres
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from typing import Any
 
@@ -48,6 +49,7 @@ class _UnionFind:
 def _default_jieba():
     import jieba
 
+    jieba.setLogLevel(logging.WARNING)
     segmenter = jieba.Tokenizer()
     segmenter.initialize()  # loads the default dictionary (seconds): once per process
     return segmenter
@@ -163,6 +165,18 @@ def choose_masked(units: list[list[int]], is_term: list[bool], *, probability: f
     return sorted(chosen)
 
 
+class _LazySegmenter:
+    """Builds the jieba segmenter on the first ``cut`` (English-only corpora never pay for it)."""
+
+    def __init__(self, lexicon: Lexicon | None) -> None:
+        self.lexicon, self._segmenter = lexicon, None
+
+    def cut(self, text: str, HMM: bool = True):  # noqa: N803 (jieba's argument name)
+        if self._segmenter is None:
+            self._segmenter = jieba_segmenter(self.lexicon)
+        return self._segmenter.cut(text, HMM=HMM)
+
+
 class MaskingCollator:
     """Encodes texts once (ids + masking units) and makes masked batches (input_ids, attention_mask, labels).
 
@@ -183,8 +197,7 @@ class MaskingCollator:
                              key="train.objective", fix="use objective clm for decoder models, or an encoder (BERT-like) model.")
         self.tokenizer, self.masking, self.max_length, self.text_prefix = tokenizer, masking, max_length, text_prefix
         self.lexicon = lexicon
-        needs_jieba = masking.strategy != "token" and masking.language != "en"
-        self.segmenter = jieba_segmenter(lexicon) if needs_jieba else None
+        self.segmenter = _LazySegmenter(lexicon)  # jieba's dictionary loads only if a Chinese text comes
 
     def encode(self, texts: list[str]) -> list[dict[str, Any]]:
         """Token ids and masking units of each text."""

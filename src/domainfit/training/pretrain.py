@@ -249,7 +249,7 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
     for p in frozen:
         p.requires_grad_(False)
     head_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(head_params, lr=max(cfg.train.learning_rate, 1e-4))
+    optimizer = torch.optim.AdamW(head_params, lr=max(10 * cfg.train.learning_rate, 1e-3))  # a fresh head: larger steps
     stream = iter(CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed + 1, exclude=exclude,
                                **reading))
     model.train()
@@ -262,7 +262,7 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
         optimizer.zero_grad(set_to_none=True)
     for p in frozen:
         p.requires_grad_(True)
-    log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, float(loss))
+    log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, float(loss.detach()))
 
 
 def lm_loss(model, batch: dict[str, torch.Tensor], *, causal: bool = False, reduction: str = "mean") -> torch.Tensor:
