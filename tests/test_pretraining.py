@@ -37,28 +37,43 @@ def test_stream_reads_lazily(tmp_path):
     assert 0 < stream.bytes_read < big.stat().st_size / 500  # two blocks read, not the file
 
 
-def test_resume_position_gives_the_same_next_texts_across_blocks_files_and_epochs(tmp_path):
+@pytest.mark.parametrize("group_size", [None, 3])
+def test_resume_position_gives_the_same_next_texts_across_blocks_files_and_epochs(tmp_path, group_size):
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.txt").write_text("".join(f"a{i}\n" for i in range(23)) + "\n\n", encoding="utf-8")
     (tmp_path / "corpus" / "b.jsonl").write_text("".join(json.dumps({"text": f"b{i}"}) + "\n" for i in range(17)), encoding="utf-8")
     files = list_corpus_files(tmp_path / "corpus")
     heldout, exclude = take_heldout(files, size=5, stride=4, fmt="auto", column="text", encoding="utf-8")
     assert heldout == ["a0", "a4", "a8", "a12", "a16"]
-    stream = CorpusStream(files, block=7, seed=3, exclude=exclude)
+    stream = CorpusStream(files, block=7, seed=3, exclude=exclude, group_size=group_size)
     it = iter(stream)
     first_epoch = _take(it, 35)
     assert sorted(first_epoch) == sorted({f"a{i}" for i in range(23)} - set(heldout) | {f"b{i}" for i in range(17)})
     assert first_epoch[:7] != sorted(first_epoch[:7], key=lambda t: int(t[1:]))  # shuffled within blocks
     for consumed in (3, 7, 20, 34, 40):  # mid-block, block end, in file b, end of epoch 1, into epoch 2
-        fresh = CorpusStream(files, block=7, seed=3, exclude=exclude)
+        fresh = CorpusStream(files, block=7, seed=3, exclude=exclude, group_size=group_size)
         texts = iter(fresh)
         _take(texts, consumed)
         saved = json.loads(json.dumps(fresh.position.to_dict()))  # as a checkpoint's state.json holds it
         expected = _take(texts, 12)
-        resumed = iter(CorpusStream(files, block=7, seed=3, exclude=exclude, position=StreamPosition(**saved)))
+        resumed = iter(CorpusStream(files, block=7, seed=3, exclude=exclude, position=StreamPosition(**saved),
+                                     group_size=group_size))
         assert _take(resumed, 12) == expected, consumed
     second_epoch = _take(it, 35)
     assert sorted(second_epoch) == sorted(first_epoch) and second_epoch != first_epoch  # reshuffled per epoch
+
+
+def test_length_grouping_cuts_padding_and_keeps_every_text(tmp_path):
+    rng = __import__("random").Random(0)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join("w " * rng.randint(1, 60) + f"{i}\n" for i in range(512)), encoding="utf-8")
+
+    def padded_length(group_size):
+        texts = _take(iter(CorpusStream([corpus], block=256, seed=1, group_size=group_size)), 512)
+        assert len(set(texts)) == 512  # still every text exactly once per epoch
+        return sum(max(len(t) for t in texts[i: i + 16]) * 16 for i in range(0, 512, 16))
+
+    assert padded_length(16) < 0.7 * padded_length(None)
 
 
 def test_formats_and_errors(tmp_path):

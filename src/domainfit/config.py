@@ -382,6 +382,7 @@ class CorpusConfig:
     validation_size: int = _f(500, "Texts held out for perplexity (from the validation file, or taken out of the training corpus).", min=1)
     validation_stride: int = _f(20, "Without a validation file, every N-th text from the start of the corpus is held out (until validation_size).", min=1)
     shuffle_buffer: int = _f(1000, "Texts read ahead and shuffled together (block shuffle, deterministic in seed and epoch); memory stays flat.", min=1)
+    group_by_length: bool = _f(True, "Within the shuffle buffer, batch texts of similar length together to cut padding.")
 
 
 @dataclass

@@ -151,15 +151,19 @@ class CorpusStream(IterableDataset):
         exclude: ``(file index, line)`` pairs never yielded (the held-out texts).
         position: where to start (from a checkpoint).
         texts: extra in-memory texts (a task's training texts) streamed after the files in each epoch.
+        group_size: if set (the batch size), texts of similar length follow each other in runs of this size,
+            so batches carry little padding; the runs are shuffled (within 8 runs' worth of texts).
     """
 
     def __init__(self, files: list[Path], *, fmt: str = "auto", column: str = "text", encoding: str = "utf-8",
                  block: int = 1000, seed: int = 0, exclude: Iterable[tuple[int, int]] = (),
-                 position: StreamPosition | None = None, texts: list[str] | None = None) -> None:
+                 position: StreamPosition | None = None, texts: list[str] | None = None,
+                 group_size: int | None = None) -> None:
         self.files, self.fmt, self.column, self.encoding = list(files), fmt, column, encoding
         self.block, self.seed = block, seed
         self.exclude = set(exclude)
         self.texts = texts or []
+        self.group_size = group_size
         self.position = position or StreamPosition()
         self.bytes_read = 0  # furthest byte offset the reader reached in the current file (a laziness check)
         if not self.files and not self.texts:
@@ -169,8 +173,10 @@ class CorpusStream(IterableDataset):
         pos = StreamPosition(**self.position.to_dict())
         while True:
             texts, after = self._read_block(pos)
-            order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(
-                hash_seed(self.seed, pos.epoch, pos.file, pos.byte))).tolist()
+            generator = torch.Generator().manual_seed(hash_seed(self.seed, pos.epoch, pos.file, pos.byte))
+            order = torch.randperm(len(texts), generator=generator).tolist()
+            if self.group_size:
+                order = _length_grouped(order, texts, self.group_size, generator)
             for k in range(pos.skip, len(texts)):
                 self.position = StreamPosition(pos.epoch, pos.file, pos.byte, pos.line, k + 1)
                 yield texts[order[k]]
@@ -215,6 +221,17 @@ class CorpusStream(IterableDataset):
                                 fix="check the files and the text column; lower corpus.validation_size.")
             return self._read_block(after)
         return texts, after
+
+
+def _length_grouped(order: list[int], texts: list[str], size: int, generator: torch.Generator) -> list[int]:
+    """Within chunks of 8 runs, sort by length and cut into runs of ``size``; shuffle the runs' order."""
+    out: list[int] = []
+    for start in range(0, len(order), 8 * size):
+        chunk = sorted(order[start: start + 8 * size], key=lambda i: len(texts[i]))
+        runs = [chunk[j: j + size] for j in range(0, len(chunk), size)]
+        for r in torch.randperm(len(runs), generator=generator).tolist():
+            out += runs[r]
+    return out
 
 
 def hash_seed(*parts: int) -> int:

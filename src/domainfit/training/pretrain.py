@@ -98,7 +98,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     checkpoints = CheckpointManager(out)
     state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler) if resume else TrainState()
     stream = CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed, exclude=exclude,
-                          position=StreamPosition(**state.stream) if state.stream else None, **reading)
+                          position=StreamPosition(**state.stream) if state.stream else None,
+                          group_size=cfg.train.batch_size if cfg.corpus.group_by_length else None, **reading)
     tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
 
     def evaluate_and_log() -> dict[str, float]:
