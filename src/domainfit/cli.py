@@ -2,6 +2,7 @@
 
     domainfit demo                                   # fine-tune the packaged MiniLM on Financial PhraseBank
     domainfit train CONFIG [--resume] [key=value ...]
+    domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
@@ -38,6 +39,15 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     _train_and_report(cfg, resume=args.resume)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from domainfit.config import load_pretrain_config
+    from domainfit.training.pretrain import pretrain
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    pretrain(cfg, resume=args.resume)
+    print(f"\nDone. Model: {Path(cfg.output.dir) / 'model'}   Report: {Path(cfg.output.dir) / 'report.md'}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -184,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.learning_rate=3e-5")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in output.dir")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("pretrain", help="continue pretraining (masked or causal LM) on unlabelled domain text")
+    p.add_argument("config", help="YAML pretraining config (see docs/pretraining.md)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.max_steps=2000")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in output.dir")
+    p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")

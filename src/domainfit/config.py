@@ -159,6 +159,32 @@ class ImageConfig:
 
 
 @dataclass
+class MaskingConfig:
+    strategy: str = _f("whole-word", "Which tokens an MLM masks: 'token' (BERT), 'whole-word' (all pieces of a word; Chinese words from jieba), 'knowledge' (whole lexicon terms first, ERNIE-style, then whole words).",
+                       choices=("token", "whole-word", "knowledge"))
+    probability: float = _f(0.15, "Share of (non-special) tokens chosen for prediction; of those 80% become [MASK], 10% a random token, 10% stay.", min_exclusive=0.0, max=0.8)
+    lexicon: str | None = _f(None, "Domain lexicon for 'knowledge' masking: a term list (one per line) or knowledge-graph triples 'head<TAB>relation<TAB>tail' (.tsv) whose entities become terms.")
+    term_fraction: float = _f(0.5, "Share of the masking budget spent on whole lexicon terms ('knowledge'); whole words fill the rest.", min=0.0, max=1.0)
+    language: str = _f("auto", "Word segmentation: 'zh' (jieba), 'en' (the tokenizer's words), or 'auto' (jieba for texts with CJK characters).",
+                       choices=("auto", "en", "zh"))
+
+
+@dataclass
+class JointConfig:
+    enabled: bool = _f(False, "Add a masked-LM loss on unlabelled domain text to the task loss: L = L_task + mlm_weight * L_mlm.")
+    corpus: str | None = _f(None, "Unlabelled text for the MLM loss: a file or folder (text lines, JSONL, CSV/TSV, JSON array).")
+    corpus_format: str = _f("auto", "Corpus file format: auto (by extension), text, jsonl, csv, tsv, json.", choices=("auto", "text", "jsonl", "csv", "tsv", "json"))
+    corpus_column: str = _f("text", "Column or JSON key holding the text (CSV/TSV/JSONL/JSON corpora).")
+    use_task_texts: bool = _f(True, "Also use the task's own training texts (labels ignored) as MLM text.")
+    mlm_weight: float = _f(0.1, "Weight lambda of the MLM loss (its peak value under a schedule).", min=0.0)
+    schedule: str = _f("constant", "How lambda moves over training: constant, linear-decay (to 0 at the end), warmup (0 to mlm_weight over warmup_fraction).",
+                       choices=("constant", "linear-decay", "warmup"))
+    warmup_fraction: float = _f(0.1, "Share of training over which the 'warmup' schedule raises lambda.", min=0.0, max=1.0)
+    batch_size: int | None = _f(None, "Unlabelled texts per MLM batch (null: train.batch_size).", min=1)
+    masking: MaskingConfig = field(default_factory=MaskingConfig, metadata={"help": "How MLM inputs are masked."})
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
@@ -169,6 +195,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation task: prompts, LoRA, decoding."})
     ner: NerConfig = field(default_factory=NerConfig, metadata={"help": "Token classification (task: token-classification): file format, windows."})
     image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
+    joint: JointConfig = field(default_factory=JointConfig, metadata={"help": "Optional masked-LM loss on domain text alongside the task (joint objective)."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -186,6 +213,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         A validated :class:`RunConfig`. Data paths relative to the config file are resolved against the
         current directory first, then the config file's folder.
     """
+    raw = _read_raw(path, overrides)
+    cfg = _build(RunConfig, raw, prefix="", source=path)
+    validate(cfg, source=path)
+    if path is not None:
+        _resolve_paths(cfg.data, Path(path).parent)
+    return cfg
+
+
+def _read_raw(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The YAML file's mapping with ``dotted.key=value`` overrides applied (no schema yet)."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -214,11 +251,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value", fix="e.g. train.learning_rate=3e-5")
         _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
-    cfg = _build(RunConfig, raw, prefix="", source=path)
-    validate(cfg, source=path)
-    if path is not None:
-        _resolve_paths(cfg.data, Path(path).parent)
-    return cfg
+    return raw
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
@@ -365,6 +398,7 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
                           "`text<sep>labels` line cannot be split", path=source, key="multi_label.label_separator",
                           fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
     _validate_image(cfg.image, source)
+    _validate_joint(cfg.joint, source)
     if cfg.task == "token-classification":
         _validate_token_classification(cfg, source)
 
@@ -425,3 +459,85 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((f"{prefix}{f.name}", repr(default), f.metadata["help"]))
     return rows
+
+
+# --------------------------------------------------------------------------------------------------------
+# Joint objective checks, and the config of `domainfit pretrain` (its own top-level schema)
+
+
+def _validate_joint(joint: JointConfig, source: Path | None) -> None:
+    if not joint.enabled:
+        return
+    if not joint.corpus and not joint.use_task_texts:
+        raise ConfigError("the joint MLM objective has no text: give joint.corpus or set joint.use_task_texts: true",
+                          path=source, key="joint.corpus", fix="set joint.corpus: path/to/domain_texts.txt")
+    _validate_masking(joint.masking, source, prefix="joint.masking")
+
+
+def _validate_masking(masking: MaskingConfig, source: Path | None, *, prefix: str) -> None:
+    if masking.strategy == "knowledge" and not masking.lexicon:
+        raise ConfigError("knowledge-guided masking needs a domain lexicon", path=source, key=f"{prefix}.lexicon",
+                          fix="set it to a term list (one per line) or a TSV of head<TAB>relation<TAB>tail triples.")
+    if masking.lexicon and masking.strategy != "knowledge":
+        raise ConfigError(f"a lexicon is only used by strategy 'knowledge' (strategy is {masking.strategy!r})",
+                          path=source, key=f"{prefix}.strategy", fix="set strategy: knowledge, or remove the lexicon.")
+
+
+@dataclass
+class CorpusConfig:
+    train: str = _f("", "Unlabelled text: a file or a folder of files (text: one document or sentence per line; JSONL; CSV/TSV with a header; JSON array).")
+    validation: str | None = _f(None, "Held-out text for perplexity; if absent, validation_size texts are held out of the training corpus.")
+    format: str = _f("auto", "File format: auto (by extension: .txt/.jsonl/.csv/.tsv/.json), text, jsonl, csv, tsv, json.",
+                     choices=("auto", "text", "jsonl", "csv", "tsv", "json"))
+    text_column: str = _f("text", "Column or JSON key holding the text (CSV/TSV/JSONL/JSON).")
+    encoding: str = _f("utf-8", "Text encoding of the corpus files.")
+    validation_size: int = _f(500, "Texts held out for perplexity (from the validation file, or taken out of the training corpus).", min=1)
+    validation_stride: int = _f(20, "Without a validation file, every N-th text from the start of the corpus is held out (until validation_size).", min=1)
+    shuffle_buffer: int = _f(1000, "Texts read ahead and shuffled together (block shuffle, deterministic in seed and epoch); memory stays flat.", min=1)
+    group_by_length: bool = _f(True, "Within the shuffle buffer, batch texts of similar length together to cut padding.")
+
+
+@dataclass
+class PretrainTrainConfig:
+    objective: str = _f("auto", "mlm (encoders, AutoModelForMaskedLM), clm (decoders, AutoModelForCausalLM), or auto (from the model's config).",
+                        choices=("auto", "mlm", "clm"))
+    max_steps: int | None = _f(None, "Optimizer steps to train (overrides epochs).", min=1)
+    epochs: int = _f(1, "Passes over the corpus stream (when max_steps is null).", min=1)
+    batch_size: int = _f(32, "Texts per batch (before accumulation).", min=1)
+    eval_batch_size: int = _f(64, "Texts per batch when measuring perplexity.", min=1)
+    learning_rate: float = _f(5e-5, "Peak AdamW learning rate.", min_exclusive=0.0, max=1.0)
+    weight_decay: float = _f(0.01, "AdamW decoupled weight decay (not on biases and LayerNorm).", min=0.0, max=1.0)
+    warmup_ratio: float = _f(0.06, "Fraction of steps with linear learning-rate warmup.", min=0.0, max=0.5)
+    max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null to disable).", min_exclusive=0.0)
+    grad_accum_steps: int = _f(1, "Accumulate gradients over this many batches per optimizer step.", min=1)
+    head_warmup_steps: int = _f(0, "If the checkpoint has no MLM head (its weights are new), first train only the head for N steps, before 'before' perplexity is measured.", min=0)
+    seed: int = _f(42, "Seed for masking, shuffling, dropout and any new head weights.")
+    eval_every: int | None = _f(None, "Measure held-out perplexity every N optimizer steps (null: only before and after).", min=1)
+    save_every: int | None = _f(200, "Keep a resumable checkpoint every N optimizer steps (null: only at evaluations).", min=1)
+    log_every: int = _f(10, "Write the training loss to TensorBoard every N optimizer steps.", min=1)
+    precision: str = _f("auto", "Compute precision: auto, fp32, bf16, fp16 (as in train.precision).", choices=("auto", "fp32", "bf16", "fp16"))
+    num_threads: int | None = _f(None, "CPU threads for torch (null: torch's default).", min=1)
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The general model to adapt."})
+    corpus: CorpusConfig = field(default_factory=CorpusConfig, metadata={"help": "The domain's unlabelled text."})
+    masking: MaskingConfig = field(default_factory=MaskingConfig, metadata={"help": "How MLM inputs are masked (mlm only)."})
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig, metadata={"help": "Optimisation."})
+    output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where the adapted model and its report go."})
+
+
+def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Read the config of ``domainfit pretrain`` (same rules as :func:`load_config`: strict keys, overrides)."""
+    cfg = _build(PretrainConfig, _read_raw(path, overrides), prefix="", source=path)
+    if not cfg.corpus.train:
+        raise ConfigError("no corpus given", path=path, key="corpus.train", fix="set corpus.train: path/to/texts.txt (or a folder)")
+    _validate_masking(cfg.masking, path, prefix="masking")
+    if path is not None:
+        base = Path(path).parent
+        for section, name in ((cfg.corpus, "train"), (cfg.corpus, "validation"), (cfg.masking, "lexicon")):
+            value = getattr(section, name)
+            if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
+                setattr(section, name, str(base / value))
+    return cfg

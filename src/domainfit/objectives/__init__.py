@@ -7,5 +7,6 @@ from domainfit.objectives import classification as _classification  # noqa: F401
 from domainfit.objectives import binary_cross_entropy as _binary_cross_entropy  # noqa: F401
 from domainfit.objectives import causal_lm as _causal_lm  # noqa: F401
 from domainfit.objectives import token_classification as _token_classification  # noqa: F401
+from domainfit.objectives import joint_mlm as _joint_mlm  # noqa: F401
 
 __all__ = ["OBJECTIVES", "Objective", "create_objective"]

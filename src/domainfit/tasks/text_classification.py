@@ -124,7 +124,9 @@ class TextClassificationTask:
                 "labels": torch.tensor([it["labels"] for it in items])}
 
     def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
-        return create_objective("cross-entropy")
+        from domainfit.objectives.joint_mlm import wrap_with_joint_mlm
+
+        return wrap_with_joint_mlm(create_objective("cross-entropy"), cfg, data.splits["train"])  # unchanged unless joint.enabled
 
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
         return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)

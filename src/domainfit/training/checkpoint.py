@@ -45,6 +45,7 @@ class TrainState:
     train_seconds: float = 0.0
     real_tokens: int = 0
     computed_tokens: int = 0
+    stream: dict[str, int] = field(default_factory=dict)  # a streamed corpus's position (domainfit pretrain)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -133,7 +133,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 running["count"] = 0
                 tb.add_scalar("train/loss", running["last"], state.step)
                 for name, part in outputs.items():
-                    if name.endswith("_loss"):
+                    if name.endswith(("_loss", "_weight")):  # loss parts, and their weights (joint objectives)
                         tb.add_scalar(f"train/{name}", part.item(), state.step)
                 tb.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], state.step)
                 bar.set_postfix(loss=running["last"])

@@ -1,0 +1,360 @@
+"""Domain-adaptive pretraining, top to bottom: a general model keeps learning its own objective on domain text.
+
+    domainfit pretrain CONFIG [--resume] [dotted.key=value ...]
+    domainfit train CLASSIFY.yaml model.name=OUTPUT/model         # then fine-tune the adapted model
+
+Encoders continue masked-LM training (``AutoModelForMaskedLM``; token, whole-word or knowledge-guided masks,
+see ``data/masking.py``), decoders causal-LM training (``AutoModelForCausalLM``). This is DAPT/TAPT in the words
+of Gururangan et al. 2020 ("Don't Stop Pretraining"): on the domain's corpus, or on the task's own texts. The
+corpus is streamed (``data/corpus.py``): memory stays flat at any corpus size, and checkpoints record the
+stream position so ``--resume`` continues exactly. Held-out perplexity (fixed masks, so numbers compare) is
+measured before, at each evaluation and after. The output is a model folder that ``domainfit train`` takes as
+``model.name``, with its lineage (base model, corpus files with sizes and SHA-256, steps) in domainfit.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from domainfit import __version__
+from domainfit.config import PretrainConfig, to_dict
+from domainfit.data.corpus import (CorpusStream, StreamPosition, count_texts, describe_files, list_corpus_files,
+                                   read_texts, take_heldout)
+from domainfit.data.lexicon import Lexicon
+from domainfit.data.masking import CausalCollator, MaskingCollator
+from domainfit.errors import DataError, ModelError
+from domainfit.models.loading import load_pretrained, load_tokenizer, resolve_model_path
+from domainfit.training.atomic import atomic_dir, write_text_atomic
+from domainfit.training.checkpoint import CheckpointManager, TrainState
+from domainfit.training.optim import create_optimizer, create_scheduler
+from domainfit.training.precision import resolve_precision
+from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Continue pretraining ``cfg.model.name`` on ``cfg.corpus``; write the run folder. Returns metrics.json's dict."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+
+    # 1. Everything the user can get wrong is checked before the output folder is touched.
+    out = prepare_run_dir(cfg, resume=resume)
+    reading = {"fmt": cfg.corpus.format, "column": cfg.corpus.text_column, "encoding": cfg.corpus.encoding}
+    files = list_corpus_files(cfg.corpus.train)
+    lexicon = Lexicon.from_file(cfg.masking.lexicon) if cfg.masking.strategy == "knowledge" else None
+    if cfg.corpus.validation:
+        heldout = read_texts(list_corpus_files(cfg.corpus.validation, key="corpus.validation"),
+                             limit=cfg.corpus.validation_size, **reading)
+        exclude: set[tuple[int, int]] = set()
+    else:
+        heldout, exclude = take_heldout(files, size=cfg.corpus.validation_size, stride=cfg.corpus.validation_stride, **reading)
+    if not heldout:
+        raise DataError("no held-out text to measure perplexity on", path=cfg.corpus.validation or cfg.corpus.train,
+                        key="corpus.validation", fix="check the text column, or give a corpus.validation file.")
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    model, tokenizer, kind, head = load_language_model(cfg)
+    if kind == "mlm":
+        collator = MaskingCollator(tokenizer, cfg.masking, max_length=cfg.model.max_length,
+                                   text_prefix=cfg.model.text_prefix, lexicon=lexicon)
+    else:
+        collator = CausalCollator(tokenizer, max_length=cfg.model.max_length, text_prefix=cfg.model.text_prefix)
+    texts_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
+    if cfg.train.max_steps:
+        total_steps = cfg.train.max_steps
+    else:  # one streaming pass to count (memory stays flat)
+        n_texts = count_texts(files, **reading) - len(exclude)
+        total_steps = max(1, math.ceil(cfg.train.epochs * n_texts / texts_per_step))
+    # fixed masks on the held-out texts: perplexity before and after is measured on the same positions
+    eval_generator = torch.Generator().manual_seed(cfg.train.seed)
+    eval_items = collator.encode(heldout)
+    eval_batches = [collator.collate(eval_items[i: i + cfg.train.eval_batch_size], generator=eval_generator)
+                    for i in range(0, len(eval_items), cfg.train.eval_batch_size)]
+    start_run(out, cfg, resume=resume, extra={"task": f"pretrain-{kind}", "corpus_files": [str(f) for f in files],
+                                              "heldout_texts": len(heldout), "total_steps": total_steps})
+
+    # 2. Optimisation (as in training/loop.py: Accelerate places the model and runs mixed precision).
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mixed_precision = resolve_precision(cfg.train.precision, device)
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    device = accelerator.device
+    model.to(device)
+    if head["new"] and cfg.train.head_warmup_steps and not resume:
+        _warm_up_head(model, collator, files, exclude, reading, cfg, accelerator)
+    optimizer = create_optimizer(model, cfg.train)
+    scheduler = create_scheduler(optimizer, cfg.train, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    checkpoints = CheckpointManager(out)
+    state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler) if resume else TrainState()
+    stream = CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed, exclude=exclude,
+                          position=StreamPosition(**state.stream) if state.stream else None,
+                          group_size=cfg.train.batch_size if cfg.corpus.group_by_length else None, **reading)
+    tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
+
+    def evaluate_and_log() -> dict[str, float]:
+        result = perplexity(model, eval_batches, device, causal=kind == "clm")
+        for name, value in result.items():
+            tb.add_scalar(f"validation/{name}", value, state.step)
+        state.history.append({"step": state.step, "texts_seen": state.samples_seen, "train_loss": running["last"], **result})
+        log.info("step %d: held-out %s", state.step, result)
+        return result
+
+    def save() -> None:
+        state.stream = stream.position.to_dict()
+        checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+
+    # 3. The loop: batches come straight off the stream, tokenised and masked on the fly.
+    running = {"sum": torch.zeros((), device=device), "count": 0, "last": None}
+    if not resume:
+        evaluate_and_log()
+        if head["new"]:
+            log.warning("the MLM head of %s is new (%s); 'before' perplexity is %s", cfg.model.name,
+                        ", ".join(head["missing"][:4]), "after a head-only warm-up" if cfg.train.head_warmup_steps
+                        else "of a randomly initialised head transform (set train.head_warmup_steps to warm it up first)")
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"pretrain ({kind})", unit="step", dynamic_ncols=True)
+    texts = iter(stream)
+    model.train()
+    tick = time.perf_counter()
+    while state.step < total_steps:
+        for _ in range(cfg.train.grad_accum_steps):
+            batch = collator.collate(collator.encode([next(texts) for _ in range(cfg.train.batch_size)]))
+            state.real_tokens += int(batch["attention_mask"].sum())
+            state.computed_tokens += batch["attention_mask"].numel()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = lm_loss(model, batch, causal=kind == "clm")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running["sum"] += loss.detach()
+            running["count"] += 1
+            state.samples_seen += cfg.train.batch_size
+        state.step += 1
+        state.epoch = stream.position.epoch
+        bar.update(1)
+        if state.step % cfg.train.log_every == 0:
+            running["last"] = round(running["sum"].item() / running["count"], 4)  # the only sync per N steps
+            running["sum"].zero_()
+            running["count"] = 0
+            tb.add_scalar("train/loss", running["last"], state.step)
+            tb.add_scalar(f"train/{kind}_loss", running["last"], state.step)
+            tb.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], state.step)
+            bar.set_postfix(loss=running["last"])
+        if cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
+            state.train_seconds += time.perf_counter() - tick
+            evaluate_and_log()
+            save()
+            tick = time.perf_counter()
+        elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
+            save()
+    bar.close()
+    state.train_seconds += time.perf_counter() - tick
+    if running["count"]:
+        running["last"] = round(running["sum"].item() / running["count"], 4)
+    after = evaluate_and_log()
+    save()
+
+    # 4. The adapted model, its lineage, metrics.json and report.md.
+    unwrapped = accelerator.unwrap_model(model)
+    before = state.history[0]
+    results: dict[str, Any] = {
+        "objective": kind, "base_model": cfg.model.name,
+        "before": {k: before[k] for k in ("loss", "perplexity", "tokens")},
+        "after": {k: after[k] for k in ("loss", "perplexity", "tokens")},
+        "heldout": {"texts": len(heldout), "from": cfg.corpus.validation or f"every {cfg.corpus.validation_stride}th text of the corpus"},
+        "head": head, "history": state.history,
+        "train": {"steps": state.step, "texts_seen": state.samples_seen, "epochs_started": state.epoch + 1,
+                  "train_runtime_s": round(state.train_seconds, 2),
+                  "texts_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
+                  "real_tokens": state.real_tokens, "computed_tokens": state.computed_tokens,
+                  "precision": {"no": "fp32"}.get(mixed_precision, mixed_precision), "device": str(device)},
+        "masking": to_dict(cfg.masking) if kind == "mlm" else None,
+    }
+    lineage = {"task": "pretrain", "objective": kind, "base_model": cfg.model.name, "max_length": cfg.model.max_length,
+               "text_prefix": cfg.model.text_prefix, "corpus": describe_files(files), "steps": state.step,
+               "texts_seen": state.samples_seen, "masking": results["masking"], "new_head": head["new"],
+               "perplexity": {"before": results["before"]["perplexity"], "after": results["after"]["perplexity"]},
+               "domainfit_version": __version__}
+    with atomic_dir(out / "model") as tmp:
+        unwrapped.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        carried = carry_pooler(cfg.model.name, head["unused"], unwrapped, tmp)
+        lineage["carried_from_base"] = carried
+        (tmp / "domainfit.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False), encoding="utf-8")
+    results["corpus"] = lineage["corpus"]
+    write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    write_text_atomic(out / "report.md", format_report(cfg, results))
+    tb.close()
+    finish_run(out, steps=state.step)
+    print(f"held-out perplexity: {results['before']['perplexity']:.2f} before -> {results['after']['perplexity']:.2f} after")
+    return results
+
+
+def load_language_model(cfg: PretrainConfig) -> tuple[torch.nn.Module, Any, str, dict[str, Any]]:
+    """(model, tokenizer, "mlm" | "clm", head info) for the configured model.
+
+    Head info says whether the LM head is new (its weights were not in the checkpoint: e.g. sentence
+    encoders ship without one), which keys were missing, and which checkpoint weights the LM model does not
+    use (a BERT pooler), so they can be carried into the saved folder.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    tokenizer = load_tokenizer(cfg.model.name)
+    config = load_pretrained(AutoConfig.from_pretrained, cfg.model.name)
+    kind = cfg.train.objective
+    if kind == "auto":
+        if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+            kind = "mlm"
+        elif config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            kind = "clm"
+        else:
+            raise ModelError(f"model type {config.model_type!r} has neither a masked-LM nor a causal-LM class in transformers",
+                             key="model.name", fix="use a BERT-like encoder (mlm) or a GPT/Llama-like decoder (clm).")
+    loader = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
+    kwargs: dict[str, Any] = {"attn_implementation": cfg.model.attn_implementation, "output_loading_info": True}
+    if cfg.model.dropout is not None:
+        kwargs["hidden_dropout_prob"] = cfg.model.dropout
+    try:
+        model, info = load_pretrained(loader.from_pretrained, cfg.model.name, **kwargs)
+    except ValueError as e:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
+        raise ModelError(f"cannot load {cfg.model.name!r} as a {kind} model: {e}", key="train.objective",
+                         fix="set train.objective to the model's kind (mlm for encoders, clm for decoders).") from e
+    prefix = model.base_model_prefix
+    missing = sorted(info["missing_keys"])
+    head_missing = [k for k in missing if not k.startswith(f"{prefix}.")]
+    head = {"new": bool(head_missing), "missing": head_missing, "unused": sorted(info["unexpected_keys"]),
+            "note": ("the checkpoint had no LM-head weights: the head transform is freshly initialised (its decoder is "
+                     "tied to the pretrained word embeddings)") if head_missing else "the LM head came with the checkpoint"}
+    return model, tokenizer, kind, head
+
+
+def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig, accelerator) -> None:
+    """Train only the new LM head (encoder frozen) so 'before' perplexity measures the encoder, not a random head."""
+    base = model.base_model
+    frozen = [p for p in base.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    head_params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(head_params, lr=max(10 * cfg.train.learning_rate, 1e-3))  # a fresh head: larger steps
+    stream = iter(CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed + 1, exclude=exclude,
+                               **reading))
+    model.train()
+    for step in tqdm(range(cfg.train.head_warmup_steps), desc="head warm-up", unit="step", dynamic_ncols=True):
+        batch = collator.collate(collator.encode([next(stream) for _ in range(cfg.train.batch_size)]))
+        with accelerator.autocast():
+            loss = lm_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for p in frozen:
+        p.requires_grad_(True)
+    log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, float(loss.detach()))
+
+
+def lm_loss(model, batch: dict[str, torch.Tensor], *, causal: bool = False, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the LM on ``batch["labels"]`` (-100 ignored).
+
+    For masked LMs whose head is one module beside the encoder (BERT ``cls``, RoBERTa/XLM-R ``lm_head``) the
+    head runs only on the ~15% of positions that are predicted: the vocabulary projection is the costliest
+    layer of a small encoder, and computing it for every position (as ``model(**batch).loss`` does) nearly
+    doubles the step time. Other models go through their own forward.
+    """
+    model = getattr(model, "module", model)
+    labels = batch["labels"]
+    heads = [m for m in model.children() if m is not model.base_model]
+    if causal or len(heads) != 1:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (batch, seq, vocab)
+        if causal:
+            logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                                 reduction=reduction)
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # (batch, seq, hidden)
+    picked = labels != -100  # (batch, seq)
+    logits = heads[0](hidden[picked])  # (n_picked, vocab)
+    return torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction=reduction)
+
+
+@torch.inference_mode()
+def perplexity(model, batches: list[dict[str, torch.Tensor]], device: torch.device, *, causal: bool = False) -> dict[str, float]:
+    """Held-out loss (mean over predicted tokens) and its exponential; MLM: pseudo-perplexity of masked tokens."""
+    was_training = model.training
+    model.eval()
+    total, tokens = torch.zeros((), device=device, dtype=torch.float64), 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        total += lm_loss(model, batch, causal=causal, reduction="sum").double()
+        tokens += int((batch["labels"][:, 1:] if causal else batch["labels"]).ne(-100).sum())
+    model.train(was_training)
+    mean = float(total) / max(tokens, 1)
+    return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50.0)), 4), "tokens": tokens}
+
+
+def carry_pooler(name: str, unused: list[str], model, folder: Path) -> list[str]:
+    """Copy the base checkpoint's pooler (unused by the LM model) into the saved weights.
+
+    ``AutoModelForSequenceClassification`` (BERT) classifies from the pooler; without this, fine-tuning the
+    adapted folder would start from a random pooler instead of the base model's trained one.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    keys = [k for k in unused if ".pooler." in f".{k}"]
+    source = Path(resolve_model_path(name)) / "model.safetensors"
+    target = folder / "model.safetensors"
+    if not keys or not source.is_file() or not target.is_file():
+        if keys:
+            log.warning("the base model's pooler (%s) could not be carried over: no single model.safetensors", keys[0])
+        return []
+    weights = load_file(str(target))
+    prefix = model.base_model_prefix
+    with safe_open(str(source), framework="pt") as f:
+        for key in keys:
+            weights[key if key.startswith(f"{prefix}.") else f"{prefix}.{key}"] = f.get_tensor(key)
+    save_file(weights, str(target), metadata={"format": "pt"})
+    return keys
+
+
+def format_report(cfg: PretrainConfig, results: dict[str, Any]) -> str:
+    """A short report.md: what was adapted on what, and whether held-out perplexity went down."""
+    b, a = results["before"], results["after"]
+    change = 100.0 * (a["perplexity"] - b["perplexity"]) / b["perplexity"]
+    corpus_bytes = sum(f["bytes"] for f in results["corpus"])
+    lines = [
+        f"# domainfit pretrain: {Path(cfg.output.dir).name}", "",
+        f"Continued **{results['objective'].upper()}** pretraining of `{cfg.model.name}` on "
+        f"{len(results['corpus'])} corpus file(s), {corpus_bytes / 1e6:.1f} MB: "
+        f"{results['train']['steps']} steps, {results['train']['texts_seen']} texts"
+        + (f", masking `{cfg.masking.strategy}` at {cfg.masking.probability:.0%}." if results["objective"] == "mlm" else "."),
+        "", "| held-out | loss | perplexity | predicted tokens |", "|---|---|---|---|",
+        f"| before | {b['loss']:.4f} | {b['perplexity']:.2f} | {b['tokens']} |",
+        f"| after | {a['loss']:.4f} | {a['perplexity']:.2f} | {a['tokens']} |", "",
+        f"Perplexity changed by **{change:+.1f}%** on {results['heldout']['texts']} held-out texts "
+        f"({results['heldout']['from']}); the masks are fixed, so the two rows score the same positions.", "",
+    ]
+    if results["head"]["new"]:
+        lines += [f"**Caveat:** {results['head']['note']}. " + (
+            f"The head alone was trained for {cfg.train.head_warmup_steps} steps before 'before' was measured."
+            if cfg.train.head_warmup_steps else
+            "'Before' was measured with that untrained head, so it overstates the base model's perplexity; "
+            "set `train.head_warmup_steps` for a fair baseline."), ""]
+    if len(results["history"]) > 2:
+        lines += ["| step | texts seen | held-out loss | perplexity |", "|---|---|---|---|"]
+        lines += [f"| {h['step']} | {h['texts_seen']} | {h['loss']:.4f} | {h['perplexity']:.2f} |" for h in results["history"]]
+        lines.append("")
+    lines += [f"Fine-tune it: `domainfit train YOUR_TASK.yaml model.name={Path(cfg.output.dir) / 'model'}`", ""]
+    return "\n".join(lines)
