@@ -150,7 +150,7 @@ def _mine(args: argparse.Namespace) -> None:
     pool = iter_texts(args.pool, text_column=_column(args.text_column), encoding=args.encoding, min_chars=args.min_chars)
     print(f"{len(task_texts)} task texts, {len(held_out)} held-out texts to exclude; scoring the pool ...", file=sys.stderr)
     result = mine(pool, task_texts, embedder, exclude_texts=held_out, options=options,
-                  progress=lambda n: print(f"\r  {n} pool texts scored", end="", file=sys.stderr, flush=True))
+                  progress=lambda n: print(f"\r  {n} pool texts read", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     corpus, json_path, md_path = write_mining_outputs(
         result, args.output, {"pool": list(args.pool), "embedding_model": args.model, **info})

@@ -111,47 +111,49 @@ class KnnMiner:
         self.top_index = np.full((n_task, k), -1, dtype=np.int64)  # (n_task, k) pool positions, -1 = empty
         self.candidates: dict[int, _Candidate] = {}
         self._candidate_keys: dict[str, int] = {}
-        self.n_seen = 0
+        self.n_seen = 0  # pool texts read, admitted or not
         self.n_excluded = 0
         self.excluded_examples: list[SourcedText] = []
         self.n_duplicates_skipped = 0
         self._rng = random.Random(seed)
         self._contrast_size = contrast_sample
         self._contrast: list[float] = []
-        self._n_scored = 0
+        self.n_scored = 0  # pool texts scored (admitted); their positions are 0..n_scored-1
 
-    def add(self, items: Sequence[SourcedText], vectors: np.ndarray) -> None:
-        """Score one chunk of the pool against every task example and update the running top-k.
+    def admit(self, items: Sequence[SourcedText]) -> list[SourcedText]:
+        """Drop the texts of a pool chunk that must not be scored: copies of held-out (validation/test) texts, and
+        copies of a text already held. Called before embedding, so dropped texts cost nothing.
 
-        Args:
-            items: the chunk's texts, in pool order.
-            vectors: their (len(items), dim) unit-length embeddings.
+        A copy of a text evicted earlier is admitted but cannot get back in (same score, later position, and the
+        top-k only gets stricter), so the final union is duplicate-free without remembering the whole pool.
         """
-        n = len(items)
-        positions = np.arange(self.n_seen, self.n_seen + n, dtype=np.int64)  # (n,)
-        self.n_seen += n
-        valid = np.ones(n, dtype=bool)
-        keys: list[str] = []
-        in_chunk: set[str] = set()
-        for i, item in enumerate(items):
+        admitted, in_chunk = [], set()
+        for item in items:
+            self.n_seen += 1
             key = normalize_text(item.text)
-            keys.append(key)
             if leakage_key(item.text) in self.exclude:
-                valid[i] = False
                 self.n_excluded += 1
                 if len(self.excluded_examples) < 5:
                     self.excluded_examples.append(item)
             elif key in self._candidate_keys or key in in_chunk:
-                # a copy of a text already held; a copy of one evicted earlier cannot get back in (same score,
-                # later position), so the final union is duplicate-free without remembering the whole pool
-                valid[i] = False
                 self.n_duplicates_skipped += 1
             else:
                 in_chunk.add(key)
-        scores = self.queries @ np.asarray(vectors, dtype=np.float32).T  # (n_task, n)
-        scores[:, ~valid] = -np.inf
+                admitted.append(item)
+        return admitted
+
+    def add(self, items: Sequence[SourcedText], vectors: np.ndarray) -> None:
+        """Score admitted pool texts (see :meth:`admit`) against every task example; update the running top-k.
+
+        Args:
+            items: the admitted texts of one chunk, in pool order.
+            vectors: their (len(items), dim) unit-length embeddings.
+        """
+        n = len(items)
+        positions = np.arange(self.n_scored, self.n_scored + n, dtype=np.int64)  # (n,) order among scored texts
+        scores = self.queries @ np.asarray(vectors, dtype=np.float32).reshape(n, -1).T  # (n_task, n)
         nearest = scores.max(axis=0) if len(self.queries) else np.zeros(n, np.float32)  # (n,)
-        self._sample_contrast(nearest[valid])
+        self._sample_contrast(nearest)
 
         merged_scores = np.concatenate([self.top_scores, scores], axis=1)  # (n_task, k + n)
         merged_index = np.concatenate([self.top_index, np.broadcast_to(positions, scores.shape)], axis=1)
@@ -161,24 +163,24 @@ class KnnMiner:
         self.top_index = np.where(np.isneginf(self.top_scores), -1, np.take_along_axis(merged_index, order, axis=1))
 
         kept = set(np.unique(self.top_index[self.top_index >= 0]).tolist())
-        for i in np.flatnonzero(valid):
+        for i, item in enumerate(items):
             position = int(positions[i])
             if position in kept:
-                self.candidates[position] = _Candidate(items[i], float(nearest[i]))
-                self._candidate_keys[keys[i]] = position
+                self.candidates[position] = _Candidate(item, float(nearest[i]))
+                self._candidate_keys[normalize_text(item.text)] = position
         for position in [p for p in self.candidates if p not in kept]:
             del self._candidate_keys[normalize_text(self.candidates.pop(position).item.text)]
 
     def _sample_contrast(self, similarities: np.ndarray) -> None:
         """Reservoir-sample (Algorithm R) the nearest-task-example similarity of random pool texts."""
         for value in similarities.tolist():
-            if self._n_scored < self._contrast_size:
+            if self.n_scored < self._contrast_size:
                 self._contrast.append(value)
             else:
-                j = self._rng.randint(0, self._n_scored)
+                j = self._rng.randint(0, self.n_scored)
                 if j < self._contrast_size:
                     self._contrast[j] = value
-            self._n_scored += 1
+            self.n_scored += 1
 
     def neighbours(self, query: int) -> list[tuple[SourcedText, float]]:
         """The current nearest pool texts of one task example, nearest first."""
@@ -240,11 +242,14 @@ def mine(pool: Iterable[SourcedText], task_texts: Sequence[str], embed: Embedder
     miner = KnnMiner(embed(queries_text), options.k, exclude={leakage_key(t) for t in exclude_texts},
                      contrast_sample=options.contrast_sample, seed=options.seed)
     for chunk in chunked(pool, options.chunk_size):
-        miner.add(chunk, embed([item.text for item in chunk]))
+        admitted = miner.admit(chunk)
+        if admitted:
+            miner.add(admitted, embed([item.text for item in admitted]))
         if progress is not None:
             progress(miner.n_seen)
-    if miner.n_seen == 0:
-        raise DataError("the pool holds no texts (after skipping blank lines and texts under --min-chars characters)",
+    if miner.n_scored == 0:
+        raise DataError(f"the pool holds no texts to score ({miner.n_seen} read, {miner.n_excluded} excluded as "
+                        "leakage; blank lines and texts under --min-chars characters are skipped)",
                         fix="check the pool paths, --text-column and --min-chars")
     positions = miner.select(options.max_total)
     selected = [miner.candidates[p] for p in positions]
@@ -274,13 +279,14 @@ def _statistics(miner: KnnMiner, selected: list[_Candidate], queries: list[str],
         "k": options.k,
         "max_total": options.max_total,
         "task_texts": len(queries),
-        "pool_texts_scored": miner.n_seen,
+        "pool_texts_read": miner.n_seen,
+        "pool_texts_scored": miner.n_scored,
         "excluded_as_leakage": miner.n_excluded,
         "excluded_examples": [{"text": i.text, "source": i.source, "line": i.line} for i in miner.excluded_examples],
         "duplicate_copies_skipped": miner.n_duplicates_skipped,
         "selected_before_cap": n_union,
         "selected": len(selected),
-        "selected_share_of_pool": round(len(selected) / miner.n_seen, 6),
+        "selected_share_of_pool": round(len(selected) / miner.n_scored, 6),
         "similarity_selected": _distribution([c.max_similarity for c in selected]),
         "similarity_random_pool_sample": _distribution(miner.contrast),
         "selected_by_source": dict(Counter(c.item.source for c in selected).most_common()),
@@ -328,7 +334,8 @@ def format_mining_report(s: dict[str, Any]) -> str:
         "# Mined pretraining corpus",
         "",
         f"- Corpus: `{s['corpus']}` ({s['selected']} texts, one a line)",
-        f"- Pool: {', '.join(f'`{p}`' for p in s.get('pool', []))} ({s['pool_texts_scored']} texts scored)",
+        f"- Pool: {', '.join(f'`{p}`' for p in s.get('pool', []))} ({s['pool_texts_read']} texts read, "
+        f"{s['pool_texts_scored']} scored)",
         f"- Task texts (queries): {s['task_texts']} from {s.get('task_source', '?')}",
         f"- Embeddings: {s.get('embedding_model', '?')}, mean pooling + L2 norm; cosine similarity",
         f"- Method: {s['method']}; k = {s['k']}, cap = {s['max_total'] or 'none'}",
