@@ -119,7 +119,7 @@ def test_report_files_and_fields(tmp_path):
     sel, rnd = report["similarity_selected"], report["similarity_random_pool_sample"]
     assert sel["n"] == len(lines) and rnd["n"] == 10
     assert sel["min"] <= sel["median"] <= sel["max"] and rnd["min"] <= rnd["median"] <= rnd["max"]
-    assert sel["median"] >= rnd["median"]
+    assert sel["median"] >= rnd["median"] and 0 <= report["random_share_at_least_selected_median"] <= 1
     assert len(report["examples"]) == 2 and len(report["examples"][0]["nearest"]) == 3
     assert report["selected_by_source"] == {"pool.txt": len(lines)}
     md = md_path.read_text(encoding="utf-8")

@@ -269,6 +269,8 @@ def _distribution(values: Sequence[float]) -> dict[str, float] | None:
 def _statistics(miner: KnnMiner, selected: list[_Candidate], queries: list[str], options: MiningOptions,
                 seconds: float) -> dict[str, Any]:
     n_union = len(miner.select(None))
+    selected_median = float(np.median([c.max_similarity for c in selected])) if selected else None
+    contrast = miner.contrast
     shown = sorted(random.Random(options.seed).sample(range(len(queries)), min(options.n_examples, len(queries))))
     examples = [{"task_text": queries[q],
                  "nearest": [{"text": item.text, "similarity": round(score, 4), "source": item.source, "line": item.line}
@@ -288,7 +290,10 @@ def _statistics(miner: KnnMiner, selected: list[_Candidate], queries: list[str],
         "selected": len(selected),
         "selected_share_of_pool": round(len(selected) / miner.n_scored, 6),
         "similarity_selected": _distribution([c.max_similarity for c in selected]),
-        "similarity_random_pool_sample": _distribution(miner.contrast),
+        "similarity_random_pool_sample": _distribution(contrast),
+        # how separated the two are: the share of random pool texts at least as near as the median selected one
+        "random_share_at_least_selected_median": (round(sum(v >= selected_median for v in contrast) / len(contrast), 4)
+                                                  if contrast and selected_median is not None else None),
         "selected_by_source": dict(Counter(c.item.source for c in selected).most_common()),
         "examples": examples,
         "seconds": round(seconds, 1),
@@ -352,12 +357,14 @@ def format_mining_report(s: dict[str, Any]) -> str:
         f"| random pool sample {_fmt_dist(rnd)}",
         "",
     ]
-    if sel and rnd:
-        reading = ("the selected texts are clearly nearer the task than the pool at large"
-                   if sel["median"] > rnd["p90"] else
+    share = s.get("random_share_at_least_selected_median")
+    if sel and rnd and share is not None:
+        # a quarter: the selected median then lies above the random sample's upper quartile
+        reading = ("the selected texts are clearly nearer the task than the pool at large" if share <= 0.25 else
                    "the selected texts are only a little nearer than the pool at large: the pool may hold little "
                    "in-domain text, or k is large relative to it")
-        lines += [f"Reading: {reading} (selected median {sel['median']:.3f} vs. random median {rnd['median']:.3f}).", ""]
+        lines += [f"Reading: {reading}: {100 * share:.1f}% of random pool texts are as near as the median selected "
+                  f"one (selected median {sel['median']:.3f} vs. random median {rnd['median']:.3f}).", ""]
     lines += ["## Selected texts by source", "", "| source | texts | share |", "|---|---|---|"]
     for source, n in s["selected_by_source"].items():
         lines.append(f"| `{source}` | {n} | {100 * n / max(1, s['selected']):.1f}% |")
