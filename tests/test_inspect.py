@@ -150,3 +150,18 @@ def test_cli_errors_are_one_clean_message(tmp_path, capsys):
     empty.write_text("\n\n", encoding="utf-8")
     assert main(["inspect", str(empty)]) == 2
     assert "no texts" in capsys.readouterr().err
+
+
+def test_cli_reads_a_run_config_and_its_model(tmp_path, tokenizer, capsys):
+    model = save_tiny(tmp_path / "model", tokenizer, mlm_head=True)
+    rows = [("the cat sat on the mat .", "a"), ("pretraining domain zzz", "b")] * 10
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f'"{t} {i}",{l}\n' for i, (t, l) in enumerate(rows)), encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model:\n  name: {model}\ndata:\n  train: {train}\n  validation_fraction: 0.2\n"
+                      "  test_fraction: 0.2\n", encoding="utf-8")
+    out = tmp_path / "inspect"
+    assert main(["inspect", "--config", str(config), "--mlm-sample", "2", "--output", str(out)]) == 0, capsys.readouterr().err
+    report = json.loads((out / "inspect.json").read_text(encoding="utf-8"))
+    assert report["model"] == str(model) and report["sample"] == 12  # the train split only: 20 rows - 4 - 4
+    assert report["mlm"]["available"] and report["mlm"]["texts"] == 2 and report["mlm"]["pseudo_perplexity"] > 1

@@ -272,7 +272,7 @@ def format_summary(m: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if t["frequent_split_words"]:
-        lines.append("\nmost frequent words that are split:")
+        lines.append("\nmost frequent words that are not one known token:")
         lines += [f"  {w['word']:<20} x{w['count']:<5} -> {' '.join(w['pieces'])}" for w in t["frequent_split_words"][:10]]
     lines.append("\nreading:")
     lines += [f"- {r}" for r in m["readings"]]
