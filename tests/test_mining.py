@@ -190,3 +190,30 @@ def test_cli_mines_with_a_config_and_excludes_its_test_texts(tmp_path, tiny_bert
     corpus = out.read_text(encoding="utf-8").splitlines()
     assert "profit rose in quarter 11 ." not in corpus and "sales fell in quarter 11 ." not in corpus
     assert len(corpus) == report["selected"] == 3
+
+
+def test_many_task_texts_are_scored_in_blocks_with_the_same_result(monkeypatch):
+    import domainfit.data.mining as mining
+
+    embed = LookupEmbedder()
+    queries, items = [f"task {i}" for i in range(50)], pool_of([f"pool {i}" for i in range(80)])
+    results = []
+    for block in (2048, 7):
+        monkeypatch.setattr(mining, "_QUERY_BLOCK", block)
+        miner = KnnMiner(embed(queries), 4, contrast_sample=100)
+        for start in range(0, len(items), 30):
+            chunk = miner.admit(items[start : start + 30])
+            miner.add(chunk, embed([t.text for t in chunk]))
+        results.append((miner.top_index.copy(), miner.top_scores.copy(), sorted(miner.contrast)))
+    assert np.array_equal(results[0][0], results[1][0]) and np.allclose(results[0][1], results[1][1])
+    assert np.allclose(results[0][2], results[1][2])  # BLAS may round differently per block size
+
+
+def test_cli_refuses_to_write_the_corpus_into_the_pool(tmp_path, capsys):
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "a.txt").write_text("some pool text\n", encoding="utf-8")
+    task = tmp_path / "task.txt"
+    task.write_text("a task text\n", encoding="utf-8")
+    assert main(["mine", str(tmp_path / "pool"), "--task-texts", str(task),
+                 "--output", str(tmp_path / "pool" / "mined" / "corpus.txt")]) == 2
+    assert "inside the pool folder" in capsys.readouterr().err

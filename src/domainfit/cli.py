@@ -136,6 +136,12 @@ def _mine(args: argparse.Namespace) -> None:
                             n_examples=args.examples, seed=args.seed)
     options.check()
     list_text_files(args.pool)  # fail on a bad pool path before loading anything
+    output = Path(args.output).resolve()
+    for folder in (Path(p).resolve() for p in args.pool if Path(p).is_dir()):
+        if folder in output.parents:
+            raise DomainfitError(f"the corpus {args.output} would be written inside the pool folder {folder}: the next "
+                                 "run would read it (and mining.json) back as pool text",
+                                 fix="write the corpus to a folder outside the pool")
     if args.config:
         task_texts, held_out, info = load_task_texts(args.config)
     else:

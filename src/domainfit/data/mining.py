@@ -49,7 +49,7 @@ class MiningOptions:
         k: pool sentences taken per task example (Gururangan et al. use k up to 500 on 1M-sentence pools).
         max_total: cap on the corpus size; the best-ranked neighbours are kept first (every task example's 1st
             neighbour, then every 2nd ...), so a cap keeps coverage of all task examples. None: no cap.
-        chunk_size: pool texts embedded and scored at a time (memory ~ chunk_size x (dim + task examples) floats).
+        chunk_size: pool texts embedded and scored at a time (memory ~ chunk_size x (dim + 2,048) floats).
         min_chars: pool texts shorter than this are skipped.
         contrast_sample: size of the random pool sample whose similarities are reported for contrast.
         n_examples: task examples shown with their nearest pool sentences in the report.
@@ -71,6 +71,9 @@ class MiningOptions:
                                 fix=f"give --{name.replace('_', '-')} {max(low, 1)} or more")
         if self.max_total is not None and self.max_total < 1:
             raise DataError(f"--max-total must be >= 1, found {self.max_total}", fix="give a positive cap, or leave it out")
+
+
+_QUERY_BLOCK = 2048
 
 
 @dataclass
@@ -151,16 +154,21 @@ class KnnMiner:
         """
         n = len(items)
         positions = np.arange(self.n_scored, self.n_scored + n, dtype=np.int64)  # (n,) order among scored texts
-        scores = self.queries @ np.asarray(vectors, dtype=np.float32).reshape(n, -1).T  # (n_task, n)
-        nearest = scores.max(axis=0) if len(self.queries) else np.zeros(n, np.float32)  # (n,)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(n, -1)  # (n, dim)
+        nearest = np.full(n, -np.inf, dtype=np.float32)  # (n,) similarity to the nearest task text
+        # task texts in blocks, so memory stays ~ block x (k + n) whatever the number of task texts
+        for start in range(0, len(self.queries), _QUERY_BLOCK):
+            rows = slice(start, start + _QUERY_BLOCK)
+            scores = self.queries[rows] @ vectors.T  # (block, n)
+            nearest = np.maximum(nearest, scores.max(axis=0))
+            merged_scores = np.concatenate([self.top_scores[rows], scores], axis=1)  # (block, k + n)
+            merged_index = np.concatenate([self.top_index[rows], np.broadcast_to(positions, scores.shape)], axis=1)
+            # stable sort: among equal scores the earlier column wins, and columns are in pool order
+            order = np.argsort(-merged_scores, axis=1, kind="stable")[:, : self.k]  # (block, k)
+            self.top_scores[rows] = np.take_along_axis(merged_scores, order, axis=1)
+            self.top_index[rows] = np.where(np.isneginf(self.top_scores[rows]), -1,
+                                            np.take_along_axis(merged_index, order, axis=1))
         self._sample_contrast(nearest)
-
-        merged_scores = np.concatenate([self.top_scores, scores], axis=1)  # (n_task, k + n)
-        merged_index = np.concatenate([self.top_index, np.broadcast_to(positions, scores.shape)], axis=1)
-        # stable sort: among equal scores the earlier column wins, and columns are in pool order
-        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, : self.k]  # (n_task, k)
-        self.top_scores = np.take_along_axis(merged_scores, order, axis=1)
-        self.top_index = np.where(np.isneginf(self.top_scores), -1, np.take_along_axis(merged_index, order, axis=1))
 
         kept = set(np.unique(self.top_index[self.top_index >= 0]).tolist())
         for i, item in enumerate(items):
