@@ -217,3 +217,20 @@ def test_cli_refuses_to_write_the_corpus_into_the_pool(tmp_path, capsys):
     assert main(["mine", str(tmp_path / "pool"), "--task-texts", str(task),
                  "--output", str(tmp_path / "pool" / "mined" / "corpus.txt")]) == 2
     assert "inside the pool folder" in capsys.readouterr().err
+
+
+def test_sentence_embedder_is_mean_pooled_unit_length_and_in_input_order(tiny_bert):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from domainfit.models.embedding import SentenceEmbedder
+
+    texts = ["a much longer sentence about operating profit and net sales .", "ok", "shares fell .", "x y z w"]
+    batched = SentenceEmbedder(str(tiny_bert), batch_size=3)(texts)  # length-sorted, padded batches
+    model, tokenizer = AutoModel.from_pretrained(tiny_bert).eval(), AutoTokenizer.from_pretrained(tiny_bert)
+    with torch.inference_mode():
+        for row, text in zip(batched, texts):
+            hidden = model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]  # (seq, hidden), no padding
+            expected = torch.nn.functional.normalize(hidden.mean(0), dim=0).numpy()
+            assert np.allclose(row, expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-6)
