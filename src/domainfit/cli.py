@@ -3,6 +3,7 @@
     domainfit demo                                   # fine-tune the packaged MiniLM on Financial PhraseBank
     domainfit train CONFIG [--resume] [key=value ...]
     domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
+    domainfit pipeline CONFIG [key=value ...]        # pretrain -> fine-tune -> compare with the baseline, resumable
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
@@ -34,6 +35,14 @@ def _train_and_report(cfg, *, resume: bool) -> None:
 
     train(cfg, resume=resume)
     print(f"\nDone. Model: {Path(cfg.output.dir) / 'model'}   Report: {Path(cfg.output.dir) / 'report.md'}")
+
+
+def _pipeline(args: argparse.Namespace) -> None:
+    from domainfit.pipeline import load_pipeline_config, run_pipeline
+
+    cfg = load_pipeline_config(args.config, args.overrides)
+    run_pipeline(cfg)
+    print(f"\nDone. Report: {Path(cfg.output_dir) / 'report.md'}   Lineage: {Path(cfg.output_dir) / 'pipeline.json'}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -288,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.max_steps=2000")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in output.dir")
     p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("pipeline", help="pretrain -> fine-tune -> evaluate, with a no-pretraining baseline, over seeds")
+    p.add_argument("config", help="YAML pipeline config (see docs/pretraining.md)")
+    p.add_argument("overrides", nargs="*", help="top-level overrides, e.g. seeds=[42,43,44] output_dir=runs/p2")
+    p.set_defaults(func=_pipeline)
 
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")

@@ -1,0 +1,275 @@
+"""One config that chains pretrain -> fine-tune -> evaluate, with an automatic no-pretraining baseline.
+
+    domainfit pipeline src/domainfit/configs/pipeline_phrasebank.yaml
+
+A pipeline names one fine-tuning config, any number of pretraining stages (each a ``domainfit pretrain``
+config plus overrides), and variants: a variant fine-tunes from a stage's model (or from the base model) with
+its own overrides (e.g. ``joint.enabled=true``), once per seed. The ``baseline`` variant (the same fine-tune,
+no pretraining, no overrides) is added unless switched off, so every report shows what pretraining bought.
+
+Each stage and each (variant, seed) run is an ordinary run folder under ``output_dir``; finished ones are
+skipped and interrupted ones resume, so a killed pipeline is continued by running the same command again.
+``pipeline.json`` records the lineage of every fine-tuned model (which corpus, which pretrained checkpoint)
+and ``report.md`` compares variants as mean +- std over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from domainfit.errors import ConfigError
+from domainfit.training.atomic import write_text_atomic
+from domainfit.training.run_dir import read_status
+
+log = logging.getLogger(__name__)
+
+REPORT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+
+
+@dataclass
+class Stage:
+    """A pretraining stage: a ``domainfit pretrain`` config and overrides."""
+
+    name: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Variant:
+    """A fine-tune: from a stage's model (or the base model when ``pretrain`` is None), with overrides."""
+
+    name: str
+    pretrain: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineConfig:
+    finetune: str
+    output_dir: str
+    finetune_overrides: list[str] = field(default_factory=list)
+    stages: dict[str, Stage] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [42])
+    source: Path | None = None
+
+
+_TOP_KEYS = {"finetune", "finetune_overrides", "pretrain", "variants", "seeds", "baseline", "output_dir"}
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read and check a pipeline YAML; config paths inside are resolved against the pipeline file's folder.
+
+    ``overrides`` (``key=value``) set top-level scalars such as ``output_dir`` or ``seeds=[42,43]``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("pipeline config not found", path=path, fix="check the path.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", path=path,
+                          line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
+                          fix="check indentation and quoting on that line.") from e
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping at the top level", path=path)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in _TOP_KEYS:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(_TOP_KEYS))}", path=path)
+        raw[key] = yaml.safe_load(value)
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s): {', '.join(sorted(unknown))}", path=path, key=sorted(unknown)[0],
+                          fix=f"valid keys: {', '.join(sorted(_TOP_KEYS))}.")
+    base = path.parent
+
+    def resolve(value: str, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError("expected a path to a YAML config", path=path, key=key)
+        p = Path(value)
+        if not p.is_absolute() and not p.exists() and (base / p).exists():
+            p = base / p
+        if not p.is_file():
+            raise ConfigError(f"config file {value!r} not found", path=path, key=key,
+                              fix="give a path relative to the current folder or to this pipeline file.")
+        return str(p)
+
+    def str_list(value: Any, key: str) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+            raise ConfigError("expected a list of 'dotted.key=value' strings", path=path, key=key,
+                              fix="e.g. ['train.epochs=3', 'joint.enabled=true']")
+        return list(value)
+
+    if "finetune" not in raw:
+        raise ConfigError("no fine-tuning config given", path=path, key="finetune", fix="finetune: path/to/train.yaml")
+    if "output_dir" not in raw:
+        raise ConfigError("no output folder given", path=path, key="output_dir", fix="output_dir: runs/my-pipeline")
+    cfg = PipelineConfig(finetune=resolve(raw["finetune"], "finetune"), output_dir=str(raw["output_dir"]),
+                         finetune_overrides=str_list(raw.get("finetune_overrides"), "finetune_overrides"), source=path)
+    for name, stage in (raw.get("pretrain") or {}).items():
+        key = f"pretrain.{name}"
+        if not isinstance(stage, dict) or set(stage) - {"config", "overrides"}:
+            raise ConfigError("expected {config: pretrain.yaml, overrides: [...]}", path=path, key=key)
+        cfg.stages[name] = Stage(name, resolve(stage.get("config"), f"{key}.config"),
+                                 str_list(stage.get("overrides"), f"{key}.overrides"))
+    if raw.get("baseline", True):
+        cfg.variants["baseline"] = Variant("baseline")
+    for name, variant in (raw.get("variants") or {}).items():
+        key = f"variants.{name}"
+        variant = variant or {}
+        if not isinstance(variant, dict) or set(variant) - {"pretrain", "overrides"}:
+            raise ConfigError("expected {pretrain: STAGE or null, overrides: [...]}", path=path, key=key)
+        stage = variant.get("pretrain")
+        if stage is not None and stage not in cfg.stages:
+            raise ConfigError(f"unknown pretraining stage {stage!r}", path=path, key=f"{key}.pretrain",
+                              fix=f"use one of: {', '.join(cfg.stages) or '(none defined under pretrain:)'}, or null.")
+        if name in cfg.variants:
+            raise ConfigError(f"variant {name!r} is defined twice ('baseline' is added automatically)", path=path, key=key,
+                              fix="rename it, or set baseline: false.")
+        cfg.variants[name] = Variant(name, stage, str_list(variant.get("overrides"), f"{key}.overrides"))
+    seeds = raw.get("seeds", [42])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"expected a non-empty list of integer seeds, found {seeds!r}", path=path, key="seeds",
+                          fix="seeds: [42, 43, 44]")
+    cfg.seeds = seeds
+    if not cfg.variants:
+        raise ConfigError("nothing to run: no variants and baseline: false", path=path, key="variants")
+    # Check every config now (strict keys, overrides), before hours of pretraining.
+    from domainfit.config import load_config, load_pretrain_config
+
+    for stage in cfg.stages.values():
+        load_pretrain_config(stage.config, stage.overrides)
+    for variant in cfg.variants.values():
+        load_config(cfg.finetune, cfg.finetune_overrides + variant.overrides)
+    return cfg
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    """Run (or continue) every stage and every (variant, seed) fine-tune; write pipeline.json and report.md."""
+    from domainfit.config import load_config, load_pretrain_config
+    from domainfit.training.loop import train
+    from domainfit.training.pretrain import pretrain
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: dict[str, dict[str, Any]] = {}
+    for stage in cfg.stages.values():
+        if not any(v.pretrain == stage.name for v in cfg.variants.values()):
+            continue
+        run_dir = out / "pretrain" / stage.name
+        pcfg = load_pretrain_config(stage.config, stage.overrides + [f"output.dir={run_dir}"])
+        if not _finished(run_dir):
+            log.info("pipeline: pretraining stage %s -> %s", stage.name, run_dir)
+            pretrain(pcfg, resume=_resumable(run_dir))
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        stages[stage.name] = {"config": stage.config, "overrides": stage.overrides, "model": str(run_dir / "model"),
+                              "lineage": _read_json(run_dir / "model" / "domainfit.json"),
+                              "perplexity": {k: metrics.get(k) for k in ("before", "after") if k in metrics}}
+    runs: list[dict[str, Any]] = []
+    for variant in cfg.variants.values():
+        for seed in cfg.seeds:
+            run_dir = out / variant.name / f"seed{seed}"
+            overrides = cfg.finetune_overrides + variant.overrides + [f"train.seed={seed}", f"output.dir={run_dir}"]
+            if variant.pretrain is not None:
+                overrides.append(f"model.name={stages[variant.pretrain]['model']}")
+            rcfg = load_config(cfg.finetune, overrides)
+            if not _finished(run_dir):
+                log.info("pipeline: fine-tune %s seed %d -> %s", variant.name, seed, run_dir)
+                train(rcfg, resume=_resumable(run_dir))
+            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            runs.append({"variant": variant.name, "seed": seed, "dir": str(run_dir), "model": rcfg.model.name,
+                         "pretrain": variant.pretrain, "overrides": variant.overrides,
+                         "test": _numbers(metrics.get("test") or metrics.get("validation") or {})})
+    summary = summarise(runs)
+    result = {"finetune": cfg.finetune, "finetune_overrides": cfg.finetune_overrides, "seeds": cfg.seeds,
+              "stages": stages, "runs": runs, "summary": summary}
+    write_text_atomic(out / "pipeline.json", json.dumps(result, indent=1, ensure_ascii=False))
+    write_text_atomic(out / "report.md", format_pipeline_report(result))
+    print(format_summary_table(summary))
+    return result
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean, sample std and n per variant and metric (test split), in the order variants first appear."""
+    summary: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        entry = summary.setdefault(run["variant"], {"n": 0, "values": {}})
+        entry["n"] += 1
+        for name, value in run["test"].items():
+            entry["values"].setdefault(name, []).append(value)
+    for entry in summary.values():
+        values = entry.pop("values")
+        entry["mean"] = {k: statistics.fmean(v) for k, v in values.items()}
+        entry["std"] = {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in values.items()}
+    return summary
+
+
+def format_summary_table(summary: dict[str, dict[str, Any]]) -> str:
+    metrics = [m for m in REPORT_METRICS if any(m in e["mean"] for e in summary.values())]
+    base = summary.get("baseline")
+    lines = ["| variant | seeds | " + " | ".join(f"test {m}" for m in metrics) + (" | macro-F1 vs baseline |" if base else " |"),
+             "|---|---:|" + "---:|" * len(metrics) + ("---:|" if base else "")]
+    for name, e in summary.items():
+        cells = [f"{e['mean'][m]:.4f} +- {e['std'][m]:.4f}" if m in e["mean"] else "-" for m in metrics]
+        if base and "f1_macro" in e["mean"] and "f1_macro" in base["mean"]:
+            cells.append(f"{100 * (e['mean']['f1_macro'] - base['mean']['f1_macro']):+.2f} pt")
+        elif base:
+            cells.append("-")
+        lines.append(f"| {name} | {e['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_pipeline_report(result: dict[str, Any]) -> str:
+    lines = ["# Pipeline report", "",
+             f"Fine-tuning config: `{result['finetune']}` (overrides: {result['finetune_overrides'] or 'none'}); "
+             f"seeds {result['seeds']}. Test split; mean +- sample standard deviation over seeds.", "",
+             format_summary_table(result["summary"]), ""]
+    if result["stages"]:
+        lines += ["## Pretraining stages", "", "| stage | held-out perplexity before | after | corpus |", "|---|---:|---:|---|"]
+        for name, s in result["stages"].items():
+            ppl = s["perplexity"]
+            corpus = ", ".join(f"`{c.get('path', c)}`" if isinstance(c, dict) else f"`{c}`"
+                               for c in (s["lineage"].get("lineage", {}).get("corpus") or s["lineage"].get("corpus") or []))
+            lines.append(f"| {name} | {_ppl(ppl.get('before'))} | {_ppl(ppl.get('after'))} | {corpus or '-'} |")
+        lines.append("")
+    lines += ["## Lineage", "", "| variant | seed | started from | run folder |", "|---|---:|---|---|"]
+    for run in result["runs"]:
+        origin = f"pretraining stage `{run['pretrain']}`: `{run['model']}`" if run["pretrain"] else f"`{run['model']}` (no pretraining)"
+        lines.append(f"| {run['variant']} | {run['seed']} | {origin} | `{run['dir']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _ppl(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("perplexity")
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _finished(run_dir: Path) -> bool:
+    status = read_status(run_dir)
+    return bool(status and status.get("status") == "finished" and (run_dir / "metrics.json").is_file())
+
+
+def _resumable(run_dir: Path) -> bool:
+    checkpoints = run_dir / "checkpoints"
+    return checkpoints.is_dir() and any(p.is_dir() and (p / "state.json").is_file() for p in checkpoints.glob("step-*"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
