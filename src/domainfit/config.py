@@ -37,6 +37,10 @@ class ModelConfig:
     text_prefix: str = _f("", "Text prepended to every input (e5 models expect 'query: ').")
     dropout: float | None = _f(None, "Override the model's hidden dropout probability (None keeps the model's).", min=0.0, max=0.9)
     attn_implementation: str = _f("sdpa", "Attention kernel: 'sdpa' (PyTorch fused attention) or 'eager'.", choices=("sdpa", "eager"))
+    long_text: str = _f("truncate", "Texts longer than max_length: 'truncate' (keep the start) or 'windows' (overlapping windows, logits aggregated per document; see docs/long_documents.md).",
+                        choices=("truncate", "windows"))
+    window_stride: int | None = _f(None, "With long_text=windows: tokens from one window's start to the next (null: half a window).", min=1)
+    window_aggregation: str = _f("mean", "With long_text=windows: document logits = 'mean' or 'max' of its windows' logits.", choices=("mean", "max"))
 
 
 @dataclass
@@ -88,12 +92,26 @@ class OutputConfig:
 
 
 @dataclass
+class AugmentConfig:
+    ops: list[str] = _f([], "On-the-fly augmentation of training batches, one op picked at random per augmented text: swap, delete, insert, synonym, mlm (empty: off; see docs/augmentation.md).")
+    rate: float = _f(0.3, "Probability that a training text is augmented each time it is drawn.", min=0.0, max=1.0)
+    alpha: float = _f(0.1, "Share of a text's words one op changes (at least one word), as in EDA (Wei & Zou 2019).", min_exclusive=0.0, max=1.0)
+    lexicon: str | None = _f(None, "Synonym file: one group per line, words separated by spaces (e.g. '心肌梗死 心梗 MI'); needed by synonym.")
+    language: str = _f("auto", "How texts are cut into words: 'en' whitespace, 'zh' jieba, 'auto' jieba when the text holds CJK characters.",
+                       choices=("auto", "en", "zh"))
+    mlm_model: str | None = _f(None, "Masked LM for the mlm op: hub id or folder of a model WITH its MLM head (the packaged minilm has none).")
+    mlm_top_k: int = _f(10, "The mlm op picks a replacement at random among the masked LM's top-k predictions.", min=1)
+    samples: int = _f(8, "Original -> augmented pairs written to augment_samples.txt (and the log) when training starts.", min=0)
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Where the labelled data is and how to read it."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and selection."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "On-the-fly data augmentation of training batches."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -143,6 +161,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     validate(cfg, source=path)
     if path is not None:
         _resolve_paths(cfg.data, Path(path).parent)
+        lexicon = cfg.augment.lexicon
+        if lexicon and not Path(lexicon).is_absolute() and not Path(lexicon).exists() and (Path(path).parent / lexicon).exists():
+            cfg.augment.lexicon = str(Path(path).parent / lexicon)
     return cfg
 
 
@@ -231,6 +252,10 @@ def _coerce_scalar(value: Any, opt: type) -> Any:
         if not isinstance(value, (int, float)):
             raise TypeError("not a number")
         return float(value)
+    if typing.get_origin(opt) is list:
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return [_coerce_scalar(v, typing.get_args(opt)[0]) for v in value]
     if opt is str:
         if isinstance(value, (dict, list)):
             raise TypeError("not a string")
@@ -263,7 +288,8 @@ def _expect(options: tuple, f: dataclasses.Field) -> str:
         elif opt is type(None):
             names.append("null")
         else:
-            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(opt, str(opt)))
+            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                          list[str]: "a list of strings, e.g. [a, b]"}.get(opt, str(opt)))
     return f"expected {' or '.join(names)}. ({f.metadata['help']})"
 
 
@@ -282,6 +308,35 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
     if cfg.data.validation is None and cfg.data.validation_fraction == 0:
         raise ConfigError("no validation data: give data.validation or a data.validation_fraction > 0",
                           path=source, key="data.validation_fraction", fix="set data.validation_fraction: 0.1")
+    _validate_long_text_and_augment(cfg, source)
+
+
+def _validate_long_text_and_augment(cfg: RunConfig, source: Path | None) -> None:
+    from domainfit.data.augment import AUGMENTERS
+
+    supported = ("text-classification",)  # the tasks whose encode/collate implement windows and augmentation
+    if cfg.model.long_text == "windows" and cfg.task not in supported:
+        raise ConfigError(f"task {cfg.task!r} does not window long texts", path=source, key="model.long_text",
+                          fix=f"set model.long_text: truncate (windows work with: {', '.join(supported)}).")
+    if cfg.model.window_stride is not None and cfg.model.window_stride > cfg.model.max_length - 2:
+        raise ConfigError(f"a stride of {cfg.model.window_stride} tokens would skip text between windows of "
+                          f"{cfg.model.max_length} tokens", path=source, key="model.window_stride",
+                          fix=f"set it to at most model.max_length - 2 = {cfg.model.max_length - 2}, or null.")
+    if not cfg.augment.ops:
+        return
+    if cfg.task not in supported:
+        raise ConfigError(f"task {cfg.task!r} does not augment its data", path=source, key="augment.ops",
+                          fix=f"remove augment.ops (augmentation works with: {', '.join(supported)}).")
+    for op in cfg.augment.ops:
+        AUGMENTERS.get(op, key="augment.ops")
+    if "synonym" in cfg.augment.ops and not cfg.augment.lexicon:
+        raise ConfigError("the synonym op needs a lexicon of synonym groups", path=source, key="augment.lexicon",
+                          fix="set augment.lexicon: path/to/synonyms.txt (one group per line), or drop synonym.")
+    if "mlm" in cfg.augment.ops and not cfg.augment.mlm_model:
+        raise ConfigError("the mlm op needs a masked language model with its MLM head", path=source,
+                          key="augment.mlm_model",
+                          fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
+                              "domain-pretrained model folder), or drop mlm.")
 
 
 def _resolve_paths(data: DataConfig, base: Path) -> None:
