@@ -221,12 +221,13 @@ class RandomInsertion(_PerSentenceOp):
         positions = content_positions(words)
         if not positions:
             return words
-        with_synonyms = [i for i in positions if self.lexicon and self.lexicon.lookup(words[i])]
+        original = [words[i] for i in positions]  # drawn from the sentence as it was, not as it grows
+        with_synonyms = [w for w in original if self.lexicon and self.lexicon.lookup(w)]
         for _ in range(n):
             if with_synonyms:
-                new = rng.choice(self.lexicon.lookup(words[rng.choice(with_synonyms)]))
+                new = rng.choice(self.lexicon.lookup(rng.choice(with_synonyms)))
             else:
-                new = words[rng.choice(positions)]
+                new = rng.choice(original)
             words.insert(rng.randint(0, len(words)), new)
         return words
 
