@@ -379,15 +379,24 @@ class Augmenter:
             plans.append((op, rng))
         return self._run(texts, plans)
 
-    def preview(self, texts: Sequence[str], n: int) -> list[tuple[str, str, str | None]]:
-        """(op, original, augmented or None) for the first ``n`` texts, every op in turn, always applied.
+    def preview(self, texts: Sequence[str], n: int, tries: int = 10) -> list[tuple[str, str, str | None]]:
+        """``n`` samples (op, original, augmented or None), every op in turn, always applied.
 
-        Uses its own random stream, so training draws are the same with or without a preview.
+        Texts are taken in order; an op that finds nothing to change in a text (synonym replacement in a
+        text without lexicon words) moves on to the next text, up to ``tries`` times. Uses its own random
+        stream, so training draws are the same with or without a preview.
         """
-        names = list(self.ops)
-        plans = [(names[i % len(names)], random.Random(f"{self.seed}:preview:{i}")) for i in range(min(n, len(texts)))]
-        outputs = self._run(list(texts[: len(plans)]), plans)
-        return [(op, text, new) for (op, _), text, new in zip(plans, texts, outputs)]
+        names, samples, cursor = list(self.ops), [], 0
+        for i in range(min(n, len(texts))):
+            op = names[i % len(names)]
+            for attempt in range(tries):
+                text = texts[cursor % len(texts)]
+                cursor += 1
+                new = self._run([text], [(op, random.Random(f"{self.seed}:preview:{i}:{attempt}"))])[0]
+                if new is not None:
+                    break
+            samples.append((op, text, new))
+        return samples
 
     def _run(self, texts: Sequence[str], plans: list[tuple[str | None, random.Random]]) -> list[str | None]:
         outputs: list[str | None] = [None] * len(texts)
