@@ -172,7 +172,8 @@ def test_the_task_augments_training_batches_only(tmp_path, tiny_bert, lexicon_pa
     plain = tokenizer([e.text for e in examples], truncation=True, max_length=128)["input_ids"]
     assert [it["input_ids"] for it in features.items] == plain  # encoding itself is never augmented
     eval_batch = task.collate(features.items, tokenizer)
-    assert eval_batch["input_ids"].tolist() == task.collate(features.items, tokenizer, train=False)["input_ids"].tolist()
+    again = task.collate(features.items, tokenizer, train=False)
+    assert eval_batch["input_ids"].tolist() == again["input_ids"].tolist()
     for row, ids in zip(eval_batch["input_ids"].tolist(), plain):
         assert row[: len(ids)] == ids
     train_batch = task.collate(features.items, tokenizer, train=True)

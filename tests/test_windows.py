@@ -160,3 +160,31 @@ def test_prediction_on_long_texts_matches_evaluation(end_label_runs):
     assert accuracy == pytest.approx(windowed["test"]["accuracy"])
     one = predictor.predict_proba([examples[0].text])  # the single-text path windows too
     np.testing.assert_allclose(one[0], expected[0], atol=1e-4)
+
+
+def test_windows_with_augmentation_keep_each_windows_own_text(tiny_bert, tmp_path):
+    """Augmentation re-tokenises a window's text: its character span must give back the window's tokens.
+
+    (Exact for whole-word tokens; a window that starts inside a word split into pieces re-tokenises that
+    first piece as a word start, a one-token difference on augmented training windows only.)
+    """
+    from transformers import AutoTokenizer
+
+    from domainfit.data.readers import Example
+    from domainfit.tasks import TaskData, create_task
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  train: x.csv\nmodel:\n  name: {tiny_bert}\n  max_length: 16\n  long_text: windows\n"
+                    f"  window_stride: 5\n  text_prefix: 'note: '\naugment:\n  ops: [swap]\n")
+    cfg = load_config(path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    rng = random.Random(0)
+    examples = [Example(" ".join(rng.choice(FILLER + ["x-ray", "3.5", "(acute)"]) for _ in range(n)), "pos", i)
+                for i, n in enumerate([3, 30, 55])]
+    features = create_task("text-classification").encode(examples, tokenizer, cfg, TaskData(splits={}, labels=["pos"]))
+    counts = [features.groups.count(d) for d in range(3)]
+    assert counts[0] == 1 and counts[2] > counts[1] > 1
+    for item in features.items:
+        again = tokenizer(item["prefix"] + item["text"], truncation=True, max_length=16)["input_ids"]
+        assert again == item["input_ids"]
+    assert sum(item["prefix"] == "note: " for item in features.items) == 3  # the first window of each document

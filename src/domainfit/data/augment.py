@@ -433,5 +433,6 @@ def format_samples(samples: list[tuple[str, str, str | None]]) -> str:
     """The augment_samples.txt text: one block per sample."""
     blocks = []
     for op, original, new in samples:
-        blocks.append(f"[{op}]\n  original:  {original}\n  augmented: {new if new is not None else '(unchanged: nothing to change)'}")
+        shown = new if new is not None else "(unchanged: nothing to change)"
+        blocks.append(f"[{op}]\n  original:  {original}\n  augmented: {shown}")
     return "\n".join(blocks) + "\n"

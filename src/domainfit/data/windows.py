@@ -189,7 +189,8 @@ def encode_windows(texts: Sequence[str], tokenizer: Any, settings: WindowSetting
     return windows
 
 
-def window_rows(ids: Sequence[Sequence[int]], settings: WindowSettings) -> tuple[list[list[int]], list[list[int]], list[int]]:
+def window_rows(ids: Sequence[Sequence[int]],
+                settings: WindowSettings) -> tuple[list[list[int]], list[list[int]], list[int]]:
     """Prediction: (window ids, token type ids, document index) for every window of every encoded text."""
     rows, groups = [], []
     for doc, text_ids in enumerate(ids):

@@ -106,13 +106,15 @@ def encode_long_texts(examples: list[Example], labels: list[int], tokenizer: Any
                     aggregation=settings.aggregation)
 
 
-def augment_items(augmenter: Augmenter, items: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+def augment_items(augmenter: Augmenter, items: list[dict[str, Any]], tokenizer: Any,
+                  max_length: int) -> list[dict[str, Any]]:
     """Training items with augmented text re-tokenised (a fast tokenizer does a batch of 32 in well under 1 ms)."""
     new_texts = augmenter.augment([it["text"] for it in items], [it["example_id"] for it in items])
     changed = [i for i, t in enumerate(new_texts) if t is not None]
     if not changed:
         return items
-    ids = tokenizer([items[i]["prefix"] + new_texts[i] for i in changed], truncation=True, max_length=max_length)["input_ids"]
+    texts = [items[i]["prefix"] + new_texts[i] for i in changed]
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     items = list(items)
     for i, x in zip(changed, ids):
         items[i] = {**items[i], "input_ids": x}
