@@ -37,6 +37,10 @@ class ModelConfig:
     text_prefix: str = _f("", "Text prepended to every input (e5 models expect 'query: ').")
     dropout: float | None = _f(None, "Override the model's hidden dropout probability (None keeps the model's).", min=0.0, max=0.9)
     attn_implementation: str = _f("sdpa", "Attention kernel: 'sdpa' (PyTorch fused attention) or 'eager'.", choices=("sdpa", "eager"))
+    long_text: str = _f("truncate", "Texts longer than max_length: 'truncate' (keep the start) or 'windows' (overlapping windows, logits aggregated per document; see docs/long_documents.md).",
+                        choices=("truncate", "windows"))
+    window_stride: int | None = _f(None, "With long_text=windows: tokens from one window's start to the next (null: half a window).", min=1)
+    window_aggregation: str = _f("mean", "With long_text=windows: document logits = 'mean' or 'max' of its windows' logits.", choices=("mean", "max"))
 
 
 @dataclass
@@ -185,6 +189,19 @@ class JointConfig:
 
 
 @dataclass
+class AugmentConfig:
+    ops: list[str] = _f([], "On-the-fly augmentation of training batches, one op picked at random per augmented text: swap, delete, insert, synonym, mlm (empty: off; see docs/augmentation.md).")
+    rate: float = _f(0.3, "Probability that a training text is augmented each time it is drawn.", min=0.0, max=1.0)
+    alpha: float = _f(0.1, "Share of a text's words one op changes (at least one word), as in EDA (Wei & Zou 2019).", min_exclusive=0.0, max=1.0)
+    lexicon: str | None = _f(None, "Synonym file: one group per line, words separated by spaces (e.g. '心肌梗死 心梗 MI'); needed by synonym.")
+    language: str = _f("auto", "How texts are cut into words: 'en' whitespace, 'zh' jieba, 'auto' jieba when the text holds CJK characters.",
+                       choices=("auto", "en", "zh"))
+    mlm_model: str | None = _f(None, "Masked LM for the mlm op: hub id or folder of a model WITH its MLM head (the packaged minilm has none).")
+    mlm_top_k: int = _f(10, "The mlm op picks a replacement at random among the masked LM's top-k predictions.", min=1)
+    samples: int = _f(8, "Original -> augmented pairs written to augment_samples.txt (and the log) when training starts.", min=0)
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
@@ -196,6 +213,7 @@ class RunConfig:
     ner: NerConfig = field(default_factory=NerConfig, metadata={"help": "Token classification (task: token-classification): file format, windows."})
     image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
     joint: JointConfig = field(default_factory=JointConfig, metadata={"help": "Optional masked-LM loss on domain text alongside the task (joint objective)."})
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "On-the-fly data augmentation of training batches."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -218,6 +236,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     validate(cfg, source=path)
     if path is not None:
         _resolve_paths(cfg.data, Path(path).parent)
+        for section, name in ((cfg.augment, "lexicon"), (cfg.joint, "corpus"), (cfg.joint.masking, "lexicon")):
+            _resolve_path(section, name, Path(path).parent)
     return cfg
 
 
@@ -339,6 +359,10 @@ def _coerce_scalar(value: Any, opt: type) -> Any:
         if not isinstance(value, (int, float)):
             raise TypeError("not a number")
         return float(value)
+    if typing.get_origin(opt) is list:
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return [_coerce_scalar(v, typing.get_args(opt)[0]) for v in value]
     if opt is str:
         if isinstance(value, (dict, list)):
             raise TypeError("not a string")
@@ -371,7 +395,8 @@ def _expect(options: tuple, f: dataclasses.Field) -> str:
         elif opt is type(None):
             names.append("null")
         else:
-            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(opt, str(opt)))
+            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                          list[str]: "a list of strings, e.g. [a, b]"}.get(opt, str(opt)))
     return f"expected {' or '.join(names)}. ({f.metadata['help']})"
 
 
@@ -399,6 +424,7 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
                           fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
     _validate_image(cfg.image, source)
     _validate_joint(cfg.joint, source)
+    _validate_long_text_and_augment(cfg, source)
     if cfg.task == "token-classification":
         _validate_token_classification(cfg, source)
 
@@ -430,12 +456,44 @@ def _validate_image(image: ImageConfig, source: Path | None) -> None:
                           fix="set image.filename_pattern, e.g. '^(.+)_\\d+\\.\\w+$'.")
 
 
+def _validate_long_text_and_augment(cfg: RunConfig, source: Path | None) -> None:
+    from domainfit.data.augment import AUGMENTERS
+
+    supported = ("text-classification",)  # the tasks whose encode/collate implement windows and augmentation
+    if cfg.model.long_text == "windows" and cfg.task not in supported:
+        raise ConfigError(f"task {cfg.task!r} does not window long texts", path=source, key="model.long_text",
+                          fix=f"set model.long_text: truncate (windows work with: {', '.join(supported)}).")
+    if cfg.model.window_stride is not None and cfg.model.window_stride > cfg.model.max_length - 2:
+        raise ConfigError(f"a stride of {cfg.model.window_stride} tokens would skip text between windows of "
+                          f"{cfg.model.max_length} tokens", path=source, key="model.window_stride",
+                          fix=f"set it to at most model.max_length - 2 = {cfg.model.max_length - 2}, or null.")
+    if not cfg.augment.ops:
+        return
+    if cfg.task not in supported:
+        raise ConfigError(f"task {cfg.task!r} does not augment its data", path=source, key="augment.ops",
+                          fix=f"remove augment.ops (augmentation works with: {', '.join(supported)}).")
+    for op in cfg.augment.ops:
+        AUGMENTERS.get(op, key="augment.ops")
+    if "synonym" in cfg.augment.ops and not cfg.augment.lexicon:
+        raise ConfigError("the synonym op needs a lexicon of synonym groups", path=source, key="augment.lexicon",
+                          fix="set augment.lexicon: path/to/synonyms.txt (one group per line), or drop synonym.")
+    if "mlm" in cfg.augment.ops and not cfg.augment.mlm_model:
+        raise ConfigError("the mlm op needs a masked language model with its MLM head", path=source,
+                          key="augment.mlm_model",
+                          fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
+                              "domain-pretrained model folder), or drop mlm.")
+
+
 def _resolve_paths(data: DataConfig, base: Path) -> None:
     """Paths that don't exist relative to the working directory are tried relative to the config file."""
     for name in ("train", "validation", "test"):
-        value = getattr(data, name)
-        if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
-            setattr(data, name, str(base / value))
+        _resolve_path(data, name, base)
+
+
+def _resolve_path(section: Any, name: str, base: Path) -> None:
+    value = getattr(section, name)
+    if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
+        setattr(section, name, str(base / value))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from domainfit.data.windows import AGGREGATIONS, LONG_TEXT_MODES, WindowSettings, aggregate_by_group
+from domainfit.data.windows import special_token_counts, window_rows
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
@@ -39,6 +41,7 @@ SETTINGS_FILE = "domainfit.json"
 # 0.5 point on those texts: the project's accuracy budget for a faster backend.
 AUTO_MIN_AGREEMENT = 0.995
 _MAX_LENGTH_CAP = 512
+_NO_TRUNCATION = 1_000_000  # windowed models tokenise whole texts, then cut them into windows
 # Texts per batch when the caller does not say. ONNX Runtime runs 20-25% faster on batches of 32 than of
 # 64 (activations stay in cache); eager PyTorch prefers 64 (benchmarks/bench_inference.py, 2-core Xeon).
 DEFAULT_BATCH_SIZE = {"torch": 64, "torch-bf16": 64, "onnx": 32, "onnx-int8": 32}
@@ -55,6 +58,7 @@ class ServingSettings:
     task: str
     max_length: int
     text_prefix: str
+    windows: WindowSettings | None = None  # long texts: overlapping windows, logits aggregated per text
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
@@ -106,7 +110,26 @@ def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingS
     prefix = data.get("text_prefix", "")
     if not isinstance(prefix, str):
         raise ModelError(f"text_prefix must be a string, found {prefix!r}", path=path, key="text_prefix")
-    return ServingSettings(task=task, max_length=max_length, text_prefix=prefix)
+    return ServingSettings(task=task, max_length=max_length, text_prefix=prefix,
+                           windows=_read_window_settings(data, path, max_length))
+
+
+def _read_window_settings(data: dict[str, Any], path: Path, max_length: int) -> WindowSettings | None:
+    """The training run's ``long_text`` settings (absent: truncate, as before windows existed)."""
+    mode = data.get("long_text", "truncate")
+    if mode not in LONG_TEXT_MODES:
+        raise ModelError(f"long_text must be one of {', '.join(LONG_TEXT_MODES)}, found {mode!r}", path=path,
+                         key="long_text")
+    if mode == "truncate":
+        return None
+    stride, how = data.get("window_stride"), data.get("window_aggregation", "mean")
+    if stride is not None and (not isinstance(stride, int) or isinstance(stride, bool) or stride < 1):
+        raise ModelError(f"window_stride must be a positive integer or null, found {stride!r}", path=path,
+                         key="window_stride")
+    if how not in AGGREGATIONS:
+        raise ModelError(f"window_aggregation must be one of {', '.join(AGGREGATIONS)}, found {how!r}", path=path,
+                         key="window_aggregation")
+    return WindowSettings(max_length, stride, how)
 
 
 def weights_fingerprint(model_dir: Path) -> str | None:
@@ -411,6 +434,7 @@ class Predictor:
         labels: label names, in the order of the probability columns.
         backend: the backend in use ("torch", "torch-bf16", "onnx" or "onnx-int8").
         max_length: texts are truncated to this many tokens (special tokens included).
+        windows: for models trained with ``long_text: windows``: how long texts are cut and aggregated.
         text_prefix: prepended to every text before tokenising (e.g. "query: " for e5 models).
     """
 
@@ -422,6 +446,7 @@ class Predictor:
         self.backend = backend
         self.max_length = settings.max_length
         self.text_prefix = settings.text_prefix
+        self.windows = settings.windows
 
     def __repr__(self) -> str:
         return f"Predictor(backend={self.backend!r}, labels={self.labels}, max_length={self.max_length})"
@@ -447,15 +472,20 @@ class Predictor:
         if self.text_prefix:
             texts = [self.text_prefix + t for t in texts]
         ids, type_ids = self._tokenizer(texts)
+        groups = None
+        if self.windows is not None:  # long texts -> windows, as in training (domainfit.data.windows)
+            ids, type_ids, groups = window_rows(ids, self.windows)
         if len(ids) == 1:  # the latency path: no sorting or scattering
             return _softmax(self._runner(pad_inputs(ids, type_ids, self._tokenizer.pad_id)))
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        probabilities = np.empty((len(ids), len(self.labels)), dtype=np.float32)
+        logits = np.empty((len(ids), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
-            probabilities[rows] = _softmax(self._runner(inputs))
-        return probabilities
+            logits[rows] = self._runner(inputs)
+        if groups is not None:
+            logits = aggregate_by_group(logits, groups, self.windows.aggregation)
+        return _softmax(logits)
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
         """Best label, its probability, and all probabilities, one dict per text in input order.
@@ -497,7 +527,13 @@ def read_text_side(model_dir: Path) -> tuple[FastTokenizer, ServingSettings, lis
     labels = read_labels(model_dir)
     hf_tokenizer = load_hf_tokenizer(model_dir)
     settings = read_settings(model_dir, getattr(hf_tokenizer, "model_max_length", None))
-    return FastTokenizer(hf_tokenizer, settings.max_length), settings, labels
+    if settings.windows is None:
+        return FastTokenizer(hf_tokenizer, settings.max_length), settings, labels
+    windows = WindowSettings(settings.max_length, settings.windows.stride, settings.windows.aggregation,
+                             *special_token_counts(hf_tokenizer))
+    windows.check(key="window_stride")
+    settings = ServingSettings(settings.task, settings.max_length, settings.text_prefix, windows)
+    return FastTokenizer(hf_tokenizer, _NO_TRUNCATION), settings, labels
 
 
 def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> Predictor:

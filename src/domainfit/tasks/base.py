@@ -33,6 +33,10 @@ class Features:
 
     items: list[dict[str, Any]]
     lengths: list[int]
+    # Long documents cut into windows: the document index of every item, and how the loop turns window
+    # logits into document logits before scoring ("mean" or "max"; see domainfit.data.windows).
+    groups: list[int] | None = None
+    aggregation: str = "mean"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -64,6 +68,8 @@ class Task(Protocol):
 
     # Optional: ``compute_feature_metrics(features, logits, labels, data)``, called instead of compute_metrics
     # with the split's Features, for tasks whose items are pieces of examples (token classification's windows).
+    # Optional: ``on_run_start(out_dir, features)``, called once the run folder exists, to write what shows
+    # how inputs are prepared (e.g. augment_samples.txt).
     # Optional: ``write_report(out_dir, metrics, **kw)`` with the signature of
     # ``domainfit.evaluation.report.write_report``, for tasks whose metrics are not a confusion matrix.
     # Optional: ``calibrate(logits, labels, data)``, called once with the best weights' validation

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from torch import nn
 
 from domainfit import __version__
 from domainfit.config import DataConfig, RunConfig
+from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
 from domainfit.data.readers import Example, read_examples
 from domainfit.data.splits import deduplicate, find_overlap, split_examples
+from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.evaluation.metrics import classification_metrics
 from domainfit.models.loading import load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
@@ -84,11 +87,59 @@ def load_classification_splits(data: DataConfig) -> TaskData:
     return TaskData(splits=splits, labels=label_map.labels, info=info)
 
 
+def encode_long_texts(examples: list[Example], labels: list[int], tokenizer: Any, cfg: RunConfig) -> Features:
+    """Features of overlapping windows: every window carries its document's label and index (``groups``)."""
+    settings = WindowSettings(cfg.model.max_length, cfg.model.window_stride, cfg.model.window_aggregation,
+                              *special_token_counts(tokenizer))
+    settings.check()
+    windows = encode_windows([e.text for e in examples], tokenizer, settings, prefix=cfg.model.text_prefix)
+    items = [{"input_ids": w.input_ids, "labels": labels[w.document]} for w in windows]
+    if cfg.augment.ops:  # a window's own text, so augmentation keeps the window's place in the document
+        for k, (item, w) in enumerate(zip(items, windows)):
+            item.update(text=examples[w.document].text[w.char_start : w.char_end], example_id=k,
+                        prefix=cfg.model.text_prefix if w.char_start == 0 else "")
+    groups = [w.document for w in windows]
+    long = sum(1 for count in Counter(groups).values() if count > 1)
+    log.info("long texts: %d documents -> %d windows of <= %d tokens, stride %d (%d documents longer than one window)",
+             len(examples), len(windows), settings.max_length, settings.step, long)
+    return Features(items=items, lengths=[len(w.input_ids) for w in windows], groups=groups,
+                    aggregation=settings.aggregation)
+
+
+def augment_items(augmenter: Augmenter, items: list[dict[str, Any]], tokenizer: Any,
+                  max_length: int) -> list[dict[str, Any]]:
+    """Training items with augmented text re-tokenised (a fast tokenizer does a batch of 32 in well under 1 ms)."""
+    new_texts = augmenter.augment([it["text"] for it in items], [it["example_id"] for it in items])
+    changed = [i for i, t in enumerate(new_texts) if t is not None]
+    if not changed:
+        return items
+    texts = [items[i]["prefix"] + new_texts[i] for i in changed]
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    items = list(items)
+    for i, x in zip(changed, ids):
+        items[i] = {**items[i], "input_ids": x}
+    return items
+
+
+def write_augment_samples(augmenter: Augmenter, train: Features, n: int, out_dir: Path) -> None:
+    """Write ``augment_samples.txt`` (original -> augmented, every op in turn) and log it: the remedy is on."""
+    if n == 0:
+        return
+    samples = augmenter.preview([it["text"] for it in train.items], n)
+    text = format_samples(samples)
+    (out_dir / "augment_samples.txt").write_text(text, encoding="utf-8")
+    log.info("augmentation on (ops %s, rate %.2f, alpha %.2f); samples in %s:\n%s", ", ".join(augmenter.ops),
+             augmenter.rate, augmenter.alpha, out_dir / "augment_samples.txt", text)
+
+
 @TASKS.register("text-classification")
 class TextClassificationTask:
     """Single-label classification of texts with a pretrained encoder and a linear head."""
 
     name = "text-classification"
+    augmenter: Augmenter | None = None  # set by build() when augment.ops is not empty
+    augment_samples = 0
+    max_length = 512
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         return load_classification_splits(cfg.data)
@@ -96,6 +147,10 @@ class TextClassificationTask:
     def build(self, cfg: RunConfig, data: TaskData) -> tuple[nn.Module, Any]:
         from transformers import AutoModelForSequenceClassification
 
+        if cfg.augment.ops:  # before the model: a bad lexicon fails fast; the masked LM is loaded once per run
+            self.augmenter = create_augmenter(cfg.augment, seed=cfg.train.seed)
+            self.augment_samples = cfg.augment.samples
+        self.max_length = cfg.model.max_length
         tokenizer = load_tokenizer(cfg.model.name)
         kwargs: dict[str, Any] = {
             "num_labels": len(data.labels),
@@ -111,12 +166,23 @@ class TextClassificationTask:
 
     def encode(self, examples: list[Example], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
         label_ids = {label: i for i, label in enumerate(data.labels)}
+        if cfg.model.long_text == "windows":
+            return encode_long_texts(examples, [label_ids[e.label] for e in examples], tokenizer, cfg)
         texts = [cfg.model.text_prefix + e.text for e in examples]
         ids = tokenizer(texts, truncation=True, max_length=cfg.model.max_length)["input_ids"]
         items = [{"input_ids": x, "labels": label_ids[e.label]} for x, e in zip(ids, examples)]
+        if cfg.augment.ops:  # the training collate re-tokenises augmented text (see docs/augmentation.md)
+            for k, (item, e) in enumerate(zip(items, examples)):
+                item.update(text=e.text, prefix=cfg.model.text_prefix, example_id=k)
         return Features(items=items, lengths=[len(x) for x in ids])
 
+    def on_run_start(self, out_dir: Path, features: dict[str, Features]) -> None:
+        if self.augmenter is not None:
+            write_augment_samples(self.augmenter, features["train"], self.augment_samples, out_dir)
+
     def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
+        if train and self.augmenter is not None:
+            items = augment_items(self.augmenter, items, tokenizer, self.max_length)
         input_ids = pad_batch([it["input_ids"] for it in items], tokenizer.pad_token_id)  # (batch, seq)
         lengths = torch.tensor([len(it["input_ids"]) for it in items])
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
@@ -135,5 +201,7 @@ class TextClassificationTask:
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         meta = {"task": self.name, "max_length": cfg.model.max_length, "text_prefix": cfg.model.text_prefix,
-                "base_model": cfg.model.name, "labels": data.labels, "domainfit_version": __version__}
+                "base_model": cfg.model.name, "labels": data.labels, "domainfit_version": __version__,
+                "long_text": cfg.model.long_text, "window_stride": cfg.model.window_stride,
+                "window_aggregation": cfg.model.window_aggregation}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")

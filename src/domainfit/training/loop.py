@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler, sorted_batches
+from domainfit.data.windows import aggregate_by_group, group_labels
 from domainfit.evaluation.metrics import is_better
 from domainfit.evaluation.model_card import write_model_card
 from domainfit.evaluation.report import format_metrics_table, write_report
@@ -53,6 +54,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     model, tokenizer = task.build(cfg, data)
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
     start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels})
+    if hasattr(task, "on_run_start"):  # optional hook: e.g. augmentation samples into the run folder
+        task.on_run_start(out, features)
 
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -175,6 +178,9 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
              device: torch.device) -> dict[str, Any]:
     """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed."""
     logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device)
+    if features.groups is not None:  # windows of long documents: score documents, not windows
+        labels = group_labels(labels, features.groups)
+        logits = aggregate_by_group(logits, features.groups, features.aggregation)
     by_features = getattr(task, "compute_feature_metrics", None)  # tasks whose items are pieces (windows) of examples
     metrics = by_features(features, logits, labels, data) if by_features else task.compute_metrics(logits, labels, data)
     metrics["loss"] = loss
