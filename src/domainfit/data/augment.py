@@ -130,7 +130,7 @@ class WordSplitter:
                 import jieba
             except ImportError as e:
                 raise MissingExtraError("augmenting Chinese text needs jieba, which is not installed",
-                                        fix='pip install "domainfit[augment]"') from e
+                                        fix='pip install jieba') from e
             jieba.setLogLevel(logging.WARNING)
             tokenizer = jieba.Tokenizer()  # a private instance: the user's global jieba dictionary is untouched
             if self._lexicon is not None:
