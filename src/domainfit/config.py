@@ -76,6 +76,7 @@ class TrainConfig:
     eval_every: int | Literal["epoch"] = _f("epoch", "Evaluate every N optimizer steps, or 'epoch'.", min=1)
     best_metric: str = _f("f1_macro", "Validation metric that picks the best checkpoint (loss is minimised, others maximised).")
     early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement (null: never).", min=1)
+    pad_to_multiple_of: int | None = _f(None, "Round each batch's padded length up to a multiple of this (fewer distinct shapes: less memory held by CPU kernels; null: no rounding).", min=1)
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
     precision: str = _f("auto", "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it faster), fp32, bf16, fp16.",
                         choices=("auto", "fp32", "bf16", "fp16"))

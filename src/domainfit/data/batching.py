@@ -81,9 +81,15 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
-    """Right-pad integer sequences to the longest in the batch. Returns (batch, seq) int64."""
+def pad_batch(sequences: Sequence[Sequence[int]], pad_value: int, multiple_of: int | None = None) -> torch.Tensor:
+    """Right-pad integer sequences to the longest in the batch (rounded up to ``multiple_of``). Returns (batch, seq) int64.
+
+    Rounding the width bounds the number of distinct batch shapes, and with it the memory that CPU kernels
+    keep per shape (oneDNN primitives, allocator pools): see benchmarks/bench_train.py.
+    """
     width = max(len(s) for s in sequences)
+    if multiple_of:
+        width = -(-width // multiple_of) * multiple_of
     out = torch.full((len(sequences), width), pad_value, dtype=torch.long)
     for i, s in enumerate(sequences):
         out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)

@@ -140,6 +140,7 @@ class TextClassificationTask:
     augmenter: Augmenter | None = None  # set by build() when augment.ops is not empty
     augment_samples = 0
     max_length = 512
+    pad_multiple: int | None = None  # train.pad_to_multiple_of
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         return load_classification_splits(cfg.data)
@@ -151,6 +152,7 @@ class TextClassificationTask:
             self.augmenter = create_augmenter(cfg.augment, seed=cfg.train.seed)
             self.augment_samples = cfg.augment.samples
         self.max_length = cfg.model.max_length
+        self.pad_multiple = cfg.train.pad_to_multiple_of
         tokenizer = load_tokenizer(cfg.model.name)
         kwargs: dict[str, Any] = {
             "num_labels": len(data.labels),
@@ -183,7 +185,8 @@ class TextClassificationTask:
     def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
         if train and self.augmenter is not None:
             items = augment_items(self.augmenter, items, tokenizer, self.max_length)
-        input_ids = pad_batch([it["input_ids"] for it in items], tokenizer.pad_token_id)  # (batch, seq)
+        input_ids = pad_batch([it["input_ids"] for it in items], tokenizer.pad_token_id,
+                              self.pad_multiple)  # (batch, seq)
         lengths = torch.tensor([len(it["input_ids"]) for it in items])
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
         return {"input_ids": input_ids, "attention_mask": attention_mask,
