@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class DataConfig:
     stratify: bool = _f(True, "Keep class proportions equal across split-off sets.")
     split_seed: int = _f(42, "Seed for splitting (kept apart from the training seed so seeds share one split).")
     max_train_samples: int | None = _f(None, "Use only the first N training examples (after dedup and split): for smoke tests.", min=1)
+    max_train_per_class: int | None = _f(None, "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed (validation/test untouched).", min=1)
+    sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class examples.")
 
 
 @dataclass
@@ -84,6 +87,7 @@ class TrainConfig:
     log_every: int = _f(10, "Write training loss to TensorBoard and the progress bar every N optimizer steps.", min=1)
     save_last: bool = _f(True, "Keep a resumable checkpoint at the end of each epoch (needed for --resume).")
     save_every: int | None = _f(None, "Also keep a resumable checkpoint every N optimizer steps (null: only at evaluations).", min=1)
+    layer_decay: float = _f(1.0, "Layer-wise learning-rate decay: layer at depth d from the top trains at lr * layer_decay^d, embeddings lowest, head at full lr (1.0: off).", min_exclusive=0.0, max=1.0)
 
 
 @dataclass
@@ -203,6 +207,32 @@ class AugmentConfig:
 
 
 @dataclass
+class PeftConfig:
+    method: str = _f("none", "Parameter-efficient fine-tuning: none (all weights), lora, ia3, houlsby (see docs/robust.md).")
+    r: int = _f(8, "LoRA rank.", min=1)
+    alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by alpha / r).", min_exclusive=0.0)
+    dropout: float = _f(0.1, "Dropout on the LoRA input.", min=0.0, max=0.9)
+    target_modules: str = _f("", "Comma-separated module names to adapt (LoRA/IA3), e.g. 'query,value'; empty: peft's default for the architecture.")
+    adapter_size: int = _f(64, "Houlsby adapters: bottleneck width.", min=1)
+    save: str = _f("merged", "Saved model: merged (plain Hugging Face folder; LoRA/IA3 merged into the weights) or adapter (adapter weights + a reference to the base model).",
+                   choices=("merged", "adapter"))
+
+
+@dataclass
+class RegularizationConfig:
+    objective: str = _f("cross-entropy", "Task loss: cross-entropy or focal (Lin et al. 2017).")
+    class_weights: str | dict[str, float] = _f("none", "Per-class loss weights: none, balanced (n / (k * count) from training label counts), or a mapping {label: weight}.")
+    focal_gamma: float = _f(2.0, "Focal loss focusing parameter gamma (0 gives cross-entropy).", min=0.0)
+    label_smoothing: float = _f(0.0, "Label smoothing (Szegedy et al. 2016).", min=0.0, max=0.5)
+    rdrop_alpha: float = _f(0.0, "R-Drop (Liang et al. 2021): weight of the symmetric KL between two dropout passes (0: off).", min=0.0)
+    oversample: bool = _f(False, "Oversample rare classes so every class is seen equally often per epoch.")
+    adversarial: str = _f("none", "Adversarial training on the word embeddings: none, fgm, pgd, freelb.")
+    adv_epsilon: float = _f(1.0, "Adversarial perturbation radius (L2 per example).", min_exclusive=0.0)
+    adv_alpha: float = _f(0.3, "PGD/FreeLB ascent step size.", min_exclusive=0.0)
+    adv_steps: int = _f(3, "PGD/FreeLB ascent steps K.", min=1)
+
+
+@dataclass
 class RunConfig:
     task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
@@ -215,6 +245,8 @@ class RunConfig:
     image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
     joint: JointConfig = field(default_factory=JointConfig, metadata={"help": "Optional masked-LM loss on domain text alongside the task (joint objective)."})
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "On-the-fly data augmentation of training batches."})
+    peft: PeftConfig = field(default_factory=PeftConfig, metadata={"help": "Parameter-efficient fine-tuning (LoRA, IA3, Houlsby adapters)."})
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig, metadata={"help": "Losses and remedies for small, imbalanced, noisy data."})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -368,6 +400,10 @@ def _coerce_scalar(value: Any, opt: type) -> Any:
         if isinstance(value, (dict, list)):
             raise TypeError("not a string")
         return str(value)
+    if typing.get_origin(opt) is dict:  # {name: number}, e.g. per-label class weights
+        if not isinstance(value, dict):
+            raise TypeError("not a mapping")
+        return {str(k): _coerce_scalar(v, typing.get_args(opt)[1]) for k, v in value.items()}
     raise TypeError(f"unsupported type {opt}")
 
 
@@ -426,6 +462,7 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
     _validate_image(cfg.image, source)
     _validate_joint(cfg.joint, source)
     _validate_long_text_and_augment(cfg, source)
+    _validate_robust(cfg, source)
     if cfg.task == "token-classification":
         _validate_token_classification(cfg, source)
 
@@ -483,6 +520,33 @@ def _validate_long_text_and_augment(cfg: RunConfig, source: Path | None) -> None
                           key="augment.mlm_model",
                           fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
                               "domain-pretrained model folder), or drop mlm.")
+
+
+def _validate_robust(cfg: RunConfig, source: Path | None) -> None:
+    """Names of PEFT methods, objectives and adversarial methods, and class-weight values."""
+    from domainfit.models.peft import PEFT_METHODS
+    from domainfit.objectives import OBJECTIVES
+    from domainfit.objectives.adversarial import ADVERSARIAL
+
+    reg = cfg.regularization
+    for registry, value, key in ((PEFT_METHODS, cfg.peft.method, "peft.method"), (OBJECTIVES, reg.objective, "regularization.objective"),
+                                 (ADVERSARIAL, reg.adversarial, "regularization.adversarial")):
+        if value != "none" or key == "regularization.objective":
+            try:
+                component = registry.get(value, key=key)
+            except ConfigError as e:
+                raise ConfigError(e.what, path=source, key=key, fix=e.fix) from e
+            if key == "regularization.objective" and "base" in inspect.signature(component).parameters:
+                raise ConfigError(f"{value!r} wraps a task loss and cannot be one", path=source, key=key,
+                                  fix="set regularization.objective to cross-entropy or focal (R-Drop: regularization.rdrop_alpha).")
+    if isinstance(reg.class_weights, str) and reg.class_weights not in ("none", "balanced"):
+        raise ConfigError(f"invalid value {reg.class_weights!r}", path=source, key="regularization.class_weights",
+                          fix="use none, balanced, or a mapping {label: weight}.")
+    if isinstance(reg.class_weights, dict):
+        for label, weight in reg.class_weights.items():
+            if weight <= 0:
+                raise ConfigError(f"weight {weight} for label {label!r} must be > 0", path=source,
+                                  key=f"regularization.class_weights.{label}", fix="give a positive weight.")
 
 
 def _resolve_paths(data: DataConfig, base: Path) -> None:

@@ -25,6 +25,9 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         shuffle: shuffle at all (False for evaluation order).
         group_by_length: group similar lengths into batches.
         group_size: batches per length-sorted chunk (larger: less padding, less randomness).
+        balance_labels: class id of every example: oversample so each class appears as often as the
+            largest one in every epoch (all of a class's examples, repeated, plus a seeded random
+            remainder; drawn anew each epoch, so still deterministic in (seed, epoch)). None: no oversampling.
     """
 
     def __init__(
@@ -36,8 +39,10 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         shuffle: bool = True,
         group_by_length: bool = True,
         group_size: int = 50,
+        balance_labels: Sequence[int] | None = None,
     ) -> None:
         self.lengths = np.asarray(lengths)
+        self.balance_labels = None if balance_labels is None else np.asarray(balance_labels)
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -53,9 +58,10 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """All batches of the current epoch, in order."""
-        n = len(self.lengths)
         rng = np.random.default_rng(self.seed + self.epoch)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        pool = self._epoch_pool(rng)
+        n = len(pool)
+        order = pool[rng.permutation(n)] if self.shuffle else pool
         if self.group_by_length:
             chunk = self.batch_size * self.group_size
             # stable sort, longest first inside each chunk
@@ -68,11 +74,31 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             batches = [batches[i] for i in perm]
         return batches
 
+    def _epoch_pool(self, rng: np.random.Generator) -> np.ndarray:
+        """Indices of this epoch's examples: all of them, or the class-balanced oversampled multiset."""
+        if self.balance_labels is None:
+            return np.arange(len(self.lengths))
+        classes, counts = np.unique(self.balance_labels, return_counts=True)
+        target = counts.max()
+        parts = []
+        for c in classes:
+            members = np.flatnonzero(self.balance_labels == c)
+            repeats, remainder = divmod(target, len(members))
+            parts += [np.tile(members, repeats), rng.choice(members, remainder, replace=False)]
+        return np.sort(np.concatenate(parts), kind="stable")
+
+    def epoch_size(self) -> int:
+        """Examples per epoch (more than the data when oversampling)."""
+        if self.balance_labels is None:
+            return len(self.lengths)
+        _, counts = np.unique(self.balance_labels, return_counts=True)
+        return int(counts.max() * len(counts))
+
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches()[self.start_batch :]
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size) - self.start_batch
+        return -(-self.epoch_size() // self.batch_size) - self.start_batch
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -264,3 +264,19 @@ def find_overlap(splits: Mapping[str, Sequence[Example]]) -> list[Overlap]:
             else:
                 first_seen[key] = (name, line)
     return overlaps
+
+
+def sample_per_class(examples: Sequence[Example], k: int, *, seed: int) -> list[Example]:
+    """At most ``k`` examples of every label, drawn at random with ``seed`` (the low-resource setting);
+    the kept examples stay in their original order. Classes with fewer than ``k`` keep all of theirs."""
+    import random
+
+    by_label: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_label.setdefault(e.label, []).append(i)
+    rng = random.Random(seed)
+    keep = set()
+    for label in sorted(by_label, key=str):
+        members = by_label[label]
+        keep.update(members if len(members) <= k else rng.sample(members, k))
+    return [e for i, e in enumerate(examples) if i in keep]

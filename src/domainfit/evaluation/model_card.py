@@ -58,6 +58,10 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         lines.append(f"- {name}: `{path}`")
     for name, count in data.get("counts", {}).items():
         lines.append(f"- {name} examples: {count}")
+    if "parameters" in data:
+        c = data["parameters"]
+        lines.append(f"- trained parameters ({c['method']}): {c['trainable']:,} of {c['total']:,} "
+                     f"({c['trainable_percent']}%)")
     if "dedup" in data:
         d = data["dedup"]
         lines.append(f"- duplicates removed from the training file before splitting: {d['duplicates_removed']} "

@@ -258,6 +258,11 @@ def load_torch_model(model_dir: Path, *, attn_implementation: str = "sdpa") -> A
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from domainfit.models.peft import load_adapted_model
+
+    adapted = load_adapted_model(model_dir, attn_implementation=attn_implementation)  # PEFT adapter folders
+    if adapted is not None:
+        return adapted.float().eval()
     try:
         try:
             model = AutoModelForSequenceClassification.from_pretrained(

@@ -37,6 +37,7 @@ class Features:
     # logits into document logits before scoring ("mean" or "max"; see domainfit.data.windows).
     groups: list[int] | None = None
     aggregation: str = "mean"
+    balance_labels: list[int] | None = None  # class ids, when the training sampler should oversample rare classes
 
     def __len__(self) -> int:
         return len(self.items)

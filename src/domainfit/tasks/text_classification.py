@@ -22,11 +22,12 @@ from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
 from domainfit.data.readers import Example, read_examples
-from domainfit.data.splits import deduplicate, find_overlap, split_examples
+from domainfit.data.splits import deduplicate, find_overlap, sample_per_class, split_examples
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.evaluation.metrics import classification_metrics
 from domainfit.models.loading import load_pretrained, load_tokenizer
-from domainfit.objectives import create_objective
+from domainfit.models.peft import apply_peft, parameter_counts, save_model_folder
+from domainfit.objectives.compose import build_objective
 from domainfit.tasks.base import TASKS, Features, TaskData
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ def load_classification_splits(data: DataConfig) -> TaskData:
         info["overlap_between_splits"] = len(overlap)
     if data.max_train_samples is not None:
         splits["train"] = splits["train"][: data.max_train_samples]
+    if data.max_train_per_class is not None:
+        splits["train"] = sample_per_class(splits["train"], data.max_train_per_class, seed=data.sample_seed)
     label_map = LabelMap.from_examples(splits["train"], path=data.train)
     for name in ("validation", "test"):
         if name in splits:
@@ -164,6 +167,8 @@ class TextClassificationTask:
             kwargs["hidden_dropout_prob"] = cfg.model.dropout
         model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, cfg.model.name, **kwargs)
         # a fine-tuned folder may come with another head size: from_pretrained re-creates it, which is what we want
+        model = apply_peft(model, cfg.peft)
+        data.info["parameters"] = parameter_counts(model, cfg.peft.method)
         return model, tokenizer
 
     def encode(self, examples: list[Example], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
@@ -176,7 +181,8 @@ class TextClassificationTask:
         if cfg.augment.ops:  # the training collate re-tokenises augmented text (see docs/augmentation.md)
             for k, (item, e) in enumerate(zip(items, examples)):
                 item.update(text=e.text, prefix=cfg.model.text_prefix, example_id=k)
-        return Features(items=items, lengths=[len(x) for x in ids])
+        balance = [it["labels"] for it in items] if cfg.regularization.oversample else None
+        return Features(items=items, lengths=[len(x) for x in ids], balance_labels=balance)
 
     def on_run_start(self, out_dir: Path, features: dict[str, Features]) -> None:
         if self.augmenter is not None:
@@ -195,16 +201,20 @@ class TextClassificationTask:
     def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
         from domainfit.objectives.joint_mlm import wrap_with_joint_mlm
 
-        return wrap_with_joint_mlm(create_objective("cross-entropy"), cfg, data.splits["train"])  # unchanged unless joint.enabled
+        # task loss -> R-Drop -> adversarial (regularization.*), then + lambda * MLM when joint.enabled
+        task_objective = build_objective(cfg, [e.label for e in data.splits["train"]], data.labels)
+        return wrap_with_joint_mlm(task_objective, cfg, data.splits["train"])
 
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
         return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
 
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
+        peft_meta = save_model_folder(model, out_dir, cfg.peft)
         tokenizer.save_pretrained(out_dir)
         meta = {"task": self.name, "max_length": cfg.model.max_length, "text_prefix": cfg.model.text_prefix,
                 "base_model": cfg.model.name, "labels": data.labels, "domainfit_version": __version__,
                 "long_text": cfg.model.long_text, "window_stride": cfg.model.window_stride,
                 "window_aggregation": cfg.model.window_aggregation}
+        if peft_meta:
+            meta["peft"] = peft_meta
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")

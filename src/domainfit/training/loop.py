@@ -67,7 +67,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
     objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                group_by_length=cfg.train.group_by_length)
+                                group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
     optimizer = create_optimizer(model, cfg.train, extra=objective)  # objectives may own weights (an MLM head)

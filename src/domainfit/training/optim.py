@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -20,10 +22,47 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.layer_decay < 1.0:
+        groups = layer_decay_groups(named, cfg)
     try:
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
     except (RuntimeError, TypeError):  # older torch or a device without a fused kernel
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, foreach=True)
+
+
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def layer_depths(names: list[str]) -> dict[str, int]:
+    """Depth from the top of every parameter: 0 for the head (and anything above the layers), ``L - i`` for
+    transformer layer ``i`` of ``L``, ``L + 1`` for the embeddings (Clark et al. 2020, ELECTRA, appendix)."""
+    indices = {name: int(m.group(1)) for name in names if (m := _LAYER_INDEX.search(name))}
+    num_layers = max(indices.values(), default=-1) + 1
+    depths = {}
+    for name in names:
+        if name in indices:
+            depths[name] = num_layers - indices[name]
+        elif "embeddings" in name:
+            depths[name] = num_layers + 1
+        else:
+            depths[name] = 0
+    return depths
+
+
+def layer_decay_groups(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig) -> list[dict]:
+    """Parameter groups with ``lr = learning_rate * layer_decay ** depth`` (layer-wise learning-rate decay),
+    split by weight decay; ordered from the full-lr head down, so the first group carries the peak lr."""
+    trainable = [(name, p) for name, p in named if p.requires_grad]
+    depths = layer_depths([name for name, _ in trainable])
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in trainable:
+        no_decay = p.ndim < 2 or "norm" in name.lower()
+        key = (depths[name], no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                           "lr": cfg.learning_rate * cfg.layer_decay ** depths[name], "depth": depths[name]}
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

