@@ -278,7 +278,7 @@ def _quantize(fp32_path: Path, work: Path,
     shaped = work / "shapes.onnx"
     with _root_logging_untouched():
         # symbolic shape inference knows the fused contrib ops, which plain ONNX shape inference does not
-        quant_pre_process(str(fp32_path), str(shaped), skip_optimization=True)
+        quant_pre_process(str(fp32_path), str(shaped), skip_optimization=True, auto_merge=True)  # auto_merge: adapter graphs
     tried, best = [], None
     for recipe, describe, choose_fp32_nodes in _INT8_RECIPES:
         keep_fp32 = choose_fp32_nodes(shaped)
