@@ -1,0 +1,365 @@
+"""Typed run configuration: YAML file < ``dotted.key=value`` overrides, validated at load time.
+
+    domainfit train my.yaml train.learning_rate=3e-5 output.dir=runs/try2
+
+One dataclass per concern (:class:`ModelConfig`, :class:`DataConfig`, :class:`TrainConfig`,
+:class:`OutputConfig`) under :class:`RunConfig`. Every field carries a one-line ``help`` that doubles as
+documentation (``domainfit config --help-fields``). Unknown keys are errors that name the key and suggest the
+near miss; values are coerced to the field's type and range-checked; cross-field checks name the key to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from domainfit.config.fields import _f
+from domainfit.config.sections import (AugmentConfig, GenerationConfig, ImageConfig, JointConfig, MultiLabelConfig,
+                                       NerConfig, PeftConfig, RegularizationConfig, _validate_image, _validate_joint,
+                                       _validate_long_text_and_augment, _validate_robust, _validate_token_classification)
+from domainfit.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("minilm", "Hugging Face model id, local folder, or a built-in short name (see `domainfit models`).")
+    max_length: int = _f(128, "Longest input in tokens; longer texts are truncated.", min=8)
+    text_prefix: str = _f("", "Text prepended to every input (e5 models expect 'query: ').")
+    dropout: float | None = _f(None, "Override the model's hidden dropout probability (None keeps the model's).", min=0.0, max=0.9)
+    attn_implementation: str = _f("sdpa", "Attention kernel: 'sdpa' (PyTorch fused attention) or 'eager'.", choices=("sdpa", "eager"))
+    long_text: str = _f("truncate", "Texts longer than max_length: 'truncate' (keep the start) or 'windows' (overlapping windows, logits aggregated per document; see docs/long_documents.md).",
+                        choices=("truncate", "windows"))
+    window_stride: int | None = _f(None, "With long_text=windows: tokens from one window's start to the next (null: half a window).", min=1)
+    window_aggregation: str = _f("mean", "With long_text=windows: document logits = 'mean' or 'max' of its windows' logits.", choices=("mean", "max"))
+
+
+@dataclass
+class DataConfig:
+    train: str = _f("", "Training file (CSV, TSV, JSONL, JSON array, Parquet or delimited text).")
+    validation: str | None = _f(None, "Validation file; if absent it is split off the training file.")
+    test: str | None = _f(None, "Test file; if absent (and validation absent) it is split off the training file.")
+    format: str = _f("auto", "File format: auto (by extension), csv, tsv, jsonl, json, parquet, delimited.",
+                     choices=("auto", "csv", "tsv", "jsonl", "json", "parquet", "delimited"))
+    text_column: str | int = _f("text", "Column (or JSON key) holding the text; an integer index if header is false.")
+    label_column: str | int = _f("label", "Column (or JSON key) holding the label; an integer index if header is false.")
+    separator: str | None = _f(None, "Field separator: overrides the CSV/TSV delimiter; required for delimited text ('@' for PhraseBank).")
+    encoding: str = _f("utf-8", "Text encoding of the files (PhraseBank is latin-1).")
+    header: bool = _f(True, "Whether CSV/TSV files start with a header row.")
+    validation_fraction: float = _f(0.1, "Share of the deduplicated data split off for validation when no validation file is given.", min=0.0, max=0.5)
+    test_fraction: float = _f(0.1, "Share split off for test when neither validation nor test file is given.", min=0.0, max=0.5)
+    stratify: bool = _f(True, "Keep class proportions equal across split-off sets.")
+    split_seed: int = _f(42, "Seed for splitting (kept apart from the training seed so seeds share one split).")
+    max_train_samples: int | None = _f(None, "Use only the first N training examples (after dedup and split): for smoke tests.", min=1)
+    max_train_per_class: int | None = _f(None, "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed (validation/test untouched).", min=1)
+    sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class examples.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(3, "Passes over the training data.", min=1)
+    batch_size: int = _f(32, "Examples per optimizer step per device (before accumulation).", min=1)
+    eval_batch_size: int = _f(128, "Examples per batch during evaluation.", min=1)
+    learning_rate: float = _f(5e-5, "Peak AdamW learning rate.", min_exclusive=0.0, max=1.0)
+    weight_decay: float = _f(0.01, "AdamW decoupled weight decay (not applied to biases and LayerNorm).", min=0.0, max=1.0)
+    warmup_ratio: float = _f(0.06, "Fraction of all steps with linear learning-rate warmup.", min=0.0, max=0.5)
+    max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null to disable).", min_exclusive=0.0)
+    grad_accum_steps: int = _f(1, "Accumulate gradients over this many batches per optimizer step.", min=1)
+    seed: int = _f(42, "Seed for weights of the new head, shuffling and dropout.")
+    eval_every: int | Literal["epoch"] = _f("epoch", "Evaluate every N optimizer steps, or 'epoch'.", min=1)
+    best_metric: str = _f("f1_macro", "Validation metric that picks the best checkpoint (loss is minimised, others maximised).")
+    early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement (null: never).", min=1)
+    pad_to_multiple_of: int | None = _f(None, "Round each batch's padded length up to a multiple of this (fewer distinct shapes: less memory held by CPU kernels; null: no rounding).", min=1)
+    group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
+    precision: str = _f("auto", "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it faster), fp32, bf16, fp16.",
+                        choices=("auto", "fp32", "bf16", "fp16"))
+    num_threads: int | None = _f(None, "CPU threads for torch (null: one per physical core).", min=1)
+    log_every: int = _f(10, "Write training loss to TensorBoard and the progress bar every N optimizer steps.", min=1)
+    save_last: bool = _f(True, "Keep a resumable checkpoint at the end of each epoch (needed for --resume).")
+    save_every: int | None = _f(None, "Also keep a resumable checkpoint every N optimizer steps (null: only at evaluations).", min=1)
+    layer_decay: float = _f(1.0, "Layer-wise learning-rate decay: layer at depth d from the top trains at lr * layer_decay^d, embeddings lowest, head at full lr (1.0: off).", min_exclusive=0.0, max=1.0)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _f("runs/domainfit", "Output folder: model/, checkpoints/, tensorboard/, metrics.json, report.md.")
+    overwrite: bool = _f(False, "Allow writing into an output folder that already holds a finished run.")
+
+@dataclass
+class RunConfig:
+    task: str = _f("text-classification", "Task to train (see `domainfit tasks`).")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The pretrained model to start from."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Where the labelled data is and how to read it."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and selection."})
+    output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
+    multi_label: MultiLabelConfig = field(default_factory=MultiLabelConfig, metadata={"help": "Multi-label classification (task: multi-label-classification)."})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation task: prompts, LoRA, decoding."})
+    ner: NerConfig = field(default_factory=NerConfig, metadata={"help": "Token classification (task: token-classification): file format, windows."})
+    image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
+    joint: JointConfig = field(default_factory=JointConfig, metadata={"help": "Optional masked-LM loss on domain text alongside the task (joint objective)."})
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "On-the-fly data augmentation of training batches."})
+    peft: PeftConfig = field(default_factory=PeftConfig, metadata={"help": "Parameter-efficient fine-tuning (LoRA, IA3, Houlsby adapters)."})
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig, metadata={"help": "Losses and remedies for small, imbalanced, noisy data."})
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply ``dotted.key=value`` overrides, validate, and resolve relative paths.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: strings like ``train.learning_rate=3e-5``; values are parsed as YAML scalars.
+
+    Returns:
+        A validated :class:`RunConfig`. Data paths relative to the config file are resolved against the
+        current directory first, then the config file's folder.
+    """
+    raw = _read_raw(path, overrides)
+    cfg = _build(RunConfig, raw, prefix="", source=path)
+    validate(cfg, source=path)
+    if path is not None:
+        _resolve_paths(cfg.data, Path(path).parent)
+        for section, name in ((cfg.augment, "lexicon"), (cfg.joint, "corpus"), (cfg.joint.masking, "lexicon")):
+            _resolve_path(section, name, Path(path).parent)
+    return cfg
+
+
+def _read_raw(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The YAML file's mapping with ``dotted.key=value`` overrides applied (no schema yet)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config file not found", path=path, fix="check the path, or run `domainfit init` to write one.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise ConfigError(
+                f"not valid YAML: {getattr(e, 'problem', e)}",
+                path=path,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+                fix="check indentation and quoting on that line.",
+            ) from e
+        except UnicodeDecodeError as e:
+            raise ConfigError("config file is not UTF-8 text", path=path, fix="save it as UTF-8.") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"expected a mapping of sections at the top level, found {type(loaded).__name__}", path=path)
+        raw = loaded
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value", fix="e.g. train.learning_rate=3e-5")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    return raw
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {'.'.join(parts[: i + 1])!r} is not a section", key=key)
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, *, prefix: str, source: Path | None) -> Any:
+    """Turn a nested dict into dataclass ``cls``, rejecting unknown keys and coercing types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a section (mapping), found {raw!r}", path=source, key=prefix.rstrip(".") or None)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"Did you mean '{prefix}{near[0]}'? " if near else ""
+            raise ConfigError(
+                f"unknown key. {hint}Valid keys here: {', '.join(fields)}",
+                path=source,
+                key=dotted,
+                fix=f"rename or remove it{f' (did you mean {prefix}{near[0]}?)' if near else ''}.",
+            )
+        ftype = hints[key]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[key] = _build(ftype, value, prefix=f"{dotted}.", source=source)
+        else:
+            kwargs[key] = _coerce(value, ftype, fields[key], dotted, source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, ftype: Any, f: dataclasses.Field, key: str, source: Path | None) -> Any:
+    """Coerce a YAML value to the field's annotated type, or raise a ConfigError naming the key."""
+    options = typing.get_args(ftype) if _is_union(ftype) else (ftype,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError("a value is required here (found null)", path=source, key=key, fix=_expect(options, f))
+    errors = []
+    for opt in options:
+        if opt is type(None):
+            continue
+        if typing.get_origin(opt) is Literal:
+            if value in typing.get_args(opt):
+                return value
+            continue
+        try:
+            coerced = _coerce_scalar(value, opt)
+        except (TypeError, ValueError) as e:
+            errors.append(str(e))
+            continue
+        _check_range(coerced, f, key, source)
+        return coerced
+    raise ConfigError(f"invalid value {value!r}", path=source, key=key, fix=_expect(options, f))
+
+
+def _is_union(t: Any) -> bool:
+    return typing.get_origin(t) in (typing.Union, types.UnionType)
+
+
+def _coerce_scalar(value: Any, opt: type) -> Any:
+    if opt is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError("not a boolean")
+    if opt is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise TypeError("not an integer")
+        return int(value)
+    if opt is float:
+        if isinstance(value, bool):
+            raise TypeError("not a number")
+        if isinstance(value, str):
+            return float(value)  # YAML reads "5e-5" (no dot) as a string
+        if not isinstance(value, (int, float)):
+            raise TypeError("not a number")
+        return float(value)
+    if typing.get_origin(opt) is list:
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return [_coerce_scalar(v, typing.get_args(opt)[0]) for v in value]
+    if opt is str:
+        if isinstance(value, (dict, list)):
+            raise TypeError("not a string")
+        return str(value)
+    if typing.get_origin(opt) is dict:  # {name: number}, e.g. per-label class weights
+        if not isinstance(value, dict):
+            raise TypeError("not a mapping")
+        return {str(k): _coerce_scalar(v, typing.get_args(opt)[1]) for k, v in value.items()}
+    raise TypeError(f"unsupported type {opt}")
+
+
+def _check_range(value: Any, f: dataclasses.Field, key: str, source: Path | None) -> None:
+    m = f.metadata
+    if "choices" in m and value not in m["choices"]:
+        near = difflib.get_close_matches(str(value), m["choices"], n=1)
+        raise ConfigError(
+            f"invalid value {value!r}.{f' Did you mean {near[0]!r}?' if near else ''}",
+            path=source, key=key, fix=f"use one of: {', '.join(m['choices'])}.",
+        )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "min" in m and value < m["min"]:
+            raise ConfigError(f"{value} is too small: must be >= {m['min']}", path=source, key=key, fix=f.metadata["help"])
+        if "min_exclusive" in m and value <= m["min_exclusive"]:
+            raise ConfigError(f"{value} is too small: must be > {m['min_exclusive']}", path=source, key=key, fix=f.metadata["help"])
+        if "max" in m and value > m["max"]:
+            raise ConfigError(f"{value} is too large: must be <= {m['max']}", path=source, key=key, fix=f.metadata["help"])
+
+
+def _expect(options: tuple, f: dataclasses.Field) -> str:
+    names = []
+    for opt in options:
+        if typing.get_origin(opt) is Literal:
+            names += [repr(a) for a in typing.get_args(opt)]
+        elif opt is type(None):
+            names.append("null")
+        else:
+            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                          list[str]: "a list of strings, e.g. [a, b]"}.get(opt, str(opt)))
+    return f"expected {' or '.join(names)}. ({f.metadata['help']})"
+
+
+def validate(cfg: RunConfig, source: Path | None = None) -> None:
+    """Cross-field checks; each message names the key to change."""
+    from domainfit.evaluation.metrics import metric_direction
+    from domainfit.tasks import TASKS
+
+    TASKS.get(cfg.task, key="task")
+    if not cfg.data.train:
+        raise ConfigError("no training file given", path=source, key="data.train", fix="set data.train: path/to/train.csv")
+    if cfg.data.format == "delimited" and not cfg.data.separator:
+        raise ConfigError("delimited text needs a separator", path=source, key="data.separator",
+                          fix="set data.separator, e.g. '@' for PhraseBank's sentence@label lines.")
+    metric_direction(cfg.train.best_metric, key="train.best_metric")
+    if cfg.data.validation is None and cfg.data.validation_fraction == 0:
+        raise ConfigError("no validation data: give data.validation or a data.validation_fraction > 0",
+                          path=source, key="data.validation_fraction", fix="set data.validation_fraction: 0.1")
+    if not cfg.multi_label.label_separator:
+        raise ConfigError("the label separator is empty", path=source, key="multi_label.label_separator",
+                          fix="set it to the character between labels, e.g. ';' or '|'.")
+    if cfg.task == "multi-label-classification" and cfg.data.format == "delimited" and cfg.data.separator == cfg.multi_label.label_separator:
+        raise ConfigError(f"data.separator and multi_label.label_separator are both {cfg.data.separator!r}, so a "
+                          "`text<sep>labels` line cannot be split", path=source, key="multi_label.label_separator",
+                          fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
+    _validate_image(cfg.image, source)
+    _validate_joint(cfg.joint, source)
+    _validate_long_text_and_augment(cfg, source)
+    _validate_robust(cfg, source)
+    if cfg.task == "token-classification":
+        _validate_token_classification(cfg, source)
+
+def _resolve_paths(data: DataConfig, base: Path) -> None:
+    """Paths that don't exist relative to the working directory are tried relative to the config file."""
+    for name in ("train", "validation", "test"):
+        _resolve_path(data, name, base)
+
+
+def _resolve_path(section: Any, name: str, base: Path) -> None:
+    value = getattr(section, name)
+    if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
+        setattr(section, name, str(base / value))
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain nested dicts (for saving as YAML/JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every field: the reference table for docs and `--help`."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{prefix}{f.name}", repr(default), f.metadata["help"]))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------
+# Joint objective checks, and the config of `domainfit pretrain` (its own top-level schema)
+
