@@ -49,6 +49,7 @@ REMEDIES: dict[str, list[str]] = {
     "label-smoothing": ["regularization.label_smoothing=0.1"],
     "rdrop": ["regularization.rdrop_alpha=1.0"],
     "llrd": ["train.layer_decay=0.8"],
+    "eda": ["augment.ops=[swap,delete,insert]", "augment.rate=0.3", "augment.alpha=0.1"],
 }
 # cost of one run relative to plain fine-tuning (forward+backward passes per step), for the estimate
 COST = {"plain": 1.0, "lora": 0.7, "houlsby": 0.7, "ia3": 0.7, "fgm": 2.0, "pgd": 4.0, "freelb": 4.0,
