@@ -74,3 +74,15 @@ def test_paths_relative_to_the_config_file_are_found(tmp_path):
     cfg_path = tmp_path / "sub" / "c.yaml"
     cfg_path.write_text("data:\n  train: train.csv\n")
     assert Path(load_config(cfg_path).data.train) == tmp_path / "sub" / "train.csv"
+
+
+def test_tasks_and_models_commands_list_the_registered_names(capsys):
+    from domainfit.cli import main
+    from domainfit.tasks import TASKS
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in TASKS.names()) and len(TASKS.names()) >= 5
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm" in out and "efficientnet-lite0" in out and "smollm2" in out

@@ -8,6 +8,7 @@
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
     domainfit config                                 # every config key with its default and meaning
+    domainfit tasks | models                         # the registered tasks; the built-in (offline) model names
     domainfit mine POOL... (--config CONFIG | --task-texts FILE) --output corpus.txt   # kNN-TAPT corpus
     domainfit inspect (CORPUS... | --config CONFIG) [--model NAME]                    # domain-shift diagnostics
 
@@ -269,6 +270,27 @@ def _config(args: argparse.Namespace) -> None:
         print(f"{key:32} {default:12} {help}")
 
 
+def _tasks(args: argparse.Namespace) -> None:
+    from domainfit.tasks import TASKS
+
+    for name in TASKS.names():
+        doc = (TASKS.get(name).__doc__ or "").strip().splitlines()
+        print(f"{name:28} {doc[0] if doc else ''}")
+
+
+def _models(args: argparse.Namespace) -> None:
+    from domainfit.models.causal_lm import GGUF_MODELS
+    from domainfit.models.loading import BUILTIN_MODELS
+    from domainfit.tasks.image_classification import BUILTIN_IMAGE_MODELS
+
+    rows = [(name, "text tasks", about) for name, (about, _) in BUILTIN_MODELS.items()]
+    rows += [(name, "image-classification", about) for name, about in BUILTIN_IMAGE_MODELS.items()]
+    rows += [(name, "generation", about) for name, (_, _, about) in GGUF_MODELS.items()]
+    for name, use, about in rows:
+        print(f"{name:20} {use:22} {about}")
+    print("\nAlso: any Hugging Face model id (when the hub is reachable or cached) or a local model folder.")
+
+
 def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading the input file")
     g.add_argument("--format", default="auto", help="auto, csv, tsv, jsonl, json, parquet or delimited")
@@ -369,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="list every config key with its default and meaning")
     p.set_defaults(func=_config)
+    sub.add_parser("tasks", help="list the tasks (task: ...)").set_defaults(func=_tasks)
+    sub.add_parser("models", help="list the built-in model names (model.name: ...)").set_defaults(func=_models)
     return parser
 
 

@@ -139,7 +139,7 @@ def _read_raw(path: str | Path | None, overrides: list[str] | None) -> dict[str,
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError("config file not found", path=path, fix="check the path, or run `domainfit init` to write one.")
+            raise ConfigError("config file not found", path=path, fix="check the path; the shipped examples are in src/domainfit/configs/.")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
