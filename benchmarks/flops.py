@@ -72,28 +72,32 @@ def training_flops_per_token(config: PretrainedConfig, seq_len: float | None = N
 
 
 def measure_peak_matmul_gflops(
-    n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 20, warmup: int = 3
+    n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 20, warmup: int = 3, device: str = "cpu"
 ) -> float:
     """Median GFLOP/s of an n x n @ n x n matmul (2 * n^3 FLOPs) with torch's current thread count.
 
     Args:
-        n: Matrix size.
+        n: Matrix size (use 8192 on a GPU: small matmuls do not fill one).
         dtype: Element type, e.g. `torch.float32` or `torch.bfloat16`.
         repeats: Timed runs; the median is returned so one preempted run does not skew it.
-        warmup: Untimed runs first (thread pool start-up, page faults).
+        warmup: Untimed runs first (thread pool start-up, page faults, GPU clocks).
+        device: "cpu" or "cuda".
 
     Returns:
         Median GFLOP/s.
     """
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=generator).to(dtype)
-    b = torch.randn(n, n, generator=generator).to(dtype)
+    a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(warmup):
         torch.mm(a, b)
+    sync()
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b)
+        sync()
         rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
 
