@@ -37,6 +37,7 @@ class PretrainTrainConfig:
     weight_decay: float = _f(0.01, "AdamW decoupled weight decay (not on biases and LayerNorm).", min=0.0, max=1.0)
     warmup_ratio: float = _f(0.06, "Fraction of steps with linear learning-rate warmup.", min=0.0, max=0.5)
     max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null to disable).", min_exclusive=0.0)
+    layer_decay: float = _f(1.0, "Layer-wise learning-rate decay (as train.layer_decay; 1.0: every layer at the same rate).", min_exclusive=0.0, max=1.0)
     grad_accum_steps: int = _f(1, "Accumulate gradients over this many batches per optimizer step.", min=1)
     head_warmup_steps: int = _f(0, "If the checkpoint has no MLM head (its weights are new), first train only the head for N steps, before 'before' perplexity is measured.", min=0)
     seed: int = _f(42, "Seed for masking, shuffling, dropout and any new head weights.")

@@ -31,7 +31,7 @@ from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.optim import create_optimizer, create_scheduler
-from domainfit.training.precision import resolve_precision
+from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best evaluation, test it, and write the run folder. Returns metrics.json's dict."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
@@ -60,11 +58,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_precision(cfg.train.precision, device)
-    if AcceleratorState._shared_state and PartialState().num_processes == 1:
-        # train() may run several times in one process (ablations, tests) with different precisions; Accelerate
-        # keeps one global state, so a single-process run starts from a clean one (distributed state untouched).
-        AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
     objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                 group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels)

@@ -49,3 +49,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         log.info("precision auto: bf16 matmul is %.1fx fp32 on this CPU -> %s", speedup, "bf16 autocast" if choice == "bf16" else "fp32")
         return choice
     return "no"
+
+
+def create_accelerator(mixed_precision: str, grad_accum_steps: int = 1):
+    """An ``accelerate.Accelerator`` for one run.
+
+    ``train()``/``pretrain()`` may run several times in one process (pipelines, ablations, tests) with different
+    precisions; Accelerate keeps one global state, so a single-process run starts from a fresh one (a
+    distributed launch's state is left alone).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps)

@@ -35,7 +35,7 @@ from domainfit.models.loading import load_pretrained, load_tokenizer, resolve_mo
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.optim import create_optimizer, create_scheduler
-from domainfit.training.precision import resolve_precision
+from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Continue pretraining ``cfg.model.name`` on ``cfg.corpus``; write the run folder. Returns metrics.json's dict."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
@@ -87,7 +86,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     # 2. Optimisation (as in training/loop.py: Accelerate places the model and runs mixed precision).
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_precision(cfg.train.precision, device)
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
     device = accelerator.device
     model.to(device)
     if head["new"] and cfg.train.head_warmup_steps and not resume:
