@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
             raise ConfigError("expected a path to a YAML config", path=path, key=key)
         p = Path(value)
         if not p.is_absolute() and not p.exists() and (base / p).exists():
-            p = base / p
+            p = Path(os.path.relpath((base / p).resolve()))  # tidy: no "a/../../b" in reports
         if not p.is_file():
             raise ConfigError(f"config file {value!r} not found", path=path, key=key,
                               fix="give a path relative to the current folder or to this pipeline file.")
