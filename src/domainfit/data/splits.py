@@ -11,15 +11,18 @@ stratified and seeded, applied twice: first train vs. the rest, then the rest in
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from domainfit.data.readers import Example, data_error_at
 from domainfit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 def normalize_text(text: str) -> str:
@@ -280,3 +283,39 @@ def sample_per_class(examples: Sequence[Example], k: int, *, seed: int) -> list[
         members = by_label[label]
         keep.update(members if len(members) <= k else rng.sample(members, k))
     return [e for i, e in enumerate(examples) if i in keep]
+
+
+def make_splits(train: list[Example], given: dict[str, list[Example]], data: Any, info: dict[str, Any], *,
+                stratify: bool, what: str = "texts") -> dict[str, list[Example]]:
+    """The split every labelled task shares: deduplicate, split off validation/test where no file gives them,
+    warn about overlap between splits, and cut ``data.max_train_samples``. Fills ``info`` (split, dedup, overlap).
+
+    Args:
+        train: examples of ``data.train``.
+        given: examples of the validation/test files that exist.
+        data: the run's ``DataConfig``.
+        info: provenance for the report; ``info["files"]`` names the files.
+        stratify: keep class proportions (single-label tasks); False splits at random (seeded).
+        what: what an example is, for the overlap warning ("texts", "images").
+    """
+    if "validation" in given:
+        train, report = deduplicate(train, path=data.train)
+        splits = {"train": train, **given}
+    else:
+        test_fraction = 0.0 if "test" in given else data.test_fraction
+        splits = split_examples(train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
+                                seed=data.split_seed, stratify=stratify, path=data.train)
+        _, report = deduplicate(train, path=data.train)
+        splits.update(given)
+        info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
+                         "test_fraction": test_fraction, "seed": data.split_seed, "stratified": stratify}
+    info["dedup"] = {"rows_read": report.n_in, "unique": report.n_out, "duplicates_removed": report.n_duplicates,
+                     "conflicting_labels": report.n_conflicting}
+    overlap = find_overlap(splits)
+    if overlap:
+        log.warning("%d %s appear in more than one split, e.g. %s; scores on those splits are optimistic.",
+                    len(overlap), what, overlap[0].describe(info["files"]))
+        info["overlap_between_splits"] = len(overlap)
+    if data.max_train_samples is not None:
+        splits["train"] = splits["train"][: data.max_train_samples]
+    return splits

@@ -28,7 +28,7 @@ from domainfit.config import RunConfig
 from domainfit.data.image_transforms import Augmentation, ImagePreprocessing
 from domainfit.data.images import ImageExample, open_rgb, read_image_examples, resolve_layout
 from domainfit.data.labels import LabelMap
-from domainfit.data.splits import deduplicate, find_overlap, split_examples
+from domainfit.data.splits import make_splits
 from domainfit.evaluation.metrics import classification_metrics
 from domainfit.models import efficientnet_lite
 from domainfit.models.loading import load_pretrained
@@ -97,25 +97,8 @@ class ImageClassificationTask:
             if path:
                 given[name] = read_images(cfg, path)
                 info["files"][name] = path
-        unique, report = deduplicate(train, path=data.train)  # the key is the file's SHA-256: byte-identical copies
-        if "validation" in given:
-            splits = {"train": unique, **given}
-        else:
-            test_fraction = 0.0 if "test" in given else data.test_fraction
-            splits = split_examples(train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
-                                    seed=data.split_seed, stratify=data.stratify, path=data.train)
-            splits.update(given)
-            info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
-                             "test_fraction": test_fraction, "seed": data.split_seed, "stratified": data.stratify}
-        info["dedup"] = {"rows_read": report.n_in, "unique": report.n_out, "duplicates_removed": report.n_duplicates,
-                         "conflicting_labels": report.n_conflicting}
-        overlap = find_overlap(splits)
-        if overlap:
-            log.warning("%d images (identical bytes) appear in more than one split; scores on those splits are "
-                        "optimistic.", len(overlap))
-            info["overlap_between_splits"] = len(overlap)
-        if data.max_train_samples is not None:
-            splits["train"] = splits["train"][: data.max_train_samples]
+        # dedup key: the file's SHA-256, so byte-identical copies count once
+        splits = make_splits(train, given, data, info, stratify=data.stratify, what="images")
         label_map = LabelMap.from_examples(splits["train"], path=data.train)
         for name in ("validation", "test"):
             if name in splits:

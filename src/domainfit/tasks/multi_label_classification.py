@@ -25,7 +25,7 @@ from domainfit import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.multilabel import MultiLabelExample, MultiLabelSet, label_statistics, read_multilabel_examples
-from domainfit.data.splits import deduplicate, find_overlap, split_examples
+from domainfit.data.splits import make_splits
 from domainfit.evaluation.multilabel_metrics import score_with_thresholds, sigmoid, tune_thresholds
 from domainfit.evaluation.multilabel_report import write_multilabel_report
 from domainfit.models.loading import load_pretrained, load_tokenizer
@@ -57,28 +57,9 @@ def load_multilabel_splits(cfg: RunConfig) -> TaskData:
         if path:
             given[name] = read_split(path, cfg)
             info["files"][name] = path
-    if "validation" in given:
-        train, report = deduplicate(train, path=data.train)
-        splits: dict[str, list] = {"train": train, **given}
-    else:
-        test_fraction = 0.0 if "test" in given else data.test_fraction
-        # Stratifying by the whole label set would leave most sets in one split; this is a seeded random
-        # split, so a rare label may miss a split (see multi_label.unseen_labels).
-        splits = split_examples(train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
-                                seed=data.split_seed, stratify=False, path=data.train)
-        _, report = deduplicate(train, path=data.train)
-        splits.update(given)
-        info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
-                         "test_fraction": test_fraction, "seed": data.split_seed, "method": "random (seeded)"}
-    info["dedup"] = {"rows_read": report.n_in, "unique": report.n_out, "duplicates_removed": report.n_duplicates,
-                     "conflicting_labels": report.n_conflicting}
-    overlap = find_overlap(splits)
-    if overlap:
-        log.warning("%d texts appear in more than one split, e.g. %s; scores on those splits are optimistic.",
-                    len(overlap), overlap[0].describe(info["files"]))
-        info["overlap_between_splits"] = len(overlap)
-    if data.max_train_samples is not None:
-        splits["train"] = splits["train"][: data.max_train_samples]
+    # Stratifying by the whole label set would leave most sets in one split: a seeded random split, so a rare
+    # label may miss a split (see multi_label.unseen_labels).
+    splits = make_splits(train, given, data, info, stratify=False)
     label_set = MultiLabelSet.from_examples(splits["train"], path=data.train)
     for name in ("validation", "test"):
         if name in splits:

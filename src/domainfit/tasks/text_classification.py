@@ -22,7 +22,7 @@ from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
 from domainfit.data.readers import Example, read_examples
-from domainfit.data.splits import deduplicate, find_overlap, sample_per_class, split_examples
+from domainfit.data.splits import make_splits, sample_per_class
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.evaluation.metrics import classification_metrics
 from domainfit.models.loading import load_pretrained, load_tokenizer
@@ -58,28 +58,7 @@ def load_classification_splits(data: DataConfig) -> TaskData:
         if path:
             given[name] = read_split(path, data)
             info["files"][name] = path
-    if "validation" in given:
-        train, report = deduplicate(train, path=data.train)
-        splits = {"train": train, **given}
-    else:
-        test_fraction = 0.0 if "test" in given else data.test_fraction
-        splits = split_examples(
-            train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
-            seed=data.split_seed, stratify=data.stratify, path=data.train,
-        )
-        _, report = deduplicate(train, path=data.train)
-        splits.update(given)
-        info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
-                         "test_fraction": test_fraction, "seed": data.split_seed, "stratified": data.stratify}
-    info["dedup"] = {"rows_read": report.n_in, "unique": report.n_out, "duplicates_removed": report.n_duplicates,
-                     "conflicting_labels": report.n_conflicting}
-    overlap = find_overlap(splits)
-    if overlap:
-        log.warning("%d texts appear in more than one split, e.g. %s; scores on those splits are optimistic.",
-                    len(overlap), overlap[0].describe(info["files"]))
-        info["overlap_between_splits"] = len(overlap)
-    if data.max_train_samples is not None:
-        splits["train"] = splits["train"][: data.max_train_samples]
+    splits = make_splits(train, given, data, info, stratify=data.stratify)
     if data.max_train_per_class is not None:
         splits["train"] = sample_per_class(splits["train"], data.max_train_per_class, seed=data.sample_seed)
     label_map = LabelMap.from_examples(splits["train"], path=data.train)
