@@ -3,6 +3,7 @@ no traceback, and nothing written to the output folder."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,19 @@ def test_evaluate_with_label_the_model_does_not_know(tmp_path, tiny_bert, capsys
     code = main(["evaluate", str(tiny_bert), str(data), "--output", str(tmp_path / "ev")])
     err = capsys.readouterr().err
     assert code == 2 and "'joy'" in err and "line 2" in err
+
+
+def test_evaluate_on_a_task_it_does_not_score_says_what_to_do(tmp_path, tiny_bert, capsys):
+    import shutil
+
+    model = tmp_path / "ner-model"
+    shutil.copytree(tiny_bert, model)
+    (model / "domainfit.json").write_text(json.dumps({"task": "token-classification"}))
+    data = write_csv(tmp_path / "eval.csv", [("A bright day .", "joy")])
+    code = main(["evaluate", str(model), str(data), "--output", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert code == 2 and "token-classification" in err and "data.test" in err and "Traceback" not in err
+    assert not (tmp_path / "ev").exists()
 
 
 def test_a_real_process_exits_2_without_traceback(tmp_path, tiny_bert, good_csv):

@@ -12,6 +12,7 @@ from domainfit.errors import ConfigError
 from domainfit.evaluation.metrics import (
     METRIC_NAMES,
     classification_metrics,
+    improves_on_best,
     is_better,
     list_selection_metrics,
     metric_direction,
@@ -149,3 +150,41 @@ def test_registered_selection_metric_is_accepted():
     assert "test_metrics_entity_f1" in list_selection_metrics()
     with pytest.raises(ValueError, match="'max' or 'min'"):
         register_selection_metric("test_metrics_bad", "up")
+
+
+def test_a_tie_on_the_selection_metric_goes_to_the_lower_validation_loss():
+    # NEU defects: epochs 4, 8, 9 and 10 all reached validation accuracy 0.9963; the last had the lowest loss
+    assert improves_on_best("accuracy", 0.99, 0.5, None, None)  # the first evaluation is always kept
+    assert improves_on_best("accuracy", 0.9963, 0.0085, 0.9963, 0.0238)
+    assert not improves_on_best("accuracy", 0.9963, 0.03, 0.9963, 0.0238)
+    assert not improves_on_best("accuracy", 0.98, 0.0001, 0.9963, 0.0238)  # the metric comes first
+    assert improves_on_best("accuracy", 0.9970, 0.9, 0.9963, 0.0238)
+    assert not improves_on_best("accuracy", 0.9963, math.nan, 0.9963, 0.0238)
+    assert improves_on_best("loss", 0.2, 0.2, 0.3, 0.3)  # minimised metrics too
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_number_matches_scikit_learn(seed):
+    """The metrics are counted with numpy (scikit-learn costs a training process 150 MB); sklearn is the oracle."""
+    import random
+
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = random.Random(seed)
+    k = rng.randint(2, 7)
+    labels = [f"c{i}" for i in range(k)]
+    n = rng.randint(1, 60)
+    y_true = [rng.randrange(k - 1) for _ in range(n)]  # the last class never occurs in the gold labels
+    y_pred = [rng.randrange(k) if rng.random() < 0.5 else y for y in y_true]
+    ours = classification_metrics(y_true, y_pred, labels)
+    ids = list(range(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for average in ("macro", "micro", "weighted"):
+            p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
+            assert (ours[f"precision_{average}"], ours[f"recall_{average}"], ours[f"f1_{average}"]) == pytest.approx((p, r, f))
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=None, zero_division=0)
+    for i, label in enumerate(labels):
+        assert ours["per_class"][label] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+    assert ours["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=ids).tolist()
+    assert ours["accuracy"] == pytest.approx(sum(t == q for t, q in zip(y_true, y_pred)) / n)

@@ -104,7 +104,7 @@ def test_tuned_thresholds_beat_the_default_on_a_constructed_case():
     probs = np.array([[0.35, 0.75, 0.9], [0.30, 0.80, 0.1], [0.40, 0.60, 0.2], [0.05, 0.55, 0.3],
                       [0.20, 0.10, 0.4], [0.10, 0.90, 0.6]], dtype=np.float32)
     gold = np.array([[1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 1, 0]])
-    thresholds = tune_thresholds(probs, gold, step=0.05, default=0.5)
+    thresholds = tune_thresholds(probs, gold, step=0.05, default=0.5, min_positives=1)
     assert 0.20 < thresholds[0] <= 0.30 and 0.60 < thresholds[1] <= 0.75 and thresholds[2] == 0.5
     labels = ["a", "b", "c"]
     tuned = multilabel_metrics(gold, probs >= thresholds, labels)
@@ -113,9 +113,17 @@ def test_tuned_thresholds_beat_the_default_on_a_constructed_case():
     assert tuned["f1_micro"] > plain["f1_micro"] and tuned["hamming_loss"] < plain["hamming_loss"]
 
 
+def test_labels_with_few_validation_positives_keep_the_default():
+    probs = np.array([[0.35, 0.35], [0.30, 0.30], [0.05, 0.05], [0.10, 0.10], [0.32, 0.32], [0.31, 0.31]],
+                     dtype=np.float32)
+    gold = np.array([[1, 1], [1, 1], [0, 0], [0, 0], [0, 1], [0, 1]])  # 2 positives for label 0, 4 for label 1
+    thresholds = tune_thresholds(probs, gold, step=0.05, default=0.5, min_positives=3)
+    assert thresholds[0] == 0.5 and thresholds[1] < 0.5
+
+
 def test_tied_thresholds_go_to_the_one_nearest_the_default():
     probs = np.array([[0.9], [0.1]], dtype=np.float32)  # every cut in (0.1, 0.9] is perfect
-    assert tune_thresholds(probs, np.array([[1], [0]]), step=0.05, default=0.5)[0] == 0.5
+    assert tune_thresholds(probs, np.array([[1], [0]]), step=0.05, default=0.5, min_positives=1)[0] == 0.5
 
 
 def test_metrics_match_scikit_learn_on_a_hand_example():

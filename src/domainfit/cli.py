@@ -140,7 +140,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.predictor import check_model_dir
 
-    if ml.read_task(check_model_dir(args.model_dir)) == ml.TASK:  # label sets: its own scores and report
+    task = ml.read_task(check_model_dir(args.model_dir))
+    if task not in ("text-classification", ml.TASK):
+        raise DomainfitError(f"`domainfit evaluate` scores text and multi-label classifiers; {args.model_dir} is a "
+                             f"{task} model", path=args.model_dir,
+                             fix="retrain with the labelled file as data.test (its run folder then holds metrics.json and "
+                                 "report.md for it), or use `domainfit predict` and score the output yourself.")
+    if task == ml.TASK:  # label sets: its own scores and report
         out = Path(args.output or f"eval-{Path(args.data).stem}")
         metrics = ml.evaluate_file(args.model_dir, args.data, out, backend=args.backend, batch_size=args.batch_size,
                                    format=args.format, text_column=args.text_column, label_column=args.label_column,

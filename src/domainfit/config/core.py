@@ -33,7 +33,9 @@ class ModelConfig:
     max_length: int = _f(128, "Longest input in tokens; longer texts are truncated.", min=8)
     text_prefix: str = _f("", "Text prepended to every input (e5 models expect 'query: ').")
     dropout: float | None = _f(None, "Override the model's hidden dropout probability (None keeps the model's).", min=0.0, max=0.9)
-    attn_implementation: str = _f("sdpa", "Attention kernel: 'sdpa' (PyTorch fused attention) or 'eager'.", choices=("sdpa", "eager"))
+    attn_implementation: str = _f("auto", "Attention kernel: 'auto' (SDPA on GPU or without attention dropout, eager "
+                                  "on CPU with it: measured faster there), 'sdpa' (PyTorch fused attention) or 'eager'.",
+                                  choices=("auto", "sdpa", "eager"))
     long_text: str = _f("truncate", "Texts longer than max_length: 'truncate' (keep the start) or 'windows' (overlapping windows, logits aggregated per document; see docs/long_documents.md).",
                         choices=("truncate", "windows"))
     window_stride: int | None = _f(None, "With long_text=windows: tokens from one window's start to the next (null: half a window).", min=1)
@@ -76,6 +78,8 @@ class TrainConfig:
     best_metric: str = _f("f1_macro", "Validation metric that picks the best checkpoint (loss is minimised, others maximised).")
     early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement (null: never).", min=1)
     pad_to_multiple_of: int | None = _f(None, "Round each batch's padded length up to a multiple of this (fewer distinct shapes: less memory held by CPU kernels; null: no rounding).", min=1)
+    micro_batch_tokens: int | None = _f(None, "Split a batch whose padded size (rows x length) exceeds this many tokens into micro-batches, one forward/backward each, with the whole batch's gradient: bounds activation memory on long batches (null: never split).", min=16)
+    release_memory_every: int | None = _f(None, "Every N optimizer steps, return memory freed by training to the OS (glibc malloc_trim; Linux CPU): bounds the resident size as batch shapes change, but each trim makes the next steps fault pages back in (BENCHMARKS.md has the cost). null: never.", min=1)
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
     precision: str = _f("auto", "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it faster), fp32, bf16, fp16.",
                         choices=("auto", "fp32", "bf16", "fp16"))

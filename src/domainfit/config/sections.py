@@ -26,6 +26,7 @@ class MultiLabelConfig:
     max_pos_weight: float = _f(10.0, "Upper bound on a label's positive weight when pos_weight is on.", min=1.0)
     threshold: float = _f(0.5, "Default decision threshold on each label's probability (always reported, for comparison).", min_exclusive=0.0, max=1.0)
     tune_thresholds: bool = _f(True, "Pick each label's threshold to maximise its F1 on the validation set; stored with the model and used on test and by predict.")
+    min_tune_positives: int = _f(5, "Tune a label's threshold only if the validation set has at least this many positives for it; rarer labels keep `threshold` (a cut fitted to one or two examples overfits).", min=1)
     threshold_step: float = _f(0.05, "Spacing of the threshold grid searched when tuning (0.05: 0.05, 0.10 ... 0.95).", min=0.005, max=0.25)
     unseen_labels: str = _f("error", "A validation/test label that never occurs in training: 'error', or 'drop' (warn and ignore it).", choices=("error", "drop"))
 

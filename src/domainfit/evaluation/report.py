@@ -17,7 +17,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from domainfit.evaluation.metrics import is_better
+from domainfit.evaluation.metrics import improves_on_best
 
 REPORT_NAME = "report.md"
 CONFUSION_MATRIX_NAME = "confusion_matrix.png"
@@ -274,11 +274,12 @@ def _history_section(history: list[dict], best_metric: str) -> str:
         for key in record.get("validation") or {}:
             if key not in metric_keys:
                 metric_keys.append(key)
-    best_index, best_value = None, None
+    best_index, best_value, best_loss = None, None, None
     for index, record in enumerate(history):
         value = (record.get("validation") or {}).get(best_metric)
-        if value is not None and is_better(best_metric, value, best_value):
-            best_index, best_value = index, value
+        loss = (record.get("validation") or {}).get("loss")
+        if value is not None and improves_on_best(best_metric, value, loss, best_value, best_loss):
+            best_index, best_value, best_loss = index, value, loss
 
     headers = ["Epoch", "Step", "Train loss", *(f"Validation {key}" for key in metric_keys), ""]
     rows = []

@@ -59,6 +59,8 @@ def load_causal_lm(name: str, *, attn_implementation: str = "sdpa") -> tuple[nn.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file = resolve_causal_lm(name)
+    if attn_implementation == "auto":  # decoders here train without attention dropout: SDPA's fused kernel
+        attn_implementation = "sdpa"
     extra: dict[str, Any] = {}
     if gguf_file is not None:
         _require("gguf", "loading a GGUF model")

@@ -145,7 +145,8 @@ class MultiLabelClassificationTask:
         settings = self._config()
         if not settings.tune_thresholds:
             return np.full(gold.shape[1], settings.threshold)
-        return tune_thresholds(probs, gold, step=settings.threshold_step, default=settings.threshold)
+        return tune_thresholds(probs, gold, step=settings.threshold_step, default=settings.threshold,
+                               min_positives=settings.min_tune_positives)
 
     def _config(self) -> Any:
         if self._settings is None:  # used without load_data (a notebook scoring saved logits)

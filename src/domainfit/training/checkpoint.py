@@ -39,6 +39,7 @@ class TrainState:
     step: int = 0  # optimizer steps so far
     samples_seen: int = 0
     best_value: float | None = None
+    best_loss: float | None = None  # validation loss of the best checkpoint: breaks ties on best_value
     best_step: int | None = None
     evals_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)

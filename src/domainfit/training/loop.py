@@ -5,7 +5,7 @@
 Task-specific parts (reading data, building the model, the loss, the metrics, the saved folder) come from
 the registered :class:`~domainfit.tasks.Task`; this file only orders them. Speed choices, measured in
 ``benchmarks/``: tokenise once, length-grouped shuffled batches with dynamic padding, fused AdamW, SDPA
-attention, and no host/device synchronisation inside a step (losses are summed on the device and read
+attention (or eager where measured faster), micro-batches and memory release for a flat resident size (``training/memory.py``), and no host/device synchronisation inside a step (losses are summed on the device and read
 only every ``log_every`` steps).
 """
 
@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler, sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
-from domainfit.evaluation.metrics import is_better
+from domainfit.evaluation.metrics import improves_on_best
 from domainfit.evaluation.model_card import write_model_card
 from domainfit.evaluation.report import format_metrics_table, write_report
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
+from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
@@ -43,6 +44,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
     # 1. Everything the user can get wrong is checked before the output folder is touched.
+    limit_kernel_cache()  # before the first oneDNN kernel is built (precision's matmul test, the first step)
     task = create_task(cfg.task)
     out = prepare_run_dir(cfg, resume=resume)
     data = task.load_data(cfg)
@@ -81,12 +83,13 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         for name, value in _scalars(metrics).items():
             tb.add_scalar(f"validation/{name}", value, state.step)
         value = metrics[cfg.train.best_metric]
-        improved = state.best_value is None or is_better(cfg.train.best_metric, value, state.best_value)
+        improved = improves_on_best(cfg.train.best_metric, value, metrics.get("loss"), state.best_value, state.best_loss)
         entry = {"epoch": round(state.samples_seen / len(features["train"]), 3), "step": state.step,
                  "train_loss": running["last"], "validation": _scalars(metrics)}
         state.history.append(entry)
         if improved:
             state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
+            state.best_loss = metrics.get("loss")
             checkpoints.save_best(accelerator.unwrap_model(model), entry)
         else:
             state.evals_without_improvement += 1
@@ -109,14 +112,21 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 state.computed_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
-                outputs = objective(model, batch)
-                accelerator.backward(outputs["loss"])
+                pieces = micro_batches(batch, cfg.train.micro_batch_tokens)
+                loss = torch.zeros((), device=device)
+                for piece, weight in pieces:  # usually one; several only for batches over micro_batch_tokens
+                    outputs = objective(model, piece)
+                    accelerator.backward(outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"])
+                    loss += outputs["loss"].detach() * weight
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            running["sum"] += outputs["loss"].detach()
+            every = cfg.train.release_memory_every
+            if every and device.type == "cpu" and accelerator.sync_gradients and (state.step + 1) % every == 0:
+                release_memory()
+            running["sum"] += loss
             running["count"] += 1
             state.batch_in_epoch += 1
             state.samples_seen += len(indices)

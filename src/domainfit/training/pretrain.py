@@ -34,6 +34,7 @@ from domainfit.errors import DataError, ModelError
 from domainfit.models.loading import load_pretrained, load_tokenizer, resolve_model_path
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
+from domainfit.training.memory import limit_kernel_cache
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
@@ -47,6 +48,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
     # 1. Everything the user can get wrong is checked before the output folder is touched.
+    limit_kernel_cache()
     out = prepare_run_dir(cfg, resume=resume)
     reading = {"fmt": cfg.corpus.format, "column": cfg.corpus.text_column, "encoding": cfg.corpus.encoding}
     files = list_corpus_files(cfg.corpus.train)

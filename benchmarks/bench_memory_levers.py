@@ -1,0 +1,83 @@
+"""Peak memory against throughput for each memory lever of ``domainfit train``, on the real PhraseBank run.
+
+    .venv/bin/python benchmarks/bench_memory_levers.py                 # 7 one-epoch runs, about 12 minutes
+    .venv/bin/python benchmarks/bench_memory_levers.py --rounds 2      # each variant twice, alternated
+
+``benchmarks/memory_probe.py`` isolates the training step; this runs the whole command
+(``domainfit train benchmarks/phrasebank_bench.yaml train.epochs=1``: data, tokenisation, evaluation, report)
+once per variant, each in its own process, variants alternated round by round so machine drift spreads over
+all of them. Peak RSS is measured as in ``bench_train.py`` (the kernel's VmHWM, polled); samples/s is the
+run's own figure (training loop only). One epoch of 3,870 sentences: a first epoch, so shapes are new to the
+kernel cache; the 3-epoch figures are in ``bench_train.py``'s table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import REPO_ROOT, run_measured  # noqa: E402
+
+CONFIG = "benchmarks/phrasebank_bench.yaml"
+# name: (overrides, extra environment); the first is domainfit's default
+VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "default (eager attention on CPU, kernel cache 64)": ([], {}),
+    "before: sdpa, kernel cache 1024": (["model.attn_implementation=sdpa"], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}),
+    "sdpa, kernel cache 64": (["model.attn_implementation=sdpa"], {}),
+    "default + malloc_trim every step": (["train.release_memory_every=1"], {}),
+    "default + micro-batches of 2048 tokens": (["train.micro_batch_tokens=2048"], {}),
+    "default + micro-batches of 1024 tokens": (["train.micro_batch_tokens=1024"], {}),
+    "default + micro-batches of 1024 + trim every step": (["train.micro_batch_tokens=1024", "train.release_memory_every=1"], {}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--work-dir", default=None)
+    args = parser.parse_args()
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_memory_levers_"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in args.variants}
+    for round_ in range(args.rounds):
+        for index, name in enumerate(args.variants):
+            overrides, env = VARIANTS[name]
+            out = work / f"v{index}-r{round_}"
+            command = [sys.executable, "-m", "domainfit", "train", CONFIG, "train.epochs=1", f"output.dir={out}",
+                       "output.overwrite=true", *overrides]
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                code, _, peak, wall = run_measured(command, work / f"v{index}-r{round_}")
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            if code:
+                raise SystemExit(f"{name}: exit {code}, see {work}/v{index}-r{round_}.stderr")
+            metrics = json.loads((out / "metrics.json").read_text())
+            row = (max(peak.values()) / 1e9, metrics["train"]["samples_per_second"], metrics["test"]["f1_macro"])
+            results[name].append(row)
+            print(f"round {round_ + 1} {name}: peak {row[0]:.2f} GB, {row[1]:.1f} samples/s", flush=True)
+    print(f"\nwork folder: {work}; repository: {REPO_ROOT}; {args.rounds} round(s), medians\n")
+    base = statistics.median(r[1] for r in results[args.variants[0]])
+    print(f"| variant | peak RSS GB | samples/s | x {args.variants[0].split(' (')[0]} | test macro-F1 (1 epoch) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        peak = statistics.median(r[0] for r in rows)
+        speed = statistics.median(r[1] for r in rows)
+        f1 = statistics.median(r[2] for r in rows)
+        print(f"| {name} | {peak:.2f} | {speed:.1f} | {speed / base:.2f} | {f1:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Keeping a CPU training process small: micro-batches for long batches, freed memory handed back, and a
+capped kernel cache.
+
+Where a fine-tuning process's resident memory goes (``benchmarks/memory_probe.py``, MiniLM, batch 32): the
+imports (torch, and transformers' modeling code, which pulls in scipy and torch._dynamo) and the weights with
+their AdamW states are fixed; what grows is (1) the activations of the longest batches, which scale with
+rows x padded length, (2) memory glibc keeps after a step frees it, one pool per batch shape, and (3) oneDNN's
+cache of compiled kernels, one set per shape. The levers, each measured in ``BENCHMARKS.md``:
+
+- :func:`limit_kernel_cache` caps oneDNN's primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``) unless the
+  user set it: less memory at no measured cost in speed, so always on;
+- :func:`micro_batches` splits a batch whose padded size exceeds ``train.micro_batch_tokens`` into
+  micro-batches, one forward/backward each, weighted so that the gradient is the whole batch's: lowers the
+  peak, costs throughput (smaller matmuls), so off by default;
+- :func:`release_memory` (``train.release_memory_every``) calls glibc's ``malloc_trim``: keeps the resident
+  size between steps flat, but the next steps fault the pages back in, so off by default.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from functools import lru_cache
+
+import torch
+
+IGNORE_INDEX = -100
+KERNEL_CACHE_CAPACITY = "64"  # oneDNN's default is 1024
+
+
+def micro_batches(batch: dict[str, torch.Tensor], max_tokens: int | None) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """Split ``batch`` into pieces of at most ``max_tokens`` padded tokens, each with its loss weight.
+
+    Only token batches (with 2-D ``input_ids``) are split; images and batches already small enough come
+    back whole with weight 1. A piece's weight is its share of the batch's loss terms: its rows for one label
+    per row, its labelled tokens for per-token labels (``-100`` = ignored), so ``sum(weight * piece_loss)``
+    equals the whole batch's mean loss and the summed gradients equal the whole batch's (up to dropout draws).
+    """
+    input_ids = batch.get("input_ids")
+    if max_tokens is None or input_ids is None or input_ids.dim() != 2 or input_ids.numel() <= max_tokens:
+        return [(batch, 1.0)]
+    rows, width = input_ids.shape
+    per_piece = max(1, max_tokens // width)
+    starts = range(0, rows, per_piece)
+    pieces = [{k: v[s:s + per_piece] for k, v in batch.items()} for s in starts]
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() >= 2:  # per-token losses are means over labelled tokens
+        counts = [int((piece["labels"] != IGNORE_INDEX).sum()) for piece in pieces]
+        total = sum(counts)
+        weights = [c / total if total else 1 / len(pieces) for c in counts]
+    else:
+        weights = [len(piece["input_ids"]) / rows for piece in pieces]
+    return list(zip(pieces, weights))
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim  # glibc only; musl has none
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory() -> bool:
+    """Return the heap's free pages to the OS (glibc ``malloc_trim(0)``); False where there is no glibc.
+
+    Without it, glibc keeps the memory each batch shape freed, and the resident size of a CPU run climbs with
+    the number of distinct padded lengths (2.6 GB after 28 lengths against 0.9 GB trimmed, MiniLM batch 32,
+    ``benchmarks/memory_probe.py``). It is not free: the next steps fault the pages back in, which cost a
+    whole PhraseBank run a large share of its throughput here (BENCHMARKS.md), so it is opt-in.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def limit_kernel_cache() -> None:
+    """Cap oneDNN's primitive cache at :data:`KERNEL_CACHE_CAPACITY` kernels unless the user chose a size.
+
+    oneDNN keeps up to 1024 compiled kernels, one set per batch shape and layer, with their scratch memory
+    (0.4 GB after 28 padded lengths, ``benchmarks/memory_probe.py``). Capped at 64, a PhraseBank epoch was no
+    slower (``benchmarks/bench_memory_levers.py``, BENCHMARKS.md). Read by oneDNN when it first builds a kernel,
+    so call this early.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)

@@ -1,0 +1,91 @@
+"""Micro-batches give the whole batch's loss and gradient; memory release is safe to call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from domainfit.training.memory import micro_batches, release_memory
+
+
+def _batch(rows: int, width: int, per_token: bool = False) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(rows * width)
+    ids = torch.randint(5, 50, (rows, width), generator=g)
+    labels = torch.randint(0, 3, (rows, width) if per_token else (rows,), generator=g)
+    if per_token:
+        labels[:, width // 2:] = -100
+        labels[0] = -100  # a row with no labelled token
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def test_small_batches_and_images_are_not_split():
+    batch = _batch(4, 8)
+    assert micro_batches(batch, None) == [(batch, 1.0)]
+    assert micro_batches(batch, 32) == [(batch, 1.0)]
+    images = {"pixel_values": torch.zeros(4, 3, 8, 8), "labels": torch.zeros(4, dtype=torch.long)}
+    assert micro_batches(images, 16) == [(images, 1.0)]
+
+
+def test_pieces_cover_every_row_once_within_the_budget():
+    batch = _batch(10, 12)
+    pieces = micro_batches(batch, 40)  # 3 rows of 12 per piece
+    assert [len(p["input_ids"]) for p, _ in pieces] == [3, 3, 3, 1]
+    assert all(p["input_ids"].numel() <= 40 for p, _ in pieces)
+    assert torch.equal(torch.cat([p["labels"] for p, _ in pieces]), batch["labels"])
+    assert sum(w for _, w in pieces) == pytest.approx(1.0)
+    assert micro_batches(_batch(2, 100), 16)[0][0]["input_ids"].shape == (1, 100)  # a row is never cut
+
+
+def _grads(model: torch.nn.Module, batch, budget):
+    model.zero_grad()
+    total = 0.0
+    for piece, weight in micro_batches(batch, budget):
+        logits = model(piece["input_ids"])
+        labels = piece["labels"]
+        if labels.dim() == 1:
+            logits = logits.mean(dim=1)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1), ignore_index=-100)
+        (loss * weight).backward()
+        total += float(loss) * weight
+    return total, [p.grad.clone() for p in model.parameters()]
+
+
+def test_weighted_pieces_give_the_whole_batch_loss_and_gradient():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3))
+    for per_token in (False, True):
+        batch = _batch(7, 6, per_token=per_token)
+        whole_loss, whole = _grads(model, batch, None)
+        split_loss, split = _grads(model, batch, 12)  # 2 rows per piece, uneven labelled-token counts
+        assert len(micro_batches(batch, 12)) == 4
+        assert split_loss == pytest.approx(whole_loss, rel=1e-5)
+        for a, b in zip(whole, split):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_release_memory_runs():
+    assert release_memory() in (True, False)
+
+
+def test_auto_attention_kernel_is_eager_only_where_sdpa_has_no_fused_kernel(monkeypatch):
+    from domainfit.models.loading import attention_kernel
+
+    assert attention_kernel("sdpa", 0.1) == "sdpa" and attention_kernel("eager", 0.0) == "eager"  # user's choice
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert attention_kernel("auto", 0.1) == "eager"  # CPU + attention dropout: SDPA's math path, measured slower
+    assert attention_kernel("auto", 0.0) == "sdpa"  # CPU flash kernel
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert attention_kernel("auto", 0.1) == "sdpa"
+
+
+def test_training_with_micro_batches_runs_end_to_end(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.config import load_config
+    from domainfit.training import train
+    from test_training import write_config
+
+    out = tmp_path / "out"
+    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, micro_batch_tokens=64,
+                                   release_memory_every=2))
+    results = train(cfg)
+    assert results["train"]["samples_seen"] == 160 and results["test"]["n"] == 484
+    assert all(h["train_loss"] is None or h["train_loss"] > 0 for h in results["history"])
