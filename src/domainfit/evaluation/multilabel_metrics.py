@@ -109,8 +109,8 @@ def tune_thresholds(probs: np.ndarray, gold: np.ndarray, *, step: float = 0.05, 
 
     A label is predicted when its probability is >= its threshold. Ties go to the threshold nearest
     ``default``. A label with fewer than ``min_positives`` positive examples in ``gold``, or whose best F1 is
-    0, keeps ``default``: a cut fitted to one or two validation positives does not generalise (on the
-    NCBI-derived set, tuning every label raised macro-F1 but dropped micro-F1 from 0.68 to 0.46, BENCHMARKS.md).
+    0, keeps ``default``: a cut fitted to one or two validation positives does not generalise. (It is not a
+    cure for validation/test shift: BENCHMARKS.md's NCBI multi-label case floods with a well-supported label.)
 
     Args:
         probs: (n, num_labels) predicted probabilities (validation split).
