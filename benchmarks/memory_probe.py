@@ -28,6 +28,9 @@ import time
 
 import psutil
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train import _vm_hwm_bytes  # noqa: E402
+
 VARIANTS = {
     # name: (attention kernel, kernel cache capped, trim after each step, micro-batch tokens)
     "sdpa, nothing else (before)": ("sdpa", False, False, None),
@@ -103,16 +106,6 @@ def breakdown() -> None:
     report("after malloc_trim(0)")
 
 
-def _vm_hwm() -> int:
-    """This process's resident high-water mark in bytes (``VmHWM``; not ``ru_maxrss``, which Linux carries over
-    from the parent across fork/exec, so a child would report at least the parent's peak)."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
 def variant(name: str) -> None:
     kernel, cap, trim, micro = VARIANTS[name]
     if cap:
@@ -126,7 +119,7 @@ def variant(name: str) -> None:
     for length in lengths:
         _step(model, optimizer, length, micro, trim)
     seconds = time.perf_counter() - tick
-    peak = _vm_hwm()
+    peak = _vm_hwm_bytes(os.getpid())  # VmHWM: ru_maxrss would carry the parent's peak over fork/exec
     print(json.dumps({"peak": peak, "end": psutil.Process().memory_info().rss, "seconds": seconds}))
 
 

@@ -5,8 +5,9 @@
 Task-specific parts (reading data, building the model, the loss, the metrics, the saved folder) come from
 the registered :class:`~domainfit.tasks.Task`; this file only orders them. Speed choices, measured in
 ``benchmarks/``: tokenise once, length-grouped shuffled batches with dynamic padding, fused AdamW, SDPA
-attention (or eager where measured faster), micro-batches and memory release for a flat resident size (``training/memory.py``), and no host/device synchronisation inside a step (losses are summed on the device and read
-only every ``log_every`` steps).
+attention (eager on CPUs, where measured faster), a capped oneDNN kernel cache, and no host/device
+synchronisation inside a step (losses are summed on the device and read only every ``log_every`` steps).
+Opt-in memory levers (micro-batches, ``malloc_trim``) are in ``training/memory.py``.
 """
 
 from __future__ import annotations
@@ -113,11 +114,12 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 pieces = micro_batches(batch, cfg.train.micro_batch_tokens)
-                loss = torch.zeros((), device=device)
+                parts = []  # the weighted loss of each piece
                 for piece, weight in pieces:  # usually one; several only for batches over micro_batch_tokens
                     outputs = objective(model, piece)
-                    accelerator.backward(outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"])
-                    loss += outputs["loss"].detach() * weight
+                    part = outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"]
+                    accelerator.backward(part)
+                    parts.append(part.detach())
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
                 optimizer.step()
@@ -126,7 +128,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             every = cfg.train.release_memory_every
             if every and device.type == "cpu" and accelerator.sync_gradients and (state.step + 1) % every == 0:
                 release_memory()
-            running["sum"] += loss
+            running["sum"] += parts[0] if len(parts) == 1 else torch.stack(parts).sum()
             running["count"] += 1
             state.batch_in_epoch += 1
             state.samples_seen += len(indices)

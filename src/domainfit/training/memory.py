@@ -26,7 +26,8 @@ from functools import lru_cache
 
 import torch
 
-IGNORE_INDEX = -100
+from domainfit.objectives.token_classification import IGNORE_INDEX
+
 KERNEL_CACHE_CAPACITY = "64"  # oneDNN's default is 1024
 
 
