@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,8 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # learning rates they need (the base lr suits full fine-tuning only).
 REMEDIES: dict[str, list[str]] = {
     "plain": [],
-    "lora": ["peft.method=lora", "peft.r=8", "peft.alpha=16", "train.learning_rate=5e-4"],
-    "houlsby": ["peft.method=houlsby", "peft.adapter_size=64", "train.learning_rate=5e-4"],
+    "lora": ["peft.method=lora", "peft.r=16", "peft.alpha=32", "peft.target_modules=query,key,value,dense",
+             "train.learning_rate=1e-3"],
+    "houlsby": ["peft.method=houlsby", "peft.adapter_size=64", "train.learning_rate=1e-3"],
     "ia3": ["peft.method=ia3", "train.learning_rate=3e-3"],
     "fgm": ["regularization.adversarial=fgm", "regularization.adv_epsilon=1.0"],
     "pgd": ["regularization.adversarial=pgd", "regularization.adv_epsilon=1.0", "regularization.adv_alpha=0.3",
@@ -84,6 +86,8 @@ def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.N
             print(f"  FAILED: see {out.parent / f'seed{seed}.log'}", flush=True)
             return None
         (out / "peak_rss.json").write_text(json.dumps({"peak_rss_bytes": peak}))
+        if not args.keep_checkpoints:  # a finished run is read from metrics.json: its resumable state is dead weight
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
     metrics = _read_json(out / "metrics.json")
     if metrics is None:
         return None
@@ -155,6 +159,8 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="default runs/ablation-<config name>")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each finished run's checkpoints/ folder (by default removed: ~2 model copies per run)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny random BERT, all-data setting capped at 8 per class, 1 epoch, 1 seed, k=4: checks that every remedy runs")
     args = parser.parse_args()

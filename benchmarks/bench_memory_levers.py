@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_memory_levers.py                 # 7 one-epoch runs, about 12 minutes
     .venv/bin/python benchmarks/bench_memory_levers.py --rounds 2      # each variant twice, alternated
+    .venv/bin/python benchmarks/bench_memory_levers.py --preset freeze-embeddings --rounds 3   # e5, about 8 minutes
 
 ``benchmarks/memory_probe.py`` isolates the training step; this runs the whole command
 (``domainfit train benchmarks/phrasebank_bench.yaml train.epochs=1``: data, tokenisation, evaluation, report)
@@ -9,6 +10,9 @@ once per variant, each in its own process, variants alternated round by round so
 all of them. Peak RSS is measured as in ``bench_train.py`` (the kernel's VmHWM, polled); samples/s is the
 run's own figure (training loop only). One epoch of 3,870 sentences: a first epoch, so shapes are new to the
 kernel cache; the 3-epoch figures are in ``bench_train.py``'s table.
+
+``--preset freeze-embeddings`` runs the same measurement for ``model.freeze_embeddings`` on multilingual-e5-small
+(``src/domainfit/configs/kuake_qic_e5.yaml``, one epoch over 1,000 KUAKE-QIC queries; needs ``runs/e5``).
 """
 
 from __future__ import annotations
@@ -36,22 +40,37 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "default + micro-batches of 1024 + trim every step": (["train.micro_batch_tokens=1024", "train.release_memory_every=1"], {}),
 }
 
+FREEZE_CONFIG = "src/domainfit/configs/kuake_qic_e5.yaml"
+FREEZE_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "frozen word embeddings": (["model.freeze_embeddings=true"], {}),
+    "trained word embeddings": (["model.freeze_embeddings=false"], {}),
+}
+# preset: (config, variants, overrides for every run)
+PRESETS = {"levers": (CONFIG, VARIANTS, []),
+           "freeze-embeddings": (FREEZE_CONFIG, FREEZE_VARIANTS, ["data.max_train_samples=1000"])}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--preset", choices=list(PRESETS), default="levers")
+    parser.add_argument("--variants", nargs="+", default=None, help="a subset of the preset's variant names")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
+    config, variants, common = PRESETS[args.preset]
+    args.variants = args.variants or list(variants)
+    unknown = set(args.variants) - set(variants)
+    if unknown:
+        parser.error(f"unknown variant(s) {sorted(unknown)}; the preset has: {list(variants)}")
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_memory_levers_"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in args.variants}
     for round_ in range(args.rounds):
         for index, name in enumerate(args.variants):
-            overrides, env = VARIANTS[name]
+            overrides, env = variants[name]
             out = work / f"v{index}-r{round_}"
-            command = [sys.executable, "-m", "domainfit", "train", CONFIG, "train.epochs=1", f"output.dir={out}",
-                       "output.overwrite=true", *overrides]
+            command = [sys.executable, "-m", "domainfit", "train", config, "train.epochs=1", f"output.dir={out}",
+                       "output.overwrite=true", *common, *overrides]
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:

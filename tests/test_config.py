@@ -86,3 +86,10 @@ def test_tasks_and_models_commands_list_the_registered_names(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "minilm" in out and "efficientnet-lite0" in out and "smollm2" in out
+
+
+def test_freezing_embeddings_of_an_image_model_is_refused(tmp_path):
+    path = tmp_path / "img.yaml"
+    path.write_text("task: image-classification\ndata:\n  train: images/\n")
+    with pytest.raises(ConfigError, match="model.freeze_embeddings"):
+        load_config(path, ["model.freeze_embeddings=true"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,15 @@ def test_pipeline_runs_stages_variants_and_baseline_records_lineage_and_resumes(
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| baseline | 2 |" in report and "macro-F1 vs baseline" in report and "Pretraining stages" in report
     assert json.loads((out / "pipeline.json").read_text(encoding="utf-8"))["summary"] == result["summary"]
+
+    # a run that died before its first checkpoint (nothing to resume) is started again, not refused
+    died = out / "baseline" / "seed2"
+    status = json.loads((died / "run.json").read_text(encoding="utf-8"))
+    (died / "run.json").write_text(json.dumps({**status, "status": "running"}), encoding="utf-8")
+    shutil.rmtree(died / "checkpoints", ignore_errors=True)
+    (died / "metrics.json").unlink()
+    run_pipeline(cfg)
+    assert json.loads((died / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
 
     # a second run finds everything finished and trains nothing
     import domainfit.training.loop as loop

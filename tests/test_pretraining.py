@@ -296,3 +296,20 @@ def test_joint_objective_logs_its_parts_and_evaluates_the_task_only(tmp_path, ti
     assert state["batches_done"] == 1 and state["stream_position"][-1] == 4  # 4 texts of the stream used
     params = {id(p) for p in objective.parameters()}
     assert id(model.get_input_embeddings().weight) not in params  # tied, but owned by the model only
+
+
+def test_frozen_word_embeddings_keep_the_tied_decoder_fixed_in_pretraining(tmp_path, phrasebank_split):
+    """model.freeze_embeddings in pretraining: word embeddings (and the MLM decoder tied to them) unchanged, encoder moved."""
+    from safetensors.torch import load_file
+
+    from domainfit.cli import main
+
+    model = _tiny_lm(tmp_path / "tiny-mlm", mlm_head=True)
+    out = tmp_path / "frozen"
+    config = _pretrain_config(tmp_path, model, phrasebank_split / "train.csv", out, max_steps=2, eval_every=None)
+    assert main(["pretrain", str(config), "model.freeze_embeddings=true"]) == 0
+    before, after = load_file(model / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    word = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[word], after[word])
+    assert not torch.equal(before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
+    assert not torch.equal(before["cls.predictions.bias"], after["cls.predictions.bias"])

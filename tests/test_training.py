@@ -222,3 +222,23 @@ def test_evaluate_command_reproduces_the_runs_test_metrics(finished_run, phraseb
     assert metrics["accuracy"] == pytest.approx(results["test"]["accuracy"], abs=1e-9)
     assert metrics["confusion_matrix"] == results["test"]["confusion_matrix"]
     assert (tmp_path / "ev" / "report.md").is_file() and (tmp_path / "ev" / "confusion_matrix.png").is_file()
+
+
+def test_frozen_word_embeddings_stay_fixed_while_the_rest_trains(tmp_path, tiny_bert, phrasebank_split):
+    """model.freeze_embeddings: the saved word embeddings are the starting ones; position embeddings and layers moved."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "frozen"
+    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, eval_every=5),
+                      ["model.freeze_embeddings=true", "data.max_train_samples=80"])
+    results = train(cfg)
+    before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    word = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[word], after[word])
+    assert not torch.equal(before["bert.embeddings.position_embeddings.weight"],
+                           after["bert.embeddings.position_embeddings.weight"])
+    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
+                           after["bert.encoder.layer.0.attention.self.query.weight"])
+    counts = json.loads((out / "run.json").read_text())["data"]["parameters"]
+    assert counts["total"] - counts["trainable"] == before[word].numel()
+    assert results["test"]["n"] > 0

@@ -112,6 +112,18 @@ def load_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any
                          key="model.name", fix=fix) from e
 
 
+def freeze_word_embeddings(model: Any) -> int:
+    """Stop gradients to the model's input word embeddings (``model.freeze_embeddings``); returns the weights frozen.
+
+    A masked-LM decoder tied to the embeddings is frozen with it (its bias still trains); position and
+    token-type embeddings, the encoder and any head keep training. The frozen matrix gets no gradient, so
+    backward skips the dense (vocab, hidden) gradient and AdamW keeps no state for it.
+    """
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
+
+
 def load_tokenizer(name: str) -> Any:
     """Load the (fast) tokenizer for a model name, folder or built-in."""
     from transformers import AutoTokenizer

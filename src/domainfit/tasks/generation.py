@@ -31,6 +31,7 @@ from domainfit.evaluation.generation_metrics import generation_metrics, perplexi
 from domainfit.evaluation.generation_report import format_generation_metrics, write_generation_model_card
 from domainfit.evaluation.generation_report import write_generation_report
 from domainfit.models.causal_lm import apply_lora, load_causal_lm, trainable_parameters
+from domainfit.models.loading import freeze_word_embeddings
 from domainfit.objectives import create_objective
 from domainfit.objectives.causal_lm import IGNORE_INDEX
 from domainfit.serving.generator import ADAPTER_DIR, generate_responses
@@ -92,6 +93,8 @@ class GenerationTask:
 
     def build(self, cfg: RunConfig, data: TaskData) -> tuple[nn.Module, Any]:
         model, tokenizer = load_causal_lm(cfg.model.name, attn_implementation=cfg.model.attn_implementation)
+        if cfg.model.freeze_embeddings:  # a tied output projection (most small decoders) stays fixed with it
+            freeze_word_embeddings(model)
         if cfg.generation.method == "lora":
             model = apply_lora(model, cfg.generation)
         trainable, total = trainable_parameters(model)

@@ -28,7 +28,7 @@ from domainfit.data.multilabel import MultiLabelExample, MultiLabelSet, label_st
 from domainfit.data.splits import make_splits
 from domainfit.evaluation.multilabel_metrics import score_with_thresholds, sigmoid, tune_thresholds
 from domainfit.evaluation.multilabel_report import write_multilabel_report
-from domainfit.models.loading import load_pretrained, load_tokenizer
+from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
 from domainfit.objectives.binary_cross_entropy import positive_weights
 from domainfit.tasks.base import TASKS, Features, TaskData
@@ -106,6 +106,8 @@ class MultiLabelClassificationTask:
         if cfg.model.dropout is not None:
             kwargs["hidden_dropout_prob"] = cfg.model.dropout
         model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, cfg.model.name, **kwargs)
+        if cfg.model.freeze_embeddings:
+            freeze_word_embeddings(model)
         return model, tokenizer
 
     def encode(self, examples: list[MultiLabelExample], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:

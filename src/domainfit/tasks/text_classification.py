@@ -25,7 +25,7 @@ from domainfit.data.readers import Example, read_examples
 from domainfit.data.splits import make_splits, sample_per_class
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.evaluation.metrics import classification_metrics
-from domainfit.models.loading import load_pretrained, load_tokenizer
+from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.models.peft import apply_peft, parameter_counts, save_model_folder
 from domainfit.objectives.compose import build_objective
 from domainfit.tasks.base import TASKS, Features, TaskData
@@ -146,6 +146,8 @@ class TextClassificationTask:
             kwargs["hidden_dropout_prob"] = cfg.model.dropout
         model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, cfg.model.name, **kwargs)
         # a fine-tuned folder may come with another head size: from_pretrained re-creates it, which is what we want
+        if cfg.model.freeze_embeddings:
+            freeze_word_embeddings(model)
         model = apply_peft(model, cfg.peft)
         data.info["parameters"] = parameter_counts(model, cfg.peft.method)
         return model, tokenizer

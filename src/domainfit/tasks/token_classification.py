@@ -30,7 +30,7 @@ from domainfit.data.token_alignment import (IGNORE, SentenceEncoding, encode_sen
                                             plan_windows, special_tokens)
 from domainfit.errors import DataError
 from domainfit.evaluation.ner_metrics import entity_metrics
-from domainfit.models.loading import load_pretrained, load_tokenizer
+from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
 from domainfit.tasks.base import TASKS, Features, TaskData
 
@@ -120,6 +120,8 @@ class TokenClassificationTask:
         if cfg.model.dropout is not None:
             kwargs["hidden_dropout_prob"] = cfg.model.dropout
         model = load_pretrained(AutoModelForTokenClassification.from_pretrained, cfg.model.name, **kwargs)
+        if cfg.model.freeze_embeddings:
+            freeze_word_embeddings(model)
         return model, tokenizer
 
     def encode(self, examples: list[NerExample], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:

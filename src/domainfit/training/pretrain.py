@@ -31,7 +31,7 @@ from domainfit.data.corpus import (CorpusStream, StreamPosition, count_texts, de
 from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import CausalCollator, MaskingCollator
 from domainfit.errors import DataError, ModelError
-from domainfit.models.loading import load_pretrained, load_tokenizer, resolve_model_path
+from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer, resolve_model_path
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache
@@ -235,6 +235,8 @@ def load_language_model(cfg: PretrainConfig) -> tuple[torch.nn.Module, Any, str,
     except ValueError as e:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
         raise ModelError(f"cannot load {cfg.model.name!r} as a {kind} model: {e}", key="train.objective",
                          fix="set train.objective to the model's kind (mlm for encoders, clm for decoders).") from e
+    if cfg.model.freeze_embeddings:  # the tied MLM decoder stays fixed with it; its bias and transform train
+        freeze_word_embeddings(model)
     prefix = model.base_model_prefix
     missing = sorted(info["missing_keys"])
     head_missing = [k for k in missing if not k.startswith(f"{prefix}.")]
