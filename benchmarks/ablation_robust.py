@@ -69,6 +69,8 @@ def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.N
         overrides += args.full_set + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     status = _read_json(out / "run.json") or {}
     peak = None
+    if status.get("status") != "finished" and args.report_only:
+        return None
     if status.get("status") != "finished":
         mode = []
         if status.get("status") == "running" and (out / "checkpoints" / "latest").is_file():
@@ -159,6 +161,8 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="default runs/ablation-<config name>")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the finished runs (unfinished ones show in the seeds column)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each finished run's checkpoints/ folder (by default removed: ~2 model copies per run)")
     parser.add_argument("--smoke", action="store_true",
@@ -183,7 +187,7 @@ def main() -> int:
             for seed in args.seeds:
                 result = run_one(config, setting, remedy, seed, args)
                 if result is None:
-                    failed += 1
+                    failed += not args.report_only
                 else:
                     rows[remedy].append(result)
         report.append(table(setting, rows, args.seeds))

@@ -3,6 +3,8 @@ times larger than an RSS cap and print RSS over time.
 
     # full size (~6 min on 1 thread: 13 s to write the corpus, ~5 min of training): 3 GB of text vs a 2 GB RSS cap
     .venv/bin/python benchmarks/bench_pretrain_memory.py --corpus-gb 3 --steps 2000 --rss-cap-gb 2
+    # 4x the cap: a 6 GB corpus against 1.5 GB (~6 min)
+    .venv/bin/python benchmarks/bench_pretrain_memory.py --corpus-gb 6 --steps 2000 --rss-cap-gb 1.5
     # the same run on a 10x smaller corpus: peak RSS should not change
     .venv/bin/python benchmarks/bench_pretrain_memory.py --corpus-gb 0.3 --steps 2000 --rss-cap-gb 2
     # quick check (~1 minute): 200 MB corpus, 40 steps
