@@ -313,3 +313,32 @@ def test_frozen_word_embeddings_keep_the_tied_decoder_fixed_in_pretraining(tmp_p
     assert torch.equal(before[word], after[word])
     assert not torch.equal(before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
     assert not torch.equal(before["cls.predictions.bias"], after["cls.predictions.bias"])
+
+
+def test_joint_head_warm_up_trains_the_head_alone_once(tmp_path, tiny_bert, phrasebank_split):
+    """joint.head_warmup_steps: the head moves before the first step, the encoder does not, and only once."""
+    from domainfit.config import load_config
+    from domainfit.tasks import create_task
+
+    corpus = tmp_path / "domain.txt"
+    corpus.write_text("".join(f"Operating profit rose to EUR {i} mn in the period .\n" for i in range(200)), encoding="utf-8")
+    cfg = load_config(None, [f"model.name={tiny_bert}", "model.max_length=48", f"data.train={phrasebank_split / 'train.csv'}",
+                             f"data.validation={phrasebank_split / 'val.csv'}", "data.max_train_samples=48",
+                             "joint.enabled=true", f"joint.corpus={corpus}", "joint.use_task_texts=false",
+                             "joint.batch_size=4", "joint.head_warmup_steps=5", f"output.dir={tmp_path / 'unused'}"])
+    task = create_task(cfg.task)
+    data = task.load_data(cfg)
+    model, tokenizer = task.build(cfg, data)
+    objective = task.create_objective(cfg, data)
+    batch = task.collate(task.encode(data.splits["train"][:4], tokenizer, cfg, data).items, tokenizer)
+    encoder = {k: v.clone() for k, v in model.state_dict().items()}
+    head = {k: v.clone() for k, v in objective.head.state_dict().items()}
+    model.train()
+    objective(model, batch)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in encoder.items())  # encoder untouched
+    assert all(p.grad is None for p in model.parameters())
+    assert any(not torch.equal(v, objective.head.state_dict()[k]) for k, v in head.items())  # head trained
+    state = objective.state_dict()
+    assert bool(state["head_warmed"]) and state["stream_position"][-1] == (5 + 1) * 4  # 5 warm-up batches + 1
+    objective(model, batch)
+    assert objective.state_dict()["stream_position"][-1] == 7 * 4  # no second warm-up

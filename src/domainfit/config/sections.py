@@ -114,6 +114,7 @@ class JointConfig:
                        choices=("constant", "linear-decay", "warmup"))
     warmup_fraction: float = _f(0.1, "Share of training over which the 'warmup' schedule raises lambda.", min=0.0, max=1.0)
     batch_size: int | None = _f(None, "Unlabelled texts per MLM batch (null: train.batch_size).", min=1)
+    head_warmup_steps: int = _f(0, "Before the first training step, train only the MLM head for N batches of the unlabelled stream (encoder untouched). A new head (MiniLM and e5 ship without one) otherwise sends large random gradients into the encoder.", min=0)
     masking: MaskingConfig = field(default_factory=MaskingConfig, metadata={"help": "How MLM inputs are masked."})
 
 

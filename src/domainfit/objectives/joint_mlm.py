@@ -104,6 +104,7 @@ class JointMLMObjective(nn.Module):
         # checkpointed with the objective: where the stream is, and how many training batches have run
         self.register_buffer("stream_position", torch.zeros(5, dtype=torch.long))
         self.register_buffer("batches_done", torch.zeros((), dtype=torch.long))
+        self.register_buffer("head_warmed", torch.zeros((), dtype=torch.bool))
 
     def _tie_decoder(self, decoder: nn.Linear) -> None:
         for parent in self.head.modules():
@@ -126,20 +127,45 @@ class JointMLMObjective(nn.Module):
         out = self.task_objective(model, batch)
         if not model.training:
             return out  # evaluation scores the task only
+        if self.joint.head_warmup_steps and not bool(self.head_warmed):
+            self.warm_up_head(model, batch["input_ids"].device)
         lam = mlm_weight_at(self.joint, float(self.batches_done) / self.total_batches)
         self.batches_done += 1
         mlm = self._next_mlm_batch(batch["input_ids"].device)
-        unwrapped = getattr(model, "module", model)
-        # the shared encoder runs through the task model's forward, so Accelerate's autocast applies to it too
-        hidden = model(input_ids=mlm["input_ids"], attention_mask=mlm["attention_mask"],
-                       output_hidden_states=True).hidden_states[-1]  # (batch, seq, hidden)
-        picked = mlm["labels"] != IGNORE_INDEX  # (batch, seq)
-        self.head_decoder().__dict__["embedding_weight"] = unwrapped.get_input_embeddings().weight
-        logits = self.head(hidden[picked].float())  # (n_masked, vocab): the vocabulary projection only where needed
-        mlm_loss = F.cross_entropy(logits.float(), mlm["labels"][picked])
+        logits = self._head_logits(model, mlm)  # (n_masked, vocab)
+        mlm_loss = F.cross_entropy(logits.float(), mlm["labels"][mlm["labels"] != IGNORE_INDEX])
         task_loss = out.get("task_loss", out["loss"].detach())
         return {**out, "loss": out["loss"] + lam * mlm_loss, "task_loss": task_loss, "mlm_loss": mlm_loss.detach(),
                 "mlm_weight": torch.tensor(lam)}
+
+    def _head_logits(self, model: nn.Module, mlm: dict[str, torch.Tensor], *, encoder_grad: bool = True) -> torch.Tensor:
+        """MLM logits at the masked positions only: (n_masked, vocab)."""
+        unwrapped = getattr(model, "module", model)
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            # the shared encoder runs through the task model's forward, so Accelerate's autocast applies to it too
+            hidden = model(input_ids=mlm["input_ids"], attention_mask=mlm["attention_mask"],
+                           output_hidden_states=True).hidden_states[-1]  # (batch, seq, hidden)
+        picked = mlm["labels"] != IGNORE_INDEX  # (batch, seq)
+        self.head_decoder().__dict__["embedding_weight"] = unwrapped.get_input_embeddings().weight
+        return self.head(hidden[picked].float())  # the vocabulary projection only where needed
+
+    def warm_up_head(self, model: nn.Module, device: torch.device) -> None:
+        """Train the head alone (transform and bias; the encoder and the tied decoder weight stay as they are)
+        for ``joint.head_warmup_steps`` batches, once per run (the flag is checkpointed)."""
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-3)
+        loss = torch.zeros(())
+        for _ in range(self.joint.head_warmup_steps):
+            mlm = self._next_mlm_batch(device)
+            logits = self._head_logits(model, mlm, encoder_grad=False)
+            loss = F.cross_entropy(logits.float(), mlm["labels"][mlm["labels"] != IGNORE_INDEX])
+            grads = torch.autograd.grad(loss, params, allow_unused=True)  # never touches the model's .grad
+            for p, g in zip(params, grads):
+                p.grad = g
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.head_warmed.fill_(True)
+        log.info("joint MLM head warm-up: %d batches, last MLM loss %.3f", self.joint.head_warmup_steps, float(loss.detach()))
 
     def head_decoder(self) -> TiedDecoder:
         return next(m for m in self.head.modules() if isinstance(m, TiedDecoder))
