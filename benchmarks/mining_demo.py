@@ -106,7 +106,7 @@ def main() -> int:
     scored = report["pool_texts_scored"]
     sizes = {name: len(texts) for name, texts in pool.items()}
 
-    print(f"\n| pool source | in pool | mined | share of mined corpus |\n|---|---|---|---|")
+    print("\n| pool source | in pool | mined | share of mined corpus |\n|---|---|---|---|")
     for name in pool:
         n = by_source.get(name, 0)
         print(f"| {name} | {sizes[name]} | {n} | {100 * n / max(1, report['selected']):.1f}% |")
