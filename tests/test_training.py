@@ -193,6 +193,20 @@ def test_checkpoint_pointer_survives_a_torn_write(tmp_path, tiny_bert):
     (tmp_path / "checkpoints" / "latest").unlink()
     assert manager.load(model, opt, sched).step == 3
 
+    # an objective's state saved by an older version: a new buffer keeps its start value, a missing weight is refused
+    from domainfit.errors import DomainfitError
+
+    old = torch.nn.Module()
+    old.weight = torch.nn.Parameter(torch.ones(2))
+    manager.save(TrainState(step=4), model, opt, sched, objective=old)
+    newer = torch.nn.Module()
+    newer.weight = torch.nn.Parameter(torch.zeros(2))
+    newer.register_buffer("flag", torch.zeros((), dtype=torch.bool))
+    assert manager.load(model, opt, sched, objective=newer).step == 4 and torch.equal(newer.weight, torch.ones(2))
+    newer.extra = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(DomainfitError, match="objective does not match"):
+        manager.load(model, opt, sched, objective=newer)
+
 
 def test_length_grouped_batches_cover_every_example_once_and_pad_little():
     from domainfit.data.batching import EpochBatchSampler

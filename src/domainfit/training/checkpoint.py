@@ -109,7 +109,13 @@ class CheckpointManager:
             )
         load_model(model, str(path / "model.safetensors"))
         if objective is not None and (path / "objective.safetensors").is_file():
-            load_model(objective, str(path / "objective.safetensors"))
+            # weights must all be there; a state buffer added by a later version (a flag, a counter) keeps its start value
+            missing, unexpected = load_model(objective, str(path / "objective.safetensors"), strict=False)
+            missing_weights = [k for k in missing if k in dict(objective.named_parameters())]
+            if missing_weights or unexpected:
+                raise DomainfitError(f"the checkpoint's objective does not match this run's (missing {missing_weights}, "
+                                     f"unexpected {sorted(unexpected)})", path=path,
+                                     fix="resume with the config the run started with, or start afresh.")
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
