@@ -256,3 +256,16 @@ def test_frozen_word_embeddings_stay_fixed_while_the_rest_trains(tmp_path, tiny_
     counts = json.loads((out / "run.json").read_text())["data"]["parameters"]
     assert counts["total"] - counts["trainable"] == before[word].numel()
     assert results["test"]["n"] > 0
+
+
+def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_it_again(tmp_path):
+    from domainfit.training.run_dir import resume_or_restart
+
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / "events").write_text("partial")
+    (tmp_path / "checkpoints" / ".step-0000004.abc.tmp").mkdir(parents=True)  # a torn first save
+    assert resume_or_restart(tmp_path, True) is False
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "checkpoints").exists()
+    (tmp_path / "checkpoints" / "step-0000004").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-0000004" / "state.json").write_text("{}")
+    assert resume_or_restart(tmp_path, True) is True and resume_or_restart(tmp_path, False) is False

@@ -170,10 +170,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         if not any(v.pretrain == stage.name for v in cfg.variants.values()):
             continue
         run_dir = out / "pretrain" / stage.name
-        pcfg = load_pretrain_config(stage.config, stage.overrides + [f"output.dir={run_dir}", *_restart(run_dir)])
+        pcfg = load_pretrain_config(stage.config, stage.overrides + [f"output.dir={run_dir}"])
         if not _finished(run_dir):
             log.info("pipeline: pretraining stage %s -> %s", stage.name, run_dir)
-            pretrain(pcfg, resume=_resumable(run_dir))
+            pretrain(pcfg, resume=_started(run_dir))
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         stages[stage.name] = {"config": stage.config, "overrides": stage.overrides, "model": str(run_dir / "model"),
                               "lineage": _read_json(run_dir / "model" / "domainfit.json"),
@@ -182,14 +182,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     for variant in cfg.variants.values():
         for seed in cfg.seeds:
             run_dir = out / variant.name / f"seed{seed}"
-            overrides = (cfg.finetune_overrides + variant.overrides
-                         + [f"train.seed={seed}", f"output.dir={run_dir}", *_restart(run_dir)])
+            overrides = cfg.finetune_overrides + variant.overrides + [f"train.seed={seed}", f"output.dir={run_dir}"]
             if variant.pretrain is not None:
                 overrides.append(f"model.name={stages[variant.pretrain]['model']}")
             rcfg = load_config(cfg.finetune, overrides)
             if not _finished(run_dir):
                 log.info("pipeline: fine-tune %s seed %d -> %s", variant.name, seed, run_dir)
-                train(rcfg, resume=_resumable(run_dir))
+                train(rcfg, resume=_started(run_dir))
             metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
             runs.append({"variant": variant.name, "seed": seed, "dir": str(run_dir), "model": rcfg.model.name,
                          "pretrain": variant.pretrain, "overrides": variant.overrides,
@@ -268,15 +267,9 @@ def _finished(run_dir: Path) -> bool:
     return bool(status and status.get("status") == "finished" and (run_dir / "metrics.json").is_file())
 
 
-def _resumable(run_dir: Path) -> bool:
-    checkpoints = run_dir / "checkpoints"
-    return checkpoints.is_dir() and any(p.is_dir() and (p / "state.json").is_file() for p in checkpoints.glob("step-*"))
-
-
-def _restart(run_dir: Path) -> list[str]:
-    """``output.overwrite=true`` for a run that started but died before its first checkpoint (nothing to resume)."""
-    started = read_status(run_dir) is not None
-    return ["output.overwrite=true"] if started and not _finished(run_dir) and not _resumable(run_dir) else []
+def _started(run_dir: Path) -> bool:
+    """An unfinished run is continued (``resume``; from step 0 if it died before its first checkpoint)."""
+    return read_status(run_dir) is not None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -111,7 +111,8 @@ class CheckpointManager:
         if objective is not None and (path / "objective.safetensors").is_file():
             # weights must all be there; a state buffer added by a later version (a flag, a counter) keeps its start value
             missing, unexpected = load_model(objective, str(path / "objective.safetensors"), strict=False)
-            missing_weights = [k for k in missing if k in dict(objective.named_parameters())]
+            weights = {name for name, _ in objective.named_parameters()}
+            missing_weights = [k for k in missing if k in weights]
             if missing_weights or unexpected:
                 raise DomainfitError(f"the checkpoint's objective does not match this run's (missing {missing_weights}, "
                                      f"unexpected {sorted(unexpected)})", path=path,

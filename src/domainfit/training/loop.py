@@ -34,7 +34,7 @@ from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import finish_run, prepare_run_dir, start_run
+from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     limit_kernel_cache()  # before the first oneDNN kernel is built (precision's matmul test, the first step)
     task = create_task(cfg.task)
     out = prepare_run_dir(cfg, resume=resume)
+    resume = resume_or_restart(out, resume)
     data = task.load_data(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

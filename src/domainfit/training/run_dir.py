@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ from domainfit import __version__
 from domainfit.config import RunConfig, dump_yaml
 from domainfit.errors import ConfigError
 from domainfit.training.atomic import recover_dir, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 def git_revision() -> str | None:
@@ -62,6 +65,22 @@ def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> Path:
         raise ConfigError("the output folder exists and holds files that are not a domainfit run", path=out,
                           key="output.dir", fix="choose an empty or new output.dir.")
     return out
+
+
+def has_checkpoint(out: Path) -> bool:
+    """Whether the run folder holds a complete resumable checkpoint (a step folder with its state.json)."""
+    return any((p / "state.json").is_file() for p in (out / "checkpoints").glob("step-*"))
+
+
+def resume_or_restart(out: Path, resume: bool) -> bool:
+    """``resume``, unless the interrupted run died before its first checkpoint: then its partial folders are
+    cleared and it starts again from step 0 (returns False), so ``--resume`` after any crash just works."""
+    if not resume or has_checkpoint(out):
+        return resume
+    log.warning("%s: the run stopped before its first checkpoint; starting it again from step 0", out)
+    for sub in ("checkpoints", "tensorboard"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    return False
 
 
 def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
