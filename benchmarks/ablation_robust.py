@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -96,7 +97,59 @@ def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.N
     peak = peak or (_read_json(out / "peak_rss.json") or {}).get("peak_rss_bytes")
     test = metrics.get("test") or metrics["validation"]
     return {"f1": test["f1_macro"], "accuracy": test["accuracy"], "seconds": metrics["train"]["train_runtime_s"],
-            "trainable": metrics["data"].get("parameters", {}).get("trainable_percent"), "peak": peak}
+            "trainable": metrics["data"].get("parameters", {}).get("trainable_percent"), "peak": peak,
+            "evidence": evidence(remedy, out, metrics)}
+
+
+_CLASS_WEIGHTS = re.compile(r"class weights: \{(.*)\}")
+
+
+def evidence(remedy: str, out: Path, metrics: dict) -> dict[str, float]:
+    """What shows the remedy acted in this run, read from its folder: logged loss parts, the final training
+    loss (for the loss-changing remedies), samples per epoch, class weights, augmented samples, lowest lr."""
+    found: dict[str, float] = {}
+    last = [h["train_loss"] for h in metrics.get("history", []) if h.get("train_loss") is not None]
+    if last and remedy in ("plain", "focal", "label-smoothing", "class-weights"):
+        found["final train loss"] = last[-1]
+    tags = {"fgm": "adv_loss", "pgd": "adv_loss", "freelb": "adv_loss", "rdrop": "rdrop_loss",
+            "llrd": "learning_rate_lowest"}
+    if remedy in tags:
+        values = _scalars(out / "tensorboard", f"train/{tags[remedy]}")
+        if values and remedy == "llrd":
+            peak = _scalars(out / "tensorboard", "train/learning_rate")
+            found["lowest / head lr"] = max(values) / max(peak)
+        elif values:
+            found[f"mean {tags[remedy]}"] = statistics.mean(values)
+            task = _scalars(out / "tensorboard", "train/task_loss")
+            if task:
+                found["mean task_loss"] = statistics.mean(task)
+    if remedy == "oversample":
+        import yaml
+
+        epochs = yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"]
+        found["samples per epoch / train size"] = (metrics["train"]["samples_seen"] / epochs
+                                                   / metrics["data"]["counts"]["train"])
+    if remedy == "class-weights":
+        log = out.parent / f"{out.name}.log"
+        match = _CLASS_WEIGHTS.search(log.read_text(errors="replace")) if log.is_file() else None
+        if match:
+            weights = [float(w) for w in re.findall(r": ([0-9.]+)", match.group(1))]
+            found["class weight max / min"] = max(weights) / min(weights)
+    if remedy == "eda" and (out / "augment_samples.txt").is_file():
+        text = (out / "augment_samples.txt").read_text(encoding="utf-8")
+        found["augmented samples shown"] = float(text.count("augmented:"))
+    return found
+
+
+def _scalars(logdir: Path, tag: str) -> list[float]:
+    """Every value of one TensorBoard scalar (empty if the run did not log it)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not logdir.is_dir():
+        return []
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags().get("scalars", []) else []
 
 
 def _env() -> dict[str, str]:
@@ -122,8 +175,8 @@ def _mean_std(values: list[float]) -> str:
 
 def table(setting: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
     title = "all training data" if setting == "full" else f"{setting.removeprefix('k')} examples per class"
-    lines = [f"### {title}", "", "| remedy | test macro-F1 | test accuracy | trainable % | train s/run | peak RSS GB | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| remedy | test macro-F1 | test accuracy | trainable % | train s/run | peak RSS GB | seeds "
+             "| shown active (mean over seeds) |", "|---|---|---|---|---|---|---|---|"]
     plain = [r["f1"] for r in rows.get("plain", [])]
     for remedy, results in rows.items():
         f1 = [r["f1"] for r in results]
@@ -133,8 +186,17 @@ def table(setting: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
         peaks = [r["peak"] for r in results if r["peak"]]
         peak = f"{max(peaks) / 1e9:.2f}" if peaks else "-"
         lines.append(f"| {remedy} | {_mean_std(f1)}{delta} | {_mean_std([r['accuracy'] for r in results])} | "
-                     f"{trainable} | {seconds} | {peak} | {len(results)}/{len(seeds)} |")
+                     f"{trainable} | {seconds} | {peak} | {len(results)}/{len(seeds)} | {_evidence_cell(results)} |")
     return "\n".join(lines) + "\n"
+
+
+def _evidence_cell(results: list[dict]) -> str:
+    keys = [k for k in (results[0].get("evidence") or {})] if results else []
+    cells = []
+    for key in keys:
+        values = [r["evidence"][key] for r in results if key in (r.get("evidence") or {})]
+        cells.append(f"{key} {statistics.mean(values):.3g}")
+    return "; ".join(cells) or "-"
 
 
 def build_smoke_model(path: Path) -> Path:

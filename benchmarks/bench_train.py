@@ -51,6 +51,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = Path("benchmarks/phrasebank_bench.yaml")
 SPLIT_DIR = Path("../shared/datasets/financial_phrasebank/split_seed42")
 SYSTEMS = ("trainer-default", "trainer-grouped", "domainfit")
+# optional systems (--systems): domainfit with one default switched back, for the ablation of that default
+VARIANTS = {"domainfit-token-balanced": ["train.balance_batch_tokens=true"]}
 POLL_SECONDS = 0.05
 GB = 1e9
 
@@ -167,11 +169,11 @@ def domainfit_command() -> list[str]:
 
 def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_dir: Path) -> RunResult:
     log_stem = work_dir / f"{system}-seed{seed}"
-    if system == "domainfit":
-        output_dir = work_dir / f"domainfit-seed{seed}"
+    if system.startswith("domainfit"):
+        output_dir = work_dir / f"{system}-seed{seed}"
         command = [
             *domainfit_command(), "train", str(args.config),
-            f"output.dir={output_dir}", f"train.seed={seed}", f"train.epochs={args.epochs}",
+            f"output.dir={output_dir}", f"train.seed={seed}", f"train.epochs={args.epochs}", *VARIANTS.get(system, []),
         ]
         if data["subsampled"]:
             command.append(f"data.train={data['train']}")
@@ -193,7 +195,7 @@ def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_d
             f"exit code {code}: {tail}\n    command: {' '.join(command)}\n    log: {log_stem}.stderr"
         )
 
-    if system == "domainfit":
+    if system.startswith("domainfit"):
         metrics_path = output_dir / "metrics.json"
         if not metrics_path.exists():
             raise RuntimeError(f"{metrics_path} was not written; log: {log_stem}.stderr")
@@ -346,7 +348,7 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", choices=[*SYSTEMS, *VARIANTS], default=list(SYSTEMS))
     parser.add_argument("--max-train-samples", type=int, default=None,
                         help="train every system on the first N train rows (smoke run)")
     parser.add_argument("--epochs", type=int, default=3)

@@ -291,7 +291,10 @@ def test_end_to_end_lora_fgm_rdrop_focal_oversampling_llrd(tmp_path, tiny_bert, 
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/adv_loss", "train/rdrop_loss", "train/task_loss"} <= tags
+    assert {"train/adv_loss", "train/rdrop_loss", "train/task_loss", "train/learning_rate_lowest"} <= tags
+    lowest = max(e.value for e in acc.Scalars("train/learning_rate_lowest"))  # peaks (after warm-up)
+    head = max(e.value for e in acc.Scalars("train/learning_rate"))
+    assert 0 < lowest < head  # layer-wise decay is visible: the deepest trained layer gets a lower lr than the head
     adv = [e.value for e in acc.Scalars("train/adv_loss")]
     task = [e.value for e in acc.Scalars("train/task_loss")]
     assert adv != task

@@ -226,6 +226,58 @@ def test_length_grouped_batches_cover_every_example_once_and_pad_little():
     assert list(sampler) == fresh.batches()[5:]  # resume skips exactly the batches already done
 
 
+def test_token_balanced_batches_keep_the_batch_count_and_cap_the_largest_batch():
+    """train.balance_batch_tokens: every example once, as many batches as fixed rows, peak tokens near the mean."""
+    import numpy as np
+
+    from domainfit.data.batching import EpochBatchSampler, token_balanced_cuts
+
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.3, 0.5, 3870).astype(int), 5, 128).tolist()  # PhraseBank-like: mean ~30
+    fixed = EpochBatchSampler(lengths, 32, seed=1)
+    balanced = EpochBatchSampler(lengths, 32, seed=1, balance_tokens=True)
+    for epoch in (0, 1):
+        fixed.set_epoch(epoch)
+        balanced.set_epoch(epoch)
+        a, b = fixed.batches(), balanced.batches()
+        assert sorted(i for x in b for i in x) == list(range(len(lengths)))
+        assert len(b) == len(a) == len(balanced)
+        tokens = lambda batches: [len(x) * max(lengths[i] for i in x) for x in batches]  # noqa: E731
+        assert max(tokens(b)) < 0.5 * max(tokens(a))  # the longest fixed batch is 32 x ~128
+        assert max(tokens(b)) < 2 * np.mean(tokens(a))
+        assert sum(tokens(b)) < 1.1 * sum(tokens(a))  # no more padding than fixed rows
+        assert max(len(x) for x in b) > 32 > min(len(x) for x in b)
+    balanced.set_epoch(1, start_batch=7)
+    fresh = EpochBatchSampler(lengths, 32, seed=1, balance_tokens=True)
+    fresh.set_epoch(1)
+    assert list(balanced) == fresh.batches()[7:]  # resumable like fixed rows
+    assert token_balanced_cuts(np.array([9, 9, 9, 9]), 2) == [0, 2, 4]
+    assert token_balanced_cuts(np.array([100, 10, 10, 10, 10, 10, 10, 10, 10, 10]), 2) == [0, 1, 10]
+    assert token_balanced_cuts(np.array([5]), 3) == [0, 1]
+
+
+def test_evaluation_batches_stop_at_the_token_cap():
+    from domainfit.data.batching import sorted_batches
+
+    lengths = [128] * 10 + [10] * 300
+    capped = sorted_batches(lengths, 128, max_tokens=1024)
+    assert sorted(i for b in capped for i in b) == list(range(310))
+    assert all(len(b) * max(lengths[i] for i in b) <= 1024 for b in capped)
+    assert [len(b) for b in capped[:2]] == [8, 8] and max(len(b) for b in capped) == 102
+    assert [len(b) for b in sorted_batches([5000, 3], 4, max_tokens=100)] == [1, 1]  # one row even over the cap
+    assert sorted_batches(lengths, 128) == sorted_batches(lengths, 128, max_tokens=None)
+
+
+def test_training_with_token_balanced_batches(tmp_path, tiny_bert, phrasebank_split):
+    out = tmp_path / "balanced"
+    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, eval_every="epoch"),
+                      ["train.balance_batch_tokens=true", "data.max_train_samples=80"])
+    results = train(cfg)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[-1]["step"] == 5 and history[-1]["epoch"] == 1.0  # 80 / 16 batches, every example once
+    assert results["test"]["n"] > 0
+
+
 def test_evaluate_command_reproduces_the_runs_test_metrics(finished_run, phrasebank_split, tmp_path):
     out, results = finished_run
     proc = subprocess.run([sys.executable, "-m", "domainfit", "evaluate", str(out / "model"),

@@ -71,6 +71,7 @@ class TrainConfig:
     epochs: int = _f(3, "Passes over the training data.", min=1)
     batch_size: int = _f(32, "Examples per optimizer step per device (before accumulation).", min=1)
     eval_batch_size: int = _f(128, "Examples per batch during evaluation.", min=1)
+    eval_batch_tokens: int | None = _f(4096, "Evaluation batches also stop at this many padded tokens (rows x longest length): long texts are evaluated in fewer rows, which bounds evaluation memory (null: eval_batch_size rows whatever their length).", min=1)
     learning_rate: float = _f(5e-5, "Peak AdamW learning rate.", min_exclusive=0.0, max=1.0)
     weight_decay: float = _f(0.01, "AdamW decoupled weight decay (not applied to biases and LayerNorm).", min=0.0, max=1.0)
     warmup_ratio: float = _f(0.06, "Fraction of all steps with linear learning-rate warmup.", min=0.0, max=0.5)
@@ -84,6 +85,7 @@ class TrainConfig:
     micro_batch_tokens: int | None = _f(None, "Split a batch whose padded size (rows x length) exceeds this many tokens into micro-batches, one forward/backward each, with the whole batch's gradient: bounds activation memory on long batches (null: never split).", min=16)
     release_memory_every: int | None = _f(None, "Every N optimizer steps, return memory freed by training to the OS (glibc malloc_trim; Linux CPU): bounds the resident size as batch shapes change, but each trim makes the next steps fault pages back in (BENCHMARKS.md has the cost). null: never.", min=1)
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
+    balance_batch_tokens: bool = _f(False, "With group_by_length: size batches by padded tokens, not rows. Same batches per epoch and mean batch size, but short texts go in larger batches and long ones in smaller, so no batch is much over the mean token count: lower peak memory. Each example's loss keeps the weight 1/batch_size, so the expected gradient is that of fixed-size batches.")
     precision: str = _f("auto", "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it faster), fp32, bf16, fp16.",
                         choices=("auto", "fp32", "bf16", "fp16"))
     num_threads: int | None = _f(None, "CPU threads for torch (null: one per physical core).", min=1)

@@ -5,6 +5,11 @@ shuffle all indices, cut them into chunks of ``batch_size * group_size``, sort e
 into batches, then shuffle the batches. Every epoch sees a different order (good for accuracy) while each
 batch holds texts of similar length (good for speed). The order is a pure function of (seed, epoch), so a
 resumed run regenerates it and skips the batches it already did.
+
+With ``balance_tokens`` each sorted chunk is cut into the same number of batches, but by padded tokens
+rather than rows (:func:`token_balanced_cuts`): short texts ride in larger batches, long ones in smaller,
+so the largest batch holds about the mean number of tokens instead of ``batch_size x max_length``. Steps per
+epoch and the mean batch size stay as with fixed rows; the peak activation memory falls to the mean batch's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         balance_labels: class id of every example: oversample so each class appears as often as the
             largest one in every epoch (all of a class's examples, repeated, plus a seeded random
             remainder; drawn anew each epoch, so still deterministic in (seed, epoch)). None: no oversampling.
+        balance_tokens: with ``group_by_length``, size each chunk's batches by padded tokens (rows x longest
+            length) rather than rows, keeping the number of batches: see the module docstring.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         group_by_length: bool = True,
         group_size: int = 50,
         balance_labels: Sequence[int] | None = None,
+        balance_tokens: bool = False,
     ) -> None:
         self.lengths = np.asarray(lengths)
         self.balance_labels = None if balance_labels is None else np.asarray(balance_labels)
@@ -48,6 +56,8 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.shuffle = shuffle
         self.group_by_length = group_by_length
         self.group_size = group_size
+        self.balance_tokens = balance_tokens and group_by_length
+        self._cache: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
         self.epoch = 0
         self.start_batch = 0
 
@@ -58,17 +68,29 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """All batches of the current epoch, in order."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, self._make_batches())
+        return self._cache[1]
+
+    def _make_batches(self) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         pool = self._epoch_pool(rng)
         n = len(pool)
         order = pool[rng.permutation(n)] if self.shuffle else pool
-        if self.group_by_length:
-            chunk = self.batch_size * self.group_size
+        if self.group_by_length and n:
+            chunks = np.array_split(order, max(1, -(-n // (self.batch_size * self.group_size))))
             # stable sort, longest first inside each chunk
-            order = np.concatenate(
-                [c[np.argsort(-self.lengths[c], kind="stable")] for c in np.array_split(order, max(1, -(-n // chunk)))]
-            ) if n else order
-        batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+            chunks = [c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks]
+            order = np.concatenate(chunks)
+        if self.balance_tokens and n:
+            # as many batches per chunk as fixed rows would make in all (ceil(n / batch_size)), spread evenly
+            per_chunk = [len(k) for k in np.array_split(np.arange(-(-n // self.batch_size)), len(chunks))]
+            batches = []
+            for chunk, k in zip(chunks, per_chunk):
+                cuts = token_balanced_cuts(self.lengths[chunk], k)
+                batches += [chunk[a:b].tolist() for a, b in zip(cuts[:-1], cuts[1:])]
+        else:
+            batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         if self.shuffle and self.group_by_length:
             perm = rng.permutation(len(batches))
             batches = [batches[i] for i in perm]
@@ -101,10 +123,55 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         return -(-self.epoch_size() // self.batch_size) - self.start_batch
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Evaluation batches: indices sorted by length (longest first) so each batch pads little."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+def token_balanced_cuts(lengths: np.ndarray, k: int) -> list[int]:
+    """Cut a longest-first sequence of lengths into exactly ``k`` contiguous batches of about equal padded tokens.
+
+    A batch's padded size is its row count times its first (longest) length. Binary search finds the smallest
+    token budget that needs at most ``k`` greedy batches; batches with the most rows are then halved until
+    there are exactly ``k``. Returns the cut positions ``[0, ..., len(lengths)]``.
+    """
+    n = len(lengths)
+    k = max(1, min(k, n))
+    lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
+
+    def greedy(budget: int) -> list[int]:
+        cuts, i = [0], 0
+        while i < n:
+            i = min(n, i + max(1, budget // int(lengths[i])))
+            cuts.append(i)
+        return cuts
+
+    lo, hi = int(lengths.max()), int(lengths.max()) * n  # hi: one batch
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(greedy(mid)) - 1 <= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    cuts = greedy(lo)
+    while len(cuts) - 1 < k:  # fewer than k: split the batch with the most rows
+        sizes = np.diff(cuts)
+        j = int(np.argmax(sizes))
+        cuts.insert(j + 1, cuts[j] + int(sizes[j]) // 2)
+    return cuts
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Evaluation batches: indices sorted by length (longest first) so each batch pads little.
+
+    With ``max_tokens`` a batch also stops before its padded size (rows x its first, longest length) would
+    pass that many tokens (always at least one row): long texts go in fewer rows, bounding peak memory.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    if not max_tokens:
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches, i = [], 0
+    while i < len(order):
+        rows = min(batch_size, max(1, max_tokens // max(1, int(lengths[order[i]]))))
+        batches.append(order[i : i + rows].tolist())
+        i += rows
+    return batches
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_value: int, multiple_of: int | None = None) -> torch.Tensor:

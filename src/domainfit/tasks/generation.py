@@ -145,7 +145,7 @@ class GenerationTask:
             for name in ("validation", "test"):
                 if name in features:
                     results["base"][name] = evaluate(base, objective, features[name], self, tokenizer, data,
-                                                     cfg.train.eval_batch_size, device)
+                                                     cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens)
             base_texts = generate(base) if examples else []
         final = {"base_perplexity": results["base"][split]["perplexity"]}
         if examples:

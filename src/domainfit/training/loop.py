@@ -65,7 +65,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
     objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels)
+                                group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels,
+                                balance_tokens=cfg.train.balance_batch_tokens)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
     optimizer = create_optimizer(model, cfg.train, extra=objective)  # objectives may own weights (an MLM head)
@@ -81,7 +82,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
         if running["count"]:
             running["last"] = round(running["sum"].item() / running["count"], 4)
-        metrics = evaluate(model, objective, features["validation"], task, tokenizer, data, cfg.train.eval_batch_size, device)
+        metrics = evaluate(model, objective, features["validation"], task, tokenizer, data, cfg.train.eval_batch_size, device,
+                           max_tokens=cfg.train.eval_batch_tokens)
         for name, value in _scalars(metrics).items():
             tb.add_scalar(f"validation/{name}", value, state.step)
         value = metrics[cfg.train.best_metric]
@@ -113,13 +115,15 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 state.real_tokens += int(batch["attention_mask"].sum())
                 state.computed_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # token-balanced batches vary in rows: weigh each example 1/batch_size, as in a fixed-size batch
+            rows_weight = len(indices) / cfg.train.batch_size if sampler.balance_tokens else 1.0
             with accelerator.accumulate(model):
                 pieces = micro_batches(batch, cfg.train.micro_batch_tokens)
                 parts = []  # the weighted loss of each piece
                 for piece, weight in pieces:  # usually one; several only for batches over micro_batch_tokens
                     outputs = objective(model, piece)
                     part = outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"]
-                    accelerator.backward(part)
+                    accelerator.backward(part * rows_weight if rows_weight != 1.0 else part)
                     parts.append(part.detach())
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -145,7 +149,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 for name, part in outputs.items():
                     if name.endswith(("_loss", "_weight")):  # loss parts, and their weights (joint objectives)
                         tb.add_scalar(f"train/{name}", part.item(), state.step)
-                tb.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], state.step)
+                lrs = scheduler.get_last_lr()
+                tb.add_scalar("train/learning_rate", lrs[0], state.step)
+                if min(lrs) < lrs[0]:  # layer-wise decay: the embeddings' lr too
+                    tb.add_scalar("train/learning_rate_lowest", min(lrs), state.step)
                 bar.set_postfix(loss=running["last"])
             end_of_epoch = state.batch_in_epoch == len(sampler) + sampler.start_batch
             if state.step % eval_every == 0 or (end_of_epoch and cfg.train.eval_every == "epoch"):
@@ -182,9 +189,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
 
 def evaluate(model, objective, features: Features, task: Task, tokenizer, data: TaskData, batch_size: int,
-             device: torch.device) -> dict[str, Any]:
-    """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed."""
-    logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device)
+             device: torch.device, max_tokens: int | None = None) -> dict[str, Any]:
+    """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed (at most
+    ``batch_size`` rows and ``max_tokens`` padded tokens each)."""
+    logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device, max_tokens)
     if features.groups is not None:  # windows of long documents: score documents, not windows
         labels = group_labels(labels, features.groups)
         logits = aggregate_by_group(logits, features.groups, features.aggregation)
@@ -196,7 +204,7 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
 
 @torch.inference_mode()
 def predict_logits(model, objective, features: Features, task: Task, tokenizer, batch_size: int,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
+                   device: torch.device, max_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Logits and labels for every item (in the split's original order), and the mean task loss.
 
     Per-token outputs (token classification) come in batches of different lengths; they are padded to the
@@ -206,7 +214,7 @@ def predict_logits(model, objective, features: Features, task: Task, tokenizer, 
     model.eval()
     order, chunks, label_chunks = [], [], []
     loss_sum = torch.zeros((), device=device)
-    for indices in sorted_batches(features.lengths, batch_size):
+    for indices in sorted_batches(features.lengths, batch_size, max_tokens):
         batch = task.collate([features.items[i] for i in indices], tokenizer)
         out = objective(model, {k: v.to(device) for k, v in batch.items()})
         loss_sum += out.get("task_loss", out["loss"]).detach().float() * len(indices)
@@ -233,11 +241,12 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
     results: dict[str, Any] = {"best": best, "history": state.history}
     if hasattr(task, "calibrate"):  # optional: fit decision settings (multi-label thresholds) on validation
         logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
-                                           cfg.train.eval_batch_size, device)
+                                           cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens)
         task.calibrate(logits, labels, data)
     for split in ("validation", "test"):
         if split in features:
-            results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device)
+            results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device,
+                                      max_tokens=cfg.train.eval_batch_tokens)
     final_metrics = getattr(task, "final_metrics", None)  # optional: scores that need the trained model (generation)
     if final_metrics is not None:
         for key, values in final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device).items():
