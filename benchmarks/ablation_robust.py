@@ -10,6 +10,12 @@ Every configuration is one `domainfit train CONFIG key=value ...` subprocess wri
 interrupted one is resumed (``--resume``). So the script can be stopped and run again, piecewise
 (``--remedies``, ``--seeds``, ``--shots``), and the table always covers every finished run.
 
+Each finished run's result (metrics, time, peak RSS, the evidence that its remedy acted, and the exact
+overrides it ran with) is also appended to a ledger kept in the repository,
+``benchmarks/results/ablation/<config name>.jsonl`` (``--ledger``). A run whose (setting, remedy, seed,
+overrides) is already in the ledger is not trained again, so the ablation carries over between machines and
+sessions: commit the ledger, delete the work folder. ``--report-only`` tabulates the ledger.
+
 The low-resource setting draws k training examples per class with ``data.max_train_per_class=k`` and
 ``data.sample_seed=<seed>`` (so each seed also sees another sample); validation and test stay whole.
 It trains ``--lowres-epochs`` epochs (few examples need more passes). Prints (and with ``--out``
@@ -62,12 +68,17 @@ COST = {"plain": 1.0, "lora": 0.7, "houlsby": 0.7, "ia3": 0.7, "fgm": 2.0, "pgd"
 def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.Namespace) -> dict | None:
     """Train one configuration (or reuse its finished folder); returns its row data, None if it failed."""
     out = args.work_dir / setting / remedy / f"seed{seed}"
-    overrides = [f"train.seed={seed}", f"output.dir={out}", *REMEDIES[remedy], *args.set]
+    overrides = [f"train.seed={seed}", *REMEDIES[remedy], *args.set]
     if setting != "full":
         overrides += [f"data.max_train_per_class={int(setting.removeprefix('k'))}", f"data.sample_seed={seed}",
                       f"train.epochs={args.lowres_epochs}"]
     else:
         overrides += args.full_set + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+    key = {"setting": setting, "remedy": remedy, "seed": seed, "overrides": overrides}
+    recorded = args.ledger_rows.get(_ledger_key(key))
+    if recorded is not None:
+        return recorded
+    overrides = [*overrides, f"output.dir={out}"]
     status = _read_json(out / "run.json") or {}
     peak = None
     if status.get("status") != "finished" and args.report_only:
@@ -96,9 +107,44 @@ def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.N
         return None
     peak = peak or (_read_json(out / "peak_rss.json") or {}).get("peak_rss_bytes")
     test = metrics.get("test") or metrics["validation"]
-    return {"f1": test["f1_macro"], "accuracy": test["accuracy"], "seconds": metrics["train"]["train_runtime_s"],
-            "trainable": metrics["data"].get("parameters", {}).get("trainable_percent"), "peak": peak,
-            "evidence": evidence(remedy, out, metrics)}
+    row = {"f1": test["f1_macro"], "accuracy": test["accuracy"], "seconds": metrics["train"]["train_runtime_s"],
+           "trainable": metrics["data"].get("parameters", {}).get("trainable_percent"), "peak": peak,
+           "evidence": evidence(remedy, out, metrics)}
+    if args.ledger is not None:
+        entry = {**key, **row, "finished": status.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "commit": _git_commit()}
+        args.ledger.parent.mkdir(parents=True, exist_ok=True)
+        torn = args.ledger.is_file() and not args.ledger.read_bytes().endswith(b"\n") and args.ledger.stat().st_size
+        with open(args.ledger, "a", encoding="utf-8") as f:  # one line per run: an interrupted write loses one run
+            f.write(("\n" if torn else "") + json.dumps(entry, ensure_ascii=False) + "\n")
+        args.ledger_rows[_ledger_key(key)] = row
+    return row
+
+
+def _ledger_key(entry: dict) -> str:
+    return json.dumps([entry["setting"], entry["remedy"], entry["seed"], entry["overrides"]])
+
+
+def read_ledger(path: Path | None) -> dict[str, dict]:
+    """The ledger's runs by (setting, remedy, seed, overrides); a torn last line (a killed write) is skipped."""
+    rows: dict[str, dict] = {}
+    if path is None or not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[_ledger_key(entry)] = {k: entry.get(k) for k in ("f1", "accuracy", "seconds", "trainable", "peak", "evidence")}
+    return rows
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 _CLASS_WEIGHTS = re.compile(r"class weights: \{(.*)\}")
@@ -223,6 +269,9 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="default runs/ablation-<config name>")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--ledger", type=Path, default=None,
+                        help="results of finished runs, reused across machines (default "
+                             "benchmarks/results/ablation/<config name>.jsonl; none with --smoke)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the finished runs (unfinished ones show in the seeds column)")
     parser.add_argument("--keep-checkpoints", action="store_true",
@@ -237,10 +286,14 @@ def main() -> int:
         args.seeds, args.shots, args.epochs, args.lowres_epochs = args.seeds[:1], [4], 1, 1
         args.set = [f"model.name={model}", "model.max_length=64", "train.learning_rate=1e-3", *args.set]
     args.full_set = ["data.max_train_per_class=8"] if args.smoke else []  # a cap that keeps every class
+    if args.ledger is None and not args.smoke:
+        args.ledger = REPO_ROOT / "benchmarks" / "results" / "ablation" / f"{config.stem}.jsonl"
+    args.ledger_rows = read_ledger(args.ledger)
     settings = ([] if args.no_full else ["full"]) + [f"k{k}" for k in args.shots]
     start = time.perf_counter()
     report = [f"## Robust fine-tuning ablation: `{args.config}`", "",
-              f"seeds {args.seeds}; work folder `{args.work_dir}`; low-resource runs train {args.lowres_epochs} epochs.", ""]
+              f"seeds {args.seeds}; low-resource runs train {args.lowres_epochs} epochs; results from "
+              f"`{args.ledger or args.work_dir}`.", ""]
     failed = 0
     for setting in settings:
         rows: dict[str, list[dict]] = {}

@@ -31,15 +31,15 @@ from bench_train import REPO_ROOT, run_measured  # noqa: E402
 CONFIG = "benchmarks/phrasebank_bench.yaml"
 # name: (overrides, extra environment); the first is domainfit's default
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default (eager attention on CPU, kernel cache 64)": ([], {}),
+    "default (eager attention on CPU, kernel cache 64, token-balanced batches)": ([], {}),
     "before: sdpa, kernel cache 1024": (["model.attn_implementation=sdpa"], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}),
     "sdpa, kernel cache 64": (["model.attn_implementation=sdpa"], {}),
     "default + malloc_trim every step": (["train.release_memory_every=1"], {}),
     "before: evaluation batches of 128 rows whatever their length": (["train.eval_batch_tokens=null"], {}),
-    "default + token-balanced batches": (["train.balance_batch_tokens=true"], {}),
-    "token-balanced + pad to a multiple of 16": (["train.balance_batch_tokens=true", "train.pad_to_multiple_of=16"], {}),
-    "token-balanced + glibc mmap threshold 1 MB": (["train.balance_batch_tokens=true"], {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
-    "token-balanced + trim every 8 steps": (["train.balance_batch_tokens=true", "train.release_memory_every=8"], {}),
+    "before: fixed 32-row batches, exact lengths": (["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"], {}),
+    "token-balanced, exact lengths": (["train.pad_to_multiple_of=null"], {}),
+    "default + glibc mmap threshold 1 MB": ([], {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
+    "default + trim every 8 steps": (["train.release_memory_every=8"], {}),
     "default + micro-batches of 2048 tokens": (["train.micro_batch_tokens=2048"], {}),
     "default + micro-batches of 1024 tokens": (["train.micro_batch_tokens=1024"], {}),
     "default + micro-batches of 1024 + trim every step": (["train.micro_batch_tokens=1024", "train.release_memory_every=1"], {}),

@@ -52,7 +52,8 @@ DEFAULT_CONFIG = Path("benchmarks/phrasebank_bench.yaml")
 SPLIT_DIR = Path("../shared/datasets/financial_phrasebank/split_seed42")
 SYSTEMS = ("trainer-default", "trainer-grouped", "domainfit")
 # optional systems (--systems): domainfit with one default switched back, for the ablation of that default
-VARIANTS = {"domainfit-token-balanced": ["train.balance_batch_tokens=true"]}
+VARIANTS = {"domainfit-fixed-rows": ["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"],  # before
+            "domainfit-unpadded": ["train.pad_to_multiple_of=null"]}  # token-balanced, exact lengths: ~140 shapes
 POLL_SECONDS = 0.05
 GB = 1e9
 

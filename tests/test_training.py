@@ -247,6 +247,10 @@ def test_token_balanced_batches_keep_the_batch_count_and_cap_the_largest_batch()
         assert max(tokens(b)) < 2 * np.mean(tokens(a))
         assert sum(tokens(b)) < 1.1 * sum(tokens(a))  # no more padding than fixed rows
         assert max(len(x) for x in b) > 32 > min(len(x) for x in b)
+    padded = EpochBatchSampler(lengths, 32, seed=1, balance_tokens=True, length_multiple=8)
+    shape = lambda x: (len(x), -(-max(lengths[i] for i in x) // 8) * 8)  # noqa: E731  (rows, padded length)
+    assert len(padded.batches()) == len(a)
+    assert len({shape(x) for x in padded.batches()}) < len({(len(x), max(lengths[i] for i in x)) for x in b})
     balanced.set_epoch(1, start_batch=7)
     fresh = EpochBatchSampler(lengths, 32, seed=1, balance_tokens=True)
     fresh.set_epoch(1)
@@ -254,6 +258,31 @@ def test_token_balanced_batches_keep_the_batch_count_and_cap_the_largest_batch()
     assert token_balanced_cuts(np.array([9, 9, 9, 9]), 2) == [0, 2, 4]
     assert token_balanced_cuts(np.array([100, 10, 10, 10, 10, 10, 10, 10, 10, 10]), 2) == [0, 1, 10]
     assert token_balanced_cuts(np.array([5]), 3) == [0, 1]
+
+
+def test_resume_refuses_changed_settings_but_not_output_or_speed_ones(tmp_path, caplog):
+    import yaml
+
+    from domainfit.config import dump_yaml
+    from domainfit.errors import ConfigError
+    from domainfit.training.run_dir import check_resume_config
+
+    base = ["data.train=train.csv", f"output.dir={tmp_path}"]
+    cfg = load_config(None, ["train.learning_rate=1e-4", *base])
+    (tmp_path / "config.yaml").write_text(dump_yaml(cfg))
+    check_resume_config(tmp_path, load_config(tmp_path / "config.yaml"))  # the fix the error suggests works
+    check_resume_config(tmp_path, load_config(None, ["train.learning_rate=1e-4", *base,
+                                                    "train.num_threads=1", "train.log_every=50"]))
+    with pytest.raises(ConfigError, match=r"train.learning_rate: 0.0001 then, 0.0002 now.*train.balance_batch_tokens") as err:
+        check_resume_config(tmp_path, load_config(None, ["train.learning_rate=2e-4", *base,
+                                                        "train.balance_batch_tokens=false"]))
+    assert "config.yaml --resume" in str(err.value)
+    saved = yaml.safe_load(dump_yaml(cfg))
+    del saved["train"]["balance_batch_tokens"]  # a run started before the setting existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with caplog.at_level("WARNING"):
+        check_resume_config(tmp_path, cfg)
+    assert "train.balance_batch_tokens=True" in caplog.text
 
 
 def test_evaluation_batches_stop_at_the_token_cap():

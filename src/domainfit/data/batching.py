@@ -35,6 +35,8 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             remainder; drawn anew each epoch, so still deterministic in (seed, epoch)). None: no oversampling.
         balance_tokens: with ``group_by_length``, size each chunk's batches by padded tokens (rows x longest
             length) rather than rows, keeping the number of batches: see the module docstring.
+        length_multiple: the collator pads each batch's length up to a multiple of this; token-balanced cuts
+            count the padded lengths, so batches fall into a few (rows, length) shapes.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         group_size: int = 50,
         balance_labels: Sequence[int] | None = None,
         balance_tokens: bool = False,
+        length_multiple: int | None = None,
     ) -> None:
         self.lengths = np.asarray(lengths)
         self.balance_labels = None if balance_labels is None else np.asarray(balance_labels)
@@ -57,6 +60,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.group_by_length = group_by_length
         self.group_size = group_size
         self.balance_tokens = balance_tokens and group_by_length
+        self.length_multiple = length_multiple
         self._cache: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
         self.epoch = 0
         self.start_batch = 0
@@ -87,7 +91,10 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             per_chunk = [len(k) for k in np.array_split(np.arange(-(-n // self.batch_size)), len(chunks))]
             batches = []
             for chunk, k in zip(chunks, per_chunk):
-                cuts = token_balanced_cuts(self.lengths[chunk], k)
+                lengths = self.lengths[chunk]
+                if self.length_multiple:
+                    lengths = -(-lengths // self.length_multiple) * self.length_multiple
+                cuts = token_balanced_cuts(lengths, k)
                 batches += [chunk[a:b].tolist() for a, b in zip(cuts[:-1], cuts[1:])]
         else:
             batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]

@@ -34,7 +34,7 @@ from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
+from domainfit.training.run_dir import check_resume_config, finish_run, prepare_run_dir, resume_or_restart, start_run
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     task = create_task(cfg.task)
     out = prepare_run_dir(cfg, resume=resume)
     resume = resume_or_restart(out, resume)
+    if resume:
+        check_resume_config(out, cfg)
     data = task.load_data(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -66,7 +68,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                 group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels,
-                                balance_tokens=cfg.train.balance_batch_tokens)
+                                balance_tokens=cfg.train.balance_batch_tokens, length_multiple=cfg.train.pad_to_multiple_of)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
     optimizer = create_optimizer(model, cfg.train, extra=objective)  # objectives may own weights (an MLM head)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from domainfit import __version__
 from domainfit.config import RunConfig, dump_yaml
 from domainfit.errors import ConfigError
@@ -81,6 +83,49 @@ def resume_or_restart(out: Path, resume: bool) -> bool:
     for sub in ("checkpoints", "tensorboard"):
         shutil.rmtree(out / sub, ignore_errors=True)
     return False
+
+
+# Settings that may change between a run and its resumption: where it writes, how fast or how often it reports,
+# and how long it goes on (more epochs continue a finished-early run; its lr schedule is stretched to the new end).
+RESUME_FREE_KEYS = ("output.", "train.num_threads", "train.log_every", "train.save_every", "train.eval_batch_size",
+                    "train.eval_batch_tokens", "train.release_memory_every", "train.epochs",
+                    "train.early_stopping_patience")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume_config(out: Path, cfg: Any) -> None:
+    """Refuse to resume a run under settings other than those it started with.
+
+    The saved ``config.yaml`` is the run's resolved config. A resumed run regenerates its batch order and
+    schedule from the config, so a changed learning rate, batching or data setting (whether from the command
+    line or from a newer domainfit's defaults) would silently make another run. Keys the saved config lacks
+    (settings newer than the run) are logged and take their defaults.
+    """
+    try:
+        saved = _flatten(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        return  # no readable record (a run from before config.yaml was written): nothing to compare
+    now = _flatten(yaml.safe_load(dump_yaml(cfg)))
+    free = lambda key: key.startswith(RESUME_FREE_KEYS)  # noqa: E731
+    changed = [f"{k}: {saved[k]!r} then, {now[k]!r} now" for k in now if k in saved and saved[k] != now[k] and not free(k)]
+    if changed:
+        raise ConfigError("the run started with other settings than these, so resuming would mix two runs: "
+                          + "; ".join(changed), path=out / "config.yaml",
+                          fix=f"resume with the settings it started with: `domainfit train {out / 'config.yaml'} "
+                              "--resume` (its saved, resolved config), or start afresh with output.overwrite=true.")
+    new = [k for k in now if k not in saved and not free(k)]
+    if new:
+        log.warning("%s started under an older domainfit without %s; they take their current values", out,
+                    ", ".join(f"{k}={now[k]!r}" for k in new))
 
 
 def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
