@@ -44,14 +44,14 @@ from domainfit.serving.predictor import (
     resolve_backend,
 )
 
-PREDICTOR_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+PREDICTOR_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "torch-bf16+onnx")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", required=True, type=Path, help="trained model folder")
-    parser.add_argument("--data", required=True, type=Path, help="labelled CSV (text and label columns)")
+    parser.add_argument("--model-dir", type=Path, help="trained model folder")
+    parser.add_argument("--data", type=Path, help="labelled CSV (text and label columns)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--threads", type=int, default=physical_cores(),
@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="CSV whose texts the export's parity check uses if the folder must be exported "
                              "first (default: --data's texts; a validation file keeps test texts out of it)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--report", type=Path, help="measure nothing: print the tables of a --json file again")
     args = parser.parse_args(argv)
+    if args.report:
+        print_report(json.loads(args.report.read_text(encoding="utf-8")))
+        return 0
+    if args.model_dir is None or args.data is None:
+        parser.error("--model-dir and --data are required (unless --report)")
     if args.repeats < 3 or args.latency_calls < 200:
         print("note: fewer than 3 repeats or 200 latency calls: figures are rough", file=sys.stderr)
 
@@ -234,7 +240,8 @@ def print_report(report: dict) -> None:
     names = {"pipeline": "transformers pipeline (default)",
              "pipeline-bs32": "transformers pipeline, batch_size=32",
              "torch": "domainfit torch fp32", "torch-bf16": "domainfit torch bf16",
-             "onnx": "domainfit onnx fp32", "onnx-int8": "domainfit onnx int8"}
+             "onnx": "domainfit onnx fp32", "onnx-int8": "domainfit onnx int8",
+             "torch-bf16+onnx": "domainfit torch bf16 batches + onnx fp32 single"}
     print(f"\n{report['sentences']} sentences from {report['data']}; model {report['model_dir']}\n")
     print("| engine | batch | sentences/s | × pipeline | accuracy | p50 ms (1 sentence) | p95 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -262,13 +269,13 @@ def print_report(report: dict) -> None:
               f"{export['parity']['texts']} texts, max |prob diff| {parity['max_abs_prob_diff']:.2e}")
     if base and "torch" in results:
         print("\nTargets (>= 4× pipeline sentences/s, accuracy within 0.5 point of torch fp32, p50 <= 5ms):")
-        for engine in ("torch", "torch-bf16", "onnx", "onnx-int8"):
+        for engine in PREDICTOR_BACKENDS:
             if engine in results:
                 r = results[engine]
                 speed = r["sentences_per_s"] / base["sentences_per_s"] >= 4
                 acc = abs(r["accuracy"] - results["torch"]["accuracy"]) <= 0.005
                 lat = r["p50_ms"] <= 5
-                print(f"  {engine:<10} speed {'yes' if speed else 'NO'}, accuracy {'yes' if acc else 'NO'}, "
+                print(f"  {engine:<15} speed {'yes' if speed else 'NO'}, accuracy {'yes' if acc else 'NO'}, "
                       f"latency {'yes' if lat else 'NO'}")
 
 

@@ -51,6 +51,23 @@ def test_batched_probabilities_match_per_text_forward_in_input_order(model_dir, 
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_batches_stop_at_the_serving_token_cap_with_the_same_answers(model_dir, monkeypatch):
+    import domainfit.serving.predictor as predictor_module
+
+    predictor = load(model_dir, backend="torch")
+    expected = predictor.predict_proba(TEXTS)
+    shapes = []
+    runner = predictor._runner
+    predictor._runner = lambda inputs: shapes.append(inputs["input_ids"].shape) or runner(inputs)
+    longest = max(len(ids) for ids in predictor._tokenizer(TEXTS)[0])
+    monkeypatch.setattr(predictor_module, "SERVING_BATCH_TOKENS", 2 * longest)
+
+    got = predictor.predict_proba(TEXTS, batch_size=64)
+
+    assert len(shapes) > 1 and all(rows * width <= 2 * longest or rows == 1 for rows, width in shapes)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_predict_gives_label_score_and_probabilities(model_dir, torch_predictor):
     expected = softmax(reference_logits(model_dir, TEXTS))
 
@@ -160,9 +177,25 @@ def test_auto_uses_int8_when_it_agrees_with_torch(exported_dir, tmp_path, bf16_c
     assert load(_with_agreement(exported_dir, tmp_path, int8=0.996, bf16=1.0)).backend == "onnx-int8"
 
 
-def test_auto_uses_bf16_when_int8_disagrees_and_the_cpu_does_bf16(exported_dir, tmp_path, bf16_cpu):
+def test_auto_uses_bf16_batches_and_onnx_single_texts_when_int8_disagrees(exported_dir, tmp_path, bf16_cpu):
     bf16_cpu(True)
-    assert load(_with_agreement(exported_dir, tmp_path, int8=0.99, bf16=0.996)).backend == "torch-bf16"
+    predictor = load(_with_agreement(exported_dir, tmp_path, int8=0.99, bf16=0.996))
+    assert predictor.backend == "torch-bf16+onnx"
+    calls = []
+    for name in ("batches", "single"):
+        runner = getattr(predictor._runner, name)
+        setattr(predictor._runner, name, lambda inputs, r=runner, n=name: calls.append((n, len(inputs["input_ids"]))) or r(inputs))
+    one = predictor.predict_proba(TEXTS[:1])
+    many = predictor.predict_proba(TEXTS, batch_size=64)
+    assert calls == [("single", 1), ("batches", len(TEXTS))]
+    np.testing.assert_allclose(one[0], many[0], atol=2e-2)  # fp32 ONNX and bf16 torch: same model
+
+
+def test_auto_uses_bf16_without_onnx_fp32(exported_dir, tmp_path, bf16_cpu):
+    bf16_cpu(True)
+    model_dir = _with_agreement(exported_dir, tmp_path, int8=0.99, bf16=0.996)
+    (model_dir / "onnx" / "model.onnx").unlink()
+    assert load(model_dir).backend == "torch-bf16"
 
 
 def test_auto_uses_fp32_onnx_when_bf16_is_emulated(exported_dir, tmp_path, bf16_cpu):

@@ -286,7 +286,7 @@ def test_resume_refuses_changed_settings_but_not_output_or_speed_ones(tmp_path, 
 
 
 def test_evaluation_batches_stop_at_the_token_cap():
-    from domainfit.data.batching import sorted_batches
+    from domainfit.data.lengths import sorted_batches
 
     lengths = [128] * 10 + [10] * 300
     capped = sorted_batches(lengths, 128, max_tokens=1024)

@@ -306,7 +306,7 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoding", default="utf-8")
     g.add_argument("--no-header", action="store_true", help="CSV/TSV without a header row (columns by index)")
     g.add_argument("--batch-size", type=int, default=None, help="texts per batch (default: best for the backend)")
-    g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8")
+    g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8, torch-bf16+onnx (batches on bf16 torch, single texts on ONNX)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -163,24 +163,6 @@ def token_balanced_cuts(lengths: np.ndarray, k: int) -> list[int]:
     return cuts
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
-    """Evaluation batches: indices sorted by length (longest first) so each batch pads little.
-
-    With ``max_tokens`` a batch also stops before its padded size (rows x its first, longest length) would
-    pass that many tokens (always at least one row): long texts go in fewer rows, bounding peak memory.
-    """
-    lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    if not max_tokens:
-        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    batches, i = [], 0
-    while i < len(order):
-        rows = min(batch_size, max(1, max_tokens // max(1, int(lengths[order[i]]))))
-        batches.append(order[i : i + rows].tolist())
-        i += rows
-    return batches
-
-
 def pad_batch(sequences: Sequence[Sequence[int]], pad_value: int, multiple_of: int | None = None) -> torch.Tensor:
     """Right-pad integer sequences to the longest in the batch (rounded up to ``multiple_of``). Returns (batch, seq) int64.
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.evaluation.multilabel_metrics import sigmoid
 from domainfit.serving.predictor import (DEFAULT_BATCH_SIZE, SETTINGS_FILE, FastTokenizer, Runner, _read_json,
@@ -73,9 +74,7 @@ class MultiLabelPredictor:
         if not texts:
             return probabilities
         ids, type_ids = self._tokenizer([self.text_prefix + t for t in texts])
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # pad each batch to its own longest text
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in sorted_batches([len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS):  # little padding
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             probabilities[rows] = sigmoid(self._runner(inputs))  # (batch, num_labels)
         return probabilities

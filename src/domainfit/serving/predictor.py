@@ -26,11 +26,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.windows import AGGREGATIONS, LONG_TEXT_MODES, WindowSettings, aggregate_by_group
 from domainfit.data.windows import special_token_counts, window_rows
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 
-BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+# "torch-bf16+onnx": batches on bf16 PyTorch (fastest batches), single texts on fp32 ONNX (fastest latency)
+SPLIT_BACKEND = "torch-bf16+onnx"
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
 
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -44,7 +47,7 @@ _MAX_LENGTH_CAP = 512
 _NO_TRUNCATION = 1_000_000  # windowed models tokenise whole texts, then cut them into windows
 # Texts per batch when the caller does not say. ONNX Runtime runs 20-25% faster on batches of 32 than of
 # 64 (activations stay in cache); eager PyTorch prefers 64 (benchmarks/bench_inference.py, 2-core Xeon).
-DEFAULT_BATCH_SIZE = {"torch": 64, "torch-bf16": 64, "onnx": 32, "onnx-int8": 32}
+DEFAULT_BATCH_SIZE = {"torch": 64, "torch-bf16": 64, "onnx": 32, "onnx-int8": 32, SPLIT_BACKEND: 64}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -342,6 +345,18 @@ class OnnxRunner:
         return self.session.run(self._output, feed)[0].astype(np.float32, copy=False)
 
 
+class SplitRunner:
+    """One runner for batches, another for single texts: bf16 PyTorch runs batches several times faster than
+    ONNX Runtime here, but a single sentence about twice as slowly (``benchmarks/bench_inference.py``)."""
+
+    def __init__(self, batches: Runner, single: Runner) -> None:
+        self.batches = batches
+        self.single = single
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return (self.single if len(inputs["input_ids"]) == 1 else self.batches)(inputs)
+
+
 def import_onnxruntime() -> Any:
     """``import onnxruntime``, or a MissingExtraError that names the extra to install."""
     try:
@@ -366,6 +381,8 @@ _RUNNERS: dict[str, Callable[[Path, int | None], Runner]] = {
     "torch-bf16": lambda d, n: _torch_runner(d, n, bf16=True),
     "onnx": lambda d, n: OnnxRunner(_onnx_path(d, "onnx"), num_threads=n),
     "onnx-int8": lambda d, n: OnnxRunner(_onnx_path(d, "onnx-int8"), num_threads=n),
+    SPLIT_BACKEND: lambda d, n: SplitRunner(_torch_runner(d, n, bf16=True),
+                                            OnnxRunner(_onnx_path(d, "onnx"), num_threads=n)),
 }
 
 
@@ -377,7 +394,9 @@ def resolve_backend(model_dir: Path, backend: str) -> str:
 
     1. onnx-int8, if its labels agreed with PyTorch fp32 on >= ``AUTO_MIN_AGREEMENT`` of the parity texts
        (fastest single-sentence latency, and fast batches);
-    2. torch-bf16, if its labels agreed as well and this CPU does bf16 in hardware (fastest batches);
+    2. torch-bf16, if its labels agreed as well and this CPU does bf16 in hardware (fastest batches), as
+       ``torch-bf16+onnx`` where the fp32 ONNX model is there (single texts on it: fastest latency, same
+       labels as PyTorch fp32);
     3. onnx (fp32, no accuracy change; faster than torch fp32 for one sentence);
     4. torch.
 
@@ -407,7 +426,7 @@ def resolve_backend(model_dir: Path, backend: str) -> str:
     if has_ort and agrees("onnx-int8") and (model_dir / ONNX_DIR / ONNX_FILES["onnx-int8"]).is_file():
         return "onnx-int8"
     if weights is not None and agrees("torch-bf16") and cpu_has_native_bf16():
-        return "torch-bf16"
+        return SPLIT_BACKEND if has_ort and (model_dir / ONNX_DIR / ONNX_FILES["onnx"]).is_file() else "torch-bf16"
     if has_ort and (model_dir / ONNX_DIR / ONNX_FILES["onnx"]).is_file():
         return "onnx"
     return "torch"
@@ -437,7 +456,7 @@ class Predictor:
 
     Attributes:
         labels: label names, in the order of the probability columns.
-        backend: the backend in use ("torch", "torch-bf16", "onnx" or "onnx-int8").
+        backend: the backend in use ("torch", "torch-bf16", "onnx", "onnx-int8" or "torch-bf16+onnx").
         max_length: texts are truncated to this many tokens (special tokens included).
         windows: for models trained with ``long_text: windows``: how long texts are cut and aggregated.
         text_prefix: prepended to every text before tokenising (e.g. "query: " for e5 models).
@@ -460,7 +479,8 @@ class Predictor:
         """Class probabilities, shape (len(texts), len(labels)), float32, rows in input order.
 
         Texts are sorted by token length and batched, each batch padded only to its own longest text,
-        so a few long texts do not slow down all the short ones.
+        so a few long texts do not slow down all the short ones; a batch also stops at
+        ``SERVING_BATCH_TOKENS`` padded tokens, so long texts (windows of 512 tokens) go in fewer rows.
 
         Args:
             texts: the texts to classify.
@@ -482,10 +502,8 @@ class Predictor:
             ids, type_ids, groups = window_rows(ids, self.windows)
         if len(ids) == 1:  # the latency path: no sorting or scattering
             return _softmax(self._runner(pad_inputs(ids, type_ids, self._tokenizer.pad_id)))
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         logits = np.empty((len(ids), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in sorted_batches([len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS):
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             logits[rows] = self._runner(inputs)
         if groups is not None:
@@ -549,7 +567,7 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
             sequence-classification model with its tokenizer).
         backend: one of ``BACKENDS``. "auto" serves the int8 ONNX model when ``domainfit export`` found
             it keeps PyTorch's labels, else bf16 PyTorch on CPUs that do bf16 in hardware (if it keeps
-            the labels too), else the fp32 ONNX model if exported, else PyTorch (see
+            the labels too; single texts then go to the fp32 ONNX model if exported), else the fp32 ONNX model if exported, else PyTorch (see
             :func:`resolve_backend`).
         num_threads: CPU threads for inference. Default: all physical cores for ONNX Runtime, torch's
             own setting for the torch backends (given, it sets torch's process-wide thread count). On a
@@ -580,7 +598,7 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         return load_image_predictor(path, backend=backend, num_threads=num_threads)
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
-    if backend != "auto" and resolved in ONNX_FILES:  # "auto" has checked already
+    if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already
         _check_stale(path, resolved)
     runner = _RUNNERS[resolved](path, num_threads)
     return Predictor(runner, tokenizer, labels, settings, resolved)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.ner_readers import tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, special_tokens
 from domainfit.errors import DomainfitError, ModelError
@@ -88,9 +89,8 @@ class TokenPredictor:
         inputs = [(t, w, self._before + encodings[t].ids[win.start : win.start + win.size] + self._after)
                   for t, wins in enumerate(windows) for w, win in enumerate(wins)]
         probabilities: dict[tuple[int, int], np.ndarray] = {}
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i][2]))
-        for start in range(0, len(order), batch_size):
-            rows = [inputs[i] for i in order[start : start + batch_size]]
+        for batch in sorted_batches([len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS):
+            rows = [inputs[i] for i in batch]
             ids = [r[2] for r in rows]
             arrays = pad_inputs(ids, [[0] * len(x) for x in ids], self._tokenizer.pad_token_id or 0)
             with torch.inference_mode():

@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from domainfit.config import RunConfig, to_dict
-from domainfit.data.batching import EpochBatchSampler, sorted_batches
+from domainfit.data.batching import EpochBatchSampler
+from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
 from domainfit.evaluation.metrics import improves_on_best
 from domainfit.evaluation.model_card import write_model_card
