@@ -31,7 +31,7 @@ from bench_train import REPO_ROOT, run_measured  # noqa: E402
 CONFIG = "benchmarks/phrasebank_bench.yaml"
 # name: (overrides, extra environment); the first is domainfit's default
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default (eager attention on CPU, kernel cache 64, token-balanced batches)": ([], {}),
+    "default (eager attention on CPU, kernel cache 64, token-balanced batches, mmap threshold 1 MB)": ([], {}),
     "before: sdpa, kernel cache 1024": (["model.attn_implementation=sdpa"], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}),
     "sdpa, kernel cache 64": (["model.attn_implementation=sdpa"], {}),
     "default + malloc_trim every step": (["train.release_memory_every=1"], {}),
@@ -39,7 +39,9 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "before: fixed 32-row batches, exact lengths": (["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"], {}),
     "token-balanced, exact lengths": (["train.pad_to_multiple_of=null"], {}),
     "default + glibc mmap threshold 1 MB": ([], {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
+    "before: glibc's own mmap threshold": (["train.mmap_threshold_mb=null"], {}),
     "default + trim every 8 steps": (["train.release_memory_every=8"], {}),
+    "default + glibc mmap threshold 1 MB + trim every step": (["train.release_memory_every=1"], {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
     "default + micro-batches of 2048 tokens": (["train.micro_batch_tokens=2048"], {}),
     "default + micro-batches of 1024 tokens": (["train.micro_batch_tokens=1024"], {}),
     "default + micro-batches of 1024 + trim every step": (["train.micro_batch_tokens=1024", "train.release_memory_every=1"], {}),
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default="levers")
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of the preset's variant names")
     parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run (e.g. "
+                        "train.num_threads=1 to measure memory beside other jobs; the speeds are then not comparable)")
     args = parser.parse_args()
     config, variants, common = PRESETS[args.preset]
     args.variants = args.variants or list(variants)
@@ -75,7 +79,7 @@ def main() -> None:
             overrides, env = variants[name]
             out = work / f"v{index}-r{round_}"
             command = [sys.executable, "-m", "domainfit", "train", config, "train.epochs=1", f"output.dir={out}",
-                       "output.overwrite=true", *common, *overrides]
+                       "output.overwrite=true", *common, *overrides, *args.set]
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from domainfit.training.memory import micro_batches, release_memory
+from domainfit.training.memory import micro_batches, release_memory, set_mmap_threshold
 
 
 def _batch(rows: int, width: int, per_token: bool = False) -> dict[str, torch.Tensor]:
@@ -65,6 +69,38 @@ def test_weighted_pieces_give_the_whole_batch_loss_and_gradient():
 
 def test_release_memory_runs():
     assert release_memory() in (True, False)
+
+
+_MMAP_PROBE = """
+import ctypes, sys
+from domainfit.training.memory import set_mmap_threshold
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                              "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "fixed":
+    assert set_mmap_threshold(1)
+libc.free(libc.malloc(8 << 20))  # glibc's own threshold rises past a freed mapped block
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(2 << 20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_mmap_threshold_keeps_megabyte_blocks_out_of_the_heap():
+    def mapped_bytes(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+        out = subprocess.run([sys.executable, "-c", _MMAP_PROBE, mode], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    assert mapped_bytes("glibc") == 0  # a 2 MB block after an 8 MB one was freed: from the heap
+    assert mapped_bytes("fixed") >= 2 << 20  # with the threshold at 1 MB: mapped, so handed back when freed
+    assert set_mmap_threshold(None) is False
 
 
 def test_auto_attention_kernel_is_eager_only_where_sdpa_has_no_fused_kernel(monkeypatch):

@@ -32,7 +32,7 @@ from domainfit.evaluation.report import format_metrics_table, write_report
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
-from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory
+from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory, set_mmap_threshold
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import check_resume_config, finish_run, prepare_run_dir, resume_or_restart, start_run
@@ -47,6 +47,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     # 1. Everything the user can get wrong is checked before the output folder is touched.
     limit_kernel_cache()  # before the first oneDNN kernel is built (precision's matmul test, the first step)
+    set_mmap_threshold(cfg.train.mmap_threshold_mb)  # before the model and the first batches are allocated
     task = create_task(cfg.task)
     out = prepare_run_dir(cfg, resume=resume)
     resume = resume_or_restart(out, resume)

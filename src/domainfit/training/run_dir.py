@@ -88,7 +88,7 @@ def resume_or_restart(out: Path, resume: bool) -> bool:
 # Settings that may change between a run and its resumption: where it writes, how fast or how often it reports,
 # and how long it goes on (more epochs continue a finished-early run; its lr schedule is stretched to the new end).
 RESUME_FREE_KEYS = ("output.", "train.num_threads", "train.log_every", "train.save_every", "train.eval_batch_size",
-                    "train.eval_batch_tokens", "train.release_memory_every", "train.epochs",
+                    "train.eval_batch_tokens", "train.release_memory_every", "train.mmap_threshold_mb", "train.epochs",
                     "train.early_stopping_patience")
 
 
