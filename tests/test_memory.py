@@ -67,8 +67,9 @@ def test_weighted_pieces_give_the_whole_batch_loss_and_gradient():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_release_memory_runs():
-    assert release_memory() in (True, False)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_release_memory_trims_on_glibc():
+    assert release_memory() is True
 
 
 _MMAP_PROBE = """
