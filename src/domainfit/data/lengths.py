@@ -15,7 +15,7 @@ SERVING_BATCH_TOKENS = 8192
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
-    """Evaluation batches: indices sorted by length (longest first) so each batch pads little.
+    """Evaluation and serving batches: indices sorted by length (longest first) so each batch pads little.
 
     With ``max_tokens`` a batch also stops before its padded size (rows x its first, longest length) would
     pass that many tokens (always at least one row): long texts go in fewer rows, bounding peak memory.

@@ -35,7 +35,7 @@ from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory, set_mmap_threshold
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import check_resume_config, finish_run, prepare_run_dir, resume_or_restart, start_run
+from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     set_mmap_threshold(cfg.train.mmap_threshold_mb)  # before the model and the first batches are allocated
     task = create_task(cfg.task)
     out = prepare_run_dir(cfg, resume=resume)
-    resume = resume_or_restart(out, resume)
-    if resume:
-        check_resume_config(out, cfg)
+    resume = resume_or_restart(out, resume, cfg)
     data = task.load_data(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

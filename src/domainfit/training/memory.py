@@ -73,10 +73,6 @@ def _glibc(function: str):
         return None
 
 
-def _malloc_trim():
-    return _glibc("malloc_trim")
-
-
 def set_mmap_threshold(megabytes: int | None) -> bool:
     """Have glibc ``mmap`` every block of at least ``megabytes`` MB and unmap it when freed (``mallopt``);
     False where not done (None, no glibc, or the user set ``MALLOC_MMAP_THRESHOLD_`` themselves).
@@ -100,7 +96,7 @@ def release_memory() -> bool:
     ``benchmarks/memory_probe.py``). It is not free: the next steps fault the pages back in, which cost a
     whole PhraseBank run a large share of its throughput here (BENCHMARKS.md), so it is opt-in.
     """
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)

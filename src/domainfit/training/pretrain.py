@@ -37,7 +37,7 @@ from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import check_resume_config, finish_run, prepare_run_dir, resume_or_restart, start_run
+from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     # 1. Everything the user can get wrong is checked before the output folder is touched.
     limit_kernel_cache()
     out = prepare_run_dir(cfg, resume=resume)
-    resume = resume_or_restart(out, resume)
-    if resume:
-        check_resume_config(out, cfg)
+    resume = resume_or_restart(out, resume, cfg)
     reading = {"fmt": cfg.corpus.format, "column": cfg.corpus.text_column, "encoding": cfg.corpus.encoding}
     files = list_corpus_files(cfg.corpus.train)
     lexicon = Lexicon.from_file(cfg.masking.lexicon) if cfg.masking.strategy == "knowledge" else None

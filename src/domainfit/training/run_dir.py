@@ -74,11 +74,15 @@ def has_checkpoint(out: Path) -> bool:
     return any((p / "state.json").is_file() for p in (out / "checkpoints").glob("step-*"))
 
 
-def resume_or_restart(out: Path, resume: bool) -> bool:
+def resume_or_restart(out: Path, resume: bool, cfg: Any) -> bool:
     """``resume``, unless the interrupted run died before its first checkpoint: then its partial folders are
-    cleared and it starts again from step 0 (returns False), so ``--resume`` after any crash just works."""
-    if not resume or has_checkpoint(out):
-        return resume
+    cleared and it starts again from step 0 (returns False), so ``--resume`` after any crash just works.
+    A run that does resume must do so under the settings it started with (:func:`check_resume_config`)."""
+    if not resume:
+        return False
+    if has_checkpoint(out):
+        check_resume_config(out, cfg)
+        return True
     log.warning("%s: the run stopped before its first checkpoint; starting it again from step 0", out)
     for sub in ("checkpoints", "tensorboard"):
         shutil.rmtree(out / sub, ignore_errors=True)
