@@ -418,8 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "accelerate", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    _quiet_transformers()
     try:
+        if argv is None and args.func in TRAINING_COMMANDS:  # the console command, not a library call
+            from domainfit.allocator import reexec_on_mimalloc
+
+            reexec_on_mimalloc(sys.argv[1:])  # before torch is imported: nothing of this process is kept
+        _quiet_transformers()
         args.func(args)
     except DomainfitError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -429,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     return 0
 
+
+# commands that train, and so run on mimalloc (domainfit/allocator.py)
+TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _demo)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from domainfit.allocator import active_allocator
 from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.lengths import sorted_batches
@@ -48,6 +49,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     # 1. Everything the user can get wrong is checked before the output folder is touched.
     limit_kernel_cache()  # before the first oneDNN kernel is built (precision's matmul test, the first step)
     set_mmap_threshold(cfg.train.mmap_threshold_mb)  # before the model and the first batches are allocated
+    log.info("memory allocator: %s", active_allocator())
     task = create_task(cfg.task)
     out = prepare_run_dir(cfg, resume=resume)
     resume = resume_or_restart(out, resume, cfg)
@@ -262,6 +264,7 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         "computed_tokens": state.computed_tokens,
         "precision": {"no": "fp32"}.get(precision, precision),
         "device": str(device),
+        "allocator": active_allocator(),
     }
     results["data"] = data.info
     with atomic_dir(out / "model") as tmp:

@@ -14,6 +14,9 @@ cache of compiled kernels, one set per shape. The levers, each measured in ``BEN
   peak, costs throughput (smaller matmuls), so off by default;
 - :func:`release_memory` (``train.release_memory_every``) calls glibc's ``malloc_trim``: keeps the resident
   size between steps flat, but the next steps fault the pages back in, so off by default;
+- the allocator itself: training commands run on mimalloc (``domainfit/allocator.py``), which reuses freed
+  blocks per size class instead of fragmenting a heap; the glibc levers below matter where glibc's malloc runs
+  (``DOMAINFIT_ALLOCATOR=system``, or off Linux);
 - :func:`set_mmap_threshold` (``train.mmap_threshold_mb``, default 1) makes glibc serve blocks of 1 MB and
   more (activations, gradients) straight from the OS and hand them back when freed, instead of keeping them in
   its heap once their batch shape has passed: about 0.14 GB less peak at no measured cost in speed, so on.
@@ -73,6 +76,17 @@ def _glibc(function: str):
         return None
 
 
+@lru_cache(maxsize=None)
+def _preloaded(function: str):
+    """A function of an allocator preloaded into this process (``LD_PRELOAD``, see domainfit/allocator.py)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), function)
+    except (OSError, AttributeError):
+        return None
+
+
 def set_mmap_threshold(megabytes: int | None) -> bool:
     """Have glibc ``mmap`` every block of at least ``megabytes`` MB and unmap it when freed (``mallopt``);
     False where not done (None, no glibc, or the user set ``MALLOC_MMAP_THRESHOLD_`` themselves).
@@ -82,20 +96,25 @@ def set_mmap_threshold(megabytes: int | None) -> bool:
     fixed at 1 MB a one-epoch PhraseBank run peaked at 1.36 GB instead of 1.50 GB at 0.99x the speed
     (``benchmarks/bench_memory_levers.py``, BENCHMARKS.md). Applies to allocations made after the call.
     """
-    if megabytes is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
+    if megabytes is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or _preloaded("mi_collect") is not None:
+        return False  # (under mimalloc, glibc's malloc is not the one in use)
     mallopt = _glibc("mallopt")
     return mallopt is not None and mallopt(M_MMAP_THRESHOLD, int(megabytes) << 20) == 1
 
 
 def release_memory() -> bool:
-    """Return the heap's free pages to the OS (glibc ``malloc_trim(0)``); False where there is no glibc.
+    """Return the heap's free pages to the OS (glibc ``malloc_trim(0)``, or ``mi_collect`` under mimalloc);
+    False where there is neither.
 
     Without it, glibc keeps the memory each batch shape freed, and the resident size of a CPU run climbs with
     the number of distinct padded lengths (2.6 GB after 28 lengths against 0.9 GB trimmed, MiniLM batch 32,
     ``benchmarks/memory_probe.py``). It is not free: the next steps fault the pages back in, which cost a
     whole PhraseBank run a large share of its throughput here (BENCHMARKS.md), so it is opt-in.
     """
+    collect = _preloaded("mi_collect")  # under mimalloc: hand its free pages back
+    if collect is not None:
+        collect(ctypes.c_bool(True))
+        return True
     trim = _glibc("malloc_trim")
     if trim is None:
         return False
