@@ -15,9 +15,11 @@ missing, or when the user already preloads something.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 CHOICE_ENV = "DOMAINFIT_ALLOCATOR"  # "mimalloc" (default) or "system"
@@ -41,13 +43,20 @@ def mimalloc_library() -> Path | None:
     return None
 
 
+@lru_cache(maxsize=None)
+def mimalloc_function(name: str):
+    """mimalloc's exported function ``name`` when mimalloc is loaded into this process, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)  # the process's global symbols, preloaded libraries included
+    except (OSError, AttributeError):
+        return None
+
+
 def active_allocator() -> str:
     """``mimalloc`` when it is loaded into this process, else ``system``."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return "system"
-    return "mimalloc" if "libmimalloc" in maps else "system"
+    return "mimalloc" if mimalloc_function("mi_collect") is not None else "system"
 
 
 def requested_allocator() -> str:

@@ -32,6 +32,7 @@ from functools import lru_cache
 
 import torch
 
+from domainfit.allocator import active_allocator, mimalloc_function
 from domainfit.objectives.token_classification import IGNORE_INDEX
 
 KERNEL_CACHE_CAPACITY = "64"  # oneDNN's default is 1024
@@ -76,17 +77,6 @@ def _glibc(function: str):
         return None
 
 
-@lru_cache(maxsize=None)
-def _preloaded(function: str):
-    """A function of an allocator preloaded into this process (``LD_PRELOAD``, see domainfit/allocator.py)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return getattr(ctypes.CDLL(None), function)
-    except (OSError, AttributeError):
-        return None
-
-
 def set_mmap_threshold(megabytes: int | None) -> bool:
     """Have glibc ``mmap`` every block of at least ``megabytes`` MB and unmap it when freed (``mallopt``);
     False where not done (None, no glibc, or the user set ``MALLOC_MMAP_THRESHOLD_`` themselves).
@@ -96,7 +86,7 @@ def set_mmap_threshold(megabytes: int | None) -> bool:
     fixed at 1 MB a one-epoch PhraseBank run peaked at 1.36 GB instead of 1.50 GB at 0.99x the speed
     (``benchmarks/bench_memory_levers.py``, BENCHMARKS.md). Applies to allocations made after the call.
     """
-    if megabytes is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or _preloaded("mi_collect") is not None:
+    if megabytes is None or "MALLOC_MMAP_THRESHOLD_" in os.environ or active_allocator() == "mimalloc":
         return False  # (under mimalloc, glibc's malloc is not the one in use)
     mallopt = _glibc("mallopt")
     return mallopt is not None and mallopt(M_MMAP_THRESHOLD, int(megabytes) << 20) == 1
@@ -111,7 +101,7 @@ def release_memory() -> bool:
     ``benchmarks/memory_probe.py``). It is not free: the next steps fault the pages back in, which cost a
     whole PhraseBank run a large share of its throughput here (BENCHMARKS.md), so it is opt-in.
     """
-    collect = _preloaded("mi_collect")  # under mimalloc: hand its free pages back
+    collect = mimalloc_function("mi_collect")  # under mimalloc: hand its free pages back
     if collect is not None:
         collect(ctypes.c_bool(True))
         return True
