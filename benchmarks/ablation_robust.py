@@ -18,6 +18,8 @@ sessions: commit the ledger, delete the work folder. ``--report-only`` tabulates
 
 The low-resource setting draws k training examples per class with ``data.max_train_per_class=k`` and
 ``data.sample_seed=<seed>`` (so each seed also sees another sample); validation and test stay whole.
+``--fractions 0.03`` adds a low-resource setting that keeps the imbalance (``data.train_fraction``: 3% of
+every class), where class weights and oversampling have something to act on.
 It trains ``--lowres-epochs`` epochs (few examples need more passes). Prints (and with ``--out``
 writes) a Markdown table per setting: test macro-F1 and accuracy, mean +- sample std over seeds, the
 trainable-parameter share, training time per run and peak RSS of the run's process.
@@ -69,7 +71,10 @@ def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.N
     """Train one configuration (or reuse its finished folder); returns its row data, None if it failed."""
     out = args.work_dir / setting / remedy / f"seed{seed}"
     overrides = [f"train.seed={seed}", *REMEDIES[remedy], *args.set]
-    if setting != "full":
+    if setting.startswith("frac"):  # a fraction of every class: small and still imbalanced
+        overrides += [f"data.train_fraction={setting.removeprefix('frac')}", f"data.sample_seed={seed}",
+                      f"train.epochs={args.lowres_epochs}"]
+    elif setting != "full":
         overrides += [f"data.max_train_per_class={int(setting.removeprefix('k'))}", f"data.sample_seed={seed}",
                       f"train.epochs={args.lowres_epochs}"]
     else:
@@ -220,7 +225,10 @@ def _mean_std(values: list[float]) -> str:
 
 
 def table(setting: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
-    title = "all training data" if setting == "full" else f"{setting.removeprefix('k')} examples per class"
+    if setting.startswith("frac"):
+        title = f"{float(setting.removeprefix('frac')):.0%} of every class (imbalance kept)"
+    else:
+        title = "all training data" if setting == "full" else f"{setting.removeprefix('k')} examples per class"
     lines = [f"### {title}", "", "| remedy | test macro-F1 | test accuracy | trainable % | train s/run | peak RSS GB | seeds "
              "| shown active (mean over seeds) |", "|---|---|---|---|---|---|---|---|"]
     plain = [r["f1"] for r in rows.get("plain", [])]
@@ -263,6 +271,8 @@ def main() -> int:
     parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--shots", nargs="*", type=int, default=[16, 64], help="k per class for the low-resource settings")
+    parser.add_argument("--fractions", nargs="*", type=float, default=[],
+                        help="low-resource settings that keep the class imbalance: this share of every class")
     parser.add_argument("--no-full", action="store_true", help="skip the all-data setting")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for the all-data setting (default: the config's)")
     parser.add_argument("--lowres-epochs", type=int, default=20)
@@ -289,7 +299,7 @@ def main() -> int:
     if args.ledger is None and not args.smoke:
         args.ledger = REPO_ROOT / "benchmarks" / "ledgers" / f"ablation-{config.stem}.jsonl"
     args.ledger_rows = read_ledger(args.ledger)
-    settings = ([] if args.no_full else ["full"]) + [f"k{k}" for k in args.shots]
+    settings = ([] if args.no_full else ["full"]) + [f"k{k}" for k in args.shots] + [f"frac{f:g}" for f in args.fractions]
     start = time.perf_counter()
     report = [f"## Robust fine-tuning ablation: `{args.config}`", "",
               f"seeds {args.seeds}; low-resource runs train {args.lowres_epochs} epochs; results from "

@@ -32,7 +32,12 @@ CONFIG = "benchmarks/phrasebank_bench.yaml"
 SYSTEM = {"DOMAINFIT_ALLOCATOR": "system"}  # glibc's malloc instead of mimalloc (domainfit/allocator.py)
 # name: (overrides, extra environment); the first is domainfit's default
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default (mimalloc, eager attention on CPU, kernel cache 64, token-balanced batches)": ([], {}),
+    "default (mimalloc, seen embedding rows, recompute 64+, eager attention on CPU, kernel cache 64, token-balanced batches)": ([], {}),
+    "before: no recompute": (["train.recompute_min_length=null"], {}),
+    "before: every word-embedding row trained": (["train.embedding_rows=all", "train.recompute_min_length=null"], {}),
+    "lengths padded to a multiple of 16": (["train.pad_to_multiple_of=16", "train.recompute_min_length=null"], {}),
+    "kernel cache 16": (["train.recompute_min_length=null"], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16"}),
+    "recompute batches of 48+ tokens": (["train.recompute_min_length=48"], {}),
     "before: glibc malloc with mmap threshold 1 MB": ([], SYSTEM),
     "before: glibc's own mmap threshold": (["train.mmap_threshold_mb=null"], SYSTEM),
     "glibc, mmap threshold 256 KB": ([], {**SYSTEM, "MALLOC_MMAP_THRESHOLD_": "262144"}),
@@ -56,6 +61,8 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
 }
 # the default's earlier names, as BENCHMARKS.md's older commands spell them
 ALIASES = {"default (eager attention on CPU, kernel cache 64)": next(iter(VARIANTS)),
+           "default (mimalloc, eager attention on CPU, kernel cache 64, token-balanced batches)": next(iter(VARIANTS)),
+           "default (mimalloc, seen embedding rows, eager attention on CPU, kernel cache 64, token-balanced batches)": next(iter(VARIANTS)),
            "default (eager attention on CPU, kernel cache 64, token-balanced batches, mmap threshold 1 MB)": next(iter(VARIANTS))}
 
 FREEZE_CONFIG = "src/domainfit/configs/kuake_qic_e5.yaml"

@@ -126,3 +126,23 @@ def test_training_with_micro_batches_runs_end_to_end(tmp_path, tiny_bert, phrase
     results = train(cfg)
     assert results["train"]["samples_seen"] == 160 and results["test"]["n"] == 484
     assert all(h["train_loss"] is None or h["train_loss"] > 0 for h in results["history"])
+
+
+def test_recomputing_long_batches_trains_the_same_model(tmp_path, tiny_bert, phrasebank_split):
+    """Activation checkpointing of the long batches replays dropout's random state: the same weights (fp32)."""
+    from safetensors.torch import load_file
+    from test_training import write_config
+
+    from domainfit.config import load_config
+    from domainfit.training import train
+
+    weights, recomputed = [], []
+    for min_length in (None, 24):
+        out = tmp_path / f"out{min_length}"
+        cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, precision="fp32",
+                                       recompute_min_length=min_length))
+        recomputed.append(train(cfg)["train"]["recomputed_batches"])
+        weights.append(load_file(str(out / "model" / "model.safetensors")))
+    assert recomputed[0] == 0 and 0 < recomputed[1] < 10  # 10 batches, some padded to 24+ tokens, not all
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], msg=name)

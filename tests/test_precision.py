@@ -20,3 +20,16 @@ def test_auto_on_cpu_follows_the_measurement(monkeypatch):
 
 def test_speedup_measurement_is_a_positive_ratio():
     assert precision.cpu_bf16_speedup.__wrapped__(m=64, k=32, n=64, repeats=1) > 0
+
+
+def test_cpu_probe_leaves_the_seeded_stream_alone():
+    """The bf16 probe runs (once per process, cached) after the run is seeded: it must not shift dropout masks,
+    or the first run in a process would train differently from the next with the same seed."""
+    from domainfit.training.precision import cpu_bf16_speedup
+
+    cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    cpu_bf16_speedup(m=64, k=32, n=64, repeats=1)
+    assert torch.equal(torch.rand(4), expected)

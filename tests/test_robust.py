@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from domainfit.config import PeftConfig, RegularizationConfig, RunConfig, TrainConfig, load_config
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.readers import Example
-from domainfit.data.splits import sample_per_class
+from domainfit.data.splits import sample_fraction, sample_per_class
 from domainfit.errors import ConfigError
 from domainfit.models.peft import apply_peft, parameter_counts
 from domainfit.objectives import create_objective
@@ -264,6 +264,15 @@ def test_sample_per_class_keeps_k_per_label_seeded():
     assert [e.line for e in picked] == sorted(e.line for e in picked)
     assert picked == sample_per_class(examples, 8, seed=0) and picked != sample_per_class(examples, 8, seed=1)
     assert len(sample_per_class(examples, 20, seed=0)) == 30  # b has only 10
+
+
+def test_sample_fraction_keeps_the_imbalance_seeded():
+    examples = [Example(f"t{i}", "a" if i % 10 else "b", i) for i in range(100)]  # 90 a, 10 b
+    picked = sample_fraction(examples, 0.2, seed=0)
+    assert Counter(e.label for e in picked) == {"a": 18, "b": 2}
+    assert [e.line for e in picked] == sorted(e.line for e in picked)
+    assert picked == sample_fraction(examples, 0.2, seed=0) and picked != sample_fraction(examples, 0.2, seed=1)
+    assert Counter(e.label for e in sample_fraction(examples, 0.01, seed=0)) == {"a": 1, "b": 1}  # never empty
 
 
 # -- everything together ----------------------------------------------------------------------------------

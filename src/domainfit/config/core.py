@@ -63,7 +63,8 @@ class DataConfig:
     split_seed: int = _f(42, "Seed for splitting (kept apart from the training seed so seeds share one split).")
     max_train_samples: int | None = _f(None, "Use only the first N training examples (after dedup and split): for smoke tests.", min=1)
     max_train_per_class: int | None = _f(None, "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed (validation/test untouched).", min=1)
-    sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class examples.")
+    train_fraction: float | None = _f(None, "Low-resource setting that keeps the class imbalance: keep this fraction of every label's training examples (at least one each), drawn with data.sample_seed (validation/test untouched).", min_exclusive=0.0, max=1.0)
+    sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class or data.train_fraction examples.")
 
 
 @dataclass
@@ -84,6 +85,7 @@ class TrainConfig:
     pad_to_multiple_of: int | None = _f(8, "Round each batch's padded length up to a multiple of this: fewer distinct batch shapes, so CPU kernels and the allocator reuse what they built (with balance_batch_tokens: about 30 shapes an epoch on PhraseBank instead of about 140; faster and less memory, BENCHMARKS.md). null: no rounding.", min=1)
     micro_batch_tokens: int | None = _f(None, "Split a batch whose padded size (rows x length) exceeds this many tokens into micro-batches, one forward/backward each, with the whole batch's gradient: bounds activation memory on long batches (null: never split).", min=16)
     mmap_threshold_mb: int | None = _f(1, "Linux, glibc malloc only (DOMAINFIT_ALLOCATOR=system; the default mimalloc ignores it): blocks of at least this many MB (activations, gradients) are mapped from the OS and handed back when freed, not kept in the heap after their batch shape has passed: less peak memory at no measured cost in speed (BENCHMARKS.md). null: glibc's own, rising threshold.", min=1)
+    recompute_min_length: int | Literal["auto"] | None = _f("auto", "Activation checkpointing for batches padded to at least this many tokens: their activations are recomputed in backward instead of kept (the same values), which lowers the peak that the longest batches set, for one more forward pass on those batches only. 'auto': 64 on CPUs (PhraseBank: 12% of batches, 0.02 GB less for about 3% of the speed, BENCHMARKS.md), never on GPUs. null: never.", min=8)
     release_memory_every: int | None = _f(None, "Every N optimizer steps, return memory freed by training to the OS (mimalloc mi_collect, or glibc malloc_trim; Linux CPU): bounds the resident size as batch shapes change, but each trim makes the next steps fault pages back in (BENCHMARKS.md has the cost). null: never.", min=1)
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
     balance_batch_tokens: bool = _f(True, "With group_by_length: size batches by padded tokens, not rows. Same batches per epoch and mean batch size, but short texts go in larger batches and long ones in smaller, so no batch is much over the mean token count: lower peak memory. Each example's loss keeps the weight 1/batch_size, so the expected gradient is that of fixed-size batches. false: batch_size rows each.")
@@ -93,6 +95,8 @@ class TrainConfig:
     log_every: int = _f(10, "Write training loss to TensorBoard and the progress bar every N optimizer steps.", min=1)
     save_last: bool = _f(True, "Keep a resumable checkpoint at the end of each epoch (needed for --resume).")
     save_every: int | None = _f(None, "Also keep a resumable checkpoint every N optimizer steps (null: only at evaluations).", min=1)
+    embedding_rows: str = _f("seen", "Word-embedding rows to train: 'seen' trains only the rows of token ids in the training data (every other row gets a zero gradient anyway, so the result is dense training's to rounding, with about 0.1 GB less memory for MiniLM on PhraseBank and a shorter step; skipped with augmentation, the joint MLM objective and tied output embeddings); 'all' builds the dense gradient of the whole matrix.",
+                             choices=("seen", "all"))
     layer_decay: float = _f(1.0, "Layer-wise learning-rate decay: layer at depth d from the top trains at lr * layer_decay^d, embeddings lowest, head at full lr (1.0: off).", min_exclusive=0.0, max=1.0)
 
 

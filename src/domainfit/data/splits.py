@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -272,6 +272,18 @@ def find_overlap(splits: Mapping[str, Sequence[Example]]) -> list[Overlap]:
 def sample_per_class(examples: Sequence[Example], k: int, *, seed: int) -> list[Example]:
     """At most ``k`` examples of every label, drawn at random with ``seed`` (the low-resource setting);
     the kept examples stay in their original order. Classes with fewer than ``k`` keep all of theirs."""
+    return _draw_per_label(examples, lambda n: min(n, k), seed)
+
+
+def sample_fraction(examples: Sequence[Example], fraction: float, *, seed: int) -> list[Example]:
+    """``fraction`` of every label's examples (rounded, at least one), drawn at random with ``seed``: the
+    low-resource setting that keeps the classes' own proportions, so a rare class stays rare. The kept examples
+    stay in their original order."""
+    return _draw_per_label(examples, lambda n: max(1, round(fraction * n)), seed)
+
+
+def _draw_per_label(examples: Sequence[Example], count: Callable[[int], int], seed: int) -> list[Example]:
+    """``count(n)`` of the ``n`` examples of every label, drawn with ``seed``, in their original order."""
     import random
 
     by_label: dict[str, list[int]] = {}
@@ -281,7 +293,8 @@ def sample_per_class(examples: Sequence[Example], k: int, *, seed: int) -> list[
     keep = set()
     for label in sorted(by_label, key=str):
         members = by_label[label]
-        keep.update(members if len(members) <= k else rng.sample(members, k))
+        k = count(len(members))
+        keep.update(members if k >= len(members) else rng.sample(members, k))
     return [e for i, e in enumerate(examples) if i in keep]
 
 

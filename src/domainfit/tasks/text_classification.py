@@ -22,7 +22,7 @@ from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
 from domainfit.data.readers import Example, read_examples
-from domainfit.data.splits import make_splits, sample_per_class
+from domainfit.data.splits import make_splits, sample_fraction, sample_per_class
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.evaluation.metrics import classification_metrics
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
@@ -61,6 +61,8 @@ def load_classification_splits(data: DataConfig) -> TaskData:
     splits = make_splits(train, given, data, info, stratify=data.stratify)
     if data.max_train_per_class is not None:
         splits["train"] = sample_per_class(splits["train"], data.max_train_per_class, seed=data.sample_seed)
+    if data.train_fraction is not None:
+        splits["train"] = sample_fraction(splits["train"], data.train_fraction, seed=data.sample_seed)
     label_map = LabelMap.from_examples(splits["train"], path=data.train)
     for name in ("validation", "test"):
         if name in splits:

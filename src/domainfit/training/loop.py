@@ -4,7 +4,8 @@
 
 Task-specific parts (reading data, building the model, the loss, the metrics, the saved folder) come from
 the registered :class:`~domainfit.tasks.Task`; this file only orders them. Speed choices, measured in
-``benchmarks/``: tokenise once, length-grouped shuffled batches with dynamic padding, fused AdamW, SDPA
+``benchmarks/``: tokenise once, length-grouped shuffled batches with dynamic padding, fused AdamW over the
+word-embedding rows the data uses (``training/embedding_rows.py``), SDPA
 attention (eager on CPUs, where measured faster), a capped oneDNN kernel cache, and no host/device
 synchronisation inside a step (losses are summed on the device and read only every ``log_every`` steps).
 Opt-in memory levers (micro-batches, ``malloc_trim``) are in ``training/memory.py``.
@@ -33,7 +34,9 @@ from domainfit.evaluation.report import format_metrics_table, write_report
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
-from domainfit.training.memory import limit_kernel_cache, micro_batches, release_memory, set_mmap_threshold
+from domainfit.training.embedding_rows import apply_seen_rows
+from domainfit.training.memory import (limit_kernel_cache, long_batch_recompute, micro_batches, release_memory,
+                                      set_mmap_threshold)
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
@@ -73,11 +76,18 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                                 balance_tokens=cfg.train.balance_batch_tokens, length_multiple=cfg.train.pad_to_multiple_of)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
-    optimizer = create_optimizer(model, cfg.train, extra=objective)  # objectives may own weights (an MLM head)
+    recompute = long_batch_recompute(model, cfg.train.recompute_min_length, accelerator.device)  # long batches
+    # the word-embedding rows the training data never uses get no gradient: train the others only (same result)
+    seen_rows = apply_seen_rows(model, cfg, features["train"].items, tokenizer, accelerator.device)
+    optimizer = create_optimizer(model, cfg.train, extra=objective,  # objectives may own weights (an MLM head)
+                                 extra_named=seen_rows.named_parameters() if seen_rows else ())
     scheduler = create_scheduler(optimizer, cfg.train, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     checkpoints = CheckpointManager(out)
     state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler, objective=objective) if resume else TrainState()
+    if resume and seen_rows is not None:
+        seen_rows.refresh()  # the checkpoint's matrix holds the trained rows
+    clipped = [*model.parameters(), *([seen_rows.rows] if seen_rows else [])]
     eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every
     tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
     device = accelerator.device
@@ -119,6 +129,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 state.real_tokens += int(batch["attention_mask"].sum())
                 state.computed_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if recompute is not None and "input_ids" in batch:
+                recompute.set_for(batch["input_ids"].shape[-1])
             # token-balanced batches vary in rows: weigh each example 1/batch_size, as in a fixed-size batch
             rows_weight = len(indices) / cfg.train.batch_size if sampler.balance_tokens else 1.0
             with accelerator.accumulate(model):
@@ -130,8 +142,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                     accelerator.backward(part * rows_weight if rows_weight != 1.0 else part)
                     parts.append(part.detach())
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                    accelerator.clip_grad_norm_(clipped, cfg.train.max_grad_norm)
                 optimizer.step()
+                if seen_rows is not None and accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    seen_rows.after_step(optimizer)  # before scheduler.step: the decay uses this step's lr
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             every = cfg.train.release_memory_every
@@ -186,7 +200,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     unwrapped = accelerator.unwrap_model(model)
     best = checkpoints.load_best(unwrapped)
     results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, device, out,
-                        precision=mixed_precision)
+                        precision=mixed_precision, embedding_rows=seen_rows.num_rows if seen_rows else "all",
+                        recomputed=recompute.batches if recompute else 0)
     tb.close()
     finish_run(out, best_step=state.best_step)
     return results
@@ -241,7 +256,7 @@ def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
 
 
 def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path, *,
-              precision: str) -> dict[str, Any]:
+              precision: str, embedding_rows: int | str = "all", recomputed: int = 0) -> dict[str, Any]:
     results: dict[str, Any] = {"best": best, "history": state.history}
     if hasattr(task, "calibrate"):  # optional: fit decision settings (multi-label thresholds) on validation
         logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
@@ -265,6 +280,8 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         "precision": {"no": "fp32"}.get(precision, precision),
         "device": str(device),
         "allocator": active_allocator(),
+        "embedding_rows_trained": embedding_rows,
+        "recomputed_batches": recomputed,
     }
     results["data"] = data.info
     with atomic_dir(out / "model") as tmp:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
 from functools import lru_cache
@@ -34,6 +35,8 @@ import torch
 
 from domainfit.allocator import active_allocator, mimalloc_function
 from domainfit.objectives.token_classification import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
 
 KERNEL_CACHE_CAPACITY = "64"  # oneDNN's default is 1024
 
@@ -121,3 +124,52 @@ def limit_kernel_cache() -> None:
     so call this early.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)
+
+
+class LongBatchRecompute:
+    """Activation checkpointing for the longest batches only (``train.recompute_min_length``).
+
+    With token-balanced batches every batch holds about the same number of tokens, but attention keeps a
+    (rows, heads, length, length) tensor per layer, so a batch of long texts holds several times the activations
+    of a batch of short ones and sets the process's peak. Checkpointing every transformer layer of those batches
+    (their activations are recomputed in backward, the same values: dropout's random state is replayed) lowers
+    the peak for the price of one more forward pass on a few batches; every other batch runs as before.
+
+    Args:
+        model: a Hugging Face model whose layers support activation checkpointing.
+        min_length: batches padded to at least this many tokens are checkpointed.
+    """
+
+    def __init__(self, model: torch.nn.Module, min_length: int) -> None:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        self.min_length = min_length
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        self.batches = 0  # how many batches were checkpointed (metrics.json)
+        self.set_for(0)
+
+    def set_for(self, length: int) -> None:
+        """Checkpoint the next forward pass if its batch is padded to ``length >= min_length`` tokens."""
+        long = length >= self.min_length
+        self.batches += long
+        for layer in self.layers:
+            layer.gradient_checkpointing = long
+
+
+AUTO_RECOMPUTE_MIN_LENGTH = 64  # CPU: 12% of PhraseBank's token-balanced batches (BENCHMARKS.md)
+
+
+def long_batch_recompute(model: torch.nn.Module, min_length: int | str | None,
+                         device: torch.device) -> LongBatchRecompute | None:
+    """A :class:`LongBatchRecompute` for ``model``, or None when off or the model has no checkpointable layers.
+    ``"auto"``: :data:`AUTO_RECOMPUTE_MIN_LENGTH` on a CPU, off on a GPU (memory is rarely what limits a GPU run)."""
+    if min_length == "auto":
+        min_length = AUTO_RECOMPUTE_MIN_LENGTH if device.type == "cpu" else None
+    if min_length is None:
+        return None
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        log.info("train.recompute_min_length: %s has no activation checkpointing; ignored", type(model).__name__)
+        return None
+    recompute = LongBatchRecompute(model, min_length)
+    return recompute if recompute.layers else None

@@ -10,13 +10,16 @@ from torch import nn
 from domainfit.config import TrainConfig
 
 
-def create_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+def create_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None,
+                     extra_named: list[tuple[str, nn.Parameter]] = ()) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019) over trainable parameters; fused kernel where torch has one.
 
-    ``extra`` holds further trainable weights outside the model (an objective's MLM head).
+    ``extra`` holds further trainable weights outside the model (an objective's MLM head); ``extra_named``
+    more, already named (the compact embedding rows of ``training/embedding_rows.py``).
     """
     decay, no_decay = [], []
     named = list(model.named_parameters()) + (list(extra.named_parameters()) if extra is not None else [])
+    named += list(extra_named)
     for name, p in named:
         if not p.requires_grad:
             continue

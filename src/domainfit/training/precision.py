@@ -20,10 +20,16 @@ log = logging.getLogger(__name__)
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_speedup(m: int = 1024, k: int = 384, n: int = 1536, repeats: int = 5) -> float:
-    """fp32 time / bf16 time for an (m, k) @ (k, n) matmul on this CPU (median of ``repeats``)."""
+    """fp32 time / bf16 time for an (m, k) @ (k, n) matmul on this CPU (median of ``repeats``).
+
+    Its random inputs come from a generator of its own: the run's seeded global stream (dropout masks) must
+    not depend on whether an earlier run in the same process already made this (cached) measurement.
+    """
+    generator = torch.Generator().manual_seed(0)
 
     def median_seconds(dtype: torch.dtype) -> float:
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a = torch.randn(m, k, generator=generator).to(dtype)
+        b = torch.randn(k, n, generator=generator).to(dtype)
         for _ in range(2):
             a @ b
         times = []
