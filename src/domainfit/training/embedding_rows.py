@@ -1,7 +1,7 @@
 """Train only the word-embedding rows the training data uses (``train.embedding_rows: seen``).
 
 A fine-tune's word-embedding matrix is most of a small encoder (MiniLM: 30,522 x 384 of 22.7M weights), but a
-domain's training set uses a quarter of the vocabulary (PhraseBank: 7,971 token ids). Under dense training
+domain's training set uses a quarter of the vocabulary (PhraseBank: 7,974 ids with the special tokens, logged as ``embedding rows:``). Under dense training
 every other row gets an exactly-zero gradient, so AdamW's moments for it stay zero and its only change is the
 decoupled weight decay, ``w <- w * (1 - lr * wd)``. :class:`SeenRows` trains the same thing in less:
 
@@ -51,7 +51,7 @@ class SeenRows:
         self.rows = nn.Parameter(weight.detach()[ids].clone().to(device))
         weight.requires_grad_(False)
         self._group: dict | None = None
-        self._handle = embedding.register_forward_hook(self._lookup)
+        embedding.register_forward_hook(self._lookup)
 
     @property
     def num_rows(self) -> int:
@@ -84,11 +84,6 @@ class SeenRows:
     def refresh(self) -> None:
         """Re-read the compact rows from the matrix (after a checkpoint was loaded into the model)."""
         self.rows.copy_(self.embedding.weight[self.ids.to(self.embedding.weight.device)])
-
-    def remove(self) -> None:
-        """Detach the hook and make the matrix trainable again (the rows are in it after every step)."""
-        self._handle.remove()
-        self.embedding.weight.requires_grad_(True)
 
 
 def seen_rows_blocker(model: nn.Module, cfg) -> str | None:

@@ -8,7 +8,8 @@ the registered :class:`~domainfit.tasks.Task`; this file only orders them. Speed
 word-embedding rows the data uses (``training/embedding_rows.py``), SDPA
 attention (eager on CPUs, where measured faster), a capped oneDNN kernel cache, and no host/device
 synchronisation inside a step (losses are summed on the device and read only every ``log_every`` steps).
-Opt-in memory levers (micro-batches, ``malloc_trim``) are in ``training/memory.py``.
+Memory levers (long-batch recompute, on by default on CPUs; opt-in micro-batches, ``malloc_trim``) are in
+``training/memory.py``.
 """
 
 from __future__ import annotations

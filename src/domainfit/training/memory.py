@@ -17,6 +17,8 @@ cache of compiled kernels, one set per shape. The levers, each measured in ``BEN
 - the allocator itself: training commands run on mimalloc (``domainfit/allocator.py``), which reuses freed
   blocks per size class instead of fragmenting a heap; the glibc levers below matter where glibc's malloc runs
   (``DOMAINFIT_ALLOCATOR=system``, or off Linux);
+- :class:`LongBatchRecompute` (``train.recompute_min_length``, ``auto``: 64 tokens on CPUs) recomputes the
+  activations of the longest batches in backward: a little less peak for a few percent of the speed;
 - :func:`set_mmap_threshold` (``train.mmap_threshold_mb``, default 1) makes glibc serve blocks of 1 MB and
   more (activations, gradients) straight from the OS and hand them back when freed, instead of keeping them in
   its heap once their batch shape has passed: about 0.14 GB less peak at no measured cost in speed, so on.
@@ -157,7 +159,7 @@ class LongBatchRecompute:
             layer.gradient_checkpointing = long
 
 
-AUTO_RECOMPUTE_MIN_LENGTH = 64  # CPU: 12% of PhraseBank's token-balanced batches (BENCHMARKS.md)
+AUTO_RECOMPUTE_MIN_LENGTH = 64  # CPU: 45 of PhraseBank's 363 token-balanced batches (BENCHMARKS.md)
 
 
 def long_batch_recompute(model: torch.nn.Module, min_length: int | str | None,
