@@ -240,16 +240,18 @@ def table(setting: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
         peaks = [r["peak"] for r in results if r["peak"]]
         peak = f"{max(peaks) / 1e9:.2f}" if peaks else "-"
         lines.append(f"| {remedy} | {_mean_std(f1)}{delta} | {_mean_std([r['accuracy'] for r in results])} | "
-                     f"{trainable} | {seconds} | {peak} | {len(results)}/{len(seeds)} | {_evidence_cell(results)} |")
+                     f"{trainable} | {seconds} | {peak} | {len(results)}/{len(seeds)} | {_evidence_cell(results, trainable)} |")
     return "\n".join(lines) + "\n"
 
 
-def _evidence_cell(results: list[dict]) -> str:
+def _evidence_cell(results: list[dict], trainable: float | str = "-") -> str:
     keys = [k for k in (results[0].get("evidence") or {})] if results else []
     cells = []
     for key in keys:
         values = [r["evidence"][key] for r in results if key in (r.get("evidence") or {})]
         cells.append(f"{key} {statistics.mean(values):.3g}")
+    if not cells and isinstance(trainable, float) and trainable < 100:  # PEFT: the frozen base is the evidence
+        cells.append(f"{trainable:.3g}% of the weights train")
     return "; ".join(cells) or "-"
 
 

@@ -310,3 +310,36 @@ def test_end_to_end_lora_fgm_rdrop_focal_oversampling_llrd(tmp_path, tiny_bert, 
     assert not (out / "model" / "adapter_config.json").exists()  # merged by default
     probs = domainfit.load(out / "model", backend="torch").predict_proba(TEXTS)
     assert probs.shape == (4, 3)
+
+
+def test_remedies_compose_with_the_joint_objective(tmp_path, tiny_bert, phrasebank_split):
+    """The issue's promise: each remedy composes with the others *and* with L_task + lambda L_mlm."""
+    import domainfit
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from domainfit.training import train
+
+    corpus = tmp_path / "domain.txt"
+    corpus.write_text("Operating profit rose to EUR 13.1 mn .\nNet sales decreased by 5 % .\n" * 10, encoding="utf-8")
+    out = tmp_path / "out"
+    cfg = load_config(None, [
+        f"model.name={tiny_bert}", "model.max_length=48", f"data.train={phrasebank_split / 'train.csv'}",
+        f"data.validation={phrasebank_split / 'val.csv'}", "data.max_train_per_class=8", "train.epochs=1",
+        "train.batch_size=8", "train.learning_rate=1e-3", "train.log_every=1", f"output.dir={out}",
+        "peft.method=lora", "regularization.objective=focal", "regularization.rdrop_alpha=1",
+        "regularization.adversarial=fgm", "augment.ops=[swap,delete]", "augment.rate=0.5",
+        "joint.enabled=true", f"joint.corpus={corpus}", "joint.use_task_texts=false", "joint.batch_size=4"])
+    results = train(cfg)
+    assert results["train"]["samples_seen"] == 24 and 0 < results["data"]["parameters"]["trainable_percent"] < 5
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    scalars = {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    assert {"train/adv_loss", "train/rdrop_loss", "train/task_loss", "train/mlm_loss", "train/mlm_weight"} <= set(scalars)
+    assert len(scalars["train/mlm_loss"]) == 3 and all(m > 5 for m in scalars["train/mlm_loss"])
+    parts = zip(scalars["train/loss"], scalars["train/task_loss"], scalars["train/rdrop_loss"], scalars["train/adv_loss"],
+                scalars["train/mlm_loss"], scalars["train/mlm_weight"])
+    for total, task, rdrop, adv, mlm, lam in parts:  # focal + 1 * R-Drop KL + FGM's loss + lambda * MLM, every step
+        assert adv > 0 and rdrop >= 0 and lam == pytest.approx(0.1)
+        assert total == pytest.approx(task + rdrop + adv + lam * mlm, rel=1e-4)
+    assert (out / "model" / "domainfit.json").is_file()
+    assert domainfit.load(out / "model", backend="torch").predict_proba(TEXTS).shape == (4, 3)
