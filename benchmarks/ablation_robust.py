@@ -229,17 +229,24 @@ def table(setting: str, rows: dict[str, list[dict]], seeds: list[int]) -> str:
         title = f"{float(setting.removeprefix('frac')):.0%} of every class (imbalance kept)"
     else:
         title = "all training data" if setting == "full" else f"{setting.removeprefix('k')} examples per class"
-    lines = [f"### {title}", "", "| remedy | test macro-F1 | test accuracy | trainable % | train s/run | peak RSS GB | seeds "
-             "| shown active (mean over seeds) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| remedy | test macro-F1 | test accuracy | macro-F1 - plain, paired by seed | "
+             "trainable % | train s/run | peak RSS GB | seeds | shown active (mean over seeds) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     plain = [r["f1"] for r in rows.get("plain", [])]
+    plain_by_seed = {r.get("seed"): r["f1"] for r in rows.get("plain", [])}
     for remedy, results in rows.items():
         f1 = [r["f1"] for r in results]
         delta = f" ({statistics.mean(f1) - statistics.mean(plain):+.4f})" if f1 and plain and remedy != "plain" else ""
+        # the same seed draws the same sample and initialisation for every remedy, so per-seed differences
+        # remove the between-seed spread that the two means carry
+        paired = [r["f1"] - plain_by_seed[r.get("seed")] for r in results if r.get("seed") in plain_by_seed]
+        paired_cell = (f"{statistics.mean(paired):+.4f} ± {statistics.stdev(paired) if len(paired) > 1 else 0.0:.4f} "
+                       f"(n={len(paired)})" if paired and remedy != "plain" else "-")
         trainable = results[0]["trainable"] if results and results[0]["trainable"] is not None else "-"
         seconds = f"{statistics.mean(r['seconds'] for r in results):.1f}" if results else "-"
         peaks = [r["peak"] for r in results if r["peak"]]
         peak = f"{max(peaks) / 1e9:.2f}" if peaks else "-"
-        lines.append(f"| {remedy} | {_mean_std(f1)}{delta} | {_mean_std([r['accuracy'] for r in results])} | "
+        lines.append(f"| {remedy} | {_mean_std(f1)}{delta} | {_mean_std([r['accuracy'] for r in results])} | {paired_cell} | "
                      f"{trainable} | {seconds} | {peak} | {len(results)}/{len(seeds)} | {_evidence_cell(results, trainable)} |")
     return "\n".join(lines) + "\n"
 
@@ -316,7 +323,7 @@ def main() -> int:
                 if result is None:
                     failed += not args.report_only
                 else:
-                    rows[remedy].append(result)
+                    rows[remedy].append({**result, "seed": seed})
         report.append(table(setting, rows, args.seeds))
     report.append(f"Wall time of this invocation: {time.perf_counter() - start:.0f} s "
                   f"(finished runs are reused). Peak RSS of this script: "
