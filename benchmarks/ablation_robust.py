@@ -62,6 +62,13 @@ REMEDIES: dict[str, list[str]] = {
     "llrd": ["train.layer_decay=0.8"],
     "eda": ["augment.ops=[swap,delete,insert]", "augment.rate=0.3", "augment.alpha=0.1"],
 }
+# opt-in rows (not in the default --remedies) for the epsilon sweep: "fgm-eps0.3" is fgm with
+# regularization.adv_epsilon=0.3 (FGM only: PGD and FreeLB would also need their step size adv_alpha rescaled)
+SWEEP: dict[str, list[str]] = {
+    f"{name}-eps{eps}": [o if not o.startswith("regularization.adv_epsilon=") else f"regularization.adv_epsilon={eps}"
+                         for o in REMEDIES[name]]
+    for name in ("fgm",) for eps in ("0.1", "0.3")
+}
 # cost of one run relative to plain fine-tuning (forward+backward passes per step), for the estimate
 COST = {"plain": 1.0, "lora": 0.7, "houlsby": 0.7, "ia3": 0.7, "fgm": 2.0, "pgd": 4.0, "freelb": 4.0,
         "rdrop": 2.0}
@@ -70,7 +77,7 @@ COST = {"plain": 1.0, "lora": 0.7, "houlsby": 0.7, "ia3": 0.7, "fgm": 2.0, "pgd"
 def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.Namespace) -> dict | None:
     """Train one configuration (or reuse its finished folder); returns its row data, None if it failed."""
     out = args.work_dir / setting / remedy / f"seed{seed}"
-    overrides = [f"train.seed={seed}", *REMEDIES[remedy], *args.set]
+    overrides = [f"train.seed={seed}", *{**REMEDIES, **SWEEP}[remedy], *args.set]
     if setting.startswith("frac"):  # a fraction of every class: small and still imbalanced
         overrides += [f"data.train_fraction={setting.removeprefix('frac')}", f"data.sample_seed={seed}",
                       f"train.epochs={args.lowres_epochs}"]
@@ -159,6 +166,7 @@ def evidence(remedy: str, out: Path, metrics: dict) -> dict[str, float]:
     """What shows the remedy acted in this run, read from its folder: logged loss parts, the final training
     loss (for the loss-changing remedies), samples per epoch, class weights, augmented samples, lowest lr."""
     found: dict[str, float] = {}
+    remedy = remedy.split("-eps")[0]  # a sweep row shows what its remedy shows
     last = [h["train_loss"] for h in metrics.get("history", []) if h.get("train_loss") is not None]
     if last and remedy in ("plain", "focal", "label-smoothing", "class-weights"):
         found["final train loss"] = last[-1]
@@ -277,7 +285,8 @@ def build_smoke_model(path: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=Path("benchmarks/phrasebank_bench.yaml"))
-    parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
+    parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=[*REMEDIES, *SWEEP],
+                        help="default: every remedy; the epsilon-sweep rows (e.g. fgm-eps0.3) only when named")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--shots", nargs="*", type=int, default=[16, 64], help="k per class for the low-resource settings")
     parser.add_argument("--fractions", nargs="*", type=float, default=[],

@@ -62,3 +62,14 @@ def test_torn_last_line_is_skipped_and_not_glued_to_the_next_run(tmp_path):
     ablation.run_one(Path("cfg.yaml"), "full", "plain", 43, args)
     rows = ablation.read_ledger(ledger)
     assert sorted(r["f1"] for r in rows.values()) == [0.79, 0.81]
+
+
+def test_sweep_row_is_its_remedy_with_another_epsilon_and_not_a_default(tmp_path):
+    assert ablation.SWEEP["fgm-eps0.3"] == ["regularization.adversarial=fgm", "regularization.adv_epsilon=0.3"]
+    assert "fgm-eps0.3" not in ablation.REMEDIES  # opt-in: the default ablation keeps its 14 rows
+    args = _args(tmp_path, tmp_path / "ledger.jsonl")
+    out = args.work_dir / "full" / "fgm-eps0.3" / "seed42"
+    _finished_run(out, f1=0.7)
+    assert ablation.run_one(Path("cfg.yaml"), "full", "fgm-eps0.3", 42, args)["f1"] == 0.7
+    entry = json.loads((tmp_path / "ledger.jsonl").read_text().splitlines()[0])
+    assert "regularization.adv_epsilon=0.3" in entry["overrides"]
