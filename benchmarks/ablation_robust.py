@@ -69,9 +69,6 @@ SWEEP: dict[str, list[str]] = {
                          for o in REMEDIES[name]]
     for name in ("fgm",) for eps in ("0.1", "0.3")
 }
-# cost of one run relative to plain fine-tuning (forward+backward passes per step), for the estimate
-COST = {"plain": 1.0, "lora": 0.7, "houlsby": 0.7, "ia3": 0.7, "fgm": 2.0, "pgd": 4.0, "freelb": 4.0,
-        "rdrop": 2.0}
 
 
 def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.Namespace) -> dict | None:
