@@ -69,6 +69,11 @@ SWEEP: dict[str, list[str]] = {
                          for o in REMEDIES[name]]
     for name in ("fgm",) for eps in ("0.1", "0.3")
 }
+# opt-in: contextual substitution by a masked LM (the augment `mlm` op). The packaged MiniLM has no MLM head, so
+# this row needs one first, at the path below (relative to the repo root), e.g. from a short task-adaptive run:
+#   domainfit pretrain src/domainfit/configs/pretrain_phrasebank.yaml train.epochs=3
+SWEEP["mlm-aug"] = ["augment.ops=[mlm]", "augment.rate=0.3", "augment.alpha=0.1",
+                    "augment.mlm_model=runs/tapt-phrasebank-minilm/model"]
 
 
 def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.Namespace) -> dict | None:
@@ -191,7 +196,7 @@ def evidence(remedy: str, out: Path, metrics: dict) -> dict[str, float]:
         if match:
             weights = [float(w) for w in re.findall(r": ([0-9.]+)", match.group(1))]
             found["class weight max / min"] = max(weights) / min(weights)
-    if remedy == "eda" and (out / "augment_samples.txt").is_file():
+    if remedy in ("eda", "mlm-aug") and (out / "augment_samples.txt").is_file():
         text = (out / "augment_samples.txt").read_text(encoding="utf-8")
         found["augmented samples shown"] = float(text.count("augmented:"))
     return found
