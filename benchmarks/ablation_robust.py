@@ -62,9 +62,9 @@ REMEDIES: dict[str, list[str]] = {
     "llrd": ["train.layer_decay=0.8"],
     "eda": ["augment.ops=[swap,delete,insert]", "augment.rate=0.3", "augment.alpha=0.1"],
 }
-# opt-in rows (not in the default --remedies) for the epsilon sweep: "fgm-eps0.3" is fgm with
+# opt-in rows (not in the default --remedies). The epsilon sweep: "fgm-eps0.3" is fgm with
 # regularization.adv_epsilon=0.3 (FGM only: PGD and FreeLB would also need their step size adv_alpha rescaled)
-SWEEP: dict[str, list[str]] = {
+OPT_IN: dict[str, list[str]] = {
     f"{name}-eps{eps}": [o if not o.startswith("regularization.adv_epsilon=") else f"regularization.adv_epsilon={eps}"
                          for o in REMEDIES[name]]
     for name in ("fgm",) for eps in ("0.1", "0.3")
@@ -72,14 +72,15 @@ SWEEP: dict[str, list[str]] = {
 # opt-in: contextual substitution by a masked LM (the augment `mlm` op). The packaged MiniLM has no MLM head, so
 # this row needs one first, at the path below (relative to the repo root), e.g. from a short task-adaptive run:
 #   domainfit pretrain src/domainfit/configs/pretrain_phrasebank.yaml train.epochs=3
-SWEEP["mlm-aug"] = ["augment.ops=[mlm]", "augment.rate=0.3", "augment.alpha=0.1",
+OPT_IN["mlm-aug"] = ["augment.ops=[mlm]", "augment.rate=0.3", "augment.alpha=0.1",
                     "augment.mlm_model=runs/tapt-phrasebank-minilm/model"]
+ALL_ROWS = {**REMEDIES, **OPT_IN}
 
 
 def run_one(config: Path, setting: str, remedy: str, seed: int, args: argparse.Namespace) -> dict | None:
     """Train one configuration (or reuse its finished folder); returns its row data, None if it failed."""
     out = args.work_dir / setting / remedy / f"seed{seed}"
-    overrides = [f"train.seed={seed}", *{**REMEDIES, **SWEEP}[remedy], *args.set]
+    overrides = [f"train.seed={seed}", *ALL_ROWS[remedy], *args.set]
     if setting.startswith("frac"):  # a fraction of every class: small and still imbalanced
         overrides += [f"data.train_fraction={setting.removeprefix('frac')}", f"data.sample_seed={seed}",
                       f"train.epochs={args.lowres_epochs}"]
@@ -287,8 +288,8 @@ def build_smoke_model(path: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=Path("benchmarks/phrasebank_bench.yaml"))
-    parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=[*REMEDIES, *SWEEP],
-                        help="default: every remedy; the epsilon-sweep rows (e.g. fgm-eps0.3) only when named")
+    parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(ALL_ROWS),
+                        help=f"default: every remedy; the opt-in rows ({', '.join(OPT_IN)}) only when named")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--shots", nargs="*", type=int, default=[16, 64], help="k per class for the low-resource settings")
     parser.add_argument("--fractions", nargs="*", type=float, default=[],

@@ -65,7 +65,7 @@ def test_torn_last_line_is_skipped_and_not_glued_to_the_next_run(tmp_path):
 
 
 def test_sweep_row_is_its_remedy_with_another_epsilon_and_not_a_default(tmp_path):
-    assert ablation.SWEEP["fgm-eps0.3"] == ["regularization.adversarial=fgm", "regularization.adv_epsilon=0.3"]
+    assert ablation.OPT_IN["fgm-eps0.3"] == ["regularization.adversarial=fgm", "regularization.adv_epsilon=0.3"]
     assert "fgm-eps0.3" not in ablation.REMEDIES  # opt-in: the default ablation keeps its 14 rows
     args = _args(tmp_path, tmp_path / "ledger.jsonl")
     out = args.work_dir / "full" / "fgm-eps0.3" / "seed42"
