@@ -22,6 +22,7 @@ from pathlib import Path
 
 from domainfit.config import AugmentConfig
 from domainfit.data.augment import create_augmenter, format_samples
+from domainfit.models import mlm_augment as _mlm_augment  # noqa: F401  registers the "mlm" augmenter
 
 
 def read_texts(root: Path, n: int) -> dict[str, list[str]]:

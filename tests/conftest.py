@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# per-machine measurements (the precision choice) go to a fresh folder, not the user's ~/.cache
+os.environ.setdefault("DOMAINFIT_CACHE_DIR", tempfile.mkdtemp(prefix="domainfit-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("DOMAINFIT_DATA", REPO.parent / "shared" / "datasets"))

@@ -14,7 +14,7 @@ import torch
 from domainfit.config import load_config
 from domainfit.data.instructions import PromptFormat, encode_pair, read_instructions
 from domainfit.errors import ConfigError, DataError
-from domainfit.evaluation.generation_metrics import generation_metrics, lcs_length, perplexity_metrics, rouge_l
+from domainfit.metrics.generation import generation_metrics, lcs_length, perplexity_metrics, rouge_l
 from domainfit.objectives.causal_lm import CausalLMObjective
 from domainfit.tasks import create_task
 

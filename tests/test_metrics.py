@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from domainfit.errors import ConfigError
-from domainfit.evaluation.metrics import (
+from domainfit.metrics.classification import (
     METRIC_NAMES,
     classification_metrics,
     improves_on_best,

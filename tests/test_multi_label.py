@@ -18,8 +18,8 @@ from domainfit.cli import main
 from domainfit.config import load_config
 from domainfit.data.multilabel import MultiLabelSet, read_multilabel_examples
 from domainfit.errors import ConfigError, DataError
-from domainfit.evaluation.metrics import metric_direction
-from domainfit.evaluation.multilabel_metrics import multilabel_metrics, sigmoid, tune_thresholds
+from domainfit.metrics.classification import metric_direction
+from domainfit.metrics.multilabel import multilabel_metrics, sigmoid, tune_thresholds
 from domainfit.objectives import create_objective
 from domainfit.objectives.binary_cross_entropy import positive_weights
 

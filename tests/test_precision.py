@@ -11,11 +11,31 @@ def test_explicit_precision(setting, expected):
     assert precision.resolve_precision(setting, torch.device("cpu")) == expected
 
 
-def test_auto_on_cpu_follows_the_measurement(monkeypatch):
+def test_auto_on_cpu_follows_the_measurement(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOMAINFIT_CACHE_DIR", str(tmp_path / "a"))
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 4.0)
     assert precision.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setenv("DOMAINFIT_CACHE_DIR", str(tmp_path / "b"))
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.6)  # AVX-512 without AMX: bf16 is slower
     assert precision.resolve_precision("auto", torch.device("cpu")) == "no"
+
+
+def test_auto_is_measured_once_per_machine_and_kept(monkeypatch, tmp_path):
+    """Two runs on one machine choose alike: a noisy second timing must not flip the precision."""
+    monkeypatch.setenv("DOMAINFIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1.35)
+    assert precision.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1.25)  # the next timing lands below the bar
+    assert precision.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert (tmp_path / "precision.json").is_file()
+
+
+def test_a_resumed_run_keeps_its_recorded_precision(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOMAINFIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 4.0)  # this machine would now pick bf16
+    (tmp_path / "run.json").write_text('{"status": "interrupted", "mixed_precision": "no"}')
+    assert precision.resolve_precision("auto", torch.device("cpu"), run_dir=tmp_path) == "no"
+    assert precision.resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
 def test_speedup_measurement_is_a_positive_ratio():

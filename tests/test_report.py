@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from domainfit.evaluation.metrics import classification_metrics
+from domainfit.metrics.classification import classification_metrics
 from domainfit.evaluation.report import format_metrics_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,7 +15,7 @@ from domainfit.config import load_config
 from domainfit.data.ner_readers import SpanKeys, Span, iob1_to_iob2, read_ner_examples, tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, spans_to_tags
 from domainfit.errors import ConfigError, DataError
-from domainfit.evaluation.ner_metrics import entity_metrics
+from domainfit.metrics.ner import entity_metrics
 
 NCBI = DATASETS / "ner_ncbi_disease" / "NCBI-disease-IOB"
 CONFIG = Path(__file__).resolve().parents[1] / "src/domainfit/configs/ncbi_disease.yaml"

@@ -7,7 +7,7 @@
     domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
 """
 
-__version__ = "0.1.0"
+from domainfit.version import __version__
 
 
 def load(model_dir, **kwargs):

@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.errors import DataError, DomainfitError
 
 EXIT_USER_ERROR = 2
@@ -47,7 +47,7 @@ def _pipeline(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
 
     cfg = load_config(args.config, args.overrides)
     _train_and_report(cfg, resume=args.resume)
@@ -65,7 +65,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from importlib import resources
 
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
     from domainfit.data.sources import locate
 
     data_file = locate("financial_phrasebank", args.data_dir)
@@ -133,9 +133,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     import domainfit
-    from domainfit.evaluation.metrics import classification_metrics
+    from domainfit.metrics.classification import classification_metrics
     from domainfit.evaluation.report import format_metrics_table, write_report
-    from domainfit.training.atomic import write_text_atomic
+    from domainfit.io.atomic import write_text_atomic
 
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.predictor import check_model_dir
@@ -189,7 +189,7 @@ def _column(value: str) -> str | int:
 
 
 def _mine(args: argparse.Namespace) -> None:
-    from domainfit.data.mining import MiningOptions, load_task_texts, mine, write_mining_outputs
+    from domainfit.mining import MiningOptions, load_task_texts, mine, write_mining_outputs
     from domainfit.data.text_stream import iter_texts, list_text_files
     from domainfit.models.embedding import SentenceEmbedder
 
@@ -235,7 +235,7 @@ def _mine(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from domainfit.data.mining import load_task_texts
+    from domainfit.mining import load_task_texts
     from domainfit.data.text_stream import SourcedText, iter_texts, sample_texts
     from domainfit.evaluation.diagnostics import format_summary, inspect_corpus, write_inspect_outputs
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 import yaml
 
 from domainfit.errors import ConfigError
-from domainfit.training.atomic import write_text_atomic
+from domainfit.io.run_folder import contained
+from domainfit.io.atomic import write_text_atomic
 from domainfit.training.run_dir import read_status
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,15 @@ class PipelineConfig:
 
 
 _TOP_KEYS = {"finetune", "finetune_overrides", "pretrain", "variants", "seeds", "baseline", "output_dir"}
+# stage and variant names become folder names under output_dir: nothing that could climb out of it
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_name(name: Any, path: Path, key: str) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"the name {str(name)[:80]!r} cannot be used: it becomes a folder name under output_dir",
+                          path=path, key=key,
+                          fix="use letters, digits, '-', '_' and '.' (no '/', no '..'), at most 64 characters.")
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
@@ -119,8 +130,12 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         raise ConfigError("no output folder given", path=path, key="output_dir", fix="output_dir: runs/my-pipeline")
     cfg = PipelineConfig(finetune=resolve(raw["finetune"], "finetune"), output_dir=str(raw["output_dir"]),
                          finetune_overrides=str_list(raw.get("finetune_overrides"), "finetune_overrides"), source=path)
+    for section in ("pretrain", "variants"):
+        if not isinstance(raw.get(section) or {}, dict):
+            raise ConfigError(f"expected a mapping of names under {section}:", path=path, key=section)
     for name, stage in (raw.get("pretrain") or {}).items():
         key = f"pretrain.{name}"
+        _check_name(name, path, key)
         if not isinstance(stage, dict) or set(stage) - {"config", "overrides"}:
             raise ConfigError("expected {config: pretrain.yaml, overrides: [...]}", path=path, key=key)
         cfg.stages[name] = Stage(name, resolve(stage.get("config"), f"{key}.config"),
@@ -129,6 +144,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         cfg.variants["baseline"] = Variant("baseline")
     for name, variant in (raw.get("variants") or {}).items():
         key = f"variants.{name}"
+        _check_name(name, path, key)
         variant = variant or {}
         if not isinstance(variant, dict) or set(variant) - {"pretrain", "overrides"}:
             raise ConfigError("expected {pretrain: STAGE or null, overrides: [...]}", path=path, key=key)
@@ -148,7 +164,8 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     if not cfg.variants:
         raise ConfigError("nothing to run: no variants and baseline: false", path=path, key="variants")
     # Check every config now (strict keys, overrides), before hours of pretraining.
-    from domainfit.config import load_config, load_pretrain_config
+    from domainfit.config import load_pretrain_config
+    from domainfit.tasks import load_run_config as load_config
 
     for stage in cfg.stages.values():
         load_pretrain_config(stage.config, stage.overrides)
@@ -174,7 +191,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         if not _finished(run_dir):
             log.info("pipeline: pretraining stage %s -> %s", stage.name, run_dir)
             pretrain(pcfg, resume=_started(run_dir))
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = json.loads(contained(out, run_dir.relative_to(out), "metrics.json").read_text(encoding="utf-8"))
         stages[stage.name] = {"config": stage.config, "overrides": stage.overrides, "model": str(run_dir / "model"),
                               "lineage": _read_json(run_dir / "model" / "domainfit.json"),
                               "perplexity": {k: metrics.get(k) for k in ("before", "after") if k in metrics}}
@@ -189,7 +206,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             if not _finished(run_dir):
                 log.info("pipeline: fine-tune %s seed %d -> %s", variant.name, seed, run_dir)
                 train(rcfg, resume=_started(run_dir))
-            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            metrics = json.loads(contained(out, run_dir.relative_to(out), "metrics.json").read_text(encoding="utf-8"))
             runs.append({"variant": variant.name, "seed": seed, "dir": str(run_dir), "model": rcfg.model.name,
                          "pretrain": variant.pretrain, "overrides": variant.overrides,
                          "test": _numbers(metrics.get("test") or metrics.get("validation") or {})})

@@ -311,17 +311,16 @@ def _expect(options: tuple, f: dataclasses.Field) -> str:
 
 
 def validate(cfg: RunConfig, source: Path | None = None) -> None:
-    """Cross-field checks; each message names the key to change."""
-    from domainfit.evaluation.metrics import metric_direction
-    from domainfit.tasks import TASKS
+    """Cross-field checks that need nothing but the config; each message names the key to change.
 
-    TASKS.get(cfg.task, key="task")
+    What needs the registries above this layer (task names, metric names, objectives, augmenters, PEFT
+    methods) is checked by the task's contract: :meth:`domainfit.tasks.Task.check_config`.
+    """
     if not cfg.data.train:
         raise ConfigError("no training file given", path=source, key="data.train", fix="set data.train: path/to/train.csv")
     if cfg.data.format == "delimited" and not cfg.data.separator:
         raise ConfigError("delimited text needs a separator", path=source, key="data.separator",
                           fix="set data.separator, e.g. '@' for PhraseBank's sentence@label lines.")
-    metric_direction(cfg.train.best_metric, key="train.best_metric")
     if cfg.data.validation is None and cfg.data.validation_fraction == 0:
         raise ConfigError("no validation data: give data.validation or a data.validation_fraction > 0",
                           path=source, key="data.validation_fraction", fix="set data.validation_fraction: 0.1")
@@ -333,9 +332,6 @@ def validate(cfg: RunConfig, source: Path | None = None) -> None:
                           "`text<sep>labels` line cannot be split", path=source, key="multi_label.label_separator",
                           fix="use different characters, e.g. data.separator: '\\t' and multi_label.label_separator: ';'.")
     _validate_image(cfg.image, source)
-    if cfg.model.freeze_embeddings and cfg.task == "image-classification":
-        raise ConfigError("an image model has no word embeddings to freeze", path=source, key="model.freeze_embeddings",
-                          fix="remove model.freeze_embeddings (it is for text models).")
     _validate_joint(cfg.joint, source)
     _validate_long_text_and_augment(cfg, source)
     _validate_robust(cfg, source)

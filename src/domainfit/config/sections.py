@@ -7,7 +7,6 @@ One dataclass per concern (``multi_label``, ``generation``, ``ner``, ``image``, 
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,50 +184,15 @@ def _validate_image(image: ImageConfig, source: Path | None) -> None:
 
 
 def _validate_long_text_and_augment(cfg: RunConfig, source: Path | None) -> None:
-    from domainfit.data.augment import AUGMENTERS
-
-    supported = ("text-classification",)  # the tasks whose encode/collate implement windows and augmentation
-    if cfg.model.long_text == "windows" and cfg.task not in supported:
-        raise ConfigError(f"task {cfg.task!r} does not window long texts", path=source, key="model.long_text",
-                          fix=f"set model.long_text: truncate (windows work with: {', '.join(supported)}).")
     if cfg.model.window_stride is not None and cfg.model.window_stride > cfg.model.max_length - 2:
         raise ConfigError(f"a stride of {cfg.model.window_stride} tokens would skip text between windows of "
                           f"{cfg.model.max_length} tokens", path=source, key="model.window_stride",
                           fix=f"set it to at most model.max_length - 2 = {cfg.model.max_length - 2}, or null.")
-    if not cfg.augment.ops:
-        return
-    if cfg.task not in supported:
-        raise ConfigError(f"task {cfg.task!r} does not augment its data", path=source, key="augment.ops",
-                          fix=f"remove augment.ops (augmentation works with: {', '.join(supported)}).")
-    for op in cfg.augment.ops:
-        AUGMENTERS.get(op, key="augment.ops")
-    if "synonym" in cfg.augment.ops and not cfg.augment.lexicon:
-        raise ConfigError("the synonym op needs a lexicon of synonym groups", path=source, key="augment.lexicon",
-                          fix="set augment.lexicon: path/to/synonyms.txt (one group per line), or drop synonym.")
-    if "mlm" in cfg.augment.ops and not cfg.augment.mlm_model:
-        raise ConfigError("the mlm op needs a masked language model with its MLM head", path=source,
-                          key="augment.mlm_model",
-                          fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
-                              "domain-pretrained model folder), or drop mlm.")
 
 
 def _validate_robust(cfg: RunConfig, source: Path | None) -> None:
-    """Names of PEFT methods, objectives and adversarial methods, and class-weight values."""
-    from domainfit.models.peft import PEFT_METHODS
-    from domainfit.objectives import OBJECTIVES
-    from domainfit.objectives.adversarial import ADVERSARIAL
-
+    """Class-weight values (the names of objectives and methods are the task's to check)."""
     reg = cfg.regularization
-    for registry, value, key in ((PEFT_METHODS, cfg.peft.method, "peft.method"), (OBJECTIVES, reg.objective, "regularization.objective"),
-                                 (ADVERSARIAL, reg.adversarial, "regularization.adversarial")):
-        if value != "none" or key == "regularization.objective":
-            try:
-                component = registry.get(value, key=key)
-            except ConfigError as e:
-                raise ConfigError(e.what, path=source, key=key, fix=e.fix) from e
-            if key == "regularization.objective" and "base" in inspect.signature(component).parameters:
-                raise ConfigError(f"{value!r} wraps a task loss and cannot be one", path=source, key=key,
-                                  fix="set regularization.objective to cross-entropy or focal (R-Drop: regularization.rdrop_alpha).")
     if isinstance(reg.class_weights, str) and reg.class_weights not in ("none", "balanced"):
         raise ConfigError(f"invalid value {reg.class_weights!r}", path=source, key="regularization.class_weights",
                           fix="use none, balanced, or a mapping {label: weight}.")

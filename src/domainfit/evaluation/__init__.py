@@ -1,6 +1,6 @@
 """Scoring predictions and reporting them: metrics a config can select on, and a readable report."""
 
-from domainfit.evaluation.metrics import (
+from domainfit.metrics.classification import (
     METRIC_NAMES,
     classification_metrics,
     is_better,
@@ -9,6 +9,17 @@ from domainfit.evaluation.metrics import (
     register_selection_metric,
 )
 from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.evaluation.reports import REPORTS, RunReport
+
+# each imported for its REPORTS registration
+from domainfit.evaluation import generation_report, image_report, multilabel_report, ner_report  # noqa: E402,F401,I001
+
+
+def report_for(task_name: str) -> RunReport:
+    """The registered presentation of ``task_name``'s runs (report.md, model card, terminal table);
+    single-label classification's by default."""
+    return REPORTS.get(task_name) if task_name in REPORTS else RunReport()
+
 
 __all__ = [
     "METRIC_NAMES",
@@ -18,5 +29,6 @@ __all__ = [
     "list_selection_metrics",
     "metric_direction",
     "register_selection_metric",
+    "report_for",
     "write_report",
 ]

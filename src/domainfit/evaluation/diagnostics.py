@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from domainfit.training.atomic import write_text_atomic
+from domainfit.io.atomic import write_text_atomic
 
 # ---------------------------------------------------------------------------------------------------------------
 # Thresholds of the readings, and why.

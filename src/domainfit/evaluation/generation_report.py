@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domainfit import __version__
+from domainfit.version import __version__
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, _context_section, _history_section, _table, _write_atomic
 
 _GLOSSARY = """## How to read the scores
@@ -115,3 +116,12 @@ def write_generation_model_card(model_dir: Path, *, cfg: dict[str, Any], results
     lines += ["", "## Training", "", f"epochs {t['epochs']}, batch size {t['batch_size']}, learning rate {t['learning_rate']}, "
               f"seed {t['seed']}, max length {cfg['model']['max_length']}. Full config: the run folder's `config.yaml`.", ""]
     (Path(model_dir) / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _report_generation_run(task, out_dir: Path, metrics: dict, **kwargs) -> Path:  # noqa: ARG001
+    return write_generation_report(out_dir, metrics, **kwargs)
+
+
+REPORTS.register("generation", RunReport(write_report=_report_generation_run,
+                                         write_model_card=write_generation_model_card,
+                                         format_metrics=format_generation_metrics))

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, write_report
-from domainfit.training.atomic import write_atomic, write_text_atomic
+from domainfit.io.atomic import write_atomic, write_text_atomic
 
 THUMBNAILS_NAME = "misclassified.png"
 _MAX_THUMBNAILS = 24
@@ -119,3 +120,19 @@ def thumbnail_grid(tiles: list[tuple[str, str, float, bool]], *, columns: int = 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _report_image_run(task: Any, out_dir: Path, metrics: dict, **kwargs: Any) -> Path:
+    """The standard report (scores, confusion matrix) plus a grid of misclassified images of the last split
+    the task scored (``task.shipped``: model, inputs, data; ``task.last_logits``)."""
+    split = kwargs.get("split_name", "test")
+    model, inputs, data = task.shipped if task.shipped else (None, None, None)
+    examples = data.splits.get(split, []) if data else []
+    logits = task.last_logits
+    probabilities = logits.softmax(-1) if logits is not None and len(logits) == len(examples) else None
+    return write_image_report(out_dir, metrics, model=model, inputs=inputs, examples=examples,
+                              labels=data.labels if data else metrics["labels"], probabilities=probabilities,
+                              **kwargs)
+
+
+REPORTS.register("image-classification", RunReport(write_report=_report_image_run))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domainfit import __version__
+from domainfit.version import __version__
 
 
 # domainfit task -> the Hugging Face pipeline that loads the saved folder

@@ -1,7 +1,7 @@
 """The multi-label evaluation report: ``report.md`` for a reader who is not an ML engineer.
 
 Written by the ``multi-label-classification`` task at the end of ``domainfit train`` (the task's
-``write_report``). It takes the dict of :func:`domainfit.evaluation.multilabel_metrics.score_with_thresholds`
+``write_report``). It takes the dict of :func:`domainfit.metrics.multilabel.score_with_thresholds`
 and writes the headline scores at the tuned thresholds beside the default threshold, a per-label table
 with each label's threshold, the training history and the run's settings. There is no confusion matrix:
 each label is its own yes/no decision.
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domainfit.evaluation.multilabel_metrics import DEFAULT_SUFFIX
+from domainfit.metrics.multilabel import DEFAULT_SUFFIX
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, _context_section, _escape, _history_section, _table
-from domainfit.training.atomic import write_text_atomic
+from domainfit.io.atomic import write_text_atomic
 
 
 def write_multilabel_report(
@@ -122,3 +123,10 @@ _GLOSSARY = """## How to read the scores
 - **Hamming loss**: the share of individual label decisions that are wrong (lower is better).
 - **Subset accuracy**: the share of examples whose predicted set of labels is exactly right.
 - **Threshold**: the probability above which a label is given; tuned per label on the validation set."""
+
+
+def _report_multilabel_run(task, out_dir: Path, metrics: dict, **kwargs) -> Path:  # noqa: ARG001
+    return write_multilabel_report(out_dir, metrics, **kwargs)
+
+
+REPORTS.register("multi-label-classification", RunReport(write_report=_report_multilabel_run))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import (REPORT_NAME, _context_section, _escape, _history_section, _percent,
                                          _table, _write_atomic)
 
@@ -34,7 +35,7 @@ def write_ner_report(out_dir: Path, metrics: dict, *, title: str, split_name: st
 
     Args:
         out_dir: folder to write into; created if missing.
-        metrics: the dict of :func:`domainfit.evaluation.ner_metrics.entity_metrics`, with ``errors``
+        metrics: the dict of :func:`domainfit.metrics.ner.entity_metrics`, with ``errors``
             (``{"missed": [...], "spurious": [...]}``) when the task collected examples.
         title: the report's heading.
         split_name: which split was scored.
@@ -98,3 +99,24 @@ def _errors_section(errors: dict) -> str:
             rows = [[_escape(e["label"]), f"`{_escape(e['text'])}`", _escape(e["context"])] for e in errors[kind]]
             lines += ["", f"### {heading}", "", _table(["Type", "Entity", "Context"], rows, numeric_from=3)]
     return "\n".join(lines)
+
+
+def format_ner_metrics(metrics: dict) -> str:
+    """The terminal table: entity P/R/F1 overall and per type, token accuracy."""
+    width = max([len(t) for t in metrics["labels"]] + [16])
+    lines = [f"{'sentences':{width}}  {metrics['n']}",
+             f"{'entity F1':{width}}  {metrics['entity_f1']:.4f}  (P {metrics['entity_precision']:.4f}, "
+             f"R {metrics['entity_recall']:.4f})",
+             f"{'token accuracy':{width}}  {metrics['token_accuracy']:.4f}", "per-type F1"]
+    for label in metrics["labels"]:
+        scores = metrics["per_class"][label]
+        lines.append(f"  {label:{width - 2}}  {scores['f1']:.4f}  (gold {scores['support']}, "
+                     f"predicted {scores['predicted']})")
+    return "\n".join(lines)
+
+
+def _report_ner_run(task, out_dir: Path, metrics: dict, **kwargs) -> Path:  # noqa: ARG001
+    return write_ner_report(out_dir, metrics, **kwargs)
+
+
+REPORTS.register("token-classification", RunReport(write_report=_report_ner_run, format_metrics=format_ner_metrics))

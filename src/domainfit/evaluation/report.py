@@ -1,7 +1,7 @@
 """The evaluation report: ``report.md`` and ``confusion_matrix.png``, written for a reader who is not
 an ML engineer, plus a compact table for the terminal at the end of a run.
 
-``write_report`` takes the dict from :func:`domainfit.evaluation.metrics.classification_metrics`
+``write_report`` takes the dict from :func:`domainfit.metrics.classification.classification_metrics`
 and writes a plain-language summary, the headline and per-class scores, the confusion matrix (as an
 image and as a list of the most frequent mistakes), the per-epoch history and the run's settings.
 """
@@ -17,7 +17,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from domainfit.evaluation.metrics import improves_on_best
+from domainfit.metrics.classification import improves_on_best
 
 REPORT_NAME = "report.md"
 CONFUSION_MATRIX_NAME = "confusion_matrix.png"

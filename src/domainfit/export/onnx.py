@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.errors import DomainfitError, MissingExtraError
 from domainfit.serving.predictor import (
     AUTO_MIN_AGREEMENT,
@@ -45,7 +45,7 @@ from domainfit.serving.predictor import (
     read_text_side,
     weights_fingerprint,
 )
-from domainfit.training.atomic import write_text_atomic
+from domainfit.io.atomic import write_text_atomic
 
 # Architectures whose attention ONNX Runtime's "bert" fusion recognises. Others are exported unfused
 # (correct, just slower).

@@ -9,6 +9,8 @@ GGUF weights are de-quantised to fp32 on load (transformers + ``gguf``); the mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import importlib.util
 import logging
 from pathlib import Path
@@ -19,6 +21,9 @@ from torch import nn
 from domainfit.config import GenerationConfig
 from domainfit.errors import MissingExtraError, ModelError
 from domainfit.models.loading import load_pretrained
+
+ADAPTER_DIR = "adapter"  # where a generation model folder keeps its LoRA adapter
+
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +121,39 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return trainable, total
+
+
+def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
+                       batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[str]:
+    """Greedy continuations of ``prompts`` (up to EOS or ``max_new_tokens``), in input order.
+
+    Prompts are sorted by length and left-padded per batch so every row's continuation starts at the
+    same column; a prompt longer than ``max_prompt_tokens`` keeps its last tokens (the response header).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if max_prompt_tokens:
+        ids = [x[-max_prompt_tokens:] for x in ids]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    outputs: list[str] = [""] * len(ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (batch, width), left-padded
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
+            attention_mask[row, width - len(ids[i]) :] = 1
+        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)  # (batch, width + new)
+        for row, i in enumerate(chunk):
+            new = generated[row, width:].tolist()
+            if tokenizer.eos_token_id in new:
+                new = new[: new.index(tokenizer.eos_token_id)]
+            outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+    model.train(was_training)
+    return outputs

@@ -7,6 +7,7 @@ Built-in short names map to models that ship inside a pip package, so they work 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +52,89 @@ def resolve_model_path(name: str) -> str:
                 key="model.name",
                 fix="point model.name at a folder written by save_pretrained (or by `domainfit train`: its model/ subfolder).",
             )
+        check_model_folder(path, key="model.name")
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model folder {name!r} does not exist", key="model.name",
                          fix=f"check the path, or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
     return name
+
+
+SAFE_WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "*.gguf")
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
+                   "tokenizer.model")
+
+
+def _convert_hint(path: Path) -> str:
+    return (f"convert it on a machine you trust: python -c \"from transformers import AutoModel; "
+            f"AutoModel.from_pretrained('{path}').save_pretrained('{path}-safetensors')\" (writes model.safetensors; "
+            "use the Auto class of the model's task), then use the new folder.")
+
+
+def check_model_folder(path: Path, *, key: str | None = "model.name") -> None:
+    """Refuse a local model folder that would run code or unpickle files, or whose weights are damaged.
+
+    domainfit never runs code that comes with a model: no ``auto_map`` (custom modelling code, which
+    ``trust_remote_code`` would execute) and no pickle weights (``pytorch_model.bin``: unpickling can run code
+    planted in the file). Weights must be safetensors (or GGUF), and a safetensors header must be intact
+    (a truncated download fails here, in one message, instead of deep inside transformers).
+    """
+    path = Path(path)
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            settings = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(f"{name} is not valid JSON: {e}", path=file, key=key,
+                             fix="restore the file from the original model (it is written by save_pretrained).") from e
+        if isinstance(settings, dict) and settings.get("auto_map"):
+            raise ModelError(f"this model folder asks to run its own Python code ({name} has auto_map: "
+                             f"{', '.join(map(str, settings['auto_map']))[:200]}); domainfit never runs code that "
+                             "comes with a model", path=path, key=key,
+                             fix="use a model whose architecture ships with transformers (BERT, RoBERTa, XLM-R, "
+                                 "DistilBERT, Llama, ...), or remove auto_map if the architecture is a standard one.")
+    safe = [f for pattern in SAFE_WEIGHTS for f in path.glob(pattern)]
+    pickles = sorted(f.name for pattern in PICKLE_WEIGHTS for f in path.glob(pattern) if f.name != "training_args.bin")
+    if not safe and pickles:
+        raise ModelError(f"the weights are pickle files ({', '.join(pickles[:3])}); loading a pickle can run code "
+                         "planted in it, so domainfit only loads safetensors", path=path, key=key,
+                         fix=_convert_hint(path))
+    for file in path.glob("*.safetensors"):
+        _check_safetensors_header(file, key)
+
+
+def _check_safetensors_header(file: Path, key: str | None) -> None:
+    """The header must parse and the data it describes must fit in the file (a truncated copy does not)."""
+    size = file.stat().st_size
+    problem = None
+    try:
+        with open(file, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if size < 8 or header_len <= 0 or 8 + header_len > size:
+                problem = "its header is cut off"
+            else:
+                header = json.loads(f.read(header_len))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                if 8 + header_len + end > size:
+                    problem = f"it holds {size:,} bytes but its header describes {8 + header_len + end:,}"
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        problem = f"its header cannot be read ({type(e).__name__})"
+    if problem:
+        raise ModelError(f"{file.name} is damaged or truncated: {problem}", path=file, key=key,
+                         fix="copy or download the model again (compare its size or checksum with the original).")
+
+
+def check_tokenizer_files(path: Path, *, key: str | None = "model.name") -> None:
+    """A local text-model folder must carry its tokenizer; without one transformers may build a tiny fallback
+    tokenizer that maps every text to the same few ids (every prediction identical, no error)."""
+    path = Path(path)
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES) and not any(path.glob("*.gguf")):
+        raise ModelError(f"this model folder has no tokenizer (none of {', '.join(TOKENIZER_FILES)})", path=path,
+                         key=key, fix="save the tokenizer beside the model: tokenizer.save_pretrained(FOLDER) with the "
+                                      "tokenizer the model was trained with.")
 
 
 def attention_kernel(requested: str, attention_dropout: float) -> str:
@@ -128,4 +207,5 @@ def load_tokenizer(name: str) -> Any:
     """Load the (fast) tokenizer for a model name, folder or built-in."""
     from transformers import AutoTokenizer
 
+    check_tokenizer_files(Path(resolve_model_path(name)))
     return load_pretrained(AutoTokenizer.from_pretrained, name)

@@ -18,7 +18,7 @@ class CausalLMObjective(nn.Module):
     The loss is the mean over all response tokens of the batch. For metrics it returns, instead of the
     (batch, seq, vocab) logits (49k columns for SmolLM2: far too big to collect over a split), each example's
     summed negative log-likelihood and its number of scored tokens as ``logits`` of shape (batch, 2), from
-    which :func:`domainfit.evaluation.generation_metrics.perplexity_metrics` computes the split's perplexity.
+    which :func:`domainfit.metrics.generation.perplexity_metrics` computes the split's perplexity.
     """
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

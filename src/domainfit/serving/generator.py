@@ -25,9 +25,10 @@ import torch
 
 from domainfit.data.instructions import InstructionExample, PromptFormat, read_instructions
 from domainfit.errors import DataError, ModelError
+from domainfit.models.causal_lm import ADAPTER_DIR, generate_responses
+from domainfit.models.loading import check_model_folder, check_tokenizer_files
 
 SETTINGS_FILE = "domainfit.json"
-ADAPTER_DIR = "adapter"
 TASK = "generation"
 
 
@@ -45,42 +46,6 @@ def read_generation_settings(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 @torch.inference_mode()
-def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
-                       batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[str]:
-    """Greedy continuations of ``prompts`` (up to EOS or ``max_new_tokens``), in input order.
-
-    Prompts are sorted by length and left-padded per batch so every row's continuation starts at the
-    same column; a prompt longer than ``max_prompt_tokens`` keeps its last tokens (the response header).
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if max_prompt_tokens:
-        ids = [x[-max_prompt_tokens:] for x in ids]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    outputs: list[str] = [""] * len(ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (batch, width), left-padded
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
-            attention_mask[row, width - len(ids[i]) :] = 1
-        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)  # (batch, width + new)
-        for row, i in enumerate(chunk):
-            new = generated[row, width:].tolist()
-            if tokenizer.eos_token_id in new:
-                new = new[: new.index(tokenizer.eos_token_id)]
-            outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
-    model.train(was_training)
-    return outputs
-
-
 class Generator:
     """A loaded generation model: ``predict`` turns instructions (and inputs) into responses."""
 
@@ -141,6 +106,10 @@ def load_generator(model_dir: str | Path, *, backend: str = "auto", num_threads:
                          key="backend", fix="use backend='torch' (or 'auto').")
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    check_tokenizer_files(path, key=None)
+    for folder in (path, path / ADAPTER_DIR):  # no custom code, no pickle weights, intact safetensors
+        if folder.is_dir():
+            check_model_folder(folder, key=None)
     if (path / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -26,7 +26,7 @@ import numpy as np
 
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
-from domainfit.evaluation.multilabel_metrics import sigmoid
+from domainfit.metrics.multilabel import sigmoid
 from domainfit.serving.predictor import (DEFAULT_BATCH_SIZE, SETTINGS_FILE, FastTokenizer, Runner, _read_json,
                                          _RUNNERS, check_model_dir, load_hf_tokenizer, pad_inputs)
 
@@ -114,12 +114,12 @@ def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, bac
     :func:`~domainfit.data.multilabel.read_multilabel_examples` (format, text_column, ...).
 
     Returns:
-        The metrics (as :func:`~domainfit.evaluation.multilabel_metrics.score_with_thresholds`).
+        The metrics (as :func:`~domainfit.metrics.multilabel.score_with_thresholds`).
     """
     from domainfit.data.multilabel import MultiLabelSet, read_multilabel_examples
-    from domainfit.evaluation.multilabel_metrics import score_with_thresholds
+    from domainfit.metrics.multilabel import score_with_thresholds
     from domainfit.evaluation.multilabel_report import write_multilabel_report
-    from domainfit.training.atomic import write_text_atomic
+    from domainfit.io.atomic import write_text_atomic
 
     predictor = load_multilabel(model_dir, backend=backend)
     label_set = MultiLabelSet(predictor.labels)

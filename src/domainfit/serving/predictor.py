@@ -30,6 +30,7 @@ from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.windows import AGGREGATIONS, LONG_TEXT_MODES, WindowSettings, aggregate_by_group
 from domainfit.data.windows import special_token_counts, window_rows
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
+from domainfit.models.loading import check_model_folder, check_tokenizer_files
 
 # "torch-bf16+onnx": batches on bf16 PyTorch (fastest batches), single texts on fp32 ONNX (fastest latency)
 SPLIT_BACKEND = "torch-bf16+onnx"
@@ -76,6 +77,7 @@ def check_model_dir(model_dir: str | Path) -> Path:
     if not (path / "config.json").is_file():
         raise ModelError("this folder is not a Hugging Face model folder (no config.json)", path=path,
                          fix="give the model/ folder written by `domainfit train` (it holds config.json).")
+    check_model_folder(path, key=None)  # no custom code, no pickle weights, intact safetensors
     return path
 
 
@@ -221,6 +223,7 @@ def load_hf_tokenizer(model_dir: Path) -> Any:
     """The folder's tokenizer through ``AutoTokenizer``, with a ModelError if it cannot be loaded."""
     from transformers import AutoTokenizer
 
+    check_tokenizer_files(model_dir, key=None)
     try:
         return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as e:

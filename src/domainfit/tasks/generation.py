@@ -22,20 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.instructions import PromptFormat, deduplicate, encode_pair, read_instructions, split_off
 from domainfit.errors import ConfigError
-from domainfit.evaluation.generation_metrics import generation_metrics, perplexity_metrics
-from domainfit.evaluation.generation_report import format_generation_metrics, write_generation_model_card
-from domainfit.evaluation.generation_report import write_generation_report
-from domainfit.models.causal_lm import apply_lora, load_causal_lm, trainable_parameters
+from domainfit.metrics.generation import generation_metrics, perplexity_metrics
+from domainfit.models.causal_lm import ADAPTER_DIR, apply_lora, generate_responses, load_causal_lm, trainable_parameters
 from domainfit.models.loading import freeze_word_embeddings
 from domainfit.objectives import create_objective
 from domainfit.objectives.causal_lm import IGNORE_INDEX
-from domainfit.serving.generator import ADAPTER_DIR, generate_responses
-from domainfit.tasks.base import TASKS, Features, TaskData
+from domainfit.tasks.base import TASKS, Task, Features, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +46,12 @@ def prompt_format(cfg: RunConfig) -> PromptFormat:
 
 
 @TASKS.register("generation")
-class GenerationTask:
+class GenerationTask(Task):
     """Instruction -> response fine-tuning of a causal LM, with the loss masked to the response."""
 
     name = "generation"
+    sections = frozenset({"generation"})
     # task-owned report, model card and terminal table (the loop falls back to classification's otherwise)
-    write_report = staticmethod(write_generation_report)
-    write_model_card = staticmethod(write_generation_model_card)
-    format_metrics = staticmethod(format_generation_metrics)
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         if cfg.train.best_metric not in SELECTION_METRICS:
@@ -128,10 +123,9 @@ class GenerationTask:
 
     # -- after training: base model, generations ----------------------------------------------------
     def final_metrics(self, model: nn.Module, tokenizer: Any, data: TaskData, features: dict[str, Features],
-                      cfg: RunConfig, *, objective: nn.Module, device: torch.device) -> dict[str, dict[str, Any]]:
+                      cfg: RunConfig, *, objective: nn.Module, device: torch.device,
+                      evaluate: Any) -> dict[str, dict[str, Any]]:
         """Base-model perplexity on validation/test, and ROUGE-L of greedy generations (fine-tuned and base)."""
-        from domainfit.training.loop import evaluate
-
         g = cfg.generation
         split = "test" if "test" in features else "validation"
         examples = data.splits[split][: g.rouge_max_examples]
@@ -144,8 +138,7 @@ class GenerationTask:
         with self._base_model(model, cfg, device) as base:
             for name in ("validation", "test"):
                 if name in features:
-                    results["base"][name] = evaluate(base, objective, features[name], self, tokenizer, data,
-                                                     cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens)
+                    results["base"][name] = evaluate(base, objective, features[name])
             base_texts = generate(base) if examples else []
         final = {"base_perplexity": results["base"][split]["perplexity"]}
         if examples:

@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.image_transforms import Augmentation, ImagePreprocessing
 from domainfit.data.images import ImageExample, open_rgb, read_image_examples, resolve_layout
 from domainfit.data.labels import LabelMap
 from domainfit.data.splits import make_splits
-from domainfit.evaluation.metrics import classification_metrics
+from domainfit.metrics.classification import classification_metrics
 from domainfit.models import efficientnet_lite
 from domainfit.models.loading import load_pretrained
 from domainfit.objectives import create_objective
-from domainfit.tasks.base import TASKS, Features, TaskData
+from domainfit.tasks.base import TASKS, Task, Features, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,16 @@ def collate_images(items: list[dict[str, Any]], inputs: ImageInputs, *, train: b
 
 
 @TASKS.register("image-classification")
-class ImageClassificationTask:
+class ImageClassificationTask(Task):
     """Single-label classification of images with a pretrained CNN or vision transformer and a new head."""
 
     name = "image-classification"
+    sections = frozenset({"image"})
+    word_embeddings = False
 
     def __init__(self) -> None:
-        self._shipped: tuple[nn.Module, ImageInputs, TaskData] | None = None  # for the report's image grid
-        self._last_logits: torch.Tensor | None = None
+        self.shipped: tuple[nn.Module, ImageInputs, TaskData] | None = None  # for the report's image grid
+        self.last_logits: torch.Tensor | None = None
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         data = cfg.data
@@ -134,7 +136,7 @@ class ImageClassificationTask:
 
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
         # the loop scores the reported split (test, else validation) last: the report's image grid reuses these
-        self._last_logits = logits
+        self.last_logits = logits
         return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
 
     def save(self, model: nn.Module, inputs: ImageInputs, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
@@ -146,19 +148,8 @@ class ImageClassificationTask:
                 **inputs.preprocessing.to_dict(), "resize": "whole image to image_size x image_size, bilinear",
                 "channels_last": inputs.channels_last, "domainfit_version": __version__}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        self._shipped = (model, inputs, data)
+        self.shipped = (model, inputs, data)
 
-    def write_report(self, out_dir: Path, metrics: dict[str, Any], **kwargs: Any) -> Path:
-        """The standard report (scores, confusion matrix) plus a grid of misclassified images."""
-        from domainfit.evaluation.image_report import write_image_report
-
-        split = kwargs.get("split_name", "test")
-        model, inputs, data = self._shipped if self._shipped else (None, None, None)
-        examples = data.splits.get(split, []) if data else []
-        logits = self._last_logits
-        probabilities = logits.softmax(-1) if logits is not None and len(logits) == len(examples) else None
-        return write_image_report(out_dir, metrics, model=model, inputs=inputs, examples=examples,
-                                  labels=data.labels if data else metrics["labels"], probabilities=probabilities, **kwargs)
 
 
 def _load_hf_image_model(cfg: RunConfig, labels: list[str]) -> tuple[nn.Module, Any, ImagePreprocessing]:

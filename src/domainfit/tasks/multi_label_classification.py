@@ -21,17 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.multilabel import MultiLabelExample, MultiLabelSet, label_statistics, read_multilabel_examples
 from domainfit.data.splits import make_splits
-from domainfit.evaluation.multilabel_metrics import score_with_thresholds, sigmoid, tune_thresholds
-from domainfit.evaluation.multilabel_report import write_multilabel_report
+from domainfit.metrics.multilabel import score_with_thresholds, sigmoid, tune_thresholds
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
 from domainfit.objectives.binary_cross_entropy import positive_weights
-from domainfit.tasks.base import TASKS, Features, TaskData
+from domainfit.tasks.base import TASKS, Task, Features, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def load_multilabel_splits(cfg: RunConfig) -> TaskData:
 
 
 @TASKS.register(TASK_NAME)
-class MultiLabelClassificationTask:
+class MultiLabelClassificationTask(Task):
     """A set of labels per text: a pretrained encoder, one sigmoid per label, per-label thresholds.
 
     Thresholds: until :meth:`calibrate` runs (the loop calls it with the best weights' validation
@@ -81,6 +80,8 @@ class MultiLabelClassificationTask:
     """
 
     name = TASK_NAME
+    sections = frozenset({"multi_label"})
+    calibrates = True
 
     def __init__(self) -> None:
         self.thresholds: np.ndarray | None = None
@@ -168,7 +169,3 @@ class MultiLabelClassificationTask:
                 "thresholds_tuned_on": "validation" if cfg.multi_label.tune_thresholds else None,
                 "label_separator": cfg.multi_label.label_separator, "domainfit_version": __version__}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-
-    def write_report(self, out_dir: Path, metrics: dict, **kw: Any) -> Path:
-        """``report.md`` for multi-label scores (see :func:`write_multilabel_report`)."""
-        return write_multilabel_report(out_dir, metrics, **kw)

@@ -16,19 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import DataConfig, RunConfig
 from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
 from domainfit.data.readers import Example, read_examples
 from domainfit.data.splits import make_splits, sample_fraction, sample_per_class
+from domainfit.errors import ConfigError
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
-from domainfit.evaluation.metrics import classification_metrics
+from domainfit.metrics.classification import classification_metrics
+from domainfit.models import mlm_augment as _mlm_augment  # noqa: F401  registers the "mlm" augmenter
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.models.peft import apply_peft, parameter_counts, save_model_folder
 from domainfit.objectives.compose import build_objective
-from domainfit.tasks.base import TASKS, Features, TaskData
+from domainfit.tasks.base import TASKS, Task, Features, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +119,45 @@ def write_augment_samples(augmenter: Augmenter, train: Features, n: int, out_dir
 
 
 @TASKS.register("text-classification")
-class TextClassificationTask:
+class TextClassificationTask(Task):
     """Single-label classification of texts with a pretrained encoder and a linear head."""
 
     name = "text-classification"
+    sections = frozenset({"augment", "peft", "regularization", "joint"})
+    objectives = ("cross-entropy", "focal")
+    long_text_windows = True
+
+    def check_own_config(self, cfg: RunConfig, source: Path | None = None) -> None:
+        """Names of augmenters, the objective, the adversarial and PEFT methods; what each op needs."""
+        from domainfit.data.augment import AUGMENTERS
+        from domainfit.models.peft import PEFT_METHODS
+        from domainfit.objectives.adversarial import ADVERSARIAL
+
+        def lookup(registry: Any, value: str, key: str) -> None:
+            try:
+                registry.get(value, key=key)
+            except ConfigError as e:
+                raise ConfigError(e.what, path=source, key=key, fix=e.fix) from e
+
+        for op in cfg.augment.ops:
+            lookup(AUGMENTERS, op, "augment.ops")
+        if "synonym" in cfg.augment.ops and not cfg.augment.lexicon:
+            raise ConfigError("the synonym op needs a lexicon of synonym groups", path=source, key="augment.lexicon",
+                              fix="set augment.lexicon: path/to/synonyms.txt (one group per line), or drop synonym.")
+        if "mlm" in cfg.augment.ops and not cfg.augment.mlm_model:
+            raise ConfigError("the mlm op needs a masked language model with its MLM head", path=source,
+                              key="augment.mlm_model",
+                              fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
+                                  "domain-pretrained model folder), or drop mlm.")
+        if cfg.regularization.objective not in self.objectives:
+            raise ConfigError(f"{self.name} trains with {' or '.join(self.objectives)}, not "
+                              f"{cfg.regularization.objective!r}", path=source, key="regularization.objective",
+                              fix=f"set regularization.objective to one of: {', '.join(self.objectives)} (R-Drop: "
+                                  "regularization.rdrop_alpha; adversarial training: regularization.adversarial).")
+        if cfg.regularization.adversarial != "none":
+            lookup(ADVERSARIAL, cfg.regularization.adversarial, "regularization.adversarial")
+        if cfg.peft.method != "none":
+            lookup(PEFT_METHODS, cfg.peft.method, "peft.method")
     augmenter: Augmenter | None = None  # set by build() when augment.ops is not empty
     augment_samples = 0
     max_length = 512

@@ -22,17 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.ner_readers import NerExample, SpanKeys, read_ner_examples, tags_to_entities
 from domainfit.data.token_alignment import (IGNORE, SentenceEncoding, encode_sentence, merge_window_logits,
                                             plan_windows, special_tokens)
 from domainfit.errors import DataError
-from domainfit.evaluation.ner_metrics import entity_metrics
+from domainfit.metrics.ner import entity_metrics
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
-from domainfit.tasks.base import TASKS, Features, TaskData
+from domainfit.tasks.base import TASKS, Task, Features, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,11 @@ def entity_types(labels: list[str]) -> list[str]:
 
 
 @TASKS.register("token-classification")
-class TokenClassificationTask:
+class TokenClassificationTask(Task):
     """A label per word (IOB2), scored as entities, with a pretrained encoder and a linear head per token."""
 
     name = "token-classification"
+    sections = frozenset({"ner"})
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         return load_ner_splits(cfg)
@@ -200,24 +201,6 @@ class TokenClassificationTask:
                 "labels": data.labels, "entity_types": entity_types(data.labels), "domainfit_version": __version__}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
-    def format_metrics(self, metrics: dict) -> str:
-        """The terminal table: entity P/R/F1 overall and per type, token accuracy."""
-        width = max([len(t) for t in metrics["labels"]] + [16])
-        lines = [f"{'sentences':{width}}  {metrics['n']}",
-                 f"{'entity F1':{width}}  {metrics['entity_f1']:.4f}  (P {metrics['entity_precision']:.4f}, "
-                 f"R {metrics['entity_recall']:.4f})",
-                 f"{'token accuracy':{width}}  {metrics['token_accuracy']:.4f}", "per-type F1"]
-        for label in metrics["labels"]:
-            scores = metrics["per_class"][label]
-            lines.append(f"  {label:{width - 2}}  {scores['f1']:.4f}  (gold {scores['support']}, "
-                         f"predicted {scores['predicted']})")
-        return "\n".join(lines)
-
-    def write_report(self, out_dir: Path, metrics: dict, **kwargs: Any) -> Path:
-        """report.md with entity P/R/F1, the per-type table, history and example errors."""
-        from domainfit.evaluation.ner_report import write_ner_report
-
-        return write_ner_report(out_dir, metrics, **kwargs)
 
 
 def merge_sentences(features: Features, logits: np.ndarray) -> list[tuple[SentenceEncoding, np.ndarray]]:

@@ -2,7 +2,8 @@
 
 Layout inside ``<output>/checkpoints/``::
 
-    step-000240/         model.safetensors, optimizer.pt, scheduler.pt, state.json (position, RNG, history)
+    step-000240/         model.safetensors, optimizer.safetensors, scheduler.safetensors, rng.safetensors,
+                         state.json (position, history)
     latest               text file naming the newest complete step folder
     best.safetensors     weights of the best evaluation so far
     best.json            which step/epoch that was (also stored inside best.safetensors' metadata)
@@ -10,14 +11,18 @@ Layout inside ``<output>/checkpoints/``::
 A step folder is filled under a temporary name and renamed when complete; ``latest`` is replaced
 atomically afterwards; older step folders are deleted last. So a kill -9 at any moment leaves ``latest``
 pointing at a complete folder, and resume restores model, optimizer, scheduler, RNG and data position.
+
+Nothing is unpickled on resume (``io/state_files``: tensors + JSON), and every path read is resolved inside the
+run folder (``io/run_folder``): a checkpoint from an untrusted copy can neither run code nor point elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,13 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from domainfit.errors import DomainfitError
-from domainfit.training.atomic import atomic_dir, write_atomic, write_text_atomic
+from domainfit.io.run_folder import contained
+from domainfit.io.state_files import load_state, save_state
+from domainfit.io.atomic import atomic_dir, write_atomic, write_text_atomic
+
+STEP_NAME = re.compile(r"step-\d{7,}")
+# written by domainfit before 0.2: pickles, which are never loaded (a pickle can run code)
+LEGACY_PICKLES = ("optimizer.pt", "scheduler.pt", "rng.pt")
 
 
 @dataclass
@@ -78,25 +89,50 @@ class CheckpointManager:
         target = self.dir / name
         with atomic_dir(target) as tmp:
             save_model(model, str(tmp / "model.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-            torch.save(_rng_state(), tmp / "rng.pt")
+            save_state(tmp / "optimizer.safetensors", optimizer.state_dict())
+            save_state(tmp / "scheduler.safetensors", scheduler.state_dict())
+            save_state(tmp / "rng.safetensors", _rng_state())
             if objective is not None and any(True for _ in objective.parameters()):
                 save_model(objective, str(tmp / "objective.safetensors"))
             (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
         write_text_atomic(self.dir / "latest", name)
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
-            if old.name != name and old.is_dir():
+            if old.name == name:
+                continue
+            if old.is_symlink():
+                old.unlink()  # never follow a link out of the run folder to delete what it points at
+            elif old.is_dir():
                 shutil.rmtree(old)
+        self.remove_leftovers()
         return target
 
+    def remove_leftovers(self) -> None:
+        """Delete half-written step folders (``.step-*.tmp``) that a killed process left behind.
+
+        The run folder is locked for the life of a run (``run_dir.RunLock``), so no other writer owns them."""
+        for tmp in self.dir.glob(".step-*.tmp"):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
     def latest(self) -> Path | None:
+        """The newest complete step folder, resolved inside the run folder (a pointer leading out is refused)."""
+        if not self.dir.is_dir():
+            return None
         pointer = self.dir / "latest"
         if pointer.is_file():
-            target = self.dir / pointer.read_text(encoding="utf-8").strip()
+            name = contained(self.dir, "latest").read_text(encoding="utf-8").strip()
+            if not STEP_NAME.fullmatch(name):
+                raise DomainfitError(f"checkpoints/latest should name a step folder (step-0000240), found "
+                                     f"{name[:80]!r}", path=pointer,
+                                     fix="delete checkpoints/latest (resume then takes the newest complete step "
+                                         "folder), or start afresh with output.overwrite=true.")
+            target = contained(self.dir, name)
             if (target / "state.json").is_file():
                 return target
-        complete = [p for p in sorted(self.dir.glob("step-*")) if (p / "state.json").is_file()]
+        complete = [contained(self.dir, p.name) for p in sorted(self.dir.glob("step-*")) if STEP_NAME.fullmatch(p.name)]
+        complete = [p for p in complete if (p / "state.json").is_file()]
         return complete[-1] if complete else None
 
     def load(self, model: torch.nn.Module, optimizer, scheduler, objective: torch.nn.Module | None = None) -> TrainState:
@@ -107,20 +143,35 @@ class CheckpointManager:
                 path=self.dir,
                 fix="run without --resume to start afresh (checkpoints are written at each evaluation).",
             )
-        load_model(model, str(path / "model.safetensors"))
-        if objective is not None and (path / "objective.safetensors").is_file():
-            # weights must all be there; a state buffer added by a later version (a flag, a counter) keeps its start value
-            missing, unexpected = load_model(objective, str(path / "objective.safetensors"), strict=False)
-            weights = {name for name, _ in objective.named_parameters()}
-            missing_weights = [k for k in missing if k in weights]
-            if missing_weights or unexpected:
-                raise DomainfitError(f"the checkpoint's objective does not match this run's (missing {missing_weights}, "
-                                     f"unexpected {sorted(unexpected)})", path=path,
-                                     fix="resume with the config the run started with, or start afresh.")
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-        _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-        return TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+        if any((path / name).exists() for name in LEGACY_PICKLES) and not (path / "optimizer.safetensors").exists():
+            raise DomainfitError("this checkpoint was written by an older domainfit as pickle files (optimizer.pt), "
+                                 "which are never loaded: unpickling a file can run code planted in it", path=path,
+                                 fix="start the run afresh (output.overwrite=true); checkpoints are now written "
+                                     "as safetensors + JSON.")
+        file = lambda name: contained(path, name)  # noqa: E731  every file read stays in the run folder
+        state = _read_train_state(file("state.json"))
+        try:
+            load_model(model, str(file("model.safetensors")))
+            if objective is not None and file("objective.safetensors").is_file():
+                # weights must all be there; a state buffer added by a later version keeps its start value
+                missing, unexpected = load_model(objective, str(file("objective.safetensors")), strict=False)
+                weights = {name for name, _ in objective.named_parameters()}
+                missing_weights = [k for k in missing if k in weights]
+                if missing_weights or unexpected:
+                    raise DomainfitError(f"the checkpoint's objective does not match this run's (missing "
+                                         f"{missing_weights}, unexpected {sorted(unexpected)})", path=path,
+                                         fix="resume with the config the run started with, or start afresh.")
+            optimizer.load_state_dict(load_state(file("optimizer.safetensors")))
+            scheduler.load_state_dict(load_state(file("scheduler.safetensors")))
+            _set_rng_state(load_state(file("rng.safetensors")))
+        except DomainfitError:
+            raise
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise DomainfitError(f"the checkpoint is damaged or belongs to another model ({type(e).__name__}: "
+                                 f"{str(e)[:300]})", path=path,
+                                 fix="delete this step folder to resume from an earlier one if there is one, or start "
+                                     "afresh with output.overwrite=true.") from e
+        return state
 
     # -- best model ---------------------------------------------------------------------------------
     def save_best(self, model: torch.nn.Module, info: dict[str, Any]) -> None:
@@ -133,7 +184,31 @@ class CheckpointManager:
         """Load the best weights into ``model``; None if no evaluation has run."""
         if not (self.dir / "best.safetensors").is_file():
             return None
-        path = self.dir / "best.safetensors"
-        load_model(model, str(path))
-        with safe_open(str(path), framework="pt") as f:
-            return json.loads(f.metadata()["domainfit_best"])
+        path = contained(self.dir, "best.safetensors")
+        try:
+            load_model(model, str(path))
+            with safe_open(str(path), framework="pt") as f:
+                return json.loads(f.metadata()["domainfit_best"])
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise DomainfitError(f"the best weights are damaged ({type(e).__name__}: {str(e)[:300]})", path=path,
+                                 fix="start the run afresh with output.overwrite=true.") from e
+
+
+def _read_train_state(path: Path) -> TrainState:
+    """state.json -> TrainState; a tampered or foreign file is a clear error, not a TypeError."""
+    known = {f.name: f for f in fields(TrainState)}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DomainfitError(f"cannot read the checkpoint's state: {e}", path=path,
+                             fix="delete this step folder to resume from an earlier one, or start afresh.") from e
+    if not isinstance(raw, dict) or set(raw) - set(known):
+        extra = sorted(set(raw) - set(known)) if isinstance(raw, dict) else type(raw).__name__
+        raise DomainfitError(f"the checkpoint's state is not domainfit's (unexpected: {str(extra)[:200]})", path=path,
+                             fix="delete this step folder to resume from an earlier one, or start afresh.")
+    for name in ("epoch", "batch_in_epoch", "step", "samples_seen"):
+        value = raw.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DomainfitError(f"the checkpoint's state has {name}={str(value)[:40]}, expected a whole number >= 0",
+                                 path=path, fix="delete this step folder to resume from an earlier one, or start afresh.")
+    return TrainState(**raw)

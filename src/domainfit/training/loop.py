@@ -29,47 +29,50 @@ from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
-from domainfit.evaluation.metrics import improves_on_best
-from domainfit.evaluation.model_card import write_model_card
-from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.metrics.classification import improves_on_best
+from domainfit.evaluation import report_for
 from domainfit.tasks import Features, Task, TaskData, create_task
-from domainfit.training.atomic import atomic_dir, write_text_atomic
+from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.embedding_rows import apply_seen_rows
 from domainfit.training.memory import (limit_kernel_cache, long_batch_recompute, micro_batches, release_memory,
                                       set_mmap_threshold)
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
+from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best evaluation, test it, and write the run folder. Returns metrics.json's dict."""
-    from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
-
     # 1. Everything the user can get wrong is checked before the output folder is touched.
     limit_kernel_cache()  # before the first oneDNN kernel is built (precision's matmul test, the first step)
     set_mmap_threshold(cfg.train.mmap_threshold_mb)  # before the model and the first batches are allocated
     log.info("memory allocator: %s", active_allocator())
     task = create_task(cfg.task)
-    out = prepare_run_dir(cfg, resume=resume)
-    resume = resume_or_restart(out, resume, cfg)
+    task.check_config(cfg)  # options this task would ignore are refused, naming the key
+    with open_run_folder(cfg, resume=resume) as out:  # locked for this run; failed/interrupted recorded
+        return _train(cfg, task, out, resume=resume_or_restart(out, resume, cfg))
+
+
+def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+
     data = task.load_data(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     model, tokenizer = task.build(cfg, data)
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
-    start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels})
-    if hasattr(task, "on_run_start"):  # optional hook: e.g. augmentation samples into the run folder
-        task.on_run_start(out, features)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mixed_precision = resolve_precision(cfg.train.precision, device, run_dir=out if resume else None)
+    start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels,
+                                              "mixed_precision": mixed_precision})
+    task.on_run_start(out, features)  # e.g. augmentation samples into the run folder
 
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mixed_precision = resolve_precision(cfg.train.precision, device)
     accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
     objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
@@ -216,8 +219,7 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
     if features.groups is not None:  # windows of long documents: score documents, not windows
         labels = group_labels(labels, features.groups)
         logits = aggregate_by_group(logits, features.groups, features.aggregation)
-    by_features = getattr(task, "compute_feature_metrics", None)  # tasks whose items are pieces (windows) of examples
-    metrics = by_features(features, logits, labels, data) if by_features else task.compute_metrics(logits, labels, data)
+    metrics = task.compute_feature_metrics(features, logits, labels, data)  # items may be pieces (windows) of examples
     metrics["loss"] = loss
     return metrics
 
@@ -259,7 +261,7 @@ def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
 def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path, *,
               precision: str, embedding_rows: int | str = "all", recomputed: int = 0) -> dict[str, Any]:
     results: dict[str, Any] = {"best": best, "history": state.history}
-    if hasattr(task, "calibrate"):  # optional: fit decision settings (multi-label thresholds) on validation
+    if task.calibrates:  # fit decision settings (multi-label thresholds) on validation
         logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
                                            cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens)
         task.calibrate(logits, labels, data)
@@ -267,10 +269,13 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         if split in features:
             results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device,
                                       max_tokens=cfg.train.eval_batch_tokens)
-    final_metrics = getattr(task, "final_metrics", None)  # optional: scores that need the trained model (generation)
-    if final_metrics is not None:
-        for key, values in final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device).items():
-            results.setdefault(key, {}).update(values)
+    def score(m, o, split_features):  # lets a task score another model (generation: the base model) as the loop does
+        return evaluate(m, o, split_features, task, tokenizer, data, cfg.train.eval_batch_size, device,
+                        max_tokens=cfg.train.eval_batch_tokens)
+
+    extra = task.final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device, evaluate=score)
+    for key, values in extra.items():  # scores that need the trained model (generation: base model, ROUGE-L)
+        results.setdefault(key, {}).update(values)
     results["train"] = {
         "samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
         "train_runtime_s": round(state.train_seconds, 2),
@@ -285,20 +290,20 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         "recomputed_batches": recomputed,
     }
     results["data"] = data.info
+    presentation = report_for(task.name)
     with atomic_dir(out / "model") as tmp:
         task.save(model, tokenizer, cfg, data, tmp)
-        getattr(task, "write_model_card", write_model_card)(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
+        presentation.write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
     final = results.get("test") or results["validation"]
-    report = getattr(task, "write_report", write_report)  # tasks with other metrics bring their own report
-    report(out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
+    presentation.write_report(task, out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
            split_name="test" if "test" in results else "validation",
            context={"model": cfg.model.name, "train data": cfg.data.train,
                     "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
                     "selected by": f"validation {cfg.train.best_metric}",
                     "train samples/s": results["train"]["samples_per_second"]},
            history=state.history, best_metric=cfg.train.best_metric)
-    print(getattr(task, "format_metrics", format_metrics_table)(final))
+    print(presentation.format_metrics(final))
     return results
 
 

@@ -5,15 +5,26 @@ tiles (Sapphire Rapids and later) a bf16 matmul runs several times faster than f
 chips it can be slower. So ``precision: auto`` on a CPU times one matmul of a transformer layer's shape in
 both precisions (~0.1 s) and takes bf16 only when it is clearly faster. Weights, gradients and the optimizer
 stay fp32 either way (autocast), so accuracy is kept; ``benchmarks/bench_train.py`` checks it.
+
+A timing is noisy, so the choice is made once and then kept: once per machine (cached in
+``$DOMAINFIT_CACHE_DIR`` or ``~/.cache/domainfit/precision.json``, keyed by CPU model, torch version and thread
+count), so two runs with the same seed compute alike; and once per run (``run.json``'s ``mixed_precision``), so a
+resumed run never switches precision half-way.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
+import platform
 import time
+from pathlib import Path
 
 import torch
+
+from domainfit.io.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +54,83 @@ def cpu_bf16_speedup(m: int = 1024, k: int = 384, n: int = 1536, repeats: int = 
     return median_seconds(torch.float32) / median_seconds(torch.bfloat16)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Map the config's ``precision`` to Accelerate's ``mixed_precision`` ("no", "bf16", "fp16")."""
+def resolve_precision(precision: str, device: torch.device, run_dir: Path | None = None) -> str:
+    """Map the config's ``precision`` to Accelerate's ``mixed_precision`` ("no", "bf16", "fp16").
+
+    Args:
+        precision: the config value (auto, fp32, bf16, fp16).
+        device: where the run computes.
+        run_dir: a run being resumed: its recorded choice is kept (``run.json``'s ``mixed_precision``).
+    """
     if precision != "auto":
         return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    if run_dir is not None:
+        recorded = _recorded_choice(run_dir)
+        if recorded is not None:
+            log.info("precision auto: %s, as recorded when this run started (run.json)", _name(recorded))
+            return recorded
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
-        speedup = cpu_bf16_speedup()
-        choice = "bf16" if speedup >= 1.3 else "no"
-        log.info("precision auto: bf16 matmul is %.1fx fp32 on this CPU -> %s", speedup, "bf16 autocast" if choice == "bf16" else "fp32")
-        return choice
+        return _cpu_choice()
     return "no"
+
+
+def _name(choice: str) -> str:
+    return "bf16 autocast" if choice == "bf16" else "fp32" if choice == "no" else choice
+
+
+def _recorded_choice(run_dir: Path) -> str | None:
+    try:
+        value = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8")).get("mixed_precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if value in ("no", "bf16", "fp16") else None
+
+
+def cache_dir() -> Path:
+    """Where per-machine measurements are kept (``$DOMAINFIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/domainfit``)."""
+    if os.environ.get("DOMAINFIT_CACHE_DIR"):
+        return Path(os.environ["DOMAINFIT_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "domainfit"
+
+
+def _machine_key() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _cpu_choice() -> str:
+    """bf16 or fp32 for this CPU: measured the first time, then read from the cache."""
+    path = cache_dir() / "precision.json"
+    key = _machine_key()
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(key) if isinstance(cached, dict) else None
+    if isinstance(entry, dict) and entry.get("choice") in ("no", "bf16"):
+        log.info("precision auto: %s (bf16 matmul measured %.1fx fp32 on this machine on %s; delete %s to measure "
+                 "again)", _name(entry["choice"]), entry.get("speedup", float("nan")), entry.get("measured", "?"), path)
+        return entry["choice"]
+    speedup = cpu_bf16_speedup()
+    choice = "bf16" if speedup >= 1.3 else "no"
+    log.info("precision auto: bf16 matmul is %.1fx fp32 on this CPU -> %s (kept for later runs in %s)", speedup,
+             _name(choice), path)
+    cached = cached if isinstance(cached, dict) else {}
+    cached[key] = {"choice": choice, "speedup": round(speedup, 3), "measured": time.strftime("%Y-%m-%d")}
+    try:
+        write_text_atomic(path, json.dumps(cached, indent=1))
+    except OSError as e:  # a read-only home: measure again next time, nothing else changes
+        log.warning("could not keep the precision choice in %s (%s)", path, e)
+    return choice
 
 
 def create_accelerator(mixed_precision: str, grad_accum_steps: int = 1):

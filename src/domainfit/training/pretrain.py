@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import PretrainConfig, to_dict
 from domainfit.data.corpus import (CorpusStream, StreamPosition, count_texts, describe_files, list_corpus_files,
                                    read_texts, take_heldout)
@@ -32,25 +32,29 @@ from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import CausalCollator, MaskingCollator
 from domainfit.errors import DataError, ModelError
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer, resolve_model_path
-from domainfit.training.atomic import atomic_dir, write_text_atomic
+from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
+from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run
 
 log = logging.getLogger(__name__)
 
 
 def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Continue pretraining ``cfg.model.name`` on ``cfg.corpus``; write the run folder. Returns metrics.json's dict."""
-    from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
 
     # 1. Everything the user can get wrong is checked before the output folder is touched.
     limit_kernel_cache()
-    out = prepare_run_dir(cfg, resume=resume)
-    resume = resume_or_restart(out, resume, cfg)
+    with open_run_folder(cfg, resume=resume) as out:  # locked for this run; failed/interrupted recorded
+        return _pretrain(cfg, out, resume=resume_or_restart(out, resume, cfg))
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+
     reading = {"fmt": cfg.corpus.format, "column": cfg.corpus.text_column, "encoding": cfg.corpus.encoding}
     files = list_corpus_files(cfg.corpus.train)
     lexicon = Lexicon.from_file(cfg.masking.lexicon) if cfg.masking.strategy == "knowledge" else None
@@ -83,12 +87,13 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     eval_items = collator.encode(heldout)
     eval_batches = [collator.collate(eval_items[i: i + cfg.train.eval_batch_size], generator=eval_generator)
                     for i in range(0, len(eval_items), cfg.train.eval_batch_size)]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mixed_precision = resolve_precision(cfg.train.precision, device, run_dir=out if resume else None)
     start_run(out, cfg, resume=resume, extra={"task": f"pretrain-{kind}", "corpus_files": [str(f) for f in files],
-                                              "heldout_texts": len(heldout), "total_steps": total_steps})
+                                              "heldout_texts": len(heldout), "total_steps": total_steps,
+                                              "mixed_precision": mixed_precision})
 
     # 2. Optimisation (as in training/loop.py: Accelerate places the model and runs mixed precision).
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mixed_precision = resolve_precision(cfg.train.precision, device)
     accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
     device = accelerator.device
     model.to(device)

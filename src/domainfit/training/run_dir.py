@@ -1,28 +1,42 @@
-"""The output folder of a run: refuse to clobber a finished run, record config/version/seed, mark status.
+"""The output folder of a run: one writer at a time, refuse to clobber a finished run, record config/version/seed,
+mark status (running -> finished, or failed / interrupted).
 
     <output>/
-      config.yaml   resolved config          run.json    version, git hash, seed, status, lineage
+      config.yaml   resolved config          run.json    version, git hash, seed, precision, status, lineage
       checkpoints/  resumable state + best   tensorboard/
       model/        shippable HF folder      metrics.json, report.md, confusion_matrix.png
+      .lock         held (flock) by the process writing the folder, for the run's whole life
+
+:func:`open_run_folder` wraps a run: it takes the lock (a second run into the same folder is refused at once;
+a lock left by a dead process is released by the OS, so it never blocks), checks the folder, and records
+``failed`` or ``interrupted`` in run.json when the run ends by an exception, Ctrl-C or SIGTERM. A kill -9
+cannot be recorded; the next command sees ``running`` with no lock holder and reports an interrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
+import os
 import platform
 import shutil
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from domainfit import __version__
+from domainfit.version import __version__
 from domainfit.config import RunConfig, dump_yaml
-from domainfit.errors import ConfigError
-from domainfit.training.atomic import recover_dir, write_text_atomic
+from domainfit.errors import ConfigError, DomainfitError
+from domainfit.io.run_folder import contained
+from domainfit.io.atomic import recover_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +52,135 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
+LOCK_NAME = ".lock"
+
+
 def read_status(out: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((out / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    """run.json of the run in ``out`` (None when there is none, or it is unreadable or not a JSON object)."""
+    path = Path(out) / "run.json"
+    if not path.is_file():
         return None
+    try:
+        status = json.loads(contained(out, "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<out>/.lock`` for the life of a run; refused at once if another process holds it.
+
+    The OS drops the lock when its process dies (even by kill -9), so a stale lock never blocks a later run.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / LOCK_NAME
+        self._file = None
+
+    def acquire(self) -> None:
+        import fcntl  # POSIX; domainfit's training commands run on Linux and macOS
+
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  held open for the run's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            handle.seek(0)
+            holder = handle.read().strip()[:200] or "another process"
+            handle.close()
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise ConfigError(f"another domainfit run is writing to this folder ({holder}); two runs into one "
+                              "folder would overwrite each other's checkpoints and weights", path=self.path.parent,
+                              key="output.dir",
+                              fix="wait for it to finish, or give this run another output.dir.") from e
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock; the file stays (deleting it would race)
+            self._file = None
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM during a run: unwound like Ctrl-C so run.json records ``interrupted``."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise RunInterrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _create_folder(out: Path) -> bool:
+    """Create ``out`` (and parents); returns whether it was new. An unusable place is a ConfigError."""
+    existed = out.is_dir()
+    if out.exists() and not existed:
+        raise ConfigError("output.dir is a file, not a folder", path=out, key="output.dir",
+                          fix="choose a folder path for output.dir.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder: {e.strerror or e}", path=out, key="output.dir",
+                          fix="choose a folder you can write to (not under /proc, /sys or a read-only mount), "
+                              "with free space.") from e
+    return not existed
+
+
+@contextlib.contextmanager
+def open_run_folder(cfg: Any, *, resume: bool) -> Iterator[Path]:
+    """Lock ``cfg.output.dir`` for this run, check it (:func:`prepare_run_dir`), and record how the run ended.
+
+    Yields the folder. Nothing but the lock file is written here; if the run fails before :func:`start_run`
+    in a folder this call created, the folder is removed again, so a bad config or data file leaves no trace.
+    """
+    out = Path(cfg.output.dir)
+    created = _create_folder(out)
+    lock = RunLock(out)
+    lock_created = not lock.path.exists()
+    try:
+        lock.acquire()
+        prepare_run_dir(cfg, resume=resume)
+        with _sigterm_as_interrupt():
+            yield out
+    except BaseException as e:
+        _record_end(out, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", e)
+        raise
+    finally:
+        lock.release()
+        if created and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out, ignore_errors=True)
+        elif lock_created and not (out / "run.json").exists():
+            lock.path.unlink(missing_ok=True)  # a refused run leaves a folder as it found it
+
+
+def _record_end(out: Path, status: str, error: BaseException) -> None:
+    """Mark a started run (run.json says running) as failed / interrupted; best effort, never masks ``error``."""
+    info = read_status(out)
+    if not info or info.get("status") != "running" or info.get("pid") != os.getpid():
+        return
+    reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    info.update({"status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "error": reason if isinstance(error, DomainfitError) or status == "interrupted"
+                 else f"{type(error).__name__}: {reason}"})
+    with contextlib.suppress(OSError):
+        write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))
 
 
 def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> Path:
@@ -60,10 +198,12 @@ def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> Path:
         return out
     if status is not None and not cfg.output.overwrite:
         state = status.get("status")
+        if state == "running":
+            state = "interrupted (its process is gone)"  # the caller holds the lock, so nobody else runs it
         fix = ("add --resume to continue it, or " if state != "finished" else "") + \
             "set output.overwrite=true to replace it, or choose another output.dir."
         raise ConfigError(f"this folder already holds a {state} run", path=out, key="output.dir", fix=fix)
-    if out.exists() and status is None and any(out.iterdir()):
+    if out.exists() and status is None and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise ConfigError("the output folder exists and holds files that are not a domainfit run", path=out,
                           key="output.dir", fix="choose an empty or new output.dir.")
     return out
@@ -142,12 +282,15 @@ def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any])
     info = read_status(out) if resume else None
     if info is None:
         info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    info.update({"status": "running", "domainfit_version": __version__, "git": git_revision(),
+    for key in ("ended", "error"):
+        info.pop(key, None)
+    info.update({"status": "running", "pid": os.getpid(), "domainfit_version": __version__, "git": git_revision(),
                  "seed": cfg.train.seed, "python": platform.python_version(), **extra})
     write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))
 
 
 def finish_run(out: Path, **extra: Any) -> None:
     info = read_status(out) or {}
+    info.pop("pid", None)
     info.update({"status": "finished", "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra})
     write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from domainfit.evaluation.metrics import register_selection_metric
+from domainfit.metrics.classification import register_selection_metric
 
 # Metrics at the per-label (tuned) thresholds keep the plain names; the same at the default threshold
 # get this suffix, so the gain from tuning is visible side by side (and in TensorBoard).

@@ -32,7 +32,7 @@ from domainfit.data.splits import normalize_text
 from domainfit.data.text_stream import SourcedText, iter_texts
 from domainfit.errors import DataError
 from domainfit.models.embedding import Embedder
-from domainfit.training.atomic import write_atomic, write_text_atomic
+from domainfit.io.atomic import write_atomic, write_text_atomic
 
 
 def leakage_key(text: str) -> str:

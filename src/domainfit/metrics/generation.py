@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from domainfit.evaluation.metrics import register_selection_metric
+from domainfit.metrics.classification import register_selection_metric
 
 register_selection_metric("perplexity", "min")
 register_selection_metric("nll_per_token", "min")

@@ -1,6 +1,6 @@
 """Entity-level metrics for token classification (seqeval, strict IOB2), shaped like the classification ones.
 
-    from domainfit.evaluation.ner_metrics import entity_metrics
+    from domainfit.metrics.ner import entity_metrics
     entity_metrics([["B-Disease", "I-Disease", "O"]], [["B-Disease", "O", "O"]], ["Disease"])
 
 An entity counts as found only if its type and both edges match exactly (the CoNLL-2003 rule; seqeval's
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from domainfit.data.ner_readers import tags_to_entities
-from domainfit.evaluation.metrics import register_selection_metric
+from domainfit.metrics.classification import register_selection_metric
 
 ENTITY_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
 for _name in ENTITY_METRICS:

@@ -1,0 +1,41 @@
+"""How a finished run is presented, per task: report.md, the model card and the terminal table.
+
+Tasks sit below this layer and know nothing of reports; each report module registers a :class:`RunReport`
+under the task names it presents (``REPORTS.register("token-classification", RunReport(...))``), and the
+training loop asks :func:`report_for`. A task without a registration gets the single-label classification
+report (scores, per-class table, confusion matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from domainfit.evaluation.model_card import write_model_card
+from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.registry import Registry
+
+
+def _classification_report(task: Any, out_dir: Path, metrics: dict, **kwargs: Any) -> Path:  # noqa: ARG001
+    return write_report(out_dir, metrics, **kwargs)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The three ways a task's results are shown.
+
+    Attributes:
+        write_report: ``(task, out_dir, metrics, **kwargs) -> report path``; kwargs as
+            :func:`domainfit.evaluation.report.write_report` takes them (title, split_name, context, history, ...).
+        write_model_card: ``(model_dir, *, cfg, results, labels)``: README.md inside the shipped folder.
+        format_metrics: ``metrics -> str``: the table printed at the end of a run.
+    """
+
+    write_report: Callable[..., Path] = _classification_report
+    write_model_card: Callable[..., None] = write_model_card
+    format_metrics: Callable[[dict], str] = format_metrics_table
+
+
+REPORTS: Registry = Registry("report")
