@@ -29,6 +29,7 @@ from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
+from domainfit.evaluation.health import HealthMonitor, run_warnings
 from domainfit.evaluation.metrics import improves_on_best
 from domainfit.evaluation.model_card import write_model_card
 from domainfit.evaluation.report import format_metrics_table, write_report
@@ -92,6 +93,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every
     tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
     device = accelerator.device
+    health = HealthMonitor(cfg)  # warns (log, progress bar) when a validation looks collapsed
 
     def evaluate_and_select() -> bool:
         """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
@@ -112,7 +114,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             checkpoints.save_best(accelerator.unwrap_model(model), entry)
         else:
             state.evals_without_improvement += 1
-        bar.set_postfix({"loss": running["last"], f"val_{cfg.train.best_metric}": round(value, 4)})
+        bar.set_postfix({"loss": running["last"], f"val_{cfg.train.best_metric}": round(value, 4),
+                         **health.update(metrics, state.step)})
         patience = cfg.train.early_stopping_patience
         return patience is not None and state.evals_without_improvement >= patience
 
@@ -172,7 +175,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 tb.add_scalar("train/learning_rate", lrs[0], state.step)
                 if min(lrs) < lrs[0]:  # layer-wise decay: the embeddings' lr too
                     tb.add_scalar("train/learning_rate_lowest", min(lrs), state.step)
-                bar.set_postfix(loss=running["last"])
+                bar.set_postfix(loss=running["last"], **health.postfix)
             end_of_epoch = state.batch_in_epoch == len(sampler) + sampler.start_batch
             if state.step % eval_every == 0 or (end_of_epoch and cfg.train.eval_every == "epoch"):
                 state.train_seconds += time.perf_counter() - tick
@@ -271,6 +274,7 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
     if final_metrics is not None:
         for key, values in final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device).items():
             results.setdefault(key, {}).update(values)
+    results["warnings"] = run_warnings(results.get("test") or results["validation"], cfg)  # collapse etc.
     results["train"] = {
         "samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
         "train_runtime_s": round(state.train_seconds, 2),
@@ -297,7 +301,7 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
                     "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
                     "selected by": f"validation {cfg.train.best_metric}",
                     "train samples/s": results["train"]["samples_per_second"]},
-           history=state.history, best_metric=cfg.train.best_metric)
+           history=state.history, best_metric=cfg.train.best_metric, warnings=results["warnings"])
     print(getattr(task, "format_metrics", format_metrics_table)(final))
     return results
 
