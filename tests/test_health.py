@@ -1,4 +1,4 @@
-"""Collapse detection: warnings for a model that answers one class, never answers some, or scores at chance."""
+"""Collapse detection: a model that answers one class, never answers some, or scores at chance is flagged."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import logging
 
 import numpy as np
-import pytest
 
 from domainfit.config import RunConfig
 from domainfit.evaluation.health import HealthMonitor, banner_sections, check_metrics, check_predictions
@@ -28,16 +27,18 @@ def test_healthy_predictions_give_no_warnings():
 
 
 def test_collapse_onto_the_majority_class():
-    """The Chinese hotel-review case: every answer the majority class, macro-F1 exactly the majority baseline."""
+    """The Chinese hotel-review case: every answer the majority class; macro-F1 is the majority baseline."""
     warnings = check_predictions(Y_TRUE, [1] * len(Y_TRUE), LABELS)
 
     assert _codes(warnings) == ["collapsed", "below_majority_baseline"]
     collapsed = warnings[0]
-    assert collapsed["message"].startswith("This model predicts only 'neutral' for every one of the 484 examples")
-    assert "'negative' (60 examples) and 'positive' (134 examples) are never predicted" in collapsed["message"]
+    message = collapsed["message"]
+    assert message.startswith("This model predicts only 'neutral' for every one of the 484 examples")
+    assert "'negative' (60 examples) and 'positive' (134 examples) are never predicted" in message
     assert collapsed["classes"] == {"neutral": 290, "negative": 60, "positive": 134}
     advice = " ".join(collapsed["advice"])
-    for key in ("train.learning_rate", "train.epochs", "regularization.class_weights", "regularization.oversample"):
+    for key in ("train.learning_rate", "train.epochs", "regularization.class_weights",
+                "regularization.oversample"):
         assert f"`{key}" in advice
     assert "no better than always answering 'neutral'" in warnings[1]["message"]
 
@@ -154,7 +155,8 @@ def test_monitor_warns_once_per_change_and_keeps_a_progress_bar_note(caplog):
 def test_report_opens_with_the_banner(tmp_path):
     metrics = classification_metrics(Y_TRUE, [1] * len(Y_TRUE), LABELS)
     warnings = check_metrics(metrics)
-    lines = write_report(tmp_path, metrics, title="t", warnings=warnings).read_text(encoding="utf-8").splitlines()
+    lines = write_report(tmp_path, metrics, title="t", warnings=warnings).read_text(encoding="utf-8")
+    lines = lines.splitlines()
 
     assert lines[0] == "> [!CAUTION]"
     assert lines[1].startswith("> ⚠️ **This model predicts only 'neutral'")
@@ -163,7 +165,7 @@ def test_report_opens_with_the_banner(tmp_path):
     assert all(line.startswith(">") for line in lines[:title - 1])  # one blockquote, then the usual report
     # a healthy report has none
     healthy = classification_metrics(Y_TRUE, HEALTHY, LABELS)
-    text = write_report(tmp_path, healthy, title="t", warnings=check_metrics(healthy)).read_text(encoding="utf-8")
+    text = write_report(tmp_path, healthy, title="t", warnings=check_metrics(healthy)).read_text("utf-8")
     assert text.startswith("# t\n") and "CAUTION" not in text
 
 
@@ -189,7 +191,8 @@ def test_other_reports_and_model_card_open_with_the_banner(tmp_path):
     ner = entity_metrics(gold, [["O", "O"], ["O", "O"]], ["Dis"])
     labels_gold = np.array([[1, 0], [0, 1], [1, 1]])
     multi = score_with_thresholds(np.zeros((3, 2)), labels_gold, ["a", "b"], np.full(2, 0.5), 0.5)
-    writers = [(write_image_report, image, {"model": None, "inputs": None, "examples": [], "labels": ["crack", "scratch"]}),
+    no_grid = {"model": None, "inputs": None, "examples": [], "labels": ["crack", "scratch"]}
+    writers = [(write_image_report, image, no_grid),
                (write_ner_report, ner, {}), (write_multilabel_report, multi, {})]
     for k, (writer, metrics, extra) in enumerate(writers):
         warnings = check_metrics(metrics)

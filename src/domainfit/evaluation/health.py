@@ -285,8 +285,8 @@ def _imbalance(task: str, cfg: RunConfig | None, classes: dict[str, int]) -> str
             listed = ", ".join(remedies[:-1]) + f" or {remedies[-1]}" if len(remedies) > 1 else remedies[0]
             return (f"Class imbalance: rare classes ({rare}) lose to common ones. Try {listed}, or add "
                     "labelled examples of them.")
-        return (f"Class imbalance: class weights, oversampling and the focal loss are already on; add examples "
-                f"of {rare}.")
+        return (f"Class imbalance: class weights, oversampling and the focal loss are already on; add "
+                f"examples of {rare}.")
     if task == "multi-label-classification":
         if cfg is None or not cfg.multi_label.pos_weight:
             return (f"Rare labels ({rare}): their few positives lose to the many negatives. Try "
