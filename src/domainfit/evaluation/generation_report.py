@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from domainfit.version import __version__
+from domainfit.evaluation.health import banner_sections
 from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, _context_section, _history_section, _table, _write_atomic
 
@@ -25,11 +26,16 @@ _GLOSSARY = """## How to read the scores
 
 def write_generation_report(out_dir: Path, metrics: dict, *, title: str, split_name: str = "test",
                             context: dict | None = None, history: list[dict] | None = None,
-                            best_metric: str = "perplexity") -> Path:
-    """Write ``report.md``: the headline (base vs fine-tuned), example generations, history, run facts."""
+                            best_metric: str = "perplexity", warnings: list[dict] | None = None) -> Path:
+    """Write ``report.md``: the headline (base vs fine-tuned), example generations, history, run facts.
+
+    ``warnings`` (health warnings; none yet for generation, whose scores have no classes) open it as a
+    banner.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = [f"# {title}", _summary(metrics, split_name), _scores_section(metrics, split_name)]
+    sections = [*banner_sections(warnings or []), f"# {title}", _summary(metrics, split_name),
+                _scores_section(metrics, split_name)]
     if metrics.get("examples"):
         sections.append(_examples_section(metrics["examples"]))
     if history:

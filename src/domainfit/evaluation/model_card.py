@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from domainfit.version import __version__
+from domainfit.evaluation.health import banner_sections
 
 
 # domainfit task -> the Hugging Face pipeline that loads the saved folder
@@ -42,6 +43,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         "",
         f"# {Path(cfg['output']['dir']).name}",
         "",
+        *(f"{section}\n" for section in banner_sections(results.get("warnings") or [])),
         f"A `{cfg['task']}` model fine-tuned from `{cfg['model']['name']}` with domainfit {__version__}.",
         "",
         "## Use",

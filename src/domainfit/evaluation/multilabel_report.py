@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainfit.evaluation.health import banner_sections
 from domainfit.metrics.multilabel import DEFAULT_SUFFIX
 from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, _context_section, _escape, _history_section, _table
@@ -26,6 +27,7 @@ def write_multilabel_report(
     context: dict | None = None,
     history: list[dict] | None = None,
     best_metric: str = "f1_micro",
+    warnings: list[dict] | None = None,
 ) -> Path:
     """Write ``report.md`` into ``out_dir`` atomically (same arguments as ``evaluation.report.write_report``).
 
@@ -37,13 +39,15 @@ def write_multilabel_report(
         context: facts about the run, listed under "Run".
         history: per-evaluation records (``epoch``, ``step``, ``train_loss``, ``validation``).
         best_metric: the validation metric that marks the best evaluation in the history.
+        warnings: health warnings, shown as a banner above the title.
 
     Returns:
         The path of ``report.md``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = [f"# {title}", _summary(metrics, split_name), _headline(metrics), _per_label(metrics)]
+    sections = [*banner_sections(warnings or []), f"# {title}", _summary(metrics, split_name),
+                _headline(metrics), _per_label(metrics)]
     if history:
         sections.append(_history_section(_short_history(history, best_metric), best_metric))
     if context:

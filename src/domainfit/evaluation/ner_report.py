@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainfit.evaluation.health import banner_sections
 from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import (REPORT_NAME, _context_section, _escape, _history_section, _percent,
                                          _table, _write_atomic)
@@ -30,7 +31,7 @@ _GLOSSARY = """## How to read the scores
 
 def write_ner_report(out_dir: Path, metrics: dict, *, title: str, split_name: str = "test",
                      context: dict | None = None, history: list[dict] | None = None,
-                     best_metric: str = "entity_f1") -> Path:
+                     best_metric: str = "entity_f1", warnings: list[dict] | None = None) -> Path:
     """Write ``report.md`` into ``out_dir`` (atomically).
 
     Args:
@@ -42,13 +43,15 @@ def write_ner_report(out_dir: Path, metrics: dict, *, title: str, split_name: st
         context: facts about the run, listed under "Run".
         history: per-evaluation records (``{"epoch", "step", "train_loss", "validation": {...}}``).
         best_metric: the validation metric that marks the best evaluation in the history table.
+        warnings: health warnings (an entity type never marked), shown as a banner above the title.
 
     Returns:
         The path of ``report.md``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = [f"# {title}", _summary(metrics, split_name), _per_type_section(metrics)]
+    sections = [*banner_sections(warnings or []), f"# {title}", _summary(metrics, split_name),
+                _per_type_section(metrics)]
     errors = metrics.get("errors") or {}
     if errors.get("missed") or errors.get("spurious"):
         sections.append(_errors_section(errors))

@@ -17,6 +17,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
+from domainfit.evaluation.health import banner_sections
 from domainfit.metrics.classification import improves_on_best
 
 REPORT_NAME = "report.md"
@@ -55,6 +56,7 @@ def write_report(
     context: dict | None = None,
     history: list[dict] | None = None,
     best_metric: str = "f1_macro",
+    warnings: list[dict] | None = None,
 ) -> Path:
     """Write ``report.md`` and ``confusion_matrix.png`` into ``out_dir``.
 
@@ -71,6 +73,8 @@ def write_report(
         history: per-epoch records such as ``{"epoch": 1, "step": 120, "train_loss": 0.41,
             "validation": {"f1_macro": 0.80, "accuracy": 0.83, "loss": 0.52}}``.
         best_metric: the validation metric that marks the best epoch in the history table.
+        warnings: health warnings (:func:`domainfit.evaluation.health.check_metrics`); the report opens
+            with them as a banner.
 
     Returns:
         The path of ``report.md``.
@@ -85,6 +89,7 @@ def write_report(
     _write_atomic(out_dir / CONFUSION_MATRIX_NAME, png)
 
     sections = [
+        *banner_sections(warnings or []),
         f"# {title}",
         _summary(metrics, split_name),
         _headline_section(metrics),

@@ -29,8 +29,9 @@ from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
-from domainfit.metrics.classification import improves_on_best
 from domainfit.evaluation import report_for
+from domainfit.evaluation.health import HealthMonitor, run_warnings
+from domainfit.metrics.classification import improves_on_best
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
@@ -95,6 +96,7 @@ def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, 
     eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every
     tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
     device = accelerator.device
+    health = HealthMonitor(cfg)  # warns (log, progress bar) when a validation looks collapsed
 
     def evaluate_and_select() -> bool:
         """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
@@ -115,7 +117,8 @@ def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, 
             checkpoints.save_best(accelerator.unwrap_model(model), entry)
         else:
             state.evals_without_improvement += 1
-        bar.set_postfix({"loss": running["last"], f"val_{cfg.train.best_metric}": round(value, 4)})
+        bar.set_postfix({"loss": running["last"], f"val_{cfg.train.best_metric}": round(value, 4),
+                         **health.update(metrics, state.step)})
         patience = cfg.train.early_stopping_patience
         return patience is not None and state.evals_without_improvement >= patience
 
@@ -175,7 +178,7 @@ def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, 
                 tb.add_scalar("train/learning_rate", lrs[0], state.step)
                 if min(lrs) < lrs[0]:  # layer-wise decay: the embeddings' lr too
                     tb.add_scalar("train/learning_rate_lowest", min(lrs), state.step)
-                bar.set_postfix(loss=running["last"])
+                bar.set_postfix(loss=running["last"], **health.postfix)
             end_of_epoch = state.batch_in_epoch == len(sampler) + sampler.start_batch
             if state.step % eval_every == 0 or (end_of_epoch and cfg.train.eval_every == "epoch"):
                 state.train_seconds += time.perf_counter() - tick
@@ -276,6 +279,7 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
     extra = task.final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device, evaluate=score)
     for key, values in extra.items():  # scores that need the trained model (generation: base model, ROUGE-L)
         results.setdefault(key, {}).update(values)
+    results["warnings"] = run_warnings(results.get("test") or results["validation"], cfg)  # collapse etc.
     results["train"] = {
         "samples_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
         "train_runtime_s": round(state.train_seconds, 2),
@@ -302,7 +306,7 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
                     "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
                     "selected by": f"validation {cfg.train.best_metric}",
                     "train samples/s": results["train"]["samples_per_second"]},
-           history=state.history, best_metric=cfg.train.best_metric)
+           history=state.history, best_metric=cfg.train.best_metric, warnings=results["warnings"])
     print(presentation.format_metrics(final))
     return results
 
