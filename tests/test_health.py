@@ -99,7 +99,7 @@ def test_advice_uses_the_run_config():
 
 
 def test_entity_type_never_marked_and_no_entities_at_all():
-    from domainfit.evaluation.ner_metrics import entity_metrics
+    from domainfit.metrics.ner import entity_metrics
 
     gold = [["B-Chem", "O", "B-Dis", "I-Dis"], ["B-Dis", "O", "O", "B-Chem"]]
     healthy = entity_metrics(gold, gold, ["Chem", "Dis"])
@@ -117,7 +117,7 @@ def test_entity_type_never_marked_and_no_entities_at_all():
 
 
 def test_multi_label_no_label_every_label_and_one_never_given():
-    from domainfit.evaluation.multilabel_metrics import multilabel_metrics
+    from domainfit.metrics.multilabel import multilabel_metrics
 
     gold = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 1, 0]])  # rash is the rarest label
     labels = ["fever", "cough", "rash"]
@@ -181,9 +181,9 @@ def test_other_reports_and_model_card_open_with_the_banner(tmp_path):
     from domainfit.config import to_dict
     from domainfit.evaluation.image_report import write_image_report
     from domainfit.evaluation.model_card import write_model_card
-    from domainfit.evaluation.multilabel_metrics import score_with_thresholds
+    from domainfit.metrics.multilabel import score_with_thresholds
     from domainfit.evaluation.multilabel_report import write_multilabel_report
-    from domainfit.evaluation.ner_metrics import entity_metrics
+    from domainfit.metrics.ner import entity_metrics
     from domainfit.evaluation.ner_report import write_ner_report
 
     image = classification_metrics([0, 0, 1, 1], [0, 0, 0, 0], ["crack", "scratch"])
