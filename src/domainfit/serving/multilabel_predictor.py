@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.evaluation.multilabel_metrics import sigmoid
+from domainfit.serving.files import write_output
 from domainfit.serving.predictor import (DEFAULT_BATCH_SIZE, SETTINGS_FILE, FastTokenizer, Runner, _read_json,
                                          _RUNNERS, check_model_dir, load_hf_tokenizer, pad_inputs)
 
@@ -94,15 +94,12 @@ class MultiLabelPredictor:
 def write_predictions_csv(out: Path, texts: Sequence[str], results: list[dict[str, Any]],
                           predictor: MultiLabelPredictor) -> None:
     """Write ``text, labels, p_<label>...`` (labels joined by the model's separator), atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with write_output(out, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "labels", *[f"p_{label}" for label in predictor.labels]])
         for text, result in zip(texts, results):
             writer.writerow([text, predictor.label_separator.join(result["labels"]),
                              *[f"{result['probabilities'][label]:.6f}" for label in predictor.labels]])
-    os.replace(tmp, out)
 
 
 def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, backend: str = "auto",

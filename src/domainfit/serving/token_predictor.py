@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.ner_readers import tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, special_tokens
 from domainfit.errors import DomainfitError, ModelError
+from domainfit.serving.files import write_output
 from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
 
 TASK = "token-classification"
@@ -161,9 +161,7 @@ def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Pat
     """Write each text's entities to ``out`` atomically: JSON Lines ``{"text", "entities"}`` (readable back as
     span training data), or for a ``.csv`` name the columns text, entities (as JSON). Returns the count."""
     results = predictor.predict(texts, batch_size=batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with write_output(out, newline="") as f:
         if out.suffix.lower() == ".csv":
             writer = csv.writer(f)
             writer.writerow(["text", "entities"])
@@ -172,5 +170,4 @@ def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Pat
         else:
             for text, spans in zip(texts, results):
                 f.write(json.dumps({"text": text, "entities": spans}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
     return len(results)
