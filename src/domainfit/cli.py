@@ -108,7 +108,7 @@ def _predict(args: argparse.Namespace) -> None:
     out = check_output_file(args.output)  # before reading and predicting, which can take hours
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
-    predictor = domainfit.load(args.model_dir, backend=args.backend)
+    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
     if getattr(predictor, "task", None) == "token-classification":  # entity spans: JSON Lines (or CSV)
         from domainfit.serving.token_predictor import write_span_predictions
 
@@ -152,14 +152,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     out = check_output_folder(args.output or f"eval-{Path(args.data).stem}")
     if task == ml.TASK:  # label sets: its own scores and report
         metrics = ml.evaluate_file(args.model_dir, args.data, out, backend=args.backend, batch_size=args.batch_size,
-                                   format=args.format,
+                                   max_chars=args.max_chars, format=args.format,
                                    text_column=args.text_column, label_column=args.label_column,
                                    separator=args.separator, encoding=args.encoding, header=not args.no_header)
         print(f"micro F1 {metrics['f1_micro']:.4f}  macro F1 {metrics['f1_macro']:.4f}  "
               f"Hamming loss {metrics['hamming_loss']:.4f}\nReport: {out / 'report.md'}")
         return
     examples = _read_inputs(args.data, args, require_labels=True)
-    predictor = domainfit.load(args.model_dir, backend=args.backend)
+    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
     known = {label: i for i, label in enumerate(predictor.labels)}
     for e in examples:
         if e.label not in known:
@@ -319,6 +319,20 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8, torch-bf16+onnx (batches on bf16 torch, single texts on ONNX)")
 
 
+def _add_max_chars(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-chars", type=_positive_int, default=None,
+                   help="cut each text to this many characters before tokenising, so one huge text cannot "
+                        "take all the memory; the count cut is logged (default: 16 per token of the "
+                        "model's max_length, 128 times that for models that read whole texts in windows; "
+                        "text models)")
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
     parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
@@ -353,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="folder for metrics.json and report.md (default: "
                    "eval-<data name>); if it exists, those files in it are replaced")
     _add_reading_options(p)
+    _add_max_chars(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="label every text of a file, or every image given")
@@ -363,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "token classification: JSON Lines of entity spans (CSV if the name ends in .csv); generation: JSONL; "
                    "required for text models, image models print to the terminal without it")
     _add_reading_options(p)
+    _add_max_chars(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
     p.set_defaults(func=_predict)
 
