@@ -41,6 +41,7 @@ from domainfit.training.memory import (limit_kernel_cache, long_batch_recompute,
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, prepare_run_dir, resume_or_restart, start_run
+from domainfit.training.threads import warn_if_oversubscribed
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     data = task.load_data(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    warn_if_oversubscribed(torch.get_num_threads())
     set_seed(cfg.train.seed)
     model, tokenizer = task.build(cfg, data)
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
