@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -198,3 +199,26 @@ def test_reexport_after_retraining_is_current_again(tmp_path):
 
     expected = load(model_dir, backend="torch").predict_proba(TEXTS)
     np.testing.assert_allclose(load(model_dir, backend="onnx").predict_proba(TEXTS), expected, atol=1e-5)
+
+
+def test_export_removes_work_folders_of_killed_exports(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: False)
+    model_dir = build_classifier_dir(tmp_path / "model")
+    onnx_dir = model_dir / "onnx"
+    onnx_dir.mkdir()
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    killed = onnx_dir / f".export-{proc.pid}-abcd1234"  # kill -9 gave the TemporaryDirectory no chance
+    legacy = onnx_dir / ".export-k2j4h5g6"  # the name used before work folders carried a process id
+    running = onnx_dir / f".export-{os.getppid()}-efgh5678"  # another export, still at work
+    for folder in (killed, legacy, running):
+        folder.mkdir()
+        (folder / "exported.onnx").write_bytes(b"half a model")
+
+    export_onnx(model_dir, quantize=False, parity_texts=TEXTS[:2])
+
+    assert not killed.exists() and not legacy.exists()
+    assert running.exists()
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted([running.name, "export.json", "model.onnx"])

@@ -264,3 +264,66 @@ def test_a_bare_string_is_refused(torch_predictor):
 def test_bad_batch_size(torch_predictor):
     with pytest.raises(DomainfitError, match="batch_size"):
         torch_predictor.predict(["a"], batch_size=0)
+
+
+# ---- the character cap before tokenising (domainfit.serving.text_cap)
+
+
+def test_a_5mb_text_is_cut_before_tokenising_and_the_cut_is_logged(model_dir, caplog, monkeypatch):
+    from domainfit.serving.predictor import FastTokenizer
+
+    predictor = load(model_dir, backend="torch")
+    seen = []
+    tokenize = FastTokenizer.__call__
+    monkeypatch.setattr(FastTokenizer, "__call__",
+                        lambda self, texts: (seen.extend(len(t) for t in texts), tokenize(self, texts))[1])
+    huge = "Operating profit rose to EUR 13.1 mn . " * 130_000  # 5 MB
+    assert len(huge) > 5_000_000
+
+    with caplog.at_level("WARNING", logger="domainfit.serving.text_cap"):
+        results = predictor.predict([huge, "Shares dropped."])
+
+    assert predictor.max_chars == 128 * 16  # the folder's max_length is 128 tokens
+    assert max(seen) == predictor.max_chars  # the tokenizer never saw the 5 MB
+    assert len(results) == 2
+    assert "1 of 2 texts were longer than 2048 characters" in caplog.text
+    assert "--max-chars" in caplog.text
+
+
+def test_the_default_cap_does_not_change_what_a_truncating_model_reads(torch_predictor, caplog):
+    long_text = " ".join(TEXTS) * 100  # about 50,000 characters: cut, but far past the 128 tokens read
+    uncapped = load(torch_predictor._runner.model.name_or_path, backend="torch", max_chars=10**9)
+    np.testing.assert_allclose(torch_predictor.predict_proba([long_text]),
+                               uncapped.predict_proba([long_text]), atol=1e-6)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="domainfit.serving.text_cap"):
+        torch_predictor.predict_proba(TEXTS)
+    assert "were cut" not in caplog.text  # normal texts are never cut
+
+
+def test_windowed_models_get_a_larger_cap(tmp_path, caplog):
+    settings = {"task": "text-classification", "max_length": 32, "long_text": "windows"}
+    predictor = load(build_classifier_dir(tmp_path / "model", settings=settings), backend="torch")
+    assert predictor.max_chars == 32 * 16 * 128
+    with caplog.at_level("WARNING", logger="domainfit.serving.text_cap"):
+        predictor.predict_proba(["Sales fell . " * 500])  # 6,500 characters: all of it is read, in windows
+    assert "were cut" not in caplog.text
+
+
+def test_max_chars_must_be_positive(model_dir):
+    with pytest.raises(DomainfitError, match="max_chars must be a positive integer"):
+        load(model_dir, backend="torch", max_chars=0)
+
+
+def test_predict_command_takes_max_chars(model_dir, tmp_path, caplog):
+    from domainfit.cli import main
+
+    data = tmp_path / "in.csv"
+    data.write_text("text\n" + "".join(f'"{t}"\n' for t in TEXTS), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="domainfit.serving.text_cap"):
+        code = main(["predict", str(model_dir), str(data), "--output", str(tmp_path / "p.csv"),
+                     "--max-chars", "20"])
+    assert code == 0
+    n_long = sum(len(t) > 20 for t in TEXTS)
+    assert f"{n_long} of {len(TEXTS)} texts were longer than 20 characters" in caplog.text
+    assert len((tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()) == len(TEXTS) + 1

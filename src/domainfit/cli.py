@@ -88,6 +88,7 @@ def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool, r
 
 def _predict(args: argparse.Namespace) -> None:
     import domainfit
+    from domainfit.serving.files import check_input_file, check_output_file, write_output
     from domainfit.serving.generator import predict_file, read_generation_settings
 
     from domainfit.serving.image_predictor import is_image_model_dir, predict_images_command
@@ -103,31 +104,29 @@ def _predict(args: argparse.Namespace) -> None:
         return
     if args.more_inputs or not args.output:
         raise DomainfitError("a text model takes one input file and --output", fix="domainfit predict MODEL_DIR in.csv --output out.csv")
+    check_input_file(args.input)
+    out = check_output_file(args.output)  # before reading and predicting, which can take hours
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
-    predictor = domainfit.load(args.model_dir, backend=args.backend)
+    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
     if getattr(predictor, "task", None) == "token-classification":  # entity spans: JSON Lines (or CSV)
         from domainfit.serving.token_predictor import write_span_predictions
 
-        n = write_span_predictions(predictor, [e.text for e in examples], Path(args.output), args.batch_size)
+        n = write_span_predictions(predictor, [e.text for e in examples], out, args.batch_size)
         print(f"{n} texts' entities -> {args.output}")
         return
     results = predictor.predict([e.text for e in examples], batch_size=args.batch_size)
-    out = Path(args.output)
     from domainfit.serving.multilabel_predictor import MultiLabelPredictor, write_predictions_csv
 
     if isinstance(predictor, MultiLabelPredictor):  # a set of labels per text: text, labels, p_<label>...
         write_predictions_csv(out, [e.text for e in examples], results, predictor)
         print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with write_output(out, newline="") as f:
         w = csv.writer(f)
         w.writerow(["text", "label", "score", *[f"p_{label}" for label in predictor.labels]])
         for e, r in zip(examples, results):
             w.writerow([e.text, r["label"], f"{r['score']:.6f}", *[f"{r['probabilities'][l]:.6f}" for l in predictor.labels]])
-    os.replace(tmp, out)
     print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
 
 
@@ -138,6 +137,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from domainfit.io.atomic import write_text_atomic
 
     from domainfit.serving import multilabel_predictor as ml
+    from domainfit.serving.files import check_input_file, check_output_folder, output_error
     from domainfit.serving.predictor import check_model_dir
 
     task = ml.read_task(check_model_dir(args.model_dir))
@@ -146,16 +146,20 @@ def _evaluate(args: argparse.Namespace) -> None:
                              f"{task} model", path=args.model_dir,
                              fix="retrain with the labelled file as data.test (its run folder then holds metrics.json and "
                                  "report.md for it), or use `domainfit predict` and score the output yourself.")
+    check_input_file(args.data)
+    # an existing folder is written into as predict replaces an existing file: its metrics.json and report.md
+    # are replaced, each whole; checked here, before reading the data and predicting
+    out = check_output_folder(args.output or f"eval-{Path(args.data).stem}")
     if task == ml.TASK:  # label sets: its own scores and report
-        out = Path(args.output or f"eval-{Path(args.data).stem}")
         metrics = ml.evaluate_file(args.model_dir, args.data, out, backend=args.backend, batch_size=args.batch_size,
-                                   format=args.format, text_column=args.text_column, label_column=args.label_column,
+                                   max_chars=args.max_chars, format=args.format,
+                                   text_column=args.text_column, label_column=args.label_column,
                                    separator=args.separator, encoding=args.encoding, header=not args.no_header)
         print(f"micro F1 {metrics['f1_micro']:.4f}  macro F1 {metrics['f1_macro']:.4f}  "
               f"Hamming loss {metrics['hamming_loss']:.4f}\nReport: {out / 'report.md'}")
         return
     examples = _read_inputs(args.data, args, require_labels=True)
-    predictor = domainfit.load(args.model_dir, backend=args.backend)
+    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
     known = {label: i for i, label in enumerate(predictor.labels)}
     for e in examples:
         if e.label not in known:
@@ -164,12 +168,15 @@ def _evaluate(args: argparse.Namespace) -> None:
                             fix="evaluate on data labelled with the model's label set, or retrain with this label.")
     probs = predictor.predict_proba([e.text for e in examples], batch_size=args.batch_size)
     metrics = classification_metrics([known[e.label] for e in examples], probs.argmax(1).tolist(), predictor.labels)
-    out = Path(args.output or f"eval-{Path(args.data).stem}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "metrics.json", json.dumps({"data": args.data, "model": args.model_dir, **metrics},
-                                                        indent=1, ensure_ascii=False))
-    write_report(out, metrics, title=f"Evaluation of {args.model_dir} on {args.data}", split_name=Path(args.data).name,
-                 context={"model": args.model_dir, "data": args.data, "backend": predictor.backend})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"data": args.data, "model": args.model_dir, **metrics}
+        write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, ensure_ascii=False))
+        write_report(out, metrics, title=f"Evaluation of {args.model_dir} on {args.data}",
+                     split_name=Path(args.data).name,
+                     context={"model": args.model_dir, "data": args.data, "backend": predictor.backend})
+    except OSError as e:  # a full disk: say so, not a traceback
+        raise output_error(e, out / "metrics.json") from e
     print(format_metrics_table(metrics))
     print(f"\nReport: {out / 'report.md'}")
 
@@ -179,6 +186,9 @@ def _export(args: argparse.Namespace) -> None:
 
     texts = None
     if args.parity_data:
+        from domainfit.serving.files import check_input_file
+
+        check_input_file(args.parity_data)
         texts = [e.text for e in _read_inputs(args.parity_data, args, require_labels=False)]
     export_onnx(args.model_dir, quantize=not args.no_quantize, parity_texts=texts)
 
@@ -309,6 +319,20 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8, torch-bf16+onnx (batches on bf16 torch, single texts on ONNX)")
 
 
+def _add_max_chars(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-chars", type=_positive_int, default=None,
+                   help="cut each text to this many characters before tokenising, so one huge text cannot "
+                        "take all the memory; the count cut is logged (default: 16 per token of the "
+                        "model's max_length, 128 times that for models that read whole texts in windows; "
+                        "text models)")
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
     parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
@@ -340,8 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a trained model on a labelled file")
     p.add_argument("model_dir")
     p.add_argument("data")
-    p.add_argument("--output", default=None, help="folder for metrics.json and report.md (default: eval-<data name>)")
+    p.add_argument("--output", default=None, help="folder for metrics.json and report.md (default: "
+                   "eval-<data name>); if it exists, those files in it are replaced")
     _add_reading_options(p)
+    _add_max_chars(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="label every text of a file, or every image given")
@@ -352,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "token classification: JSON Lines of entity spans (CSV if the name ends in .csv); generation: JSONL; "
                    "required for text models, image models print to the terminal without it")
     _add_reading_options(p)
+    _add_max_chars(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
     p.set_defaults(func=_predict)
 

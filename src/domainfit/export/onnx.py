@@ -18,6 +18,8 @@ import copy
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ import torch
 
 from domainfit.version import __version__
 from domainfit.errors import DomainfitError, MissingExtraError
+from domainfit.serving.files import pid_is_alive
 from domainfit.serving.predictor import (
     AUTO_MIN_AGREEMENT,
     EXPORT_REPORT,
@@ -52,6 +55,8 @@ from domainfit.io.atomic import write_text_atomic
 _FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "albert")
 # A fused fp32 graph must give the same logits as PyTorch up to float rounding; otherwise it is dropped.
 _FUSION_TOLERANCE = 1e-3
+# work folders are .export-<pid>-<random>: a killed export's folder is removed by the next export
+_WORK_PREFIX = ".export-"
 
 # Used when no parity texts are given: short and long, several domains, some numbers and odd tokens.
 BUILTIN_PARITY_TEXTS = (
@@ -151,7 +156,8 @@ def export_onnx(
         predictor = Predictor(OnnxRunner(model_path, num_threads=None), tokenizer, labels, settings, "onnx")
         return _parity(reference, predictor.predict_proba(parity_texts))
 
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work_dir:
+    # the process id in the name tells a later export whether this folder's writer is still running
+    with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=out_dir) as work_dir:
         work = Path(work_dir)
         exported = work / "exported.onnx"
         report["exporter"] = _torch_export(model, tokenizer, exported, opset)
@@ -182,8 +188,24 @@ def export_onnx(
     report["models"]["torch-bf16"] = {"file": None, "size_mb": None, **_parity(reference, bf16)}
 
     write_text_atomic(out_dir / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
+    remove_stale_work_dirs(out_dir)
     _print_report(path, report)
     return report
+
+
+
+def remove_stale_work_dirs(out_dir: Path) -> list[Path]:
+    """Remove the ``.export-<pid>-*`` work folders of killed exports (their process is gone); return them.
+
+    A folder without a process id (``.export-<random>``, from domainfit before 0.2) counts as stale too.
+    """
+    removed = []
+    for entry in out_dir.glob(f"{_WORK_PREFIX}*"):
+        match = re.match(rf"{re.escape(_WORK_PREFIX)}(\d+)-", entry.name)
+        if entry.is_dir() and not (match and pid_is_alive(int(match[1]))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _import_export_extra() -> tuple[Any, Any]:

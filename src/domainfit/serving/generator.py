@@ -16,7 +16,6 @@ and the adapter applied. Decoding is greedy by default, prompts are batched by l
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from domainfit.data.instructions import InstructionExample, PromptFormat, read_i
 from domainfit.errors import DataError, ModelError
 from domainfit.models.causal_lm import ADAPTER_DIR, generate_responses
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
+from domainfit.serving.files import check_input_file, check_output_file, write_output
 
 SETTINGS_FILE = "domainfit.json"
 TASK = "generation"
@@ -133,11 +133,10 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                  max_new_tokens: int | None = None, batch_size: int | None = None) -> int:
     """Generate for every line of a ``.jsonl`` (instruction/input objects) or ``.txt`` (one instruction a line)
     file and write JSONL with the inputs, the reference if given, and ``generated``. Returns the count."""
+    input_path = check_input_file(input_path)
+    out = check_output_file(output_path)  # before the model is loaded and the long generation starts
     generator = load_generator(model_dir)
-    input_path = Path(input_path)
     if input_path.suffix.lower() == ".txt":
-        if not input_path.is_file():
-            raise DataError("file not found", path=input_path)
         lines = input_path.read_text(encoding="utf-8").splitlines()
         examples = [InstructionExample(t.strip(), "", "", n) for n, t in enumerate(lines, 1) if t.strip()]
     else:
@@ -145,13 +144,9 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
         examples = read_instructions(input_path, instruction_key=keys["instruction"], input_key=keys["input"],
                                      response_key=keys.get("response", "response"), require_response=False)
     results = generator.predict(examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with write_output(out) as f:
         for e, r in zip(examples, results):
             row = {"instruction": e.instruction, "input": e.input, **({"reference": e.response} if e.response else {}),
                    "generated": r["generated"]}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
     return len(results)

@@ -162,23 +162,21 @@ def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output:
                            batch_size: int | None = None, backend: str = "auto") -> None:
     """``domainfit predict MODEL_DIR IMAGES...``: a CSV (path, label, score, p_<label>...) or lines on the terminal."""
     import csv
-    import os
+
+    from domainfit.serving.files import check_output_file, write_output
 
     files = expand_image_inputs(inputs)  # checked before the model is loaded
+    out = check_output_file(output) if output is not None else None
     predictor = load_image_predictor(model_dir, backend=backend)
     results = predictor.predict(files, batch_size=batch_size)
     if output is None:
         for path, r in zip(files, results):
             print(f"{path}\t{r['label']}\t{r['score']:.4f}")
         return
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with write_output(out, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "score", *[f"p_{label}" for label in predictor.labels]])
         for path, r in zip(files, results):
             writer.writerow([str(path), r["label"], f"{r['score']:.6f}",
                              *[f"{r['probabilities'][label]:.6f}" for label in predictor.labels]])
-    os.replace(tmp, out)
     print(f"{len(results)} predictions ({predictor.backend}) -> {out}")

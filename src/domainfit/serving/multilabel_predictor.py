@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import numpy as np
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.metrics.multilabel import sigmoid
+from domainfit.serving.files import write_output
+from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.predictor import (DEFAULT_BATCH_SIZE, SETTINGS_FILE, FastTokenizer, Runner, _read_json,
                                          _RUNNERS, check_model_dir, load_hf_tokenizer, pad_inputs)
 
@@ -43,10 +44,14 @@ class MultiLabelPredictor:
         backend: "torch" or "torch-bf16".
         label_separator: how the CLI joins a text's labels in one CSV cell (and splits them when evaluating).
         default_threshold: the untuned threshold, reported beside the tuned ones by :func:`evaluate_file`.
+        max_chars: texts are cut to this many characters before tokenising (see
+            :mod:`domainfit.serving.text_cap`).
     """
 
     def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], thresholds: np.ndarray,
-                 *, text_prefix: str, backend: str, label_separator: str, default_threshold: float = 0.5) -> None:
+                 *, text_prefix: str, backend: str, label_separator: str, default_threshold: float = 0.5,
+                 max_chars: int | None = None) -> None:
+        check_max_chars(max_chars)
         self._runner = runner
         self._tokenizer = tokenizer
         self.labels = labels
@@ -55,6 +60,7 @@ class MultiLabelPredictor:
         self.backend = backend
         self.label_separator = label_separator
         self.default_threshold = default_threshold
+        self.max_chars = max_chars or default_max_chars(tokenizer.max_length, windows=False)
 
     def __repr__(self) -> str:
         return f"MultiLabelPredictor(backend={self.backend!r}, labels={self.labels})"
@@ -67,6 +73,7 @@ class MultiLabelPredictor:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise DomainfitError(f"text {i} is not a non-empty string: {text!r:.80}", fix="drop empty texts.")
+        texts = cap_texts(texts, self.max_chars, reads=f"its first {self._tokenizer.max_length} tokens")
         batch_size = batch_size or DEFAULT_BATCH_SIZE[self.backend]
         if not isinstance(batch_size, int) or batch_size < 1:
             raise DomainfitError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -94,19 +101,17 @@ class MultiLabelPredictor:
 def write_predictions_csv(out: Path, texts: Sequence[str], results: list[dict[str, Any]],
                           predictor: MultiLabelPredictor) -> None:
     """Write ``text, labels, p_<label>...`` (labels joined by the model's separator), atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with write_output(out, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "labels", *[f"p_{label}" for label in predictor.labels]])
         for text, result in zip(texts, results):
             writer.writerow([text, predictor.label_separator.join(result["labels"]),
                              *[f"{result['probabilities'][label]:.6f}" for label in predictor.labels]])
-    os.replace(tmp, out)
 
 
 def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, backend: str = "auto",
-                  batch_size: int | None = None, **reading: Any) -> dict[str, Any]:
+                  batch_size: int | None = None, max_chars: int | None = None,
+                  **reading: Any) -> dict[str, Any]:
     """Score a multi-label model folder on a labelled file: ``out_dir/metrics.json`` and ``report.md``.
 
     ``domainfit evaluate`` calls this for multi-label folders. Labels are split with the model's own
@@ -121,7 +126,7 @@ def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, bac
     from domainfit.evaluation.multilabel_report import write_multilabel_report
     from domainfit.io.atomic import write_text_atomic
 
-    predictor = load_multilabel(model_dir, backend=backend)
+    predictor = load_multilabel(model_dir, backend=backend, max_chars=max_chars)
     label_set = MultiLabelSet(predictor.labels)
     examples = read_multilabel_examples(data, label_separator=predictor.label_separator, **reading)
     examples = label_set.check(examples, data, policy="error")
@@ -142,7 +147,8 @@ def read_task(model_dir: Path) -> str:
     return str(_read_json(path).get("task", "text-classification")) if path.is_file() else "text-classification"
 
 
-def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> MultiLabelPredictor:
+def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
+                    max_chars: int | None = None) -> MultiLabelPredictor:
     """Load a multi-label model folder written by ``domainfit train`` (see :class:`MultiLabelPredictor`)."""
     path = check_model_dir(model_dir)
     if backend not in BACKENDS:
@@ -170,4 +176,5 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
                                np.array([float(thresholds[label]) for label in labels], dtype=np.float32),
                                text_prefix=str(settings.get("text_prefix", "")), backend=resolved,
                                label_separator=str(settings.get("label_separator", ";")),
-                               default_threshold=float(settings.get("default_threshold", 0.5)))
+                               default_threshold=float(settings.get("default_threshold", 0.5)),
+                               max_chars=max_chars)

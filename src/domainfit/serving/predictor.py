@@ -31,6 +31,7 @@ from domainfit.data.windows import AGGREGATIONS, LONG_TEXT_MODES, WindowSettings
 from domainfit.data.windows import special_token_counts, window_rows
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
+from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 # "torch-bf16+onnx": batches on bf16 PyTorch (fastest batches), single texts on fp32 ONNX (fastest latency)
 SPLIT_BACKEND = "torch-bf16+onnx"
@@ -463,10 +464,13 @@ class Predictor:
         max_length: texts are truncated to this many tokens (special tokens included).
         windows: for models trained with ``long_text: windows``: how long texts are cut and aggregated.
         text_prefix: prepended to every text before tokenising (e.g. "query: " for e5 models).
+        max_chars: texts are cut to this many characters before tokenising, so one huge text cannot take
+            all the memory (:mod:`domainfit.serving.text_cap`).
     """
 
     def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], settings: ServingSettings,
-                 backend: str) -> None:
+                 backend: str, max_chars: int | None = None) -> None:
+        check_max_chars(max_chars)
         self._runner = runner
         self._tokenizer = tokenizer
         self.labels = labels
@@ -474,6 +478,7 @@ class Predictor:
         self.max_length = settings.max_length
         self.text_prefix = settings.text_prefix
         self.windows = settings.windows
+        self.max_chars = max_chars or default_max_chars(self.max_length, windows=self.windows is not None)
 
     def __repr__(self) -> str:
         return f"Predictor(backend={self.backend!r}, labels={self.labels}, max_length={self.max_length})"
@@ -491,6 +496,8 @@ class Predictor:
                 backends, 64 for torch).
         """
         texts = self._check_texts(texts)
+        reads = f"{'windows' if self.windows else 'its first'} {self.max_length} tokens"
+        texts = cap_texts(texts, self.max_chars, reads=reads)
         if batch_size is None:
             batch_size = DEFAULT_BATCH_SIZE[self.backend]
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -562,7 +569,8 @@ def read_text_side(model_dir: Path) -> tuple[FastTokenizer, ServingSettings, lis
     return FastTokenizer(hf_tokenizer, _NO_TRUNCATION), settings, labels
 
 
-def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> Predictor:
+def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
+         max_chars: int | None = None) -> Predictor:
     """Load a trained model folder for prediction.
 
     Args:
@@ -575,6 +583,10 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         num_threads: CPU threads for inference. Default: all physical cores for ONNX Runtime, torch's
             own setting for the torch backends (given, it sets torch's process-wide thread count). On a
             machine where other processes are busy, fewer threads than cores is much faster for torch.
+        max_chars: texts are cut to this many characters before tokenising (memory stays bounded for any
+            input; the cut is logged). Default: 16 characters per token of the model's max_length, 128 times
+            that for models that read whole texts in windows (:mod:`domainfit.serving.text_cap`). Generation
+            and image models do not take it.
 
     Returns:
         A :class:`Predictor`; for a multi-label folder a
@@ -587,14 +599,16 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     path = check_model_dir(model_dir)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
+    check_max_chars(max_chars)
     from domainfit.serving import multilabel_predictor  # imports this module: import here, not at the top
 
     if multilabel_predictor.read_task(path) == multilabel_predictor.TASK:  # domainfit.json names the task
-        return multilabel_predictor.load_multilabel(path, backend=backend, num_threads=num_threads)
+        return multilabel_predictor.load_multilabel(path, backend=backend, num_threads=num_threads,
+                                                    max_chars=max_chars)
     if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "token-classification":
         from domainfit.serving.token_predictor import load_token_predictor  # entity spans, not one label per text
 
-        return load_token_predictor(path, backend=backend, num_threads=num_threads)
+        return load_token_predictor(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
     if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "image-classification":
         from domainfit.serving.image_predictor import load_image_predictor
 
@@ -604,4 +618,4 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already
         _check_stale(path, resolved)
     runner = _RUNNERS[resolved](path, num_threads)
-    return Predictor(runner, tokenizer, labels, settings, resolved)
+    return Predictor(runner, tokenizer, labels, settings, resolved, max_chars)

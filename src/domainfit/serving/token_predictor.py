@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.ner_readers import tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, special_tokens
 from domainfit.errors import DomainfitError, ModelError
+from domainfit.serving.files import write_output
+from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
 
 TASK = "token-classification"
@@ -44,12 +45,17 @@ class TokenPredictor:
         backend: always "torch" for now.
         max_length: tokens per window (special tokens included).
         stride: tokens shared by neighbouring windows.
+        max_chars: texts are cut to this many characters before tokenising (see
+            :mod:`domainfit.serving.text_cap`); entities are found in the part kept.
     """
 
     task = TASK
 
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], *, max_length: int, stride: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], *, max_length: int, stride: int,
+                 max_chars: int | None = None) -> None:
         import inspect
+
+        check_max_chars(max_chars)
 
         self._model = model
         self._tokenizer = tokenizer
@@ -61,6 +67,7 @@ class TokenPredictor:
         self.backend = "torch"
         self.max_length = max_length
         self.stride = stride
+        self.max_chars = max_chars or default_max_chars(max_length, windows=True)  # windows read whole texts
 
     def __repr__(self) -> str:
         return f"TokenPredictor(entity_types={self.entity_types}, max_length={self.max_length}, stride={self.stride})"
@@ -79,7 +86,7 @@ class TokenPredictor:
         """
         import torch
 
-        texts = _check_texts(texts)
+        texts = cap_texts(_check_texts(texts), self.max_chars, reads=f"windows of {self.max_length} tokens")
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise DomainfitError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -128,7 +135,8 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads: int | None = None) -> TokenPredictor:
+def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads: int | None = None,
+                         max_chars: int | None = None) -> TokenPredictor:
     """Load a checked model folder whose ``domainfit.json`` says ``task: token-classification``."""
     import torch
     from transformers import AutoModelForTokenClassification
@@ -153,7 +161,8 @@ def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads:
     except OSError as e:
         raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
                          fix="the folder needs model.safetensors.") from e
-    return TokenPredictor(model.eval(), tokenizer, labels, max_length=settings["max_length"], stride=settings["stride"])
+    return TokenPredictor(model.eval(), tokenizer, labels, max_length=settings["max_length"],
+                          stride=settings["stride"], max_chars=max_chars)
 
 
 def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Path,
@@ -161,9 +170,7 @@ def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Pat
     """Write each text's entities to ``out`` atomically: JSON Lines ``{"text", "entities"}`` (readable back as
     span training data), or for a ``.csv`` name the columns text, entities (as JSON). Returns the count."""
     results = predictor.predict(texts, batch_size=batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with write_output(out, newline="") as f:
         if out.suffix.lower() == ".csv":
             writer = csv.writer(f)
             writer.writerow(["text", "entities"])
@@ -172,5 +179,4 @@ def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Pat
         else:
             for text, spans in zip(texts, results):
                 f.write(json.dumps({"text": text, "entities": spans}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
     return len(results)

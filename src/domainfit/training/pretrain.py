@@ -38,6 +38,7 @@ from domainfit.training.memory import limit_kernel_cache
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run
+from domainfit.training.threads import warn_if_oversubscribed
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
                         key="corpus.validation", fix="check the text column, or give a corpus.validation file.")
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    warn_if_oversubscribed(torch.get_num_threads())
     set_seed(cfg.train.seed)
     model, tokenizer, kind, head = load_language_model(cfg)
     if kind == "mlm":
