@@ -4,6 +4,7 @@
     domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
 """
 
-from domainfit.serving.predictor import BACKENDS, Predictor, load
+from domainfit.serving.loader import load
+from domainfit.serving.predictor import BACKENDS, Predictor
 
 __all__ = ["BACKENDS", "Predictor", "load"]

@@ -569,50 +569,9 @@ def read_text_side(model_dir: Path) -> tuple[FastTokenizer, ServingSettings, lis
     return FastTokenizer(hf_tokenizer, _NO_TRUNCATION), settings, labels
 
 
-def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
-         max_chars: int | None = None) -> Predictor:
-    """Load a trained model folder for prediction.
-
-    Args:
-        model_dir: a folder written by ``domainfit train`` (or any ``save_pretrained`` folder of a
-            sequence-classification model with its tokenizer).
-        backend: one of ``BACKENDS``. "auto" serves the int8 ONNX model when ``domainfit export`` found
-            it keeps PyTorch's labels, else bf16 PyTorch on CPUs that do bf16 in hardware (if it keeps
-            the labels too; single texts then go to the fp32 ONNX model if exported), else the fp32 ONNX model if exported, else PyTorch (see
-            :func:`resolve_backend`).
-        num_threads: CPU threads for inference. Default: all physical cores for ONNX Runtime, torch's
-            own setting for the torch backends (given, it sets torch's process-wide thread count). On a
-            machine where other processes are busy, fewer threads than cores is much faster for torch.
-        max_chars: texts are cut to this many characters before tokenising (memory stays bounded for any
-            input; the cut is logged). Default: 16 characters per token of the model's max_length, 128 times
-            that for models that read whole texts in windows (:mod:`domainfit.serving.text_cap`). Generation
-            and image models do not take it.
-
-    Returns:
-        A :class:`Predictor`; for a multi-label folder a
-        :class:`~domainfit.serving.multilabel_predictor.MultiLabelPredictor`.
-    """
-    from domainfit.serving.generator import load_generator, read_generation_settings
-
-    if read_generation_settings(model_dir) is not None:  # a generation model: greedy decoding, not labels
-        return load_generator(model_dir, backend=backend, num_threads=num_threads)
-    path = check_model_dir(model_dir)
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-        raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
-    check_max_chars(max_chars)
-    from domainfit.serving import multilabel_predictor  # imports this module: import here, not at the top
-
-    if multilabel_predictor.read_task(path) == multilabel_predictor.TASK:  # domainfit.json names the task
-        return multilabel_predictor.load_multilabel(path, backend=backend, num_threads=num_threads,
-                                                    max_chars=max_chars)
-    if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "token-classification":
-        from domainfit.serving.token_predictor import load_token_predictor  # entity spans, not one label per text
-
-        return load_token_predictor(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
-    if (path / SETTINGS_FILE).is_file() and _read_json(path / SETTINGS_FILE).get("task") == "image-classification":
-        from domainfit.serving.image_predictor import load_image_predictor
-
-        return load_image_predictor(path, backend=backend, num_threads=num_threads)
+def load_text_classifier(path: Path, *, backend: str = "auto", num_threads: int | None = None,
+                         max_chars: int | None = None) -> Predictor:
+    """A single-label text classifier on the backend :func:`resolve_backend` picks (see :func:`domainfit.serving.load`)."""
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already

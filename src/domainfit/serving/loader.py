@@ -1,0 +1,59 @@
+"""``domainfit.load(DIR)``: open any trained model folder on the predictor of its task.
+
+The folder's ``domainfit.json`` names the task; each predictor module serves one kind of output (labels,
+label sets, entity spans, image classes, generated text). This module only dispatches, so the predictor
+modules never import each other's loaders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from domainfit.errors import DomainfitError
+from domainfit.serving.generator import load_generator, read_generation_settings
+from domainfit.serving.image_predictor import load_image_predictor
+from domainfit.serving.multilabel_predictor import TASK as MULTI_LABEL_TASK
+from domainfit.serving.multilabel_predictor import load_multilabel, read_task
+from domainfit.serving.predictor import SETTINGS_FILE, _read_json, check_model_dir, load_text_classifier
+from domainfit.serving.text_cap import check_max_chars
+from domainfit.serving.token_predictor import load_token_predictor
+
+
+def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
+         max_chars: int | None = None) -> Any:
+    """Load a trained model folder for prediction.
+
+    Args:
+        model_dir: a folder written by ``domainfit train`` (or any ``save_pretrained`` folder of a
+            sequence-classification model with its tokenizer).
+        backend: one of ``BACKENDS``. "auto" serves the int8 ONNX model when ``domainfit export`` found
+            it keeps PyTorch's labels, else bf16 PyTorch on CPUs that do bf16 in hardware (if it keeps
+            the labels too; single texts then go to the fp32 ONNX model if exported), else the fp32 ONNX model if exported, else PyTorch (see
+            :func:`resolve_backend`).
+        num_threads: CPU threads for inference. Default: all physical cores for ONNX Runtime, torch's
+            own setting for the torch backends (given, it sets torch's process-wide thread count). On a
+            machine where other processes are busy, fewer threads than cores is much faster for torch.
+        max_chars: texts are cut to this many characters before tokenising (memory stays bounded for any
+            input; the cut is logged). Default: 16 characters per token of the model's max_length, 128 times
+            that for models that read whole texts in windows (:mod:`domainfit.serving.text_cap`). Generation
+            and image models do not take it.
+
+    Returns:
+        A :class:`Predictor`; for a multi-label folder a
+        :class:`~domainfit.serving.multilabel_predictor.MultiLabelPredictor`.
+    """
+    if read_generation_settings(model_dir) is not None:  # a generation model: greedy decoding, not labels
+        return load_generator(model_dir, backend=backend, num_threads=num_threads)
+    path = check_model_dir(model_dir)
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
+    check_max_chars(max_chars)
+    task = _read_json(path / SETTINGS_FILE).get("task") if (path / SETTINGS_FILE).is_file() else None
+    if read_task(path) == MULTI_LABEL_TASK:
+        return load_multilabel(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
+    if task == "token-classification":  # entity spans, not one label per text
+        return load_token_predictor(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
+    if task == "image-classification":
+        return load_image_predictor(path, backend=backend, num_threads=num_threads)
+    return load_text_classifier(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
