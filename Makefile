@@ -5,7 +5,7 @@ VENV ?= .venv
 CONSTRAINTS ?= -c constraints-cpu.txt
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow bench
+.PHONY: install demo lint test test-slow bench
 
 $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/domainfit demo
 
-test: install
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests benchmarks scripts
+
+test: install lint
 	$(BIN)/python -m pytest
 
 test-slow: install

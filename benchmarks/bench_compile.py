@@ -41,10 +41,11 @@ def run_steps(mode: str, steps: int) -> dict:
     import torch
 
     sys.path.insert(0, str(REPO_ROOT / "src"))
+    from transformers import AutoModelForSequenceClassification
+
     from domainfit.data.batching import EpochBatchSampler, pad_batch
     from domainfit.models.loading import load_tokenizer, resolve_model_path
     from domainfit.training.precision import resolve_precision
-    from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
     with open(SPLIT, newline="", encoding="utf-8") as f:

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from domainfit.config import AugmentConfig, load_config
-from domainfit.data.augment import (AUGMENTERS, Lexicon, OpContext, WordSplitter, content_positions,
-                                    create_augmenter, read_lexicon)
+from domainfit.data.augment import (
+    AUGMENTERS,
+    OpContext,
+    WordSplitter,
+    content_positions,
+    create_augmenter,
+    read_lexicon,
+)
 from domainfit.errors import ConfigError, DataError, ModelError
 
 LEXICON = """# domain synonyms: one group per line

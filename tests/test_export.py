@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _tiny import TEXTS, build_classifier_dir
+
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.export import BUILTIN_PARITY_TEXTS, export_onnx
 from domainfit.serving import load
-from domainfit.serving.predictor import OnnxRunner, load_torch_model, pad_inputs, read_text_side, TorchRunner
+from domainfit.serving.predictor import OnnxRunner, TorchRunner, load_torch_model, pad_inputs, read_text_side
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 
 from domainfit.config import RunConfig
 from domainfit.evaluation.health import HealthMonitor, banner_sections, check_metrics, check_predictions
-from domainfit.metrics.classification import classification_metrics
 from domainfit.evaluation.report import write_report
+from domainfit.metrics.classification import classification_metrics
 
 LABELS = ["negative", "neutral", "positive"]
 # PhraseBank-like test split: 60 negative, 290 neutral, 134 positive
@@ -181,10 +181,10 @@ def test_other_reports_and_model_card_open_with_the_banner(tmp_path):
     from domainfit.config import to_dict
     from domainfit.evaluation.image_report import write_image_report
     from domainfit.evaluation.model_card import write_model_card
-    from domainfit.metrics.multilabel import score_with_thresholds
     from domainfit.evaluation.multilabel_report import write_multilabel_report
-    from domainfit.metrics.ner import entity_metrics
     from domainfit.evaluation.ner_report import write_ner_report
+    from domainfit.metrics.multilabel import score_with_thresholds
+    from domainfit.metrics.ner import entity_metrics
 
     image = classification_metrics([0, 0, 1, 1], [0, 0, 0, 0], ["crack", "scratch"])
     gold = [["B-Dis", "O"], ["O", "B-Dis"]]

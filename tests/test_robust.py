@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -96,9 +95,9 @@ def test_houlsby_adapters_are_the_identity_at_init_and_active_after():
 @pytest.mark.parametrize("method,save", [("lora", "merged"), ("lora", "adapter"), ("ia3", "adapter"),
                                          ("houlsby", "merged"), ("houlsby", "adapter")])
 def test_peft_model_folder_round_trips_through_the_predictor(method, save, tiny_bert, tmp_path):
-    import domainfit
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    import domainfit
     from domainfit.tasks.text_classification import TextClassificationTask
 
     cfg = RunConfig()
@@ -279,9 +278,9 @@ def test_sample_fraction_keeps_the_imbalance_seeded():
 
 
 def test_end_to_end_lora_fgm_rdrop_focal_oversampling_llrd(tmp_path, tiny_bert, phrasebank_split):
-    import domainfit
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    import domainfit
     from domainfit.training import train
 
     out = tmp_path / "out"
@@ -314,9 +313,9 @@ def test_end_to_end_lora_fgm_rdrop_focal_oversampling_llrd(tmp_path, tiny_bert, 
 
 def test_remedies_compose_with_the_joint_objective(tmp_path, tiny_bert, phrasebank_split):
     """The issue's promise: each remedy composes with the others *and* with L_task + lambda L_mlm."""
-    import domainfit
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    import domainfit
     from domainfit.training import train
 
     corpus = tmp_path / "domain.txt"

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from _tiny import TEXTS, build_classifier_dir
+
 from domainfit.cli import main
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATASETS
+
 from domainfit.config import load_config
-from domainfit.data.ner_readers import SpanKeys, Span, iob1_to_iob2, read_ner_examples, tags_to_entities
+from domainfit.data.ner_readers import Span, SpanKeys, iob1_to_iob2, read_ner_examples, tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, spans_to_tags
 from domainfit.errors import ConfigError, DataError
 from domainfit.metrics.ner import entity_metrics
@@ -341,9 +341,10 @@ def test_resume_continues_for_more_epochs(tiny_run, tmp_path):
 
 
 def test_predict_returns_character_spans(tiny_run, tmp_path):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
     import domainfit
     from domainfit.cli import main
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     model_dir = tiny_run[0] / "model"
     # a wide random head so the model marks many entities: spans to check, not an empty list

@@ -176,9 +176,9 @@ def test_checkpoint_pointer_survives_a_torn_write(tmp_path, tiny_bert):
     """A half-written step folder (as left by a kill) is ignored; the last complete one is used."""
     from transformers import AutoModelForSequenceClassification
 
+    from domainfit.config import TrainConfig
     from domainfit.training.checkpoint import CheckpointManager, TrainState
     from domainfit.training.optim import create_optimizer, create_scheduler
-    from domainfit.config import TrainConfig
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
     opt = create_optimizer(model, TrainConfig())

@@ -13,8 +13,14 @@ import pytest
 import torch
 
 from domainfit.config import load_config
-from domainfit.data.windows import (WindowSettings, aggregate_by_group, group_labels, special_token_counts,
-                                    split_windows, window_spans)
+from domainfit.data.windows import (
+    WindowSettings,
+    aggregate_by_group,
+    group_labels,
+    special_token_counts,
+    split_windows,
+    window_spans,
+)
 from domainfit.errors import ConfigError
 
 
@@ -105,6 +111,7 @@ def end_label_config(tmp: Path, model: Path, data: Path, long_text: str, **model
 @pytest.fixture(scope="module")
 def end_label_runs(tmp_path_factory):
     from conftest import build_tiny_bert
+
     from domainfit.training import train
 
     tmp = tmp_path_factory.mktemp("endlabel")
@@ -131,9 +138,9 @@ def test_windowed_model_folder_records_its_settings(end_label_runs):
 
 def test_prediction_on_long_texts_matches_evaluation(end_label_runs):
     """Predictor (windows from domainfit.json) == the loop's evaluation path, text by text."""
-    import domainfit
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    import domainfit
     from domainfit.data.readers import read_examples
     from domainfit.objectives import create_objective
     from domainfit.tasks import TaskData, create_task

@@ -1,3 +1,5 @@
-from domainfit.cli import main
 import sys
+
+from domainfit.cli import main
+
 sys.exit(main())

@@ -25,8 +25,8 @@ import os
 import sys
 from pathlib import Path
 
-from domainfit.version import __version__
 from domainfit.errors import DataError, DomainfitError
+from domainfit.version import __version__
 
 EXIT_USER_ERROR = 2
 
@@ -65,8 +65,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from importlib import resources
 
-    from domainfit.tasks import load_run_config as load_config
     from domainfit.data.sources import locate
+    from domainfit.tasks import load_run_config as load_config
 
     data_file = locate("financial_phrasebank", args.data_dir)
     print(f"Financial PhraseBank: {data_file}")
@@ -90,7 +90,6 @@ def _predict(args: argparse.Namespace) -> None:
     import domainfit
     from domainfit.serving.files import check_input_file, check_output_file, write_output
     from domainfit.serving.generator import predict_file, read_generation_settings
-
     from domainfit.serving.image_predictor import is_image_model_dir, predict_images_command
 
     if is_image_model_dir(args.model_dir):  # inputs are image files and folders
@@ -132,10 +131,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     import domainfit
-    from domainfit.metrics.classification import classification_metrics
     from domainfit.evaluation.report import format_metrics_table, write_report
     from domainfit.io.atomic import write_text_atomic
-
+    from domainfit.metrics.classification import classification_metrics
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.files import check_input_file, check_output_folder, output_error
     from domainfit.serving.predictor import check_model_dir
@@ -199,8 +197,8 @@ def _column(value: str) -> str | int:
 
 
 def _mine(args: argparse.Namespace) -> None:
-    from domainfit.mining import MiningOptions, load_task_texts, mine, write_mining_outputs
     from domainfit.data.text_stream import iter_texts, list_text_files
+    from domainfit.mining import MiningOptions, load_task_texts, mine, write_mining_outputs
     from domainfit.models.embedding import SentenceEmbedder
 
     if (args.config is None) == (args.task_texts is None):
@@ -245,9 +243,9 @@ def _mine(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from domainfit.mining import load_task_texts
     from domainfit.data.text_stream import SourcedText, iter_texts, sample_texts
     from domainfit.evaluation.diagnostics import format_summary, inspect_corpus, write_inspect_outputs
+    from domainfit.mining import load_task_texts
 
     if bool(args.corpus) == bool(args.config):
         raise DomainfitError("give either corpus files/folders or --config CONFIG (not both, not neither)",

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from domainfit.data.splits import normalize_text
-from domainfit.data.text_stream import SourcedText, iter_texts
+from domainfit.data.text_stream import SourcedText
 from domainfit.errors import DataError
-from domainfit.models.embedding import Embedder
 from domainfit.io.atomic import write_atomic, write_text_atomic
+from domainfit.models.embedding import Embedder
 
 
 def leakage_key(text: str) -> str:

@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from domainfit.errors import ConfigError
-from domainfit.io.run_folder import contained
 from domainfit.io.atomic import write_text_atomic
+from domainfit.io.run_folder import contained
 from domainfit.training.run_dir import read_status
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,30 @@
 cross-field checks); ``sections`` the task and method sections; ``pretrain`` the pretraining config.
 """
 
-from domainfit.config.core import (DataConfig, ModelConfig, OutputConfig, RunConfig, TrainConfig, describe_fields,
-                                   dump_yaml, load_config, to_dict, validate)
+from domainfit.config.core import (
+                                   DataConfig,
+                                   ModelConfig,
+                                   OutputConfig,
+                                   RunConfig,
+                                   TrainConfig,
+                                   describe_fields,
+                                   dump_yaml,
+                                   load_config,
+                                   to_dict,
+                                   validate,
+)
 from domainfit.config.pretrain import CorpusConfig, PretrainConfig, PretrainTrainConfig, load_pretrain_config
-from domainfit.config.sections import (AugmentConfig, GenerationConfig, ImageConfig, JointConfig, MaskingConfig,
-                                       MultiLabelConfig, NerConfig, PeftConfig, RegularizationConfig)
+from domainfit.config.sections import (
+                                   AugmentConfig,
+                                   GenerationConfig,
+                                   ImageConfig,
+                                   JointConfig,
+                                   MaskingConfig,
+                                   MultiLabelConfig,
+                                   NerConfig,
+                                   PeftConfig,
+                                   RegularizationConfig,
+)
 
 __all__ = [
     "AugmentConfig", "CorpusConfig", "DataConfig", "GenerationConfig", "ImageConfig", "JointConfig", "MaskingConfig",

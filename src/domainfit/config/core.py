@@ -21,9 +21,21 @@ from typing import Any, Literal
 import yaml
 
 from domainfit.config.fields import _f
-from domainfit.config.sections import (AugmentConfig, GenerationConfig, ImageConfig, JointConfig, MultiLabelConfig,
-                                       NerConfig, PeftConfig, RegularizationConfig, _validate_image, _validate_joint,
-                                       _validate_long_text_and_augment, _validate_robust, _validate_token_classification)
+from domainfit.config.sections import (
+    AugmentConfig,
+    GenerationConfig,
+    ImageConfig,
+    JointConfig,
+    MultiLabelConfig,
+    NerConfig,
+    PeftConfig,
+    RegularizationConfig,
+    _validate_image,
+    _validate_joint,
+    _validate_long_text_and_augment,
+    _validate_robust,
+    _validate_token_classification,
+)
 from domainfit.errors import ConfigError
 
 

@@ -1,5 +1,9 @@
 """Scoring predictions and reporting them: metrics a config can select on, and a readable report."""
 
+# each imported for its REPORTS registration
+from domainfit.evaluation import generation_report, image_report, multilabel_report, ner_report  # noqa: E402,F401,I001
+from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.metrics.classification import (
     METRIC_NAMES,
     classification_metrics,
@@ -8,11 +12,6 @@ from domainfit.metrics.classification import (
     metric_direction,
     register_selection_metric,
 )
-from domainfit.evaluation.report import format_metrics_table, write_report
-from domainfit.evaluation.reports import REPORTS, RunReport
-
-# each imported for its REPORTS registration
-from domainfit.evaluation import generation_report, image_report, multilabel_report, ner_report  # noqa: E402,F401,I001
 
 
 def report_for(task_name: str) -> RunReport:

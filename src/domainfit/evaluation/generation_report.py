@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domainfit.version import __version__
 from domainfit.evaluation.health import banner_sections
-from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, _context_section, _history_section, _table, _write_atomic
+from domainfit.evaluation.reports import REPORTS, RunReport
+from domainfit.version import __version__
 
 _GLOSSARY = """## How to read the scores
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, write_report
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.io.atomic import write_atomic, write_text_atomic
 
 THUMBNAILS_NAME = "misclassified.png"

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domainfit.version import __version__
 from domainfit.evaluation.health import banner_sections
-
+from domainfit.version import __version__
 
 # domainfit task -> the Hugging Face pipeline that loads the saved folder
 _PIPELINE_TAGS = {"multi-label-classification": "text-classification", "generation": "text-generation"}

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from domainfit.evaluation.health import banner_sections
-from domainfit.metrics.multilabel import DEFAULT_SUFFIX
-from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.evaluation.report import REPORT_NAME, _context_section, _escape, _history_section, _table
+from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.io.atomic import write_text_atomic
+from domainfit.metrics.multilabel import DEFAULT_SUFFIX
 
 
 def write_multilabel_report(

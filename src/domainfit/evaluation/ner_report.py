@@ -10,9 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from domainfit.evaluation.health import banner_sections
+from domainfit.evaluation.report import (
+    REPORT_NAME,
+    _context_section,
+    _escape,
+    _history_section,
+    _percent,
+    _table,
+    _write_atomic,
+)
 from domainfit.evaluation.reports import REPORTS, RunReport
-from domainfit.evaluation.report import (REPORT_NAME, _context_section, _escape, _history_section, _percent,
-                                         _table, _write_atomic)
 
 # the columns of the history table (all metrics stay in metrics.json)
 HISTORY_KEYS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy", "loss")

@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from domainfit.version import __version__
 from domainfit.errors import DomainfitError, MissingExtraError
+from domainfit.io.atomic import write_text_atomic
 from domainfit.serving.files import pid_is_alive
 from domainfit.serving.predictor import (
     AUTO_MIN_AGREEMENT,
     EXPORT_REPORT,
-    FastTokenizer,
     ONNX_DIR,
     ONNX_FILES,
+    FastTokenizer,
     OnnxRunner,
     Predictor,
     TorchRunner,
@@ -48,7 +48,7 @@ from domainfit.serving.predictor import (
     read_text_side,
     weights_fingerprint,
 )
-from domainfit.io.atomic import write_text_atomic
+from domainfit.version import __version__
 
 # Architectures whose attention ONNX Runtime's "bert" fusion recognises. Others are exported unfused
 # (correct, just slower).

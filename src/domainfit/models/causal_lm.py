@@ -9,10 +9,9 @@ GGUF weights are de-quantised to fp32 on load (transformers + ``gguf``); the mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +129,8 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, ma
     Prompts are sorted by length and left-padded per batch so every row's continuation starts at the
     same column; a prompt longer than ``max_prompt_tokens`` keeps its last tokens (the response header).
     """
+    import torch
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

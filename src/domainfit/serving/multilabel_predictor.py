@@ -27,9 +27,18 @@ from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.metrics.multilabel import sigmoid
 from domainfit.serving.files import write_output
+from domainfit.serving.predictor import (
+    _RUNNERS,
+    DEFAULT_BATCH_SIZE,
+    SETTINGS_FILE,
+    FastTokenizer,
+    Runner,
+    _read_json,
+    check_model_dir,
+    load_hf_tokenizer,
+    pad_inputs,
+)
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
-from domainfit.serving.predictor import (DEFAULT_BATCH_SIZE, SETTINGS_FILE, FastTokenizer, Runner, _read_json,
-                                         _RUNNERS, check_model_dir, load_hf_tokenizer, pad_inputs)
 
 TASK = "multi-label-classification"
 BACKENDS = ("auto", "torch", "torch-bf16")
@@ -122,9 +131,9 @@ def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, bac
         The metrics (as :func:`~domainfit.metrics.multilabel.score_with_thresholds`).
     """
     from domainfit.data.multilabel import MultiLabelSet, read_multilabel_examples
-    from domainfit.metrics.multilabel import score_with_thresholds
     from domainfit.evaluation.multilabel_report import write_multilabel_report
     from domainfit.io.atomic import write_text_atomic
+    from domainfit.metrics.multilabel import score_with_thresholds
 
     predictor = load_multilabel(model_dir, backend=backend, max_chars=max_chars)
     label_set = MultiLabelSet(predictor.labels)

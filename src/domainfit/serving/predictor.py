@@ -27,8 +27,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
-from domainfit.data.windows import AGGREGATIONS, LONG_TEXT_MODES, WindowSettings, aggregate_by_group
-from domainfit.data.windows import special_token_counts, window_rows
+from domainfit.data.windows import (
+    AGGREGATIONS,
+    LONG_TEXT_MODES,
+    WindowSettings,
+    aggregate_by_group,
+    special_token_counts,
+    window_rows,
+)
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars

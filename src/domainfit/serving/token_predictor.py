@@ -29,8 +29,8 @@ from domainfit.data.ner_readers import tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, special_tokens
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.serving.files import write_output
-from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
+from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 TASK = "token-classification"
 DEFAULT_BATCH_SIZE = 64

@@ -22,17 +22,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.instructions import PromptFormat, deduplicate, encode_pair, read_instructions, split_off
 from domainfit.errors import ConfigError
 from domainfit.metrics.generation import generation_metrics, perplexity_metrics
-from domainfit.models.causal_lm import ADAPTER_DIR, apply_lora, generate_responses, load_causal_lm, trainable_parameters
+from domainfit.models.causal_lm import (
+    ADAPTER_DIR,
+    apply_lora,
+    generate_responses,
+    load_causal_lm,
+    trainable_parameters,
+)
 from domainfit.models.loading import freeze_word_embeddings
 from domainfit.objectives import create_objective
 from domainfit.objectives.causal_lm import IGNORE_INDEX
-from domainfit.tasks.base import TASKS, Task, Features, TaskData
+from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 

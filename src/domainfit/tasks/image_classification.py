@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.image_transforms import Augmentation, ImagePreprocessing
 from domainfit.data.images import ImageExample, open_rgb, read_image_examples, resolve_layout
@@ -33,7 +32,8 @@ from domainfit.metrics.classification import classification_metrics
 from domainfit.models import efficientnet_lite
 from domainfit.models.loading import load_pretrained
 from domainfit.objectives import create_objective
-from domainfit.tasks.base import TASKS, Task, Features, TaskData
+from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 

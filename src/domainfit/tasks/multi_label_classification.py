@@ -21,16 +21,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
-from domainfit.data.multilabel import MultiLabelExample, MultiLabelSet, label_statistics, read_multilabel_examples
+from domainfit.data.multilabel import (
+    MultiLabelExample,
+    MultiLabelSet,
+    label_statistics,
+    read_multilabel_examples,
+)
 from domainfit.data.splits import make_splits
 from domainfit.metrics.multilabel import score_with_thresholds, sigmoid, tune_thresholds
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
 from domainfit.objectives.binary_cross_entropy import positive_weights
-from domainfit.tasks.base import TASKS, Task, Features, TaskData
+from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 

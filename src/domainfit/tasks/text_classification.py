@@ -16,21 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from domainfit.version import __version__
 from domainfit.config import DataConfig, RunConfig
 from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
 from domainfit.data.readers import Example, read_examples
 from domainfit.data.splits import make_splits, sample_fraction, sample_per_class
-from domainfit.errors import ConfigError
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
+from domainfit.errors import ConfigError
 from domainfit.metrics.classification import classification_metrics
 from domainfit.models import mlm_augment as _mlm_augment  # noqa: F401  registers the "mlm" augmenter
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.models.peft import apply_peft, parameter_counts, save_model_folder
 from domainfit.objectives.compose import build_objective
-from domainfit.tasks.base import TASKS, Task, Features, TaskData
+from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from domainfit.version import __version__
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.ner_readers import NerExample, SpanKeys, read_ner_examples, tags_to_entities
-from domainfit.data.token_alignment import (IGNORE, SentenceEncoding, encode_sentence, merge_window_logits,
-                                            plan_windows, special_tokens)
+from domainfit.data.token_alignment import (
+    IGNORE,
+    SentenceEncoding,
+    encode_sentence,
+    merge_window_logits,
+    plan_windows,
+    special_tokens,
+)
 from domainfit.errors import DataError
 from domainfit.metrics.ner import entity_metrics
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
-from domainfit.tasks.base import TASKS, Task, Features, TaskData
+from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from domainfit.errors import DomainfitError
+from domainfit.io.atomic import atomic_dir, write_atomic, write_text_atomic
 from domainfit.io.run_folder import contained
 from domainfit.io.state_files import load_state, save_state
-from domainfit.io.atomic import atomic_dir, write_atomic, write_text_atomic
 
 STEP_NAME = re.compile(r"step-\d{7,}")
 # written by domainfit before 0.2: pickles, which are never loaded (a pickle can run code)

@@ -31,13 +31,18 @@ from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
 from domainfit.evaluation import report_for
 from domainfit.evaluation.health import HealthMonitor, run_warnings
+from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.metrics.classification import improves_on_best
 from domainfit.tasks import Features, Task, TaskData, create_task
-from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.embedding_rows import apply_seen_rows
-from domainfit.training.memory import (limit_kernel_cache, long_batch_recompute, micro_batches, release_memory,
-                                      set_mmap_threshold)
+from domainfit.training.memory import (
+    limit_kernel_cache,
+    long_batch_recompute,
+    micro_batches,
+    release_memory,
+    set_mmap_threshold,
+)
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run

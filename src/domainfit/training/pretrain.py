@@ -24,21 +24,33 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from domainfit.version import __version__
 from domainfit.config import PretrainConfig, to_dict
-from domainfit.data.corpus import (CorpusStream, StreamPosition, count_texts, describe_files, list_corpus_files,
-                                   read_texts, take_heldout)
+from domainfit.data.corpus import (
+    CorpusStream,
+    StreamPosition,
+    count_texts,
+    describe_files,
+    list_corpus_files,
+    read_texts,
+    take_heldout,
+)
 from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import CausalCollator, MaskingCollator
 from domainfit.errors import DataError, ModelError
-from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer, resolve_model_path
 from domainfit.io.atomic import atomic_dir, write_text_atomic
+from domainfit.models.loading import (
+    freeze_word_embeddings,
+    load_pretrained,
+    load_tokenizer,
+    resolve_model_path,
+)
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run
 from domainfit.training.threads import warn_if_oversubscribed
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +233,10 @@ def load_language_model(cfg: PretrainConfig) -> tuple[torch.nn.Module, Any, str,
     use (a BERT pooler), so they can be carried into the saved folder.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     tokenizer = load_tokenizer(cfg.model.name)
     config = load_pretrained(AutoConfig.from_pretrained, cfg.model.name)

@@ -32,11 +32,11 @@ from typing import Any
 
 import yaml
 
-from domainfit.version import __version__
 from domainfit.config import RunConfig, dump_yaml
 from domainfit.errors import ConfigError, DomainfitError
-from domainfit.io.run_folder import contained
 from domainfit.io.atomic import recover_dir, write_text_atomic
+from domainfit.io.run_folder import contained
+from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 
