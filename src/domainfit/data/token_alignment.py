@@ -3,9 +3,15 @@
 Used by the ``token-classification`` task for training and evaluation and by the token predictor, so a
 sentence is cut into tokens, labelled and windowed the same way in both.
 
-- :func:`encode_sentence` tokenises one sentence with a fast tokenizer (pre-split CoNLL words through
-  ``is_split_into_words``; raw text with ``offset_mapping``, which also works for Chinese, where BERT
-  tokenizers make every character a word) and labels the first subword of each word (the others -100).
+- :func:`encode_sentence` tokenises one sentence with a fast tokenizer and labels it in one of two units.
+  ``unit="words"`` (CoNLL data): pre-split words through ``is_split_into_words`` (or the tokenizer's own
+  words of raw text), the first subword of each word labelled, the others -100. ``unit="tokens"``
+  (character-offset span data): every token is labelled by the characters it covers
+  (``return_offsets_mapping``). Words do not work for span data in general: a SentencePiece tokenizer
+  (XLM-R, multilingual-e5) splits words only at spaces, so a whole Chinese sentence is one "word" and every
+  entity in it would be widened to the sentence.
+- :func:`decode_entities` turns a sentence's tags back into character spans, the unit the data gives and
+  the unit entities are scored in.
 - :func:`plan_windows` cuts a sentence longer than the model's window into overlapping windows and gives
   each token to the window where it is most central; :func:`merge_window_logits` puts the predictions back.
 """
@@ -18,9 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from domainfit.data.ner_readers import Span
+from domainfit.data.ner_readers import Span, tags_to_entities
 
 IGNORE = -100
+UNITS = ("words", "tokens")
+# SentencePiece's word-boundary marker (U+2581). A piece of only this marker (XLM-R/e5 put one before
+# every word, and as a word of its own before most Chinese text) holds no character of the text.
+METASPACE = "\u2581"
+
+
+def is_boundary_marker(piece: str) -> bool:
+    """Whether a token piece is only SentencePiece's word-boundary marker, not part of any word."""
+    return bool(piece) and not piece.strip(METASPACE)
 
 
 @dataclass
@@ -32,10 +47,13 @@ class SentenceEncoding:
         ids: token ids.
         labels: per token: the label id on each word's first token, -100 elsewhere (or the word's I- label on
             the other subwords with ``label_all_subwords``); all -100 when there are no gold labels.
-        first_tokens: index of each word's first token; the positions that are scored and decoded.
-        word_spans: character span ``(start, end)`` of each word in ``text``.
-        tags: gold IOB2 tag of each word (None without gold labels).
-        snapped: gold spans whose edges fell inside a word and were widened to whole words.
+        first_tokens: the token of each unit (a word's first token, or each token); the positions that are
+            scored and decoded.
+        word_spans: character span ``(start, end)`` of each unit (word or token) in ``text``.
+        tags: gold IOB2 tag of each unit (None without gold labels).
+        snapped: gold spans whose edges fell inside a unit and were widened to whole units.
+        entities: gold entities as character spans ``(label, start, end)``: the data's own spans (span data)
+            or the tagged words' spans (CoNLL); None without gold labels.
     """
 
     text: str
@@ -45,22 +63,30 @@ class SentenceEncoding:
     word_spans: list[tuple[int, int]]
     tags: list[str] | None = None
     snapped: int = 0
+    entities: list[tuple[str, int, int]] | None = None
 
 
 def encode_sentence(tokenizer: Any, text: str, *, words: Sequence[str] | None = None,
                     tags: Sequence[str] | None = None, spans: Sequence[Span] | None = None,
-                    label2id: dict[str, int] | None = None, label_all_subwords: bool = False) -> SentenceEncoding:
-    """Tokenise one sentence and align word-level gold tags to tokens.
+                    label2id: dict[str, int] | None = None, label_all_subwords: bool = False,
+                    unit: str = "words") -> SentenceEncoding:
+    """Tokenise one sentence and align its gold tags or spans to tokens.
 
     Args:
         tokenizer: a fast (Rust-backed) Hugging Face tokenizer.
         text: the sentence; for CoNLL data, ``words`` joined by single spaces.
         words: pre-split words (CoNLL); None to let the tokenizer find the words of ``text``.
         tags: IOB2 tag per word in ``words``.
-        spans: gold entities as character spans (span data); turned into word tags.
+        spans: gold entities as character spans (span data); turned into tags of the units.
         label2id: tag -> label id; None for unlabelled text (prediction).
         label_all_subwords: label every subword (continuations get the word's I- tag) instead of only the first.
+        unit: "words" (a tag per word, on its first subword) or "tokens" (a tag per token, from the characters
+            it covers; ``words``, ``tags`` and ``label_all_subwords`` are not used).
     """
+    if unit == "tokens":
+        return _encode_tokens(tokenizer, text, spans, label2id)
+    if unit != "words":
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if words is not None:
         enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
         starts, position = [], 0
@@ -81,10 +107,16 @@ def encode_sentence(tokenizer: Any, text: str, *, words: Sequence[str] | None = 
             all_spans[word] = (min(all_spans[word][0], offsets[token][0]), max(all_spans[word][1], offsets[token][1]))
     ids: list[int] = enc["input_ids"]
     word_ids = enc.word_ids()
-    # words that produce no token (a lone control character) cannot be labelled: drop them
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    # words that produce no token (a lone control character) cannot be labelled: drop them. A word's label
+    # goes on its first token that holds part of it: SentencePiece often starts a word with a bare marker
+    # token (each Chinese character of a CoNLL file becomes "▁" + the character).
     first_of: dict[int, int] = {}
     for token, word in enumerate(word_ids):
-        if word is not None and word not in first_of:
+        if word is None:
+            continue
+        if word not in first_of or (is_boundary_marker(pieces[first_of[word]])
+                                    and not is_boundary_marker(pieces[token])):
             first_of[word] = token
     kept = sorted(first_of)
     word_spans = [all_spans[w] for w in kept]
@@ -104,10 +136,50 @@ def encode_sentence(tokenizer: Any, text: str, *, words: Sequence[str] | None = 
             tag = word_tags[new_index[word]]
             if first_of[word] == token:
                 labels[token] = label2id[tag]
-            elif label_all_subwords:
+            elif label_all_subwords and token > first_of[word]:
                 labels[token] = label2id[tag if tag == "O" else "I-" + tag[2:]]
+    entities = None
+    if spans is not None:
+        entities = [(span.label, span.start, span.end) for span in spans]
+    elif word_tags is not None:
+        entities = [(label, word_spans[first][0], word_spans[last][1])
+                    for label, first, last in tags_to_entities(word_tags)]
     return SentenceEncoding(text=text, ids=ids, labels=labels, first_tokens=[first_of[w] for w in kept],
-                            word_spans=word_spans, tags=word_tags, snapped=snapped)
+                            word_spans=word_spans, tags=word_tags, snapped=snapped, entities=entities)
+
+
+def _encode_tokens(tokenizer: Any, text: str, spans: Sequence[Span] | None,
+                   label2id: dict[str, int] | None) -> SentenceEncoding:
+    """Every token that covers characters of ``text`` is a unit, tagged by the gold spans it overlaps."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = enc["input_ids"]
+    units, unit_spans = [], []
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    for token, ((start, end), piece) in enumerate(zip(enc["offset_mapping"], pieces)):
+        # a SentencePiece token may include the space before it; a bare marker covers a space, or (at
+        # the start of a text) the same character as the next token: neither is part of an entity
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start < end and not is_boundary_marker(piece):
+            units.append(token)
+            unit_spans.append((start, end))
+    tags, snapped = spans_to_tags(spans, unit_spans) if spans is not None else (None, 0)
+    labels = [IGNORE] * len(ids)
+    if tags is not None and label2id is not None:
+        for token, tag in zip(units, tags):
+            labels[token] = label2id[tag]
+    entities = [(span.label, span.start, span.end) for span in spans] if spans is not None else None
+    return SentenceEncoding(text=text, ids=ids, labels=labels, first_tokens=units, word_spans=unit_spans,
+                            tags=tags, snapped=snapped, entities=entities)
+
+
+def decode_entities(enc: SentenceEncoding, tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Entities ``(label, start, end)`` as character spans of ``enc.text`` from one IOB2 tag per unit
+    (strict IOB2, as they are scored)."""
+    return [(label, enc.word_spans[first][0], enc.word_spans[last][1])
+            for label, first, last in tags_to_entities(list(tags))]
 
 
 def spans_to_tags(spans: Sequence[Span], word_spans: Sequence[tuple[int, int]]) -> tuple[list[str], int]:

@@ -15,6 +15,10 @@ Measured on a random sample of the corpus:
 - **pseudo-perplexity** of the masked-LM head (Salazar et al. 2020), only if the model folder has MLM-head weights;
   otherwise it says so instead of printing a number from a randomly initialised head.
 
+Tokens are the pieces that hold text: SentencePiece's bare word-boundary marker ``▁`` (XLM-R and
+multilingual-e5 put it before every word, so before every Chinese word tokenized on its own) is not counted,
+or every Chinese word would look split into one piece more than it is.
+
 The readings (:func:`readings`) turn these into advice at the thresholds below, each with its reason.
 """
 
@@ -28,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from domainfit.data.token_alignment import is_boundary_marker
 from domainfit.io.atomic import write_text_atomic
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,7 +96,8 @@ def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = 
     """Vocabulary fit of ``tokenizer`` on ``texts``: [UNK] rate, fertility, 3+ piece share, overlap, split words.
 
     Whole texts are tokenized for the [UNK] rate and tokens per character; each distinct word is tokenized once,
-    on its own, for fertility and splits (the same pieces a WordPiece tokenizer gives it in context).
+    on its own, for fertility and splits (the same pieces a WordPiece tokenizer gives it in context). Bare
+    SentencePiece word-boundary markers are left out of every count.
     """
     chinese = cjk_share(texts) >= CJK_SHARE_CHINESE
     unk_id = tokenizer.unk_token_id
@@ -99,6 +105,7 @@ def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = 
     n_tokens = n_unk = n_chars = 0
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = [i for i, p in zip(ids, tokenizer.convert_ids_to_tokens(ids)) if not is_boundary_marker(p)]
         n_tokens += len(ids)
         n_unk += sum(i == unk_id for i in ids) if unk_id is not None else 0
         n_chars += len(text) - sum(c.isspace() for c in text)
@@ -107,7 +114,7 @@ def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = 
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(w.lower() if lowercases else w for w in split_words(text, chinese=chinese))
-    pieces = {w: tokenizer.tokenize(w) for w in counts}
+    pieces = {w: [p for p in tokenizer.tokenize(w) if not is_boundary_marker(p)] for w in counts}
     n_words = sum(counts.values())
 
     def share(predicate) -> float:

@@ -7,11 +7,13 @@
 
     domainfit predict runs/ncbi-disease-minilm/model texts.jsonl --output entities.jsonl
 
-Texts are cut into words and subword tokens as in training (``data.token_alignment``); texts longer than the
+Texts are cut into words and subword tokens as in training (``data.token_alignment``, in the unit the model
+was trained on: ``label_unit`` in domainfit.json, "words" for folders that predate it); texts longer than the
 model's window are split into overlapping windows whose predictions are merged (each token from the window
 where it is most central). Windows of all texts are sorted by length and batched. Each word's tag is the
-arg-max at its first subword; entities are decoded in strict IOB2 (as they were scored) and returned as
-character offsets into the original text. PyTorch only: ONNX export of token classifiers is not done yet.
+arg-max at its first subword (each token's own for "tokens"); entities are decoded in strict IOB2 (as they
+were scored) and returned as character offsets into the original text. PyTorch only: ONNX export of token
+classifiers is not done yet.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ import numpy as np
 
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.ner_readers import tags_to_entities
-from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, special_tokens
+from domainfit.data.token_alignment import (
+    UNITS,
+    encode_sentence,
+    merge_window_logits,
+    plan_windows,
+    special_tokens,
+)
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.serving.files import write_output
 from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
@@ -52,7 +60,7 @@ class TokenPredictor:
     task = TASK
 
     def __init__(self, model: Any, tokenizer: Any, labels: list[str], *, max_length: int, stride: int,
-                 max_chars: int | None = None) -> None:
+                 max_chars: int | None = None, label_unit: str = "words") -> None:
         import inspect
 
         check_max_chars(max_chars)
@@ -68,6 +76,7 @@ class TokenPredictor:
         self.max_length = max_length
         self.stride = stride
         self.max_chars = max_chars or default_max_chars(max_length, windows=True)  # windows read whole texts
+        self.label_unit = label_unit
 
     def __repr__(self) -> str:
         return f"TokenPredictor(entity_types={self.entity_types}, max_length={self.max_length}, stride={self.stride})"
@@ -91,7 +100,7 @@ class TokenPredictor:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise DomainfitError(f"batch_size must be a positive integer, got {batch_size!r}")
         size = self.max_length - len(self._before) - len(self._after)
-        encodings = [encode_sentence(self._tokenizer, text) for text in texts]
+        encodings = [encode_sentence(self._tokenizer, text, unit=self.label_unit) for text in texts]
         windows = [plan_windows(len(enc.ids), size, self.stride) if enc.ids else [] for enc in encodings]
         inputs = [(t, w, self._before + encodings[t].ids[win.start : win.start + win.size] + self._after)
                   for t, wins in enumerate(windows) for w, win in enumerate(wins)]
@@ -154,6 +163,10 @@ def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ModelError(f"{key} must be an integer >= {minimum}, found {value!r}",
                              path=model_dir / SETTINGS_FILE, key=key)
+    label_unit = settings.get("label_unit", "words")  # folders from before span data was labelled per token
+    if label_unit not in UNITS:
+        raise ModelError(f"label_unit must be one of {', '.join(UNITS)}, found {label_unit!r}",
+                         path=model_dir / SETTINGS_FILE, key="label_unit")
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
@@ -162,7 +175,7 @@ def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads:
         raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
                          fix="the folder needs model.safetensors.") from e
     return TokenPredictor(model.eval(), tokenizer, labels, max_length=settings["max_length"],
-                          stride=settings["stride"], max_chars=max_chars)
+                          stride=settings["stride"], max_chars=max_chars, label_unit=label_unit)
 
 
 def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Path,

@@ -3,10 +3,11 @@
     domainfit train src/domainfit/configs/ncbi_disease.yaml
 
 Reads CoNLL/IOB files or JSON/JSONL character-offset spans (``data.ner_readers``), labels the first subword
-of every word (``data.token_alignment``), cuts sentences longer than ``model.max_length`` into overlapping
-windows and merges the windows' predictions back, fine-tunes ``AutoModelForTokenClassification`` with
-token cross-entropy, scores entities with seqeval (strict IOB2), and writes a standard Hugging Face folder
-that ``transformers.pipeline("token-classification", model=DIR)`` loads without domainfit.
+of every word (CoNLL training data) or every token by the characters it covers (span training data;
+``data.token_alignment``), cuts sentences longer than ``model.max_length`` into overlapping windows and
+merges the windows' predictions back, fine-tunes ``AutoModelForTokenClassification`` with token
+cross-entropy, scores entities by their character spans with seqeval (strict IOB2), and writes a standard
+Hugging Face folder that ``transformers.pipeline("token-classification", model=DIR)`` loads without domainfit.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from torch import nn
 
 from domainfit.config import RunConfig
 from domainfit.data.batching import pad_batch
-from domainfit.data.ner_readers import NerExample, SpanKeys, read_ner_examples, tags_to_entities
+from domainfit.data.ner_readers import NerExample, SpanKeys, read_ner_examples
 from domainfit.data.token_alignment import (
     IGNORE,
     SentenceEncoding,
+    decode_entities,
     encode_sentence,
     merge_window_logits,
     plan_windows,
@@ -90,10 +92,17 @@ def load_ner_splits(cfg: RunConfig) -> TaskData:
                                 f"(types: {', '.join(types)})", path=info["files"].get(name, data.train),
                                 line=example.line, fix="add training examples of this type, or remove it here.")
     info["counts"] = {name: len(examples) for name, examples in splits.items()}
+    info["label_unit"] = label_unit(splits["train"])
     info["entities"] = {name: dict(Counter(s.label for e in examples for s in e.spans))
                         for name, examples in splits.items()}
     labels = ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
     return TaskData(splits=splits, labels=labels, info=info)
+
+
+def label_unit(train: list[NerExample]) -> str:
+    """"words" for CoNLL training data (its words are the gold units), "tokens" for character-offset spans
+    (labelled by the characters each token covers: a tokenizer's words can be far longer than an entity)."""
+    return "words" if all(example.words is not None for example in train) else "tokens"
 
 
 def entity_types(labels: list[str]) -> list[str]:
@@ -135,11 +144,16 @@ class TokenClassificationTask(Task):
         label2id = {label: i for i, label in enumerate(data.labels)}
         before, after = special_tokens(tokenizer)
         size = cfg.model.max_length - len(before) - len(after)
+        unit = data.info["label_unit"]
         items, lengths, snapped, windowed = [], [], 0, 0
         for index, example in enumerate(examples):
-            enc = encode_sentence(tokenizer, example.text, words=example.words, tags=example.tags,
-                                  spans=None if example.words is not None else example.spans, label2id=label2id,
-                                  label_all_subwords=cfg.ner.label_all_subwords)
+            if unit == "tokens":
+                enc = encode_sentence(tokenizer, example.text, spans=example.spans, label2id=label2id,
+                                      unit=unit)
+            else:
+                enc = encode_sentence(tokenizer, example.text, words=example.words, tags=example.tags,
+                                      spans=None if example.words is not None else example.spans,
+                                      label2id=label2id, label_all_subwords=cfg.ner.label_all_subwords)
             snapped += enc.snapped
             windows = plan_windows(len(enc.ids), size, cfg.ner.stride)
             windowed += len(windows) > 1
@@ -151,8 +165,10 @@ class TokenClassificationTask(Task):
                               "encoding": enc, "offset": len(before)})
                 lengths.append(len(ids))
         if snapped:
-            log.warning("%d entities start or end inside a word (or share a word with another) and were "
-                        "widened to whole words", snapped)
+            unit_name = "token" if unit == "tokens" else "word"
+            log.warning("%d entities start or end inside a %s (or share one with another) and were "
+                        "widened to whole %ss in training; they are scored by their own character edges",
+                        snapped, unit_name, unit_name)
         if windowed:
             log.info("%d of %d sentences are longer than model.max_length=%d tokens: split into overlapping "
                      "windows (stride %d)", windowed, len(examples), cfg.model.max_length, cfg.ner.stride)
@@ -180,7 +196,8 @@ class TokenClassificationTask(Task):
 
     def compute_feature_metrics(self, features: Features, logits: torch.Tensor, labels: torch.Tensor,
                                 data: TaskData) -> dict[str, Any]:
-        """Entity metrics per sentence: windows merged back, plus examples of missed and spurious entities.
+        """Entity metrics per sentence, scored on character spans: windows merged back, each unit's tag
+        mapped back to its characters, plus examples of missed and spurious entities.
 
         Args:
             features: the split's windows (``encode``'s output), in the order of ``logits``' rows.
@@ -188,14 +205,18 @@ class TokenClassificationTask(Task):
             labels: (n_windows, seq); unused (the gold tags travel with each sentence's encoding).
         """
         sentences = merge_sentences(features, logits.numpy())
-        true_tags, pred_tags, errors = [], [], {"missed": [], "spurious": []}
+        true_tags, pred_tags, true_spans, pred_spans = [], [], [], []
+        errors: dict[str, list[dict]] = {"missed": [], "spurious": []}
         for enc, sentence_logits in sentences:
-            predicted = sentence_logits[enc.first_tokens].argmax(-1)  # (words,)
+            predicted = sentence_logits[enc.first_tokens].argmax(-1)  # (units,)
             tags = [data.labels[i] for i in predicted.tolist()]
             true_tags.append(enc.tags)
             pred_tags.append(tags)
-            collect_errors(enc, tags, errors)
-        metrics = entity_metrics(true_tags, pred_tags, entity_types(data.labels))
+            true_spans.append(enc.entities)
+            pred_spans.append(decode_entities(enc, tags))
+            collect_errors(enc, pred_spans[-1], errors)
+        metrics = entity_metrics(true_tags, pred_tags, entity_types(data.labels), true_spans=true_spans,
+                                 pred_spans=pred_spans)
         metrics["errors"] = errors
         return metrics
 
@@ -203,8 +224,9 @@ class TokenClassificationTask(Task):
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         meta = {"task": self.name, "max_length": cfg.model.max_length, "stride": cfg.ner.stride,
-                "label_all_subwords": cfg.ner.label_all_subwords, "base_model": cfg.model.name,
-                "labels": data.labels, "entity_types": entity_types(data.labels), "domainfit_version": __version__}
+                "label_all_subwords": cfg.ner.label_all_subwords, "label_unit": data.info["label_unit"],
+                "base_model": cfg.model.name, "labels": data.labels, "entity_types": entity_types(data.labels),
+                "domainfit_version": __version__}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
@@ -225,16 +247,17 @@ def merge_sentences(features: Features, logits: np.ndarray) -> list[tuple[Senten
     return out
 
 
-def collect_errors(enc: SentenceEncoding, predicted: list[str], errors: dict[str, list[dict]]) -> None:
-    """Add this sentence's missed (gold, not predicted) and spurious (predicted, not gold) entities."""
-    gold = set(tags_to_entities(enc.tags or []))
-    found = set(tags_to_entities(predicted))
+def collect_errors(enc: SentenceEncoding, predicted: list[tuple[str, int, int]],
+                   errors: dict[str, list[dict]]) -> None:
+    """Add this sentence's missed (gold, not predicted) and spurious (predicted, not gold) entities, given
+    the predicted entities as character spans ``(label, start, end)``."""
+    gold = set(enc.entities or [])
+    found = set(predicted)
     for kind, entities in (("missed", sorted(gold - found, key=lambda e: e[1])),
                            ("spurious", sorted(found - gold, key=lambda e: e[1]))):
-        for label, first, last in entities:
+        for label, start, end in entities:
             if len(errors[kind]) >= MAX_ERROR_EXAMPLES:
                 break
-            start, end = enc.word_spans[first][0], enc.word_spans[last][1]
             errors[kind].append({"label": label, "text": enc.text[start:end], "start": start, "end": end,
                                  "context": _context(enc.text, start, end)})
 
