@@ -202,3 +202,73 @@ def test_a_real_process_exits_2_without_traceback(tmp_path, tiny_bert, good_csv)
                            "train.learning_rate=-1"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "train.learning_rate" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Data readers: special files, mixed encodings, conflicting labels, column numbers
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes on this platform")
+def test_named_pipe_as_training_file_exits_2_instead_of_hanging(tmp_path, tiny_bert):
+    import os
+
+    fifo = tmp_path / "train.csv"
+    os.mkfifo(fifo)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "domainfit", "train", str(config(tmp_path, tiny_bert, fifo))],
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # release a reader still waiting
+        pytest.fail("domainfit waited for a writer on a named pipe")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "named pipe" in proc.stderr and str(fifo) in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_mixed_encodings_name_the_first_line_that_is_not_utf8(tmp_path, tiny_bert, capsys):
+    train = tmp_path / "t.csv"
+    rows = "".join(f'"Café sales rose {i} .",positive\n' for i in range(40)).encode("utf-8")
+    train.write_bytes(b"text,label\n" + rows + "Ahlström sales fell,negative\n".encode("cp1252"))
+    err = run_train(capsys, config(tmp_path, tiny_bert, train))
+    assert "line 42" in err and "mixes encodings" in err and "`encoding:" not in err
+
+
+def test_conflicting_labels_error_policy_names_both_lines(tmp_path, tiny_bert, capsys):
+    train = write_csv(tmp_path / "t.csv", many_rows() + [("Sales fell . number 0", "positive")])
+    err = run_train(capsys, config(tmp_path, tiny_bert, train), "data.conflicting_labels=error")
+    assert "line 38" in err and "line 3" in err and "data.conflicting_labels" in err
+
+
+def test_unknown_conflicting_labels_policy_suggests_the_near_miss(tmp_path, tiny_bert, good_csv, capsys):
+    err = run_train(capsys, config(tmp_path, tiny_bert, good_csv), "data.conflicting_labels=majorty")
+    assert "data.conflicting_labels" in err and "'majority'" in err
+
+
+def test_column_number_out_of_range_from_an_override(tmp_path, tiny_bert, capsys):
+    train = tmp_path / "t.csv"
+    train.write_text("".join(f"{t},{l}\n" for t, l in many_rows()), encoding="utf-8")
+    err = run_train(capsys, config(tmp_path, tiny_bert, train), "data.header=false", "data.text_column=0",
+                    "data.label_column=5")
+    assert "column 5" in err and "found 2" in err
+
+
+def test_predict_selects_columns_by_number_without_header(tmp_path, tiny_bert, capsys):
+    data = tmp_path / "in.csv"
+    data.write_text("7,Profit rose sharply .\n8,Sales fell .\n", encoding="utf-8")
+    out = tmp_path / "p.csv"
+    code = main(["predict", str(tiny_bert), str(data), "--output", str(out), "--no-header", "--text-column", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    rows = out.read_text(encoding="utf-8").splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["Profit rose sharply .", "Sales fell ."]
+
+
+def test_evaluate_column_number_out_of_range_exits_2(tmp_path, tiny_bert, capsys):
+    data = tmp_path / "ev.csv"
+    data.write_text("Profit rose sharply .,LABEL_0\n", encoding="utf-8")
+    code = main(["evaluate", str(tiny_bert), str(data), "--output", str(tmp_path / "ev"), "--no-header",
+                 "--text-column", "0", "--label-column", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "column 3" in err and "Traceback" not in err
+    assert not (tmp_path / "ev").exists()

@@ -426,3 +426,170 @@ def test_chnsenticorp_headerless_tsv():
 
 def test_missing_txt_file_is_reported_as_missing_not_as_unknown_format(tmp_path):
     assert "not found" in read_error(tmp_path / "sentences.txt").what
+
+
+# ----------------------------------------------------------------------------------------------
+# Hardening: long fields, special files, unreadable files, deep JSON, mixed encodings, columns
+# ----------------------------------------------------------------------------------------------
+
+
+def test_csv_field_longer_than_csv_default_limit_is_read(tmp_path):
+    # csv's default field_size_limit is 131,072 characters; a long clinical note is more.
+    note = "The patient reports pain. " * 8000  # 208,000 characters
+    path = write(tmp_path, "d.csv", f'text,label\n"{note}",surgery\nshort,cardiology\n')
+    examples = read_examples(path)
+    assert [len(e.text) for e in examples] == [len(note.strip()), 5]
+    assert examples[1].line == 3
+
+
+def test_csv_unclosed_quote_before_a_long_tail_still_points_at_the_quote(tmp_path):
+    path = write(tmp_path, "d.csv", 'text,label\n"never closed,a\n' + "row,b\n" * 30000)
+    error = read_error(path)
+    assert error.line == 2 and "never closed" in error.fix and "field limit" not in str(error)
+
+
+def test_csv_field_size_limit_is_restored_after_reading(tmp_path):
+    import csv
+
+    before = csv.field_size_limit()
+    read_examples(write(tmp_path, "d.csv", "text,label\n" + "x" * 200_000 + ",a\n"))
+    assert csv.field_size_limit() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_named_pipe_is_refused_instead_of_waiting_forever(tmp_path):
+    import threading
+
+    fifo = tmp_path / "d.csv"
+    os.mkfifo(fifo)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(_error_or_result(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if reader.is_alive():  # the reader is stuck waiting for a writer: release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=5)
+        pytest.fail("reading a named pipe waited for a writer")
+    error = outcome[0]
+    assert isinstance(error, DataError), error
+    assert "named pipe" in error.what and "regular file" in error.fix and error.path == str(fifo)
+
+
+def _error_or_result(path):
+    try:
+        return read_examples(path)
+    except DataError as e:
+        return e
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+def test_character_device_is_refused():
+    error = read_error(Path("/dev/null"), format="csv")
+    assert "character device" in error.what
+
+
+def test_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    path = write(tmp_path, "d.csv", "text,label\nhi,a\n")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: simulate the refusal
+        def refuse(self):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+    try:
+        error = read_error(path)
+    finally:
+        path.chmod(0o644)
+    assert "permission denied" in error.what and "chmod" in error.fix and error.path == str(path)
+
+
+def test_jsonl_nested_too_deep_names_the_line(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"text": "a", "label": "x"}\n' + "[" * 200_000 + "]" * 200_000 + "\n")
+    error = read_error(path)
+    assert error.line == 2 and "200000 levels deep" in error.what and error.fix
+
+
+def test_json_nested_too_deep_names_the_line(tmp_path):
+    deep = "[" * 200_000 + "]" * 200_000
+    path = write(tmp_path, "d.json", f'[\n {{"text": "a", "label": "x"}},\n {{"text": "[{{", "label": {deep}}}\n]\n')
+    error = read_error(path)
+    assert error.line == 3 and "levels deep" in error.what
+
+
+def test_json_integer_too_long_for_python_names_the_line(tmp_path):
+    path = write(tmp_path, "d.json", '[\n {"text": "a", "label": ' + "7" * 5000 + "}\n]\n")
+    error = read_error(path)
+    assert error.line == 2 and "as strings" in error.fix
+
+
+def _mixed_file(tmp_path: Path) -> Path:
+    """UTF-8 with accents for 500 records, then one saved as cp1252: no single encoding reads it right."""
+    utf8 = "".join(f"café number {i},a\n" for i in range(500)).encode("utf-8")
+    return write(tmp_path, "d.csv", b"text,label\n" + utf8 + "naïve,b\n".encode("cp1252") + b"last,a\n")
+
+
+def test_mixed_encodings_are_named_instead_of_suggesting_a_garbling_encoding(tmp_path):
+    error = read_error(_mixed_file(tmp_path))
+    assert error.line == 502
+    assert "mixes encodings" in error.what and "re-save" in error.fix and "line 502" in error.fix
+    assert "`encoding:" not in error.fix  # no `encoding: gb18030` / `latin-1` that would garble lines 2-501
+
+
+def test_suggested_encoding_reads_the_lines_before_the_bad_one_unchanged(tmp_path):
+    # ASCII, then cp1252: latin-1/cp1252 reads the whole file and the ASCII lines stay as they are.
+    path = write(tmp_path, "d.csv", b"text,label\nplain,a\n" + "naïve,b\n".encode("cp1252"))
+    error = read_error(path)
+    assert error.line == 3 and "encoding: latin-1" in error.fix
+    assert [e.text for e in read_examples(path, encoding="latin-1")] == ["plain", "naïve"]
+
+
+def test_headerless_column_numbers_given_as_strings(tmp_path):
+    # What `--text-column 0 --no-header` and a quoted YAML `text_column: '0'` give.
+    path = write(tmp_path, "d.csv", "good,a\nbad,b\n")
+    examples = read_examples(path, header=False, text_column="0", label_column="1")
+    assert [(e.text, e.label) for e in examples] == [("good", "a"), ("bad", "b")]
+
+
+def test_column_number_that_the_header_also_names_elsewhere_is_ambiguous(tmp_path):
+    path = write(tmp_path, "d.csv", "1,0\ngood,a\n")
+    error = read_error(path, text_column=0, label_column=1)
+    assert "ambiguous" in error.what and error.column == 0 and error.line == 1
+    assert [e.text for e in read_examples(path, text_column="1", label_column="0")] == ["good"]
+
+
+def test_column_number_as_a_string_with_a_header_says_how_to_pick_by_position(tmp_path):
+    path = write(tmp_path, "d.csv", "text,label\ngood,a\n")
+    error = read_error(path, text_column="0")
+    assert "by position that is 'text'" in error.what and "--no-header" in error.fix
+
+
+def test_integer_column_in_json_names_the_key(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"0": "good", "1": "a"}\n')
+    assert read_examples(path, text_column=0, label_column=1) == [Example("good", "a", 1)]
+
+
+def test_skip_empty_leaves_out_empty_texts_and_reports_their_lines(tmp_path, caplog):
+    path = write(tmp_path, "d.csv", 'text,label\nok,a\n   ,b\n"",c\nfine,d\n')
+    skipped: list[int] = []
+    with caplog.at_level("INFO", logger="domainfit.data.readers"):
+        examples = read_examples(path, skip_empty=True, skipped=skipped)
+    assert [e.line for e in examples] == [2, 5] and skipped == [3, 4]
+    assert "left out 2 records with empty text" in caplog.text and "lines 3, 4" in caplog.text
+
+
+def test_skip_empty_with_nothing_left_is_an_error(tmp_path):
+    error = read_error(write(tmp_path, "d.jsonl", '{"text": " ", "label": "a"}\n'), skip_empty=True)
+    assert "all 1 records have empty text" in error.what
+
+
+def test_shipped_chnsenticorp_config_reads_its_headerless_tsv():
+    from domainfit.config import load_config
+    from domainfit.tasks.text_classification import read_split
+
+    config = Path(__file__).resolve().parents[1] / "src" / "domainfit" / "configs" / "chnsenticorp_windows.yaml"
+    cfg = load_config(config)
+    assert (cfg.data.text_column, cfg.data.label_column) == (0, 1)  # numbers, not the names '0' and '1'
+    if not Path(cfg.data.train).is_file():
+        pytest.skip(f"shared datasets not found: {cfg.data.train}")
+    examples = read_split(cfg.data.train, cfg.data)
+    assert len(examples) == 9600 and {e.label for e in examples} == {"negative", "positive"}

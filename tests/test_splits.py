@@ -124,6 +124,71 @@ def test_bad_fractions(val, test):
         split_examples(make({"a": 20, "b": 20}), val_fraction=val, test_fraction=test)
 
 
+# Copies of one text with labels neutral, positive, positive (lines 1, 3, 4) and two texts that agree.
+DISAGREEING = [
+    Example("Profit rose", "neutral", 1),
+    Example("Sales fell", "negative", 2),
+    Example("Profit  rose", "positive", 3),
+    Example("Profit rose", "positive", 4),
+    Example("Costs rose", "negative", 5),
+]
+
+
+@pytest.mark.parametrize(
+    "policy, kept",
+    [
+        ("first", [(1, "neutral"), (2, "negative"), (5, "negative")]),
+        ("majority", [(3, "positive"), (2, "negative"), (5, "negative")]),  # at the text's first place
+        ("drop", [(2, "negative"), (5, "negative")]),
+    ],
+)
+def test_conflicting_labels_policies(policy, kept):
+    out, report = deduplicate(DISAGREEING, path="d.csv", conflicting_labels=policy)
+    assert [(e.line, e.label) for e in out] == kept
+    assert report.n_conflicting_texts == 1 and report.policy == policy
+    assert report.n_duplicates == 5 - len(kept)
+    assert f"conflicting_labels: {policy}" in report.summary() and "line 3" in report.summary()
+
+
+def test_majority_tie_keeps_the_first_label():
+    out, _ = deduplicate(DISAGREEING[:3], conflicting_labels="majority")  # neutral vs positive, 1 each
+    assert [(e.line, e.label) for e in out] == [(1, "neutral"), (2, "negative")]
+
+
+def test_conflicting_labels_error_names_both_lines():
+    with pytest.raises(DataError) as info:
+        deduplicate(DISAGREEING, path="d.csv", conflicting_labels="error")
+    error = info.value
+    assert error.line == 3 and "line 1" in error.what and "'neutral'" in error.what and "'positive'" in error.what
+    assert "data.conflicting_labels" in error.fix
+
+
+def test_split_examples_applies_the_policy():
+    examples = make({"a": 20, "b": 20}) + [Example("a example 0", "b", 99), Example("a example 0", "b", 100)]
+    splits = split_examples(examples, seed=0, conflicting_labels="majority")
+    labels = {e.text: e.label for part in splits.values() for e in part}
+    assert labels["a example 0"] == "b"
+    with pytest.raises(DataError):
+        split_examples(examples, seed=0, conflicting_labels="error")
+
+
+def test_make_splits_records_and_logs_conflicts(caplog):
+    from types import SimpleNamespace
+
+    from domainfit.data.splits import make_splits
+
+    train = make({"a": 20, "b": 20}) + [Example("a example 0", "b", 99)]
+    data = SimpleNamespace(train="t.csv", validation_fraction=0.1, test_fraction=0.1, split_seed=0,
+                           max_train_samples=None, conflicting_labels="drop")
+    info = {"files": {"train": "t.csv"}}
+    with caplog.at_level("WARNING", logger="domainfit.data.splits"):
+        splits = make_splits(train, {}, data, info, stratify=True)
+    assert sum(map(len, splits.values())) == 39  # both copies of "a example 0" dropped
+    assert info["dedup"] == {"rows_read": 41, "unique": 39, "duplicates_removed": 2, "conflicting_labels": 2,
+                             "conflicting_texts": 1, "conflicting_labels_policy": "drop"}
+    assert "every copy of those texts was dropped" in caplog.text
+
+
 # ----------------------------------------------------------------------------------------------
 # find_overlap
 # ----------------------------------------------------------------------------------------------
@@ -191,3 +256,19 @@ def test_phrasebank_seed42_reproduces_the_shared_split_files(phrasebank):
     for name, file in [("train", "train.csv"), ("validation", "val.csv"), ("test", "test.csv")]:
         expected = read_examples(PHRASEBANK / "split_seed42" / file)
         assert [(e.text, e.label) for e in splits[name]] == [(e.text, e.label) for e in expected], name
+
+
+def test_skip_empty_is_counted_in_the_run_data_info(tmp_path):
+    from domainfit.config import DataConfig
+    from domainfit.tasks.text_classification import load_classification_splits
+
+    rows = "".join(f"{label} example {i},{label}\n" for label in ("a", "b") for i in range(20))
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + rows + "  ,a\n", encoding="utf-8")
+    test = tmp_path / "test.csv"
+    test.write_text('text,label\n"",a\nb example 99,b\n', encoding="utf-8")
+    data = DataConfig(train=str(train), test=str(test), skip_empty=True)
+    info = load_classification_splits(data).info
+    assert info["empty_texts_skipped"] == {"train": 1, "test": 1}
+    with pytest.raises(DataError):
+        load_classification_splits(DataConfig(train=str(train), test=str(test)))

@@ -308,8 +308,11 @@ def _models(args: argparse.Namespace) -> None:
 def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading the input file")
     g.add_argument("--format", default="auto", help="auto, csv, tsv, jsonl, json, parquet or delimited")
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--label-column", default="label")
+    # A number given with --no-header is a 0-based column index (the reader turns "0" into 0 there).
+    g.add_argument("--text-column", default="text",
+                   help="column or JSON key of the text (with --no-header: a 0-based number)")
+    g.add_argument("--label-column", default="label",
+                   help="column or JSON key of the label (with --no-header: a 0-based number)")
     g.add_argument("--separator", default=None, help="field separator (needed for delimited text)")
     g.add_argument("--encoding", default="utf-8")
     g.add_argument("--no-header", action="store_true", help="CSV/TSV without a header row (columns by index)")

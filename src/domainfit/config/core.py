@@ -64,8 +64,9 @@ class DataConfig:
     test: str | None = _f(None, "Test file; if absent (and validation absent) it is split off the training file.")
     format: str = _f("auto", "File format: auto (by extension), csv, tsv, jsonl, json, parquet, delimited.",
                      choices=("auto", "csv", "tsv", "jsonl", "json", "parquet", "delimited"))
-    text_column: str | int = _f("text", "Column (or JSON key) holding the text; an integer index if header is false.")
-    label_column: str | int = _f("label", "Column (or JSON key) holding the label; an integer index if header is false.")
+    # int before str: YAML's `text_column: 0` stays the column number 0, not the column name '0'.
+    text_column: int | str = _f("text", "Column (or JSON key) of the text; a 0-based number without header.")
+    label_column: int | str = _f("label", "Column or JSON key of the label; a 0-based number without header.")
     separator: str | None = _f(None, "Field separator: overrides the CSV/TSV delimiter; required for delimited text ('@' for PhraseBank).")
     encoding: str = _f("utf-8", "Text encoding of the files (PhraseBank is latin-1).")
     header: bool = _f(True, "Whether CSV/TSV files start with a header row.")
@@ -77,6 +78,12 @@ class DataConfig:
     max_train_per_class: int | None = _f(None, "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed (validation/test untouched).", min=1)
     train_fraction: float | None = _f(None, "Low-resource setting that keeps the class imbalance: keep this fraction of every label's training examples (at least one each), drawn with data.sample_seed (validation/test untouched).", min_exclusive=0.0, max=1.0)
     sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class or data.train_fraction examples.")
+    skip_empty: bool = _f(False, "Leave out empty or whitespace-only texts (counted in the log and run.json) "
+                          "instead of stopping with an error; text and multi-label classification.")
+    conflicting_labels: str = _f("first", "A text repeated with different labels: keep the 'first' copy, the "
+                                 "'majority' label (ties: first), 'drop' all copies, or 'error'. Counted in "
+                                 "run.json.",
+                                 choices=("first", "majority", "drop", "error"))
 
 
 @dataclass

@@ -99,6 +99,8 @@ def read_multilabel_examples(
     separator: str | None = None,
     encoding: str = "utf-8",
     header: bool = True,
+    skip_empty: bool = False,
+    skipped: list[int] | None = None,
 ) -> list[MultiLabelExample]:
     """Read every example of a file whose label cell holds a set of labels (see :func:`parse_label_set`).
 
@@ -106,7 +108,7 @@ def read_multilabel_examples(
     """
     examples = read_examples(
         path, format=format, text_column=text_column, label_column=label_column, separator=separator,
-        encoding=encoding, header=header, require_labels=True,
+        encoding=encoding, header=header, require_labels=True, skip_empty=skip_empty, skipped=skipped,
         parse_label=lambda value, where: parse_label_set(value, where, separator=label_separator),
     )
     return [MultiLabelExample(e.text, e.label, e.line, e.unit) for e in examples]

@@ -11,19 +11,26 @@ at the end of the file fails before any model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import io
 import json
+import logging
 import math
 import re
+import stat
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domainfit.data.encodings import encoding_from_bom, line_of_offset, undecodable_error
 from domainfit.errors import DataError, MissingExtraError
 from domainfit.registry import Registry
+
+log = logging.getLogger(__name__)
 
 FORMATS_BY_SUFFIX = {
     ".csv": "csv",
@@ -36,7 +43,6 @@ FORMATS_BY_SUFFIX = {
 
 # Marks a column that the record does not have at all (as opposed to an empty value).
 _ABSENT = object()
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,8 @@ def read_examples(
     header: bool = True,
     require_labels: bool = True,
     parse_label: LabelParser | None = None,
+    skip_empty: bool = False,
+    skipped: list[int] | None = None,
 ) -> list[Example]:
     """Read every example of a data file, checking each record.
 
@@ -147,8 +155,8 @@ def read_examples(
         format: ``"auto"`` (from the extension: .csv .tsv .jsonl/.ndjson .json .parquet), ``"csv"``,
             ``"tsv"``, ``"jsonl"``, ``"json"`` (an array of objects), ``"parquet"`` or
             ``"delimited"`` (one ``text<separator>label`` record a line, split on the last separator).
-        text_column: the column (or JSON key) holding the text; a 0-based int for a CSV/TSV without
-            header. Ignored for ``"delimited"``.
+        text_column: the column (or JSON key) holding the text; a 0-based int (or a string of digits)
+            for a CSV/TSV without header. Ignored for ``"delimited"``.
         label_column: the column holding the label; None for a file without labels.
         separator: the field delimiter for ``"csv"``/``"tsv"`` (overrides ``,``/tab); required for
             ``"delimited"``.
@@ -161,6 +169,10 @@ def read_examples(
             of labels for multi-label classification): called as ``parse_label(value, location)`` with
             the raw value (None if the record lacks the label column) and a :class:`LabelLocation`;
             its return value becomes ``Example.label``.
+        skip_empty: leave out records whose text is empty or only whitespace (logged with their count)
+            instead of raising DataError at the first.
+        skipped: if given, the line (or record) numbers of the records left out by ``skip_empty`` are
+            appended to it, for the run's data info.
 
     Returns:
         The examples in file order, text and labels stripped of surrounding whitespace.
@@ -176,17 +188,48 @@ def read_examples(
     path = Path(path)
     _check_is_file(path)
     format = _resolve_format(path, format)
+    if format in _KEYED_FORMATS:
+        # Records are read by key: a number (`text_column: 0` in YAML) names the key "0".
+        text_column, label_column = (_as_key(c) for c in (text_column, label_column))
     options = _Options(text_column, label_column, separator, header, require_labels)
     text = None if format in _BINARY_FORMATS else read_text(path, encoding)
     unit = _RECORD_UNITS.get(format, "line")
-    examples = [_to_example(raw, path, options, unit, parse_label) for raw in READERS.get(format)(path, text, options)]
+    examples = []
+    empty: list[int] = []
+    for raw in READERS.get(format)(path, text, options):
+        if skip_empty and _is_empty_text(raw.text):
+            empty.append(raw.number)
+            continue
+        examples.append(_to_example(raw, path, options, unit, parse_label))
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        log.info("%s: left out %d records with empty text (data.skip_empty), at %ss %s",
+                 path, len(empty), unit, shown)
+        if skipped is not None:
+            skipped.extend(empty)
     if not examples:
+        what = f"all {len(empty)} records have empty text" if empty else "the file holds no records"
         raise DataError(
-            "the file holds no records (expected at least one example)",
+            f"{what} (expected at least one example)",
             path=path,
-            fix="check that this is the right file and that it is not empty",
+            fix="check that this is the right file and that it is not empty"
+            + (", and that `text_column` names the text" if empty else ""),
         )
     return examples
+
+
+_KEYED_FORMATS = {"json", "jsonl", "parquet"}
+
+
+def _as_key(column: str | int | None) -> str | None:
+    return str(column) if isinstance(column, int) and not isinstance(column, bool) else column
+
+
+def _is_empty_text(value: Any) -> bool:
+    """A missing, NaN, empty or whitespace-only text; other non-strings are left for the type check."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and not value.strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +270,13 @@ def _resolve_format(path: Path, format: str) -> str:
 
 
 def _check_is_file(path: Path) -> None:
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as e:
+        raise _unreadable_error(path, e) from e
+    if mode is not None and stat.S_ISDIR(mode):
         inside = sorted(
             p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in {*FORMATS_BY_SUFFIX, ".txt"}
         )
@@ -237,7 +286,14 @@ def _check_is_file(path: Path) -> None:
             path=path,
             fix="give the path of one file inside the folder",
         )
-    if path.exists():
+    if mode is not None and not stat.S_ISREG(mode):
+        # Reading a pipe or a device waits for a writer, or for an end that never comes.
+        raise DataError(
+            f"expected a regular data file but found {_special_file_kind(mode)}",
+            path=path,
+            fix="save the data to a regular file first (e.g. `cat SOURCE > data.csv`) and give that file",
+        )
+    if mode is not None:
         return
     folder = path.parent
     if not folder.is_dir():
@@ -256,6 +312,18 @@ def _check_is_file(path: Path) -> None:
     )
 
 
+def _special_file_kind(mode: int) -> str:
+    for test, kind in [
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]:
+        if test(mode):
+            return kind
+    return "a special file"
+
+
 def read_text(path: str | Path, encoding: str) -> str:
     """Read and decode a whole text file, raising DataError on binary content or a bad encoding.
 
@@ -263,8 +331,8 @@ def read_text(path: str | Path, encoding: str) -> str:
     offset. A leading byte-order mark is dropped.
     """
     path = Path(path)
-    data = path.read_bytes()
-    bom_encoding = _encoding_from_bom(data)
+    data = read_bytes(path)
+    bom_encoding = encoding_from_bom(data)
     if bom_encoding is None and b"\x00" in data and not encoding.lower().startswith(("utf-16", "utf-32")):
         raise _binary_file_error(path, data)
     try:
@@ -276,53 +344,33 @@ def read_text(path: str | Path, encoding: str) -> str:
             fix="use a Python codec name such as utf-8, latin-1, cp1252 or gb18030",
         ) from e
     except UnicodeDecodeError as e:
-        line_start = max(data.rfind(b"\n", 0, e.start), data.rfind(b"\r", 0, e.start)) + 1
-        line = len(_LINE_BREAK.findall(data[:line_start].decode("latin-1"))) + 1
-        bad = data[e.start : e.end].hex(" ")
-        guess = bom_encoding or _guess_encoding(data)
-        raise DataError(
-            f"byte(s) 0x{bad} at byte {e.start - line_start + 1} of this line (byte {e.start} of the "
-            f"file) cannot be decoded as {encoding} ({e.reason})",
-            path=path,
-            line=line,
-            fix=f"set `encoding: {guess}`"
-            + (" (or cp1252 for files saved on Windows)" if guess == "latin-1" else "")
-            + ", or re-save the file as UTF-8",
-        ) from e
+        raise undecodable_error(path, data, encoding, e) from e
     return text.removeprefix("\ufeff")
 
 
-def _encoding_from_bom(data: bytes) -> str | None:
-    # utf-32 first: its little-endian BOM starts with utf-16's.
-    for bom, name in [
-        (b"\xff\xfe\x00\x00", "utf-32"),
-        (b"\x00\x00\xfe\xff", "utf-32"),
-        (b"\xff\xfe", "utf-16"),
-        (b"\xfe\xff", "utf-16"),
-        (b"\xef\xbb\xbf", "utf-8-sig"),
-    ]:
-        if data.startswith(bom):
-            return name
-    return None
-
-
-def _guess_encoding(data: bytes) -> str:
-    """A best guess at the encoding of bytes that are not UTF-8, for the fix in an error message."""
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a regular file, with a DataError (not a traceback) when it cannot be read."""
+    _check_is_file(path)
     try:
-        data.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    # Western single-byte text has isolated high bytes (an accented letter among ASCII); Chinese
-    # double-byte text has them in runs of two or more.
-    runs = [len(run) for run in re.findall(rb"[\x80-\xff]+", data)]
-    if runs and sum(r >= 2 for r in runs) >= 0.8 * len(runs):
-        try:
-            data.decode("gb18030")
-            return "gb18030"
-        except UnicodeDecodeError:
-            pass
-    return "latin-1"
+        return path.read_bytes()
+    except OSError as e:
+        raise _unreadable_error(path, e) from e
+
+
+def _unreadable_error(path: Path, error: OSError) -> DataError:
+    if isinstance(error, PermissionError):
+        return DataError(
+            "permission denied: this user may not read the file",
+            path=path,
+            fix="give read permission (e.g. `chmod a+r` on the file and `a+x` on its folders), or copy the "
+            "file to a place this user can read",
+        )
+    return DataError(
+        f"cannot read the file: {error.strerror or error}",
+        path=path,
+        fix="check that the file is readable (the disk or network share may be gone), or copy it to a local "
+        "disk",
+    )
 
 
 def _binary_file_error(path: Path, data: bytes) -> DataError:
@@ -333,7 +381,7 @@ def _binary_file_error(path: Path, data: bytes) -> DataError:
     else:
         fix = "give a text file (CSV, TSV, JSON Lines, JSON) or a Parquet file"
     offset = data.index(b"\x00")
-    line = len(_LINE_BREAK.findall(data[:offset].decode("latin-1"))) + 1
+    line = line_of_offset(data, offset)
     return DataError(
         f"expected a text file but found binary content (a NUL byte at byte {offset} of the file)",
         path=path,
@@ -475,6 +523,27 @@ def _read_table(path: Path, text: str | None, options: _Options, *, delimiter: s
             path=path,
             fix="use `format: delimited` to split each line on a longer separator",
         )
+    # csv refuses fields over 131,072 characters by default; a clinical note can be longer. No field can
+    # be longer than the (already decoded) file, so that bound lets every real field through.
+    with _field_size_limit(len(text) + 1):
+        yield from _read_rows(path, text, options, delimiter=delimiter, quoting=quoting)
+
+
+@contextlib.contextmanager
+def _field_size_limit(limit: int) -> Iterator[None]:
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, min(limit, _MAX_FIELD_SIZE_LIMIT)))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+# csv stores the limit in a C long: 2**31 - 1 on 64-bit Windows.
+_MAX_FIELD_SIZE_LIMIT = 2**31 - 1
+
+
+def _read_rows(path: Path, text: str, options: _Options, *, delimiter: str, quoting: int) -> Iterator[_Raw]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     names: list[str] | None = None
     text_index = label_index = None
@@ -521,6 +590,22 @@ def _column_index(column: str | int, names: list[str] | None, n_fields: int, pat
             column=str(column),
             fix="give the column as a name (with a header) or a 0-based number",
         )
+    if names is None and isinstance(column, str) and column.strip().isascii() and column.strip().isdigit():
+        # Without a header a column can only be a number; "0" comes from a CLI flag or a quoted YAML value.
+        column = int(column)
+    if isinstance(column, int) and column >= 0 and names is not None and str(column) in names:
+        named_at = names.index(str(column))
+        if named_at != column:
+            by_position = f"the column named {names[column]!r}" if column < n_fields else "no column"
+            raise DataError(
+                f"column {column} is ambiguous: by position it is {by_position}, but the header also names "
+                f"column {named_at} {str(column)!r}",
+                path=path,
+                line=line,
+                column=column,
+                fix=f"to use the header's column {str(column)!r}, give the name as a string (in YAML, "
+                f"quoted: '{column}'); to pick a column by position, give its header name instead",
+            )
     if isinstance(column, int):
         if 0 <= column < n_fields:
             return column
@@ -539,6 +624,18 @@ def _column_index(column: str | int, names: list[str] | None, n_fields: int, pat
             fix="give the column as a 0-based number, or set `header: true` if the first line names the columns",
         )
     matches = [i for i, name in enumerate(names) if name == column]
+    if not matches and column.strip().isascii() and column.strip().isdigit():
+        number = int(column)
+        named = f"; by position that is {names[number]!r}" if number < n_fields else ""
+        raise DataError(
+            f"expected a column named {column!r} in the header but it is not there (columns found: "
+            f"{', '.join(map(repr, names))}){named}",
+            path=path,
+            line=line,
+            column=column,
+            fix="give the column by its header name, or read the file without a header (`--no-header`, "
+            "`data.header: false`) to give columns by 0-based number",
+        )
     if not matches:
         error = _missing_column_error(column, names, path, line)
         if len(names) == 1 and any(sep in names[0] for sep in ",\t;|"):
@@ -599,6 +696,8 @@ def _read_jsonl(path: Path, text: str | None, options: _Options) -> Iterator[_Ra
                 fix="JSON Lines needs one complete JSON object per line; fix the syntax "
                 "(for a file holding one JSON array, use `format: json`)",
             ) from e
+        except (RecursionError, ValueError) as e:
+            raise _json_value_error(path, line, e, first_line=number) from e
         yield _raw_from_object(record, number, path, options, unit="line")
 
 
@@ -613,6 +712,8 @@ def _read_json(path: Path, text: str | None, options: _Options) -> Iterator[_Raw
         raise DataError(
             f"invalid JSON at character {e.colno} of this line: {e.msg}", path=path, line=e.lineno, fix=fix
         ) from e
+    except (RecursionError, ValueError) as e:
+        raise _json_value_error(path, text, e, first_line=1) from e
     if not isinstance(records, list):
         found = type(records).__name__
         hint = ""
@@ -629,6 +730,50 @@ def _read_json(path: Path, text: str | None, options: _Options) -> Iterator[_Raw
         )
     for number, record in enumerate(records, start=1):
         yield _raw_from_object(record, number, path, options, unit="record")
+
+
+# A JSON string, or one bracket or brace: what nesting depth is made of.
+_JSON_NESTING_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[\[\]{}]')
+
+
+def _json_value_error(path: Path, text: str, error: Exception, *, first_line: int) -> DataError:
+    """The DataError for JSON that parses but that Python cannot hold: nesting too deep for its recursion
+    limit, or an integer over its 4,300-digit limit (both ValueErrors that are not syntax errors)."""
+    if not isinstance(error, RecursionError):
+        long_number = re.search(r"\d{4301,}", text)
+        return DataError(
+            f"the JSON holds a value Python cannot read: {error}",
+            path=path,
+            line=first_line + text.count("\n", 0, long_number.start()) if long_number else None,
+            fix="store very long numbers (ids, codes) as strings, in quotes",
+        )
+    depth, line = _deepest_nesting(text)
+    return DataError(
+        f"the JSON is nested {depth} levels deep (arrays or objects inside each other), deeper than the "
+        f"reader can follow (about {sys.getrecursionlimit()})",
+        path=path,
+        line=first_line + line - 1,
+        fix="a record is an object of text and label: flatten the nested value, or check that the file was "
+        "written correctly",
+    )
+
+
+def _deepest_nesting(text: str) -> tuple[int, int]:
+    """(deepest nesting of brackets and braces outside strings, the 1-based line that first reaches it)."""
+    depth = deepest = 0
+    line = deepest_line = 1
+    position = 0
+    for match in _JSON_NESTING_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > deepest:
+                line += text.count("\n", position, match.start())
+                position = match.start()
+                deepest, deepest_line = depth, line
+        elif token in "]}":
+            depth -= 1
+    return deepest, deepest_line
 
 
 def _raw_from_object(record: Any, number: int, path: Path, options: _Options, *, unit: str) -> _Raw:
@@ -691,6 +836,8 @@ def _read_parquet(path: Path, text: str | None, options: _Options) -> Iterator[_
 
     try:
         table = pq.read_table(path)
+    except PermissionError as e:
+        raise _unreadable_error(path, e) from e
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(
             f"cannot read the file as Parquet ({e})",

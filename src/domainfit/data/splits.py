@@ -32,13 +32,17 @@ def normalize_text(text: str) -> str:
 
 
 class Conflict(NamedTuple):
-    """A duplicate text whose label differs from the copy that was kept."""
+    """A duplicate text whose label differs from the copy that was kept (``kept_line`` is None when the
+    ``drop`` policy kept no copy)."""
 
     text: str
-    kept_line: int
+    kept_line: int | None
     kept_label: str | None
     dropped_line: int
     dropped_label: str | None
+
+
+CONFLICT_POLICIES = ("first", "majority", "drop", "error")
 
 
 @dataclass
@@ -48,10 +52,14 @@ class DedupReport:
     Attributes:
         n_in: examples before.
         n_out: examples after.
-        n_duplicates: copies removed (``n_in - n_out``).
-        n_conflicting: removed copies whose label differed from the kept one.
+        n_duplicates: examples removed (``n_in - n_out``), with every copy of a conflicting text under
+            the ``drop`` policy.
+        n_conflicting: removed copies whose label differed from the kept one (under ``drop``: every
+            copy of a conflicting text).
         conflicts: the first few conflicting copies, with line numbers.
         path: the file, if given.
+        n_conflicting_texts: distinct texts whose copies have different labels.
+        policy: how a conflict was resolved (see :data:`CONFLICT_POLICIES`).
     """
 
     n_in: int
@@ -60,50 +68,69 @@ class DedupReport:
     n_conflicting: int
     conflicts: list[Conflict] = field(default_factory=list)
     path: str | None = None
+    n_conflicting_texts: int = 0
+    policy: str = "first"
 
     def summary(self) -> str:
         """One line (more with conflicts) for the log."""
         where = f"{self.path}: " if self.path else ""
         text = f"{where}removed {self.n_duplicates} duplicate texts ({self.n_in} -> {self.n_out} examples)"
         if self.n_conflicting:
-            text += f"; {self.n_conflicting} of them had a different label (the first label was kept)"
+            kept = {"first": "the first label was kept", "majority": "the most frequent label was kept",
+                    "drop": "every copy of those texts was dropped"}[self.policy]
+            text += (f"; {self.n_conflicting_texts} texts had copies with different labels, "
+                     f"{self.n_conflicting} copies in all ({kept}; data.conflicting_labels: {self.policy})")
             for c in self.conflicts:
-                text += (
-                    f"\n  line {c.kept_line} {c.kept_label!r} kept, line {c.dropped_line} "
-                    f"{c.dropped_label!r} dropped: {c.text[:60]!r}"
-                )
+                kept_part = f"line {c.kept_line} {c.kept_label!r} kept, " if c.kept_line is not None else ""
+                text += f"\n  {kept_part}line {c.dropped_line} {c.dropped_label!r} dropped: {c.text[:60]!r}"
         return text
 
 
 _MAX_CONFLICTS_SHOWN = 5
 
 
-def deduplicate(examples: Iterable[Example], *, path: str | Path | None = None) -> tuple[list[Example], DedupReport]:
-    """Keep the first example of each normalised text (see :func:`normalize_text`).
-
-    Copies with a different label are not an error: the first label is kept and the copy is counted
-    in ``report.n_conflicting`` (the data set's annotators disagreed).
+def deduplicate(
+    examples: Iterable[Example], *, path: str | Path | None = None, conflicting_labels: str = "first"
+) -> tuple[list[Example], DedupReport]:
+    """Keep one example of each normalised text (see :func:`normalize_text`).
 
     Args:
         examples: the examples, in file order.
         path: their file, for the report.
+        conflicting_labels: what to do with a text whose copies have different labels (the annotators
+            disagreed): ``"first"`` keeps the first copy; ``"majority"`` keeps the first copy of the most
+            frequent label (a tie goes to the label seen first); ``"drop"`` removes every copy; ``"error"``
+            raises DataError naming two lines that disagree. Copies with the same label always keep the first.
 
     Returns:
-        The kept examples in their original order, and the report.
+        The kept examples, each at the place of its text's first copy, and the report.
+
+    Raises:
+        DataError: ``conflicting_labels="error"`` and two copies of a text disagree.
+        ConfigError: an unknown ``conflicting_labels``.
     """
-    kept: dict[str, Example] = {}
-    n_in = n_conflicting = 0
-    conflicts: list[Conflict] = []
+    if conflicting_labels not in CONFLICT_POLICIES:
+        raise ConfigError(f"unknown conflicting_labels {conflicting_labels!r}", key="data.conflicting_labels",
+                          fix=f"use one of: {', '.join(CONFLICT_POLICIES)}")
+    copies: dict[str, list[Example]] = {}
+    n_in = 0
     for example in examples:
         n_in += 1
-        key = normalize_text(example.text)
-        first = kept.setdefault(key, example)
-        if first is example or first.label == example.label:
-            continue
-        n_conflicting += 1
-        if len(conflicts) < _MAX_CONFLICTS_SHOWN:
-            conflicts.append(Conflict(key, first.line, first.label, example.line, example.label))
-    out = list(kept.values())
+        copies.setdefault(normalize_text(example.text), []).append(example)
+    out: list[Example] = []
+    n_conflicting = n_conflicting_texts = 0
+    conflicts: list[Conflict] = []
+    for key, group in copies.items():
+        kept = _resolve(group, conflicting_labels, path)
+        if kept is not None:
+            out.append(kept)
+        differing = [e for e in group if e.label != kept.label] if kept is not None else group
+        if kept is None or differing:
+            n_conflicting_texts += 1
+            n_conflicting += len(differing)
+            kept_line, kept_label = (kept.line, kept.label) if kept is not None else (None, None)
+            for e in differing[: _MAX_CONFLICTS_SHOWN - len(conflicts)]:
+                conflicts.append(Conflict(key, kept_line, kept_label, e.line, e.label))
     report = DedupReport(
         n_in=n_in,
         n_out=len(out),
@@ -111,8 +138,32 @@ def deduplicate(examples: Iterable[Example], *, path: str | Path | None = None) 
         n_conflicting=n_conflicting,
         conflicts=conflicts,
         path=str(path) if path is not None else None,
+        n_conflicting_texts=n_conflicting_texts,
+        policy=conflicting_labels,
     )
     return out, report
+
+
+def _resolve(group: list[Example], policy: str, path: str | Path | None) -> Example | None:
+    """The copy to keep of one text's copies (file order), or None to drop them all."""
+    first = group[0]
+    if all(e.label == first.label for e in group) or policy == "first":
+        return first
+    if policy == "majority":
+        counts = Counter(e.label for e in group)
+        # Counter keeps first-seen order, and max() returns the first of equal counts: a tie keeps the first.
+        winner = max(counts, key=counts.__getitem__)
+        return next(e for e in group if e.label == winner)
+    if policy == "drop":
+        return None
+    other = next(e for e in group if e.label != first.label)
+    raise data_error_at(
+        other,
+        f"this text has the label {other.label!r}, but its copy on {first.where} has {first.label!r}: "
+        f"{normalize_text(first.text)[:80]!r}",
+        path=path,
+        fix="correct the label that is wrong, or set data.conflicting_labels to first, majority or drop",
+    )
 
 
 def split_examples(
@@ -123,6 +174,7 @@ def split_examples(
     seed: int = 42,
     stratify: bool = True,
     path: str | Path | None = None,
+    conflicting_labels: str = "first",
 ) -> dict[str, list[Example]]:
     """Deduplicate, then split into ``"train"``, ``"validation"`` and ``"test"``.
 
@@ -134,6 +186,7 @@ def split_examples(
         stratify: keep each label's share the same in every split. Unlabelled examples (every
             label None) are split without stratification.
         path: the file, for error messages.
+        conflicting_labels: what to do with a text whose copies disagree (see :func:`deduplicate`).
 
     Returns:
         ``{"train": [...], "validation": [...], "test": [...]}``, each in the shuffled order
@@ -147,7 +200,7 @@ def split_examples(
     from sklearn.model_selection import train_test_split
 
     _check_fractions(val_fraction, test_fraction)
-    examples, _ = deduplicate(examples, path=path)
+    examples, _ = deduplicate(examples, path=path, conflicting_labels=conflicting_labels)
     labels = _stratify_labels(examples, path) if stratify else None
     if labels is not None:
         _check_class_sizes(labels, val_fraction, test_fraction, path)
@@ -311,19 +364,25 @@ def make_splits(train: list[Example], given: dict[str, list[Example]], data: Any
         stratify: keep class proportions (single-label tasks); False splits at random (seeded).
         what: what an example is, for the overlap warning ("texts", "images").
     """
+    policy = data.conflicting_labels
     if "validation" in given:
-        train, report = deduplicate(train, path=data.train)
+        train, report = deduplicate(train, path=data.train, conflicting_labels=policy)
         splits = {"train": train, **given}
     else:
         test_fraction = 0.0 if "test" in given else data.test_fraction
         splits = split_examples(train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
-                                seed=data.split_seed, stratify=stratify, path=data.train)
-        _, report = deduplicate(train, path=data.train)
+                                seed=data.split_seed, stratify=stratify, path=data.train,
+                                conflicting_labels=policy)
+        _, report = deduplicate(train, path=data.train, conflicting_labels=policy)
         splits.update(given)
         info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
                          "test_fraction": test_fraction, "seed": data.split_seed, "stratified": stratify}
+    if report.n_duplicates:
+        # Conflicting labels are label noise the user should know of: a warning, not an info line.
+        (log.warning if report.n_conflicting else log.info)("%s", report.summary())
     info["dedup"] = {"rows_read": report.n_in, "unique": report.n_out, "duplicates_removed": report.n_duplicates,
-                     "conflicting_labels": report.n_conflicting}
+                     "conflicting_labels": report.n_conflicting,
+                     "conflicting_texts": report.n_conflicting_texts, "conflicting_labels_policy": policy}
     overlap = find_overlap(splits)
     if overlap:
         log.warning("%d %s appear in more than one split, e.g. %s; scores on those splits are optimistic.",

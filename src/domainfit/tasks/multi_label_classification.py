@@ -42,25 +42,30 @@ log = logging.getLogger(__name__)
 TASK_NAME = "multi-label-classification"
 
 
-def read_split(path: str, cfg: RunConfig) -> list[MultiLabelExample]:
-    """Read one multi-label file with the reading options of ``cfg.data`` and ``cfg.multi_label``."""
+def read_split(path: str, cfg: RunConfig, skipped: list[int] | None = None) -> list[MultiLabelExample]:
+    """Read one multi-label file with the reading options of ``cfg.data`` and ``cfg.multi_label``; ``skipped``
+    collects the lines left out as empty texts (``data.skip_empty``)."""
     d = cfg.data
     return read_multilabel_examples(path, label_separator=cfg.multi_label.label_separator, format=d.format,
                                     text_column=d.text_column, label_column=d.label_column,
-                                    separator=d.separator, encoding=d.encoding, header=d.header)
+                                    separator=d.separator, encoding=d.encoding, header=d.header,
+                                    skip_empty=d.skip_empty, skipped=skipped)
 
 
 def load_multilabel_splits(cfg: RunConfig) -> TaskData:
     """Read train (and validation/test, or split them off at random), dedup, build and check the label set."""
     data = cfg.data
     info: dict[str, Any] = {"files": {"train": data.train}}
-    train = read_split(data.train, cfg)
+    skipped: dict[str, list[int]] = {"train": []}
+    train = read_split(data.train, cfg, skipped["train"])
     given = {}
     for name in ("validation", "test"):
         path = getattr(data, name)
         if path:
-            given[name] = read_split(path, cfg)
+            given[name] = read_split(path, cfg, skipped.setdefault(name, []))
             info["files"][name] = path
+    if data.skip_empty:
+        info["empty_texts_skipped"] = {name: len(lines) for name, lines in skipped.items()}
     # Stratifying by the whole label set would leave most sets in one split: a seeded random split, so a rare
     # label may miss a split (see multi_label.unseen_labels).
     splits = make_splits(train, given, data, info, stratify=False)

@@ -35,8 +35,10 @@ from domainfit.version import __version__
 log = logging.getLogger(__name__)
 
 
-def read_split(path: str, data: DataConfig, *, require_labels: bool = True) -> list[Example]:
-    """Read one labelled file with the reading options of ``data``."""
+def read_split(path: str, data: DataConfig, *, require_labels: bool = True,
+               skipped: list[int] | None = None) -> list[Example]:
+    """Read one labelled file with the reading options of ``data``; ``skipped`` collects the lines left out
+    as empty texts (``data.skip_empty``)."""
     return read_examples(
         path,
         format=data.format,
@@ -46,20 +48,25 @@ def read_split(path: str, data: DataConfig, *, require_labels: bool = True) -> l
         encoding=data.encoding,
         header=data.header,
         require_labels=require_labels,
+        skip_empty=data.skip_empty,
+        skipped=skipped,
     )
 
 
 def load_classification_splits(data: DataConfig) -> TaskData:
     """Read train (and validation/test, or split them off), dedup, build and check the label map."""
     info: dict[str, Any] = {"files": {}}
-    train = read_split(data.train, data)
+    skipped: dict[str, list[int]] = {"train": []}
+    train = read_split(data.train, data, skipped=skipped["train"])
     info["files"]["train"] = data.train
     given = {}
     for name in ("validation", "test"):
         path = getattr(data, name)
         if path:
-            given[name] = read_split(path, data)
+            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []))
             info["files"][name] = path
+    if data.skip_empty:
+        info["empty_texts_skipped"] = {name: len(lines) for name, lines in skipped.items()}
     splits = make_splits(train, given, data, info, stratify=data.stratify)
     if data.max_train_per_class is not None:
         splits["train"] = sample_per_class(splits["train"], data.max_train_per_class, seed=data.sample_seed)
