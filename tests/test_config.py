@@ -230,3 +230,47 @@ def test_short_repr_and_the_message_cap():
     assert len(str(error)) == MAX_MESSAGE_CHARS
     assert str(error).startswith("key 'model.name': bad value yyy")
     assert str(error).endswith("How to fix: use a shorter one.") and "characters cut" in str(error)
+
+
+def test_max_length_beyond_the_models_positions_is_refused_before_the_run_starts(tmp_path, tiny_bert, capsys):
+    from domainfit.cli import main
+
+    rows = [(f"{text} number {i}", label) for i in range(12)
+            for text, label in (("Profit rose", "positive"), ("Sales fell", "negative"), ("A meeting", "neutral"))]
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    path = _config(tmp_path, f"model:\n  name: {tiny_bert}\ndata:\n  train: {train}\ntrain:\n  epochs: 1\n"
+                             f"output:\n  dir: {out}\n")
+    assert main(["train", str(path), "model.max_length=100000"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "model.max_length" in err and "at most 512" in err
+    assert not out.exists(), "nothing may be written for a run refused on bad input"
+
+
+def test_position_limit_knows_roberta_style_offsets():
+    from transformers import BertConfig, GPT2Config, XLMRobertaConfig
+
+    from domainfit.models.loading import check_max_length, position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=512)) == 512
+    assert position_limit(XLMRobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512  # e5, XLM-R
+    assert position_limit(GPT2Config(n_positions=1024)) == 1024
+    assert position_limit(None) is None  # a model without a transformers config (EfficientNet-Lite0)
+    check_max_length(XLMRobertaConfig(max_position_embeddings=514, pad_token_id=1), 512)
+    with pytest.raises(ConfigError, match="model.max_length.*at most 512"):
+        check_max_length(XLMRobertaConfig(max_position_embeddings=514, pad_token_id=1), 513)
+
+
+def test_pretrain_refuses_max_length_beyond_the_models_positions(tmp_path, tiny_bert, capsys):
+    from domainfit.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"Quarterly sales rose {i} percent .\n" for i in range(60)), encoding="utf-8")
+    out = tmp_path / "out"
+    path = _config(tmp_path, f"model:\n  name: {tiny_bert}\n  max_length: 4096\ncorpus:\n  train: {corpus}\n"
+                             f"  validation_size: 5\ntrain:\n  max_steps: 1\noutput:\n  dir: {out}\n")
+    assert main(["pretrain", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "model.max_length" in err and "at most 512" in err
+    assert not out.exists()

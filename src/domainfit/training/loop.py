@@ -32,6 +32,7 @@ from domainfit.data.windows import aggregate_by_group, group_labels
 from domainfit.evaluation.metrics import improves_on_best
 from domainfit.evaluation.model_card import write_model_card
 from domainfit.evaluation.report import format_metrics_table, write_report
+from domainfit.models.loading import check_max_length
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
@@ -62,6 +63,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     model, tokenizer = task.build(cfg, data)
+    check_max_length(getattr(model, "config", None), cfg.model.max_length)  # before the run folder is written
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
     start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels})
     if hasattr(task, "on_run_start"):  # optional hook: e.g. augmentation samples into the run folder

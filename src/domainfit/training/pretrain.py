@@ -31,7 +31,8 @@ from domainfit.data.corpus import (CorpusStream, StreamPosition, count_texts, de
 from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import CausalCollator, MaskingCollator
 from domainfit.errors import DataError, ModelError
-from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer, resolve_model_path
+from domainfit.models.loading import (check_max_length, freeze_word_embeddings, load_pretrained,
+                                      load_tokenizer, resolve_model_path)
 from domainfit.training.atomic import atomic_dir, write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.memory import limit_kernel_cache
@@ -67,6 +68,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     model, tokenizer, kind, head = load_language_model(cfg)
+    check_max_length(model.config, cfg.model.max_length)  # before the run folder is written
     if kind == "mlm":
         collator = MaskingCollator(tokenizer, cfg.masking, max_length=cfg.model.max_length,
                                    text_prefix=cfg.model.text_prefix, lexicon=lexicon)
