@@ -274,3 +274,133 @@ def test_pretrain_refuses_max_length_beyond_the_models_positions(tmp_path, tiny_
     err = capsys.readouterr().err
     assert "Traceback" not in err and "model.max_length" in err and "at most 512" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Every fix an error prints names real config keys
+
+
+SECTIONS = ("model", "data", "train", "output", "multi_label", "generation", "ner", "image", "joint", "augment",
+            "peft", "regularization", "corpus", "masking")
+# `data.train: x.csv` or `set data.stratify: false`; not file names such as model.safetensors
+DOTTED_KEY = re.compile(rf"(?<![\w./-])((?:{'|'.join(SECTIONS)})(?:\.[a-z0-9_]+)+)(?![\w/-]|\.\w)")
+# `key: value` as it would be written in a YAML file
+KEY_VALUE = re.compile(r"(?<![\w./-])([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*): +(['\"`]?)([A-Za-z0-9_.-]+)")
+FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".jsonl", ".yaml", ".csv", ".tsv", ".txt", ".md", ".onnx")
+
+
+def _literal_texts(node, names: dict) -> list[str]:
+    """The literal text of a fix= expression; an f-string's placeholders become a NUL, a name its assignments."""
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return ["".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return [a + b for a in _literal_texts(node.left, names) or ["\0"]
+                for b in _literal_texts(node.right, names) or ["\0"]]
+    if isinstance(node, ast.IfExp):
+        return _literal_texts(node.body, names) + _literal_texts(node.orelse, names)
+    if isinstance(node, ast.Name):
+        return [text for value in names.get(node.id, []) for text in _literal_texts(value, names)]
+    return []
+
+
+def _product_fixes() -> list[tuple[str, str]]:
+    """(where, text) of every `fix=` string in the package, and of every field's help (printed as a fix)."""
+    import ast
+
+    from domainfit.config import PretrainConfig
+
+    fixes = []
+    for path in sorted(Path(str(resources.files("domainfit"))).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names: dict = {}
+        for node in ast.walk(tree):  # `fix = ...` before `fix=fix`, module constants such as _RARE_CLASS_FIX
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    if isinstance(target, ast.Name):
+                        names.setdefault(target.id, []).append(node.value)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "fix":
+                fixes += [(f"{path.name}:{node.value.lineno}", text) for text in _literal_texts(node.value, names)]
+    for cls in (RunConfig, PretrainConfig):
+        fixes += [(f"help of {key}", help) for key, _, help in describe_fields(cls)]
+    return fixes
+
+
+def _schema():
+    """{dotted key: dataclass field} of the run and pretrain configs, and {leaf name: [fields]}."""
+    import dataclasses
+    import typing
+
+    from domainfit.config import PretrainConfig
+
+    fields, leaves = {}, {}
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            fields[prefix + f.name] = (f, hints[f.name])
+            leaves.setdefault(f.name, []).append((f, hints[f.name]))
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+
+    walk(RunConfig, "")
+    walk(PretrainConfig, "")
+    return fields, leaves
+
+
+def _value_fits(value: str, candidates) -> bool:
+    """A plain word given as the value of a field with choices (or a boolean) must be one it accepts."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", value):
+        return True  # numbers, paths, examples: not checked here
+    for f, hint in candidates:
+        if "choices" in f.metadata:
+            if value in f.metadata["choices"]:
+                return True
+        elif hint is bool or hint == bool | None:
+            if value in ("true", "false", "null"):
+                return True
+        else:
+            return True  # a free-text or registered-name field
+    return False
+
+
+def test_every_fix_names_real_config_keys():
+    from domainfit.pipeline import _TOP_KEYS
+
+    fields, leaves = _schema()
+    fixes = _product_fixes()
+    assert len(fixes) > 200  # the scan found the fixes
+    wrong = []
+    for where, text in fixes:
+        for match in DOTTED_KEY.finditer(text):
+            key = match.group(1)
+            if key not in fields and not key.endswith(FILE_SUFFIXES):
+                wrong.append(f"{where}: unknown key {key!r} in {text!r}")
+        for match in KEY_VALUE.finditer(text):
+            key, quote, value = match.groups()
+            value = value.rstrip(".")  # (help texts are prose: "with group_by_length: size batches ...")
+            if "." in key:
+                candidates = [fields[key]] if key in fields else None
+            elif "_" in key or key in leaves:  # a snake_case word before a colon is meant as a key
+                candidates = leaves.get(key, [])
+                if key in _TOP_KEYS:
+                    continue  # a pipeline config key
+            else:
+                continue  # English: "one of: a, b"
+            if not candidates:
+                wrong.append(f"{where}: unknown key {key!r} in {text!r}")
+            elif not quote and not where.startswith("help") and not _value_fits(value, candidates):
+                wrong.append(f"{where}: {key!r} does not take {value!r} in {text!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_fix_check_catches_a_wrong_key():
+    fields, leaves = _schema()
+    text = "for unlabelled data set `require_labels: false`, or data.require_labels: false"
+    assert [m.group(1) for m in KEY_VALUE.finditer(text)] == ["require_labels", "data.require_labels"]
+    assert "require_labels" not in leaves and "data.require_labels" not in fields
+    assert not _value_fits("maybe", leaves["stratify"]) and _value_fits("windows", leaves["long_text"])
