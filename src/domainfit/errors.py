@@ -7,7 +7,42 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+from typing import Any
+
+# Longest message an error prints: a value echoed from the user's input (a 2 GB YAML alias expansion, a
+# megabyte-long cell) must not flood the terminal or the log; what is cut is the middle, so the start of
+# the problem and the "How to fix" line both stay.
+MAX_MESSAGE_CHARS = 4000
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters, without building the full repr.
+
+    Nested lists and mappings are abbreviated by :mod:`reprlib` as they are walked, so a value that would
+    print gigabytes (a YAML alias bomb) costs no more than a short one.
+
+    Args:
+        value: the user's value to echo.
+        limit: the most characters returned.
+
+    Returns:
+        A repr such as ``'abc...xyz'`` or ``[[1, 2, ...], ...]``.
+    """
+    shortener = reprlib.Repr()
+    shortener.maxlevel = 3
+    shortener.maxstring = shortener.maxother = shortener.maxlong = limit
+    text = shortener.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cut_middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f" ... [{len(text) - limit} characters cut] ... "
+    head = (limit - len(marker)) * 2 // 3
+    return text[:head] + marker + text[len(text) - (limit - len(marker) - head):]
 
 
 class DomainfitError(Exception):
@@ -53,7 +88,7 @@ class DomainfitError(Exception):
         message = f"{', '.join(where)}: {self.what}" if where else self.what
         if self.fix:
             message += f"\n  How to fix: {self.fix}"
-        return message
+        return _cut_middle(message, MAX_MESSAGE_CHARS)
 
 
 class ConfigError(DomainfitError):

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from domainfit.config.yaml_files import parse_yaml, read_yaml_file
 from domainfit.errors import ConfigError
 from domainfit.io.atomic import write_text_atomic
 from domainfit.io.run_folder import contained
@@ -85,20 +84,14 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     path = Path(path)
     if not path.is_file():
         raise ConfigError("pipeline config not found", path=path, fix="check the path.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", path=path,
-                          line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
-                          fix="check indentation and quoting on that line.") from e
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping at the top level", path=path)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or key not in _TOP_KEYS:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(_TOP_KEYS))}", path=path)
-        raw[key] = yaml.safe_load(value)
+        raw[key] = parse_yaml(value, key=key)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"unknown key(s): {', '.join(sorted(unknown))}", path=path, key=sorted(unknown)[0],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from domainfit.config.fields import _f
+from domainfit.config.fields import INT_MAX, SEED_MAX, _f
 from domainfit.config.sections import (
     AugmentConfig,
     GenerationConfig,
@@ -36,7 +37,8 @@ from domainfit.config.sections import (
     _validate_robust,
     _validate_token_classification,
 )
-from domainfit.errors import ConfigError
+from domainfit.config.yaml_files import parse_yaml, read_yaml_file
+from domainfit.errors import ConfigError, short_repr
 
 
 @dataclass
@@ -73,11 +75,12 @@ class DataConfig:
     validation_fraction: float = _f(0.1, "Share of the deduplicated data split off for validation when no validation file is given.", min=0.0, max=0.5)
     test_fraction: float = _f(0.1, "Share split off for test when neither validation nor test file is given.", min=0.0, max=0.5)
     stratify: bool = _f(True, "Keep class proportions equal across split-off sets.")
-    split_seed: int = _f(42, "Seed for splitting (kept apart from the training seed so seeds share one split).")
+    split_seed: int = _f(42, "Seed for splitting (kept apart from the training seed so seeds share one split).", max=SEED_MAX)
     max_train_samples: int | None = _f(None, "Use only the first N training examples (after dedup and split): for smoke tests.", min=1)
     max_train_per_class: int | None = _f(None, "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed (validation/test untouched).", min=1)
     train_fraction: float | None = _f(None, "Low-resource setting that keeps the class imbalance: keep this fraction of every label's training examples (at least one each), drawn with data.sample_seed (validation/test untouched).", min_exclusive=0.0, max=1.0)
-    sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class or data.train_fraction examples.")
+    sample_seed: int = _f(0, "Seed for drawing the data.max_train_per_class or data.train_fraction examples.",
+                          max=SEED_MAX)
     skip_empty: bool = _f(False, "Leave out empty or whitespace-only texts (counted in the log and run.json) "
                           "instead of stopping with an error; text and multi-label classification.")
     conflicting_labels: str = _f("first", "A text repeated with different labels: keep the 'first' copy, the "
@@ -97,7 +100,7 @@ class TrainConfig:
     warmup_ratio: float = _f(0.06, "Fraction of all steps with linear learning-rate warmup.", min=0.0, max=0.5)
     max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null to disable).", min_exclusive=0.0)
     grad_accum_steps: int = _f(1, "Accumulate gradients over this many batches per optimizer step.", min=1)
-    seed: int = _f(42, "Seed for weights of the new head, shuffling and dropout.")
+    seed: int = _f(42, "Seed for weights of the new head, shuffling and dropout.", max=SEED_MAX)
     eval_every: int | Literal["epoch"] = _f("epoch", "Evaluate every N optimizer steps, or 'epoch'.", min=1)
     best_metric: str = _f("f1_macro", "Validation metric that picks the best checkpoint (loss is minimised, others maximised).")
     early_stopping_patience: int | None = _f(None, "Stop after this many evaluations without improvement (null: never).", min=1)
@@ -173,19 +176,7 @@ def _read_raw(path: str | Path | None, overrides: list[str] | None) -> dict[str,
         path = Path(path)
         if not path.is_file():
             raise ConfigError("config file not found", path=path, fix="check the path; the shipped examples are in src/domainfit/configs/.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise ConfigError(
-                f"not valid YAML: {getattr(e, 'problem', e)}",
-                path=path,
-                line=mark.line + 1 if mark else None,
-                column=mark.column + 1 if mark else None,
-                fix="check indentation and quoting on that line.",
-            ) from e
-        except UnicodeDecodeError as e:
-            raise ConfigError("config file is not UTF-8 text", path=path, fix="save it as UTF-8.") from e
+        loaded = read_yaml_file(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -195,7 +186,7 @@ def _read_raw(path: str | Path | None, overrides: list[str] | None) -> dict[str,
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value", fix="e.g. train.learning_rate=3e-5")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, key.strip(), parse_yaml(value, key=key.strip()) if value.strip() else None)
     return raw
 
 
@@ -215,7 +206,8 @@ def _build(cls: type, raw: Any, *, prefix: str, source: Path | None) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"expected a section (mapping), found {raw!r}", path=source, key=prefix.rstrip(".") or None)
+        raise ConfigError(f"expected a section (mapping), found {short_repr(raw)}", path=source,
+                          key=prefix.rstrip(".") or None)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -255,12 +247,12 @@ def _coerce(value: Any, ftype: Any, f: dataclasses.Field, key: str, source: Path
             continue
         try:
             coerced = _coerce_scalar(value, opt)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # OverflowError: int(.inf), float(10**400)
             errors.append(str(e))
             continue
         _check_range(coerced, f, key, source)
         return coerced
-    raise ConfigError(f"invalid value {value!r}", path=source, key=key, fix=_expect(options, f))
+    raise ConfigError(f"invalid value {short_repr(value)}", path=source, key=key, fix=_expect(options, f))
 
 
 def _is_union(t: Any) -> bool:
@@ -304,9 +296,19 @@ def _check_range(value: Any, f: dataclasses.Field, key: str, source: Path | None
     if "choices" in m and value not in m["choices"]:
         near = difflib.get_close_matches(str(value), m["choices"], n=1)
         raise ConfigError(
-            f"invalid value {value!r}.{f' Did you mean {near[0]!r}?' if near else ''}",
+            f"invalid value {short_repr(value)}.{f' Did you mean {near[0]!r}?' if near else ''}",
             path=source, key=key, fix=f"use one of: {', '.join(m['choices'])}.",
         )
+    _check_finite(value, f, key, source)
+    if isinstance(value, int) and not isinstance(value, bool):
+        # every count, size, step, index and seed here is >= 0 and fits a C int (what torch and the
+        # tokenizers take), unless the field says otherwise (seeds: numpy's 0..2**32-1)
+        low, high = m.get("min", 0), m.get("max", INT_MAX)
+        fix = f"give a whole number from {low} to {high}. ({m['help']})"
+        if "min" not in m and "min_exclusive" not in m and value < 0:
+            raise ConfigError(f"{value} is too small: must be >= 0", path=source, key=key, fix=fix)
+        if "max" not in m and value > INT_MAX:
+            raise ConfigError(f"{value} is too large: must be <= {INT_MAX}", path=source, key=key, fix=fix)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "min" in m and value < m["min"]:
             raise ConfigError(f"{value} is too small: must be >= {m['min']}", path=source, key=key, fix=f.metadata["help"])
@@ -314,6 +316,15 @@ def _check_range(value: Any, f: dataclasses.Field, key: str, source: Path | None
             raise ConfigError(f"{value} is too small: must be > {m['min_exclusive']}", path=source, key=key, fix=f.metadata["help"])
         if "max" in m and value > m["max"]:
             raise ConfigError(f"{value} is too large: must be <= {m['max']}", path=source, key=key, fix=f.metadata["help"])
+
+
+def _check_finite(value: Any, f: dataclasses.Field, key: str, source: Path | None) -> None:
+    """Refuse NaN and infinity in a float field, or in the numbers of a list or mapping field."""
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for number in values:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ConfigError(f"{number} is not a finite number", path=source, key=key,
+                              fix=f"give a finite number. ({f.metadata['help']})")
 
 
 def _expect(options: tuple, f: dataclasses.Field) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domainfit.config.core import ModelConfig, OutputConfig, _build, _read_raw
-from domainfit.config.fields import _f
+from domainfit.config.fields import SEED_MAX, _f
 from domainfit.config.sections import MaskingConfig, _validate_masking
 from domainfit.errors import ConfigError
 
@@ -40,7 +40,7 @@ class PretrainTrainConfig:
     layer_decay: float = _f(1.0, "Layer-wise learning-rate decay (as train.layer_decay; 1.0: every layer at the same rate).", min_exclusive=0.0, max=1.0)
     grad_accum_steps: int = _f(1, "Accumulate gradients over this many batches per optimizer step.", min=1)
     head_warmup_steps: int = _f(0, "If the checkpoint has no MLM head (its weights are new), first train only the head for N steps, before 'before' perplexity is measured.", min=0)
-    seed: int = _f(42, "Seed for masking, shuffling, dropout and any new head weights.")
+    seed: int = _f(42, "Seed for masking, shuffling, dropout and any new head weights.", max=SEED_MAX)
     eval_every: int | None = _f(None, "Measure held-out perplexity every N optimizer steps (null: only before and after).", min=1)
     save_every: int | None = _f(200, "Keep a resumable checkpoint every N optimizer steps (null: only at evaluations).", min=1)
     log_every: int = _f(10, "Write the training loss to TensorBoard every N optimizer steps.", min=1)

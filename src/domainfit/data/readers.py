@@ -473,7 +473,7 @@ def _clean_label(raw: _Raw, path: Path, options: _Options, unit: str) -> str | N
             path=path,
             column=column,
             unit=unit,
-            fix="fill in the label or remove this row; for unlabelled data set `require_labels: false`",
+            fix="fill in the label or remove this row (only `domainfit predict` reads unlabelled files)",
         )
     return None
 

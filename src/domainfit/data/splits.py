@@ -237,7 +237,7 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
         raise ConfigError(
             f"expected 0 < val_fraction < 1, 0 <= test_fraction < 1 and a sum below 1, found "
             f"val_fraction={val_fraction}, test_fraction={test_fraction}",
-            fix="use fractions such as val_fraction: 0.1, test_fraction: 0.1",
+            fix="use fractions such as data.validation_fraction: 0.1 and data.test_fraction: 0.1",
         )
 
 

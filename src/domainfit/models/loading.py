@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from domainfit.errors import ModelError
+from domainfit.errors import ConfigError, ModelError, short_repr
 
 
 def _minilm_path() -> str:
@@ -165,6 +165,50 @@ def _attention_dropout(path: str) -> float:
         if isinstance(value, (int, float)):
             return float(value)
     return 0.0
+
+
+# Encoders whose position ids start after the padding index (RoBERTa's scheme): of their
+# max_position_embeddings, pad_token_id + 1 are never used (XLM-R, e5: 514 positions, 512 tokens).
+_POSITIONS_AFTER_PADDING = {"camembert", "data2vec-text", "ibert", "longformer", "luke", "mpnet", "roberta",
+                            "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "xmod"}
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input in tokens a model's position embeddings cover, from its (transformers) config.
+
+    Returns:
+        The limit, or None when the config names none (image models, ALiBi models, no config at all).
+    """
+    values = (getattr(config, name, None) for name in ("max_position_embeddings", "n_positions"))
+    limit = next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0), None)
+    if limit is not None and getattr(config, "model_type", None) in _POSITIONS_AFTER_PADDING:
+        pad = getattr(config, "pad_token_id", None)
+        limit -= (pad if isinstance(pad, int) else 1) + 1
+    return limit
+
+
+def check_max_length(config: Any, max_length: int) -> None:
+    """Refuse a ``model.max_length`` longer than the model has positions for.
+
+    Without this a run starts, and the first batch longer than the limit fails deep inside the model
+    (an index error in the position embeddings) after the run folder is written; call it once the model's
+    config is known and before the run starts.
+
+    Args:
+        config: the model's config (``model.config``), or None.
+        max_length: ``model.max_length``.
+
+    Raises:
+        ConfigError: naming ``model.max_length`` and the limit.
+    """
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        name = getattr(config, "_name_or_path", "") or getattr(config, "model_type", "") or "the model"
+        raise ConfigError(f"{max_length} tokens is longer than {short_repr(name, 120)} can read: its "
+                          f"position embeddings cover {limit} (max_position_embeddings in its config.json)",
+                          key="model.max_length",
+                          fix=f"set model.max_length to at most {limit} (for longer texts in text "
+                              "classification: model.long_text: windows).")
 
 
 def load_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any:

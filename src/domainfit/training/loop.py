@@ -33,6 +33,7 @@ from domainfit.evaluation import report_for
 from domainfit.evaluation.health import HealthMonitor, run_warnings
 from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.metrics.classification import improves_on_best
+from domainfit.models.loading import check_max_length
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.checkpoint import CheckpointManager, TrainState
 from domainfit.training.embedding_rows import apply_seen_rows
@@ -73,6 +74,7 @@ def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, 
     warn_if_oversubscribed(torch.get_num_threads())
     set_seed(cfg.train.seed)
     model, tokenizer = task.build(cfg, data)
+    check_max_length(getattr(model, "config", None), cfg.model.max_length)  # before the run folder is written
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mixed_precision = resolve_precision(cfg.train.precision, device, run_dir=out if resume else None)

@@ -39,6 +39,7 @@ from domainfit.data.masking import CausalCollator, MaskingCollator
 from domainfit.errors import DataError, ModelError
 from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.models.loading import (
+    check_max_length,
     freeze_word_embeddings,
     load_pretrained,
     load_tokenizer,
@@ -85,6 +86,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     warn_if_oversubscribed(torch.get_num_threads())
     set_seed(cfg.train.seed)
     model, tokenizer, kind, head = load_language_model(cfg)
+    check_max_length(model.config, cfg.model.max_length)  # before the run folder is written
     if kind == "mlm":
         collator = MaskingCollator(tokenizer, cfg.masking, max_length=cfg.model.max_length,
                                    text_prefix=cfg.model.text_prefix, lexicon=lexicon)
