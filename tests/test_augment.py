@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from domainfit.config import AugmentConfig, load_config
+from domainfit.config import AugmentConfig
 from domainfit.data.augment import (
     AUGMENTERS,
     OpContext,
@@ -20,6 +20,7 @@ from domainfit.data.augment import (
     read_lexicon,
 )
 from domainfit.errors import ConfigError, DataError, ModelError
+from domainfit.tasks import load_run_config as load_config
 
 LEXICON = """# domain synonyms: one group per line
 心肌梗死 心梗 MI

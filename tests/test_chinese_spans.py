@@ -16,10 +16,10 @@ import pytest
 import torch
 from conftest import DATASETS
 
-from domainfit.config import load_config
 from domainfit.data.ner_readers import Span, read_ner_examples
 from domainfit.data.token_alignment import decode_entities, encode_sentence
 from domainfit.evaluation import diagnostics as dx
+from domainfit.tasks import load_run_config as load_config
 
 KUAKE = DATASETS / "cblue_kuake_qic"
 CHNSENTICORP = DATASETS / "chnsenticorp"

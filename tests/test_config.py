@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from domainfit.config import RunConfig, describe_fields, dump_yaml, load_config
+from domainfit.config import RunConfig, describe_fields, dump_yaml
 from domainfit.errors import ConfigError
+from domainfit.tasks import load_run_config as load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(Path(str(resources.files("domainfit") / "configs")).glob("*.yaml")) + sorted(

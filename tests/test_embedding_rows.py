@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 from test_training import write_config
 
-from domainfit.config import AugmentConfig, JointConfig, RunConfig, load_config
+from domainfit.config import AugmentConfig, JointConfig, RunConfig
+from domainfit.tasks import load_run_config as load_config
 from domainfit.training import train
 from domainfit.training.embedding_rows import SeenRows, seen_rows_blocker
 

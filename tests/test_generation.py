@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import DATASETS
 
-from domainfit.config import load_config
 from domainfit.data.instructions import PromptFormat, encode_pair, read_instructions
 from domainfit.errors import ConfigError, DataError
 from domainfit.metrics.generation import generation_metrics, lcs_length, perplexity_metrics, rouge_l
 from domainfit.objectives.causal_lm import CausalLMObjective
 from domainfit.tasks import create_task
+from domainfit.tasks import load_run_config as load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"

@@ -217,7 +217,7 @@ def test_collapsed_training_run_writes_the_warning_everywhere(tmp_path, tiny_ber
     """A real run that cannot learn (learning rate 1e-8 on a random tiny model) must not ship looking fine."""
     from test_training import write_config
 
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
     from domainfit.training import train
 
     out = tmp_path / "out"

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import DATASETS
 
-from domainfit.config import load_config
 from domainfit.data.image_transforms import Augmentation, ImagePreprocessing
 from domainfit.data.images import read_image_examples
 from domainfit.errors import ConfigError, DataError
+from domainfit.tasks import load_run_config as load_config
 
 NEU = DATASETS / "neu_det_surface_defects"
 NEU_PATTERN = r"^(.+)_\d+\.\w+$"

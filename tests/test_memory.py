@@ -118,7 +118,7 @@ def test_auto_attention_kernel_is_eager_only_where_sdpa_has_no_fused_kernel(monk
 def test_training_with_micro_batches_runs_end_to_end(tmp_path, tiny_bert, phrasebank_split):
     from test_training import write_config
 
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
     from domainfit.training import train
 
     out = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_recomputing_long_batches_trains_the_same_model(tmp_path, tiny_bert, phr
     from safetensors.torch import load_file
     from test_training import write_config
 
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
     from domainfit.training import train
 
     weights, recomputed = [], []

@@ -15,13 +15,13 @@ from conftest import DATASETS
 
 import domainfit
 from domainfit.cli import main
-from domainfit.config import load_config
 from domainfit.data.multilabel import MultiLabelSet, read_multilabel_examples
 from domainfit.errors import ConfigError, DataError
 from domainfit.metrics.classification import metric_direction
 from domainfit.metrics.multilabel import multilabel_metrics, sigmoid, tune_thresholds
 from domainfit.objectives import create_objective
 from domainfit.objectives.binary_cross_entropy import positive_weights
+from domainfit.tasks import load_run_config as load_config
 
 REPO = Path(__file__).resolve().parents[1]
 NCBI = DATASETS / "ner_ncbi_disease" / "NCBI-disease-IOB"

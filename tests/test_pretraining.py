@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 
-from domainfit.config import RunConfig, load_config, load_pretrain_config
+from domainfit.config import RunConfig, load_pretrain_config
 from domainfit.data.corpus import CorpusStream, StreamPosition, list_corpus_files, read_records, take_heldout
 from domainfit.errors import ConfigError, DataError
+from domainfit.tasks import load_run_config as load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -317,8 +318,8 @@ def test_frozen_word_embeddings_keep_the_tied_decoder_fixed_in_pretraining(tmp_p
 
 def test_joint_head_warm_up_trains_the_head_alone_once(tmp_path, tiny_bert, phrasebank_split):
     """joint.head_warmup_steps: the head moves before the first step, the encoder does not, and only once."""
-    from domainfit.config import load_config
     from domainfit.tasks import create_task
+    from domainfit.tasks import load_run_config as load_config
 
     corpus = tmp_path / "domain.txt"
     corpus.write_text("".join(f"Operating profit rose to EUR {i} mn in the period .\n" for i in range(200)), encoding="utf-8")

@@ -583,7 +583,7 @@ def test_skip_empty_with_nothing_left_is_an_error(tmp_path):
 
 
 def test_shipped_chnsenticorp_config_reads_its_headerless_tsv():
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
     from domainfit.tasks.text_classification import read_split
 
     config = Path(__file__).resolve().parents[1] / "src" / "domainfit" / "configs" / "chnsenticorp_windows.yaml"

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from domainfit.config import PeftConfig, RegularizationConfig, RunConfig, TrainConfig, load_config
+from domainfit.config import PeftConfig, RegularizationConfig, RunConfig, TrainConfig
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.readers import Example
 from domainfit.data.splits import sample_fraction, sample_per_class
@@ -22,6 +22,7 @@ from domainfit.objectives.adversarial import ADVERSARIAL
 from domainfit.objectives.compose import build_objective, class_weights
 from domainfit.objectives.focal import focal_loss
 from domainfit.objectives.rdrop import RDropObjective
+from domainfit.tasks import load_run_config as load_config
 from domainfit.tasks.base import TaskData
 
 LABELS = ["negative", "neutral", "positive"]

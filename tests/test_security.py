@@ -141,7 +141,6 @@ def test_a_tampered_state_file_is_a_clear_error(tmp_path, tiny_bert):
 
 
 def test_pipeline_names_cannot_leave_the_output_folder(tmp_path):
-    from domainfit.config import load_config  # noqa: F401  (the pipeline checks configs through it)
     from domainfit.errors import ConfigError
     from domainfit.pipeline import load_pipeline_config
 
@@ -224,7 +223,7 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
 
 
 def test_a_failing_or_interrupted_run_says_so_in_run_json(tmp_path, tiny_bert, phrasebank_split, monkeypatch):
-    from domainfit.config import load_config
+    from domainfit.tasks import load_run_config as load_config
     from domainfit.training import loop, train
 
     def boom(*args, **kwargs):

@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import DATASETS
 
-from domainfit.config import load_config
 from domainfit.data.ner_readers import Span, SpanKeys, iob1_to_iob2, read_ner_examples, tags_to_entities
 from domainfit.data.token_alignment import encode_sentence, merge_window_logits, plan_windows, spans_to_tags
 from domainfit.errors import ConfigError, DataError
 from domainfit.metrics.ner import entity_metrics
+from domainfit.tasks import load_run_config as load_config
 
 NCBI = DATASETS / "ner_ncbi_disease" / "NCBI-disease-IOB"
 CONFIG = Path(__file__).resolve().parents[1] / "src/domainfit/configs/ncbi_disease.yaml"

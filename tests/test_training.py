@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from domainfit.config import load_config
+from domainfit.tasks import load_run_config as load_config
 from domainfit.training import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from domainfit.config import load_config
 from domainfit.data.windows import (
     WindowSettings,
     aggregate_by_group,
@@ -22,6 +21,7 @@ from domainfit.data.windows import (
     window_spans,
 )
 from domainfit.errors import ConfigError
+from domainfit.tasks import load_run_config as load_config
 
 
 @pytest.mark.parametrize("n,size,step", [(1, 6, 3), (6, 6, 3), (7, 6, 3), (20, 6, 3), (20, 6, 6), (21, 6, 4),

@@ -180,7 +180,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from domainfit.export.onnx import export_onnx
+    from domainfit.export import export_model
 
     texts = None
     if args.parity_data:
@@ -188,7 +188,7 @@ def _export(args: argparse.Namespace) -> None:
 
         check_input_file(args.parity_data)
         texts = [e.text for e in _read_inputs(args.parity_data, args, require_labels=False)]
-    export_onnx(args.model_dir, quantize=not args.no_quantize, parity_texts=texts)
+    export_model(args.model_dir, quantize=not args.no_quantize, parity_texts=texts)
 
 
 def _column(value: str) -> str | int:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from domainfit.errors import DomainfitError, MissingExtraError
+from domainfit.export.registry import EXPORTERS
 from domainfit.io.atomic import write_text_atomic
 from domainfit.serving.files import pid_is_alive
 from domainfit.serving.predictor import (
@@ -416,3 +417,6 @@ def _print_report(model_dir: Path, report: dict[str, Any]) -> None:
         size = f"{result['size_mb']:>6.1f} MB" if result["size_mb"] else " " * 9
         print(f"  {backend:<10} {file} {size}  label agreement {result['label_agreement']:.2%}  "
               f"max |prob diff| {result['max_abs_prob_diff']:.2e}")
+
+
+EXPORTERS.register("text-classification", export_onnx)

@@ -27,6 +27,7 @@ from domainfit.errors import DataError, ModelError
 from domainfit.models.causal_lm import ADAPTER_DIR, generate_responses
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
 from domainfit.serving.files import check_input_file, check_output_file, write_output
+from domainfit.serving.registry import PREDICTORS
 
 SETTINGS_FILE = "domainfit.json"
 TASK = "generation"
@@ -150,3 +151,6 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
                    "generated": r["generated"]}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(results)
+
+
+PREDICTORS.register(TASK, load_generator)

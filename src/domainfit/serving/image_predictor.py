@@ -23,6 +23,7 @@ import numpy as np
 from domainfit.data.image_transforms import ImagePreprocessing
 from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
 from domainfit.errors import DataError, DomainfitError, ModelError
+from domainfit.serving.registry import PREDICTORS
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -180,3 +181,6 @@ def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output:
             writer.writerow([str(path), r["label"], f"{r['score']:.6f}",
                              *[f"{r['probabilities'][label]:.6f}" for label in predictor.labels]])
     print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
+
+
+PREDICTORS.register("image-classification", load_image_predictor)

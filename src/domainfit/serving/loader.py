@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domainfit.errors import DomainfitError
-from domainfit.serving.generator import load_generator, read_generation_settings
-from domainfit.serving.image_predictor import load_image_predictor
-from domainfit.serving.multilabel_predictor import TASK as MULTI_LABEL_TASK
-from domainfit.serving.multilabel_predictor import load_multilabel, read_task
-from domainfit.serving.predictor import SETTINGS_FILE, _read_json, check_model_dir, load_text_classifier
+from domainfit.errors import DomainfitError, ModelError
+from domainfit.serving import generator, image_predictor, multilabel_predictor, predictor, token_predictor  # noqa: F401
+from domainfit.serving.generator import read_generation_settings
+from domainfit.serving.predictor import SETTINGS_FILE, _read_json, check_model_dir
+from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import check_max_chars
-from domainfit.serving.token_predictor import load_token_predictor
+
+# every predictor module is imported above for its PREDICTORS registration
+TAKES_MAX_CHARS = ("text-classification", "multi-label-classification", "token-classification")
 
 
 def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
@@ -44,16 +45,16 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         :class:`~domainfit.serving.multilabel_predictor.MultiLabelPredictor`.
     """
     if read_generation_settings(model_dir) is not None:  # a generation model: greedy decoding, not labels
-        return load_generator(model_dir, backend=backend, num_threads=num_threads)
+        return PREDICTORS.get("generation")(model_dir, backend=backend, num_threads=num_threads)
     path = check_model_dir(model_dir)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
     check_max_chars(max_chars)
-    task = _read_json(path / SETTINGS_FILE).get("task") if (path / SETTINGS_FILE).is_file() else None
-    if read_task(path) == MULTI_LABEL_TASK:
-        return load_multilabel(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
-    if task == "token-classification":  # entity spans, not one label per text
-        return load_token_predictor(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
-    if task == "image-classification":
-        return load_image_predictor(path, backend=backend, num_threads=num_threads)
-    return load_text_classifier(path, backend=backend, num_threads=num_threads, max_chars=max_chars)
+    # folders written before domainfit.json named the task hold a single-label text classifier
+    task = (_read_json(path / SETTINGS_FILE).get("task") if (path / SETTINGS_FILE).is_file() else None) or \
+        "text-classification"
+    if task not in PREDICTORS:
+        raise ModelError(f"no predictor for task {task!r} (domainfit.json)", path=path,
+                         fix=f"tasks with a predictor: {', '.join(PREDICTORS.names())}.")
+    extra = {"max_chars": max_chars} if task in TAKES_MAX_CHARS else {}
+    return PREDICTORS.get(task)(path, backend=backend, num_threads=num_threads, **extra)

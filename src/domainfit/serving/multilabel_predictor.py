@@ -38,6 +38,7 @@ from domainfit.serving.predictor import (
     load_hf_tokenizer,
     pad_inputs,
 )
+from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 TASK = "multi-label-classification"
@@ -187,3 +188,6 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
                                label_separator=str(settings.get("label_separator", ";")),
                                default_threshold=float(settings.get("default_threshold", 0.5)),
                                max_chars=max_chars)
+
+
+PREDICTORS.register(TASK, load_multilabel)

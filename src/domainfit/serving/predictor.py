@@ -37,6 +37,7 @@ from domainfit.data.windows import (
 )
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
+from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 # "torch-bf16+onnx": batches on bf16 PyTorch (fastest batches), single texts on fp32 ONNX (fastest latency)
@@ -584,3 +585,6 @@ def load_text_classifier(path: Path, *, backend: str = "auto", num_threads: int 
         _check_stale(path, resolved)
     runner = _RUNNERS[resolved](path, num_threads)
     return Predictor(runner, tokenizer, labels, settings, resolved, max_chars)
+
+
+PREDICTORS.register("text-classification", load_text_classifier)

@@ -38,6 +38,7 @@ from domainfit.data.token_alignment import (
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.serving.files import write_output
 from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
+from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 TASK = "token-classification"
@@ -193,3 +194,6 @@ def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Pat
             for text, spans in zip(texts, results):
                 f.write(json.dumps({"text": text, "entities": spans}, ensure_ascii=False) + "\n")
     return len(results)
+
+
+PREDICTORS.register(TASK, load_token_predictor)
