@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domainfit.config.fields import SEED_MAX
 from domainfit.config.yaml_files import parse_yaml, read_yaml_file
-from domainfit.errors import ConfigError
+from domainfit.errors import ConfigError, short_repr
 from domainfit.io.atomic import write_text_atomic
 from domainfit.io.run_folder import contained
 from domainfit.training.run_dir import read_status
@@ -94,7 +95,8 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         raw[key] = parse_yaml(value, key=key)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"unknown key(s): {', '.join(sorted(unknown))}", path=path, key=sorted(unknown)[0],
+        unknown = sorted(map(str, unknown))  # YAML keys may be numbers or null
+        raise ConfigError(f"unknown key(s): {short_repr(', '.join(unknown))}", path=path, key=unknown[0],
                           fix=f"valid keys: {', '.join(sorted(_TOP_KEYS))}.")
     base = path.parent
 
@@ -102,10 +104,14 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         if not isinstance(value, str) or not value:
             raise ConfigError("expected a path to a YAML config", path=path, key=key)
         p = Path(value)
-        if not p.is_absolute() and not p.exists() and (base / p).exists():
-            p = Path(os.path.relpath((base / p).resolve()))  # tidy: no "a/../../b" in reports
-        if not p.is_file():
-            raise ConfigError(f"config file {value!r} not found", path=path, key=key,
+        try:
+            if not p.is_absolute() and not p.exists() and (base / p).exists():
+                p = Path(os.path.relpath((base / p).resolve()))  # tidy: no "a/../../b" in reports
+            found = p.is_file()
+        except (OSError, ValueError):  # a name the OS cannot look up (too long, a NUL byte)
+            found = False
+        if not found:
+            raise ConfigError(f"config file {short_repr(value)} not found", path=path, key=key,
                               fix="give a path relative to the current folder or to this pipeline file.")
         return str(p)
 
@@ -123,9 +129,11 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         raise ConfigError("no output folder given", path=path, key="output_dir", fix="output_dir: runs/my-pipeline")
     cfg = PipelineConfig(finetune=resolve(raw["finetune"], "finetune"), output_dir=str(raw["output_dir"]),
                          finetune_overrides=str_list(raw.get("finetune_overrides"), "finetune_overrides"), source=path)
-    for section in ("pretrain", "variants"):
+    for section, example in (("pretrain", "{dapt: {config: pretrain.yaml}}"),
+                             ("variants", "{dapt: {pretrain: dapt}}")):
         if not isinstance(raw.get(section) or {}, dict):
-            raise ConfigError(f"expected a mapping of names under {section}:", path=path, key=section)
+            raise ConfigError(f"expected a mapping of named entries, found {short_repr(raw[section])}",
+                              path=path, key=section, fix=f"e.g. {section}: {example} (see docs/pretraining.md).")
     for name, stage in (raw.get("pretrain") or {}).items():
         key = f"pretrain.{name}"
         _check_name(name, path, key)
@@ -142,16 +150,19 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         if not isinstance(variant, dict) or set(variant) - {"pretrain", "overrides"}:
             raise ConfigError("expected {pretrain: STAGE or null, overrides: [...]}", path=path, key=key)
         stage = variant.get("pretrain")
-        if stage is not None and stage not in cfg.stages:
-            raise ConfigError(f"unknown pretraining stage {stage!r}", path=path, key=f"{key}.pretrain",
+        if stage is not None and (not isinstance(stage, str) or stage not in cfg.stages):
+            raise ConfigError(f"unknown pretraining stage {short_repr(stage)}", path=path,
+                              key=f"{key}.pretrain",
                               fix=f"use one of: {', '.join(cfg.stages) or '(none defined under pretrain:)'}, or null.")
         if name in cfg.variants:
             raise ConfigError(f"variant {name!r} is defined twice ('baseline' is added automatically)", path=path, key=key,
                               fix="rename it, or set baseline: false.")
         cfg.variants[name] = Variant(name, stage, str_list(variant.get("overrides"), f"{key}.overrides"))
     seeds = raw.get("seeds", [42])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"expected a non-empty list of integer seeds, found {seeds!r}", path=path, key="seeds",
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds):
+        raise ConfigError(f"expected a non-empty list of integer seeds from 0 to {SEED_MAX}, found "
+                          f"{short_repr(seeds)}", path=path, key="seeds",
                           fix="seeds: [42, 43, 44]")
     cfg.seeds = seeds
     if not cfg.variants:

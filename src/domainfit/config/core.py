@@ -376,8 +376,17 @@ def _resolve_paths(data: DataConfig, base: Path) -> None:
 
 def _resolve_path(section: Any, name: str, base: Path) -> None:
     value = getattr(section, name)
-    if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
+    if value and not Path(value).is_absolute() and not _exists(Path(value)) and _exists(base / value):
         setattr(section, name, str(base / value))
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for a name the OS cannot even look up (too long, a NUL byte): the reader
+    of the file then says what is wrong with it."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def to_dict(cfg: Any) -> dict:

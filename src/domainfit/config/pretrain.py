@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domainfit.config.core import ModelConfig, OutputConfig, _build, _read_raw
+from domainfit.config.core import ModelConfig, OutputConfig, _build, _read_raw, _resolve_path
 from domainfit.config.fields import SEED_MAX, _f
 from domainfit.config.sections import MaskingConfig, _validate_masking
 from domainfit.errors import ConfigError
@@ -64,9 +64,6 @@ def load_pretrain_config(path: str | Path | None = None, overrides: list[str] | 
         raise ConfigError("no corpus given", path=path, key="corpus.train", fix="set corpus.train: path/to/texts.txt (or a folder)")
     _validate_masking(cfg.masking, path, prefix="masking")
     if path is not None:
-        base = Path(path).parent
         for section, name in ((cfg.corpus, "train"), (cfg.corpus, "validation"), (cfg.masking, "lexicon")):
-            value = getattr(section, name)
-            if value and not Path(value).is_absolute() and not Path(value).exists() and (base / value).exists():
-                setattr(section, name, str(base / value))
+            _resolve_path(section, name, Path(path).parent)
     return cfg
