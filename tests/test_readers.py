@@ -511,7 +511,8 @@ def test_jsonl_nested_too_deep_names_the_line(tmp_path):
 
 def test_json_nested_too_deep_names_the_line(tmp_path):
     deep = "[" * 200_000 + "]" * 200_000
-    path = write(tmp_path, "d.json", f'[\n {{"text": "a", "label": "x"}},\n {{"text": "[{{", "label": {deep}}}\n]\n')
+    records = f'[\n {{"text": "a", "label": "x"}},\n {{"text": "[{{", "label": {deep}}}\n]\n'
+    path = write(tmp_path, "d.json", records)
     error = read_error(path)
     assert error.line == 3 and "levels deep" in error.what
 
@@ -586,8 +587,7 @@ def test_shipped_chnsenticorp_config_reads_its_headerless_tsv():
     from domainfit.config import load_config
     from domainfit.tasks.text_classification import read_split
 
-    config = Path(__file__).resolve().parents[1] / "src" / "domainfit" / "configs" / "chnsenticorp_windows.yaml"
-    cfg = load_config(config)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "src/domainfit/configs/chnsenticorp_windows.yaml")
     assert (cfg.data.text_column, cfg.data.label_column) == (0, 1)  # numbers, not the names '0' and '1'
     if not Path(cfg.data.train).is_file():
         pytest.skip(f"shared datasets not found: {cfg.data.train}")
