@@ -216,8 +216,9 @@ def test_named_pipe_as_training_file_exits_2_instead_of_hanging(tmp_path, tiny_b
     fifo = tmp_path / "train.csv"
     os.mkfifo(fifo)
     try:
-        proc = subprocess.run([sys.executable, "-m", "domainfit", "train", str(config(tmp_path, tiny_bert, fifo))],
-                              capture_output=True, text=True, timeout=120)
+        cfg = config(tmp_path, tiny_bert, fifo)
+        proc = subprocess.run([sys.executable, "-m", "domainfit", "train", str(cfg)], capture_output=True,
+                              text=True, timeout=120)
     except subprocess.TimeoutExpired:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # release a reader still waiting
         pytest.fail("domainfit waited for a writer on a named pipe")
@@ -257,7 +258,8 @@ def test_predict_selects_columns_by_number_without_header(tmp_path, tiny_bert, c
     data = tmp_path / "in.csv"
     data.write_text("7,Profit rose sharply .\n8,Sales fell .\n", encoding="utf-8")
     out = tmp_path / "p.csv"
-    code = main(["predict", str(tiny_bert), str(data), "--output", str(out), "--no-header", "--text-column", "1"])
+    code = main(["predict", str(tiny_bert), str(data), "--output", str(out), "--no-header",
+                 "--text-column", "1"])
     err = capsys.readouterr().err
     assert code == 0, err
     rows = out.read_text(encoding="utf-8").splitlines()

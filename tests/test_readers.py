@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -456,30 +459,53 @@ def test_csv_field_size_limit_is_restored_after_reading(tmp_path):
     assert csv.field_size_limit() == before
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
-def test_named_pipe_is_refused_instead_of_waiting_forever(tmp_path):
-    import threading
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
 
+
+def _in_thread(function):
+    """Run ``function`` in a thread: (finished within 30 s, its result or exception)."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(function())
+        except Exception as e:  # noqa: BLE001 - handed to the test to assert on
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    return not thread.is_alive(), outcome[0] if outcome else None
+
+
+@needs_fifo
+def test_named_pipe_without_writer_is_an_error_instead_of_waiting_forever(tmp_path):
     fifo = tmp_path / "d.csv"
     os.mkfifo(fifo)
-    outcome = []
-    reader = threading.Thread(target=lambda: outcome.append(_error_or_result(fifo)), daemon=True)
-    reader.start()
-    reader.join(timeout=30)
-    if reader.is_alive():  # the reader is stuck waiting for a writer: release it, then fail
+    finished, outcome = _in_thread(lambda: read_examples(fifo))
+    if not finished:  # the reader is stuck waiting for a writer: release it, then fail
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        reader.join(timeout=5)
         pytest.fail("reading a named pipe waited for a writer")
-    error = outcome[0]
-    assert isinstance(error, DataError), error
-    assert "named pipe" in error.what and "regular file" in error.fix and error.path == str(fifo)
+    assert isinstance(outcome, DataError), outcome
+    assert "no program was writing" in outcome.what and "regular file" in outcome.fix
+    assert outcome.path == str(fifo)
 
 
-def _error_or_result(path):
-    try:
-        return read_examples(path)
-    except DataError as e:
-        return e
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash for process substitution")
+def test_pipe_from_process_substitution_is_read_to_its_end():
+    # `domainfit predict MODEL <(zcat texts.csv.gz) ...` hands the reader a pipe that a program writes to.
+    read = "import sys; from domainfit.data import read_examples as r; print(r(sys.argv[1], format='csv'))"
+    script = f'"$0" -c "{read}" <(printf "text,label\\nhi,a\\n")'
+    proc = subprocess.run(["bash", "-c", script, sys.executable], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Example(text='hi', label='a', line=2" in proc.stdout
+
+
+@needs_fifo
+def test_parquet_from_a_named_pipe_is_refused(tmp_path):
+    fifo = tmp_path / "d.parquet"
+    os.mkfifo(fifo)
+    assert "named pipe" in read_error(fifo).what
 
 
 @pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
@@ -511,7 +537,8 @@ def test_jsonl_nested_too_deep_names_the_line(tmp_path):
 
 def test_json_nested_too_deep_names_the_line(tmp_path):
     deep = "[" * 200_000 + "]" * 200_000
-    path = write(tmp_path, "d.json", f'[\n {{"text": "a", "label": "x"}},\n {{"text": "[{{", "label": {deep}}}\n]\n')
+    records = f'[\n {{"text": "a", "label": "x"}},\n {{"text": "[{{", "label": {deep}}}\n]\n'
+    path = write(tmp_path, "d.json", records)
     error = read_error(path)
     assert error.line == 3 and "levels deep" in error.what
 
@@ -586,8 +613,7 @@ def test_shipped_chnsenticorp_config_reads_its_headerless_tsv():
     from domainfit.tasks import load_run_config as load_config
     from domainfit.tasks.text_classification import read_split
 
-    config = Path(__file__).resolve().parents[1] / "src" / "domainfit" / "configs" / "chnsenticorp_windows.yaml"
-    cfg = load_config(config)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "src/domainfit/configs/chnsenticorp_windows.yaml")
     assert (cfg.data.text_column, cfg.data.label_column) == (0, 1)  # numbers, not the names '0' and '1'
     if not Path(cfg.data.train).is_file():
         pytest.skip(f"shared datasets not found: {cfg.data.train}")

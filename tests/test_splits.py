@@ -159,7 +159,8 @@ def test_conflicting_labels_error_names_both_lines():
     with pytest.raises(DataError) as info:
         deduplicate(DISAGREEING, path="d.csv", conflicting_labels="error")
     error = info.value
-    assert error.line == 3 and "line 1" in error.what and "'neutral'" in error.what and "'positive'" in error.what
+    assert error.line == 3 and "line 1" in error.what
+    assert "'neutral'" in error.what and "'positive'" in error.what
     assert "data.conflicting_labels" in error.fix
 
 

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import stat
 import sys
@@ -192,6 +193,12 @@ def read_examples(
         # Records are read by key: a number (`text_column: 0` in YAML) names the key "0".
         text_column, label_column = (_as_key(c) for c in (text_column, label_column))
     options = _Options(text_column, label_column, separator, header, require_labels)
+    if format in _BINARY_FORMATS and stat.S_ISFIFO(path.stat().st_mode):
+        raise DataError(  # Parquet is read by seeking to its footer, which a pipe cannot do
+            "a Parquet file cannot be read from a named pipe (FIFO)",
+            path=path,
+            fix="save the data to a regular file and give that file",
+        )
     text = None if format in _BINARY_FORMATS else read_text(path, encoding)
     unit = _RECORD_UNITS.get(format, "line")
     examples = []
@@ -286,8 +293,8 @@ def _check_is_file(path: Path) -> None:
             path=path,
             fix="give the path of one file inside the folder",
         )
-    if mode is not None and not stat.S_ISREG(mode):
-        # Reading a pipe or a device waits for a writer, or for an end that never comes.
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        # A device or socket may never end (/dev/zero, /dev/tty); a pipe is read by read_bytes.
         raise DataError(
             f"expected a regular data file but found {_special_file_kind(mode)}",
             path=path,
@@ -352,9 +359,30 @@ def read_bytes(path: Path) -> bytes:
     """The bytes of a regular file, with a DataError (not a traceback) when it cannot be read."""
     _check_is_file(path)
     try:
+        if stat.S_ISFIFO(path.stat().st_mode):
+            return _read_pipe(path)
         return path.read_bytes()
     except OSError as e:
         raise _unreadable_error(path, e) from e
+
+
+def _read_pipe(path: Path) -> bytes:
+    """All a named pipe gives until its writer closes it (`<(zcat train.csv.gz)` works); a pipe that no
+    program writes to is an error, not a wait that never ends."""
+    # A plain open() would block until a writer appears; opened non-blocking, a pipe without a writer reads
+    # as empty at once. Blocking is switched back on so a slow writer is waited for.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as pipe:
+        data = pipe.read()
+    if not data:
+        raise DataError(
+            "the named pipe (FIFO) gave no data: no program was writing to it",
+            path=path,
+            fix="start the program that writes to the pipe first, or save the data to a regular file and "
+            "give that file",
+        )
+    return data
 
 
 def _unreadable_error(path: Path, error: OSError) -> DataError:
