@@ -60,7 +60,7 @@ def check_input_file(path: str | Path) -> Path:
                 else "a socket" if stat.S_ISSOCK(mode) else "a device")
         # a pipe can be read only once and only as it streams, but the readers sniff the format first
         raise DataError(f"expected a regular file, found {kind}", path=path,
-                        fix="write the data to a file first, e.g. `zcat data.csv.gz > data.csv`.")
+                        fix="write the data to a file first, e.g. `zcat input.csv.gz > input.csv`.")
     if not os.access(path, os.R_OK):
         raise DataError("no permission to read the input file", path=path,
                         fix=f"give this user read access (e.g. `chmod o+r {path}`), or copy the file "
