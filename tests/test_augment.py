@@ -17,6 +17,7 @@ from domainfit.data.augment import (
     WordSplitter,
     content_positions,
     create_augmenter,
+    create_splitter,
     read_lexicon,
 )
 from domainfit.errors import ConfigError, DataError, ModelError
@@ -45,7 +46,7 @@ def augmenter(lexicon_path, ops, **kw):
 
 def op(name: str, lexicon_path: Path):
     lexicon = read_lexicon(lexicon_path)
-    return AUGMENTERS.get(name)(OpContext(lexicon, None, 10, WordSplitter("auto", lexicon)))
+    return AUGMENTERS.get(name)(OpContext(lexicon, None, 10, create_splitter("auto", lexicon)))
 
 
 def test_lexicon_groups_are_symmetric_and_case_insensitive(lexicon_path):
@@ -97,7 +98,7 @@ def test_synonym_replacement_uses_the_lexicon_only(lexicon_path):
 
 
 def test_chinese_is_cut_into_jieba_words_with_lexicon_terms_whole(lexicon_path):
-    splitter = WordSplitter("auto", read_lexicon(lexicon_path))
+    splitter = create_splitter("auto", read_lexicon(lexicon_path))
     words = splitter.split(ZH)
     assert "氯吡格雷" in words  # plain jieba cuts it into 氯 / 吡 / 格雷; the lexicon keeps it whole
     assert "心肌梗死" in words and "".join(words) == ZH

@@ -18,6 +18,7 @@ from conftest import DATASETS
 
 from domainfit.data.ner_readers import Span, read_ner_examples
 from domainfit.data.token_alignment import decode_entities, encode_sentence
+from domainfit.data.words import letter_words
 from domainfit.evaluation import diagnostics as dx
 from domainfit.tasks import load_run_config as load_config
 
@@ -265,7 +266,7 @@ def test_inspect_does_not_count_the_bare_marker_as_a_piece(sp_tokenizer, reviews
     assert m["tokens"] == text_tokens
     counts = {}
     for text in reviews:
-        for word in dx.split_words(text, chinese=True):
+        for word in letter_words(text, chinese=True):
             counts[word] = counts.get(word, 0) + 1
     pieces = {w: [p for p in sp_tokenizer.tokenize(w) if p != MARKER] for w in counts}
     n = sum(counts.values())

@@ -10,7 +10,7 @@ import torch
 
 from domainfit.config import MaskingConfig
 from domainfit.data.lexicon import Lexicon
-from domainfit.data.masking import MaskingCollator, jieba_segmenter
+from domainfit.data.masking import MaskingCollator, word_splitter
 from domainfit.errors import DataError
 
 ZH_TEXTS = ["糖尿病患者可以吃什么水果", "胰岛素抵抗的治疗方法有哪些", "高血压患者饮食需要注意什么", "孩子发烧咳嗽怎么办",
@@ -47,13 +47,13 @@ def _picked(collator, items, seed):
 def test_chinese_whole_word_masks_jieba_words_together_never_half(zh_tokenizer):
     collator = MaskingCollator(zh_tokenizer, MaskingConfig(strategy="whole-word", probability=0.3), max_length=64)
     items = collator.encode(ZH_TEXTS)
-    segmenter = jieba_segmenter()
+    splitter = word_splitter("zh")
     multi_char_words_masked = 0
     for seed in range(30):
         _, picked = _picked(collator, items, seed)
         for row, text in enumerate(ZH_TEXTS):
             start = 0
-            for word in segmenter.cut(text):
+            for word in splitter.split(text):
                 # one character = one token here, after [CLS] at position 0
                 positions = list(range(1 + start, 1 + start + len(word)))
                 flags = picked[row, positions].tolist()
@@ -71,9 +71,9 @@ def test_token_strategy_masks_single_characters(zh_tokenizer):
 
 def test_lexicon_terms_kept_whole_by_jieba_and_masked_as_one_span(zh_tokenizer):
     term = "胰岛素抵抗"
-    assert term not in list(jieba_segmenter().cut("胰岛素抵抗的治疗方法有哪些"))  # jieba alone splits it
+    assert term not in word_splitter("zh").split("胰岛素抵抗的治疗方法有哪些")  # jieba alone splits it
     lexicon = Lexicon([term, "高血压"])
-    assert term in list(jieba_segmenter(lexicon).cut("胰岛素抵抗的治疗方法有哪些"))
+    assert term in word_splitter("zh", lexicon).split("胰岛素抵抗的治疗方法有哪些")
     cfg = MaskingConfig(strategy="knowledge", probability=0.4, lexicon="terms.txt", term_fraction=1.0)
     collator = MaskingCollator(zh_tokenizer, cfg, max_length=64, lexicon=lexicon)
     items = collator.encode(["胰岛素抵抗的治疗方法有哪些", "高血压患者饮食需要注意什么"])

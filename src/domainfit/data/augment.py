@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from domainfit.errors import DataError, MissingExtraError
+from domainfit.data.words import WordSplitter, has_cjk
+from domainfit.errors import DataError
 from domainfit.registry import Registry
 
 log = logging.getLogger(__name__)
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -94,51 +92,10 @@ def read_lexicon(path: str | Path) -> Lexicon:
     return Lexicon({word: tuple(others) for word, others in groups.items()}, path=str(path))
 
 
-def has_cjk(text: str) -> bool:
-    """True if ``text`` holds a CJK ideograph (then it is cut into words with jieba)."""
-    return _CJK.search(text) is not None
-
-
-class WordSplitter:
-    """Cuts texts into words and joins them back: whitespace for English, jieba for Chinese.
-
-    Args:
-        language: "en", "zh", or "auto" (jieba for texts holding CJK characters).
-        lexicon: its entries are added to jieba's dictionary, so synonym terms stay whole words.
-    """
-
-    def __init__(self, language: str = "auto", lexicon: Lexicon | None = None) -> None:
-        self.language = language
-        self._lexicon = lexicon
-        self._jieba: Any = None
-
-    def is_chinese(self, text: str) -> bool:
-        return self.language == "zh" or (self.language == "auto" and has_cjk(text))
-
-    def split(self, text: str) -> list[str]:
-        """Words of ``text``; for Chinese, whitespace runs are kept as words so joining restores them."""
-        if not self.is_chinese(text):
-            return text.split()
-        return [w for w in self._jieba_tokenizer().lcut(text) if w]
-
-    def join(self, words: Sequence[str], chinese: bool) -> str:
-        return "".join(words) if chinese else " ".join(words)
-
-    def _jieba_tokenizer(self) -> Any:
-        if self._jieba is None:
-            try:
-                import jieba
-            except ImportError as e:
-                raise MissingExtraError("augmenting Chinese text needs jieba, which is not installed",
-                                        fix='pip install jieba') from e
-            jieba.setLogLevel(logging.WARNING)
-            tokenizer = jieba.Tokenizer()  # a private instance: the user's global jieba dictionary is untouched
-            if self._lexicon is not None:
-                for word in {w for others in self._lexicon.synonyms.values() for w in others}:
-                    if has_cjk(word):
-                        tokenizer.add_word(word)
-            self._jieba = tokenizer
-        return self._jieba
+def create_splitter(language: str, lexicon: Lexicon | None) -> WordSplitter:
+    """The splitter augmentation cuts words with: the lexicon's Chinese words are kept whole by jieba."""
+    words = {w for others in lexicon.synonyms.values() for w in others} if lexicon is not None else set()
+    return WordSplitter(language, [w for w in words if has_cjk(w)])
 
 
 def content_positions(words: Sequence[str]) -> list[int]:
@@ -328,7 +285,7 @@ def create_augmenter(cfg: Any, seed: int) -> Augmenter:
         seed: the run's seed.
     """
     lexicon = read_lexicon(cfg.lexicon) if cfg.lexicon else None
-    splitter = WordSplitter(cfg.language, lexicon)
+    splitter = create_splitter(cfg.language, lexicon)
     ctx = OpContext(lexicon=lexicon, mlm_model=cfg.mlm_model, mlm_top_k=cfg.mlm_top_k, splitter=splitter)
     ops = {name: AUGMENTERS.get(name, key="augment.ops")(ctx) for name in dict.fromkeys(cfg.ops)}
     return Augmenter(ops, rate=cfg.rate, alpha=cfg.alpha, seed=seed, splitter=splitter)

@@ -16,9 +16,6 @@ that are masked together); :meth:`MaskingCollator.collate` draws the masks afres
 
 from __future__ import annotations
 
-import functools
-import logging
-import re
 from typing import Any
 
 import torch
@@ -26,9 +23,11 @@ import torch
 from domainfit.config import MaskingConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.lexicon import Lexicon
+from domainfit.data.words import WordSplitter
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 IGNORE_INDEX = -100
+# jieba frequency of a lexicon term: high enough to win jieba's path search, so a term is never cut
+TERM_FREQ = 10**6
 
 
 class _UnionFind:
@@ -45,32 +44,13 @@ class _UnionFind:
         self.parent[self.find(a)] = self.find(b)
 
 
-@functools.lru_cache(maxsize=1)
-def _default_jieba():
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    segmenter = jieba.Tokenizer()
-    segmenter.initialize()  # loads the default dictionary (seconds): once per process
-    return segmenter
-
-
-def jieba_segmenter(lexicon: Lexicon | None = None):
-    """A jieba tokenizer that keeps every lexicon term whole (jieba's global tokenizer stays untouched)."""
-    import jieba
-
-    base = _default_jieba()
-    if lexicon is None or not lexicon.terms:
-        return base
-    segmenter = jieba.Tokenizer()
-    segmenter.FREQ, segmenter.total, segmenter.initialized = dict(base.FREQ), base.total, True  # a copy, not a reload
-    for term in lexicon.terms:
-        segmenter.add_word(term, freq=10**6)  # a high frequency wins the segmentation's path search
-    return segmenter
+def word_splitter(language: str, lexicon: Lexicon | None = None) -> WordSplitter:
+    """The splitter whole-word masking cuts Chinese with: jieba, with every lexicon term kept whole."""
+    return WordSplitter(language, lexicon.terms if lexicon is not None else (), term_freq=TERM_FREQ)
 
 
 def masking_units(text: str, offsets: list[tuple[int, int]], special: list[int], word_ids: list[int | None], *,
-                  strategy: str, language: str = "auto", segmenter=None, lexicon: Lexicon | None = None
+                  strategy: str, splitter: WordSplitter, lexicon: Lexicon | None = None
                   ) -> tuple[list[list[int]], list[bool]]:
     """Group a text's token positions into units that are masked together.
 
@@ -80,8 +60,8 @@ def masking_units(text: str, offsets: list[tuple[int, int]], special: list[int],
         special: 1 for special tokens ([CLS], [SEP], <s>...), which are never in any unit.
         word_ids: the tokenizer's word index per token (None for special tokens).
         strategy: "token" (each token alone), "whole-word", or "knowledge" (terms + whole words).
-        language: "zh" segments with jieba, "en" uses ``word_ids``, "auto" uses jieba when the text has CJK.
-        segmenter: a jieba tokenizer (see :func:`jieba_segmenter`); needed for Chinese.
+        splitter: cuts the text into words where it is Chinese (see :func:`word_splitter`); other texts use
+            ``word_ids``.
         lexicon: domain terms ("knowledge"); tokens of one term occurrence form one unit.
 
     Returns:
@@ -91,10 +71,9 @@ def masking_units(text: str, offsets: list[tuple[int, int]], special: list[int],
     if strategy == "token":
         return [[i] for i in tokens], [False] * len(tokens)
     uf = _UnionFind(len(offsets))
-    use_jieba = language == "zh" or (language == "auto" and _CJK.search(text) is not None)
-    if use_jieba:
+    if splitter.is_chinese(text):
         words, start = [], 0
-        for piece in segmenter.cut(text, HMM=True):
+        for piece in splitter.split(text):
             words.append((start, start + len(piece)))
             start += len(piece)
         _union_overlapping(uf, tokens, offsets, words)
@@ -165,18 +144,6 @@ def choose_masked(units: list[list[int]], is_term: list[bool], *, probability: f
     return sorted(chosen)
 
 
-class _LazySegmenter:
-    """Builds the jieba segmenter on the first ``cut`` (English-only corpora never pay for it)."""
-
-    def __init__(self, lexicon: Lexicon | None) -> None:
-        self.lexicon, self._segmenter = lexicon, None
-
-    def cut(self, text: str, HMM: bool = True):  # noqa: N803 (jieba's argument name)
-        if self._segmenter is None:
-            self._segmenter = jieba_segmenter(self.lexicon)
-        return self._segmenter.cut(text, HMM=HMM)
-
-
 class MaskingCollator:
     """Encodes texts once (ids + masking units) and makes masked batches (input_ids, attention_mask, labels).
 
@@ -197,7 +164,7 @@ class MaskingCollator:
                              key="train.objective", fix="use objective clm for decoder models, or an encoder (BERT-like) model.")
         self.tokenizer, self.masking, self.max_length, self.text_prefix = tokenizer, masking, max_length, text_prefix
         self.lexicon = lexicon
-        self.segmenter = _LazySegmenter(lexicon)  # jieba's dictionary loads only if a Chinese text comes
+        self.splitter = word_splitter(masking.language, lexicon)  # jieba loads only if a Chinese text comes
 
     def encode(self, texts: list[str]) -> list[dict[str, Any]]:
         """Token ids and masking units of each text."""
@@ -208,8 +175,7 @@ class MaskingCollator:
         for i, text in enumerate(texts):
             units, is_term = masking_units(
                 text, enc["offset_mapping"][i], enc["special_tokens_mask"][i], enc.word_ids(i),
-                strategy=self.masking.strategy, language=self.masking.language, segmenter=self.segmenter,
-                lexicon=self.lexicon)
+                strategy=self.masking.strategy, splitter=self.splitter, lexicon=self.lexicon)
             items.append({"input_ids": enc["input_ids"][i], "units": units, "is_term": is_term})
         return items
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from domainfit.data.token_alignment import is_boundary_marker
+from domainfit.data.words import cjk_share, jieba_available, letter_words
 from domainfit.io.atomic import write_text_atomic
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,35 +63,6 @@ OVERLAP_LOW = 0.75
 CJK_SHARE_CHINESE = 0.3
 TOP_WORDS = 1000
 
-_WORD = re.compile(r"[^\W_]+(?:['\-][^\W_]+)*")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def cjk_share(texts: Sequence[str]) -> float:
-    """Share of non-space characters that are CJK ideographs."""
-    chars = sum(len(t) - sum(c.isspace() for c in t) for t in texts)
-    return sum(len(_CJK.findall(t)) for t in texts) / chars if chars else 0.0
-
-
-def split_words(text: str, *, chinese: bool) -> list[str]:
-    """The words of a text that contain at least one letter (numbers and punctuation are left out): jieba's
-    segmentation for Chinese (characters if jieba is missing), letter/digit runs otherwise."""
-    if chinese:
-        try:
-            import jieba
-        except ImportError:
-            pieces = list(text)
-        else:
-            jieba.setLogLevel(60)
-            pieces = jieba.lcut(text)
-        words = []
-        for piece in pieces:
-            words += _WORD.findall(piece) if not _CJK.search(piece) else [piece.strip()]
-    else:
-        words = _WORD.findall(text)
-    return [w for w in words if any(c.isalpha() for c in w)]
-
-
 def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = TOP_WORDS, n_split_examples: int = 15) -> dict[str, Any]:
     """Vocabulary fit of ``tokenizer`` on ``texts``: [UNK] rate, fertility, 3+ piece share, overlap, split words.
 
@@ -113,7 +84,7 @@ def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = 
     lowercases = tokenizer.tokenize("ABC") == tokenizer.tokenize("abc")
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(w.lower() if lowercases else w for w in split_words(text, chinese=chinese))
+        counts.update(w.lower() if lowercases else w for w in letter_words(text, chinese=chinese))
     pieces = {w: [p for p in tokenizer.tokenize(w) if not is_boundary_marker(p)] for w in counts}
     n_words = sum(counts.values())
 
@@ -144,16 +115,9 @@ def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = 
         "vocab_overlap_top_words": (sum(whole(pieces[w]) for w in frequent) / len(frequent)) if frequent else 0.0,
         "frequent_split_words": [{"word": w, "count": counts[w], "pieces": pieces[w]} for w in split],
         "frequent_unknown_words": [{"word": w, "count": counts[w], "pieces": pieces[w]} for w in unknown],
-        "word_segmentation": ("jieba" if _has_jieba() else "characters (jieba not installed)") if chinese else "letter runs",
+        "word_segmentation": (("jieba" if jieba_available() else "characters (jieba not installed)")
+                              if chinese else "letter runs"),
     }
-
-
-def _has_jieba() -> bool:
-    try:
-        import jieba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def load_mlm(name: str) -> tuple[Any, list[str]]:

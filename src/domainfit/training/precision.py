@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from domainfit.io.atomic import write_text_atomic
+from domainfit.io.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,6 @@ def _recorded_choice(run_dir: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return value if value in ("no", "bf16", "fp16") else None
-
-
-def cache_dir() -> Path:
-    """Where per-machine measurements are kept (``$DOMAINFIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/domainfit``)."""
-    if os.environ.get("DOMAINFIT_CACHE_DIR"):
-        return Path(os.environ["DOMAINFIT_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "domainfit"
 
 
 def _machine_key() -> str:
