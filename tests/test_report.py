@@ -180,3 +180,20 @@ def test_format_metrics_table_aligns_wide_characters():
 
     # Each CJK character takes two terminal columns, so it is followed by 4 fewer pad characters.
     assert cjk_line.index("1.0000") + len("治疗方案") == ok_line.index("1.0000")
+
+
+def test_html_in_label_names_is_shown_as_text_not_rendered(tmp_path):
+    from domainfit.evaluation.model_card import write_model_card
+    from domainfit.metrics.classification import classification_metrics
+
+    labels = ["<script>alert(1)</script>", "b|c", "plain"]
+    metrics = classification_metrics([0, 1, 2, 0], [0, 1, 2, 1], labels)
+    write_report(tmp_path, metrics, title="t")
+    report = (tmp_path / "report.md").read_text()
+    assert "<script>" not in report and "&lt;script&gt;" in report
+    cfg = {"task": "text-classification", "output": {"dir": "runs/<b>x</b>"}, "model": {"name": "m", "max_length": 8},
+           "train": {"best_metric": "f1_macro", "epochs": 1, "batch_size": 1, "learning_rate": 1, "weight_decay": 0,
+                     "warmup_ratio": 0, "seed": 1}}
+    write_model_card(tmp_path, cfg=cfg, results={"test": metrics}, labels=labels)
+    card = (tmp_path / "README.md").read_text()
+    assert "<script>" not in card and "<b>" not in card and "&lt;script&gt;" in card

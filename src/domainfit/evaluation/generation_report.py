@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
-from domainfit.evaluation.report import REPORT_NAME, _context_section, _history_section, _table, _write_atomic
+from domainfit.evaluation.report import REPORT_NAME
 from domainfit.evaluation.reports import REPORTS, RunReport
+from domainfit.io.atomic import write_bytes_atomic
 from domainfit.version import __version__
 
 _GLOSSARY = """## How to read the scores
@@ -39,12 +41,12 @@ def write_generation_report(out_dir: Path, metrics: dict, *, title: str, split_n
     if metrics.get("examples"):
         sections.append(_examples_section(metrics["examples"]))
     if history:
-        sections.append(_history_section(history, best_metric))
+        sections.append(md.history_section(history, best_metric))
     if context:
-        sections.append(_context_section(context))
+        sections.append(md.context_section(context))
     sections.append(_GLOSSARY)
     path = out_dir / REPORT_NAME
-    _write_atomic(path, ("\n\n".join(sections) + "\n").encode("utf-8"))
+    write_bytes_atomic(path, ("\n\n".join(sections) + "\n").encode("utf-8"))
     return path
 
 
@@ -67,7 +69,7 @@ def _scores_section(metrics: dict, split_name: str) -> str:
     if "rougeL" in metrics:
         rows.append([f"ROUGE-L F ({metrics['generated']} generations)", f"{metrics['base_rougeL']:.4f}", f"{metrics['rougeL']:.4f}"])
         rows.append(["Exact match", f"{metrics['base_exact_match']:.4f}", f"{metrics['exact_match']:.4f}"])
-    return "\n".join([f"## Scores ({split_name} split)", "", _table(["", "Base model", "Fine-tuned"], rows),
+    return "\n".join([f"## Scores ({split_name} split)", "", md.table(["", "Base model", "Fine-tuned"], rows),
                       "", f"{metrics.get('response_tokens', '?')} response tokens scored."])
 
 

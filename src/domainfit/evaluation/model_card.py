@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
 from domainfit.version import __version__
 
@@ -40,7 +41,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         "tags: [domainfit]",
         "---",
         "",
-        f"# {Path(cfg['output']['dir']).name}",
+        f"# {md.escape(Path(cfg['output']['dir']).name)}",
         "",
         *(f"{section}\n" for section in banner_sections(results.get("warnings") or [])),
         f"A `{cfg['task']}` model fine-tuned from `{cfg['model']['name']}` with domainfit {__version__}.",
@@ -50,7 +51,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         *(_IMAGE_USE if cfg["task"] == "image-classification"
           else [line.replace("{pipeline}", _PIPELINE_TAGS.get(cfg["task"], cfg["task"])) for line in _TEXT_USE]),
         "",
-        f"Labels: {', '.join(labels)}.",
+        f"Labels: {', '.join(md.escape(label) for label in labels)}.",
         "",
         "## Data",
         "",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
-from domainfit.evaluation.report import REPORT_NAME, _context_section, _escape, _history_section, _table
+from domainfit.evaluation.report import REPORT_NAME
 from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.io.atomic import write_text_atomic
 from domainfit.metrics.multilabel import DEFAULT_SUFFIX
@@ -49,9 +50,9 @@ def write_multilabel_report(
     sections = [*banner_sections(warnings or []), f"# {title}", _summary(metrics, split_name),
                 _headline(metrics), _per_label(metrics)]
     if history:
-        sections.append(_history_section(_short_history(history, best_metric), best_metric))
+        sections.append(md.history_section(_short_history(history, best_metric), best_metric))
     if context:
-        sections.append(_context_section(context))
+        sections.append(md.context_section(context))
     sections.append(_GLOSSARY)
     path = out_dir / REPORT_NAME
     write_text_atomic(path, "\n\n".join(sections) + "\n")
@@ -71,7 +72,7 @@ def _summary(metrics: dict, split_name: str) -> str:
              f"plain {metrics['default_threshold']:g} threshold.")
     if present:
         weakest = min(present, key=lambda label: (per[label]["f1"], -per[label]["support"]))
-        text += f" The weakest label is '{_escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, support {per[weakest]['support']})."
+        text += f" The weakest label is '{md.escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, support {per[weakest]['support']})."
     return text
 
 
@@ -84,7 +85,7 @@ def _headline(metrics: dict) -> str:
     pr = [[f"{name} {average}", f"{metrics[f'{key}_{average}']:.4f}", ""]
           for average in ("micro", "macro") for key, name in (("precision", "Precision"), ("recall", "Recall"))]
     return "\n".join(["## Headline scores", "",
-                      _table(["", "Tuned thresholds", f"Threshold {default:g}"], rows + pr),
+                      md.table(["", "Tuned thresholds", f"Threshold {default:g}"], rows + pr),
                       "", f"{metrics['n']} examples, {len(metrics['labels'])} labels."])
 
 
@@ -92,16 +93,16 @@ def _per_label(metrics: dict) -> str:
     rows = []
     for label in metrics["labels"]:
         s = metrics["per_class"][label]
-        rows.append([_escape(label), f"{s['threshold']:.2f}", f"{s['precision']:.4f}", f"{s['recall']:.4f}",
+        rows.append([md.escape(label), f"{s['threshold']:.2f}", f"{s['precision']:.4f}", f"{s['recall']:.4f}",
                      f"{s['f1']:.4f}", f"{s['f1_default']:.4f}", str(s["support"]), str(s["predicted"])])
     headers = ["Label", "Threshold", "Precision", "Recall", "F1", f"F1 at {metrics['default_threshold']:g}",
                "Support", "Predicted"]
-    lines = ["## Scores per label", "", _table(headers, rows), "",
+    lines = ["## Scores per label", "", md.table(headers, rows), "",
              "A label is given when its probability is at least its threshold; thresholds were chosen on the "
              "validation set to maximise each label's F1, and are stored with the model."]
     absent = [label for label in metrics["labels"] if metrics["per_class"][label]["support"] == 0]
     if absent:
-        lines += ["", f"Not present in this split (scores are 0 by convention): {', '.join(map(_escape, absent))}."]
+        lines += ["", f"Not present in this split (scores are 0 by convention): {', '.join(map(md.escape, absent))}."]
     return "\n".join(lines)
 
 

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
-from domainfit.evaluation.report import (
-    REPORT_NAME,
-    _context_section,
-    _escape,
-    _history_section,
-    _percent,
-    _table,
-    _write_atomic,
-)
+from domainfit.evaluation.report import REPORT_NAME
 from domainfit.evaluation.reports import REPORTS, RunReport
+from domainfit.io.atomic import write_bytes_atomic
 
 # the columns of the history table (all metrics stay in metrics.json)
 HISTORY_KEYS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy", "loss")
@@ -67,12 +61,12 @@ def write_ner_report(out_dir: Path, metrics: dict, *, title: str, split_name: st
         keys = list(dict.fromkeys(keys))
         slim = [{**record, "validation": {k: (record.get("validation") or {}).get(k) for k in keys}}
                 for record in history]
-        sections.append(_history_section(slim, best_metric))
+        sections.append(md.history_section(slim, best_metric))
     if context:
-        sections.append(_context_section(context))
+        sections.append(md.context_section(context))
     sections.append(_GLOSSARY)
     path = out_dir / REPORT_NAME
-    _write_atomic(path, ("\n\n".join(sections) + "\n").encode("utf-8"))
+    write_bytes_atomic(path, ("\n\n".join(sections) + "\n").encode("utf-8"))
     return path
 
 
@@ -84,20 +78,20 @@ def _summary(metrics: dict, split_name: str) -> str:
     if len(metrics.get("labels", [])) > 1:
         rows.insert(1, ["Entity F1, mean over types", f"{metrics['f1_macro']:.4f}"])
     text = (f"On the **{split_name}** split ({metrics['n']} sentences, {metrics['words']} words), the model found "
-            f"{_percent(metrics['entity_recall'])} of the {metrics['gold_entities']} entities, and "
-            f"{_percent(metrics['entity_precision'])} of the {metrics['predicted_entities']} entities it marked "
+            f"{md.percent(metrics['entity_recall'])} of the {metrics['gold_entities']} entities, and "
+            f"{md.percent(metrics['entity_precision'])} of the {metrics['predicted_entities']} entities it marked "
             f"were right: **entity F1 {metrics['entity_f1']:.4f}**.")
-    return "\n".join([text, "", _table(["Metric", "Value"], rows)])
+    return "\n".join([text, "", md.table(["Metric", "Value"], rows)])
 
 
 def _per_type_section(metrics: dict) -> str:
     rows = []
     for label in metrics["labels"]:
         s = metrics["per_class"][label]
-        rows.append([_escape(label), f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}",
+        rows.append([md.escape(label), f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}",
                      str(s["support"]), str(s["predicted"])])
     return "\n".join(["## Per entity type", "",
-                      _table(["Type", "Precision", "Recall", "F1", "Gold", "Predicted"], rows)])
+                      md.table(["Type", "Precision", "Recall", "F1", "Gold", "Predicted"], rows)])
 
 
 def _errors_section(errors: dict) -> str:
@@ -106,8 +100,8 @@ def _errors_section(errors: dict) -> str:
     for kind, heading in (("missed", "Missed (in the data, not found)"),
                           ("spurious", "Spurious (marked, but not in the data)")):
         if errors.get(kind):
-            rows = [[_escape(e["label"]), f"`{_escape(e['text'])}`", _escape(e["context"])] for e in errors[kind]]
-            lines += ["", f"### {heading}", "", _table(["Type", "Entity", "Context"], rows, numeric_from=3)]
+            rows = [[md.escape(e["label"]), f"`{md.escape(e['text'])}`", md.escape(e["context"])] for e in errors[kind]]
+            lines += ["", f"### {heading}", "", md.table(["Type", "Entity", "Context"], rows, numeric_from=3)]
     return "\n".join(lines)
 
 

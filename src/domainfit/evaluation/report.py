@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import functools
 import io
-import math
-import os
-import tempfile
 import unicodedata
 import warnings
 from pathlib import Path
 
+from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
-from domainfit.metrics.classification import improves_on_best
+from domainfit.io.atomic import write_bytes_atomic
 
 REPORT_NAME = "report.md"
 CONFUSION_MATRIX_NAME = "confusion_matrix.png"
@@ -86,7 +84,7 @@ def write_report(
 
     plot_labels, numbered = _plot_labels(labels)
     png = _confusion_matrix_png(matrix, plot_labels, title=f"Confusion matrix ({split_name} split)")
-    _write_atomic(out_dir / CONFUSION_MATRIX_NAME, png)
+    write_bytes_atomic(out_dir / CONFUSION_MATRIX_NAME, png)
 
     sections = [
         *banner_sections(warnings or []),
@@ -97,12 +95,12 @@ def write_report(
         _confusion_section(metrics, numbered),
     ]
     if history:
-        sections.append(_history_section(history, best_metric))
+        sections.append(md.history_section(history, best_metric))
     if context:
-        sections.append(_context_section(context))
+        sections.append(md.context_section(context))
     sections.append(_GLOSSARY)
     report_path = out_dir / REPORT_NAME
-    _write_atomic(report_path, ("\n\n".join(sections) + "\n").encode("utf-8"))
+    write_bytes_atomic(report_path, ("\n\n".join(sections) + "\n").encode("utf-8"))
     return report_path
 
 
@@ -139,7 +137,7 @@ def format_metrics_table(metrics: dict) -> str:
 def _summary(metrics: dict, split_name: str) -> str:
     n = metrics["n"]
     sentence = (
-        f"On {n} held-out {split_name} examples the model is right {_percent(metrics['accuracy'])} "
+        f"On {n} held-out {split_name} examples the model is right {md.percent(metrics['accuracy'])} "
         f"of the time"
     )
     per_class = metrics["per_class"]
@@ -150,18 +148,18 @@ def _summary(metrics: dict, split_name: str) -> str:
         sentence += "; it made no mistakes."
     elif present:
         weakest = min(present, key=lambda label: (per_class[label]["f1"], -per_class[label]["support"]))
-        sentence += f"; it is weakest on {_quote(weakest)} (F1 {per_class[weakest]['f1']:.2f})"
+        sentence += f"; it is weakest on {md.quote(weakest)} (F1 {per_class[weakest]['f1']:.2f})"
         partner = _most_confused_with(metrics, weakest)
         if partner is not None:
             other, as_other, as_weakest = partner
             directions = []
             if as_other:
-                directions.append(f"{as_other} {_quote(weakest)} read as {_quote(other)}")
+                directions.append(f"{as_other} {md.quote(weakest)} read as {md.quote(other)}")
             if as_weakest:
-                directions.append(f"{as_weakest} {_quote(other)} read as {_quote(weakest)}")
+                directions.append(f"{as_weakest} {md.quote(other)} read as {md.quote(weakest)}")
             sentence += (
-                f", most often confused with {_quote(other)} "
-                f"({_times(as_other + as_weakest)}: {'; '.join(directions)})"
+                f", most often confused with {md.quote(other)} "
+                f"({md.times(as_other + as_weakest)}: {'; '.join(directions)})"
             )
         sentence += "."
     else:
@@ -170,8 +168,8 @@ def _summary(metrics: dict, split_name: str) -> str:
     majority = max(metrics["labels"], key=lambda label: per_class[label]["support"])
     baseline = per_class[majority]["support"] / n
     sentence += (
-        f" For comparison, always answering the most common label, {_quote(majority)}, "
-        f"would be right {_percent(baseline)} of the time."
+        f" For comparison, always answering the most common label, {md.quote(majority)}, "
+        f"would be right {md.percent(baseline)} of the time."
     )
     return sentence
 
@@ -202,7 +200,7 @@ def _headline_section(metrics: dict) -> str:
             "",
             f"**Accuracy: {metrics['accuracy']:.4f}** ({metrics['n']} examples)",
             "",
-            _table(["", "Macro", "Micro", "Weighted"], rows),
+            md.table(["", "Macro", "Micro", "Weighted"], rows),
             "",
             "Macro averages every label equally; weighted averages by how common each label is; micro "
             "pools all examples (for single-label data it equals accuracy).",
@@ -217,7 +215,7 @@ def _per_class_section(metrics: dict) -> str:
         rows.append(
             [
                 str(index),
-                _escape(label),
+                md.escape(label),
                 f"{scores['precision']:.4f}",
                 f"{scores['recall']:.4f}",
                 f"{scores['f1']:.4f}",
@@ -226,9 +224,9 @@ def _per_class_section(metrics: dict) -> str:
         )
     absent = [label for label in metrics["labels"] if metrics["per_class"][label]["support"] == 0]
     headers = ["#", "Label", "Precision", "Recall", "F1", "Support"]
-    lines = ["## Scores per label", "", _table(headers, rows, numeric_from=2)]
+    lines = ["## Scores per label", "", md.table(headers, rows, numeric_from=2)]
     if absent:
-        lines += ["", f"Not present in this split (scores are 0 by convention): {_quote_list(absent)}."]
+        lines += ["", f"Not present in this split (scores are 0 by convention): {md.quote_list(absent)}."]
     return "\n".join(lines)
 
 
@@ -252,8 +250,8 @@ def _confusion_section(metrics: dict, numbered: dict[str, str]) -> str:
     if confusions:
         for true_label, predicted, count, share in confusions:
             lines.append(
-                f"- {_quote(true_label)} predicted as {_quote(predicted)}: {_times(count)} "
-                f"({_percent(share)} of {_quote(true_label)})"
+                f"- {md.quote(true_label)} predicted as {md.quote(predicted)}: {md.times(count)} "
+                f"({md.percent(share)} of {md.quote(true_label)})"
             )
     else:
         lines.append("- none")
@@ -271,59 +269,6 @@ def _top_confusions(metrics: dict) -> list[tuple[str, str, int, float]]:
     ]
     # Stable sort: ties keep label order, so the report is the same on every run.
     return sorted(cells, key=lambda cell: -cell[2])[:_TOP_CONFUSIONS]
-
-
-def _history_section(history: list[dict], best_metric: str) -> str:
-    metric_keys: list[str] = []
-    for record in history:
-        for key in record.get("validation") or {}:
-            if key not in metric_keys:
-                metric_keys.append(key)
-    best_index, best_value, best_loss = None, None, None
-    for index, record in enumerate(history):
-        value = (record.get("validation") or {}).get(best_metric)
-        loss = (record.get("validation") or {}).get("loss")
-        if value is not None and improves_on_best(best_metric, value, loss, best_value, best_loss):
-            best_index, best_value, best_loss = index, value, loss
-
-    headers = ["Epoch", "Step", "Train loss", *(f"Validation {key}" for key in metric_keys), ""]
-    rows = []
-    for index, record in enumerate(history):
-        validation = record.get("validation") or {}
-        rows.append(
-            [
-                _cell(record.get("epoch")),
-                _cell(record.get("step")),
-                _cell(record.get("train_loss")),
-                *(_cell(validation.get(key)) for key in metric_keys),
-                "**best**" if index == best_index else "",
-            ]
-        )
-    lines = ["## Training history", "", _table(headers, rows)]
-    if best_index is not None:
-        epoch = history[best_index].get("epoch", best_index + 1)
-        lines += ["", f"The best epoch by validation {best_metric} is epoch {epoch} ({best_value:.4f})."]
-    else:
-        lines += ["", f"No epoch reported validation {best_metric}, so none is marked best."]
-    return "\n".join(lines)
-
-
-def _context_section(context: dict) -> str:
-    lines = ["## Run", ""]
-    for key, value in _flatten(context):
-        lines.append(f"- **{_escape(key)}**: {_code(value)}")
-    return "\n".join(lines)
-
-
-def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
-    items: list[tuple[str, object]] = []
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            items.extend(_flatten(value, prefix=f"{name}."))
-        else:
-            items.append((name, value))
-    return items
 
 
 _GLOSSARY = """## How to read the scores
@@ -443,59 +388,6 @@ def _drawable_codepoints() -> frozenset[int]:
 
 
 # --- small formatting helpers ----------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _table(headers: list[str], rows: list[list[str]], *, numeric_from: int = 1) -> str:
-    """A Markdown table; columns from ``numeric_from`` on are right-aligned."""
-    aligns = ["---"] * numeric_from + ["---:"] * (len(headers) - numeric_from)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return "NaN" if math.isnan(value) else f"{value:.4f}"
-    return _escape(str(value))
-
-
-def _code(value: object) -> str:
-    text = str(value).replace("`", "'").replace("\n", " ")
-    return f"`{text}`"
-
-
-def _escape(text: str) -> str:
-    """Make text safe inside a Markdown table cell or list item."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _quote(label: str) -> str:
-    return f"'{_escape(label)}'"
-
-
-def _quote_list(labels: list[str]) -> str:
-    return ", ".join(_quote(label) for label in labels)
-
-
-def _times(count: int) -> str:
-    return "1 time" if count == 1 else f"{count} times"
-
-
-def _percent(fraction: float) -> str:
-    return f"{100 * fraction:.1f}%"
 
 
 def _display_width(text: str) -> int:

@@ -80,3 +80,8 @@ def recover_dir(path: Path) -> None:
     old = path.parent / f".{path.name}.old"
     if not path.exists() and old.exists():
         os.replace(old, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Atomically write a binary file."""
+    write_atomic(path, lambda p: p.write_bytes(data))
