@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from domainfit.cli import main
-from domainfit.data.text_stream import SourcedText, iter_texts, sample_texts
+from domainfit.data.corpus import SourcedText, iter_texts, sample_texts
 from domainfit.errors import DataError
 from domainfit.mining import KnnMiner, MiningOptions, leakage_key, mine, write_mining_outputs
 

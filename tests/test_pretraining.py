@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from domainfit.config import RunConfig, load_pretrain_config
-from domainfit.data.corpus import CorpusStream, StreamPosition, list_corpus_files, read_records, take_heldout
+from domainfit.data.corpus import CorpusStream, StreamPosition, list_text_files, read_records, take_heldout
 from domainfit.errors import ConfigError, DataError
 from domainfit.tasks import load_run_config as load_config
 
@@ -43,7 +43,7 @@ def test_resume_position_gives_the_same_next_texts_across_blocks_files_and_epoch
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.txt").write_text("".join(f"a{i}\n" for i in range(23)) + "\n\n", encoding="utf-8")
     (tmp_path / "corpus" / "b.jsonl").write_text("".join(json.dumps({"text": f"b{i}"}) + "\n" for i in range(17)), encoding="utf-8")
-    files = list_corpus_files(tmp_path / "corpus")
+    files = list_text_files(tmp_path / "corpus")
     heldout, exclude = take_heldout(files, size=5, stride=4, fmt="auto", column="text", encoding="utf-8")
     assert heldout == ["a0", "a4", "a8", "a12", "a16"]
     stream = CorpusStream(files, block=7, seed=3, exclude=exclude, group_size=group_size)
@@ -91,7 +91,7 @@ def test_formats_and_errors(tmp_path):
     with pytest.raises(DataError, match="no column 'body'"):
         list(read_records(csv_file, column="body"))
     with pytest.raises(DataError, match="not found"):
-        list_corpus_files(tmp_path / "missing")
+        list_text_files(tmp_path / "missing")
 
 
 def test_pretrain_config_is_strict(tmp_path):

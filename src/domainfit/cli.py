@@ -197,7 +197,7 @@ def _column(value: str) -> str | int:
 
 
 def _mine(args: argparse.Namespace) -> None:
-    from domainfit.data.text_stream import iter_texts, list_text_files
+    from domainfit.data.corpus import iter_texts, list_text_files
     from domainfit.mining import MiningOptions, load_task_texts, mine, write_mining_outputs
     from domainfit.models.embedding import SentenceEmbedder
 
@@ -243,7 +243,7 @@ def _mine(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from domainfit.data.text_stream import SourcedText, iter_texts, sample_texts
+    from domainfit.data.corpus import SourcedText, iter_texts, sample_texts
     from domainfit.evaluation.diagnostics import format_summary, inspect_corpus, write_inspect_outputs
     from domainfit.mining import load_task_texts
 

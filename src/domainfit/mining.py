@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from domainfit.data.corpus import SourcedText
 from domainfit.data.splits import normalize_text
-from domainfit.data.text_stream import SourcedText
 from domainfit.errors import DataError
 from domainfit.io.atomic import write_atomic, write_text_atomic
 from domainfit.models.embedding import Embedder
@@ -230,7 +230,7 @@ def mine(pool: Iterable[SourcedText], task_texts: Sequence[str], embed: Embedder
     """Select the pool texts nearest the task texts (kNN-TAPT), streaming the pool.
 
     Args:
-        pool: the unlabelled pool, streamed (see :func:`domainfit.data.text_stream.iter_texts`).
+        pool: the unlabelled pool, streamed (see :func:`domainfit.data.corpus.iter_texts`).
         task_texts: the task's training texts (the queries); duplicates are embedded once.
         embed: texts -> unit-length row vectors.
         exclude_texts: the task's validation and test texts: pool copies of them are never selected.

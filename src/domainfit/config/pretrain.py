@@ -15,7 +15,7 @@ from domainfit.errors import ConfigError
 class CorpusConfig:
     train: str = _f("", "Unlabelled text: a file or a folder of files (text: one document or sentence per line; JSONL; CSV/TSV with a header; JSON array).")
     validation: str | None = _f(None, "Held-out text for perplexity; if absent, validation_size texts are held out of the training corpus.")
-    format: str = _f("auto", "File format: auto (by extension: .txt/.jsonl/.csv/.tsv/.json), text, jsonl, csv, tsv, json.",
+    format: str = _f("auto", "File format: auto (by extension: .txt/.jsonl/.ndjson/.csv/.tsv/.json), text, jsonl, csv, tsv, json.",
                      choices=("auto", "text", "jsonl", "csv", "tsv", "json"))
     text_column: str = _f("text", "Column or JSON key holding the text (CSV/TSV/JSONL/JSON).")
     encoding: str = _f("utf-8", "Text encoding of the corpus files.")

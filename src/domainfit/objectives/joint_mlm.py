@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from domainfit.config import JointConfig, RunConfig
-from domainfit.data.corpus import CorpusStream, StreamPosition, list_corpus_files
+from domainfit.data.corpus import CorpusStream, StreamPosition, list_text_files
 from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import IGNORE_INDEX, MaskingCollator
 from domainfit.errors import ModelError
@@ -82,7 +82,8 @@ class JointMLMObjective(nn.Module):
 
         self.task_objective = task_objective
         self.joint, self.total_batches, self.batch_size = joint, max(total_batches, 1), batch_size
-        files = list_corpus_files(joint.corpus, key="joint.corpus") if joint.corpus else []
+        files = (list_text_files(joint.corpus, fmt=joint.corpus_format, key="joint.corpus")
+                 if joint.corpus else [])
         lexicon = Lexicon.from_file(joint.masking.lexicon, key="joint.masking.lexicon") if joint.masking.strategy == "knowledge" else None
         tokenizer = load_tokenizer(model_name)
         self.collator = MaskingCollator(tokenizer, joint.masking, max_length=max_length, text_prefix=text_prefix, lexicon=lexicon)

@@ -30,7 +30,7 @@ from domainfit.data.corpus import (
     StreamPosition,
     count_texts,
     describe_files,
-    list_corpus_files,
+    list_text_files,
     read_texts,
     take_heldout,
 )
@@ -70,11 +70,11 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     from torch.utils.tensorboard import SummaryWriter
 
     reading = {"fmt": cfg.corpus.format, "column": cfg.corpus.text_column, "encoding": cfg.corpus.encoding}
-    files = list_corpus_files(cfg.corpus.train)
+    files = list_text_files(cfg.corpus.train, fmt=cfg.corpus.format, key="corpus.train")
     lexicon = Lexicon.from_file(cfg.masking.lexicon) if cfg.masking.strategy == "knowledge" else None
     if cfg.corpus.validation:
-        heldout = read_texts(list_corpus_files(cfg.corpus.validation, key="corpus.validation"),
-                             limit=cfg.corpus.validation_size, **reading)
+        validation = list_text_files(cfg.corpus.validation, fmt=cfg.corpus.format, key="corpus.validation")
+        heldout = read_texts(validation, limit=cfg.corpus.validation_size, **reading)
         exclude: set[tuple[int, int]] = set()
     else:
         heldout, exclude = take_heldout(files, size=cfg.corpus.validation_size, stride=cfg.corpus.validation_stride, **reading)
