@@ -1,7 +1,7 @@
 """Config sections of the tasks and methods beyond plain text classification, with their cross-field checks.
 
 One dataclass per concern (``multi_label``, ``generation``, ``ner``, ``image``, ``joint``/``masking``, ``augment``,
-``peft``, ``regularization``); :mod:`domainfit.config.core` puts them on :class:`RunConfig` and calls the
+``peft``, ``regularization`` and its parts); :mod:`domainfit.config.core` puts them on :class:`RunConfig` and calls the
 ``_validate_*`` functions from ``validate``.
 """
 
@@ -142,18 +142,48 @@ class PeftConfig:
                    choices=("merged", "adapter"))
 
 
+# The `regularization:` section is one flat mapping in YAML (regularization.rdrop_alpha, .adversarial, ...), but
+# each remedy reads only its own part: one dataclass per part, and RegularizationConfig inherits them all, so the
+# YAML keys, their order and `domainfit config` stay as they were. The objective wrappers register the part they
+# read (domainfit.objectives.base.WRAPPERS); this layer stays pure data and imports none of them.
+
+
 @dataclass
-class RegularizationConfig:
+class TaskLossConfig:
+    """The task loss and its weighting (``domainfit.objectives.compose``)."""
+
     objective: str = _f("cross-entropy", "Task loss: cross-entropy or focal (Lin et al. 2017).")
     class_weights: str | dict[str, float] = _f("none", "Per-class loss weights: none, balanced (n / (k * count) from training label counts), or a mapping {label: weight}.")
     focal_gamma: float = _f(2.0, "Focal loss focusing parameter gamma (0 gives cross-entropy).", min=0.0)
     label_smoothing: float = _f(0.0, "Label smoothing (Szegedy et al. 2016).", min=0.0, max=0.5)
+
+
+@dataclass
+class RDropConfig:
+    """R-Drop's part of ``regularization`` (``domainfit.objectives.rdrop``)."""
+
     rdrop_alpha: float = _f(0.0, "R-Drop (Liang et al. 2021): weight of the symmetric KL between two dropout passes (0: off).", min=0.0)
+
+@dataclass
+class SamplingConfig:
+    """Oversampling: read by the task when it builds the training sampler, not by the objective."""
+
     oversample: bool = _f(False, "Oversample rare classes so every class is seen equally often per epoch.")
+
+
+@dataclass
+class AdversarialConfig:
+    """Adversarial training's part of ``regularization`` (``domainfit.objectives.adversarial``)."""
+
     adversarial: str = _f("none", "Adversarial training on the word embeddings: none, fgm, pgd, freelb.")
     adv_epsilon: float = _f(1.0, "Adversarial perturbation radius (L2 per example).", min_exclusive=0.0)
     adv_alpha: float = _f(0.3, "PGD/FreeLB ascent step size.", min_exclusive=0.0)
     adv_steps: int = _f(3, "PGD/FreeLB ascent steps K.", min=1)
+
+@dataclass
+class RegularizationConfig(AdversarialConfig, SamplingConfig, RDropConfig, TaskLossConfig):
+    """The flat ``regularization:`` section: every part's fields (dataclasses take a subclass's inherited
+    fields from the last base first, so the keys keep their order: task loss, R-Drop, oversample, adversarial)."""
 
 
 def _validate_token_classification(cfg: RunConfig, source: Path | None) -> None:
