@@ -32,7 +32,8 @@ class MultiLabelConfig:
 
 @dataclass
 class GenerationConfig:
-    """Settings of the ``generation`` task (instruction -> response fine-tuning of a causal LM)."""
+    """Settings of the ``generation`` task (instruction -> response fine-tuning of a causal LM); its LoRA
+    settings are the ``peft`` section's (see :data:`TASK_DEFAULTS`)."""
 
     instruction_key: str = _f("instruction", "JSONL key holding the instruction (the question or task).")
     input_key: str = _f("input", "JSONL key holding optional extra input (e.g. a clinical note); may be absent.")
@@ -41,11 +42,6 @@ class GenerationConfig:
     system_prompt: str | None = _f(None, "System message for chat templates (null: the template's own default).")
     prompt_template: str = _f("### Instruction:\n{instruction}\n\n{input_block}### Response:\n",
                               "Plain prompt when no chat template is used; {input_block} is '### Input:\\n<input>\\n\\n' or empty.")
-    method: str = _f("lora", "Fine-tuning method: 'lora' (PEFT low-rank adapters, Hu et al. 2021) or 'full'.", choices=("lora", "full"))
-    lora_r: int = _f(8, "LoRA rank.", min=1)
-    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).", min=1)
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", min=0.0, max=0.9)
-    lora_target_modules: str = _f("all-linear", "Modules to adapt: 'all-linear' or comma-separated names, e.g. 'q_proj,v_proj'.")
     save_merged: bool = _f(True, "With LoRA, also write the merged plain model into model/ (the adapter goes to model/adapter/).")
     max_new_tokens: int = _f(64, "Longest generated response, in tokens (final ROUGE-L and predict).", min=1)
     rouge_max_examples: int = _f(50, "Generate for at most this many validation/test examples at the end for ROUGE-L (0: skip).", min=0)
@@ -132,15 +128,38 @@ class AugmentConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = _f("none", "Parameter-efficient fine-tuning: none (all weights), lora, ia3, houlsby (see docs/robust.md).")
+    method: str = _f("none", "Parameter-efficient fine-tuning: none (all weights), lora, ia3, houlsby "
+                     "(see docs/robust.md). The generation task takes lora (its default there, with "
+                     "dropout 0.05 and target_modules all-linear) or none.")
     r: int = _f(8, "LoRA rank.", min=1)
     alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by alpha / r).", min_exclusive=0.0)
     dropout: float = _f(0.1, "Dropout on the LoRA input.", min=0.0, max=0.9)
-    target_modules: str = _f("", "Comma-separated module names to adapt (LoRA/IA3), e.g. 'query,value'; empty: peft's default for the architecture.")
+    target_modules: str = _f("", "Comma-separated module names to adapt (LoRA/IA3), e.g. 'query,value'; "
+                             "empty: peft's default for the architecture; the generation task also takes "
+                             "'all-linear' (its default there).")
     adapter_size: int = _f(64, "Houlsby adapters: bottleneck width.", min=1)
     save: str = _f("merged", "Saved model: merged (plain Hugging Face folder; LoRA/IA3 merged into the weights) or adapter (adapter weights + a reference to the base model).",
                    choices=("merged", "adapter"))
 
+
+# Defaults a task gives a shared section, applied under the YAML file and the overrides (class defaults <
+# these < YAML < overrides). A causal LM trains LoRA adapters on every linear layer by default: fully
+# fine-tuning even a 135M-parameter decoder on a CPU costs far more time and memory (docs/generation.md).
+TASK_DEFAULTS: dict[str, dict[str, dict[str, object]]] = {
+    "generation": {"peft": {"method": "lora", "dropout": 0.05, "target_modules": "all-linear"}},
+}
+
+# Keys that moved to another section: the old key is refused with its new name, never silently ignored.
+# old dotted key -> (new dotted key, how to rewrite the old value)
+MOVED_KEYS: dict[str, tuple[str, str]] = {
+    "generation.method": ("peft.method", "write peft.method: lora, or peft.method: none to train every "
+                                         "weight (what 'full' was)."),
+    "generation.lora_r": ("peft.r", "rename it to peft.r (same value)."),
+    "generation.lora_alpha": ("peft.alpha", "rename it to peft.alpha (same value)."),
+    "generation.lora_dropout": ("peft.dropout", "rename it to peft.dropout (same value)."),
+    "generation.lora_target_modules": ("peft.target_modules",
+                                       "rename it to peft.target_modules (same value)."),
+}
 
 # The `regularization:` section is one flat mapping in YAML (regularization.rdrop_alpha, .adversarial, ...), but
 # each remedy reads only its own part: one dataclass per part, and RegularizationConfig inherits them all, so the
