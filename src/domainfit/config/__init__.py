@@ -20,6 +20,7 @@ from domainfit.config.core import (
 )
 from domainfit.config.pretrain import CorpusConfig, PretrainConfig, PretrainTrainConfig, load_pretrain_config
 from domainfit.config.sections import (
+                                   AdversarialConfig,
                                    AugmentConfig,
                                    GenerationConfig,
                                    ImageConfig,
@@ -28,12 +29,16 @@ from domainfit.config.sections import (
                                    MultiLabelConfig,
                                    NerConfig,
                                    PeftConfig,
+                                   RDropConfig,
                                    RegularizationConfig,
+                                   SamplingConfig,
+                                   TaskLossConfig,
 )
 
 __all__ = [
-    "AugmentConfig", "CorpusConfig", "DataConfig", "GenerationConfig", "ImageConfig", "JointConfig", "MaskingConfig",
-    "ModelConfig", "MultiLabelConfig", "NerConfig", "OutputConfig", "PeftConfig", "PretrainConfig",
-    "PretrainTrainConfig", "RegularizationConfig", "RunConfig", "TrainConfig", "describe_fields", "dump_yaml",
-    "load_config", "load_pretrain_config", "to_dict", "validate",
+    "AdversarialConfig", "AugmentConfig", "CorpusConfig", "DataConfig", "GenerationConfig", "ImageConfig",
+    "JointConfig", "MaskingConfig", "ModelConfig", "MultiLabelConfig", "NerConfig", "OutputConfig", "PeftConfig",
+    "PretrainConfig", "PretrainTrainConfig", "RDropConfig", "RegularizationConfig", "RunConfig", "SamplingConfig",
+    "TaskLossConfig", "TrainConfig", "describe_fields", "dump_yaml", "load_config", "load_pretrain_config", "to_dict",
+    "validate",
 ]

@@ -23,6 +23,8 @@ import yaml
 
 from domainfit.config.fields import INT_MAX, SEED_MAX, _f
 from domainfit.config.sections import (
+    MOVED_KEYS,
+    TASK_DEFAULTS,
     AugmentConfig,
     GenerationConfig,
     ImageConfig,
@@ -135,7 +137,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation and selection."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where results go."})
     multi_label: MultiLabelConfig = field(default_factory=MultiLabelConfig, metadata={"help": "Multi-label classification (task: multi-label-classification)."})
-    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "Generation task: prompts, LoRA, decoding."})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={
+        "help": "Generation task: prompts, decoding, saving (LoRA: the peft section)."})
     ner: NerConfig = field(default_factory=NerConfig, metadata={"help": "Token classification (task: token-classification): file format, windows."})
     image: ImageConfig = field(default_factory=ImageConfig, metadata={"help": "Image tasks: class layout, size, augmentation."})
     joint: JointConfig = field(default_factory=JointConfig, metadata={"help": "Optional masked-LM loss on domain text alongside the task (joint objective)."})
@@ -159,7 +162,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         A validated :class:`RunConfig`. Data paths relative to the config file are resolved against the
         current directory first, then the config file's folder.
     """
-    raw = _read_raw(path, overrides)
+    raw = _with_task_defaults(_read_raw(path, overrides))
     cfg = _build(RunConfig, raw, prefix="", source=path)
     validate(cfg, source=path)
     if path is not None:
@@ -190,6 +193,20 @@ def _read_raw(path: str | Path | None, overrides: list[str] | None) -> dict[str,
     return raw
 
 
+def _with_task_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the task's own defaults (:data:`TASK_DEFAULTS`) under what the file and overrides set."""
+    task = raw.get("task")
+    if not isinstance(task, str):  # absent (the default task has none), or a bad value that _build reports
+        return raw
+    for section, defaults in TASK_DEFAULTS.get(task, {}).items():
+        given = raw.get(section)
+        if given is None:
+            raw[section] = dict(defaults)
+        elif isinstance(given, dict):  # anything else is refused by _build, naming the section
+            raw[section] = {**defaults, **given}
+    return raw
+
+
 def _set_dotted(raw: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = raw
@@ -213,6 +230,9 @@ def _build(cls: type, raw: Any, *, prefix: str, source: Path | None) -> Any:
     kwargs = {}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
+        if key not in fields and dotted in MOVED_KEYS:
+            new_key, fix = MOVED_KEYS[dotted]
+            raise ConfigError(f"this key has moved to {new_key!r}", path=source, key=dotted, fix=fix)
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f"Did you mean '{prefix}{near[0]}'? " if near else ""

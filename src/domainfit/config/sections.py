@@ -1,7 +1,7 @@
 """Config sections of the tasks and methods beyond plain text classification, with their cross-field checks.
 
 One dataclass per concern (``multi_label``, ``generation``, ``ner``, ``image``, ``joint``/``masking``, ``augment``,
-``peft``, ``regularization``); :mod:`domainfit.config.core` puts them on :class:`RunConfig` and calls the
+``peft``, ``regularization`` and its parts); :mod:`domainfit.config.core` puts them on :class:`RunConfig` and calls the
 ``_validate_*`` functions from ``validate``.
 """
 
@@ -32,7 +32,8 @@ class MultiLabelConfig:
 
 @dataclass
 class GenerationConfig:
-    """Settings of the ``generation`` task (instruction -> response fine-tuning of a causal LM)."""
+    """Settings of the ``generation`` task (instruction -> response fine-tuning of a causal LM); its LoRA
+    settings are the ``peft`` section's (see :data:`TASK_DEFAULTS`)."""
 
     instruction_key: str = _f("instruction", "JSONL key holding the instruction (the question or task).")
     input_key: str = _f("input", "JSONL key holding optional extra input (e.g. a clinical note); may be absent.")
@@ -41,11 +42,6 @@ class GenerationConfig:
     system_prompt: str | None = _f(None, "System message for chat templates (null: the template's own default).")
     prompt_template: str = _f("### Instruction:\n{instruction}\n\n{input_block}### Response:\n",
                               "Plain prompt when no chat template is used; {input_block} is '### Input:\\n<input>\\n\\n' or empty.")
-    method: str = _f("lora", "Fine-tuning method: 'lora' (PEFT low-rank adapters, Hu et al. 2021) or 'full'.", choices=("lora", "full"))
-    lora_r: int = _f(8, "LoRA rank.", min=1)
-    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).", min=1)
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", min=0.0, max=0.9)
-    lora_target_modules: str = _f("all-linear", "Modules to adapt: 'all-linear' or comma-separated names, e.g. 'q_proj,v_proj'.")
     save_merged: bool = _f(True, "With LoRA, also write the merged plain model into model/ (the adapter goes to model/adapter/).")
     max_new_tokens: int = _f(64, "Longest generated response, in tokens (final ROUGE-L and predict).", min=1)
     rouge_max_examples: int = _f(50, "Generate for at most this many validation/test examples at the end for ROUGE-L (0: skip).", min=0)
@@ -132,28 +128,81 @@ class AugmentConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = _f("none", "Parameter-efficient fine-tuning: none (all weights), lora, ia3, houlsby (see docs/robust.md).")
+    method: str = _f("none", "Parameter-efficient fine-tuning: none (all weights), lora, ia3, houlsby "
+                     "(see docs/robust.md). The generation task takes lora (its default there, with "
+                     "dropout 0.05 and target_modules all-linear) or none.")
     r: int = _f(8, "LoRA rank.", min=1)
     alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by alpha / r).", min_exclusive=0.0)
     dropout: float = _f(0.1, "Dropout on the LoRA input.", min=0.0, max=0.9)
-    target_modules: str = _f("", "Comma-separated module names to adapt (LoRA/IA3), e.g. 'query,value'; empty: peft's default for the architecture.")
+    target_modules: str = _f("", "Comma-separated module names to adapt (LoRA/IA3), e.g. 'query,value'; "
+                             "empty: peft's default for the architecture; the generation task also takes "
+                             "'all-linear' (its default there).")
     adapter_size: int = _f(64, "Houlsby adapters: bottleneck width.", min=1)
     save: str = _f("merged", "Saved model: merged (plain Hugging Face folder; LoRA/IA3 merged into the weights) or adapter (adapter weights + a reference to the base model).",
                    choices=("merged", "adapter"))
 
 
+# Defaults a task gives a shared section, applied under the YAML file and the overrides (class defaults <
+# these < YAML < overrides). A causal LM trains LoRA adapters on every linear layer by default: fully
+# fine-tuning even a 135M-parameter decoder on a CPU costs far more time and memory (docs/generation.md).
+TASK_DEFAULTS: dict[str, dict[str, dict[str, object]]] = {
+    "generation": {"peft": {"method": "lora", "dropout": 0.05, "target_modules": "all-linear"}},
+}
+
+# Keys that moved to another section: the old key is refused with its new name, never silently ignored.
+# old dotted key -> (new dotted key, how to rewrite the old value)
+MOVED_KEYS: dict[str, tuple[str, str]] = {
+    "generation.method": ("peft.method", "write peft.method: lora, or peft.method: none to train every "
+                                         "weight (what 'full' was)."),
+    "generation.lora_r": ("peft.r", "rename it to peft.r (same value)."),
+    "generation.lora_alpha": ("peft.alpha", "rename it to peft.alpha (same value)."),
+    "generation.lora_dropout": ("peft.dropout", "rename it to peft.dropout (same value)."),
+    "generation.lora_target_modules": ("peft.target_modules",
+                                       "rename it to peft.target_modules (same value)."),
+}
+
+# The `regularization:` section is one flat mapping in YAML (regularization.rdrop_alpha, .adversarial, ...), but
+# each remedy reads only its own part: one dataclass per part, and RegularizationConfig inherits them all, so the
+# YAML keys, their order and `domainfit config` stay as they were. The objective wrappers register the part they
+# read (domainfit.objectives.base.WRAPPERS); this layer stays pure data and imports none of them.
+
+
 @dataclass
-class RegularizationConfig:
+class TaskLossConfig:
+    """The task loss and its weighting (``domainfit.objectives.compose``)."""
+
     objective: str = _f("cross-entropy", "Task loss: cross-entropy or focal (Lin et al. 2017).")
     class_weights: str | dict[str, float] = _f("none", "Per-class loss weights: none, balanced (n / (k * count) from training label counts), or a mapping {label: weight}.")
     focal_gamma: float = _f(2.0, "Focal loss focusing parameter gamma (0 gives cross-entropy).", min=0.0)
     label_smoothing: float = _f(0.0, "Label smoothing (Szegedy et al. 2016).", min=0.0, max=0.5)
+
+
+@dataclass
+class RDropConfig:
+    """R-Drop's part of ``regularization`` (``domainfit.objectives.rdrop``)."""
+
     rdrop_alpha: float = _f(0.0, "R-Drop (Liang et al. 2021): weight of the symmetric KL between two dropout passes (0: off).", min=0.0)
+
+@dataclass
+class SamplingConfig:
+    """Oversampling: read by the task when it builds the training sampler, not by the objective."""
+
     oversample: bool = _f(False, "Oversample rare classes so every class is seen equally often per epoch.")
+
+
+@dataclass
+class AdversarialConfig:
+    """Adversarial training's part of ``regularization`` (``domainfit.objectives.adversarial``)."""
+
     adversarial: str = _f("none", "Adversarial training on the word embeddings: none, fgm, pgd, freelb.")
     adv_epsilon: float = _f(1.0, "Adversarial perturbation radius (L2 per example).", min_exclusive=0.0)
     adv_alpha: float = _f(0.3, "PGD/FreeLB ascent step size.", min_exclusive=0.0)
     adv_steps: int = _f(3, "PGD/FreeLB ascent steps K.", min=1)
+
+@dataclass
+class RegularizationConfig(AdversarialConfig, SamplingConfig, RDropConfig, TaskLossConfig):
+    """The flat ``regularization:`` section: every part's fields (dataclasses take a subclass's inherited
+    fields from the last base first, so the keys keep their order: task loss, R-Drop, oversample, adversarial)."""
 
 
 def _validate_token_classification(cfg: RunConfig, source: Path | None) -> None:

@@ -104,16 +104,16 @@ def write_generation_model_card(model_dir: Path, *, cfg: dict[str, Any], results
     """``README.md`` of the model folder: what it is, how to load it, how good it is."""
     split = "test" if "test" in results else "validation"
     final = results.get(split) or {}
-    g = cfg["generation"]
+    method = "lora" if cfg["peft"]["method"] == "lora" else "full"  # LoRA settings: the peft section
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [domainfit]", "---", "",
              f"# {Path(cfg['output']['dir']).name}", "",
-             f"A causal LM fine-tuned ({g['method']}) from `{cfg['model']['name']}` with domainfit {__version__} to answer "
+             f"A causal LM fine-tuned ({method}) from `{cfg['model']['name']}` with domainfit {__version__} to answer "
              "instructions.", "", "## Use", "", "```python", "import domainfit",
              'gen = domainfit.load("PATH/TO/THIS/FOLDER")',
              'gen.predict([{"instruction": "...", "input": "..."}])', "```", "",
              "or `domainfit predict THIS_FOLDER input.jsonl --output answers.jsonl`. The merged weights load with "
              "`AutoModelForCausalLM.from_pretrained(THIS_FOLDER)`; prompts must use the format in `domainfit.json`."]
-    if g["method"] == "lora":
+    if method == "lora":
         lines += ["", "The LoRA adapter alone is in `adapter/` (`peft.PeftModel.from_pretrained(base_model, 'adapter')`)."]
     lines += ["", f"## Results ({split} set)", "", "| metric | base model | fine-tuned |", "|---|---:|---:|"]
     if "perplexity" in final:

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from domainfit.config import GenerationConfig
+from domainfit.config import PeftConfig
 from domainfit.errors import MissingExtraError, ModelError
 from domainfit.models.loading import load_pretrained
 
@@ -90,23 +90,28 @@ def load_causal_lm(name: str, *, attn_implementation: str = "sdpa") -> tuple[nn.
     return model, tokenizer
 
 
-def apply_lora(model: nn.Module, cfg: GenerationConfig) -> nn.Module:
-    """Freeze ``model`` and add trainable LoRA adapters as ``cfg`` says; logs the trainable share."""
-    _require("peft", "LoRA fine-tuning (generation.method: lora)")
+def apply_lora(model: nn.Module, cfg: PeftConfig) -> nn.Module:
+    """Freeze ``model`` and add trainable LoRA adapters as the ``peft`` section says; logs the share trained.
+
+    ``cfg.target_modules`` is 'all-linear' (every linear layer but the output), comma-separated names, or
+    empty (peft's default for the architecture).
+    """
+    _require("peft", "LoRA fine-tuning (peft.method: lora)")
     from peft import LoraConfig, TaskType, get_peft_model
 
-    targets: str | list[str] = cfg.lora_target_modules.strip()
+    targets: str | list[str] | None = cfg.target_modules.strip()
     if targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=targets)
+        targets = [t.strip() for t in targets.split(",") if t.strip()] or None
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha,
+                      lora_dropout=cfg.dropout, target_modules=targets)
     try:
         wrapped = get_peft_model(model, lora)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
-        raise ModelError(f"LoRA could not be applied: {e}", key="generation.lora_target_modules",
+        raise ModelError(f"LoRA could not be applied: {e}", key="peft.target_modules",
                          fix="use 'all-linear' or names of linear layers of this model (e.g. q_proj,v_proj).") from e
     trainable, total = trainable_parameters(wrapped)
-    log.info("LoRA r=%d: %d of %d parameters trainable (%.2f%%)", cfg.lora_r, trainable, total, 100 * trainable / total)
+    log.info("LoRA r=%d: %d of %d parameters trainable (%.2f%%)", cfg.r, trainable, total,
+             100 * trainable / total)
     return wrapped
 
 

@@ -29,7 +29,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from domainfit.config import AdversarialConfig
 from domainfit.errors import ModelError
+from domainfit.objectives.base import WRAPPERS, ObjectiveWrapper
 from domainfit.registry import Registry
 
 ADVERSARIAL: Registry = Registry("adversarial method")
@@ -155,3 +157,14 @@ class FreeLB(_AdversarialObjective):
                 (g,) = torch.autograd.grad(loss, hook.delta, retain_graph=True)
                 delta = self._ascend(delta, g)
         return torch.stack(losses).mean(), delta
+
+
+def wrap_adversarial(base: nn.Module, settings: AdversarialConfig) -> nn.Module:
+    """Wrap ``base`` in the adversarial method ``settings.adversarial`` names (fgm, pgd, freelb)."""
+    method = ADVERSARIAL.get(settings.adversarial, key="regularization.adversarial")
+    return method(base, epsilon=settings.adv_epsilon, alpha=settings.adv_alpha, steps=settings.adv_steps)
+
+
+WRAPPERS.register("adversarial", ObjectiveWrapper(
+    config=AdversarialConfig, enabled=lambda settings: settings.adversarial != "none", create=wrap_adversarial,
+))

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domainfit.objectives.base import OBJECTIVES
+from domainfit.config import RDropConfig
+from domainfit.objectives.base import OBJECTIVES, WRAPPERS, ObjectiveWrapper
 
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
@@ -57,3 +58,10 @@ class RDropObjective(nn.Module):
         result["rdrop_loss"] = kl.detach()
         result["logits"] = out["logits"][: first.shape[0]]
         return result
+
+
+WRAPPERS.register("rdrop", ObjectiveWrapper(
+    config=RDropConfig,
+    enabled=lambda settings: settings.rdrop_alpha > 0,
+    create=lambda base, settings: RDropObjective(base, alpha=settings.rdrop_alpha),
+))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from domainfit.config import RunConfig
+from domainfit.config import PeftConfig, RunConfig
 from domainfit.data.batching import pad_batch
 from domainfit.data.instructions import PromptFormat, deduplicate, encode_pair, read_instructions, split_off
 from domainfit.errors import ConfigError
@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 SELECTION_METRICS = ("perplexity", "nll_per_token", "loss")
 
 
+def method_name(cfg: RunConfig) -> str:
+    """'lora' or 'full': the fine-tuning method as run.json and domainfit.json name it."""
+    return "lora" if cfg.peft.method == "lora" else "full"
+
+
 def prompt_format(cfg: RunConfig) -> PromptFormat:
     g = cfg.generation
     return PromptFormat(use_chat_template=g.use_chat_template, system_prompt=g.system_prompt,
@@ -56,8 +61,22 @@ class GenerationTask(Task):
     """Instruction -> response fine-tuning of a causal LM, with the loss masked to the response."""
 
     name = "generation"
-    sections = frozenset({"generation"})
+    sections = frozenset({"generation", "peft"})
     # task-owned report, model card and terminal table (the loop falls back to classification's otherwise)
+
+    def check_own_config(self, cfg: RunConfig, source: Path | None = None) -> None:
+        """``peft``: LoRA (the default here) or none (every weight); the adapter goes to model/adapter/."""
+        if cfg.peft.method not in ("lora", "none"):
+            raise ConfigError(f"the generation task trains LoRA adapters or every weight, not "
+                              f"{cfg.peft.method!r}", path=source, key="peft.method",
+                              fix="set peft.method: lora, or peft.method: none to train every weight.")
+        if cfg.peft.save != PeftConfig().save:
+            raise ConfigError("the generation task always writes its LoRA adapter to model/adapter/, so this "
+                              "setting would be ignored", path=source, key="peft.save",
+                              fix="remove peft.save; generation.save_merged: false writes the adapter alone.")
+        if cfg.peft.adapter_size != PeftConfig().adapter_size:
+            raise ConfigError("adapter_size is for Houlsby adapters, which the generation task does not "
+                              "train", path=source, key="peft.adapter_size", fix="remove peft.adapter_size.")
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         if cfg.train.best_metric not in SELECTION_METRICS:
@@ -96,10 +115,10 @@ class GenerationTask(Task):
         model, tokenizer = load_causal_lm(cfg.model.name, attn_implementation=cfg.model.attn_implementation)
         if cfg.model.freeze_embeddings:  # a tied output projection (most small decoders) stays fixed with it
             freeze_word_embeddings(model)
-        if cfg.generation.method == "lora":
-            model = apply_lora(model, cfg.generation)
+        if cfg.peft.method == "lora":
+            model = apply_lora(model, cfg.peft)
         trainable, total = trainable_parameters(model)
-        data.info["parameters"] = {"trainable": trainable, "total": total, "method": cfg.generation.method}
+        data.info["parameters"] = {"trainable": trainable, "total": total, "method": method_name(cfg)}
         return model, tokenizer
 
     def encode(self, examples: list[Any], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
@@ -159,7 +178,7 @@ class GenerationTask(Task):
     @contextlib.contextmanager
     def _base_model(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> Iterator[nn.Module]:
         """The model before fine-tuning: LoRA switched off, or (full fine-tuning) the base reloaded."""
-        if cfg.generation.method == "lora":
+        if cfg.peft.method == "lora":
             with model.disable_adapter():
                 yield model
         else:
@@ -168,9 +187,9 @@ class GenerationTask(Task):
 
     # -- the shipped folder ---------------------------------------------------------------------------
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
-        g = cfg.generation
-        merged = g.method == "full" or g.save_merged
-        if g.method == "lora":
+        g, lora = cfg.generation, cfg.peft.method == "lora"
+        merged = not lora or g.save_merged
+        if lora:
             model.save_pretrained(out_dir / ADAPTER_DIR)  # adapter_model.safetensors + adapter_config.json
             if merged:
                 copy.deepcopy(model).merge_and_unload().save_pretrained(out_dir, safe_serialization=True)
@@ -178,10 +197,10 @@ class GenerationTask(Task):
             model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         meta = {
-            "task": self.name, "base_model": cfg.model.name, "method": g.method, "merged": merged,
-            "adapter": ADAPTER_DIR if g.method == "lora" else None,
-            "lora": {"r": g.lora_r, "alpha": g.lora_alpha, "dropout": g.lora_dropout,
-                     "target_modules": g.lora_target_modules} if g.method == "lora" else None,
+            "task": self.name, "base_model": cfg.model.name, "method": method_name(cfg), "merged": merged,
+            "adapter": ADAPTER_DIR if lora else None,
+            "lora": {"r": cfg.peft.r, "alpha": cfg.peft.alpha, "dropout": cfg.peft.dropout,
+                     "target_modules": cfg.peft.target_modules} if lora else None,
             "max_length": cfg.model.max_length, "max_new_tokens": g.max_new_tokens, "decoding": "greedy",
             "prompt": prompt_format(cfg).to_dict(),
             "keys": {"instruction": g.instruction_key, "input": g.input_key, "response": g.response_key},
