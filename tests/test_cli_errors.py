@@ -4,6 +4,7 @@ no traceback, and nothing written to the output folder."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -274,3 +275,16 @@ def test_evaluate_column_number_out_of_range_exits_2(tmp_path, tiny_bert, capsys
     err = capsys.readouterr().err
     assert code == 2 and "column 3" in err and "Traceback" not in err
     assert not (tmp_path / "ev").exists()
+
+
+def test_offline_fails_at_once_for_a_hub_model(tmp_path):
+    """--offline never waits for the network: an uncached hub id is one message naming offline mode, exit 2."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model:\n  name: some-org/not-cached-model\ndata:\n  train: {tmp_path / 'x.csv'}\n")
+    (tmp_path / "x.csv").write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(40)))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache
+    proc = subprocess.run([sys.executable, "-m", "domainfit", "--offline", "train", str(cfg),
+                           f"output.dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "offline" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "some-org/not-cached-model" in proc.stderr and "offline mode" in proc.stderr

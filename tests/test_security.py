@@ -249,3 +249,23 @@ def test_a_failing_or_interrupted_run_says_so_in_run_json(tmp_path, tiny_bert, p
 def test_an_unusable_output_folder_is_refused_before_any_work(tmp_path, tiny_bert, phrasebank_split):
     proc = _run("train", str(_config(tmp_path, tiny_bert, phrasebank_split, Path("/proc/domainfit-run"))))
     assert proc.returncode == 2 and "output.dir" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_disk_and_keeps_the_previous_one(tmp_path, tiny_bert, monkeypatch):
+    import errno
+
+    from domainfit.training import checkpoint
+
+    model, optimizer, scheduler = _tiny_parts(tiny_bert)
+    manager = CheckpointManager(tmp_path)
+    manager.save(TrainState(step=1), model, optimizer, scheduler)
+
+    def full(path, tree):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_state", full)
+    with pytest.raises(DomainfitError, match="disk is full.*step-0000002; the previous checkpoint step-0000001 is"):
+        manager.save(TrainState(step=2), model, optimizer, scheduler)
+    monkeypatch.undo()
+    assert manager.load(model, optimizer, scheduler).step == 1
+    assert not list((tmp_path / "checkpoints").glob(".step-*"))  # no half-written folder left

@@ -337,6 +337,10 @@ def _positive_int(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
     parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
+    parser.add_argument("--offline", action="store_true",
+                        help="never touch the network: a model that is not a local folder, a built-in name or already "
+                             "in the Hugging Face cache fails at once with what to do (also: DOMAINFIT_OFFLINE=1 or "
+                             "HF_HUB_OFFLINE=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune from a YAML config")
@@ -440,9 +444,17 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def go_offline() -> None:
+    """Make every Hugging Face library fail at once instead of trying the network (air-gapped machines)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[name] = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if args.offline or os.environ.get("DOMAINFIT_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        go_offline()  # before anything imports huggingface_hub, which reads these once
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "accelerate", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -225,12 +225,13 @@ def load_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any
             raise ModelError(f"could not load the model in {path}: {e}", key="model.name",
                              fix="check that the folder holds config.json and weights (model.safetensors or pytorch_model.bin).") from e
         if is_offline():
-            fix = ("HF_HUB_OFFLINE is set, so only models already in the Hugging Face cache can be used: unset it on a "
-                   "machine with internet, download the model there (`hf download " + name + "`) and copy the folder "
-                   f"here, then set model.name to that folder; or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+            fix = ("offline mode (--offline, DOMAINFIT_OFFLINE or HF_HUB_OFFLINE) allows only models already in the "
+                   "Hugging Face cache: on a machine with internet, download the model (`hf download " + name + "`), "
+                   f"copy the folder here and set model.name to it; or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
         else:
             fix = ("check the model id on huggingface.co; if this machine has no internet, download the model elsewhere, "
-                   f"copy the folder here and set model.name to it, or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+                   f"copy the folder here and set model.name to it, or use a built-in name: {', '.join(BUILTIN_MODELS)}; "
+                   "run with --offline to fail at once instead of waiting for the network.")
         raise ModelError(f"cannot load model {name!r}: it is not a local folder, and the hub could not provide it",
                          key="model.name", fix=fix) from e
 

@@ -15,10 +15,8 @@ run removes those of processes that no longer exist (killed with ``kill -9``, or
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from domainfit.errors import DataError, DomainfitError
+from domainfit.io.disk import disk_full
 
 TMP_SUFFIX = ".tmp"
 
@@ -161,25 +160,13 @@ def remove_stale_temps(out: Path) -> list[Path]:
 
 def output_error(error: OSError, out: Path) -> DomainfitError:
     """A write failure as one message: a full disk names the disk and its free space."""
-    folder = out.parent if out.parent.exists() else Path(".")
     kept = "the previous file is unchanged" if out.is_file() else "nothing was written"
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        usage = shutil.disk_usage(folder)
-        what = "disk quota exceeded" if error.errno == errno.EDQUOT else "the disk is full"
-        return DomainfitError(f"{what} while writing the output ({_size(usage.free)} free of "
-                              f"{_size(usage.total)} on the disk holding {folder.absolute()}); {kept}",
-                              path=out,
+    full = disk_full(error, out.parent)
+    if full:
+        return DomainfitError(f"{full} while writing the output; {kept}", path=out,
                               fix="free some space on that disk, or write --output to another disk.")
     return DomainfitError(f"cannot write the output: {error.strerror or error}; {kept}", path=out,
                           fix="check the disk and the folder's permissions, or choose another --output.")
-
-
-def _size(n_bytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n_bytes < 1024:
-            return f"{n_bytes:.0f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TB"
 
 
 @contextlib.contextmanager

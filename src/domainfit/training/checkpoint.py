@@ -33,6 +33,7 @@ from safetensors.torch import load_model, save_model
 
 from domainfit.errors import DomainfitError
 from domainfit.io.atomic import atomic_dir, write_atomic, write_text_atomic
+from domainfit.io.disk import disk_full
 from domainfit.io.run_folder import contained
 from domainfit.io.state_files import load_state, save_state
 
@@ -87,14 +88,23 @@ class CheckpointManager:
              objective: torch.nn.Module | None = None) -> Path:
         name = f"step-{state.step:07d}"
         target = self.dir / name
-        with atomic_dir(target) as tmp:
-            save_model(model, str(tmp / "model.safetensors"))
-            save_state(tmp / "optimizer.safetensors", optimizer.state_dict())
-            save_state(tmp / "scheduler.safetensors", scheduler.state_dict())
-            save_state(tmp / "rng.safetensors", _rng_state())
-            if objective is not None and any(True for _ in objective.parameters()):
-                save_model(objective, str(tmp / "objective.safetensors"))
-            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
+        try:
+            with atomic_dir(target) as tmp:
+                save_model(model, str(tmp / "model.safetensors"))
+                save_state(tmp / "optimizer.safetensors", optimizer.state_dict())
+                save_state(tmp / "scheduler.safetensors", scheduler.state_dict())
+                save_state(tmp / "rng.safetensors", _rng_state())
+                if objective is not None and any(True for _ in objective.parameters()):
+                    save_model(objective, str(tmp / "objective.safetensors"))
+                (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
+        except OSError as e:  # the step folder is written whole or not at all: the previous one is untouched
+            full = disk_full(e, self.dir)
+            if not full:
+                raise
+            previous = self.latest()
+            kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+            raise DomainfitError(f"{full} while writing checkpoint {name}; {kept}", path=self.dir,
+                                 fix="free some space on that disk, then continue with --resume.") from e
         write_text_atomic(self.dir / "latest", name)
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
             if old.name == name:
