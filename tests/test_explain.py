@@ -211,6 +211,25 @@ def test_aopc_perfect_attribution_beats_random():
     assert one["sufficiency"] == pytest.approx(0.0)
 
 
+def test_aopc_scores_each_bin_of_each_text():
+    """Two texts, two bins: each (text, bin) is scored on its own perturbed text with its own target."""
+    words = [["good", "good"] + ["the"] * 8, ["bad"] + ["the"] * 9]
+    scores = [[1.0, 0.9] + [0.0] * 8, [1.0] + [0.0] * 9]
+    result = aopc(words, scores, [1, 0], _keyword_model, percents=(10, 20))
+    p = [_keyword_model([" ".join(w)])[0] for w in words]
+    s1, s2 = 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-4))
+    # text 1 (target positive): top 10 % removes one 'good', top 20 % both; text 2 (target negative):
+    # removing 'bad' drops p(negative) from sigmoid(2) to 0.5 in both bins
+    comp_10 = ((p[0][1] - s1) + (p[1][0] - 0.5)) / 2
+    comp_20 = ((p[0][1] - 0.5) + (p[1][0] - 0.5)) / 2
+    assert p[0][1] == pytest.approx(s2)
+    assert result["by_percent"][10]["comprehensiveness"] == pytest.approx(comp_10)
+    assert result["by_percent"][20]["comprehensiveness"] == pytest.approx(comp_20)
+    # keeping only the top 10 % of text 1 keeps one 'good' (sigmoid(2)); 20 % keeps both (no drop)
+    assert result["by_percent"][10]["sufficiency"] == pytest.approx(((s2 - s1) + 0.0) / 2)
+    assert result["by_percent"][20]["sufficiency"] == pytest.approx(0.0)
+
+
 def test_top_words_takes_at_least_one_and_rounds_up():
     assert top_words([0.1, 0.9, 0.5], 1) == {1}
     assert top_words([0.1, 0.9, 0.5], 50) == {1, 2}

@@ -76,8 +76,10 @@ def aopc(words: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], targ
     target = np.asarray(targets)
     p_full = probabilities(full)[rows, target]  # (texts,)
     shape = (len(words), len(percents))
-    p_removed = probabilities(removed)[np.repeat(rows, len(percents)), np.repeat(target, len(percents))]
-    p_kept = probabilities(kept)[np.repeat(rows, len(percents)), np.repeat(target, len(percents))]
+    # one row per (text, bin), text-major, each with its text's target
+    perturbed, perturbed_target = np.arange(len(removed)), np.repeat(target, len(percents))
+    p_removed = probabilities(removed)[perturbed, perturbed_target]
+    p_kept = probabilities(kept)[perturbed, perturbed_target]
     comprehensiveness = p_full[:, None] - p_removed.reshape(shape)  # (texts, bins)
     sufficiency = p_full[:, None] - p_kept.reshape(shape)
     return {
