@@ -7,6 +7,7 @@
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
+    domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input] [--output out.html|out.json]   # word attributions
     domainfit config                                 # every config key with its default and meaning
     domainfit tasks | models                         # the registered tasks; the built-in (offline) model names
     domainfit mine POOL... (--config CONFIG | --task-texts FILE) --output corpus.txt   # kNN-TAPT corpus
@@ -189,6 +190,33 @@ def _export(args: argparse.Namespace) -> None:
         check_input_file(args.parity_data)
         texts = [e.text for e in _read_inputs(args.parity_data, args, require_labels=False)]
     export_model(args.model_dir, quantize=not args.no_quantize, parity_texts=texts)
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from domainfit.evaluation.explain import check_method
+    from domainfit.evaluation.explain_report import output_format, write_explanations
+    from domainfit.serving.explain import explain
+    from domainfit.serving.files import check_input_file, check_output_file
+
+    check_method(args.method)  # every check before the model is loaded and the gradients run
+    if args.steps < 1:
+        raise DomainfitError(f"--steps must be a positive integer, got {args.steps}", fix="e.g. --steps 50")
+    out = None
+    if args.output is not None:
+        output_format(args.output)
+        out = check_output_file(args.output)
+    check_input_file(args.input)
+    texts = [e.text for e in _read_inputs(args.input, args, require_labels=False, read_labels=False)]
+    results = explain(args.model_dir, texts, method=args.method, n_steps=args.steps)
+    if out is not None:
+        write_explanations(out, results, title=f"Explanations of {args.model_dir} on {args.input}")
+        print(f"{len(results)} texts explained ({args.method}) -> {out}")
+        return
+    for result in results:  # no --output: each label with its five strongest words
+        for e in result["explanations"]:
+            top = sorted(e["words"], key=lambda w: -abs(w["score"]))[:5]
+            words = ", ".join(f"{w['word']} {w['score']:+.3f}" for w in top)
+            print(f"{e['label']}\t{e['probability']:.4f}\t{words}\t{result['text'][:60]}")
 
 
 def _column(value: str) -> str | int:
@@ -393,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-data", default=None, help="file of texts for the parity check")
     _add_reading_options(p)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("explain", help="which words made a text classifier choose its label (HTML or JSON)")
+    p.add_argument("model_dir")
+    p.add_argument("input", help="file of texts (CSV, TSV, JSON Lines, JSON or Parquet; --text-column)")
+    p.add_argument("--method", default="ig", help="ig (Integrated Gradients, default) or grad-x-input (faster)")
+    p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default 50)")
+    p.add_argument("--output", default=None, help="out.html (highlighted texts) or out.json (words and scores); "
+                   "without it, each text's strongest words are printed")
+    _add_reading_options(p)
+    p.set_defaults(func=_explain)
 
     p = sub.add_parser("mine", help="select the pool texts nearest your task's texts into a pretraining corpus (kNN-TAPT)")
     p.add_argument("pool", nargs="+", help="unlabelled pool: .txt (one text a line), .jsonl, .csv, .tsv files or folders")
