@@ -8,6 +8,7 @@
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
     domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input] [--output out.html|out.json]   # word attributions
+    domainfit serve MODEL_DIR [--port 8000] [--api-key KEY]  # HTTP server: /predict, a try-it page, /metrics
     domainfit config                                 # every config key with its default and meaning
     domainfit tasks | models                         # the registered tasks; the built-in (offline) model names
     domainfit mine POOL... (--config CONFIG | --task-texts FILE) --output corpus.txt   # kNN-TAPT corpus
@@ -219,6 +220,18 @@ def _explain(args: argparse.Namespace) -> None:
             print(f"{e['label']}\t{e['probability']:.4f}\t{words}\t{result['text'][:60]}")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from domainfit.serving.server import API_KEY_ENV, ServerSettings, serve
+
+    settings = ServerSettings(
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_text_chars=args.max_text_chars,
+        api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
+        graceful_timeout_s=args.graceful_timeout)
+    serve(args.model_dir, settings, host=args.host, port=args.port, backend=args.backend,
+          num_threads=args.threads)
+
+
 def _column(value: str) -> str | int:
     """``--text-column 0`` means the first column of a header-less table."""
     return int(value) if value.isdigit() else value
@@ -362,6 +375,16 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
     parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
@@ -431,6 +454,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "without it, each text's strongest words are printed")
     _add_reading_options(p)
     p.set_defaults(func=_explain)
+    p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, a try-it page at /, /docs, /metrics")
+    p.add_argument("model_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only; "
+                   "0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one; the log says which)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or X-API-Key) on "
+                   "/predict, /explain and /metrics (default: the DOMAINFIT_API_KEY environment variable, if set)")
+    p.add_argument("--backend", default="auto", help="as for predict: auto, torch, torch-bf16, onnx, onnx-int8, ...")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the model")
+    p.add_argument("--max-batch-size", type=_positive_int, default=32, help="most texts/images per model call")
+    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0,
+                   help="how long a request may wait for others to share its batch (default 5)")
+    p.add_argument("--max-queue", type=_positive_int, default=256, help="requests waiting for the model; "
+                   "more are answered 429")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=2_000_000, help="largest request body (413 beyond)")
+    p.add_argument("--max-items", type=_positive_int, default=64, help="most texts or images in one request")
+    p.add_argument("--max-text-chars", type=_positive_int, default=20_000, help="longest text in characters")
+    p.add_argument("--graceful-timeout", type=_non_negative_float, default=30.0,
+                   help="on SIGTERM, seconds in-flight requests may take to finish")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("mine", help="select the pool texts nearest your task's texts into a pretraining corpus (kNN-TAPT)")
     p.add_argument("pool", nargs="+", help="unlabelled pool: .txt (one text a line), .jsonl, .csv, .tsv files or folders")
