@@ -287,11 +287,22 @@ def test_openapi_docs_and_page_are_served(predictor):
         assert "multipart/form-data" in schema["paths"]["/predict"]["post"]["requestBody"]["content"]
         assert client.get("/docs").status_code == 200
         page = client.get("/").text
-    assert '"task": "text-classification"' in page and '"explain": false' in page
+    assert '"task": "text-classification"' in page and '"explain": true' in page  # text models explain
     assert not re.search(r"""(src|href)=["']https?://""", page)  # nothing fetched from the network
 
 
-def test_explain_hook_adds_the_endpoint_when_an_explainer_exists(predictor):
+def test_explain_endpoint_gives_word_attributions_of_the_predicted_label(model_dir, predictor):
+    """The real explainer (Integrated Gradients on PyTorch): one score per word of the text."""
+    with TestClient(create_app(predictor, ServerSettings(), model_dir=model_dir)) as client:
+        wait_ready(client)
+        response = client.post("/explain", json={"texts": ["Operating profit rose sharply"]})
+    assert response.status_code == 200, response.text
+    first = response.json()["explanations"][0]["explanations"][0]
+    assert [w["word"] for w in first["words"]] == ["Operating", "profit", "rose", "sharply"]
+    assert first["label"] in {"negative", "neutral", "positive"} and 0 < first["probability"] <= 1
+
+
+def test_an_explainer_can_be_plugged_in(predictor):
     def explain(p, texts):
         return [{"words": [{"word": w, "score": 1.0} for w in t.split()]} for t in texts]
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import importlib
-import importlib.util
 import io
 import json
 import logging
@@ -134,16 +132,28 @@ def _model_call(predictor: Any, task: str) -> Callable[[list[Any]], list[Any]]:
     return lambda items: predictor.predict(items)
 
 
-def find_explainer() -> Callable[..., list[dict[str, Any]]] | None:
-    """HOOK for ``domainfit explain`` (issue #20 item 2, another branch): its ``explain(predictor, texts)``,
-    if that module is installed, else None. With it the server adds ``POST /explain`` and the page shows
-    each word's attribution; without it neither appears."""
-    for name in ("domainfit.serving.explain", "domainfit.evaluation.explain"):
-        if importlib.util.find_spec(name) is not None:
-            explain = getattr(importlib.import_module(name), "explain", None)
-            if callable(explain):
-                return explain
-    return None
+def default_explainer(model_dir: str | Path | None) -> Callable[..., list[dict[str, Any]]]:
+    """``POST /explain`` for text and multi-label models: word attributions (Integrated Gradients) from
+    :mod:`domainfit.serving.explain`, on PyTorch fp32. When the server runs on ONNX or bf16 (no usable gradients),
+    a PyTorch copy of the model is loaded from ``model_dir`` on the first request."""
+    from domainfit.evaluation.explain import DEFAULT_STEPS, check_texts
+    from domainfit.serving.explain import explainer_for
+
+    built: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def explain(predictor: Any, texts: list[str]) -> list[dict[str, Any]]:
+        with lock:
+            if "explainer" not in built:
+                try:
+                    built["explainer"] = explainer_for(predictor)
+                except DomainfitError:
+                    if model_dir is None:
+                        raise
+                    built["explainer"] = explainer_for(model_dir)
+        return built["explainer"].explain(check_texts(texts), method="ig", n_steps=DEFAULT_STEPS)
+
+    return explain
 
 
 class PredictRequest(BaseModel):
@@ -382,7 +392,8 @@ class Gate:
 
 
 def create_app(predictor: Any, settings: ServerSettings | None = None, *,
-               explainer: Callable[..., list[dict[str, Any]]] | None = None) -> FastAPI:
+               explainer: Callable[..., list[dict[str, Any]]] | None = None,
+               model_dir: str | Path | None = None) -> FastAPI:
     """A FastAPI app serving ``predictor`` (anything ``domainfit.load`` returns).
 
     The batcher's worker thread starts, and the model is warmed up in the background, when the app's lifespan
@@ -391,12 +402,18 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
     Args:
         predictor: the loaded model.
         settings: limits and batching (defaults: :class:`ServerSettings`).
-        explainer: ``explain(predictor, texts)`` for ``POST /explain``; default: :func:`find_explainer`.
+        explainer: ``explain(predictor, texts)`` for ``POST /explain``; default for text and multi-label
+            models: :func:`default_explainer`.
+        model_dir: the folder ``predictor`` was loaded from (the explainer loads a PyTorch copy from it when
+            the server runs on ONNX).
     """
     settings = settings or ServerSettings()
     settings.check()
     task = task_of(predictor)
-    explainer = explainer if explainer is not None else find_explainer()
+    from domainfit.serving.explain import TASKS as EXPLAINED_TASKS
+
+    if explainer is None and task in EXPLAINED_TASKS:
+        explainer = default_explainer(model_dir)
     model_lock = threading.Lock()  # one forward pass at a time: the batcher's and the explainer's
     call_model = _model_call(predictor, task)
     ready = threading.Event()
@@ -489,7 +506,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
         request.state.batch_size = result.batch_size
         return JSONResponse({"task": task, "predictions": result.results})
 
-    if explainer is not None:  # HOOK: present only when `domainfit explain` is installed (find_explainer)
+    if explainer is not None:  # text and multi-label models (domainfit.serving.explain)
         @app.post("/explain")
         async def explain(request: Request) -> JSONResponse:
             """Word attributions for each text: ``{"explanations": [explain()'s dict per text]}``."""
@@ -595,7 +612,7 @@ def serve(model_dir: str | Path, settings: ServerSettings, *, host: str = "127.0
     sock = listen_socket(host, port)  # before the model loads: a busy port fails in a second, not a minute
     try:
         predictor = load(model_dir, backend=backend, num_threads=num_threads)
-        app = create_app(predictor, settings)
+        app = create_app(predictor, settings, model_dir=model_dir)
         configure_access_log()
         bound_host, bound_port = sock.getsockname()[:2]
         access_log.info(json.dumps({"event": "listening", "url": f"http://{bound_host}:{bound_port}",
