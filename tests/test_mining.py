@@ -193,7 +193,7 @@ def test_cli_mines_with_a_config_and_excludes_its_test_texts(tmp_path, tiny_bert
 
 
 def test_many_task_texts_are_scored_in_blocks_with_the_same_result(monkeypatch):
-    import domainfit.mining as mining
+    import domainfit.mining.knn as mining
 
     embed = LookupEmbedder()
     queries, items = [f"task {i}" for i in range(50)], pool_of([f"pool {i}" for i in range(80)])
