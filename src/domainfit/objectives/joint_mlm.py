@@ -20,16 +20,16 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from domainfit.config import JointConfig, RunConfig
 from domainfit.data.corpus import CorpusStream, StreamPosition, list_text_files
 from domainfit.data.lexicon import Lexicon
-from domainfit.data.masking import IGNORE_INDEX, MaskingCollator
+from domainfit.data.masking import MaskingCollator
 from domainfit.errors import ModelError
 from domainfit.models.loading import load_pretrained, load_tokenizer
 from domainfit.objectives.base import OBJECTIVES
+from domainfit.objectives.masked_lm import masked_lm_loss, warm_up_head
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class TiedDecoder(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.__dict__["embedding_weight"]  # set by JointMLMObjective.forward; not a registered parameter
-        return F.linear(hidden, weight, self.bias)  # (..., vocab)
+        return nn.functional.linear(hidden, weight, self.bias)  # (..., vocab)
 
 
 def mlm_weight_at(joint: JointConfig, progress: float) -> float:
@@ -132,41 +132,33 @@ class JointMLMObjective(nn.Module):
             self.warm_up_head(model, batch["input_ids"].device)
         lam = mlm_weight_at(self.joint, float(self.batches_done) / self.total_batches)
         self.batches_done += 1
-        mlm = self._next_mlm_batch(batch["input_ids"].device)
-        logits = self._head_logits(model, mlm)  # (n_masked, vocab)
-        mlm_loss = F.cross_entropy(logits.float(), mlm["labels"][mlm["labels"] != IGNORE_INDEX])
+        mlm_loss = self._mlm_loss(model, self._next_mlm_batch(batch["input_ids"].device))
         task_loss = out.get("task_loss", out["loss"].detach())
         return {**out, "loss": out["loss"] + lam * mlm_loss, "task_loss": task_loss, "mlm_loss": mlm_loss.detach(),
                 "mlm_weight": torch.tensor(lam)}
 
-    def _head_logits(self, model: nn.Module, mlm: dict[str, torch.Tensor], *, encoder_grad: bool = True) -> torch.Tensor:
-        """MLM logits at the masked positions only: (n_masked, vocab)."""
+    def _mlm_loss(self, model: nn.Module, mlm: dict[str, torch.Tensor], *,
+                  encoder_grad: bool = True) -> torch.Tensor:
+        """The head's MLM loss on the encoder's hidden states (the head runs at the masked positions only)."""
         unwrapped = getattr(model, "module", model)
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
             # the shared encoder runs through the task model's forward, so Accelerate's autocast applies to it too
             hidden = model(input_ids=mlm["input_ids"], attention_mask=mlm["attention_mask"],
                            output_hidden_states=True).hidden_states[-1]  # (batch, seq, hidden)
-        picked = mlm["labels"] != IGNORE_INDEX  # (batch, seq)
         self.head_decoder().__dict__["embedding_weight"] = unwrapped.get_input_embeddings().weight
-        return self.head(hidden[picked].float())  # the vocabulary projection only where needed
+        return masked_lm_loss(self.head, hidden, mlm["labels"], upcast=True)
 
     def warm_up_head(self, model: nn.Module, device: torch.device) -> None:
         """Train the head alone (transform and bias; the encoder and the tied decoder weight stay as they are)
         for ``joint.head_warmup_steps`` batches, once per run (the flag is checkpointed)."""
         params = [p for p in self.head.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-3)
-        loss = torch.zeros(())
-        for _ in range(self.joint.head_warmup_steps):
-            mlm = self._next_mlm_batch(device)
-            logits = self._head_logits(model, mlm, encoder_grad=False)
-            loss = F.cross_entropy(logits.float(), mlm["labels"][mlm["labels"] != IGNORE_INDEX])
-            grads = torch.autograd.grad(loss, params, allow_unused=True)  # never touches the model's .grad
-            for p, g in zip(params, grads):
-                p.grad = g
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        def batch_loss() -> torch.Tensor:
+            return self._mlm_loss(model, self._next_mlm_batch(device), encoder_grad=False)
+
+        # this head's own rate, kept as it was (pretraining's warm-up uses max(10 * lr, 1e-3))
+        last = warm_up_head(params, batch_loss, steps=self.joint.head_warmup_steps, lr=1e-3)
         self.head_warmed.fill_(True)
-        log.info("joint MLM head warm-up: %d batches, last MLM loss %.3f", self.joint.head_warmup_steps, float(loss.detach()))
+        log.info("joint MLM head warm-up: %d batches, last MLM loss %.3f", self.joint.head_warmup_steps, last)
 
     def head_decoder(self) -> TiedDecoder:
         return next(m for m in self.head.modules() if isinstance(m, TiedDecoder))

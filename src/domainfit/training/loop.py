@@ -8,16 +8,15 @@ the registered :class:`~domainfit.tasks.Task`; this file only orders them. Speed
 word-embedding rows the data uses (``training/embedding_rows.py``), SDPA
 attention (eager on CPUs, where measured faster), a capped oneDNN kernel cache, and no host/device
 synchronisation inside a step (losses are summed on the device and read only every ``log_every`` steps).
-Memory levers (long-batch recompute, on by default on CPUs; opt-in micro-batches, ``malloc_trim``) are in
-``training/memory.py``.
+Memory levers (long-batch recompute, on by default on CPUs; opt-in micro-batches, ``malloc_trim``) are one
+``MemoryPlan`` in ``training/memory.py``; the setup, optimizer, cadence, logging and checkpoints around the
+loop are shared with ``domainfit pretrain`` in ``training/scaffold.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,20 @@ from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
 from domainfit.evaluation import report_for
 from domainfit.evaluation.health import HealthMonitor, run_warnings
-from domainfit.io.atomic import atomic_dir, write_text_atomic
+from domainfit.io.atomic import atomic_dir
 from domainfit.metrics.classification import improves_on_best
 from domainfit.models.loading import check_max_length
 from domainfit.tasks import Features, Task, TaskData, create_task
-from domainfit.training.checkpoint import CheckpointManager, TrainState
-from domainfit.training.embedding_rows import apply_seen_rows
-from domainfit.training.memory import (
-    limit_kernel_cache,
-    long_batch_recompute,
-    micro_batches,
-    release_memory,
-    set_mmap_threshold,
+from domainfit.training.memory import MemoryPlan
+from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
+from domainfit.training.scaffold import (
+    Cadence,
+    RunningLoss,
+    RunScaffold,
+    Stopwatch,
+    choose_precision,
+    set_up_process,
 )
-from domainfit.training.optim import create_optimizer, create_scheduler
-from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run
-from domainfit.training.threads import warn_if_oversubscribed
 
 log = logging.getLogger(__name__)
 
@@ -55,156 +51,122 @@ log = logging.getLogger(__name__)
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best evaluation, test it, and write the run folder. Returns metrics.json's dict."""
     # 1. Everything the user can get wrong is checked before the output folder is touched.
-    limit_kernel_cache()  # before the first oneDNN kernel is built (precision's matmul test, the first step)
-    set_mmap_threshold(cfg.train.mmap_threshold_mb)  # before the model and the first batches are allocated
+    memory = MemoryPlan.from_config(cfg.train)
+    memory.configure_process()  # before the first oneDNN kernel is built and the model is allocated
     log.info("memory allocator: %s", active_allocator())
     task = create_task(cfg.task)
     task.check_config(cfg)  # options this task would ignore are refused, naming the key
     with open_run_folder(cfg, resume=resume) as out:  # locked for this run; failed/interrupted recorded
-        return _train(cfg, task, out, resume=resume_or_restart(out, resume, cfg))
+        return _train(cfg, task, memory, out, resume=resume_or_restart(out, resume, cfg))
 
 
-def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, Any]:
-    from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
-
+def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume: bool) -> dict[str, Any]:
     data = task.load_data(cfg)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    warn_if_oversubscribed(torch.get_num_threads())
-    set_seed(cfg.train.seed)
+    set_up_process(cfg.train)  # threads, seed: before the new head's weights are drawn
     model, tokenizer = task.build(cfg, data)
     check_max_length(getattr(model, "config", None), cfg.model.max_length)  # before the run folder is written
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mixed_precision = resolve_precision(cfg.train.precision, device, run_dir=out if resume else None)
+    mixed_precision = choose_precision(cfg.train, out, resume=resume)
     start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels,
                                               "mixed_precision": mixed_precision})
     task.on_run_start(out, features)  # e.g. augmentation samples into the run folder
 
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
-    accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
-    objective = task.create_objective(cfg, data).to(accelerator.device)  # before the optimizer sees its weights
+    run = RunScaffold(out, cfg.train, mixed_precision)
+    device, accelerator = run.device, run.accelerator
+    objective = task.create_objective(cfg, data).to(device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                 group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels,
                                 balance_tokens=cfg.train.balance_batch_tokens, length_multiple=cfg.train.pad_to_multiple_of)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
-    recompute = long_batch_recompute(model, cfg.train.recompute_min_length, accelerator.device)  # long batches
-    # the word-embedding rows the training data never uses get no gradient: train the others only (same result)
-    seen_rows = apply_seen_rows(model, cfg, features["train"].items, tokenizer, accelerator.device)
-    optimizer = create_optimizer(model, cfg.train, extra=objective,  # objectives may own weights (an MLM head)
-                                 extra_named=seen_rows.named_parameters() if seen_rows else ())
-    scheduler = create_scheduler(optimizer, cfg.train, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    checkpoints = CheckpointManager(out)
-    state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler, objective=objective) if resume else TrainState()
-    if resume and seen_rows is not None:
-        seen_rows.refresh()  # the checkpoint's matrix holds the trained rows
-    clipped = [*model.parameters(), *([seen_rows.rows] if seen_rows else [])]
+    memory.prepare_model(model, cfg, features["train"].items, tokenizer, device)  # recompute, embedding rows
+    model, state = run.prepare(model, total_steps, resume=resume, objective=objective,  # may own an MLM head
+                               extra_named=memory.extra_parameters())  # the compact embedding rows
+    if resume:
+        memory.after_resume()
+    clipped = memory.clipped(model)
     eval_every = steps_per_epoch if cfg.train.eval_every == "epoch" else cfg.train.eval_every
-    tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
-    device = accelerator.device
+    cadence = Cadence(cfg.train.log_every, eval_every, cfg.train.save_every)
     health = HealthMonitor(cfg)  # warns (log, progress bar) when a validation looks collapsed
+    running = RunningLoss(device)
 
     def evaluate_and_select() -> bool:
         """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
-        if running["count"]:
-            running["last"] = round(running["sum"].item() / running["count"], 4)
+        running.read()
         metrics = evaluate(model, objective, features["validation"], task, tokenizer, data, cfg.train.eval_batch_size, device,
                            max_tokens=cfg.train.eval_batch_tokens)
-        for name, value in _scalars(metrics).items():
-            tb.add_scalar(f"validation/{name}", value, state.step)
+        run.log_validation(state.step, _scalars(metrics))
         value = metrics[cfg.train.best_metric]
         improved = improves_on_best(cfg.train.best_metric, value, metrics.get("loss"), state.best_value, state.best_loss)
         entry = {"epoch": round(state.samples_seen / len(features["train"]), 3), "step": state.step,
-                 "train_loss": running["last"], "validation": _scalars(metrics)}
+                 "train_loss": running.last, "validation": _scalars(metrics)}
         state.history.append(entry)
         if improved:
             state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
             state.best_loss = metrics.get("loss")
-            checkpoints.save_best(accelerator.unwrap_model(model), entry)
+            run.checkpoints.save_best(run.unwrapped_model, entry)
         else:
             state.evals_without_improvement += 1
-        bar.set_postfix({"loss": running["last"], f"val_{cfg.train.best_metric}": round(value, 4),
+        bar.set_postfix({"loss": running.last, f"val_{cfg.train.best_metric}": round(value, 4),
                          **health.update(metrics, state.step)})
         patience = cfg.train.early_stopping_patience
         return patience is not None and state.evals_without_improvement >= patience
 
     # 3. The loop.
     bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
-    running = {"sum": torch.zeros((), device=device), "count": 0, "last": None}
+    clock = Stopwatch(state)  # training seconds, paused while evaluating
     stop = False
     for epoch in range(state.epoch, cfg.train.epochs):
         sampler.set_epoch(epoch, start_batch=state.batch_in_epoch)
         model.train()
-        tick = time.perf_counter()
+        clock.start()
         for indices in sampler:
             batch = task.collate([features["train"].items[i] for i in indices], tokenizer, train=True)
             if "attention_mask" in batch:  # CPU tensor: no device sync
                 state.real_tokens += int(batch["attention_mask"].sum())
                 state.computed_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if recompute is not None and "input_ids" in batch:
-                recompute.set_for(batch["input_ids"].shape[-1])
             # token-balanced batches vary in rows: weigh each example 1/batch_size, as in a fixed-size batch
             rows_weight = len(indices) / cfg.train.batch_size if sampler.balance_tokens else 1.0
-            with accelerator.accumulate(model):
-                pieces = micro_batches(batch, cfg.train.micro_batch_tokens)
+            with accelerator.accumulate(model):  # gradient accumulation: steps only at its boundaries
+                pieces = memory.before_batch(batch)  # usually one; several over train.micro_batch_tokens
                 parts = []  # the weighted loss of each piece
-                for piece, weight in pieces:  # usually one; several only for batches over micro_batch_tokens
+                for piece, weight in pieces:
                     outputs = objective(model, piece)
                     part = outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"]
                     accelerator.backward(part * rows_weight if rows_weight != 1.0 else part)
                     parts.append(part.detach())
-                if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(clipped, cfg.train.max_grad_norm)
-                optimizer.step()
-                if seen_rows is not None and accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                    seen_rows.after_step(optimizer)  # before scheduler.step: the decay uses this step's lr
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            every = cfg.train.release_memory_every
-            if every and device.type == "cpu" and accelerator.sync_gradients and (state.step + 1) % every == 0:
-                release_memory()
-            running["sum"] += parts[0] if len(parts) == 1 else torch.stack(parts).sum()
-            running["count"] += 1
+                run.optimizer_step(clipped, after_update=memory.after_update())
+            running.add(parts[0] if len(parts) == 1 else torch.stack(parts).sum())
             state.batch_in_epoch += 1
             state.samples_seen += len(indices)
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
+            memory.after_step(state.step, device)
             bar.update(1)
-            if state.step % cfg.train.log_every == 0:
-                running["last"] = round(running["sum"].item() / running["count"], 4)  # the only sync per N steps
-                running["sum"].zero_()
-                running["count"] = 0
-                tb.add_scalar("train/loss", running["last"], state.step)
-                for name, part in outputs.items():
-                    if name.endswith(("_loss", "_weight")):  # loss parts, and their weights (joint objectives)
-                        tb.add_scalar(f"train/{name}", part.item(), state.step)
-                lrs = scheduler.get_last_lr()
-                tb.add_scalar("train/learning_rate", lrs[0], state.step)
-                if min(lrs) < lrs[0]:  # layer-wise decay: the embeddings' lr too
-                    tb.add_scalar("train/learning_rate_lowest", min(lrs), state.step)
-                bar.set_postfix(loss=running["last"], **health.postfix)
+            if cadence.log_due(state.step):
+                loss = running.read(reset=True)
+                run.log_training(state.step, loss, outputs)  # with the parts of joint objectives
+                bar.set_postfix(loss=loss, **health.postfix)
             end_of_epoch = state.batch_in_epoch == len(sampler) + sampler.start_batch
-            if state.step % eval_every == 0 or (end_of_epoch and cfg.train.eval_every == "epoch"):
-                state.train_seconds += time.perf_counter() - tick
+            if cadence.eval_due(state.step) or (end_of_epoch and cfg.train.eval_every == "epoch"):
+                clock.stop()
                 stop = evaluate_and_select()
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = epoch + 1, 0
-                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler, objective=objective)
-                tick = time.perf_counter()
+                run.save(state)
+                clock.start()
                 if stop:
                     break
-            elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
-                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler, objective=objective)
-        state.train_seconds += time.perf_counter() - tick
+            elif cadence.save_due(state.step):
+                run.save(state)
+        clock.stop()
         if state.epoch == epoch:  # epoch ended between evaluations
             state.epoch, state.batch_in_epoch = epoch + 1, 0
             if cfg.train.save_last:
-                checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler, objective=objective)
+                run.save(state)
         if stop:
             log.info("early stopping: no improvement in %d evaluations", cfg.train.early_stopping_patience)
             break
@@ -213,13 +175,11 @@ def _train(cfg: RunConfig, task: Task, out: Path, *, resume: bool) -> dict[str, 
         evaluate_and_select()  # make sure the final weights were considered
 
     # 4. Best weights -> test -> shippable folder, metrics.json, report.
-    unwrapped = accelerator.unwrap_model(model)
-    best = checkpoints.load_best(unwrapped)
-    results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, device, out,
-                        precision=mixed_precision, embedding_rows=seen_rows.num_rows if seen_rows else "all",
-                        recomputed=recompute.batches if recompute else 0)
-    tb.close()
-    finish_run(out, best_step=state.best_step)
+    unwrapped = run.unwrapped_model
+    best = run.checkpoints.load_best(unwrapped)
+    results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, run,
+                        levers=memory.summary())
+    run.finish(best_step=state.best_step)
     return results
 
 
@@ -270,8 +230,9 @@ def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, device, out: Path, *,
-              precision: str, embedding_rows: int | str = "all", recomputed: int = 0) -> dict[str, Any]:
+def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, run: RunScaffold, *,
+              levers: dict[str, Any]) -> dict[str, Any]:
+    device, out, precision = run.device, run.out, run.mixed_precision
     results: dict[str, Any] = {"best": best, "history": state.history}
     if task.calibrates:  # fit decision settings (multi-label thresholds) on validation
         logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
@@ -299,15 +260,14 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         "precision": {"no": "fp32"}.get(precision, precision),
         "device": str(device),
         "allocator": active_allocator(),
-        "embedding_rows_trained": embedding_rows,
-        "recomputed_batches": recomputed,
+        **levers,  # what the memory levers did: embedding rows trained, batches recomputed
     }
     results["data"] = data.info
     presentation = report_for(task.name)
     with atomic_dir(out / "model") as tmp:
         task.save(model, tokenizer, cfg, data, tmp)
         presentation.write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
-    write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    run.write_metrics(results)
     final = results.get("test") or results["validation"]
     presentation.write_report(task, out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
            split_name="test" if "test" in results else "validation",

@@ -1,5 +1,5 @@
-"""Keeping a CPU training process small: micro-batches for long batches, freed memory handed back, and a
-capped kernel cache.
+"""Keeping a CPU training process small: micro-batches for long batches, freed memory handed back, a capped
+kernel cache, recomputed activations and compact embedding rows, all behind one :class:`MemoryPlan`.
 
 Where a fine-tuning process's resident memory goes (``benchmarks/memory_probe.py``, MiniLM, batch 32): the
 imports (torch, and transformers' modeling code, which pulls in scipy and torch._dynamo) and the weights with
@@ -21,7 +21,12 @@ cache of compiled kernels, one set per shape. The levers, each measured in ``BEN
   activations of the longest batches in backward: a little less peak for a few percent of the speed;
 - :func:`set_mmap_threshold` (``train.mmap_threshold_mb``, default 1) makes glibc serve blocks of 1 MB and
   more (activations, gradients) straight from the OS and hand them back when freed, instead of keeping them in
-  its heap once their batch shape has passed: about 0.14 GB less peak at no measured cost in speed, so on.
+  its heap once their batch shape has passed: about 0.14 GB less peak at no measured cost in speed, so on;
+- :class:`~domainfit.training.embedding_rows.SeenRows` (``train.embedding_rows: seen``) trains only the
+  word-embedding rows the training data uses.
+
+The loop holds one :class:`MemoryPlan`, built from the ``train`` config, and calls its methods at the points
+where each lever acts.
 """
 
 from __future__ import annotations
@@ -31,12 +36,15 @@ import ctypes.util
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 
 from domainfit.allocator import active_allocator, mimalloc_function
 from domainfit.objectives.token_classification import IGNORE_INDEX
+from domainfit.training.embedding_rows import SeenRows, apply_seen_rows
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +183,75 @@ def long_batch_recompute(model: torch.nn.Module, min_length: int | str | None,
         return None
     recompute = LongBatchRecompute(model, min_length)
     return recompute if recompute.layers else None
+
+
+@dataclass
+class MemoryPlan:
+    """The memory levers of one run, from its ``train`` config; the loop calls a method where each one acts.
+
+    Pretraining has none of these config keys: its ``MemoryPlan()`` caps the kernel cache only.
+    """
+
+    micro_batch_tokens: int | None = None
+    release_memory_every: int | None = None
+    mmap_threshold_mb: int | None = None
+    recompute_min_length: int | str | None = None
+    embedding_rows: str = "all"
+    recompute: LongBatchRecompute | None = None  # set by :meth:`prepare_model`
+    seen_rows: SeenRows | None = None  # set by :meth:`prepare_model`
+
+    @classmethod
+    def from_config(cls, train: Any) -> MemoryPlan:
+        """The plan of a fine-tuning run's ``train`` section."""
+        return cls(micro_batch_tokens=train.micro_batch_tokens,
+                   release_memory_every=train.release_memory_every, mmap_threshold_mb=train.mmap_threshold_mb, recompute_min_length=train.recompute_min_length,
+                   embedding_rows=train.embedding_rows)
+
+    def configure_process(self) -> None:
+        """Cap oneDNN's kernel cache and fix glibc's mmap threshold: before the first kernel is built and the
+        model is allocated (call first)."""
+        limit_kernel_cache()
+        set_mmap_threshold(self.mmap_threshold_mb)
+
+    def prepare_model(self, model: torch.nn.Module, cfg: Any, items: list[dict], tokenizer,
+                      device: torch.device) -> None:
+        """Before the optimizer exists: recompute the long batches' activations, and train only the embedding
+        rows the training ``items`` use (the optimizer then takes :meth:`extra_parameters`)."""
+        self.recompute = long_batch_recompute(model, self.recompute_min_length, device)
+        if self.embedding_rows == "seen":
+            self.seen_rows = apply_seen_rows(model, cfg, items, tokenizer, device)
+
+    def extra_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """Named weights outside the model that the optimizer trains (the compact embedding rows)."""
+        return self.seen_rows.named_parameters() if self.seen_rows is not None else []
+
+    def clipped(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """Every weight whose gradient the norm clipping covers."""
+        return [*model.parameters(), *([self.seen_rows.rows] if self.seen_rows is not None else [])]
+
+    def after_resume(self) -> None:
+        """A checkpoint was loaded into the model: the compact rows re-read the trained matrix."""
+        if self.seen_rows is not None:
+            self.seen_rows.refresh()
+
+    def before_batch(self, batch: dict[str, torch.Tensor]) -> list[tuple[dict[str, torch.Tensor], float]]:
+        """Switch recomputation for this batch's length; the batch's pieces with their loss weights
+        (one piece of weight 1 unless it is over ``micro_batch_tokens``)."""
+        if self.recompute is not None and "input_ids" in batch:
+            self.recompute.set_for(batch["input_ids"].shape[-1])
+        return micro_batches(batch, self.micro_batch_tokens)
+
+    def after_update(self):
+        """What the optimizer step calls after updating the weights (the compact rows write back), or None."""
+        return self.seen_rows.after_step if self.seen_rows is not None else None
+
+    def after_step(self, step: int, device: torch.device) -> None:
+        """After optimizer step ``step``: hand freed memory back every ``release_memory_every`` (CPU)."""
+        every = self.release_memory_every
+        if every and device.type == "cpu" and step % every == 0:
+            release_memory()
+
+    def summary(self) -> dict[str, Any]:
+        """What the levers did, for metrics.json's ``train`` section."""
+        return {"embedding_rows_trained": self.seen_rows.num_rows if self.seen_rows is not None else "all",
+                "recomputed_batches": self.recompute.batches if self.recompute is not None else 0}

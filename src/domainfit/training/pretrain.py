@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,17 @@ from domainfit.models.loading import (
     load_tokenizer,
     resolve_model_path,
 )
-from domainfit.training.checkpoint import CheckpointManager, TrainState
-from domainfit.training.memory import limit_kernel_cache
-from domainfit.training.optim import create_optimizer, create_scheduler
-from domainfit.training.precision import create_accelerator, resolve_precision
-from domainfit.training.run_dir import finish_run, open_run_folder, resume_or_restart, start_run
-from domainfit.training.threads import warn_if_oversubscribed
+from domainfit.objectives.masked_lm import lm_loss, warm_up_head
+from domainfit.training.memory import MemoryPlan
+from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
+from domainfit.training.scaffold import (
+    Cadence,
+    RunningLoss,
+    RunScaffold,
+    Stopwatch,
+    choose_precision,
+    set_up_process,
+)
 from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -60,15 +64,12 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Continue pretraining ``cfg.model.name`` on ``cfg.corpus``; write the run folder. Returns metrics.json's dict."""
 
     # 1. Everything the user can get wrong is checked before the output folder is touched.
-    limit_kernel_cache()
+    MemoryPlan().configure_process()  # the kernel cache cap: pretraining has no other memory lever
     with open_run_folder(cfg, resume=resume) as out:  # locked for this run; failed/interrupted recorded
         return _pretrain(cfg, out, resume=resume_or_restart(out, resume, cfg))
 
 
 def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]:
-    from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
-
     reading = {"fmt": cfg.corpus.format, "column": cfg.corpus.text_column, "encoding": cfg.corpus.encoding}
     files = list_text_files(cfg.corpus.train, fmt=cfg.corpus.format, key="corpus.train")
     lexicon = Lexicon.from_file(cfg.masking.lexicon) if cfg.masking.strategy == "knowledge" else None
@@ -81,10 +82,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     if not heldout:
         raise DataError("no held-out text to measure perplexity on", path=cfg.corpus.validation or cfg.corpus.train,
                         key="corpus.validation", fix="check the text column, or give a corpus.validation file.")
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    warn_if_oversubscribed(torch.get_num_threads())
-    set_seed(cfg.train.seed)
+    set_up_process(cfg.train)  # threads, seed: before any new head's weights are drawn
     model, tokenizer, kind, head = load_language_model(cfg)
     check_max_length(model.config, cfg.model.max_length)  # before the run folder is written
     if kind == "mlm":
@@ -103,42 +101,37 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     eval_items = collator.encode(heldout)
     eval_batches = [collator.collate(eval_items[i: i + cfg.train.eval_batch_size], generator=eval_generator)
                     for i in range(0, len(eval_items), cfg.train.eval_batch_size)]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    mixed_precision = resolve_precision(cfg.train.precision, device, run_dir=out if resume else None)
+    mixed_precision = choose_precision(cfg.train, out, resume=resume)
     start_run(out, cfg, resume=resume, extra={"task": f"pretrain-{kind}", "corpus_files": [str(f) for f in files],
                                               "heldout_texts": len(heldout), "total_steps": total_steps,
                                               "mixed_precision": mixed_precision})
 
     # 2. Optimisation (as in training/loop.py: Accelerate places the model and runs mixed precision).
-    accelerator = create_accelerator(mixed_precision, cfg.train.grad_accum_steps)
-    device = accelerator.device
+    run = RunScaffold(out, cfg.train, mixed_precision)
+    device, accelerator = run.device, run.accelerator
     model.to(device)
     if head["new"] and cfg.train.head_warmup_steps and not resume:
         _warm_up_head(model, collator, files, exclude, reading, cfg, accelerator)
-    optimizer = create_optimizer(model, cfg.train)
-    scheduler = create_scheduler(optimizer, cfg.train, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    checkpoints = CheckpointManager(out)
-    state = checkpoints.load(accelerator.unwrap_model(model), optimizer, scheduler) if resume else TrainState()
+    model, state = run.prepare(model, total_steps, resume=resume)
     stream = CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed, exclude=exclude,
                           position=StreamPosition(**state.stream) if state.stream else None,
                           group_size=cfg.train.batch_size if cfg.corpus.group_by_length else None, **reading)
-    tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step if resume else None)
+    cadence = Cadence(cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every)
+    running = RunningLoss(device)
 
     def evaluate_and_log() -> dict[str, float]:
         result = perplexity(model, eval_batches, device, causal=kind == "clm")
-        for name, value in result.items():
-            tb.add_scalar(f"validation/{name}", value, state.step)
-        state.history.append({"step": state.step, "texts_seen": state.samples_seen, "train_loss": running["last"], **result})
+        run.log_validation(state.step, result)
+        state.history.append({"step": state.step, "texts_seen": state.samples_seen, "train_loss": running.last,
+                              **result})
         log.info("step %d: held-out %s", state.step, result)
         return result
 
     def save() -> None:
         state.stream = stream.position.to_dict()
-        checkpoints.save(state, accelerator.unwrap_model(model), optimizer, scheduler)
+        run.save(state)
 
     # 3. The loop: batches come straight off the stream, tokenised and masked on the fly.
-    running = {"sum": torch.zeros((), device=device), "count": 0, "last": None}
     if not resume:
         evaluate_and_log()
         if head["new"]:
@@ -148,51 +141,43 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     bar = tqdm(total=total_steps, initial=state.step, desc=f"pretrain ({kind})", unit="step", dynamic_ncols=True)
     texts = iter(stream)
     model.train()
-    tick = time.perf_counter()
+    clock = Stopwatch(state)  # training seconds, paused while evaluating
     while state.step < total_steps:
-        for _ in range(cfg.train.grad_accum_steps):
-            batch = collator.collate(collator.encode([next(texts) for _ in range(cfg.train.batch_size)]))
-            state.real_tokens += int(batch["attention_mask"].sum())
-            state.computed_tokens += batch["attention_mask"].numel()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss = lm_loss(model, batch, causal=kind == "clm")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running["sum"] += loss.detach()
-            running["count"] += 1
-            state.samples_seen += cfg.train.batch_size
+        batch = collator.collate(collator.encode([next(texts) for _ in range(cfg.train.batch_size)]))
+        state.real_tokens += int(batch["attention_mask"].sum())
+        state.computed_tokens += batch["attention_mask"].numel()
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        # gradient accumulation: steps only at its boundaries; lm_loss calls the head itself, so autocast here
+        with accelerator.accumulate(model), accelerator.autocast():
+            loss = lm_loss(model, batch, causal=kind == "clm")
+            accelerator.backward(loss)
+            run.optimizer_step(model.parameters())
+        running.add(loss.detach())
+        state.samples_seen += cfg.train.batch_size
+        if not accelerator.sync_gradients:
+            continue
         state.step += 1
         state.epoch = stream.position.epoch
         bar.update(1)
-        if state.step % cfg.train.log_every == 0:
-            running["last"] = round(running["sum"].item() / running["count"], 4)  # the only sync per N steps
-            running["sum"].zero_()
-            running["count"] = 0
-            tb.add_scalar("train/loss", running["last"], state.step)
-            tb.add_scalar(f"train/{kind}_loss", running["last"], state.step)
-            tb.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], state.step)
-            bar.set_postfix(loss=running["last"])
-        if cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
-            state.train_seconds += time.perf_counter() - tick
+        if cadence.log_due(state.step):
+            mean = running.read(reset=True)
+            run.log_training(state.step, mean, {f"{kind}_loss": mean})
+            bar.set_postfix(loss=mean)
+        if cadence.eval_due(state.step) and state.step < total_steps:
+            clock.stop()
             evaluate_and_log()
             save()
-            tick = time.perf_counter()
-        elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
+            clock.start()
+        elif cadence.save_due(state.step):
             save()
     bar.close()
-    state.train_seconds += time.perf_counter() - tick
-    if running["count"]:
-        running["last"] = round(running["sum"].item() / running["count"], 4)
+    clock.stop()
+    running.read()
     after = evaluate_and_log()
     save()
 
     # 4. The adapted model, its lineage, metrics.json and report.md.
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = run.unwrapped_model
     before = state.history[0]
     results: dict[str, Any] = {
         "objective": kind, "base_model": cfg.model.name,
@@ -219,10 +204,9 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
         lineage["carried_from_base"] = carried
         (tmp / "domainfit.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False), encoding="utf-8")
     results["corpus"] = lineage["corpus"]
-    write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    run.write_metrics(results)
     write_text_atomic(out / "report.md", format_report(cfg, results))
-    tb.close()
-    finish_run(out, steps=state.step)
+    run.finish(steps=state.step)
     print(f"held-out perplexity: {results['before']['perplexity']:.2f} before -> {results['after']['perplexity']:.2f} after")
     return results
 
@@ -278,43 +262,21 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
     for p in frozen:
         p.requires_grad_(False)
     head_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(head_params, lr=max(10 * cfg.train.learning_rate, 1e-3))  # a fresh head: larger steps
     stream = iter(CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed + 1, exclude=exclude,
                                **reading))
     model.train()
-    for step in tqdm(range(cfg.train.head_warmup_steps), desc="head warm-up", unit="step", dynamic_ncols=True):
+
+    def batch_loss() -> torch.Tensor:
         batch = collator.collate(collator.encode([next(stream) for _ in range(cfg.train.batch_size)]))
         with accelerator.autocast():
-            loss = lm_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            return lm_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
+
+    # a fresh head takes larger steps than the encoder will (the joint objective's warm-up uses 1e-3)
+    last = warm_up_head(head_params, batch_loss, steps=cfg.train.head_warmup_steps,
+                        lr=max(10 * cfg.train.learning_rate, 1e-3), desc="head warm-up")
     for p in frozen:
         p.requires_grad_(True)
-    log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, float(loss.detach()))
-
-
-def lm_loss(model, batch: dict[str, torch.Tensor], *, causal: bool = False, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of the LM on ``batch["labels"]`` (-100 ignored).
-
-    For masked LMs whose head is one module beside the encoder (BERT ``cls``, RoBERTa/XLM-R ``lm_head``) the
-    head runs only on the ~15% of positions that are predicted: the vocabulary projection is the costliest
-    layer of a small encoder, and computing it for every position (as ``model(**batch).loss`` does) nearly
-    doubles the step time. Other models go through their own forward.
-    """
-    model = getattr(model, "module", model)
-    labels = batch["labels"]
-    heads = [m for m in model.children() if m is not model.base_model]
-    if causal or len(heads) != 1:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (batch, seq, vocab)
-        if causal:
-            logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                                                 reduction=reduction)
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # (batch, seq, hidden)
-    picked = labels != -100  # (batch, seq)
-    logits = heads[0](hidden[picked])  # (n_picked, vocab)
-    return torch.nn.functional.cross_entropy(logits.float(), labels[picked], reduction=reduction)
+    log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, last)
 
 
 @torch.inference_mode()
