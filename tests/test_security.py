@@ -269,3 +269,21 @@ def test_a_full_disk_during_a_checkpoint_names_the_disk_and_keeps_the_previous_o
     monkeypatch.undo()
     assert manager.load(model, optimizer, scheduler).step == 1
     assert not list((tmp_path / "checkpoints").glob(".step-*"))  # no half-written folder left
+
+
+def test_the_same_seed_twice_gives_identical_weights(tmp_path, tiny_bert, phrasebank_split):
+    from safetensors.torch import load_file
+
+    from domainfit.tasks import load_run_config
+    from domainfit.training import train
+
+    weights = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        config = _config(tmp_path / name, tiny_bert, phrasebank_split, tmp_path / name / "out")
+        train(load_run_config(config))
+        weights.append(load_file(str(tmp_path / name / "out" / "model" / "model.safetensors")))
+        assert json.loads((tmp_path / name / "out" / "run.json").read_text())["mixed_precision"] in ("no", "bf16")
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
