@@ -249,9 +249,9 @@ def test_entity_metrics_strict_and_matches_seqeval():
     assert m["entity_f1"] == pytest.approx(f1_score(gold, pred, mode="strict", scheme=IOB2)) == pytest.approx(0.4)
     assert m["per_class"]["C"]["f1"] == 1.0 and m["per_class"]["D"]["f1"] == 0.0
     assert m["f1_macro"] == 0.5 and m["accuracy"] == pytest.approx(5 / 7)
-    from domainfit.tasks.token_classification import TokenClassificationTask
+    from domainfit.evaluation import report_for
 
-    table = TokenClassificationTask().format_metrics(m)  # the terminal table (main's format_metrics hook)
+    table = report_for("token-classification").format_metrics(m)  # the terminal table (evaluation's RunReport)
     assert "entity F1         0.4000  (P 0.5000, R 0.3333)" in table and "(gold 1, predicted 1)" in table
 
 

@@ -6,21 +6,7 @@ Each exporter module registers itself (``EXPORTERS.register("text-classification
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from domainfit.errors import ModelError
+from domainfit.models.folder import folder_task  # noqa: F401  (re-exported for export_model)
 from domainfit.registry import Registry
 
 EXPORTERS: Registry = Registry("exporter")
-
-
-def folder_task(model_dir: str | Path) -> str:
-    """The task named in the folder's ``domainfit.json`` (text-classification for folders without one)."""
-    settings = Path(model_dir) / "domainfit.json"
-    try:
-        task = json.loads(settings.read_text(encoding="utf-8")).get("task") if settings.is_file() else None
-    except (OSError, ValueError, AttributeError) as e:
-        raise ModelError(f"domainfit.json cannot be read: {e}", path=settings,
-                         fix="restore the file written by `domainfit train`.") from e
-    return task or "text-classification"

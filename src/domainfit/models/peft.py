@@ -16,7 +16,6 @@ reference to the base model. ``domainfit.load`` (the Predictor) reads every form
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +24,7 @@ from torch import nn
 
 from domainfit.config import PeftConfig
 from domainfit.errors import ModelError
+from domainfit.models.folder import read_folder_settings
 from domainfit.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,7 @@ def save_model_folder(model: nn.Module, out_dir: Path, cfg: PeftConfig) -> dict[
 
 def load_adapted_model(model_dir: Path, *, attn_implementation: str = "sdpa") -> nn.Module | None:
     """The model of a folder whose weights need PEFT to load (adapter folders, Houlsby); None for plain ones."""
-    settings = Path(model_dir) / "domainfit.json"
-    if not settings.is_file():
-        return None
-    try:
-        meta = json.loads(settings.read_text(encoding="utf-8")).get("peft")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise ModelError(f"cannot read JSON: {e}", path=settings) from e
+    meta = read_folder_settings(model_dir).get("peft")
     if not meta or meta.get("saved") == "merged-plain":
         return None
     method = PEFT_METHODS.get(meta.get("method", ""), key="peft.method")()
@@ -95,7 +89,7 @@ def _base_model_path(model_dir: Path, meta: dict[str, Any]) -> str:
     or hub id), resolved the way training resolved it."""
     from domainfit.models.loading import resolve_model_path
 
-    settings = json.loads((model_dir / "domainfit.json").read_text(encoding="utf-8"))
+    settings = read_folder_settings(model_dir)
     base = meta.get("base_model") or settings.get("base_model")
     if not base:
         raise ModelError("adapter folder without a base model reference", path=model_dir / "domainfit.json",

@@ -25,25 +25,18 @@ import torch
 from domainfit.data.instructions import InstructionExample, PromptFormat, read_instructions
 from domainfit.errors import DataError, ModelError
 from domainfit.models.causal_lm import ADAPTER_DIR, generate_responses
+from domainfit.models.folder import read_folder_settings
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
 from domainfit.serving.files import check_input_file, check_output_file, write_output
 from domainfit.serving.registry import PREDICTORS
 
-SETTINGS_FILE = "domainfit.json"
 TASK = "generation"
 
 
 def read_generation_settings(model_dir: str | Path) -> dict[str, Any] | None:
     """``domainfit.json`` of a generation model folder, or None when the folder holds another task."""
-    path = Path(model_dir).expanduser() / SETTINGS_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{SETTINGS_FILE} is not valid JSON: {e}", path=path,
-                         fix="restore the file written by `domainfit train`.") from e
-    return data if isinstance(data, dict) and data.get("task") == TASK else None
+    data = read_folder_settings(model_dir)
+    return data if data.get("task") == TASK else None
 
 
 @torch.inference_mode()

@@ -13,7 +13,6 @@ training config is needed. Images are decoded with Pillow and resized as in eval
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from domainfit.data.image_transforms import ImagePreprocessing
 from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
 from domainfit.errors import DataError, DomainfitError, ModelError
+from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
 from domainfit.serving.registry import PREDICTORS
 
 DEFAULT_BATCH_SIZE = 32
@@ -123,9 +123,9 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
     if backend not in ("auto", "torch"):
         raise DomainfitError(f"image models are served with backend 'torch' only, not {backend!r}",
                              fix="use backend='auto' or 'torch'.")
-    settings_path = model_dir / "domainfit.json"
+    settings_path = model_dir / SETTINGS_FILE
+    settings = read_folder_settings(model_dir)
     try:
-        settings = json.loads(settings_path.read_text(encoding="utf-8"))
         preprocessing = ImagePreprocessing.from_dict(settings)
         labels = [str(label) for label in settings["labels"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -152,10 +152,9 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
 
 def is_image_model_dir(model_dir: str | Path) -> bool:
     """True if ``model_dir``'s domainfit.json says it holds an image-classification model."""
-    path = Path(model_dir).expanduser() / "domainfit.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("task") == "image-classification"
-    except (OSError, ValueError, AttributeError):
+        return folder_task(model_dir) == "image-classification"
+    except ModelError:
         return False  # not an image folder; the text predictor reports what is wrong with it
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from domainfit.errors import DomainfitError, ModelError
+from domainfit.models.folder import folder_task
 from domainfit.serving import generator, image_predictor, multilabel_predictor, predictor, token_predictor  # noqa: F401
 from domainfit.serving.generator import read_generation_settings
-from domainfit.serving.predictor import SETTINGS_FILE, _read_json, check_model_dir
+from domainfit.serving.predictor import check_model_dir
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import check_max_chars
 
@@ -50,9 +51,7 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
     check_max_chars(max_chars)
-    # folders written before domainfit.json named the task hold a single-label text classifier
-    task = (_read_json(path / SETTINGS_FILE).get("task") if (path / SETTINGS_FILE).is_file() else None) or \
-        "text-classification"
+    task = folder_task(path)
     if task not in PREDICTORS:
         raise ModelError(f"no predictor for task {task!r} (domainfit.json)", path=path,
                          fix=f"tasks with a predictor: {', '.join(PREDICTORS.names())}.")

@@ -26,6 +26,7 @@ import numpy as np
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.metrics.multilabel import sigmoid
+from domainfit.models.folder import folder_task, read_folder_settings
 from domainfit.serving.files import write_output
 from domainfit.serving.predictor import (
     _RUNNERS,
@@ -153,8 +154,7 @@ def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, bac
 
 def read_task(model_dir: Path) -> str:
     """The ``task`` named in the folder's ``domainfit.json`` (text-classification if absent)."""
-    path = model_dir / SETTINGS_FILE
-    return str(_read_json(path).get("task", "text-classification")) if path.is_file() else "text-classification"
+    return folder_task(model_dir)
 
 
 def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
@@ -165,7 +165,7 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
         raise DomainfitError(f"backend {backend!r} is not available for multi-label models",
                              fix=f"use one of: {', '.join(BACKENDS)} (ONNX export does not cover multi-label yet).")
     settings_path = path / SETTINGS_FILE
-    settings = _read_json(settings_path)
+    settings = read_folder_settings(path)
     labels = settings.get("labels")
     thresholds = settings.get("thresholds")
     if not isinstance(labels, list) or not isinstance(thresholds, dict) or set(thresholds) != set(labels):

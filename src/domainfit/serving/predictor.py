@@ -36,6 +36,7 @@ from domainfit.data.windows import (
     window_rows,
 )
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
+from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
 from domainfit.models.loading import check_model_folder, check_tokenizer_files
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
@@ -47,7 +48,6 @@ BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EXPORT_REPORT = "export.json"
-SETTINGS_FILE = "domainfit.json"
 # "auto" serves a reduced-precision model (int8 ONNX, bf16 torch) only if it gave the same label as PyTorch
 # fp32 on at least this share of the parity texts of `domainfit export`. Accuracy can then move by at most
 # 0.5 point on those texts: the project's accuracy budget for a faster backend.
@@ -110,7 +110,7 @@ def read_labels(model_dir: Path) -> list[str]:
 def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingSettings:
     """Read ``domainfit.json``; a missing file or key takes the default (plain Hugging Face folders work)."""
     path = model_dir / SETTINGS_FILE
-    data = _read_json(path) if path.is_file() else {}
+    data = read_folder_settings(model_dir)
     task = data.get("task", "text-classification")
     if task != "text-classification":
         raise ModelError(f"this folder holds a {task!r} model; the Predictor serves 'text-classification'",

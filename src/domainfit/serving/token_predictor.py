@@ -36,8 +36,9 @@ from domainfit.data.token_alignment import (
     special_tokens,
 )
 from domainfit.errors import DomainfitError, ModelError
+from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
 from domainfit.serving.files import write_output
-from domainfit.serving.predictor import SETTINGS_FILE, _read_json, load_hf_tokenizer, pad_inputs, read_labels
+from domainfit.serving.predictor import load_hf_tokenizer, pad_inputs, read_labels
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
@@ -154,7 +155,7 @@ def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads:
     if backend not in ("auto", "torch"):
         raise ModelError(f"backend {backend!r} is not available for token classification (no ONNX export yet)",
                          path=model_dir, fix="use backend='torch' (or 'auto').")
-    settings = _read_json(model_dir / SETTINGS_FILE)
+    settings = read_folder_settings(model_dir)
     labels = read_labels(model_dir)
     tokenizer = load_hf_tokenizer(model_dir)
     if not getattr(tokenizer, "is_fast", False):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from domainfit.models.causal_lm import (
     load_causal_lm,
     trainable_parameters,
 )
+from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import freeze_word_embeddings
 from domainfit.objectives import create_objective
 from domainfit.objectives.causal_lm import IGNORE_INDEX
@@ -206,4 +206,4 @@ class GenerationTask(Task):
             "keys": {"instruction": g.instruction_key, "input": g.input_key, "response": g.response_key},
             "domainfit_version": __version__,
         }
-        (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_folder_settings(out_dir, meta)

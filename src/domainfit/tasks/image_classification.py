@@ -13,7 +13,6 @@ never are. The report adds a grid of the test images the model got wrong (:mod:`
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from domainfit.data.labels import LabelMap
 from domainfit.data.splits import make_splits
 from domainfit.metrics.classification import classification_metrics
 from domainfit.models import efficientnet_lite
+from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import load_pretrained
 from domainfit.objectives import create_objective
 from domainfit.tasks.base import TASKS, Features, Task, TaskData
@@ -147,7 +147,7 @@ class ImageClassificationTask(Task):
         meta = {"task": self.name, "labels": data.labels, "base_model": cfg.model.name, "backbone": backbone,
                 **inputs.preprocessing.to_dict(), "resize": "whole image to image_size x image_size, bilinear",
                 "channels_last": inputs.channels_last, "domainfit_version": __version__}
-        (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_folder_settings(out_dir, meta)
         self.shipped = (model, inputs, data)
 
 

@@ -12,7 +12,6 @@ writes a Hugging Face folder whose ``domainfit.json`` holds the thresholds that 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from domainfit.data.multilabel import (
 )
 from domainfit.data.splits import make_splits
 from domainfit.metrics.multilabel import score_with_thresholds, sigmoid, tune_thresholds
+from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
 from domainfit.objectives.binary_cross_entropy import positive_weights
@@ -178,4 +178,4 @@ class MultiLabelClassificationTask(Task):
                 "default_threshold": cfg.multi_label.threshold,
                 "thresholds_tuned_on": "validation" if cfg.multi_label.tune_thresholds else None,
                 "label_separator": cfg.multi_label.label_separator, "domainfit_version": __version__}
-        (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_folder_settings(out_dir, meta)

@@ -7,7 +7,6 @@ that ``transformers.pipeline("text-classification", model=DIR)`` loads without d
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ from domainfit.data.windows import WindowSettings, encode_windows, special_token
 from domainfit.errors import ConfigError
 from domainfit.metrics.classification import classification_metrics
 from domainfit.models import mlm_augment as _mlm_augment  # noqa: F401  registers the "mlm" augmenter
+from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.models.peft import apply_peft, parameter_counts, save_model_folder
 from domainfit.objectives.compose import build_objective
@@ -244,4 +244,4 @@ class TextClassificationTask(Task):
                 "window_aggregation": cfg.model.window_aggregation}
         if peft_meta:
             meta["peft"] = peft_meta
-        (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_folder_settings(out_dir, meta)

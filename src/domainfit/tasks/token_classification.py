@@ -12,7 +12,6 @@ Hugging Face folder that ``transformers.pipeline("token-classification", model=D
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
@@ -37,6 +36,7 @@ from domainfit.data.token_alignment import (
 )
 from domainfit.errors import DataError
 from domainfit.metrics.ner import entity_metrics
+from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
 from domainfit.objectives import create_objective
 from domainfit.tasks.base import TASKS, Features, Task, TaskData
@@ -227,7 +227,7 @@ class TokenClassificationTask(Task):
                 "label_all_subwords": cfg.ner.label_all_subwords, "label_unit": data.info["label_unit"],
                 "base_model": cfg.model.name, "labels": data.labels, "entity_types": entity_types(data.labels),
                 "domainfit_version": __version__}
-        (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_folder_settings(out_dir, meta)
 
 
 

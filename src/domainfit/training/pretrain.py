@@ -14,7 +14,6 @@ measured before, at each evaluation and after. The output is a model folder that
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -37,6 +36,7 @@ from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import CausalCollator, MaskingCollator
 from domainfit.errors import DataError, ModelError
 from domainfit.io.atomic import atomic_dir, write_text_atomic
+from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import (
     check_max_length,
     freeze_word_embeddings,
@@ -202,7 +202,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
         tokenizer.save_pretrained(tmp)
         carried = carry_pooler(cfg.model.name, head["unused"], unwrapped, tmp)
         lineage["carried_from_base"] = carried
-        (tmp / "domainfit.json").write_text(json.dumps(lineage, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_folder_settings(tmp, lineage)
     results["corpus"] = lineage["corpus"]
     run.write_metrics(results)
     write_text_atomic(out / "report.md", format_report(cfg, results))
