@@ -183,14 +183,19 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from domainfit.export import export_model
+    from domainfit.export.registry import folder_task
 
-    texts = None
-    if args.parity_data:
+    options: dict[str, object] = {"quantize": not args.no_quantize}
+    if args.parity_data and folder_task(args.model_dir) == "image-classification":
+        from domainfit.serving.image_predictor import expand_image_inputs
+
+        options["parity_images"] = expand_image_inputs([args.parity_data])  # a folder of images, or one image
+    elif args.parity_data:
         from domainfit.serving.files import check_input_file
 
         check_input_file(args.parity_data)
-        texts = [e.text for e in _read_inputs(args.parity_data, args, require_labels=False)]
-    export_model(args.model_dir, quantize=not args.no_quantize, parity_texts=texts)
+        options["parity_texts"] = [e.text for e in _read_inputs(args.parity_data, args, require_labels=False)]
+    export_model(args.model_dir, **options)
 
 
 def _explain(args: argparse.Namespace) -> None:
@@ -441,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write ONNX (fp32 + int8) into the model folder, with a parity check")
     p.add_argument("model_dir")
     p.add_argument("--no-quantize", action="store_true")
-    p.add_argument("--parity-data", default=None, help="file of texts for the parity check")
+    p.add_argument("--parity-data", default=None,
+                   help="file of texts for the parity check (image models: a folder of images)")
     _add_reading_options(p)
     p.set_defaults(func=_export)
 

@@ -9,6 +9,10 @@ fused graph still matches PyTorch; dynamic int8 quantisation of the weights
 classify the same texts (and PyTorch in bf16, which needs no file), and ``export.json`` records how often
 the labels agree and the largest probability difference. ``domainfit.load(DIR)`` reads that file to
 decide whether int8 (or bf16) is safe to serve.
+
+The steps are shared (:class:`ExportJob`, :func:`run_export`): the exporters of the other tasks
+(``export/token_classification.py``, ``multi_label.py``, ``image_classification.py``) only say how
+their model is fed and what "the same prediction" means for them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from domainfit.serving.predictor import (
     FastTokenizer,
     OnnxRunner,
     Predictor,
+    Runner,
     TorchRunner,
     check_model_dir,
     load_torch_model,
@@ -90,6 +96,34 @@ BUILTIN_PARITY_TEXTS = (
 )
 
 
+@dataclass
+class ExportJob:
+    """One model folder's export, as a task's exporter describes it to :func:`run_export`.
+
+    Attributes:
+        model: the PyTorch model in fp32 eval mode; its output has ``.logits``.
+        sample: one batch to trace the graph with, numpy arrays by input name in the graph's input order;
+            each variable axis must differ from 1 (two texts of different length, two images).
+        dynamic_axes: per input name and for "logits": the axes that vary between calls.
+        parity: runs a backend over the parity inputs and compares it with PyTorch fp32: returns
+            ``label_agreement`` (share of the compared labels that are the same), ``disagreements`` and
+            ``max_abs_prob_diff``.
+        parity_info: what the parity inputs were, for the report (``{"texts": 24, "source": "built-in"}``).
+        model_type: the Hugging Face ``model_type``, which decides whether the attention fusions apply.
+        settings: serving settings recorded in the report (``{"max_length": 128}``).
+        bf16: also measure PyTorch bf16 parity (for predictors that offer a torch-bf16 backend).
+    """
+
+    model: torch.nn.Module
+    sample: dict[str, np.ndarray]
+    dynamic_axes: dict[str, dict[int, str]]
+    parity: Callable[[Runner], dict[str, Any]]
+    parity_info: dict[str, Any]
+    model_type: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    bf16: bool = False
+
+
 def export_onnx(
     model_dir: str | Path,
     *,
@@ -115,22 +149,64 @@ def export_onnx(
         The report written to ``export.json``: versions, opset, and per model its file, size and parity.
     """
     path = check_model_dir(model_dir)
-    onnx, ort = _import_export_extra()
-    if parity_texts is None:
-        parity_texts, parity_source = list(BUILTIN_PARITY_TEXTS), "built-in"
-    else:
-        parity_texts, parity_source = list(parity_texts), "given"
-        if not parity_texts:
-            raise DomainfitError("parity_texts is empty; give some texts, or None for the built-in set")
-    if not isinstance(opset, int) or isinstance(opset, bool) or opset < 14:
-        raise DomainfitError(f"opset must be an integer >= 14 (scaled attention needs it), got {opset!r}")
+    import_export_extra()
+    parity_texts, parity_source = check_parity_texts(parity_texts)
+    check_opset(opset)
 
     tokenizer, settings, labels = read_text_side(path)
     model = load_torch_model(path, attn_implementation="eager")  # eager attention: the pattern ORT fuses
-    torch_runner = TorchRunner(model)
-    torch_predictor = Predictor(torch_runner, tokenizer, labels, settings, "torch")
+    torch_predictor = Predictor(TorchRunner(model), tokenizer, labels, settings, "torch")
     reference = torch_predictor.predict_proba(parity_texts)  # (n, num_labels); also checks the texts
 
+    def parity(runner: Runner) -> dict[str, Any]:
+        """Same label per text as PyTorch fp32."""
+        probabilities = Predictor(runner, tokenizer, labels, settings, "onnx").predict_proba(parity_texts)
+        return label_parity(reference, probabilities)
+
+    job = ExportJob(model, text_sample(tokenizer, TorchRunner(model).input_names), text_dynamic_axes(model),
+                    parity, {"texts": len(parity_texts), "source": parity_source},
+                    model_type=model.config.model_type, settings={"max_length": settings.max_length},
+                    bf16=True)
+    return run_export(path, job, quantize=quantize, opset=opset)
+
+
+def check_parity_texts(parity_texts: list[str] | None) -> tuple[list[str], str]:
+    """The texts to compare on and where they came from ("built-in" when None, else "given")."""
+    if parity_texts is None:
+        return list(BUILTIN_PARITY_TEXTS), "built-in"
+    if not parity_texts:
+        raise DomainfitError("parity_texts is empty; give some texts, or None for the built-in set")
+    return list(parity_texts), "given"
+
+
+def check_opset(opset: int) -> None:
+    """Fail before any model is loaded if ``opset`` is not one the exporters can write."""
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < 14:
+        raise DomainfitError(f"opset must be an integer >= 14 (scaled attention needs it), got {opset!r}")
+
+
+def text_sample(tokenizer: FastTokenizer, input_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A padded batch of two texts of different length, so no axis is traced as a constant 1."""
+    ids, type_ids = tokenizer(["a short text", "a somewhat longer text to export the model with"])
+    padded = pad_inputs(ids, type_ids, tokenizer.pad_id)
+    return {name: padded[name] for name in input_names}
+
+
+def text_dynamic_axes(model: torch.nn.Module,
+                      logits_axes: dict[int, str] | None = None) -> dict[str, dict[int, str]]:
+    """Batch and sequence axes of the text inputs the model takes; ``logits_axes`` default: batch only."""
+    names = TorchRunner(model).input_names
+    return {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": logits_axes or {0: "batch"}}
+
+
+def run_export(path: Path, job: ExportJob, *, quantize: bool, opset: int) -> dict[str, Any]:
+    """The shared steps of every exporter: trace, check, fuse (kept only if it still matches PyTorch),
+    quantise to int8 (the recipe that keeps the labels), measure parity, write ``onnx/export.json`` last.
+
+    Returns:
+        The report written to ``export.json``.
+    """
+    onnx, ort = import_export_extra()
     out_dir = path / ONNX_DIR
     out_dir.mkdir(exist_ok=True)
     (out_dir / EXPORT_REPORT).unlink(missing_ok=True)
@@ -147,28 +223,27 @@ def export_onnx(
         "quantization": None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "weights_sha256": weights_fingerprint(path),
-        "max_length": settings.max_length,
-        "parity": {"texts": len(parity_texts), "source": parity_source},
+        **job.settings,
+        "parity": job.parity_info,
         "models": {},
     }
 
     def parity_of(model_path: Path) -> dict[str, Any]:
-        """Label agreement and probability difference of an ONNX model against PyTorch fp32."""
-        predictor = Predictor(OnnxRunner(model_path, num_threads=None), tokenizer, labels, settings, "onnx")
-        return _parity(reference, predictor.predict_proba(parity_texts))
+        """Parity of an ONNX model against PyTorch fp32."""
+        return job.parity(OnnxRunner(model_path, num_threads=None))
 
     # the process id in the name tells a later export whether this folder's writer is still running
     with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=out_dir) as work_dir:
         work = Path(work_dir)
         exported = work / "exported.onnx"
-        report["exporter"] = _torch_export(model, tokenizer, exported, opset)
+        report["exporter"] = _torch_export(job.model, job.sample, job.dynamic_axes, exported, opset)
         onnx.checker.check_model(str(exported))
 
         fp32 = exported
         fused = work / "fused.onnx"
-        fusion = _fuse(model.config, exported, fused)
+        fusion = _fuse(job.model_type, job.model, exported, fused)
         if fusion["applied"]:
-            fused_diff = _max_logit_diff(fused, torch_runner, tokenizer, parity_texts)
+            fused_diff = _max_logit_diff(fused, job.model, job.sample)
             if fused_diff <= _FUSION_TOLERANCE:
                 fp32 = fused
             else:
@@ -183,16 +258,15 @@ def export_onnx(
             os.replace(int8, out_dir / ONNX_FILES["onnx-int8"])
             report["models"]["onnx-int8"] = _model_entry(out_dir, "onnx-int8", parity)
 
-    # bf16 needs no file (the weights are cast at load) but "auto" needs to know it keeps the labels
-    bf16_runner = TorchRunner(copy.deepcopy(model).to(torch.bfloat16))
-    bf16 = Predictor(bf16_runner, tokenizer, labels, settings, "torch-bf16").predict_proba(parity_texts)
-    report["models"]["torch-bf16"] = {"file": None, "size_mb": None, **_parity(reference, bf16)}
+    if job.bf16:
+        # bf16 needs no file (the weights are cast at load) but "auto" needs to know it keeps the labels
+        bf16 = job.parity(TorchRunner(copy.deepcopy(job.model).to(torch.bfloat16)))
+        report["models"]["torch-bf16"] = {"file": None, "size_mb": None, **bf16}
 
     write_text_atomic(out_dir / EXPORT_REPORT, json.dumps(report, indent=2) + "\n")
     remove_stale_work_dirs(out_dir)
     _print_report(path, report)
     return report
-
 
 
 def remove_stale_work_dirs(out_dir: Path) -> list[Path]:
@@ -209,7 +283,8 @@ def remove_stale_work_dirs(out_dir: Path) -> list[Path]:
     return removed
 
 
-def _import_export_extra() -> tuple[Any, Any]:
+def import_export_extra() -> tuple[Any, Any]:
+    """``onnx`` and ``onnxruntime``, or a MissingExtraError that names the extra to install."""
     try:
         import onnx
         import onnxruntime
@@ -220,20 +295,17 @@ def _import_export_extra() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def _torch_export(model: torch.nn.Module, tokenizer: FastTokenizer, out_path: Path, opset: int) -> str:
+def _torch_export(model: torch.nn.Module, sample: dict[str, np.ndarray],
+                  dynamic_axes: dict[str, dict[int, str]], out_path: Path, opset: int) -> str:
     """Write the logits graph to ``out_path``; return which exporter made it.
 
     The TorchScript exporter (``dynamo=False``) is tried first: for BERT-style encoders it is fast, gives
     the requested opset directly, and its graph matches ONNX Runtime's fusion patterns. The
     ``torch.export``-based exporter is the fallback for torch versions or models where it fails.
     """
-    names = list(TorchRunner(model).input_names)
-    # two texts of different length, so no axis is traced as a constant 1
-    ids, type_ids = tokenizer(["a short text", "a somewhat longer text to export the model with"])
-    sample = pad_inputs(ids, type_ids, tokenizer.pad_id)
+    names = list(sample)
     args = tuple(torch.from_numpy(sample[name]) for name in names)
     wrapper = _LogitsOnly(model, names).eval()
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
     errors = []
     for dynamo in (False, True):
         try:
@@ -251,7 +323,7 @@ def _torch_export(model: torch.nn.Module, tokenizer: FastTokenizer, out_path: Pa
 
 
 class _LogitsOnly(torch.nn.Module):
-    """Wraps the HF model so the graph takes positional tensors and returns only the logits."""
+    """Wraps the model so the graph takes positional tensors and returns only the logits."""
 
     def __init__(self, model: torch.nn.Module, input_names: list[str]) -> None:
         super().__init__()
@@ -259,13 +331,15 @@ class _LogitsOnly(torch.nn.Module):
         self.input_names = input_names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs)), return_dict=False)[0]  # (batch, num_labels)
+        # (batch, num_labels), or (batch, seq, num_labels) for token classification
+        return self.model(**dict(zip(self.input_names, inputs))).logits
 
 
-def _fuse(config: Any, in_path: Path, out_path: Path) -> dict[str, Any]:
+def _fuse(model_type: str | None, model: torch.nn.Module, in_path: Path, out_path: Path) -> dict[str, Any]:
     """Apply ONNX Runtime's transformer fusions; report what was fused (or why not)."""
-    if config.model_type not in _FUSABLE_MODEL_TYPES:
-        return {"applied": False, "reason": f"no fusion rules for model type {config.model_type!r}"}
+    if model_type not in _FUSABLE_MODEL_TYPES:
+        return {"applied": False, "reason": f"no fusion rules for model type {model_type!r}"}
+    config = model.config
     from onnxruntime.transformers.optimizer import optimize_model
 
     num_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
@@ -280,11 +354,9 @@ def _fuse(config: Any, in_path: Path, out_path: Path) -> dict[str, Any]:
     return {"applied": True, "fused_ops": fused}
 
 
-def _max_logit_diff(onnx_path: Path, torch_runner: TorchRunner, tokenizer: FastTokenizer,
-                    texts: list[str]) -> float:
-    ids, type_ids = tokenizer(texts[:16])
-    inputs = pad_inputs(ids, type_ids, tokenizer.pad_id)  # (batch, seq) each
-    return float(np.abs(torch_runner(inputs) - OnnxRunner(onnx_path, num_threads=None)(inputs)).max())
+def _max_logit_diff(onnx_path: Path, model: torch.nn.Module, sample: dict[str, np.ndarray]) -> float:
+    expected = TorchRunner(model, tuple(sample))(sample)
+    return float(np.abs(expected - OnnxRunner(onnx_path, num_threads=None)(sample)).max())
 
 
 def _quantize(fp32_path: Path, work: Path,
@@ -362,23 +434,37 @@ def _outer_layers(model_path: Path) -> list[str] | None:
             if node.op_type in ("MatMul", "Attention") and (i < starts[1] or i >= starts[-1])]
 
 
+def _convolutions(model_path: Path) -> list[str] | None:
+    """Names of the convolutions. Dynamic int8 quantises activations per call, which suits matrix products
+    over tokens but moves a CNN's feature maps far (EfficientNet-Lite0 kept the class of under half the
+    parity images); kept in fp32, only the classifier's matrix product is int8. None if there are none."""
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    return [node.name for node in nodes if node.op_type == "Conv"] or None
+
+
 # (name, description, model path -> nodes to keep in fp32, or None to skip the recipe), fastest first
 _INT8_RECIPES: tuple[tuple[str, str, Callable[[Path], list[str] | None]], ...] = (
     ("all-int8", "every MatMul, attention and embedding in int8", _no_nodes),
     ("ffn-output-fp32", "all int8 except the feed-forward output projections", _down_projections),
     ("outer-layers-fp32", "all int8 except the first and the last transformer layer", _outer_layers),
+    ("convolutions-fp32", "all int8 except the convolutions", _convolutions),
 )
 
 
 @contextlib.contextmanager
 def _root_logging_untouched() -> Iterator[None]:
     """onnxruntime.quantization logs through the root logger, which installs a stderr handler as a side
-    effect; remove whatever it adds so the caller's logging setup stays as it was."""
+    effect; remove whatever it adds so the caller's logging setup stays as it was. Its warnings (shape
+    inference of padding and index tensors it does not quantise anyway) are not the user's to act on."""
     root = logging.getLogger()
-    before = list(root.handlers)
+    before, level = list(root.handlers), root.level
+    root.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        root.setLevel(level)
         for handler in root.handlers[:]:
             if handler not in before:
                 root.removeHandler(handler)
@@ -389,8 +475,13 @@ def _model_entry(out_dir: Path, backend: str, parity: dict[str, Any]) -> dict[st
     return {"file": f"{ONNX_DIR}/{file.name}", "size_mb": round(file.stat().st_size / 2**20, 2), **parity}
 
 
-def _parity(reference: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
-    agree = reference.argmax(axis=1) == probabilities.argmax(axis=1)
+def label_parity(reference: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """How often the arg-max label of each row (text, image, or token) is the same; rows (n, num_labels)."""
+    return parity_entry(reference.argmax(axis=1) == probabilities.argmax(axis=1), reference, probabilities)
+
+
+def parity_entry(agree: np.ndarray, reference: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """The report's parity fields from whether each compared item agreed, (n,) bool, and the probabilities."""
     return {
         "label_agreement": round(float(agree.mean()), 6),
         "disagreements": int((~agree).sum()),
@@ -411,7 +502,9 @@ def _print_report(model_dir: Path, report: dict[str, Any]) -> None:
     parity = report["parity"]
     print(f"Exported {model_dir / ONNX_DIR} (opset {report['opset']}, {report['exporter']}, "
           f"torch {report['torch_version']}, onnxruntime {report['onnxruntime_version']})")
-    print(f"Parity with PyTorch fp32 on {parity['texts']} {parity['source']} texts:")
+    what = "images" if "images" in parity else "texts"
+    compared = f", {parity['compared']}" if "compared" in parity else ""
+    print(f"Parity with PyTorch fp32 on {parity[what]} {parity['source']} {what}{compared}:")
     for backend, result in report["models"].items():
         file = f"{result['file'] or '(no file: cast at load)':<24}"
         size = f"{result['size_mb']:>6.1f} MB" if result["size_mb"] else " " * 9

@@ -9,6 +9,8 @@
 
 Everything needed to preprocess comes from the folder's ``domainfit.json`` (image size, mean, std), so no
 training config is needed. Images are decoded with Pillow and resized as in evaluation (no augmentation).
+After ``domainfit export`` the ONNX backends serve it too ("auto" picks int8 or fp32 ONNX when the export
+gave PyTorch's class on every parity image).
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from domainfit.data.image_transforms import ImagePreprocessing
 from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
 from domainfit.errors import DataError, DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
+from domainfit.serving.predictor import ONNX_FILES, Runner, TorchRunner, onnx_runner, resolve_task_backend
 from domainfit.serving.registry import PREDICTORS
 
 DEFAULT_BATCH_SIZE = 32
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+INPUT_NAMES = ("pixel_values",)
 
 
 class ImagePredictor:
@@ -33,20 +38,24 @@ class ImagePredictor:
 
     Attributes:
         labels: label names, in the order of the probability columns.
-        backend: always "torch" (fp32).
+        backend: "torch" (fp32), "onnx" or "onnx-int8".
         preprocessing: the image size, mean and std the model was trained with.
     """
 
-    def __init__(self, model: Any, labels: list[str], preprocessing: ImagePreprocessing, *,
-                 channels_last: bool = False) -> None:
-        self.model = model
+    def __init__(self, runner: Runner, labels: list[str], preprocessing: ImagePreprocessing, *,
+                 backend: str = "torch") -> None:
+        self._runner = runner
         self.labels = labels
         self.preprocessing = preprocessing
-        self.channels_last = channels_last
-        self.backend = "torch"
+        self.backend = backend
 
     def __repr__(self) -> str:
-        return f"ImagePredictor(labels={self.labels}, image_size={self.preprocessing.size})"
+        return (f"ImagePredictor(backend={self.backend!r}, labels={self.labels}, "
+                f"image_size={self.preprocessing.size})")
+
+    def with_runner(self, runner: Runner, backend: str) -> ImagePredictor:
+        """The same predictor on another backend (the exporter compares backends with it)."""
+        return ImagePredictor(runner, self.labels, self.preprocessing, backend=backend)
 
     def predict_proba(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Class probabilities, shape (len(images), len(labels)), float32, rows in input order.
@@ -55,8 +64,6 @@ class ImagePredictor:
             images: file paths (str or Path) or PIL images.
             batch_size: images per forward pass (default 32).
         """
-        import torch
-
         if isinstance(images, (str, Path)):
             raise DomainfitError("expected a list of images, got one path", fix="wrap it in a list: predict([path]).")
         batch_size = batch_size or DEFAULT_BATCH_SIZE
@@ -64,12 +71,9 @@ class ImagePredictor:
         out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             arrays = [self.preprocessing.eval_array(_as_rgb(image)) for image in images[start : start + batch_size]]
-            pixel_values = torch.from_numpy(np.stack(arrays))  # (batch, 3, size, size)
-            if self.channels_last:
-                pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                logits = self.model(pixel_values=pixel_values).logits  # (batch, num_labels)
-            out[start : start + len(arrays)] = logits.float().softmax(-1).numpy()
+            # (batch, 3, size, size) -> (batch, num_labels)
+            logits = self._runner({"pixel_values": np.stack(arrays)})
+            out[start : start + len(arrays)] = _softmax(logits)
         return out
 
     def predict(self, images: Sequence[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
@@ -79,6 +83,28 @@ class ImagePredictor:
             best = max(range(len(row)), key=row.__getitem__)
             results.append({"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))})
         return results
+
+
+class ImageTorchRunner(TorchRunner):
+    """PyTorch on ``pixel_values``; hands a channels-last model NHWC tensors, as in training."""
+
+    def __init__(self, model: Any, *, channels_last: bool = False) -> None:
+        super().__init__(model, INPUT_NAMES)
+        self.channels_last = channels_last
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        pixel_values = torch.from_numpy(inputs["pixel_values"])  # (batch, 3, size, size)
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model(pixel_values=pixel_values).logits.float().numpy()  # (batch, num_labels)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float32)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _as_rgb(image: Any) -> Any:
@@ -107,22 +133,35 @@ def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> ImagePredictor:
+def load_image_predictor(model_dir: str | Path, *, backend: str = "auto",
+                         num_threads: int | None = None) -> ImagePredictor:
     """Load an image model folder written by ``domainfit train`` (task image-classification).
 
     Args:
         model_dir: the run's model/ folder.
-        backend: "auto" or "torch" (image models are served by PyTorch fp32 only).
-        num_threads: CPU threads for torch (process-wide).
+        backend: one of ``BACKENDS``. "auto" serves the int8 ONNX model if ``domainfit export`` found it
+            gives PyTorch's class on its parity images, else the fp32 ONNX model if exported, else
+            PyTorch fp32.
+        num_threads: CPU threads (process-wide for torch).
     """
-    import torch
-
-    from domainfit.models.efficientnet_lite import is_efficientnet_dir, load_efficientnet_dir
-
     model_dir = Path(model_dir)
-    if backend not in ("auto", "torch"):
-        raise DomainfitError(f"image models are served with backend 'torch' only, not {backend!r}",
-                             fix="use backend='auto' or 'torch'.")
+    settings, labels, preprocessing = read_image_settings(model_dir)
+    resolved = resolve_task_backend(model_dir, backend, BACKENDS, "image models")
+    if resolved in ONNX_FILES:
+        runner: Runner = onnx_runner(model_dir, resolved, num_threads)
+        return ImagePredictor(runner, labels, preprocessing, backend=resolved)
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+    channels_last = bool(settings.get("channels_last", False))
+    model = load_image_model(model_dir, channels_last=channels_last)
+    runner = ImageTorchRunner(model, channels_last=channels_last)
+    return ImagePredictor(runner, labels, preprocessing, backend="torch")
+
+
+def read_image_settings(model_dir: Path) -> tuple[dict[str, Any], list[str], ImagePreprocessing]:
+    """The folder's ``domainfit.json``, its labels and its preprocessing (size, mean, std)."""
     settings_path = model_dir / SETTINGS_FILE
     settings = read_folder_settings(model_dir)
     try:
@@ -132,22 +171,35 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
         raise ModelError(f"cannot read the image settings: {e}", path=settings_path,
                          fix="give the model/ folder written by `domainfit train` (its domainfit.json names "
                              "labels, image_size, image_mean and image_std).") from e
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    return settings, labels, preprocessing
+
+
+def load_image_model(model_dir: Path, *, channels_last: bool = False,
+                     attn_implementation: str = "sdpa") -> Any:
+    """The folder's PyTorch model in fp32 eval mode: the packaged EfficientNet-Lite or a Hugging Face
+    ``AutoModelForImageClassification``."""
+    import torch
+
+    from domainfit.models.efficientnet_lite import is_efficientnet_dir, load_efficientnet_dir
+
     if is_efficientnet_dir(model_dir):
         model = load_efficientnet_dir(model_dir)
     else:
         from transformers import AutoModelForImageClassification
 
         try:
-            model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+            try:
+                model = AutoModelForImageClassification.from_pretrained(
+                    model_dir, dtype=torch.float32, attn_implementation=attn_implementation)
+            except ValueError:  # a CNN, or an architecture without this attention implementation
+                model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot load the image model: {e}", path=model_dir,
                              fix="the folder needs config.json and model.safetensors.") from e
-    channels_last = bool(settings.get("channels_last", False))
+        model = model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return ImagePredictor(model, labels, preprocessing, channels_last=channels_last)
+    return model
 
 
 def is_image_model_dir(model_dir: str | Path) -> bool:

@@ -8,9 +8,9 @@
     domainfit predict runs/ncbi-multilabel/model notes.csv --output predictions.csv
 
 The per-label thresholds tuned on the validation set at training time are read from ``domainfit.json``;
-tokenising, length-sorted batching and the PyTorch backends are those of
-:mod:`domainfit.serving.predictor`. ``domainfit export`` does not cover multi-label models yet, so the
-ONNX backends are not offered.
+tokenising, length-sorted batching and the backends are those of :mod:`domainfit.serving.predictor`.
+After ``domainfit export`` the ONNX backends serve it too, and "auto" picks them as for single-label
+models, judged by how often the label set at the stored thresholds stayed the same.
 """
 
 from __future__ import annotations
@@ -32,18 +32,20 @@ from domainfit.serving.predictor import (
     _RUNNERS,
     DEFAULT_BATCH_SIZE,
     SETTINGS_FILE,
+    SPLIT_BACKEND,
     FastTokenizer,
     Runner,
     _read_json,
     check_model_dir,
     load_hf_tokenizer,
     pad_inputs,
+    resolve_task_backend,
 )
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 TASK = "multi-label-classification"
-BACKENDS = ("auto", "torch", "torch-bf16")
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
 
 
 class MultiLabelPredictor:
@@ -52,7 +54,7 @@ class MultiLabelPredictor:
     Attributes:
         labels: label names, in the order of the probability columns.
         thresholds: (num_labels,) decision thresholds, from ``domainfit.json``.
-        backend: "torch" or "torch-bf16".
+        backend: one of ``BACKENDS`` but "auto".
         label_separator: how the CLI joins a text's labels in one CSV cell (and splits them when evaluating).
         default_threshold: the untuned threshold, reported beside the tuned ones by :func:`evaluate_file`.
         max_chars: texts are cut to this many characters before tokenising (see
@@ -75,6 +77,13 @@ class MultiLabelPredictor:
 
     def __repr__(self) -> str:
         return f"MultiLabelPredictor(backend={self.backend!r}, labels={self.labels})"
+
+    def with_runner(self, runner: Runner, backend: str) -> MultiLabelPredictor:
+        """The same predictor on another backend (the exporter compares backends with it)."""
+        return MultiLabelPredictor(runner, self._tokenizer, self.labels, self.thresholds,
+                                   text_prefix=self.text_prefix, backend=backend,
+                                   label_separator=self.label_separator,
+                                   default_threshold=self.default_threshold, max_chars=self.max_chars)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Per-label probabilities, shape (len(texts), len(labels)), float32, rows in input order."""
@@ -161,9 +170,7 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
                     max_chars: int | None = None) -> MultiLabelPredictor:
     """Load a multi-label model folder written by ``domainfit train`` (see :class:`MultiLabelPredictor`)."""
     path = check_model_dir(model_dir)
-    if backend not in BACKENDS:
-        raise DomainfitError(f"backend {backend!r} is not available for multi-label models",
-                             fix=f"use one of: {', '.join(BACKENDS)} (ONNX export does not cover multi-label yet).")
+    resolved = resolve_task_backend(path, backend, BACKENDS, "multi-label models")
     settings_path = path / SETTINGS_FILE
     settings = read_folder_settings(path)
     labels = settings.get("labels")
@@ -180,7 +187,6 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
                          key="labels", fix="the folder was edited by hand: retrain or restore both files.")
     hf_tokenizer = load_hf_tokenizer(path)
     max_length = int(settings.get("max_length", min(getattr(hf_tokenizer, "model_max_length", 512), 512)))
-    resolved = "torch" if backend == "auto" else backend
     runner = _RUNNERS[resolved](path, num_threads)
     return MultiLabelPredictor(runner, FastTokenizer(hf_tokenizer, max_length), labels,
                                np.array([float(thresholds[label]) for label in labels], dtype=np.float32),

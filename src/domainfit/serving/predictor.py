@@ -290,22 +290,29 @@ def load_torch_model(model_dir: Path, *, attn_implementation: str = "sdpa") -> A
 
 
 class TorchRunner:
-    """Eager PyTorch in the model's own dtype (fp32, or bf16 for the torch-bf16 backend)."""
+    """Eager PyTorch in the model's own dtype (fp32, or bf16 for the torch-bf16 backend).
 
-    def __init__(self, model: Any) -> None:
+    Args:
+        model: a model whose output has ``.logits``.
+        input_names: the inputs to feed it; default: those of ``pad_inputs`` its ``forward`` takes.
+    """
+
+    def __init__(self, model: Any, input_names: tuple[str, ...] | None = None) -> None:
         import torch
 
         self._torch = torch
         self.model = model
-        accepted = inspect.signature(model.forward).parameters
-        self.input_names = tuple(name for name in ("input_ids", "attention_mask", "token_type_ids")
-                                 if name in accepted)
+        if input_names is None:
+            accepted = inspect.signature(model.forward).parameters
+            input_names = tuple(name for name in ("input_ids", "attention_mask", "token_type_ids")
+                                if name in accepted)
+        self.input_names = input_names
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
         feed = {name: torch.from_numpy(inputs[name]) for name in self.input_names}
         with torch.inference_mode():
-            logits = self.model(**feed).logits  # (batch, num_labels)
+            logits = self.model(**feed).logits  # (batch, num_labels), or (batch, seq, num_labels) for tokens
         return logits.float().numpy()
 
 
@@ -441,6 +448,29 @@ def resolve_backend(model_dir: Path, backend: str) -> str:
     if has_ort and (model_dir / ONNX_DIR / ONNX_FILES["onnx"]).is_file():
         return "onnx"
     return "torch"
+
+
+def resolve_task_backend(model_dir: Path, backend: str, offered: tuple[str, ...], what: str) -> str:
+    """:func:`resolve_backend` for a predictor that offers only the backends ``offered``.
+
+    "auto" picks by the parity report as for text classification (the exporters of tasks without a bf16
+    backend measure no bf16 parity, so "auto" never picks it for them); an ONNX backend named explicitly
+    is checked to come from the weights now in the folder.
+    """
+    if backend not in offered:
+        near = difflib.get_close_matches(str(backend), offered, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise DomainfitError(f"backend {backend!r} is not available for {what}.{hint}",
+                             fix=f"use one of: {', '.join(offered)}.")
+    resolved = resolve_backend(model_dir, backend)
+    if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already
+        _check_stale(model_dir, resolved)
+    return resolved
+
+
+def onnx_runner(model_dir: Path, backend: str, num_threads: int | None) -> OnnxRunner:
+    """The ONNX Runtime session of ``backend`` ("onnx" or "onnx-int8") of an exported folder."""
+    return OnnxRunner(_onnx_path(model_dir, backend), num_threads=num_threads)
 
 
 def export_is_current(model_dir: Path, report: dict[str, Any]) -> bool:

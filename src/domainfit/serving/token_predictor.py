@@ -12,8 +12,9 @@ was trained on: ``label_unit`` in domainfit.json, "words" for folders that preda
 model's window are split into overlapping windows whose predictions are merged (each token from the window
 where it is most central). Windows of all texts are sorted by length and batched. Each word's tag is the
 arg-max at its first subword (each token's own for "tokens"); entities are decoded in strict IOB2 (as they
-were scored) and returned as character offsets into the original text. PyTorch only: ONNX export of token
-classifiers is not done yet.
+were scored) and returned as character offsets into the original text. After ``domainfit export`` the ONNX
+backends serve it too ("auto" picks int8 ONNX when it kept PyTorch's tags on the parity texts, else fp32
+ONNX).
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ from domainfit.data.token_alignment import (
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
 from domainfit.serving.files import write_output
-from domainfit.serving.predictor import load_hf_tokenizer, pad_inputs, read_labels
+from domainfit.serving.predictor import (
+    ONNX_FILES,
+    Runner,
+    TorchRunner,
+    load_hf_tokenizer,
+    onnx_runner,
+    pad_inputs,
+    read_labels,
+    resolve_task_backend,
+)
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 
 TASK = "token-classification"
 DEFAULT_BATCH_SIZE = 64
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 class TokenPredictor:
@@ -52,7 +63,7 @@ class TokenPredictor:
     Attributes:
         labels: IOB2 tag names in model output order.
         entity_types: the entity types.
-        backend: always "torch" for now.
+        backend: "torch", "onnx" or "onnx-int8".
         max_length: tokens per window (special tokens included).
         stride: tokens shared by neighbouring windows.
         max_chars: texts are cut to this many characters before tokenising (see
@@ -61,42 +72,38 @@ class TokenPredictor:
 
     task = TASK
 
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], *, max_length: int, stride: int,
-                 max_chars: int | None = None, label_unit: str = "words") -> None:
-        import inspect
-
+    def __init__(self, runner: Runner, tokenizer: Any, labels: list[str], *, max_length: int, stride: int,
+                 max_chars: int | None = None, label_unit: str = "words", backend: str = "torch") -> None:
         check_max_chars(max_chars)
 
-        self._model = model
+        self._runner = runner
         self._tokenizer = tokenizer
         self._before, self._after = special_tokens(tokenizer)
-        self._accepts = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-                         if n in inspect.signature(model.forward).parameters]
         self.labels = labels
         self.entity_types = [label[2:] for label in labels if label.startswith("B-")]
-        self.backend = "torch"
+        self.backend = backend
         self.max_length = max_length
         self.stride = stride
         self.max_chars = max_chars or default_max_chars(max_length, windows=True)  # windows read whole texts
         self.label_unit = label_unit
 
     def __repr__(self) -> str:
-        return f"TokenPredictor(entity_types={self.entity_types}, max_length={self.max_length}, stride={self.stride})"
+        return (f"TokenPredictor(backend={self.backend!r}, entity_types={self.entity_types}, "
+                f"max_length={self.max_length}, stride={self.stride})")
 
-    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[dict[str, Any]]]:
-        """Entities of each text, in input order.
+    def with_runner(self, runner: Runner, backend: str) -> TokenPredictor:
+        """The same predictor on another backend (the exporter compares backends with it)."""
+        return TokenPredictor(runner, self._tokenizer, self.labels, max_length=self.max_length,
+                              stride=self.stride, max_chars=self.max_chars, label_unit=self.label_unit,
+                              backend=backend)
 
-        Args:
-            texts: the texts.
-            batch_size: windows per forward pass (default 64).
+    def unit_probabilities(self, texts: Sequence[str],
+                           batch_size: int | None = None) -> list[tuple[Any, np.ndarray]]:
+        """Per text: its encoding and the tag probabilities of its labelled units, (units, num_labels).
 
-        Returns:
-            Per text, a list of ``{"start", "end", "label", "text", "score"}``: character offsets into the
-            text (end exclusive, so ``text[start:end]`` is the entity) and the mean probability of the
-            entity's word tags.
+        A unit is a word (its first subword's prediction) or, for models trained with ``label_unit: tokens``,
+        a token. Texts longer than a window are windowed and merged as in training.
         """
-        import torch
-
         texts = cap_texts(_check_texts(texts), self.max_chars, reads=f"windows of {self.max_length} tokens")
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -111,19 +118,36 @@ class TokenPredictor:
             rows = [inputs[i] for i in batch]
             ids = [r[2] for r in rows]
             arrays = pad_inputs(ids, [[0] * len(x) for x in ids], self._tokenizer.pad_token_id or 0)
-            with torch.inference_mode():
-                logits = self._model(**{n: torch.from_numpy(arrays[n]) for n in self._accepts}).logits
-            probs = torch.softmax(logits.float(), dim=-1).numpy()  # (batch, seq, num_labels)
+            probs = _softmax(self._runner(arrays))  # (batch, seq, num_labels)
             for (t, w, x), p in zip(rows, probs):
                 probabilities[t, w] = p[: len(x)]
-        results = []
+        out = []
         for t, (enc, wins) in enumerate(zip(encodings, windows)):
             if not wins:
-                results.append([])
+                out.append((enc, np.zeros((0, len(self.labels)), dtype=np.float32)))
                 continue
             merged = merge_window_logits([probabilities[t, w] for w in range(len(wins))], wins, len(enc.ids),
                                          len(self._before))  # (tokens, num_labels)
-            word_probs = merged[enc.first_tokens]  # (words, num_labels)
+            out.append((enc, merged[enc.first_tokens]))  # (units, num_labels)
+        return out
+
+    def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[list[dict[str, Any]]]:
+        """Entities of each text, in input order.
+
+        Args:
+            texts: the texts.
+            batch_size: windows per forward pass (default 64).
+
+        Returns:
+            Per text, a list of ``{"start", "end", "label", "text", "score"}``: character offsets into the
+            text (end exclusive, so ``text[start:end]`` is the entity) and the mean probability of the
+            entity's word tags.
+        """
+        results = []
+        for enc, word_probs in self.unit_probabilities(texts, batch_size):
+            if not len(word_probs):
+                results.append([])
+                continue
             best = word_probs.argmax(-1)
             tags = [self.labels[i] for i in best.tolist()]
             spans = []
@@ -134,6 +158,13 @@ class TokenPredictor:
                               "score": score})
             results.append(spans)
         return results
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in float32."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float32)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -148,13 +179,12 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads: int | None = None,
                          max_chars: int | None = None) -> TokenPredictor:
-    """Load a checked model folder whose ``domainfit.json`` says ``task: token-classification``."""
-    import torch
-    from transformers import AutoModelForTokenClassification
+    """Load a checked model folder whose ``domainfit.json`` says ``task: token-classification``.
 
-    if backend not in ("auto", "torch"):
-        raise ModelError(f"backend {backend!r} is not available for token classification (no ONNX export yet)",
-                         path=model_dir, fix="use backend='torch' (or 'auto').")
+    ``backend`` is one of ``BACKENDS``; "auto" serves the int8 ONNX model if ``domainfit export`` found it
+    keeps PyTorch's tags, else the fp32 ONNX model if exported, else PyTorch fp32.
+    """
+    resolved = resolve_task_backend(model_dir, backend, BACKENDS, "token classification")
     settings = read_folder_settings(model_dir)
     labels = read_labels(model_dir)
     tokenizer = load_hf_tokenizer(model_dir)
@@ -169,15 +199,34 @@ def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads:
     if label_unit not in UNITS:
         raise ModelError(f"label_unit must be one of {', '.join(UNITS)}, found {label_unit!r}",
                          path=model_dir / SETTINGS_FILE, key="label_unit")
+    if resolved in ONNX_FILES:
+        runner: Runner = onnx_runner(model_dir, resolved, num_threads)
+    else:
+        runner = TorchRunner(load_token_model(model_dir, num_threads=num_threads))
+    return TokenPredictor(runner, tokenizer, labels, max_length=settings["max_length"],
+                          stride=settings["stride"], max_chars=max_chars, label_unit=label_unit,
+                          backend=resolved)
+
+
+def load_token_model(model_dir: Path, *, num_threads: int | None = None,
+                     attn_implementation: str = "sdpa") -> Any:
+    """The folder's ``AutoModelForTokenClassification`` in fp32 eval mode."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=torch.float32,
+                                                                    attn_implementation=attn_implementation)
+        except ValueError:  # this architecture has no such attention implementation
+            model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
     except OSError as e:
         raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
-                         fix="the folder needs model.safetensors.") from e
-    return TokenPredictor(model.eval(), tokenizer, labels, max_length=settings["max_length"],
-                          stride=settings["stride"], max_chars=max_chars, label_unit=label_unit)
+                         fix="the folder needs model.safetensors; or use backend='onnx' after "
+                             "domainfit export.") from e
+    return model.eval()
 
 
 def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Path,
