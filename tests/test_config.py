@@ -29,6 +29,10 @@ def test_every_shipped_config_loads_and_says_how_to_run_it(path):
         from domainfit.config import load_pretrain_config
 
         assert load_pretrain_config(path).corpus.train
+    elif path.name.startswith("tune_"):  # `domainfit tune` configs: a run config plus a search space
+        from domainfit.tune import load_tune_config
+
+        assert load_tune_config(path).space
     else:
         cfg = load_config(path)
         assert isinstance(cfg, RunConfig) and cfg.data.train

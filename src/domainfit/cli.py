@@ -4,6 +4,7 @@
     domainfit train CONFIG [--resume] [key=value ...]
     domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
     domainfit pipeline CONFIG [key=value ...]        # pretrain -> fine-tune -> compare with the baseline, resumable
+    domainfit tune CONFIG [key=value ...] [--no-retrain]   # hyperparameter search (Optuna), resumable
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
@@ -46,6 +47,20 @@ def _pipeline(args: argparse.Namespace) -> None:
     cfg = load_pipeline_config(args.config, args.overrides)
     run_pipeline(cfg)
     print(f"\nDone. Report: {Path(cfg.output_dir) / 'report.md'}   Lineage: {Path(cfg.output_dir) / 'pipeline.json'}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from domainfit.tune import load_tune_config, run_tune
+
+    cfg = load_tune_config(args.config, args.overrides)
+    try:
+        run_tune(cfg, retrain=not args.no_retrain)
+    except KeyboardInterrupt:
+        print("\ninterrupted. Finished trials are kept in study.db: run the same command again to continue "
+              "(the running trial resumes from its last checkpoint).", file=sys.stderr)
+        raise SystemExit(130) from None
+    out = Path(cfg.output_dir)
+    print(f"\nDone. Report: {out / 'report.md'}   Best config: {out / 'best.yaml'}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -416,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="top-level overrides, e.g. seeds=[42,43,44] output_dir=runs/p2")
     p.set_defaults(func=_pipeline)
 
+    p = sub.add_parser("tune", help="hyperparameter search over a run config (Optuna): pruning, best config")
+    p.add_argument("config", help="YAML tune config: run config, search space, trials (see docs/tune.md)")
+    p.add_argument("overrides", nargs="*", help="top-level overrides, e.g. trials=30 output_dir=runs/tune2")
+    p.add_argument("--no-retrain", action="store_true", help="write best.yaml and the report, but do not "
+                   "train the best config again (no test score)")
+    p.set_defaults(func=_tune)
+
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     p.add_argument("--data-dir", default=None, help="folder holding financial_phrasebank/ (default: search, then download)")
@@ -562,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # commands that train, and so run on mimalloc (domainfit/allocator.py)
-TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _demo)
+TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _tune, _demo)
 
 if __name__ == "__main__":
     sys.exit(main())
