@@ -4,6 +4,7 @@
     domainfit train CONFIG [--resume] [key=value ...]
     domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
     domainfit pipeline CONFIG [key=value ...]        # pretrain -> fine-tune -> compare with the baseline, resumable
+    domainfit federate CONFIG [key=value ...]        # federated fine-tuning of N sites on Flower (FedAvg/FedProx)
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
@@ -46,6 +47,15 @@ def _pipeline(args: argparse.Namespace) -> None:
     cfg = load_pipeline_config(args.config, args.overrides)
     run_pipeline(cfg)
     print(f"\nDone. Report: {Path(cfg.output_dir) / 'report.md'}   Lineage: {Path(cfg.output_dir) / 'pipeline.json'}")
+
+
+def _federate(args: argparse.Namespace) -> None:
+    from domainfit.config.federate import load_federate_config
+    from domainfit.federated.simulation import run_federation
+
+    cfg = load_federate_config(args.config, args.overrides)
+    run_federation(cfg, args.config)
+    print(f"\nDone. Global model: {Path(cfg.output_dir) / 'model'}   Report: {Path(cfg.output_dir) / 'report.md'}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -411,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="top-level overrides, e.g. seeds=[42,43,44] output_dir=runs/p2")
     p.set_defaults(func=_pipeline)
 
+    p = sub.add_parser("federate", help="federated fine-tuning: N sites train locally, a Flower strategy averages")
+    p.add_argument("config", help="YAML federate config (see docs/federated.md)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=5 strategy=fedprox")
+    p.set_defaults(func=_federate)
+
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     p.add_argument("--data-dir", default=None, help="folder holding financial_phrasebank/ (default: search, then download)")
@@ -556,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # commands that train, and so run on mimalloc (domainfit/allocator.py)
-TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _demo)
+TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _demo, _federate)
 
 if __name__ == "__main__":
     sys.exit(main())
