@@ -5,6 +5,7 @@
     domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
     domainfit pipeline CONFIG [key=value ...]        # pretrain -> fine-tune -> compare with the baseline, resumable
     domainfit tune CONFIG [key=value ...] [--no-retrain]   # hyperparameter search (Optuna), resumable
+    domainfit federate CONFIG [key=value ...]        # federated fine-tuning of N sites on Flower (FedAvg/FedProx)
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
@@ -61,6 +62,15 @@ def _tune(args: argparse.Namespace) -> None:
         raise SystemExit(130) from None
     out = Path(cfg.output_dir)
     print(f"\nDone. Report: {out / 'report.md'}   Best config: {out / 'best.yaml'}")
+
+
+def _federate(args: argparse.Namespace) -> None:
+    from domainfit.config.federate import load_federate_config
+    from domainfit.federated.simulation import run_federation
+
+    cfg = load_federate_config(args.config, args.overrides)
+    run_federation(cfg, args.config)
+    print(f"\nDone. Global model: {Path(cfg.output_dir) / 'model'}   Report: {Path(cfg.output_dir) / 'report.md'}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -438,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "train the best config again (no test score)")
     p.set_defaults(func=_tune)
 
+    p = sub.add_parser("federate", help="federated fine-tuning: N sites train locally, a Flower strategy averages")
+    p.add_argument("config", help="YAML federate config (see docs/federated.md)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=5 strategy=fedprox")
+    p.set_defaults(func=_federate)
+
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     p.add_argument("--data-dir", default=None, help="folder holding financial_phrasebank/ (default: search, then download)")
@@ -584,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # commands that train, and so run on mimalloc (domainfit/allocator.py)
-TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _tune, _demo)
+TRAINING_COMMANDS = (_train, _pretrain, _pipeline, _tune, _demo, _federate)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,184 @@
+"""The config of ``domainfit federate``: the run config the sites train, the sites, the rounds, the strategy.
+
+    domainfit federate federate.yaml [key=value ...]
+
+Same loading rules as a run config (strict keys with near-miss hints, typed values, ``dotted.key=value``
+overrides); paths are resolved against the current folder first, then the federate file's folder. Keys that
+only one strategy reads (``proximal_mu``) and the ``dp`` settings when DP is off are refused when set, naming
+the key, so nothing written is silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from domainfit.config.core import _build, _exists, _read_raw
+from domainfit.config.fields import SEED_MAX, _f
+from domainfit.errors import ConfigError, short_repr
+
+
+@dataclass
+class PrivacyConfig:
+    enabled: bool = _f(
+        False,
+        "DP-SGD (Abadi et al. 2016) at every site through Opacus: each example's gradient is clipped to "
+        "max_grad_norm and Gaussian noise is added; the epsilon each site has spent (at delta) is reported "
+        "every round.",
+    )
+    noise_multiplier: float = _f(
+        1.0,
+        "Noise standard deviation, in units of max_grad_norm (more noise: smaller epsilon, lower accuracy).",
+        min_exclusive=0.0,
+    )
+    max_grad_norm: float = _f(
+        1.0,
+        "Per-example gradient norm bound (DP-SGD's clipping; replaces train.max_grad_norm).",
+        min_exclusive=0.0,
+    )
+    delta: float = _f(
+        1e-5,
+        "The delta of (epsilon, delta)-DP that epsilon is reported at (below 1 / examples per site).",
+        min_exclusive=0.0,
+        max=0.1,
+    )
+
+
+STRATEGIES = ("fedavg", "fedprox")
+
+
+@dataclass
+class FederateConfig:
+    run_config: str = _f(
+        "",
+        "The run config every site trains with (task, model, peft, train settings); its data.train is "
+        "replaced by each site's file.",
+    )
+    run_overrides: list[str] = _f(
+        [], "dotted.key=value overrides of the run config, e.g. ['train.batch_size=16']."
+    )
+    sites: dict[str, str] = _f(
+        {},
+        "Site name -> that site's training file (read with the run config's data options; each site splits "
+        "off its own validation and test sets as the run config's data section says).",
+    )
+    rounds: int = _f(
+        3, "Federated rounds: the server sends the global weights, sites train, the server averages.", min=1
+    )
+    local_epochs: int = _f(1, "Passes over its own training data each chosen site makes per round.", min=1)
+    strategy: str = _f(
+        "fedavg",
+        "fedavg (McMahan et al. 2017: average weighted by examples) or fedprox (Li et al. 2020: also a "
+        "proximal term mu/2 ||w - w_global||^2 in each local loss).",
+        choices=STRATEGIES,
+    )
+    proximal_mu: float = _f(0.01, "FedProx's mu (strategy: fedprox only).", min=0.0)
+    fraction_fit: float = _f(
+        1.0,
+        "Share of the sites that train in a round, drawn afresh each round with seed.",
+        min_exclusive=0.0,
+        max=1.0,
+    )
+    min_fit_sites: int = _f(1, "At least this many sites train in a round.", min=1)
+    seed: int = _f(
+        42,
+        "Seed for choosing the sites of each round (the run config's train.seed seeds the model and "
+        "batches).",
+        max=SEED_MAX,
+    )
+    output_dir: str = _f(
+        "runs/federated",
+        "Run folder: model/ (the global model), metrics.json, report.md, tensorboard/, federate.yaml.",
+    )
+    overwrite: bool = _f(
+        False, "Allow writing into an output folder that already holds a finished federated run."
+    )
+    dp: PrivacyConfig = field(
+        default_factory=PrivacyConfig,
+        metadata={"help": "Optional differential privacy (DP-SGD at every site)."},
+    )
+
+
+# site names become TensorBoard tags and report rows: short, no path characters
+_SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def load_federate_config(path: str | Path, overrides: list[str] | None = None) -> FederateConfig:
+    """Read and check a federate YAML (see the module docstring).
+
+    Args:
+        path: the federate file.
+        overrides: ``dotted.key=value`` strings, e.g. ``rounds=5`` or ``dp.enabled=true``.
+
+    Returns:
+        The checked config; ``run_config`` and every site's file are resolved paths that exist.
+    """
+    path = Path(path)
+    raw = _read_raw(path, overrides)
+    cfg = _build(FederateConfig, raw, prefix="", source=path)
+    if not cfg.run_config:
+        raise ConfigError(
+            "no run config given",
+            path=path,
+            key="run_config",
+            fix="run_config: path/to/train.yaml (the config each site trains with).",
+        )
+    cfg.run_config = _existing(cfg.run_config, path, "run_config", "config file")
+    if len(cfg.sites) < 2:
+        raise ConfigError(
+            f"federated training needs at least two sites, found {len(cfg.sites)}",
+            path=path,
+            key="sites",
+            fix="sites: {site_a: a.csv, site_b: b.csv} (one training file per site).",
+        )
+    for name, data in cfg.sites.items():
+        key = f"sites.{name}"
+        if not _SITE_NAME.fullmatch(name) or ".." in name:
+            raise ConfigError(
+                f"the site name {short_repr(name, 80)} cannot be used",
+                path=path,
+                key=key,
+                fix="use letters, digits, '-', '_' and '.' (no '/', no '..'), at most 64 characters.",
+            )
+        cfg.sites[name] = _existing(data, path, key, "data file")
+    if "proximal_mu" in raw and cfg.strategy != "fedprox":
+        raise ConfigError(
+            f"proximal_mu is FedProx's setting, but strategy is {cfg.strategy!r}, so it would be ignored",
+            path=path,
+            key="proximal_mu",
+            fix="set strategy: fedprox, or remove proximal_mu.",
+        )
+    if cfg.min_fit_sites > len(cfg.sites):
+        raise ConfigError(
+            f"min_fit_sites is {cfg.min_fit_sites} but there are only {len(cfg.sites)} sites",
+            path=path,
+            key="min_fit_sites",
+            fix=f"set min_fit_sites to at most {len(cfg.sites)}.",
+        )
+    dp_raw: Any = raw.get("dp") or {}
+    extra_dp = sorted(set(dp_raw) - {"enabled"})
+    if not cfg.dp.enabled and extra_dp:
+        raise ConfigError(
+            "differential privacy is off, so this setting would be ignored",
+            path=path,
+            key=f"dp.{extra_dp[0]}",
+            fix="set dp.enabled: true, or remove the dp settings.",
+        )
+    return cfg
+
+
+def _existing(value: str, source: Path, key: str, what: str) -> str:
+    """``value`` as a path that exists: as given, else relative to the federate file's folder."""
+    p = Path(value)
+    if not p.is_absolute() and not _exists(p) and _exists(source.parent / p):
+        p = source.parent / p
+    if not _exists(p) or p.is_dir():
+        raise ConfigError(
+            f"{what} {short_repr(value)} not found",
+            path=source,
+            key=key,
+            fix="give a path relative to the current folder or to this federate file.",
+        )
+    return str(p)

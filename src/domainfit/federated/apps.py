@@ -1,0 +1,133 @@
+"""The Flower side of a federation: the site's message handlers, the strategy, and what each round records.
+
+The same pieces run the simulation on one machine (``federated/simulation.py``: an in-process grid delivers
+each message to its site in turn) and a real deployment (``federated/deploy.py``: a Flower SuperLink and one
+SuperNode per site). The server runs Flower's own ``FedAvg`` / ``FedProx`` strategy loop
+(``Strategy.start``): sample sites, send the global weights, aggregate the replies weighted by
+``num-examples``, ask every site to score the new global model, and score it centrally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from domainfit.config.federate import FederateConfig
+from domainfit.federated.exchange import from_record, load_trained_state, to_record, trained_state
+from domainfit.federated.site import Site
+
+WEIGHT_KEY = "num-examples"  # Flower's default weighting key
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar numbers of a metrics dict (what a Flower ``MetricRecord`` carries)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"
+    }
+
+
+def train_handler(site: Site, model: nn.Module, device: torch.device) -> Callable[[Any], Any]:
+    """The site's reply to a ``train`` message: load the global weights, train locally, send the result."""
+
+    def handle(message: Any) -> Any:
+        from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+        load_trained_state(model, from_record(message.content["arrays"]))
+        epochs = int(message.content["config"]["local-epochs"])
+        metrics = site.fit(model, epochs, device)
+        content = RecordDict(
+            {
+                "arrays": to_record(trained_state(model)),
+                "metrics": MetricRecord({WEIGHT_KEY: site.num_train, **metrics}),
+                "site": ConfigRecord({"name": site.name}),
+            }
+        )
+        return Message(content, reply_to=message)
+
+    return handle
+
+
+def evaluate_handler(site: Site, model: nn.Module, device: torch.device) -> Callable[[Any], Any]:
+    """The site's reply to an ``evaluate`` message: the global model's scores on the site's held-out split."""
+
+    def handle(message: Any) -> Any:
+        from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+        load_trained_state(model, from_record(message.content["arrays"]))
+        metrics = numeric(site.evaluate(model, device))
+        content = RecordDict(
+            {
+                "metrics": MetricRecord({WEIGHT_KEY: len(site.features[site.held_out]), **metrics}),
+                "site": ConfigRecord({"name": site.name}),
+            }
+        )
+        return Message(content, reply_to=message)
+
+    return handle
+
+
+@dataclass
+class RoundLog:
+    """What each round recorded: per-site training and evaluation metrics, global scores, traffic."""
+
+    sites_train: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    sites_eval: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    global_eval: dict[int, dict[str, float]] = field(default_factory=dict)
+    traffic: dict[int, dict[str, int]] = field(default_factory=dict)
+    current_round: int = 0
+
+    def recorder(self, target: str) -> Callable[[list[Any], str], Any]:
+        """A Flower metrics-aggregation function that keeps each site's metrics before averaging them."""
+        from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+        def aggregate(records: list[Any], weighted_by_key: str) -> Any:
+            per_site = getattr(self, target).setdefault(self.current_round, {})
+            for record in records:
+                metrics = next(iter(record.metric_records.values()))
+                per_site[str(record["site"]["name"])] = {k: float(v) for k, v in metrics.items()}
+            return aggregate_metricrecords(records, weighted_by_key)
+
+        return aggregate
+
+
+def create_strategy(fed: FederateConfig, log: RoundLog) -> Any:
+    """Flower's FedAvg or FedProx with the federate config's sampling, recording into ``log``."""
+    from flwr.serverapp.strategy import FedAvg, FedProx
+
+    common = {
+        "fraction_train": fed.fraction_fit,
+        "min_train_nodes": fed.min_fit_sites,
+        "min_available_nodes": len(fed.sites),
+        "fraction_evaluate": 1.0,
+        "min_evaluate_nodes": len(fed.sites),
+        "weighted_by_key": WEIGHT_KEY,
+        "train_metrics_aggr_fn": log.recorder("sites_train"),
+        "evaluate_metrics_aggr_fn": log.recorder("sites_eval"),
+    }
+    if fed.strategy == "fedprox":
+        return FedProx(proximal_mu=fed.proximal_mu, **common)
+    return FedAvg(**common)
+
+
+def register_handlers(app: Any, resolve: Callable[[Any], tuple[Site, nn.Module, torch.device]]) -> None:
+    """Register the site's ``train`` and ``evaluate`` handlers on a Flower ``ClientApp``.
+
+    Args:
+        app: the ClientApp.
+        resolve: ``resolve(context) -> (site, model, device)``: the site a message is for (the simulation
+            maps the node id; a deployed SuperNode builds its one site from its node config).
+    """
+
+    @app.train()
+    def train(message: Any, context: Any) -> Any:
+        return train_handler(*resolve(context))(message)
+
+    @app.evaluate()
+    def evaluate(message: Any, context: Any) -> Any:
+        return evaluate_handler(*resolve(context))(message)

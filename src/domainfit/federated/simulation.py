@@ -1,0 +1,271 @@
+"""``domainfit federate``: N sites simulated on one machine, rounds driven by Flower's own strategy loop.
+
+    domainfit federate federate.yaml [key=value ...]
+
+Every site's file is read, checked and split as ``domainfit train`` would (all of them before the model is
+loaded, so a bad file fails at once); the label list is the union over sites, so class ids agree everywhere.
+One model is built from the run config; an in-process Flower grid delivers each message to its site in turn,
+so a site's handlers are exactly those a deployed SuperNode runs (``federated/apps.py``). Each round the
+server sends the global trained weights (LoRA matrices and head under ``peft.method: lora``), the chosen sites
+train ``local_epochs`` and reply, Flower's FedAvg/FedProx averages the replies weighted by examples, every
+site scores the new global model on its held-out split, and the server scores it on all of them pooled.
+
+The run folder holds the global model (``model/``, a normal model folder), ``metrics.json`` (per round: per
+site and global metrics, bytes sent against full weights, epsilon under DP), ``report.md`` with the round
+table, ``tensorboard/``, and the configs (``federate.yaml``, ``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from domainfit.config import RunConfig, to_dict
+from domainfit.config.federate import FederateConfig
+from domainfit.data.labels import sort_labels
+from domainfit.errors import ConfigError
+from domainfit.federated.apps import RoundLog, create_strategy, numeric
+from domainfit.federated.exchange import (
+    from_record,
+    full_weights_bytes,
+    import_flower,
+    load_trained_state,
+    to_record,
+    trained_state,
+)
+from domainfit.federated.report import ROUND_METRICS, write_report
+from domainfit.federated.site import Site, pooled_features, site_config
+from domainfit.io.atomic import atomic_dir, write_text_atomic
+from domainfit.models.loading import check_max_length
+from domainfit.objectives.fedprox import ProximalObjective
+from domainfit.tasks import Task, TaskData, create_task, load_run_config
+from domainfit.training.loop import evaluate
+from domainfit.training.run_dir import finish_run, open_run_folder, start_run
+from domainfit.training.scaffold import set_up_process
+
+log = logging.getLogger(__name__)
+
+
+def load_federated_run_config(fed: FederateConfig, source: Path) -> RunConfig:
+    """The run config every site trains with, checked against its task; writes go to ``fed.output_dir``."""
+    first_site = next(iter(fed.sites.values()))
+    # data.train is each site's own file; the first stands in so the run config's own checks can run
+    cfg = load_run_config(fed.run_config, [*fed.run_overrides, f"data.train={json.dumps(first_site)}"])
+    cfg.output.dir, cfg.output.overwrite = fed.output_dir, fed.overwrite
+    return cfg
+
+
+def run_federation(fed: FederateConfig, source: str | Path) -> dict[str, Any]:
+    """Run every round and write the run folder (see the module docstring). Returns metrics.json's dict."""
+    import_flower()  # before anything is read: a missing extra is the first thing to know
+    source = Path(source)
+    cfg = load_federated_run_config(fed, source)
+    task = create_task(cfg.task)
+    with _run_folder(cfg, source) as out:
+        return _federate(fed, cfg, task, out)
+
+
+@contextlib.contextmanager
+def _run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
+    """``open_run_folder``, with its complaints about the folder naming the federate file's keys."""
+    try:
+        with open_run_folder(cfg, resume=False) as out:
+            yield out
+    except ConfigError as e:
+        if e.key not in ("output.dir", "output.overwrite"):
+            raise
+        fix = (e.fix or "").replace("output.overwrite", "overwrite").replace("output.dir", "output_dir")
+        fix = fix.replace("add --resume to continue it, or ", "")
+        raise ConfigError(
+            e.what,
+            path=source,
+            key=e.key.replace("output.", "output_" if e.key == "output.dir" else ""),
+            fix=fix,
+        ) from e
+
+
+def _load_sites_data(
+    fed: FederateConfig, cfg: RunConfig, task: Task
+) -> tuple[dict[str, TaskData], list[str]]:
+    """Every site's checked splits, and the federation's label list (the union over sites)."""
+    datas = {name: task.load_data(site_config(cfg, path)) for name, path in fed.sites.items()}
+    labels = sort_labels(set().union(*(d.labels for d in datas.values())))
+    for data in datas.values():
+        data.labels = list(labels)
+    return datas, list(labels)
+
+
+def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dict[str, Any]:
+    from flwr.app import ConfigRecord, MetricRecord
+
+    from domainfit.federated.grids import LocalGrid, TrafficMeter
+
+    datas, labels = _load_sites_data(fed, cfg, task)
+    set_up_process(cfg.train)  # threads and seed, before the new head's weights are drawn
+    pooled = TaskData(
+        splits={"train": [e for d in datas.values() for e in d.splits["train"]]}, labels=labels, info={}
+    )
+    model, tokenizer = task.build(cfg, pooled)
+    check_max_length(getattr(model, "config", None), cfg.model.max_length)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    sites = [_create_site(name, fed, cfg, task, tokenizer, data, device) for name, data in datas.items()]
+    start_run(
+        out,
+        cfg,
+        resume=False,
+        extra={
+            "task": cfg.task,
+            "labels": labels,
+            "federated": True,
+            "sites": {s.name: fed.sites[s.name] for s in sites},
+        },
+    )
+    write_text_atomic(
+        out / "federate.yaml", yaml.safe_dump(to_dict(fed), sort_keys=False, allow_unicode=True)
+    )
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    round_log = RoundLog()
+    full_bytes = full_weights_bytes(model)
+    grid = TrafficMeter(LocalGrid(sites, model, device), round_log, full_bytes)
+    strategy = create_strategy(fed, round_log)
+    everyone = pooled_features(sites)
+    tb = SummaryWriter(str(out / "tensorboard"))
+
+    def evaluate_globally(server_round: int, arrays: Any) -> Any:
+        """The server's score of the global model: all sites' held-out splits pooled; logged per round."""
+        load_trained_state(model, from_record(arrays))
+        metrics = numeric(
+            evaluate(
+                model,
+                sites[0].objective,
+                everyone,
+                task,
+                tokenizer,
+                pooled,
+                cfg.train.eval_batch_size,
+                device,
+                max_tokens=cfg.train.eval_batch_tokens,
+            )
+        )
+        round_log.global_eval[server_round] = metrics
+        _log_round(tb, round_log, server_round)
+        return MetricRecord(metrics)
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-round banners; the report has the numbers
+    random.seed(fed.seed)  # Flower samples each round's sites with the random module
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=to_record(trained_state(model)),
+        num_rounds=fed.rounds,
+        train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
+        evaluate_fn=evaluate_globally,
+    )
+    tb.close()
+    load_trained_state(model, from_record(result.arrays))
+
+    results = _results(fed, cfg, sites, round_log, model, full_bytes)
+    with atomic_dir(out / "model") as tmp:
+        task.save(model.cpu(), tokenizer, cfg, pooled, tmp)
+    write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    write_report(out / "report.md", fed, cfg, results)
+    finish_run(out)
+    final = results["global"][str(fed.rounds)]
+    print(
+        "global model after the last round: "
+        + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
+    )
+    return results
+
+
+def _create_site(
+    name: str,
+    fed: FederateConfig,
+    cfg: RunConfig,
+    task: Task,
+    tokenizer: Any,
+    data: TaskData,
+    device: torch.device,
+) -> Site:
+    site_cfg = site_config(cfg, fed.sites[name])
+    features = {
+        split: task.encode(examples, tokenizer, site_cfg, data) for split, examples in data.splits.items()
+    }
+    objective = task.create_objective(site_cfg, data)
+    if fed.strategy == "fedprox":
+        objective = ProximalObjective(objective, mu=fed.proximal_mu)
+    privacy = None
+    if fed.dp.enabled:
+        from domainfit.federated.privacy import SitePrivacy
+
+        privacy = SitePrivacy(fed.dp, num_examples=len(features["train"]), batch_size=cfg.train.batch_size)
+    return Site(
+        name=name,
+        cfg=site_cfg,
+        task=task,
+        tokenizer=tokenizer,
+        data=data,
+        features=features,
+        objective=objective.to(device),
+        privacy=privacy,
+    )
+
+
+def _log_round(tb: Any, round_log: RoundLog, server_round: int) -> None:
+    """TensorBoard scalars of one round: global, per site (training and held-out), traffic."""
+    for name, value in round_log.global_eval.get(server_round, {}).items():
+        tb.add_scalar(f"global/{name}", value, server_round)
+    for kind, per_round in (("train", round_log.sites_train), ("eval", round_log.sites_eval)):
+        for site, metrics in per_round.get(server_round, {}).items():
+            for name, value in metrics.items():
+                tb.add_scalar(f"site_{kind}/{site}/{name}", value, server_round)
+    for name, value in round_log.traffic.get(server_round, {}).items():
+        tb.add_scalar(f"traffic/{name}", value, server_round)
+
+
+def _results(
+    fed: FederateConfig,
+    cfg: RunConfig,
+    sites: list[Site],
+    round_log: RoundLog,
+    model: torch.nn.Module,
+    full_bytes: int,
+) -> dict[str, Any]:
+    exchanged = trained_state(model)
+    exchanged_bytes = sum(t.numel() * t.element_size() for t in exchanged.values())
+    return {
+        "strategy": fed.strategy,
+        "rounds": fed.rounds,
+        "local_epochs": fed.local_epochs,
+        "sites": {
+            s.name: {
+                "file": fed.sites[s.name],
+                "train_examples": s.num_train,
+                "held_out": s.held_out,
+                "held_out_examples": len(s.features[s.held_out]),
+            }
+            for s in sites
+        },
+        "global": {str(r): m for r, m in sorted(round_log.global_eval.items())},
+        "sites_train": {str(r): m for r, m in sorted(round_log.sites_train.items())},
+        "sites_eval": {str(r): m for r, m in sorted(round_log.sites_eval.items())},
+        "traffic": {str(r): m for r, m in sorted(round_log.traffic.items()) if r > 0},
+        "exchanged": {
+            "tensors": len(exchanged),
+            "bytes_per_message": exchanged_bytes,
+            "full_weights_bytes_per_message": full_bytes,
+            "share_percent": round(100 * exchanged_bytes / max(full_bytes, 1), 3),
+            "peft": cfg.peft.method,
+        },
+        "dp": to_dict(fed.dp) if fed.dp.enabled else None,
+    }

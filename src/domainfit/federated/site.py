@@ -1,0 +1,144 @@
+"""One site of a federation: its own data, read, split and encoded as ``domainfit train`` would, and a
+round of local training on it.
+
+A site trains with the pieces of the training loop (the task's batches and objective, AdamW with the linear
+schedule of ``training/optim.py``, gradient clipping) for ``local_epochs`` passes per round, from the weights
+the server sent; the optimizer starts afresh each round, as in FedAvg (McMahan et al. 2017). Evaluation is
+the loop's own (``training.loop.evaluate``). With ``dp.enabled`` a round runs DP-SGD through Opacus instead
+(``federated/privacy.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from domainfit.config import RunConfig
+from domainfit.data.batching import EpochBatchSampler
+from domainfit.tasks import Features, Task, TaskData
+from domainfit.training.loop import evaluate
+from domainfit.training.optim import create_optimizer, create_scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Site:
+    """A site's data and training settings (everything but the model, which the caller owns).
+
+    Attributes:
+        name: the site's name in the federate config.
+        cfg: the run config with ``data.train`` set to this site's file.
+        data: the site's splits; ``labels`` are the federation's (the union over sites), so class ids agree.
+        features: encoded splits.
+        objective: the training objective (with FedProx's proximal term under strategy fedprox).
+        privacy: the site's DP-SGD state when ``dp.enabled`` (its accountant lives across rounds).
+    """
+
+    name: str
+    cfg: RunConfig
+    task: Task
+    tokenizer: Any
+    data: TaskData
+    features: dict[str, Features]
+    objective: nn.Module
+    privacy: Any = None
+    rounds_trained: int = field(default=0)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.features["train"])
+
+    @property
+    def held_out(self) -> str:
+        """The split the global model is scored on at this site: test when there is one, else validation."""
+        return "test" if "test" in self.features else "validation"
+
+    def fit(self, model: nn.Module, epochs: int, device: torch.device) -> dict[str, float]:
+        """Train ``model`` in place for ``epochs`` passes over this site's training split.
+
+        Returns:
+            ``train_loss`` (mean over the round's batches) and, under DP, ``epsilon`` spent so far.
+        """
+        train = self.features["train"]
+        cfg = self.cfg.train
+        sampler = EpochBatchSampler(
+            train.lengths,
+            cfg.batch_size,
+            seed=cfg.seed,
+            group_by_length=cfg.group_by_length,
+            balance_labels=train.balance_labels,
+            balance_tokens=cfg.balance_batch_tokens,
+            length_multiple=cfg.pad_to_multiple_of,
+        )
+        if hasattr(self.objective, "anchor"):
+            self.objective.anchor(model)  # FedProx: this round's global weights
+        if self.privacy is not None:
+            return self.privacy.fit(self, model, sampler, epochs, device)
+        optimizer = create_optimizer(model, cfg, extra=self.objective)
+        scheduler = create_scheduler(optimizer, cfg, len(sampler) * epochs)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        losses: list[torch.Tensor] = []
+        model.train()
+        for epoch in range(epochs):
+            sampler.set_epoch(self.rounds_trained * epochs + epoch)  # a new order every round
+            for indices in sampler:
+                batch = self.task.collate([train.items[i] for i in indices], self.tokenizer, train=True)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out = self.objective(model, batch)
+                # token-balanced batches vary in rows: weigh each example 1/batch_size, as the loop does
+                weight = len(indices) / cfg.batch_size if sampler.balance_tokens else 1.0
+                (out["loss"] * weight).backward()
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(out["loss"].detach())
+        self.rounds_trained += 1
+        return {"train_loss": float(torch.stack(losses).mean()) if losses else float("nan")}
+
+    def evaluate(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, Any]:
+        """The task's metrics of ``model`` on one of this site's splits (default: :attr:`held_out`)."""
+        cfg = self.cfg.train
+        return evaluate(
+            model,
+            self.objective,
+            self.features[split or self.held_out],
+            self.task,
+            self.tokenizer,
+            self.data,
+            cfg.eval_batch_size,
+            device,
+            max_tokens=cfg.eval_batch_tokens,
+        )
+
+
+def site_config(cfg: RunConfig, data_file: str) -> RunConfig:
+    """The run config of one site: ``cfg`` with ``data.train`` set to the site's file."""
+    site_cfg = copy.deepcopy(cfg)
+    site_cfg.data.train = data_file
+    return site_cfg
+
+
+def pooled_features(sites: list[Site]) -> Features:
+    """The sites' held-out splits as one split (for the global score); window groups are renumbered."""
+    items: list[dict[str, Any]] = []
+    lengths: list[int] = []
+    groups: list[int] | None = []
+    for site in sites:
+        part = site.features[site.held_out]
+        if part.groups is None or groups is None:
+            groups = None
+        else:
+            offset = max(groups, default=-1) + 1
+            groups += [g + offset for g in part.groups]
+        items += part.items
+        lengths += part.lengths
+    aggregation = sites[0].features[sites[0].held_out].aggregation
+    return Features(items=items, lengths=lengths, groups=groups, aggregation=aggregation)

@@ -1,0 +1,214 @@
+"""domainfit federate: FedAvg's weighted average, FedProx's term, the bytes exchanged, an end-to-end
+simulation of three PhraseBank sites on a tiny model, DP-SGD's epsilon, and bad federate keys refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from domainfit.federated.exchange import full_weights_bytes, load_trained_state, trained_state
+from domainfit.objectives.fedprox import ProximalObjective
+
+LABELS = ("negative", "neutral", "positive")
+
+
+class _MeanLoss(nn.Module):
+    """A base objective whose loss is the mean output: its gradient is known."""
+
+    def forward(self, model, batch):
+        logits = model(batch["x"])
+        return {"loss": logits.mean(), "logits": logits.detach()}
+
+
+def test_fedprox_adds_mu_half_squared_distance_to_the_anchor():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    batch = {"x": torch.randn(4, 3)}
+    objective = ProximalObjective(_MeanLoss(), mu=0.5)
+    objective.anchor(model)
+    with torch.no_grad():
+        model.weight += 0.1  # moved 6 entries by 0.1: ||w - w_global||^2 = 0.06
+    base = _MeanLoss()(model, batch)["loss"]
+    out = objective(model, batch)
+    assert float(out["proximal_loss"]) == pytest.approx(0.06, rel=1e-5)
+    assert float(out["loss"].detach()) == pytest.approx(float(base.detach()) + 0.5 / 2 * 0.06, rel=1e-5)
+    out["loss"].backward()  # the term's gradient is mu * (w - w_global) on top of the base gradient
+    base_grad = torch.autograd.grad(_MeanLoss()(model, batch)["loss"], model.weight)[0]
+    assert torch.allclose(model.weight.grad, base_grad + 0.5 * 0.1, atol=1e-6)
+    model.eval()
+    assert "proximal_loss" not in objective(model, batch)  # evaluation scores the task loss alone
+
+
+def test_exchanged_state_is_the_trained_weights_and_full_bytes_count_everything():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    model[0].requires_grad_(False)  # frozen, as the base weights under LoRA
+    state = trained_state(model)
+    assert list(state) == ["1.weight", "1.bias"]
+    assert full_weights_bytes(model) == (4 * 3 + 3 + 3 * 2 + 2) * 4  # fp32, frozen weights included
+    other = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    other[0].requires_grad_(False)
+    load_trained_state(other, state)
+    assert torch.equal(other[1].weight, model[1].weight)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_trained_state(other, {"1.weight": state["1.weight"]})
+
+
+def test_fedavg_weights_each_site_by_its_examples():
+    pytest.importorskip("flwr")
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+    from domainfit.config.federate import FederateConfig
+    from domainfit.federated.apps import RoundLog, create_strategy
+
+    fed = FederateConfig(sites={"a": "a.csv", "b": "b.csv"})
+    log = RoundLog()
+    strategy = create_strategy(fed, log)
+    replies = []
+    for name, value, n in (("a", 1.0, 1), ("b", 5.0, 3)):
+        sent = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), 1, "train")
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({"w": torch.full((2, 2), value)}),
+                "metrics": MetricRecord({"num-examples": n, "train_loss": value}),
+                "site": ConfigRecord({"name": name}),
+            }
+        )
+        replies.append(Message(content, reply_to=sent))
+    log.current_round = 1
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    averaged = arrays.to_torch_state_dict()["w"]
+    assert torch.allclose(
+        averaged, torch.full((2, 2), (1 * 1.0 + 3 * 5.0) / 4)
+    )  # 4.0, not the plain mean 3.0
+    assert metrics["train_loss"] == pytest.approx(4.0)
+    assert log.sites_train[1] == {
+        "a": {"num-examples": 1.0, "train_loss": 1.0},
+        "b": {"num-examples": 3.0, "train_loss": 5.0},
+    }
+
+
+def _write_sites(split: Path, out: Path, n_sites: int = 3, per_site: int = 40) -> list[Path]:
+    """Label-skewed site files: site i gets mostly label i and some of the others, ``per_site`` rows each."""
+    with (split / "train.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    by_label = {label: [r for r in rows if r["label"] == label] for label in LABELS}
+    files = []
+    for i in range(n_sites):
+        main, others = LABELS[i % 3], [label for label in LABELS if label != LABELS[i % 3]]
+        picked = by_label[main][i * 24 : (i + 1) * 24] + [
+            r for o in others for r in by_label[o][i * 8 : (i + 1) * 8]
+        ]
+        path = out / f"site{i}.csv"
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows({"text": r["text"], "label": r["label"]} for r in picked[:per_site])
+        files.append(path)
+    return files
+
+
+def _federate_config(tmp_path: Path, tiny_bert: Path, sites: list[Path], extra: str = "") -> Path:
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"model:\n  name: {tiny_bert}\n  max_length: 64\n"
+        "data:\n  validation_fraction: 0.2\n  test_fraction: 0.2\n"
+        "train:\n  batch_size: 8\n  learning_rate: 1.0e-3\n  num_threads: 1\n  seed: 1\n"
+        "peft:\n  method: lora\n  r: 4\n  target_modules: query,value\n",
+        encoding="utf-8",
+    )
+    fed = tmp_path / "federate.yaml"
+    site_lines = "".join(f"  site{i}: {p}\n" for i, p in enumerate(sites))
+    fed.write_text(
+        f"run_config: run.yaml\nsites:\n{site_lines}rounds: 2\nlocal_epochs: 1\n"
+        f"output_dir: {tmp_path / 'fed'}\n{extra}",
+        encoding="utf-8",
+    )
+    return fed
+
+
+def test_federate_simulates_three_sites_and_writes_the_run_folder(tmp_path, tiny_bert, phrasebank_split):
+    pytest.importorskip("flwr")
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="strategy: fedprox\nproximal_mu: 0.01\n")
+    assert main(["federate", str(fed)]) == 0
+
+    out = tmp_path / "fed"
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["global"]) == {"0", "1", "2"}  # before training, then after each round
+    assert set(metrics["sites_eval"]["2"]) == {"site0", "site1", "site2"}
+    assert "f1_macro" in metrics["global"]["2"] and "train_loss" in metrics["sites_train"]["1"]["site0"]
+    assert metrics["global"]["2"] != metrics["global"]["0"]  # the rounds changed the global model
+    # LoRA + head travel, not the model: a small share, and each round's traffic is 3 sites x (send + reply)
+    # for training plus 3 sends for evaluation, each carrying the exchanged tensors
+    ex = metrics["exchanged"]
+    assert 0 < ex["share_percent"] < 50
+    for r in ("1", "2"):
+        traffic = metrics["traffic"][r]
+        assert traffic["messages"] == 9
+        assert traffic["full_weights"] == 9 * ex["full_weights_bytes_per_message"]
+        assert ex["bytes_per_message"] * 9 <= traffic["sent"] < traffic["full_weights"]
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "domainfit.json").is_file()
+    assert json.loads((out / "model" / "config.json").read_text())["id2label"] == {
+        "0": "negative",
+        "1": "neutral",
+        "2": "positive",
+    }
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| round | global accuracy | global f1_macro" in report and "fedprox" in report
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_misspelt_federate_key_is_refused_with_one_message(tmp_path, tiny_bert, phrasebank_split):
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="round: 3\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "domainfit", "federate", str(fed)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{fed}, key 'round': unknown key. Did you mean 'rounds'?" in proc.stderr
+    assert not (tmp_path / "fed").exists()  # nothing written
+
+
+def test_proximal_mu_without_fedprox_is_refused(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="proximal_mu: 0.1\n")
+    assert main(["federate", str(fed)]) == 2
+
+
+def test_dp_sgd_reports_the_epsilon_each_site_has_spent(tmp_path, tiny_bert, phrasebank_split):
+    pytest.importorskip("flwr")
+    pytest.importorskip("opacus")
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(
+        tmp_path, tiny_bert, sites, extra="dp:\n  enabled: true\n  noise_multiplier: 0.8\n"
+    )
+    assert main(["federate", str(fed)]) == 0
+    metrics = json.loads((tmp_path / "fed" / "metrics.json").read_text(encoding="utf-8"))
+    first, second = (metrics["sites_train"][r]["site0"]["epsilon"] for r in ("1", "2"))
+    assert 0 < first < second  # spending accumulates over rounds
+    assert "site0: epsilon" in (tmp_path / "fed" / "report.md").read_text(encoding="utf-8")
+
+
+def test_dp_settings_without_dp_enabled_are_refused(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.config.federate import load_federate_config
+    from domainfit.errors import ConfigError
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="dp:\n  noise_multiplier: 0.8\n")
+    with pytest.raises(ConfigError, match="key 'dp.noise_multiplier': differential privacy is off"):
+        load_federate_config(fed)
