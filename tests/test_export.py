@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny import TEXTS, build_classifier_dir
+from assets import TEXTS, build_classifier_dir
 
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.export import BUILTIN_PARITY_TEXTS, export_onnx

@@ -1,16 +1,10 @@
-"""Checks the benchmark FLOP formula (benchmarks/flops.py) against hand counts on tiny configs."""
-
-import importlib.util
-from pathlib import Path
+"""Checks the FLOP formula behind the benchmarks' MFU (domainfit.models.flops) against hand counts on tiny
+configs."""
 
 import pytest
 from transformers import BertConfig
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmark_flops", Path(__file__).resolve().parents[1] / "benchmarks" / "flops.py"
-)
-flops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(flops)
+from domainfit.models import flops
 
 TINY = BertConfig(
     vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37

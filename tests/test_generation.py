@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from assets import build_tiny_llama
 from conftest import DATASETS
 
 from domainfit.data.instructions import PromptFormat, encode_pair, read_instructions
@@ -20,41 +21,9 @@ from domainfit.tasks import create_task
 from domainfit.tasks import load_run_config as load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-CORPUS = ["Which disease do these symptoms most likely indicate?", "These symptoms most likely indicate Psoriasis.",
-          "I have a red itchy rash on my arms and a fever.", "My joints hurt and I cough at night.",
-          "### Instruction:\n### Input:\n### Response:\n", "患者发热咳嗽"]
-
-
-def build_tiny_lm(out: Path, *, chat_template: bool = True, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide Llama with a byte-level BPE tokenizer trained on a few sentences, saved as a folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
-    if chat_template:
-        tokenizer.chat_template = CHATML
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +87,7 @@ def test_collate_masks_exactly_the_prompt_and_padding(tiny_lm, tmp_path):
 def test_plain_template_without_chat_template(tmp_path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(build_tiny_lm(tmp_path / "m", chat_template=False))
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(tmp_path / "m", chat_template=False))
     prompt = PromptFormat().render(tokenizer, "Which disease?", "A rash.")
     assert prompt == "### Instruction:\nWhich disease?\n\n### Input:\nA rash.\n\n### Response:\n"
     assert PromptFormat().render(tokenizer, "Hi") == "### Instruction:\nHi\n\n### Response:\n"

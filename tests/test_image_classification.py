@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from assets import build_tiny_vit
 from conftest import DATASETS
 
 from domainfit.data.image_transforms import Augmentation, ImagePreprocessing
@@ -149,15 +150,7 @@ def test_train_collate_augments_and_eval_collate_is_deterministic(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    out = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=37, num_labels=2)
-    torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(out)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(out)
-    return out
+    return build_tiny_vit(tmp_path_factory.mktemp("tiny-vit"), num_labels=2)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from assets import build_tiny_bert
 
 from domainfit.cli import main
 from domainfit.data.words import letter_words
@@ -14,6 +15,7 @@ from domainfit.evaluation import diagnostics as dx
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "pre", "##train", "##ing",
          "dom", "##ain", "我", "的", "."]
+TINY = {"vocab_size": len(VOCAB), "max_position_embeddings": 64}  # the tiny BERT's shape for this vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -88,23 +90,11 @@ def test_fertility_and_overlap_readings_trigger_at_their_thresholds():
     assert "most frequent words" not in joined(metrics(overlap=dx.OVERLAP_LOW))
 
 
-def save_tiny(folder, tokenizer, *, mlm_head: bool):
-    import torch
-    from transformers import BertConfig, BertForMaskedLM, BertModel
-
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64)
-    torch.manual_seed(0)
-    (BertForMaskedLM(config) if mlm_head else BertModel(config)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_pseudo_perplexity_with_an_mlm_head_and_none_without(tmp_path, tokenizer):
     import torch
 
     texts = ["the cat sat on the mat .", "pretraining domain"]
-    with_head = save_tiny(tmp_path / "mlm", tokenizer, mlm_head=True)
+    with_head = build_tiny_bert(tmp_path / "mlm", head="mlm", tokenizer=tokenizer, **TINY)
     result = dx.mlm_metrics(str(with_head), tokenizer, texts)
     assert result["available"] and result["tokens_scored"] == 7 + 5
     # the same number by hand: mask one position at a time
@@ -120,13 +110,14 @@ def test_pseudo_perplexity_with_an_mlm_head_and_none_without(tmp_path, tokenizer
                 logps.append(model(input_ids=masked).logits[0, i].log_softmax(-1)[ids[0, i]].item())
     assert result["pseudo_perplexity"] == pytest.approx(math.exp(-sum(logps) / len(logps)), rel=1e-4)
 
-    without = dx.mlm_metrics(str(save_tiny(tmp_path / "base", tokenizer, mlm_head=False)), tokenizer, texts)
+    base = build_tiny_bert(tmp_path / "base", head="encoder", tokenizer=tokenizer, **TINY)
+    without = dx.mlm_metrics(str(base), tokenizer, texts)
     assert not without["available"] and any(k.startswith("cls.predictions") for k in without["missing_keys"])
     assert "no perplexity" in joined({**metrics(), "mlm": without})
 
 
 def test_cli_writes_json_and_markdown(tmp_path, tokenizer, capsys):
-    model = save_tiny(tmp_path / "model", tokenizer, mlm_head=False)
+    model = build_tiny_bert(tmp_path / "model", head="encoder", tokenizer=tokenizer, **TINY)
     corpus = tmp_path / "notes.txt"
     corpus.write_text("the cat sat on the mat .\npretraining domain zzz\n", encoding="utf-8")
     out = tmp_path / "inspect"
@@ -154,7 +145,7 @@ def test_cli_errors_are_one_clean_message(tmp_path, capsys):
 
 
 def test_cli_reads_a_run_config_and_its_model(tmp_path, tokenizer, capsys):
-    model = save_tiny(tmp_path / "model", tokenizer, mlm_head=True)
+    model = build_tiny_bert(tmp_path / "model", head="mlm", tokenizer=tokenizer, **TINY)
     rows = [("the cat sat on the mat .", "a"), ("pretraining domain zzz", "b")] * 10
     train = tmp_path / "train.csv"
     train.write_text("text,label\n" + "".join(f'"{t} {i}",{l}\n' for i, (t, l) in enumerate(rows)), encoding="utf-8")

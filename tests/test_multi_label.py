@@ -259,7 +259,7 @@ def test_thresholds_are_the_validation_optimum_of_the_saved_model(finished_run, 
 
 
 def test_predict_applies_the_stored_thresholds(finished_run, ncbi_small, tmp_path):
-    from _tiny import reference_logits
+    from assets import reference_logits
 
     out = finished_run
     model_dir = out / "model"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pretraining import _pretrain_config, _tiny_lm
+from assets import build_tiny_bert
+from test_pretraining import _pretrain_config
 
 from domainfit.errors import ConfigError
 from domainfit.pipeline import load_pipeline_config, run_pipeline, summarise
@@ -26,7 +27,7 @@ def _finetune_config(tmp_path: Path, split: Path) -> Path:
 
 
 def test_pipeline_runs_stages_variants_and_baseline_records_lineage_and_resumes(tmp_path, phrasebank_split, monkeypatch):
-    base = _tiny_lm(tmp_path / "tiny-mlm", mlm_head=True)
+    base = build_tiny_bert(tmp_path / "tiny-mlm", head="mlm", max_position_embeddings=128)
     pre = _pretrain_config(tmp_path, base, phrasebank_split / "train.csv", tmp_path / "unused-pretrain", max_steps=2,
                            eval_every=None, save_every=None)
     pipeline = {"finetune": "finetune.yaml", "finetune_overrides": [f"model.name={base}"],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny import LABELS, TEXTS, build_classifier_dir, reference_logits
+from assets import LABELS, TEXTS, build_classifier_dir, reference_logits
 
 import domainfit
 from domainfit.errors import DomainfitError, ModelError

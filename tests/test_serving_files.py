@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _tiny import TEXTS, build_classifier_dir
+from assets import TEXTS, build_classifier_dir
 
 from domainfit.cli import main
 

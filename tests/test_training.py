@@ -20,13 +20,14 @@ from domainfit.training import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_config(tmp_path: Path, model: Path, split: Path, out: Path, **train_kw) -> Path:
+def write_config(tmp_path: Path, model: Path, split: Path, out: Path, *, train_samples: int = 160,
+                 **train_kw) -> Path:
     train_cfg = {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "seed": 7, "log_every": 2, **train_kw}
     lines = [
         "task: text-classification",
         "model:", f"  name: {model}", "  max_length: 64",
         "data:", f"  train: {split / 'train.csv'}", f"  validation: {split / 'val.csv'}", f"  test: {split / 'test.csv'}",
-        "  max_train_samples: 160",
+        f"  max_train_samples: {train_samples}",
         "train:", *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
         "output:", f"  dir: {out}",
     ]
@@ -136,7 +137,12 @@ def _run_cli(args, **kw):
 
 def test_sigkill_in_second_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_bert, phrasebank_split):
     """kill -9 mid-epoch-2, resume, and land on the same test metrics as a run that was never stopped."""
-    common = {"epochs": 3, "save_every": 1}
+    # 8 steps per epoch, a checkpoint every 3: the kill follows the one at step 9 (epoch 2, batch 1), and the
+    # end of epoch 2 (step 16) is 7 steps away, so the process cannot reach it before the kill lands. One
+    # thread: three processes on a shared machine spend most of their time contending for cores otherwise
+    samples, batch_size = 64, 8
+    steps_per_epoch = samples // batch_size
+    common = {"epochs": 3, "batch_size": batch_size, "save_every": 3, "num_threads": 1, "train_samples": samples}
     straight = tmp_path / "straight"
     (tmp_path / "a").mkdir()
     cfg_a = write_config(tmp_path / "a", tiny_bert, phrasebank_split, straight, **common)
@@ -147,14 +153,13 @@ def test_sigkill_in_second_epoch_then_resume_matches_uninterrupted_run(tmp_path,
     killed = tmp_path / "killed"
     (tmp_path / "b").mkdir()
     cfg_b = write_config(tmp_path / "b", tiny_bert, phrasebank_split, killed, **common)
-    steps_per_epoch = 160 // 16
     proc = _run_cli(["train", str(cfg_b)])
     latest = killed / "checkpoints" / "latest"
     deadline = time.time() + 300
     while time.time() < deadline:
-        if latest.is_file() and int(latest.read_text().strip().split("-")[1]) >= steps_per_epoch + 3:
+        if latest.is_file() and int(latest.read_text().strip().split("-")[1]) > steps_per_epoch:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     state = json.loads((killed / "checkpoints" / latest.read_text().strip() / "state.json").read_text())

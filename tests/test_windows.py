@@ -110,7 +110,7 @@ def end_label_config(tmp: Path, model: Path, data: Path, long_text: str, **model
 
 @pytest.fixture(scope="module")
 def end_label_runs(tmp_path_factory):
-    from conftest import build_tiny_bert
+    from assets import build_tiny_bert
 
     from domainfit.training import train
 
