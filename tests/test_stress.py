@@ -1,4 +1,5 @@
-"""Invariance stress tests: each perturbation on real English and Chinese text, the stress run's counts, the CLI."""
+"""Invariance stress tests: each perturbation on real English and Chinese text, the stress run's counts and
+the CLI."""
 
 from __future__ import annotations
 
@@ -65,15 +66,23 @@ def test_random_perturbations_differ_between_seeds(english, chinese):
 def _one_typo(old: str, new: str) -> bool:
     """``new`` is ``old`` with two neighbouring letters swapped or one letter dropped."""
     if len(new) == len(old) - 1:
-        return any(old[:i] + old[i + 1:] == new for i in range(len(old)))
+        return any(old[:i] + old[i + 1 :] == new for i in range(len(old)))
     swaps = [i for i in range(len(old)) if old[i] != new[i]]
-    return len(new) == len(old) and len(swaps) == 2 and swaps[1] == swaps[0] + 1 and \
-        old[swaps[0]] == new[swaps[1]] and old[swaps[1]] == new[swaps[0]]
+    return (
+        len(new) == len(old)
+        and len(swaps) == 2
+        and swaps[1] == swaps[0] + 1
+        and old[swaps[0]] == new[swaps[1]]
+        and old[swaps[1]] == new[swaps[0]]
+    )
 
 
 def test_typos_change_inner_letters_of_long_words_only(english):
     for old, new in zip(english, perturb_texts("typos", english, seed=0)):
-        old_words, new_words = re.findall(r"[A-Za-z]+|[^A-Za-z]+", old), re.findall(r"[A-Za-z]+|[^A-Za-z]+", new)
+        old_words, new_words = (
+            re.findall(r"[A-Za-z]+|[^A-Za-z]+", old),
+            re.findall(r"[A-Za-z]+|[^A-Za-z]+", new),
+        )
         assert len(old_words) == len(new_words)
         changed = [(a, b) for a, b in zip(old_words, new_words) if a != b]
         assert changed, old  # every PhraseBank sentence has a word of 4+ letters
@@ -93,9 +102,14 @@ def test_casing_punctuation_and_whitespace_keep_the_words(english):
 
 
 def test_numbers_switch_between_common_formats():
-    texts = ["Sales were EUR 1,000 mn , up 5.0 % from 12500 units in 2007 .", "Margin 7.50% on 3,250,000 shares"]
-    assert perturb_texts("numbers", texts) == ["Sales were EUR 1000 mn , up 5% from 12,500 units in 2007 .",
-                                              "Margin 7.5 % on 3250000 shares"]
+    texts = [
+        "Sales were EUR 1,000 mn , up 5.0 % from 12500 units in 2007 .",
+        "Margin 7.50% on 3,250,000 shares",
+    ]
+    assert perturb_texts("numbers", texts) == [
+        "Sales were EUR 1000 mn , up 5% from 12,500 units in 2007 .",
+        "Margin 7.5 % on 3250000 shares",
+    ]
 
 
 def test_numbers_keep_the_value_on_real_text(english):
@@ -121,8 +135,9 @@ def test_homophones_replace_characters_from_the_table(chinese):
 def test_width_perturbations_on_chinese(chinese):
     full = perturb_texts("full-width", chinese)
     assert all(not re.search(r"[!-~]", text) for text in full)  # no ASCII letter, digit or mark left
-    assert perturb_texts("half-width", full) == [t.replace("\u3000", " ") for t in
-                                                 perturb_texts("half-width", chinese)]
+    assert perturb_texts("half-width", full) == [
+        t.replace("\u3000", " ") for t in perturb_texts("half-width", chinese)
+    ]
     # ChnSentiCorp's full-width commas and exclamation marks become ASCII
     half = perturb_texts("half-width", ["房间很大，早餐不错！"])
     assert half == ["房间很大,早餐不错!"]
@@ -160,13 +175,19 @@ def test_stress_counts_add_up_on_a_tiny_model(model_dir):
     rows = _phrasebank(40)
     texts, labels = [t for t, _ in rows], [label for _, label in rows]
     predictor = domainfit.load(model_dir, backend="torch")
-    result = stress_test(predictor, texts, labels, perturbations=["typos", "lowercase", "numbers", "punctuation"],
-                         seed=0)
+    result = stress_test(
+        predictor, texts, labels, perturbations=["typos", "lowercase", "numbers", "punctuation"], seed=0
+    )
     base = predictor.predict_proba(texts).argmax(1)
     gold = np.array([LABELS.index(label) for label in labels])
     assert result["n"] == 40 and result["accuracy"] == pytest.approx((base == gold).mean(), abs=1e-6)
     for name, s in result["perturbations"].items():
-        assert s["flips"] == s["right_to_wrong"] + s["wrong_to_right"] + s["wrong_to_wrong"] <= s["changed"] <= 40
+        assert (
+            s["flips"]
+            == s["right_to_wrong"] + s["wrong_to_right"] + s["wrong_to_wrong"]
+            <= s["changed"]
+            <= 40
+        )
         assert s["correct_after"] == s["correct_before"] - s["right_to_wrong"] + s["wrong_to_right"]
         assert s["accuracy_after"] == pytest.approx(s["correct_after"] / 40, abs=1e-6)
         assert s["accuracy_drop"] == pytest.approx(s["accuracy_before"] - s["accuracy_after"], abs=1e-5)
@@ -210,7 +231,9 @@ def test_stress_command_writes_json_and_markdown(model_dir, tmp_path, capsys):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "domainfit", "stress", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "domainfit", "stress", *args], capture_output=True, text=True
+    )
 
 
 def test_stress_command_refuses_an_unknown_perturbation_in_one_message(model_dir, tmp_path):
@@ -237,7 +260,9 @@ def test_stress_command_names_the_line_of_an_unknown_label(model_dir, tmp_path, 
 def test_stress_command_refuses_missing_data_and_other_tasks(model_dir, tmp_path, capsys):
     assert main(["stress", str(model_dir), str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv" in capsys.readouterr().err
-    other = build_classifier_dir(tmp_path / "ml", settings={"task": "multi-label-classification", "max_length": 64})
+    other = build_classifier_dir(
+        tmp_path / "ml", settings={"task": "multi-label-classification", "max_length": 64}
+    )
     data = _write_csv(tmp_path / "small.csv", _phrasebank(3))
     assert main(["stress", str(other), str(data)]) == 2
     assert "tests single-label text classifiers" in capsys.readouterr().err
@@ -247,7 +272,9 @@ def test_missing_opencc_is_one_message_naming_the_extra(model_dir, tmp_path, mon
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "opencc" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "opencc" else real(name, *a)
+    )
     data = _write_csv(tmp_path / "small.csv", _phrasebank(3))
     assert main(["stress", str(model_dir), str(data), "--perturbations", "zh-traditional"]) == 2
     err = capsys.readouterr().err

@@ -134,9 +134,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     import domainfit
+    from domainfit.evaluation.html_report import write_html_report
     from domainfit.evaluation.report import format_metrics_table, write_report
     from domainfit.io.atomic import write_text_atomic
     from domainfit.metrics.classification import classification_metrics
+    from domainfit.metrics.errors import error_examples
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.files import check_input_file, check_output_folder, output_error
     from domainfit.serving.predictor import check_model_dir
@@ -168,18 +170,22 @@ def _evaluate(args: argparse.Namespace) -> None:
                             path=args.data, line=e.line, column=args.label_column,
                             fix="evaluate on data labelled with the model's label set, or retrain with this label.")
     probs = predictor.predict_proba([e.text for e in examples], batch_size=args.batch_size)
-    metrics = classification_metrics([known[e.label] for e in examples], probs.argmax(1).tolist(), predictor.labels)
+    gold = [known[e.label] for e in examples]
+    metrics = classification_metrics(gold, probs.argmax(1).tolist(), predictor.labels)
+    metrics["errors"] = error_examples([e.text for e in examples], gold, probs, predictor.labels)
     try:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"data": args.data, "model": args.model_dir, **metrics}
         write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, ensure_ascii=False))
-        write_report(out, metrics, title=f"Evaluation of {args.model_dir} on {args.data}",
-                     split_name=Path(args.data).name,
-                     context={"model": args.model_dir, "data": args.data, "backend": predictor.backend})
+        report = {"title": f"Evaluation of {args.model_dir} on {args.data}",
+                  "split_name": Path(args.data).name,
+                  "context": {"model": args.model_dir, "data": args.data, "backend": predictor.backend}}
+        write_report(out, metrics, **report)
+        write_html_report(out, metrics, **report)  # report.html beside report.md
     except OSError as e:  # a full disk: say so, not a traceback
         raise output_error(e, out / "metrics.json") from e
     print(format_metrics_table(metrics))
-    print(f"\nReport: {out / 'report.md'}")
+    print(f"\nReport: {out / 'report.md'} (and report.html)")
 
 
 def _stress(args: argparse.Namespace) -> None:

@@ -78,7 +78,7 @@ def perturb_texts(name: str, texts: Sequence[str], *, seed: int = 0) -> list[str
 
 
 def text_script(texts: Sequence[str]) -> str:
-    """"cjk" when at least half the texts hold a CJK ideograph, else "latin"."""
+    """ "cjk" when at least half the texts hold a CJK ideograph, else "latin"."""
     cjk = sum(1 for text in texts if _CJK.search(text))
     return "cjk" if texts and cjk * 2 >= len(texts) else "latin"
 
@@ -106,10 +106,10 @@ def _typos(text: str, rng: random.Random) -> str:
         word = match.group()
         i = rng.randrange(1, len(word) - 2)  # an inner position with an inner neighbour on its right
         if rng.random() < 0.5 and word[i] != word[i + 1]:
-            new = word[:i] + word[i + 1] + word[i] + word[i + 2:]  # swap
+            new = word[:i] + word[i + 1] + word[i] + word[i + 2 :]  # swap
         else:
-            new = word[:i] + word[i + 1:]  # drop
-        pieces += [text[last:match.start()], new]
+            new = word[:i] + word[i + 1 :]  # drop
+        pieces += [text[last : match.start()], new]
         last = match.end()
     return "".join(pieces) + text[last:]
 
@@ -174,9 +174,12 @@ def _opencc(config: str) -> Any:
     try:
         import opencc
     except ImportError as e:
-        raise MissingExtraError("simplified/traditional Chinese conversion needs opencc, which is not installed",
-                                key="--perturbations", fix='pip install "domainfit[trust]", or leave out '
-                                "the perturbations zh-traditional and zh-simplified") from e
+        raise MissingExtraError(
+            "simplified/traditional Chinese conversion needs opencc, which is not installed",
+            key="--perturbations",
+            fix='pip install "domainfit[trust]", or leave out '
+            "the perturbations zh-traditional and zh-simplified",
+        ) from e
     return opencc.OpenCC(config)
 
 
@@ -194,7 +197,7 @@ _TO_HALF = {full: half for half, full in _TO_FULL.items()}
 
 
 def _full_width(text: str, rng: random.Random) -> str:  # noqa: ARG001
-    """ASCII letters, digits and punctuation in their full-width forms (ＡＢＣ１２３！), as East Asian IMEs type."""
+    """ASCII letters, digits and punctuation in full width (ＡＢＣ１２３！), as East Asian IMEs type them."""
     return text.translate(_TO_FULL)
 
 
@@ -206,14 +209,73 @@ def _half_width(text: str, rng: random.Random) -> str:  # noqa: ARG001
 # Characters commonly typed for one another because they sound alike (a pinyin IME offers both): the
 # confusions Chinese spelling-error corpora (SIGHAN) list most, simplified and traditional forms both.
 HOMOPHONES: dict[str, str] = {
-    "的": "地", "地": "得", "得": "的", "在": "再", "再": "在", "做": "作", "作": "做", "已": "以", "以": "已",
-    "象": "像", "像": "象", "带": "戴", "戴": "带", "坐": "座", "座": "坐", "那": "哪", "哪": "那", "他": "她",
-    "她": "他", "里": "理", "理": "里", "和": "合", "合": "和", "到": "道", "道": "到", "又": "有", "有": "又",
-    "进": "近", "近": "进", "议": "意", "意": "义", "义": "意", "即": "既", "既": "即", "须": "需", "需": "须",
-    "帐": "账", "账": "帐", "副": "付", "付": "副", "式": "是", "是": "事", "事": "是", "心": "新", "新": "心",
-    "形": "型", "型": "形", "原": "元", "元": "原", "常": "长", "长": "常", "价": "架", "服": "福", "福": "服",
-    "務": "物", "裡": "理", "這": "者", "們": "門", "門": "們", "還": "環", "環": "還", "價": "架", "錯": "措",
-    "错": "措", "措": "错", "员": "园", "园": "员",
+    "的": "地",
+    "地": "得",
+    "得": "的",
+    "在": "再",
+    "再": "在",
+    "做": "作",
+    "作": "做",
+    "已": "以",
+    "以": "已",
+    "象": "像",
+    "像": "象",
+    "带": "戴",
+    "戴": "带",
+    "坐": "座",
+    "座": "坐",
+    "那": "哪",
+    "哪": "那",
+    "他": "她",
+    "她": "他",
+    "里": "理",
+    "理": "里",
+    "和": "合",
+    "合": "和",
+    "到": "道",
+    "道": "到",
+    "又": "有",
+    "有": "又",
+    "进": "近",
+    "近": "进",
+    "议": "意",
+    "意": "义",
+    "义": "意",
+    "即": "既",
+    "既": "即",
+    "须": "需",
+    "需": "须",
+    "帐": "账",
+    "账": "帐",
+    "副": "付",
+    "付": "副",
+    "式": "是",
+    "是": "事",
+    "事": "是",
+    "心": "新",
+    "新": "心",
+    "形": "型",
+    "型": "形",
+    "原": "元",
+    "元": "原",
+    "常": "长",
+    "长": "常",
+    "价": "架",
+    "服": "福",
+    "福": "服",
+    "務": "物",
+    "裡": "理",
+    "這": "者",
+    "們": "門",
+    "門": "們",
+    "還": "環",
+    "環": "還",
+    "價": "架",
+    "錯": "措",
+    "错": "措",
+    "措": "错",
+    "员": "园",
+    "园": "员",
 }
 
 
@@ -226,20 +288,42 @@ def _homophones(text: str, rng: random.Random) -> str:
     return "".join(HOMOPHONES[c] if i in chosen else c for i, c in enumerate(text))
 
 
-PERTURBATIONS.register("typos", Perturbation(_typos, "swap or drop an inner letter in some words of 4+ letters",
-                                             script="latin"))
+PERTURBATIONS.register(
+    "typos", Perturbation(_typos, "swap or drop an inner letter in some words of 4+ letters", script="latin")
+)
 PERTURBATIONS.register("lowercase", Perturbation(_lowercase, "every letter in lower case", script="latin"))
 PERTURBATIONS.register("uppercase", Perturbation(_uppercase, "every letter in upper case", script="latin"))
 PERTURBATIONS.register("punctuation", Perturbation(_punctuation, "punctuation removed (numbers kept whole)"))
 PERTURBATIONS.register("whitespace", Perturbation(_whitespace, "extra spaces between words, trailing spaces"))
-PERTURBATIONS.register("numbers", Perturbation(_numbers, "number formats: 1,000 <-> 1000, 5.0 -> 5, 5% <-> 5 %"))
-PERTURBATIONS.register("zh-traditional", Perturbation(_to_traditional, "simplified Chinese -> traditional (OpenCC)",
-                                                      script="cjk", extra="trust", module="opencc"))
-PERTURBATIONS.register("zh-simplified", Perturbation(_to_simplified, "traditional Chinese -> simplified (OpenCC)",
-                                                     script="cjk", extra="trust", module="opencc"))
-PERTURBATIONS.register("full-width", Perturbation(_full_width, "ASCII letters, digits, punctuation -> full width",
-                                                  script="cjk"))
-PERTURBATIONS.register("half-width", Perturbation(_half_width, "full-width letters, digits, punctuation -> ASCII",
-                                                  script="cjk"))
-PERTURBATIONS.register("homophones", Perturbation(_homophones, "Chinese homophone typos (的/地/得, 在/再, ...)",
-                                                  script="cjk"))
+PERTURBATIONS.register(
+    "numbers", Perturbation(_numbers, "number formats: 1,000 <-> 1000, 5.0 -> 5, 5% <-> 5 %")
+)
+PERTURBATIONS.register(
+    "zh-traditional",
+    Perturbation(
+        _to_traditional,
+        "simplified Chinese -> traditional (OpenCC)",
+        script="cjk",
+        extra="trust",
+        module="opencc",
+    ),
+)
+PERTURBATIONS.register(
+    "zh-simplified",
+    Perturbation(
+        _to_simplified,
+        "traditional Chinese -> simplified (OpenCC)",
+        script="cjk",
+        extra="trust",
+        module="opencc",
+    ),
+)
+PERTURBATIONS.register(
+    "full-width", Perturbation(_full_width, "ASCII letters, digits, punctuation -> full width", script="cjk")
+)
+PERTURBATIONS.register(
+    "half-width", Perturbation(_half_width, "full-width letters, digits, punctuation -> ASCII", script="cjk")
+)
+PERTURBATIONS.register(
+    "homophones", Perturbation(_homophones, "Chinese homophone typos (的/地/得, 在/再, ...)", script="cjk")
+)

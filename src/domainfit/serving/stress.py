@@ -6,7 +6,7 @@ Every perturbation of :mod:`domainfit.data.perturb` (typos, casing, punctuation,
 Chinese script, character width, homophones) is applied to every labelled text; only the texts it changed are
 predicted again. Per perturbation the result counts the texts changed, the label flips among them (split into
 right -> wrong, wrong -> right and wrong -> another wrong), the flip rate, and the accuracy on the whole file
-before and after, so that ``accuracy_after = accuracy_before - (right_to_wrong - wrong_to_right) / n`` exactly.
+before and after: exactly ``accuracy_after = accuracy_before - (right_to_wrong - wrong_to_right) / n``.
 This is CheckList's invariance (INV) test (Ribeiro et al. 2020, "Beyond Accuracy: Behavioral Testing of NLP
 Models with CheckList").
 """
@@ -42,17 +42,24 @@ def check_perturbations(names: Sequence[str] | None) -> None:
     if names is None:
         return
     if not names:
-        raise ConfigError("no perturbation named", key="--perturbations",
-                          fix=f"name one or more of: {', '.join(PERTURBATIONS.names())} (comma-separated).")
+        raise ConfigError(
+            "no perturbation named",
+            key="--perturbations",
+            fix=f"name one or more of: {', '.join(PERTURBATIONS.names())} (comma-separated).",
+        )
     for name in names:
         perturbation = PERTURBATIONS.get(name, key="--perturbations")
         if not perturbation.available():
-            raise MissingExtraError(f"the perturbation {name!r} needs {perturbation.module}, which is not "
-                                    "installed", key="--perturbations",
-                                    fix=f'pip install "domainfit[{perturbation.extra}]", or leave {name!r} out.')
+            raise MissingExtraError(
+                f"the perturbation {name!r} needs {perturbation.module}, which is not installed",
+                key="--perturbations",
+                fix=f'pip install "domainfit[{perturbation.extra}]", or leave {name!r} out.',
+            )
 
 
-def select_perturbations(names: Sequence[str] | None, texts: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+def select_perturbations(
+    names: Sequence[str] | None, texts: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
     """The perturbations to run on ``texts``, and those left out with the reason.
 
     Args:
@@ -78,15 +85,22 @@ def select_perturbations(names: Sequence[str] | None, texts: Sequence[str]) -> t
     return run, skipped
 
 
-def stress_test(predictor: Any, texts: Sequence[str], labels: Sequence[str], *,
-                perturbations: Sequence[str], seed: int = 0, batch_size: int | None = None) -> dict[str, Any]:
+def stress_test(
+    predictor: Any,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    perturbations: Sequence[str],
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
     """Run each perturbation on the texts and compare the predictor's answers before and after.
 
     Args:
         predictor: a loaded single-label classifier (``domainfit.load``): ``labels`` and ``predict_proba``.
         texts: the original texts.
         labels: their gold labels, each one of ``predictor.labels``.
-        perturbations: names in :data:`domainfit.data.perturb.PERTURBATIONS` (see :func:`check_perturbations`).
+        perturbations: names in :data:`domainfit.data.perturb.PERTURBATIONS` (:func:`check_perturbations`).
         seed: seeds every perturbation (the same seed gives the same perturbed texts).
         batch_size: texts per forward pass (default: the backend's best).
 
@@ -99,13 +113,21 @@ def stress_test(predictor: Any, texts: Sequence[str], labels: Sequence[str], *,
     predicted = probs.argmax(1)
     n = len(texts)
     correct = predicted == gold
-    result: dict[str, Any] = {"n": n, "seed": seed, "accuracy": _rate(int(correct.sum()), n), "perturbations": {}}
+    result: dict[str, Any] = {
+        "n": n,
+        "seed": seed,
+        "accuracy": _rate(int(correct.sum()), n),
+        "perturbations": {},
+    }
     for name in perturbations:
         perturbed = perturb_texts(name, texts, seed=seed)
         # a text left empty (punctuation only) has nothing to classify: it counts as unchanged
         changed = [i for i, (old, new) in enumerate(zip(texts, perturbed)) if new != old and new.strip()]
-        new_probs = predictor.predict_proba([perturbed[i] for i in changed], batch_size=batch_size) \
-            if changed else np.zeros((0, len(predictor.labels)), dtype=np.float32)
+        new_probs = (
+            predictor.predict_proba([perturbed[i] for i in changed], batch_size=batch_size)
+            if changed
+            else np.zeros((0, len(predictor.labels)), dtype=np.float32)
+        )
         new_predicted = new_probs.argmax(1) if changed else np.zeros(0, dtype=np.int64)
         rows = np.array(changed, dtype=np.int64)
         flipped = new_predicted != predicted[rows]  # (changed,)
@@ -129,30 +151,48 @@ def stress_test(predictor: Any, texts: Sequence[str], labels: Sequence[str], *,
             "accuracy_before": result["accuracy"],
             "accuracy_after": _rate(after, n),
             "accuracy_drop": _rate(int(correct.sum()) - after, n),
-            "examples": [_example(changed[j], texts, perturbed, labels, predictor.labels, probs, new_probs[j])
-                         for j in examples[:MAX_EXAMPLES]],
+            "examples": [
+                _example(changed[j], texts, perturbed, labels, predictor.labels, probs, new_probs[j])
+                for j in examples[:MAX_EXAMPLES]
+            ],
         }
     return result
 
 
-def check_labels(labels: Sequence[str], known: Sequence[str], lines: Sequence[int | None], *, path: Any,
-                 column: Any) -> None:
+def check_labels(
+    labels: Sequence[str], known: Sequence[str], lines: Sequence[int | None], *, path: Any, column: Any
+) -> None:
     """Refuse a gold label the model does not know, naming the file, line and column."""
     names = set(known)
     for label, line in zip(labels, lines):
         if label not in names:
-            raise DataError(f"label {label!r} is not one the model knows ({', '.join(known)})", path=path,
-                            line=line, column=column,
-                            fix="stress-test on data labelled with the model's label set.")
+            raise DataError(
+                f"label {label!r} is not one the model knows ({', '.join(known)})",
+                path=path,
+                line=line,
+                column=column,
+                fix="stress-test on data labelled with the model's label set.",
+            )
 
 
-def _example(i: int, texts: Sequence[str], perturbed: Sequence[str], labels: Sequence[str], names: list[str],
-             probs: np.ndarray, new_row: np.ndarray) -> dict[str, Any]:
+def _example(
+    i: int,
+    texts: Sequence[str],
+    perturbed: Sequence[str],
+    labels: Sequence[str],
+    names: list[str],
+    probs: np.ndarray,
+    new_row: np.ndarray,
+) -> dict[str, Any]:
     before, after = int(probs[i].argmax()), int(new_row.argmax())
-    return {"index": i, "label": labels[i], "text": texts[i][:_EXAMPLE_CHARS],
-            "perturbed": perturbed[i][:_EXAMPLE_CHARS],
-            "before": {"label": names[before], "probability": round(float(probs[i][before]), 4)},
-            "after": {"label": names[after], "probability": round(float(new_row[after]), 4)}}
+    return {
+        "index": i,
+        "label": labels[i],
+        "text": texts[i][:_EXAMPLE_CHARS],
+        "perturbed": perturbed[i][:_EXAMPLE_CHARS],
+        "before": {"label": names[before], "probability": round(float(probs[i][before]), 4)},
+        "after": {"label": names[after], "probability": round(float(new_row[after]), 4)},
+    }
 
 
 def _rate(count: int, total: int) -> float:
