@@ -154,8 +154,9 @@ def _licence_section(data: dict[str, Any]) -> list[str]:
     found = find_data_licence(Path(train)) if train else None
     if found is None:
         return ["## Data licence", "",
-                "Not recorded: no SOURCE.txt or LICENSE file next to the training data file. State the data's "
-                "licence here before sharing this model; a model can carry the terms of its training data."]
+                "Not recorded: no SOURCE.txt or LICENSE file next to the training data file. State the "
+                "data's licence here before sharing this model; a model can carry the terms of its training "
+                "data."]
     text, path = found
     return ["## Data licence", "", f"{md.escape(text)} (from `{md.escape(str(path))}`)", "",
             "A model can carry the terms of its training data: check them before shipping it."]
