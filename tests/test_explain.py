@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny import LABELS, TEXTS, build_classifier_dir
+from assets import LABELS, TEXTS, build_classifier_dir
 
 from domainfit.cli import main
 from domainfit.evaluation.explain_report import render_html, write_explanations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny import TEXTS
+from assets import TEXTS
 
 import domainfit
 from domainfit.cli import main

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from _tiny import LABELS, TEXTS, build_classifier_dir
+from assets import LABELS, TEXTS, build_classifier_dir
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402

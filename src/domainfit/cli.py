@@ -7,6 +7,7 @@
     domainfit tune CONFIG [key=value ...] [--no-retrain]   # hyperparameter search (Optuna), resumable
     domainfit federate CONFIG [key=value ...]        # federated fine-tuning of N sites on Flower (FedAvg/FedProx)
     domainfit evaluate MODEL_DIR DATA [--output DIR]
+    domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations typos,numbers]   # invariance tests
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
     domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input] [--output out.html|out.json]   # word attributions
@@ -158,9 +159,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     import domainfit
+    from domainfit.evaluation.html_report import write_html_report
     from domainfit.evaluation.report import format_metrics_table, write_report
     from domainfit.io.atomic import write_text_atomic
     from domainfit.metrics.classification import classification_metrics
+    from domainfit.metrics.errors import error_examples
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.files import check_input_file, check_output_folder, output_error
     from domainfit.serving.predictor import check_model_dir
@@ -192,18 +195,70 @@ def _evaluate(args: argparse.Namespace) -> None:
                             path=args.data, line=e.line, column=args.label_column,
                             fix="evaluate on data labelled with the model's label set, or retrain with this label.")
     probs = predictor.predict_proba([e.text for e in examples], batch_size=args.batch_size)
-    metrics = classification_metrics([known[e.label] for e in examples], probs.argmax(1).tolist(), predictor.labels)
+    gold = [known[e.label] for e in examples]
+    metrics = classification_metrics(gold, probs.argmax(1).tolist(), predictor.labels)
+    metrics["errors"] = error_examples([e.text for e in examples], gold, probs, predictor.labels)
     try:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"data": args.data, "model": args.model_dir, **metrics}
         write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, ensure_ascii=False))
-        write_report(out, metrics, title=f"Evaluation of {args.model_dir} on {args.data}",
-                     split_name=Path(args.data).name,
-                     context={"model": args.model_dir, "data": args.data, "backend": predictor.backend})
+        report = {"title": f"Evaluation of {args.model_dir} on {args.data}",
+                  "split_name": Path(args.data).name,
+                  "context": {"model": args.model_dir, "data": args.data, "backend": predictor.backend}}
+        write_report(out, metrics, **report)
+        write_html_report(out, metrics, **report)  # report.html beside report.md
     except OSError as e:  # a full disk: say so, not a traceback
         raise output_error(e, out / "metrics.json") from e
     print(format_metrics_table(metrics))
-    print(f"\nReport: {out / 'report.md'}")
+    print(f"\nReport: {out / 'report.md'} (and report.html)")
+
+
+def _stress(args: argparse.Namespace) -> None:
+    import domainfit
+    from domainfit.evaluation.robustness import robustness_rows, robustness_section
+    from domainfit.io.atomic import write_text_atomic
+    from domainfit.serving import multilabel_predictor as ml
+    from domainfit.serving.files import check_input_file, check_output_folder, output_error
+    from domainfit.serving.predictor import check_model_dir
+    from domainfit.serving.stress import (
+        STRESS_NAME,
+        STRESS_REPORT_NAME,
+        check_labels,
+        check_perturbations,
+        select_perturbations,
+        stress_test,
+    )
+
+    # every check before the model is loaded
+    names = None if args.perturbations is None else [n.strip() for n in args.perturbations.split(",") if n.strip()]
+    check_perturbations(names)
+    task = ml.read_task(check_model_dir(args.model_dir))
+    if task != "text-classification":
+        raise DomainfitError(f"`domainfit stress` tests single-label text classifiers; {args.model_dir} is a "
+                             f"{task} model", path=args.model_dir,
+                             fix="give the model folder of a text-classification run.")
+    check_input_file(args.data)
+    out = check_output_folder(args.output or f"stress-{Path(args.data).stem}")
+    examples = _read_inputs(args.data, args, require_labels=True)
+    perturbations, skipped = select_perturbations(names, [e.text for e in examples])
+    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
+    check_labels([e.label for e in examples], predictor.labels, [e.line for e in examples], path=args.data,
+                 column=args.label_column)
+    result = {"model": args.model_dir, "data": args.data, "backend": predictor.backend,
+              **stress_test(predictor, [e.text for e in examples], [e.label for e in examples],
+                            perturbations=perturbations, seed=args.seed, batch_size=args.batch_size),
+              "skipped": skipped}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / STRESS_NAME, json.dumps(result, indent=1, ensure_ascii=False))
+        title = f"# Robustness of {args.model_dir} on {args.data}"
+        write_text_atomic(out / STRESS_REPORT_NAME, title + "\n\n" + robustness_section(result) + "\n")
+    except OSError as e:  # a full disk: say so, not a traceback
+        raise output_error(e, out / STRESS_NAME) from e
+    print(f"{'perturbation':16} {'changed':>8} {'flips':>6} {'flip rate':>9} {'acc drop':>9}")
+    for name, changed, flips, flip_rate, _, _, drop in robustness_rows(result):
+        print(f"{name:16} {changed:>8} {flips:>6} {flip_rate:>9} {drop:>9}")
+    print(f"\nReport: {out / STRESS_REPORT_NAME}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -416,6 +471,8 @@ def _non_negative_float(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from domainfit.data.perturb import PERTURBATIONS  # pure Python: the names for --help
+
     parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
     parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
     parser.add_argument("--offline", action="store_true",
@@ -467,6 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(p)
     _add_max_chars(p)
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("stress", help="invariance stress test of a text classifier: typos, casing, punctuation, "
+                       "numbers, Chinese script/width/homophones")
+    p.add_argument("model_dir")
+    p.add_argument("data", help="labelled file, read as evaluate reads it")
+    p.add_argument("--output", default=None, help="folder for stress.json and stress.md (default: "
+                   "stress-<data name>); if it exists, those files in it are replaced")
+    p.add_argument("--perturbations", default=None, help="comma-separated names (default: those for the "
+                   "data's script, Latin or Chinese, whose extra is installed): " + ", ".join(PERTURBATIONS.names()))
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
+    _add_reading_options(p)
+    _add_max_chars(p)
+    p.set_defaults(func=_stress)
 
     p = sub.add_parser("predict", help="label every text of a file, or every image given")
     p.add_argument("model_dir")

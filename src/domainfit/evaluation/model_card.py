@@ -1,13 +1,28 @@
-"""The model card (README.md inside the shipped model folder): what it is, what it was trained on, how good."""
+"""The model card (README.md inside the shipped model folder): what it is, what it was trained on, how good.
+
+Besides use, data, results and training, the card states the intended use, the limitations that follow
+from the data and the health warnings, the data's licence, and the robustness figures of ``domainfit stress``
+when ``results`` holds them (key ``stress``). The licence is read, not configured: the ``Licence``/``License``
+lines of a ``SOURCE.txt`` in the training file's folder or the folder above it (a dataset folder with its
+splits in a subfolder), or the first line of a ``LICENSE``/``LICENCE`` file (``.md``/``.txt`` too) in the
+training file's own folder (one further up is more likely the licence of the user's code than of the data).
+Without one, the card says it is not recorded and asks the owner to state it.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
+from domainfit.evaluation.robustness import fragile_perturbations, robustness_section
 from domainfit.version import __version__
+
+# scores on fewer examples than this per label are called unreliable in the limitations
+_FEW_EXAMPLES = 20
+_LICENCE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "LICENCE.md", "LICENCE.txt")
 
 # domainfit task -> the Hugging Face pipeline that loads the saved folder
 _PIPELINE_TAGS = {"multi-label-classification": "text-classification", "generation": "text-generation"}
@@ -75,6 +90,10 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
     if results.get("best"):
         b = results["best"]
         lines += ["", f"Selected at step {b['step']} (epoch {b['epoch']}) by validation {cfg['train']['best_metric']}."]
+    lines += ["", *_intended_use(cfg, data, labels), "", *_limitations(cfg, results, final, split), "",
+              *_licence_section(data)]
+    if results.get("stress"):
+        lines += ["", robustness_section(results["stress"], examples=False)]
     t = cfg["train"]
     lines += ["", "## Training", "",
               f"epochs {t['epochs']}, batch size {t['batch_size']}, learning rate {t['learning_rate']}, "
@@ -83,3 +102,105 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
               else f"image size {cfg['image']['image_size'] or 'the model default'}, augmentation {cfg['image']['augment']}.", "",
               "The full resolved config is in the run folder's `config.yaml`.", ""]
     (Path(model_dir) / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _intended_use(cfg: dict[str, Any], data: dict[str, Any], labels: list[str]) -> list[str]:
+    train = data.get("files", {}).get("train")
+    source = f" like those in `{md.escape(str(train))}`" if train else ""
+    return ["## Intended use", "",
+            f"Assigning one of its {len(labels)} labels to inputs{source}, from the same domain and of the "
+            "same kind. It learned from that data only: score it on a labelled sample of your own inputs "
+            "(`domainfit evaluate THIS_FOLDER sample.csv`) before relying on it elsewhere, and keep a person "
+            "in the loop for decisions that matter. It is not meant for other languages, other domains or "
+            "labels it was not trained on."]
+
+
+def _limitations(cfg: dict[str, Any], results: dict[str, Any], final: dict[str, Any],
+                 split: str) -> list[str]:
+    lines = ["## Limitations", ""]
+    for warning in results.get("warnings") or []:
+        lines.append(f"- {md.escape(' '.join(str(warning['message']).split()))}")
+    counts = results.get("data", {}).get("counts", {})
+    if "train" in counts:
+        lines.append(f"- It learned from {counts['train']} examples; anything unlike them is guesswork.")
+    per_class = final.get("per_class") or {}
+    scored = {label: s for label, s in per_class.items() if isinstance(s, dict) and "f1" in s}
+    few = [label for label, s in scored.items() if 0 < s.get("support", 0) < _FEW_EXAMPLES]
+    if few:
+        lines.append(f"- Scores of {md.quote_list(few)} rest on fewer than {_FEW_EXAMPLES} {split} examples "
+                     "each: treat them as rough.")
+    if scored:
+        weakest = min(scored, key=lambda label: scored[label]["f1"])
+        lines.append(f"- It is weakest on {md.quote(weakest)} ({split} F1 {scored[weakest]['f1']:.2f}).")
+    dedup = results.get("data", {}).get("dedup") or {}
+    if dedup.get("conflicting_labels"):
+        lines.append(f"- The training file gave {dedup['conflicting_labels']} texts conflicting labels: the "
+                     "labels themselves are not fully consistent.")
+    if cfg["task"] != "image-classification" and "max_length" in cfg.get("model", {}):
+        lines.append(f"- It reads at most {cfg['model']['max_length']} tokens of a text"
+                     + (" per window (long texts are read in windows)." if cfg["model"].get("long_text") ==
+                        "windows" else "; the rest of a longer text is not read."))
+    stress = results.get("stress")
+    if stress:
+        fragile = fragile_perturbations(stress)
+        names = ", ".join(md.escape(name) for name in fragile)
+        lines.append(f"- Its answer changes under {names} (see Robustness)."
+                     if fragile else "- No tested perturbation changes its answers much (see Robustness).")
+    return lines
+
+
+def _licence_section(data: dict[str, Any]) -> list[str]:
+    train = data.get("files", {}).get("train")
+    found = find_data_licence(Path(train)) if train else None
+    if found is None:
+        return ["## Data licence", "",
+                "Not recorded: no SOURCE.txt or LICENSE file next to the training data file. State the "
+                "data's licence here before sharing this model; a model can carry the terms of its training "
+                "data."]
+    text, path = found
+    return ["## Data licence", "", f"{md.escape(text)} (from `{md.escape(str(path))}`)", "",
+            "A model can carry the terms of its training data: check them before shipping it."]
+
+
+def find_data_licence(train_file: Path) -> tuple[str, Path] | None:
+    """The licence of the training data, read from files next to it, and the file it came from.
+
+    The ``Licence`` or ``License`` lines of a ``SOURCE.txt`` (with their indented continuation lines) in the
+    training file's folder or its parent, else the first non-empty line of a ``LICENSE``/``LICENCE`` file in
+    the training file's own folder.
+
+    Args:
+        train_file: the training data file (or folder, for images).
+
+    Returns:
+        ``(licence text, file)``, or ``None`` when no such file is found.
+    """
+    folder = train_file if train_file.is_dir() else train_file.parent
+    for candidate in (folder, folder.parent):
+        source = candidate / "SOURCE.txt"
+        if source.is_file():
+            text = _licence_lines(source.read_text(encoding="utf-8", errors="replace"))
+            if text:
+                return text, source
+    for name in _LICENCE_FILES:
+        path = folder / name
+        if path.is_file():
+            first = next((line.strip() for line in path.read_text(encoding="utf-8", errors="replace")
+                          .splitlines() if line.strip()), "")
+            if first:
+                return first[:300], path
+    return None
+
+
+def _licence_lines(text: str) -> str:
+    """The ``Licence ...:`` line of a SOURCE.txt and the indented lines that continue it, as one line."""
+    lines, taking = [], False
+    for line in text.splitlines():
+        if re.match(r"licen[cs]e\b", line.strip(), re.IGNORECASE) and not line.startswith((" ", "\t")):
+            lines.append(line.strip())
+            taking = True
+        elif taking and line.startswith((" ", "\t")) and line.strip():
+            lines.append(line.strip())
+        else:
+            taking = False
+    return " ".join(lines)[:600]

@@ -1,4 +1,4 @@
-"""How a finished run is presented, per task: report.md, the model card and the terminal table.
+"""How a finished run is presented, per task: report.md and report.html, the model card, the terminal table.
 
 Tasks sit below this layer and know nothing of reports; each report module registers a :class:`RunReport`
 under the task names it presents (``REPORTS.register("token-classification", RunReport(...))``), and the
@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from domainfit.evaluation.html_report import write_html_report
 from domainfit.evaluation.model_card import write_model_card
 from domainfit.evaluation.report import format_metrics_table, write_report
 from domainfit.registry import Registry
 
 
 def _classification_report(task: Any, out_dir: Path, metrics: dict, **kwargs: Any) -> Path:  # noqa: ARG001
-    return write_report(out_dir, metrics, **kwargs)
+    path = write_report(out_dir, metrics, **kwargs)
+    write_html_report(out_dir, metrics, **kwargs)  # report.html beside it, from the same data
+    return path
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from domainfit.data.splits import make_splits, sample_fraction, sample_per_class
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.errors import ConfigError
 from domainfit.metrics.classification import classification_metrics
+from domainfit.metrics.errors import error_examples
 from domainfit.models import mlm_augment as _mlm_augment  # noqa: F401  registers the "mlm" augmenter
 from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import freeze_word_embeddings, load_pretrained, load_tokenizer
@@ -134,6 +135,10 @@ class TextClassificationTask(Task):
     objectives = ("cross-entropy", "focal")
     long_text_windows = True
 
+    def __init__(self) -> None:
+        # each split's texts by its Features object, so a scored split can name its mistakes (the reports)
+        self._texts: dict[int, list[str]] = {}
+
     def check_own_config(self, cfg: RunConfig, source: Path | None = None) -> None:
         """Names of augmenters, the objective, the adversarial and PEFT methods; what each op needs."""
         from domainfit.data.augment import AUGMENTERS
@@ -201,7 +206,9 @@ class TextClassificationTask(Task):
     def encode(self, examples: list[Example], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
         label_ids = {label: i for i, label in enumerate(data.labels)}
         if cfg.model.long_text == "windows":
-            return encode_long_texts(examples, [label_ids[e.label] for e in examples], tokenizer, cfg)
+            features = encode_long_texts(examples, [label_ids[e.label] for e in examples], tokenizer, cfg)
+            self._texts[id(features)] = [e.text for e in examples]
+            return features
         texts = [cfg.model.text_prefix + e.text for e in examples]
         ids = tokenizer(texts, truncation=True, max_length=cfg.model.max_length)["input_ids"]
         items = [{"input_ids": x, "labels": label_ids[e.label]} for x, e in zip(ids, examples)]
@@ -209,7 +216,9 @@ class TextClassificationTask(Task):
             for k, (item, e) in enumerate(zip(items, examples)):
                 item.update(text=e.text, prefix=cfg.model.text_prefix, example_id=k)
         balance = [it["labels"] for it in items] if cfg.regularization.oversample else None
-        return Features(items=items, lengths=[len(x) for x in ids], balance_labels=balance)
+        features = Features(items=items, lengths=[len(x) for x in ids], balance_labels=balance)
+        self._texts[id(features)] = [e.text for e in examples]
+        return features
 
     def on_run_start(self, out_dir: Path, features: dict[str, Features]) -> None:
         if self.augmenter is not None:
@@ -234,6 +243,19 @@ class TextClassificationTask(Task):
 
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
         return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
+
+    def compute_feature_metrics(self, features: Features, logits: torch.Tensor, labels: torch.Tensor,
+                                data: TaskData) -> dict[str, Any]:
+        """The scores, plus ``errors``: the mistakes the model was surest of, with their texts (reports).
+
+        Windowed splits arrive here already aggregated per document, so rows match the split's examples.
+        """
+        metrics = self.compute_metrics(logits, labels, data)
+        texts = self._texts.get(id(features))
+        if texts is not None and len(texts) == len(labels):
+            probabilities = torch.softmax(logits.float(), dim=-1).numpy()  # (n, k)
+            metrics["errors"] = error_examples(texts, labels.tolist(), probabilities, data.labels)
+        return metrics
 
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         peft_meta = save_model_folder(model, out_dir, cfg.peft)
