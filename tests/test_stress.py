@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny import LABELS, build_classifier_dir
+from assets import LABELS, build_classifier_dir
 from conftest import DATASETS, PHRASEBANK_SPLIT
 
 from domainfit.cli import main
