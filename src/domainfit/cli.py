@@ -644,6 +644,18 @@ def go_offline() -> None:
         os.environ[name] = "1"
 
 
+def _quiet_other_processes() -> None:
+    """Under ``torchrun`` / ``accelerate launch`` the main process speaks for all (progress, logs, metrics,
+    user errors); the others keep only errors, so a run reads as it does in one process."""
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        return  # one process (importing training here would load torch for every command)
+    from domainfit.training.distributed import is_main_process
+
+    if not is_main_process():
+        logging.getLogger().setLevel(logging.ERROR)
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  for the process's life
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
@@ -658,9 +670,11 @@ def main(argv: list[str] | None = None) -> int:
 
             reexec_on_mimalloc(sys.argv[1:])  # before torch is imported: nothing of this process is kept
         _quiet_transformers()
+        _quiet_other_processes()
         args.func(args)
     except DomainfitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process meets the same error: rank 0 says it
+            print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted. Checkpoints are kept: add --resume to continue.", file=sys.stderr)

@@ -10,6 +10,11 @@ With ``balance_tokens`` each sorted chunk is cut into the same number of batches
 rather than rows (:func:`token_balanced_cuts`): short texts ride in larger batches, long ones in smaller,
 so the largest batch holds about the mean number of tokens instead of ``batch_size x max_length``. Steps per
 epoch and the mean batch size stay as with fixed rows; the peak activation memory falls to the mean batch's.
+
+With several processes (``torchrun``, ``accelerate launch``) every process makes the same global batches and
+trains on its share of the rows of each one (:func:`shard_rows`), rather than on every k-th batch: so
+``train.batch_size`` stays the batch of one optimizer step, and a run takes the same steps, schedule and
+batches whatever the number of processes (the world size is a speed setting, not a hyperparameter).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
             length) rather than rows, keeping the number of batches: see the module docstring.
         length_multiple: the collator pads each batch's length up to a multiple of this; token-balanced cuts
             count the padded lengths, so batches fall into a few (rows, length) shapes.
+        num_shards: processes that share each batch (the world size).
+        shard: this process's index among them (its rank); see :meth:`shard_of`.
     """
 
     def __init__(
@@ -51,7 +58,13 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         balance_labels: Sequence[int] | None = None,
         balance_tokens: bool = False,
         length_multiple: int | None = None,
+        num_shards: int = 1,
+        shard: int = 0,
     ) -> None:
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} is not one of the {num_shards} shards")
+        self.num_shards = num_shards
+        self.shard = shard
         self.lengths = np.asarray(lengths)
         self.balance_labels = None if balance_labels is None else np.asarray(balance_labels)
         self.batch_size = batch_size
@@ -124,10 +137,41 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         return int(counts.max() * len(counts))
 
     def __iter__(self) -> Iterator[list[int]]:
+        """The global batches from ``start_batch`` on; a process trains on :meth:`shard_of` each."""
         yield from self.batches()[self.start_batch :]
+
+    def shard_of(self, batch: list[int]) -> tuple[list[int], float]:
+        """This process's rows of a global batch and its loss weight: see :func:`shard_rows`."""
+        return shard_rows(batch, self.num_shards, self.shard)
 
     def __len__(self) -> int:
         return -(-self.epoch_size() // self.batch_size) - self.start_batch
+
+
+def shard_rows(batch: Sequence[int], num_shards: int, shard: int) -> tuple[list[int], float]:
+    """Rows ``shard, shard + num_shards, ...`` of a global batch, and the weight of this shard's mean loss.
+
+    The rows are taken strided, not in one block, because a length-grouped batch is sorted longest first:
+    strided, every shard gets about the same padded width and finishes its step at the same time. Data-parallel
+    training averages the shards' gradients, so a shard's mean loss is weighted by ``its rows x num_shards /
+    batch rows``: the average is then the whole batch's mean, also when the rows do not divide evenly. A shard
+    left without rows (a batch of fewer rows than processes) gets the batch's first row with weight 0: it must
+    still run a forward and backward pass, since every process takes part in each gradient exchange.
+
+    Args:
+        batch: the global batch's example indices.
+        num_shards: how many processes share it.
+        shard: this process's index.
+
+    Returns:
+        (rows, weight); ``(list(batch), 1.0)`` with one shard.
+    """
+    if num_shards == 1:
+        return list(batch), 1.0
+    rows = list(batch[shard::num_shards])
+    if not rows:
+        return list(batch[:1]), 0.0
+    return rows, len(rows) * num_shards / len(batch)
 
 
 def token_balanced_cuts(lengths: np.ndarray, k: int) -> list[int]:

@@ -11,12 +11,16 @@ synchronisation inside a step (losses are summed on the device and read only eve
 Memory levers (long-batch recompute, on by default on CPUs; opt-in micro-batches, ``malloc_trim``) are one
 ``MemoryPlan`` in ``training/memory.py``; the setup, optimizer, cadence, logging and checkpoints around the
 loop are shared with ``domainfit pretrain`` in ``training/scaffold.py``.
+
+Several processes (``torchrun --nproc_per_node N -m domainfit train ...``, or ``accelerate launch``) share each
+batch's rows and the evaluation batches; the main process alone writes the run folder (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from domainfit.io.atomic import atomic_dir
 from domainfit.metrics.classification import improves_on_best
 from domainfit.models.loading import check_max_length
 from domainfit.tasks import Features, Task, TaskData, create_task
+from domainfit.training.distributed import on_main_process, refuse_sharded_launch
 from domainfit.training.memory import MemoryPlan
 from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
 from domainfit.training.scaffold import (
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best evaluation, test it, and write the run folder. Returns metrics.json's dict."""
     # 1. Everything the user can get wrong is checked before the output folder is touched.
+    refuse_sharded_launch()  # FSDP / DeepSpeed: the checkpoints need DDP
     memory = MemoryPlan.from_config(cfg.train)
     memory.configure_process()  # before the first oneDNN kernel is built and the model is allocated
     log.info("memory allocator: %s", active_allocator())
@@ -69,7 +75,7 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
     mixed_precision = choose_precision(cfg.train, out, resume=resume)
     start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels,
                                               "mixed_precision": mixed_precision})
-    task.on_run_start(out, features)  # e.g. augmentation samples into the run folder
+    on_main_process(task.on_run_start, out, features)  # e.g. augmentation samples into the run folder
 
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
     run = RunScaffold(out, cfg.train, mixed_precision)
@@ -77,7 +83,8 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
     objective = task.create_objective(cfg, data).to(device)  # before the optimizer sees its weights
     sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
                                 group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels,
-                                balance_tokens=cfg.train.balance_batch_tokens, length_multiple=cfg.train.pad_to_multiple_of)
+                                balance_tokens=cfg.train.balance_batch_tokens, length_multiple=cfg.train.pad_to_multiple_of,
+                                num_shards=accelerator.num_processes, shard=accelerator.process_index)
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
     memory.prepare_model(model, cfg, features["train"].items, tokenizer, device)  # recompute, embedding rows
@@ -95,7 +102,7 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
         """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
         running.read()
         metrics = evaluate(model, objective, features["validation"], task, tokenizer, data, cfg.train.eval_batch_size, device,
-                           max_tokens=cfg.train.eval_batch_tokens)
+                           max_tokens=cfg.train.eval_batch_tokens, accelerator=accelerator)  # all processes: same metrics
         run.log_validation(state.step, _scalars(metrics))
         value = metrics[cfg.train.best_metric]
         improved = improves_on_best(cfg.train.best_metric, value, metrics.get("loss"), state.best_value, state.best_loss)
@@ -105,7 +112,7 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
         if improved:
             state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
             state.best_loss = metrics.get("loss")
-            run.checkpoints.save_best(run.unwrapped_model, entry)
+            run.save_best(entry)
         else:
             state.evals_without_improvement += 1
         bar.set_postfix({"loss": running.last, f"val_{cfg.train.best_metric}": round(value, 4),
@@ -114,33 +121,40 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
         return patience is not None and state.evals_without_improvement >= patience
 
     # 3. The loop.
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not run.is_main)
+    shard = {"process": accelerator.process_index, "rows": 0, "batches": 0}  # this process's share (metrics.json)
     clock = Stopwatch(state)  # training seconds, paused while evaluating
     stop = False
     for epoch in range(state.epoch, cfg.train.epochs):
         sampler.set_epoch(epoch, start_batch=state.batch_in_epoch)
         model.train()
         clock.start()
-        for indices in sampler:
+        for global_batch in sampler:
+            indices, share = sampler.shard_of(global_batch)  # this process's rows (all of them with one process)
             batch = task.collate([features["train"].items[i] for i in indices], tokenizer, train=True)
-            if "attention_mask" in batch:  # CPU tensor: no device sync
+            if "attention_mask" in batch and share:  # CPU tensor: no device sync
                 state.real_tokens += int(batch["attention_mask"].sum())
                 state.computed_tokens += batch["attention_mask"].numel()
+            shard["rows"] += len(indices) if share else 0
+            shard["batches"] += 1 if share else 0
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             # token-balanced batches vary in rows: weigh each example 1/batch_size, as in a fixed-size batch
-            rows_weight = len(indices) / cfg.train.batch_size if sampler.balance_tokens else 1.0
+            rows_weight = share * (len(global_batch) / cfg.train.batch_size if sampler.balance_tokens else 1.0)
             with accelerator.accumulate(model):  # gradient accumulation: steps only at its boundaries
                 pieces = memory.before_batch(batch)  # usually one; several over train.micro_batch_tokens
                 parts = []  # the weighted loss of each piece
-                for piece, weight in pieces:
-                    outputs = objective(model, piece)
-                    part = outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"]
-                    accelerator.backward(part * rows_weight if rows_weight != 1.0 else part)
+                for i, (piece, weight) in enumerate(pieces):
+                    # processes may cut different numbers of pieces: only the last one exchanges gradients
+                    with accelerator.no_sync(model) if i < len(pieces) - 1 else nullcontext():
+                        outputs = objective(model, piece)
+                        part = outputs["loss"] * weight if len(pieces) > 1 else outputs["loss"]
+                        accelerator.backward(part * rows_weight if rows_weight != 1.0 else part)
                     parts.append(part.detach())
                 run.optimizer_step(clipped, after_update=memory.after_update())
             running.add(parts[0] if len(parts) == 1 else torch.stack(parts).sum())
             state.batch_in_epoch += 1
-            state.samples_seen += len(indices)
+            state.samples_seen += len(global_batch)
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
@@ -176,18 +190,25 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
 
     # 4. Best weights -> test -> shippable folder, metrics.json, report.
     unwrapped = run.unwrapped_model
-    best = run.checkpoints.load_best(unwrapped)
+    best = run.load_best()  # once the main process has written it
+    run.sum_tokens(state)
+    if accelerator.num_processes > 1:
+        log.info("process %d of %d trained on %d rows in %d batches", accelerator.process_index,
+                 accelerator.num_processes, shard["rows"], shard["batches"])
+    processes = accelerator.gather_for_metrics([shard], use_gather_object=True)
     results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, run,
-                        levers=memory.summary())
+                        levers={**memory.summary(), "processes": processes})
     run.finish(best_step=state.best_step)
     return results
 
 
 def evaluate(model, objective, features: Features, task: Task, tokenizer, data: TaskData, batch_size: int,
-             device: torch.device, max_tokens: int | None = None) -> dict[str, Any]:
+             device: torch.device, max_tokens: int | None = None, accelerator=None) -> dict[str, Any]:
     """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed (at most
-    ``batch_size`` rows and ``max_tokens`` padded tokens each)."""
-    logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device, max_tokens)
+    ``batch_size`` rows and ``max_tokens`` padded tokens each). With ``accelerator`` and several processes,
+    they share the batches and every process gets the metrics of the whole split."""
+    logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device, max_tokens,
+                                          accelerator=accelerator)
     if features.groups is not None:  # windows of long documents: score documents, not windows
         labels = group_labels(labels, features.groups)
         logits = aggregate_by_group(logits, features.groups, features.aggregation)
@@ -198,17 +219,24 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
 
 @torch.inference_mode()
 def predict_logits(model, objective, features: Features, task: Task, tokenizer, batch_size: int,
-                   device: torch.device, max_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+                   device: torch.device, max_tokens: int | None = None,
+                   accelerator=None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Logits and labels for every item (in the split's original order), and the mean task loss.
 
     Per-token outputs (token classification) come in batches of different lengths; they are padded to the
-    longest (logits with 0, labels with -100, the ignore index) before concatenation.
+    longest (logits with 0, labels with -100, the ignore index) before concatenation. With ``accelerator`` and
+    several processes, process ``r`` predicts batches ``r, r + n, ...`` and all of them are gathered
+    (``gather_for_metrics``), so every process returns the whole split and selects the same best checkpoint.
     """
     was_training = model.training
     model.eval()
     order, chunks, label_chunks = [], [], []
     loss_sum = torch.zeros((), device=device)
-    for indices in sorted_batches(features.lengths, batch_size, max_tokens):
+    batches = sorted_batches(features.lengths, batch_size, max_tokens)
+    sharded = accelerator is not None and accelerator.num_processes > 1
+    if sharded:
+        batches = batches[accelerator.process_index::accelerator.num_processes]
+    for indices in batches:
         batch = task.collate([features.items[i] for i in indices], tokenizer)
         out = objective(model, {k: v.to(device) for k, v in batch.items()})
         loss_sum += out.get("task_loss", out["loss"]).detach().float() * len(indices)
@@ -216,9 +244,16 @@ def predict_logits(model, objective, features: Features, task: Task, tokenizer, 
         label_chunks.append(batch["labels"])
         order += indices
     model.train(was_training)
+    loss_total = float(loss_sum)
+    if sharded:  # Python objects, not tensors: processes hold different numbers of batches of different widths
+        parts = accelerator.gather_for_metrics([(order, chunks, label_chunks, loss_total)], use_gather_object=True)
+        order = [i for part in parts for i in part[0]]
+        chunks = [c for part in parts for c in part[1]]
+        label_chunks = [c for part in parts for c in part[2]]
+        loss_total = sum(part[3] for part in parts)
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    return _cat_padded(chunks, 0.0)[inverse], _cat_padded(label_chunks, -100)[inverse], float(loss_sum) / max(len(order), 1)
+    return _cat_padded(chunks, 0.0)[inverse], _cat_padded(label_chunks, -100)[inverse], loss_total / max(len(order), 1)
 
 
 def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
@@ -233,18 +268,20 @@ def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
 def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, run: RunScaffold, *,
               levers: dict[str, Any]) -> dict[str, Any]:
     device, out, precision = run.device, run.out, run.mixed_precision
+    accelerator = run.accelerator  # every process scores its share of the batches; the main one writes
     results: dict[str, Any] = {"best": best, "history": state.history}
     if task.calibrates:  # fit decision settings (multi-label thresholds) on validation
         logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
-                                           cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens)
+                                           cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens,
+                                           accelerator=accelerator)
         task.calibrate(logits, labels, data)
     for split in ("validation", "test"):
         if split in features:
             results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device,
-                                      max_tokens=cfg.train.eval_batch_tokens)
+                                      max_tokens=cfg.train.eval_batch_tokens, accelerator=accelerator)
     def score(m, o, split_features):  # lets a task score another model (generation: the base model) as the loop does
         return evaluate(m, o, split_features, task, tokenizer, data, cfg.train.eval_batch_size, device,
-                        max_tokens=cfg.train.eval_batch_tokens)
+                        max_tokens=cfg.train.eval_batch_tokens, accelerator=accelerator)
 
     extra = task.final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device, evaluate=score)
     for key, values in extra.items():  # scores that need the trained model (generation: base model, ROUGE-L)
@@ -263,6 +300,8 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         **levers,  # what the memory levers did: embedding rows trained, batches recomputed
     }
     results["data"] = data.info
+    if not run.is_main:
+        return results
     presentation = report_for(task.name)
     with atomic_dir(out / "model") as tmp:
         task.save(model, tokenizer, cfg, data, tmp)

@@ -25,6 +25,7 @@ import torch
 
 from domainfit.io.atomic import write_text_atomic
 from domainfit.io.cache import cache_dir
+from domainfit.training.distributed import process_state, use_cpu
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,13 @@ def create_accelerator(mixed_precision: str, grad_accum_steps: int = 1):
     distributed launch's state is left alone).
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
 
-    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+    if AcceleratorState._shared_state and process_state().num_processes == 1:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps)
+    # cpu=True where several processes run without an accelerator: Accelerate joins them (gloo) only then.
+    # split_batches: the processes split each global batch (data/batching.py), so one optimizer step is one
+    # schedule step; without it Accelerate steps the schedule once per process, ending it N times too early.
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps,
+                       cpu=use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True))

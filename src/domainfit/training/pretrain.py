@@ -10,6 +10,10 @@ corpus is streamed (``data/corpus.py``): memory stays flat at any corpus size, a
 stream position so ``--resume`` continues exactly. Held-out perplexity (fixed masks, so numbers compare) is
 measured before, at each evaluation and after. The output is a model folder that ``domainfit train`` takes as
 ``model.name``, with its lineage (base model, corpus files with sizes and SHA-256, steps) in domainfit.json.
+
+Several processes (``torchrun --nproc_per_node N -m domainfit pretrain ...``) all read the stream, so its
+position is the same everywhere, and each trains on its rows of every batch (``data/batching.shard_rows``);
+the held-out batches are shared out and their losses summed; the main process alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from domainfit.config import PretrainConfig, to_dict
+from domainfit.data.batching import shard_rows
 from domainfit.data.corpus import (
     CorpusStream,
     StreamPosition,
@@ -45,6 +50,7 @@ from domainfit.models.loading import (
     resolve_model_path,
 )
 from domainfit.objectives.masked_lm import lm_loss, warm_up_head
+from domainfit.training.distributed import refuse_sharded_launch
 from domainfit.training.memory import MemoryPlan
 from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
 from domainfit.training.scaffold import (
@@ -64,6 +70,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Continue pretraining ``cfg.model.name`` on ``cfg.corpus``; write the run folder. Returns metrics.json's dict."""
 
     # 1. Everything the user can get wrong is checked before the output folder is touched.
+    refuse_sharded_launch()  # FSDP / DeepSpeed: the checkpoints need DDP
     MemoryPlan().configure_process()  # the kernel cache cap: pretraining has no other memory lever
     with open_run_folder(cfg, resume=resume) as out:  # locked for this run; failed/interrupted recorded
         return _pretrain(cfg, out, resume=resume_or_restart(out, resume, cfg))
@@ -120,7 +127,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     running = RunningLoss(device)
 
     def evaluate_and_log() -> dict[str, float]:
-        result = perplexity(model, eval_batches, device, causal=kind == "clm")
+        result = perplexity(model, eval_batches, device, causal=kind == "clm", accelerator=accelerator)
         run.log_validation(state.step, result)
         state.history.append({"step": state.step, "texts_seen": state.samples_seen, "train_loss": running.last,
                               **result})
@@ -138,19 +145,24 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
             log.warning("the MLM head of %s is new (%s); 'before' perplexity is %s", cfg.model.name,
                         ", ".join(head["missing"][:4]), "after a head-only warm-up" if cfg.train.head_warmup_steps
                         else "of a randomly initialised head transform (set train.head_warmup_steps to warm it up first)")
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"pretrain ({kind})", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"pretrain ({kind})", unit="step", dynamic_ncols=True,
+               disable=not run.is_main)
     texts = iter(stream)
     model.train()
     clock = Stopwatch(state)  # training seconds, paused while evaluating
     while state.step < total_steps:
-        batch = collator.collate(collator.encode([next(texts) for _ in range(cfg.train.batch_size)]))
-        state.real_tokens += int(batch["attention_mask"].sum())
-        state.computed_tokens += batch["attention_mask"].numel()
+        # every process reads the whole batch off the stream (same position everywhere) and trains on its rows
+        global_batch = [next(texts) for _ in range(cfg.train.batch_size)]
+        rows, share = shard_rows(global_batch, accelerator.num_processes, accelerator.process_index)
+        batch = collator.collate(collator.encode(rows))
+        if share:
+            state.real_tokens += int(batch["attention_mask"].sum())
+            state.computed_tokens += batch["attention_mask"].numel()
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         # gradient accumulation: steps only at its boundaries; lm_loss calls the head itself, so autocast here
         with accelerator.accumulate(model), accelerator.autocast():
             loss = lm_loss(model, batch, causal=kind == "clm")
-            accelerator.backward(loss)
+            accelerator.backward(loss * share if share != 1.0 else loss)
             run.optimizer_step(model.parameters())
         running.add(loss.detach())
         state.samples_seen += cfg.train.batch_size
@@ -176,7 +188,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     after = evaluate_and_log()
     save()
 
-    # 4. The adapted model, its lineage, metrics.json and report.md.
+    # 4. The adapted model, its lineage, metrics.json and report.md (written by the main process).
+    run.sum_tokens(state)
     unwrapped = run.unwrapped_model
     before = state.history[0]
     results: dict[str, Any] = {
@@ -197,13 +210,15 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
                "texts_seen": state.samples_seen, "masking": results["masking"], "new_head": head["new"],
                "perplexity": {"before": results["before"]["perplexity"], "after": results["after"]["perplexity"]},
                "domainfit_version": __version__}
+    results["corpus"] = lineage["corpus"]
+    if not run.is_main:
+        run.finish(steps=state.step)
+        return results
     with atomic_dir(out / "model") as tmp:
         unwrapped.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        carried = carry_pooler(cfg.model.name, head["unused"], unwrapped, tmp)
-        lineage["carried_from_base"] = carried
+        lineage["carried_from_base"] = carry_pooler(cfg.model.name, head["unused"], unwrapped, tmp)
         write_folder_settings(tmp, lineage)
-    results["corpus"] = lineage["corpus"]
     run.write_metrics(results)
     write_text_atomic(out / "report.md", format_report(cfg, results))
     run.finish(steps=state.step)
@@ -280,16 +295,25 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
 
 
 @torch.inference_mode()
-def perplexity(model, batches: list[dict[str, torch.Tensor]], device: torch.device, *, causal: bool = False) -> dict[str, float]:
-    """Held-out loss (mean over predicted tokens) and its exponential; MLM: pseudo-perplexity of masked tokens."""
+def perplexity(model, batches: list[dict[str, torch.Tensor]], device: torch.device, *, causal: bool = False,
+               accelerator=None) -> dict[str, float]:
+    """Held-out loss (mean over predicted tokens) and its exponential; MLM: pseudo-perplexity of masked tokens.
+    With ``accelerator`` and several processes, each scores every n-th batch and the sums are added up."""
     was_training = model.training
     model.eval()
+    sharded = accelerator is not None and accelerator.num_processes > 1
+    if sharded:
+        batches = batches[accelerator.process_index::accelerator.num_processes]
     total, tokens = torch.zeros((), device=device, dtype=torch.float64), 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         total += lm_loss(model, batch, causal=causal, reduction="sum").double()
         tokens += int((batch["labels"][:, 1:] if causal else batch["labels"]).ne(-100).sum())
     model.train(was_training)
+    if sharded:
+        summed = accelerator.reduce(torch.stack([total, torch.tensor(float(tokens), device=device,
+                                                                      dtype=torch.float64)]), reduction="sum")
+        total, tokens = summed[0], int(summed[1])
     mean = float(total) / max(tokens, 1)
     return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50.0)), 4), "tokens": tokens}
 

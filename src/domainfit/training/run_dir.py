@@ -36,6 +36,7 @@ from domainfit.config import RunConfig, dump_yaml
 from domainfit.errors import ConfigError, DomainfitError
 from domainfit.io.atomic import recover_dir, write_text_atomic
 from domainfit.io.run_folder import contained
+from domainfit.training.distributed import on_main_process
 from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -149,25 +150,37 @@ def open_run_folder(cfg: Any, *, resume: bool) -> Iterator[Path]:
 
     Yields the folder. Nothing but the lock file is written here; if the run fails before :func:`start_run`
     in a folder this call created, the folder is removed again, so a bad config or data file leaves no trace.
+    With several processes only the main one creates, locks and checks the folder; the others wait for it
+    and stop with its error (``training/distributed.py``).
     """
     out = Path(cfg.output.dir)
-    created = _create_folder(out)
-    lock = RunLock(out)
-    lock_created = not lock.path.exists()
+    held: dict[str, Any] = {}  # what the main process took: the lock, and whether it made the folder / lock file
     try:
-        lock.acquire()
-        prepare_run_dir(cfg, resume=resume)
+        on_main_process(_take_folder, cfg, out, held, resume=resume)
         with _sigterm_as_interrupt():
             yield out
     except BaseException as e:
-        _record_end(out, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", e)
+        if held:
+            _record_end(out, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", e)
         raise
     finally:
-        lock.release()
-        if created and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
-            shutil.rmtree(out, ignore_errors=True)
-        elif lock_created and not (out / "run.json").exists():
-            lock.path.unlink(missing_ok=True)  # a refused run leaves a folder as it found it
+        lock = held.get("lock")
+        if lock is not None:
+            lock.release()
+            if held["created"] and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+                shutil.rmtree(out, ignore_errors=True)
+            elif held["lock_created"] and not (out / "run.json").exists():
+                lock.path.unlink(missing_ok=True)  # a refused run leaves a folder as it found it
+
+
+def _take_folder(cfg: Any, out: Path, held: dict[str, Any], *, resume: bool) -> None:
+    """Create (if new), lock and check the run folder, noting in ``held`` what to undo if the run fails."""
+    held["created"] = _create_folder(out)
+    lock = RunLock(out)
+    held["lock_created"] = not lock.path.exists()
+    held["lock"] = lock
+    lock.acquire()
+    prepare_run_dir(cfg, resume=resume)
 
 
 def _record_end(out: Path, status: str, error: BaseException) -> None:
@@ -217,7 +230,12 @@ def has_checkpoint(out: Path) -> bool:
 def resume_or_restart(out: Path, resume: bool, cfg: Any) -> bool:
     """``resume``, unless the interrupted run died before its first checkpoint: then its partial folders are
     cleared and it starts again from step 0 (returns False), so ``--resume`` after any crash just works.
-    A run that does resume must do so under the settings it started with (:func:`check_resume_config`)."""
+    A run that does resume must do so under the settings it started with (:func:`check_resume_config`).
+    Decided by the main process, for all."""
+    return on_main_process(_resume_or_restart, out, resume, cfg)
+
+
+def _resume_or_restart(out: Path, resume: bool, cfg: Any) -> bool:
     if not resume:
         return False
     if has_checkpoint(out):
@@ -273,7 +291,11 @@ def check_resume_config(out: Path, cfg: Any) -> None:
 
 
 def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
-    """Create the folder and write config.yaml and run.json (status: running)."""
+    """Create the folder and write config.yaml and run.json (status: running); by the main process only."""
+    on_main_process(_start_run, out, cfg, resume=resume, extra=extra)
+
+
+def _start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
     if not resume and cfg.output.overwrite:
         for sub in ("checkpoints", "tensorboard"):
             shutil.rmtree(out / sub, ignore_errors=True)

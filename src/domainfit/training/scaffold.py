@@ -7,6 +7,10 @@ restore, one optimizer step (clipping, the step, the schedule; gradient accumula
 and its training scalars, a running-loss meter summed on the device, checkpoints, and the end of the run
 (metrics.json, run.json). The loops themselves stay written out, top to bottom, in their own files (the
 torchtune recipe / LitGPT ``fit()`` style).
+
+Launched as several processes (``training/distributed.py``), every process calls the same methods at the same
+points; the scaffold makes only the main one write (checkpoints, TensorBoard, metrics.json, run.json), sums the
+token counts over the processes, and averages the gradients of weights outside the DDP-wrapped model.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import nn
 
 from domainfit.io.atomic import write_text_atomic
 from domainfit.training.checkpoint import CheckpointManager, TrainState
+from domainfit.training.distributed import on_main_process
 from domainfit.training.optim import create_optimizer, create_scheduler
 from domainfit.training.precision import create_accelerator, resolve_precision
 from domainfit.training.run_dir import finish_run
@@ -43,9 +48,10 @@ def set_up_process(train: Any) -> None:
 
 
 def choose_precision(train: Any, out: Path, *, resume: bool) -> str:
-    """Accelerate's ``mixed_precision`` for this run; a resumed run keeps its first choice (run.json)."""
+    """Accelerate's ``mixed_precision`` for this run; a resumed run keeps its first choice (run.json). Made by
+    the main process for all: on a CPU ``auto`` is a timing, which two processes could read differently."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_precision(train.precision, device, run_dir=out if resume else None)
+    return on_main_process(resolve_precision, train.precision, device, run_dir=out if resume else None)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,10 @@ class RunScaffold:
         self.accelerator = create_accelerator(mixed_precision, train.grad_accum_steps)
         self.device = self.accelerator.device
         self.checkpoints = CheckpointManager(out)
+        self.is_main = self.accelerator.is_main_process
+        self.num_processes = self.accelerator.num_processes
+        self._outside: list[nn.Parameter] = []  # trained weights that DDP does not see
+        self._summed_tokens = (0, 0)  # (real, computed) tokens already summed over the processes
 
     def prepare(self, model: nn.Module, total_steps: int, *, resume: bool, objective: nn.Module | None = None,
                 extra_named: Iterable[tuple[str, nn.Parameter]] = ()) -> tuple[nn.Module, TrainState]:
@@ -130,14 +140,20 @@ class RunScaffold:
         Accelerate; the checkpoint's state on resume. Returns the prepared model and the training state."""
         from torch.utils.tensorboard import SummaryWriter
 
+        extra_named = list(extra_named)
         optimizer = create_optimizer(model, self.train, extra=objective, extra_named=extra_named)
         scheduler = create_scheduler(optimizer, self.train, total_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.objective = objective
+        self._outside = [p for _, p in extra_named if p.requires_grad]
+        if objective is not None:
+            self._outside += [p for p in objective.parameters() if p.requires_grad]
         state = TrainState()
-        if resume:
+        if resume:  # every process loads the main process's checkpoint
             state = self.checkpoints.load(self.unwrapped_model, self.optimizer, self.scheduler, objective=objective)
-        self.tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=state.step if resume else None)
+        self._summed_tokens = (state.real_tokens, state.computed_tokens)
+        self.tb = (SummaryWriter(str(self.out / "tensorboard"), purge_step=state.step if resume else None)
+                   if self.is_main else _NoWriter())
         return self.model, state
 
     @property
@@ -155,6 +171,8 @@ class RunScaffold:
                 (the compact embedding rows decay the other rows with this step's learning rate).
         """
         accelerator = self.accelerator
+        if accelerator.sync_gradients and self.num_processes > 1:
+            self._average_outside_gradients()
         if accelerator.sync_gradients and self.train.max_grad_norm:
             accelerator.clip_grad_norm_(clipped, self.train.max_grad_norm)
         self.optimizer.step()
@@ -163,6 +181,27 @@ class RunScaffold:
             after_update(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _average_outside_gradients(self) -> None:
+        """DDP averages the gradients of the wrapped model only; the compact embedding rows and an objective's
+        own weights (a joint MLM head) are averaged here, or each process would train them apart."""
+        for p in self._outside:
+            if p.grad is None:  # all processes must join each exchange, with or without a gradient
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(self.accelerator.reduce(p.grad, reduction="mean"))
+
+    def sum_tokens(self, state: TrainState) -> None:
+        """Sum the token counts each process added since the last call into ``state`` on every process.
+
+        Each process counts the tokens of its own rows; the sum is taken where the state is saved or
+        reported (every process calls this at the same points), not at every step, which would add a wait."""
+        if self.num_processes == 1:
+            return
+        real, computed = self._summed_tokens
+        new = torch.tensor([state.real_tokens - real, state.computed_tokens - computed], device=self.device)
+        total = self.accelerator.reduce(new, reduction="sum").tolist()
+        state.real_tokens, state.computed_tokens = real + int(total[0]), computed + int(total[1])
+        self._summed_tokens = (state.real_tokens, state.computed_tokens)
 
     def log_training(self, step: int, loss: float | None, parts: dict[str, Any]) -> None:
         """TensorBoard: the training loss, the named parts of ``parts`` (``*_loss``, and ``*_weight``: a joint
@@ -181,14 +220,42 @@ class RunScaffold:
             self.tb.add_scalar(f"validation/{name}", value, step)
 
     def save(self, state: TrainState) -> None:
-        """A resumable checkpoint: model, objective, optimizer, schedule, RNG and ``state``."""
-        self.checkpoints.save(state, self.unwrapped_model, self.optimizer, self.scheduler,
-                              objective=self.objective)
+        """A resumable checkpoint: model, objective, optimizer, schedule, RNG and ``state``. Every process
+        calls it; the main one writes (the weights, optimizer and schedule are the same on all under DDP)."""
+        self.sum_tokens(state)
+        if self.is_main:
+            self.checkpoints.save(state, self.unwrapped_model, self.optimizer, self.scheduler,
+                                  objective=self.objective)
+
+    def save_best(self, info: dict[str, Any]) -> None:
+        """Keep the current weights as the best so far (the main process writes them)."""
+        if self.is_main:
+            self.checkpoints.save_best(self.unwrapped_model, info)
+
+    def load_best(self) -> dict[str, Any] | None:
+        """Load the best weights into the model on every process, once the main process has written them."""
+        self.accelerator.wait_for_everyone()
+        return self.checkpoints.load_best(self.unwrapped_model)
 
     def write_metrics(self, results: dict[str, Any]) -> None:
-        write_text_atomic(self.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+        if self.is_main:
+            write_text_atomic(self.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
 
     def finish(self, **extra: Any) -> None:
-        """Close the TensorBoard writer and mark the run finished in run.json (with ``extra``)."""
+        """Close the TensorBoard writer and mark the run finished in run.json (with ``extra``); the other
+        processes wait, so none exits while the main one still writes."""
         self.tb.close()
-        finish_run(self.out, **extra)
+        if self.is_main:
+            finish_run(self.out, **extra)
+        self.accelerator.wait_for_everyone()
+
+
+class _NoWriter:
+    """TensorBoard's writer on the processes that do not write."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
