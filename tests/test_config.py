@@ -336,7 +336,7 @@ def _product_fixes() -> list[tuple[str, str]]:
 
 
 def _schema():
-    """{dotted key: dataclass field} of the run and pretrain configs, and {leaf name: [fields]}."""
+    """{dotted key: dataclass field} of the run, pretrain and federate configs, and {leaf name: [fields]}."""
     import dataclasses
     import typing
 
@@ -352,8 +352,11 @@ def _schema():
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{prefix}{f.name}.")
 
+    from domainfit.config.federate import FederateConfig
+
     walk(RunConfig, "")
     walk(PretrainConfig, "")
+    walk(FederateConfig, "")
     return fields, leaves
 
 

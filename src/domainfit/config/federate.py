@@ -131,7 +131,7 @@ def load_federate_config(path: str | Path, overrides: list[str] | None = None) -
             f"federated training needs at least two sites, found {len(cfg.sites)}",
             path=path,
             key="sites",
-            fix="sites: {site_a: a.csv, site_b: b.csv} (one training file per site).",
+            fix="under sites:, one line per site: its name, a colon, its training file (see docs/federated.md).",
         )
     for name, data in cfg.sites.items():
         key = f"sites.{name}"

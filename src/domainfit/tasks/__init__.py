@@ -12,7 +12,7 @@ from domainfit.tasks.base import TASKS, Features, Task, TaskData, create_task
 __all__ = ["TASKS", "Features", "Task", "TaskData", "create_task", "load_run_config"]
 
 
-def load_run_config(path, overrides=None):
+def load_run_config(path=None, overrides=None):
     """Load a run config (:func:`domainfit.config.load_config`) and check it against its task's contract:
     every option the task would ignore is refused, naming the key. What the CLI and pipelines call."""
     from pathlib import Path
