@@ -23,6 +23,7 @@ import numpy as np
 from domainfit.data.image_transforms import ImagePreprocessing
 from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
 from domainfit.errors import DataError, DomainfitError, ModelError
+from domainfit.serving.predictor import apply_abstention, check_min_confidence, read_confidence_settings
 from domainfit.serving.registry import PREDICTORS
 
 DEFAULT_BATCH_SIZE = 32
@@ -35,10 +36,15 @@ class ImagePredictor:
         labels: label names, in the order of the probability columns.
         backend: always "torch" (fp32).
         preprocessing: the image size, mean and std the model was trained with.
+        temperature: logits are divided by it before the softmax (fitted on validation; labels unchanged).
+        min_confidence: :meth:`predict` answers "abstain" when the top probability is below it (None: never).
     """
 
     def __init__(self, model: Any, labels: list[str], preprocessing: ImagePreprocessing, *,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, temperature: float = 1.0, min_confidence: float | None = None) -> None:
+        check_min_confidence(min_confidence)
+        self.temperature = temperature
+        self.min_confidence = min_confidence
         self.model = model
         self.labels = labels
         self.preprocessing = preprocessing
@@ -69,7 +75,7 @@ class ImagePredictor:
                 pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 logits = self.model(pixel_values=pixel_values).logits  # (batch, num_labels)
-            out[start : start + len(arrays)] = logits.float().softmax(-1).numpy()
+            out[start : start + len(arrays)] = (logits.float() / self.temperature).softmax(-1).numpy()
         return out
 
     def predict(self, images: Sequence[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
@@ -78,7 +84,7 @@ class ImagePredictor:
         for row in self.predict_proba(images, batch_size=batch_size).tolist():
             best = max(range(len(row)), key=row.__getitem__)
             results.append({"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))})
-        return results
+        return apply_abstention(results, self.min_confidence)
 
 
 def _as_rgb(image: Any) -> Any:
@@ -107,13 +113,15 @@ def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None) -> ImagePredictor:
+def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
+                         min_confidence: float | None = None) -> ImagePredictor:
     """Load an image model folder written by ``domainfit train`` (task image-classification).
 
     Args:
         model_dir: the run's model/ folder.
         backend: "auto" or "torch" (image models are served by PyTorch fp32 only).
         num_threads: CPU threads for torch (process-wide).
+        min_confidence: answer "abstain" under this top probability (default: the folder's, if any).
     """
     import torch
 
@@ -128,6 +136,7 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
         settings = json.loads(settings_path.read_text(encoding="utf-8"))
         preprocessing = ImagePreprocessing.from_dict(settings)
         labels = [str(label) for label in settings["labels"]]
+        temperature, saved_min_confidence = read_confidence_settings(settings, settings_path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"cannot read the image settings: {e}", path=settings_path,
                          fix="give the model/ folder written by `domainfit train` (its domainfit.json names "
@@ -147,7 +156,8 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
     channels_last = bool(settings.get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return ImagePredictor(model, labels, preprocessing, channels_last=channels_last)
+    return ImagePredictor(model, labels, preprocessing, channels_last=channels_last, temperature=temperature,
+                          min_confidence=min_confidence if min_confidence is not None else saved_min_confidence)
 
 
 def is_image_model_dir(model_dir: str | Path) -> bool:
@@ -160,7 +170,8 @@ def is_image_model_dir(model_dir: str | Path) -> bool:
 
 
 def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output: str | None, *,
-                           batch_size: int | None = None, backend: str = "auto") -> None:
+                           batch_size: int | None = None, backend: str = "auto",
+                           min_confidence: float | None = None) -> None:
     """``domainfit predict MODEL_DIR IMAGES...``: a CSV (path, label, score, p_<label>...) or lines on the terminal."""
     import csv
 
@@ -168,7 +179,7 @@ def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output:
 
     files = expand_image_inputs(inputs)  # checked before the model is loaded
     out = check_output_file(output) if output is not None else None
-    predictor = load_image_predictor(model_dir, backend=backend)
+    predictor = load_image_predictor(model_dir, backend=backend, min_confidence=min_confidence)
     results = predictor.predict(files, batch_size=batch_size)
     if output is None:
         for path, r in zip(files, results):
