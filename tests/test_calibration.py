@@ -1,4 +1,4 @@
-"""Calibration, abstention and group slices: the scores on crafted data, the predictors, and a tiny real run."""
+"""Calibration, abstention and group slices: scores on crafted data, the predictors, a tiny real run."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def test_temperature_scaling_lowers_nll_and_ece_and_keeps_every_label():
     overconfident = 3 * logits
     temperature = fit_temperature(overconfident, labels)
     assert temperature == pytest.approx(3.0, rel=0.1)  # undoes the crafted factor
-    assert negative_log_likelihood(overconfident, labels, temperature) < negative_log_likelihood(overconfident, labels)
+    nll = negative_log_likelihood
+    assert nll(overconfident, labels, temperature) < nll(overconfident, labels)
     assert (expected_calibration_error(softmax(overconfident, temperature), labels)
             < expected_calibration_error(softmax(overconfident), labels) / 3)
     assert (softmax(overconfident, temperature).argmax(1) == overconfident.argmax(1)).all()
@@ -102,7 +103,7 @@ def _with_settings(model_dir: Path, tmp_path: Path, **settings) -> Path:
     copy = tmp_path / "model"
     shutil.copytree(model_dir, copy)
     path = copy / "domainfit.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {"task": "text-classification", "max_length": 64}
+    meta = json.loads(path.read_text()) if path.is_file() else {"task": "text-classification"}
     path.write_text(json.dumps({**meta, **settings}))
     return copy
 
@@ -159,8 +160,8 @@ def test_image_predictor_applies_the_temperature():
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "domainfit", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "domainfit", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
 
 
 def test_out_of_range_target_accuracy_is_one_message(tmp_path):
@@ -225,7 +226,8 @@ def calibrated_run(tmp_path_factory, tiny_bert, phrasebank_split):
     config.write_text("\n".join([
         "task: text-classification", "model:", f"  name: {tiny_bert}", "  max_length: 48",
         "data:", f"  train: {files['train']}", f"  validation: {files['val']}", f"  test: {files['test']}",
-        "train:", "  epochs: 1", "  batch_size: 16", "  learning_rate: 0.001", "  seed: 3", "  best_metric: loss",
+        "train:", "  epochs: 1", "  batch_size: 16", "  learning_rate: 0.001", "  seed: 3",
+        "  best_metric: loss",
         "evaluation:", "  target_accuracy: 0.7", "  group_column: desk", "  max_gap: 0.01",
         "output:", f"  dir: {tmp / 'out'}"]) + "\n")
     results = train(load_run_config(config))
@@ -262,19 +264,20 @@ def test_predict_uses_the_saved_calibration_and_evaluate_slices_by_group(calibra
     tmp, out, results = calibrated_run
     predictor = domainfit.load(out / "model", backend="torch")
     assert predictor.temperature == pytest.approx(results["test"]["temperature"])
-    proc = _cli("predict", out / "model", tmp / "test.csv", "--output", tmp_path / "p.csv", "--backend", "torch",
-                "--min-confidence", "1.0")
+    proc = _cli("predict", out / "model", tmp / "test.csv", "--output", tmp_path / "p.csv",
+                "--backend", "torch", "--min-confidence", "1.0")
     assert proc.returncode == 0, proc.stderr
     assert {r["label"] for r in csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8"))} == {"abstain"}
-    proc = _cli("evaluate", out / "model", tmp / "test.csv", "--output", tmp_path / "ev", "--backend", "torch",
-                "--group-column", "desk")
+    proc = _cli("evaluate", out / "model", tmp / "test.csv", "--output", tmp_path / "ev",
+                "--backend", "torch", "--group-column", "desk")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(results["test"]["accuracy"])
     assert metrics["ece_calibrated"] == pytest.approx(results["test"]["ece_calibrated"], abs=1e-4)
     assert metrics["ece"] == pytest.approx(results["test"]["ece"], abs=1e-4)
-    assert metrics["slices"]["groups"]["north"]["count"] == results["test"]["slices"]["groups"]["north"]["count"]
-    proc = _cli("evaluate", out / "model", tmp / "test.csv", "--output", tmp_path / "ev2", "--backend", "torch",
-                "--group-column", "hospital")
+    north = results["test"]["slices"]["groups"]["north"]
+    assert metrics["slices"]["groups"]["north"]["count"] == north["count"]
+    proc = _cli("evaluate", out / "model", tmp / "test.csv", "--output", tmp_path / "ev2",
+                "--backend", "torch", "--group-column", "hospital")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "'hospital'" in proc.stderr and "test.csv" in proc.stderr and "line 1" in proc.stderr

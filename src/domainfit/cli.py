@@ -98,7 +98,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     if is_image_model_dir(args.model_dir):  # inputs are image files and folders
         predict_images_command(args.model_dir, [args.input, *args.more_inputs], args.output,
-                               batch_size=args.batch_size, backend=args.backend, min_confidence=args.min_confidence)
+                               batch_size=args.batch_size, backend=args.backend,
+                               min_confidence=args.min_confidence)
         return
     if read_generation_settings(args.model_dir) is not None:  # generation model: JSONL/TXT in, JSONL out
         n = predict_file(args.model_dir, args.input, args.output, max_new_tokens=args.max_new_tokens,
@@ -156,8 +157,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     out = check_output_folder(args.output or f"eval-{Path(args.data).stem}")
     if args.group_column is not None:
         if task == ml.TASK:
-            raise DomainfitError("--group-column is for single-label text models; this is a multi-label model",
-                                 path=args.model_dir, fix="drop --group-column.")
+            raise DomainfitError("--group-column is for single-label text models; this is a multi-label "
+                                 "model", path=args.model_dir, fix="drop --group-column.")
         from domainfit.metrics.slices import import_metric_frame
 
         import_metric_frame()  # before the data is read and predicted: fairlearn may be missing
@@ -180,8 +181,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     probs = predictor.predict_proba([e.text for e in examples], batch_size=args.batch_size)
     gold = [known[e.label] for e in examples]
     metrics = classification_metrics(gold, probs.argmax(1).tolist(), predictor.labels)
-    metrics.update(trust_metrics(probs, gold, predictor, [e.group for e in examples] if args.group_column else None,
-                                 args.group_column, args.max_gap))
+    groups = [e.group for e in examples] if args.group_column else None
+    metrics.update(trust_metrics(probs, gold, predictor, groups, args.group_column, args.max_gap))
     try:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"data": args.data, "model": args.model_dir, **metrics}
@@ -402,8 +403,8 @@ def _probability(value: str) -> float:
 
 def _add_min_confidence(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-confidence", type=_probability, default=None,
-                   help="single-label models: answer 'abstain' (route to a person) when the top probability is "
-                        "below this (default: the model's own, chosen for evaluation.target_accuracy, if any)")
+                   help="single-label models: answer 'abstain' (route to a person) when the top probability "
+                        "is below this (default: the model's own, chosen for evaluation.target_accuracy)")
 
 
 def _non_negative_float(value: str) -> float:
@@ -455,10 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "eval-<data name>); if it exists, those files in it are replaced")
     _add_reading_options(p)
     _add_max_chars(p)
-    p.add_argument("--group-column", default=None, help="column (JSON key) naming each record's group (hospital, "
-                   "region, ...): every score per group and the gaps between groups")
+    p.add_argument("--group-column", default=None, help="column (JSON key) naming each record's group "
+                   "(hospital, region, ...): every score per group and the gaps between groups")
     p.add_argument("--max-gap", type=_probability, default=0.1,
-                   help="with --group-column: flag a score whose largest gap between groups exceeds this (default 0.1)")
+                   help="with --group-column: flag a score whose largest gap between groups exceeds this "
+                        "(default 0.1)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="label every text of a file, or every image given")

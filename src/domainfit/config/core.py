@@ -147,7 +147,7 @@ class RunConfig:
     peft: PeftConfig = field(default_factory=PeftConfig, metadata={"help": "Parameter-efficient fine-tuning (LoRA, IA3, Houlsby adapters)."})
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig, metadata={"help": "Losses and remedies for small, imbalanced, noisy data."})
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={
-        "help": "Single-label classification: calibration (temperature), abstention threshold, group slices."})
+        "help": "Single-label classification: calibration (temperature), abstention, group slices."})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -198,7 +198,8 @@ def read_examples(
     format = _resolve_format(path, format)
     if format in _KEYED_FORMATS:
         # Records are read by key: a number (`text_column: 0` in YAML) names the key "0".
-        text_column, label_column, group_column = (_as_key(c) for c in (text_column, label_column, group_column))
+        text_column, label_column, group_column = (_as_key(c) for c in
+                                                   (text_column, label_column, group_column))
     if group_column is not None and format == "delimited":
         raise DataError("a `text<separator>label` file has no group column", path=path, column=group_column,
                         fix="give the data as CSV, TSV, JSON Lines, JSON or Parquet with a group column, or "
@@ -451,7 +452,7 @@ def _to_example(raw: _Raw, path: Path, options: _Options, unit: str, parse_label
 
 
 def _clean_group(raw: _Raw, options: _Options) -> str | None:
-    """The group as a string; an empty cell is a group of its own, as an unknown sex or region is in real data."""
+    """The group as a string; an empty cell is a group of its own (an unknown sex or region is common)."""
     if options.group_column is None:
         return None
     value = raw.group
@@ -624,7 +625,8 @@ def _read_rows(path: Path, text: str, options: _Options, *, delimiter: str, quot
             if len(row) != n_fields:
                 raise _ragged_row_error(path, start, end_of_previous, n_fields, row, delimiter, quoting)
             label = row[label_index] if label_index is not None else _ABSENT
-            yield _Raw(start, row[text_index], label, row[group_index] if options.group_column is not None else None)
+            group = row[group_index] if options.group_column is not None else None
+            yield _Raw(start, row[text_index], label, group)
     except csv.Error as e:
         raise DataError(
             f"cannot parse the row ({e})",
@@ -908,6 +910,7 @@ def _read_parquet(path: Path, text: str | None, options: _Options) -> Iterator[_
     texts = table.column(options.text_column).to_pylist()
     has_labels = options.label_column is not None and options.label_column in names
     labels = table.column(options.label_column).to_pylist() if has_labels else [_ABSENT] * len(texts)
-    groups = table.column(options.group_column).to_pylist() if options.group_column is not None else [None] * len(texts)
+    has_groups = options.group_column is not None
+    groups = table.column(options.group_column).to_pylist() if has_groups else [None] * len(texts)
     for number, (text_value, label, group) in enumerate(zip(texts, labels, groups), start=1):
         yield _Raw(number, text_value, label, group)

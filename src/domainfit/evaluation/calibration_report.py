@@ -1,8 +1,9 @@
 """Report sections on trusting a single-label classifier: calibration, abstention, group slices.
 
-:func:`trust_sections` turns the ``ece``/``calibration``/``risk_coverage``/``abstention``/``slices`` entries of a
-split's metrics (:mod:`domainfit.tasks.trust`, ``domainfit evaluate``) into Markdown and writes the reliability
-diagram (``reliability_diagram.png``: accuracy against confidence per bin, before and after temperature scaling).
+:func:`trust_sections` turns the ``ece``, ``calibration``, ``risk_coverage``, ``abstention`` and ``slices``
+entries of a split's metrics (:mod:`domainfit.tasks.trust`, ``domainfit evaluate``) into Markdown and writes
+the reliability diagram (``reliability_diagram.png``: accuracy against confidence per bin, before and after
+temperature scaling).
 The text-classification report registers here; the image report adds the same sections.
 """
 
@@ -37,19 +38,20 @@ def _calibration_section(out_dir: Path, metrics: dict[str, Any], split_name: str
     lines = ["## Calibration: can the probabilities be taken at face value?", ""]
     before = metrics["ece"]
     if "ece_calibrated" in metrics:
-        lines += [f"Expected calibration error (ECE, 15 bins) on the {split_name} split: **{before:.4f}** as trained, "
-                  f"**{metrics['ece_calibrated']:.4f}** after temperature scaling (T = {metrics['temperature']:.3f}, "
-                  "fitted on the validation split; the predicted labels do not change). predict and serve report the "
-                  "scaled probabilities.", ""]
+        lines += [f"Expected calibration error (ECE, 15 bins) on the {split_name} split: **{before:.4f}** as "
+                  f"trained, **{metrics['ece_calibrated']:.4f}** after temperature scaling (T = "
+                  f"{metrics['temperature']:.3f}, fitted on the validation split; the predicted labels do "
+                  "not change). predict and serve report the scaled probabilities.", ""]
         if metrics.get("calibration"):
-            write_bytes_atomic(Path(out_dir) / RELIABILITY_NAME, reliability_diagram_png(metrics["calibration"]))
+            png = reliability_diagram_png(metrics["calibration"])
+            write_bytes_atomic(Path(out_dir) / RELIABILITY_NAME, png)
             lines += [f"![Reliability diagram]({RELIABILITY_NAME})", "",
-                      "Each bar is the accuracy of the predictions whose confidence falls in that bin; on the "
-                      "diagonal, a confidence of 0.8 is right 80% of the time."]
+                      "Each bar is the accuracy of the predictions whose confidence falls in that bin; on "
+                      "the diagonal, a confidence of 0.8 is right 80% of the time."]
     else:
         lines += [f"Expected calibration error (ECE, 15 bins) on {split_name}: **{before:.4f}**."]
-    lines += ["", "ECE is the average gap between confidence and accuracy: 0.05 means the stated probability is off "
-              "by five points on average."]
+    lines += ["", "ECE is the average gap between confidence and accuracy: 0.05 means the stated probability "
+              "is off by five points on average."]
     return "\n".join(lines)
 
 
@@ -58,28 +60,32 @@ def _abstention_section(metrics: dict[str, Any], split_name: str) -> str:
     rows = []
     for wanted in _CURVE_ROWS:
         point = min(curve, key=lambda p: abs(p["coverage"] - wanted))
-        rows.append([md.percent(point["coverage"]), md.percent(point["accuracy"]), md.cell(point["min_confidence"])])
+        rows.append([md.percent(point["coverage"]), md.percent(point["accuracy"]),
+                     md.cell(point["min_confidence"])])
     lines = ["## Abstention: accuracy when the least confident predictions go to a person", "",
              f"Keeping the most confident predictions of the {split_name} split first:", "",
-             md.table(["Answered (coverage)", "Accuracy of the answered", "Lowest confidence answered"], _dedupe(rows))]
+             md.table(["Answered (coverage)", "Accuracy of the answered", "Lowest confidence answered"],
+                      _dedupe(rows))]
     chosen = metrics.get("abstention")
     if chosen and chosen["min_confidence"] is None:
-        lines += ["", f"**The target accuracy {md.percent(chosen['target_accuracy'])} (evaluation.target_accuracy) "
-                  "is not reached on validation at any confidence**, so no threshold was saved: predict and serve "
-                  "answer every input."]
+        target = md.percent(chosen["target_accuracy"])
+        lines += ["", f"**The target accuracy {target} (evaluation.target_accuracy) is not reached on "
+                  "validation at any confidence**, so no threshold was saved: predict and serve answer every "
+                  "input."]
     elif chosen:
         validation = chosen.get("validation")
         if validation:
             lines += ["", f"For the target accuracy {md.percent(chosen['target_accuracy'])} "
                       "(evaluation.target_accuracy), the validation split chose min_confidence = "
-                      f"**{chosen['min_confidence']:.4f}**: it answers {md.percent(validation['coverage'])} of "
-                      f"validation at {md.percent(validation['accuracy'])} accuracy."]
+                      f"**{chosen['min_confidence']:.4f}**: it answers "
+                      f"{md.percent(validation['coverage'])} of validation at "
+                      f"{md.percent(validation['accuracy'])} accuracy."]
         else:
             lines += ["", f"With min_confidence = **{chosen['min_confidence']:.4f}**:"]
         accuracy = md.percent(chosen["accuracy"]) if chosen["accuracy"] is not None else "–"
-        lines += ["", f"On {split_name} it answers **{md.percent(chosen['coverage'])}** ({chosen['answered']} "
-                  f"inputs; {chosen['abstained']} go to a person) at **{accuracy}** accuracy. predict and serve "
-                  "answer \"abstain\" below it (`--min-confidence` overrides)."]
+        lines += ["", f"On {split_name} it answers **{md.percent(chosen['coverage'])}** "
+                  f"({chosen['answered']} inputs; {chosen['abstained']} go to a person) at **{accuracy}** "
+                  "accuracy. predict and serve answer \"abstain\" below it (`--min-confidence` overrides)."]
     return "\n".join(lines)
 
 
@@ -101,20 +107,24 @@ def _slices_section(slices: dict[str, Any], split_name: str) -> str:
                 for name, gap in slices["gaps"].items()]
     column = slices.get("column") or "the group column"
     lines = [f"## Groups: scores per {md.escape(str(column))}", "",
-             f"Every score of the {split_name} split computed on each group's rows (fairlearn MetricFrame).", "",
+             f"Every score of the {split_name} split computed on each group's rows (fairlearn "
+             "MetricFrame).", "",
              md.table(["Group", "Examples", *names], rows, numeric_from=1), "",
-             md.table(["Score", "Largest gap", "Lowest / highest", "Lowest group", "Highest group", "Flag"], gap_rows), ""]
+             md.table(["Score", "Largest gap", "Lowest / highest", "Lowest group", "Highest group", "Flag"],
+                      gap_rows), ""]
     if slices["flagged"]:
         lines.append(f"**Warning**: {', '.join(slices['flagged'])} differ between groups by more than "
-                     f"{slices['max_gap']:.2f} (evaluation.max_gap). Check the lowest group's data and errors before "
-                     "shipping.")
+                     f"{slices['max_gap']:.2f} (evaluation.max_gap). Check the lowest group's data and "
+                     "errors before shipping.")
     else:
-        lines.append(f"No score differs between groups by more than {slices['max_gap']:.2f} (evaluation.max_gap).")
+        lines.append(f"No score differs between groups by more than {slices['max_gap']:.2f} "
+                     "(evaluation.max_gap).")
     return "\n".join(lines)
 
 
 def reliability_diagram_png(calibration: dict[str, Any]) -> bytes:
-    """Accuracy per confidence bin before and after temperature scaling, with the diagonal of perfect calibration."""
+    """Accuracy per confidence bin before and after temperature scaling, and the diagonal of perfect
+    calibration."""
     # Figure + Agg canvas rather than pyplot: no global figure state (as in report.py)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -158,7 +168,8 @@ def trust_metrics(probabilities: Any, gold: list[int], predictor: Any, groups: l
     """``domainfit evaluate``'s calibration, abstention and group entries, from the predictor's probabilities.
 
     The probabilities are temperature-scaled when the model folder holds a temperature; the unscaled ones are
-    recovered as ``softmax(T * log p)`` (the logits up to a per-row constant), so ECE is reported before and after.
+    recovered as ``softmax(T * log p)`` (the logits up to a per-row constant), so ECE is reported before and
+    after.
     """
     import numpy as np
 
@@ -175,7 +186,8 @@ def trust_metrics(probabilities: Any, gold: list[int], predictor: Any, groups: l
     scaled, y = np.asarray(probabilities, dtype=np.float64), np.asarray(gold)
     temperature = float(getattr(predictor, "temperature", 1.0))
     raw = softmax(temperature * np.log(np.clip(scaled, 1e-300, None)))
-    out: dict[str, Any] = {"ece": expected_calibration_error(raw, y), "ece_calibrated": expected_calibration_error(scaled, y),
+    out: dict[str, Any] = {"ece": expected_calibration_error(raw, y),
+                           "ece_calibrated": expected_calibration_error(scaled, y),
                            "temperature": temperature,
                            "calibration": {"bins": ECE_BINS, "reliability_before": reliability_bins(raw, y),
                                            "reliability_after": reliability_bins(scaled, y)},

@@ -24,7 +24,7 @@ _MIN_TEMPERATURE, _MAX_TEMPERATURE = 0.05, 100.0  # T outside this range means t
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``; logits (n, num_labels) -> probabilities (n, num_labels)."""
+    """Row-wise softmax of ``logits / temperature``: (n, num_labels) -> probabilities (n, num_labels)."""
     scaled = np.asarray(logits, dtype=np.float64) / temperature
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
@@ -39,7 +39,8 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
     return float(np.mean(log_z - shifted[np.arange(len(labels)), labels]))
 
 
-def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> list[dict[str, Any]]:
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray,
+                     n_bins: int = ECE_BINS) -> list[dict[str, Any]]:
     """Per confidence bin: its range, example count, mean confidence and accuracy (a reliability diagram).
 
     Bins are equal-width on the top probability, ``(lo, hi]`` (the first also holds 0); empty bins are kept,
@@ -59,13 +60,15 @@ def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, n_bins: int 
     for b in range(n_bins):
         members = which == b
         count = int(members.sum())
-        bins.append({"lower": round(float(edges[b]), 6), "upper": round(float(edges[b + 1]), 6), "count": count,
+        bins.append({"lower": round(float(edges[b]), 6), "upper": round(float(edges[b + 1]), 6),
+                     "count": count,
                      "confidence": float(confidence[members].mean()) if count else None,
                      "accuracy": float(correct[members].mean()) if count else None})
     return bins
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
+                               n_bins: int = ECE_BINS) -> float:
     """ECE: the example-weighted mean gap between accuracy and mean confidence over equal-width bins.
 
     0 for a perfectly calibrated model; 0.3 means the confidence is off by 30 points on average.
@@ -143,7 +146,8 @@ def selective_scores(probabilities: np.ndarray, labels: np.ndarray, min_confiden
             "abstained": int(len(labels) - count)}
 
 
-def choose_min_confidence(probabilities: np.ndarray, labels: np.ndarray, target_accuracy: float) -> float | None:
+def choose_min_confidence(probabilities: np.ndarray, labels: np.ndarray,
+                          target_accuracy: float) -> float | None:
     """The lowest confidence threshold at which the answered predictions reach ``target_accuracy``.
 
     Candidates are the observed top probabilities (answer when ``confidence >= threshold``, so ties are kept

@@ -21,8 +21,8 @@ def import_metric_frame() -> Any:
     try:
         from fairlearn.metrics import MetricFrame
     except ImportError as e:
-        raise MissingExtraError("group slices (evaluation.group_column, --group-column) need fairlearn, which is "
-                                "not installed", fix='pip install "domainfit[trust]"') from e
+        raise MissingExtraError("group slices (evaluation.group_column, --group-column) need fairlearn, "
+                                "which is not installed", fix='pip install "domainfit[trust]"') from e
     return MetricFrame
 
 
@@ -34,8 +34,9 @@ def _metrics(num_labels: int) -> dict[str, Any]:
     def macro(score: Any) -> Any:
         return lambda y, p: score(y, p, labels=every, average="macro", zero_division=0)
 
-    return {"accuracy": accuracy_score, "f1_macro": macro(f1_score), "precision_macro": macro(precision_score),
-            "recall_macro": macro(recall_score), "count": lambda y, p: len(y)}
+    return {"accuracy": accuracy_score, "f1_macro": macro(f1_score),
+            "precision_macro": macro(precision_score), "recall_macro": macro(recall_score),
+            "count": lambda y, p: len(y)}
 
 
 def group_metrics(gold: Sequence[int], predicted: Sequence[int], groups: Sequence[str], num_labels: int, *,

@@ -41,7 +41,8 @@ class ImagePredictor:
     """
 
     def __init__(self, model: Any, labels: list[str], preprocessing: ImagePreprocessing, *,
-                 channels_last: bool = False, temperature: float = 1.0, min_confidence: float | None = None) -> None:
+                 channels_last: bool = False, temperature: float = 1.0,
+                 min_confidence: float | None = None) -> None:
         check_min_confidence(min_confidence)
         self.temperature = temperature
         self.min_confidence = min_confidence
@@ -157,7 +158,7 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return ImagePredictor(model, labels, preprocessing, channels_last=channels_last, temperature=temperature,
-                          min_confidence=min_confidence if min_confidence is not None else saved_min_confidence)
+                          min_confidence=saved_min_confidence if min_confidence is None else min_confidence)
 
 
 def is_image_model_dir(model_dir: str | Path) -> bool:

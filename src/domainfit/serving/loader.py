@@ -41,7 +41,7 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
             that for models that read whole texts in windows (:mod:`domainfit.serving.text_cap`). Generation
             and image models do not take it.
         min_confidence: single-label classifiers answer "abstain" when the top probability is below it.
-            Default: the folder's own ``min_confidence`` (chosen for ``evaluation.target_accuracy``), else never.
+            Default: the folder's own ``min_confidence`` (for ``evaluation.target_accuracy``), else never.
 
     Returns:
         A :class:`Predictor`; for a multi-label folder a
@@ -62,7 +62,8 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     extra = {"max_chars": max_chars} if task in TAKES_MAX_CHARS else {}
     if min_confidence is not None:
         if task not in TAKES_MIN_CONFIDENCE:
-            raise DomainfitError(f"min_confidence is for single-label classifiers; {path} holds a {task} model",
-                                 fix="drop --min-confidence (multi-label models use their per-label thresholds).")
+            raise DomainfitError(f"min_confidence is for single-label classifiers; {path} holds a {task} "
+                                 "model", fix="drop --min-confidence (multi-label models use their per-label "
+                                 "thresholds).")
         extra["min_confidence"] = min_confidence
     return PREDICTORS.get(task)(path, backend=backend, num_threads=num_threads, **extra)

@@ -133,11 +133,11 @@ def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingS
 
 
 def read_confidence_settings(data: dict[str, Any], path: Path) -> tuple[float, float | None]:
-    """``temperature`` (default 1.0) and ``min_confidence`` (default None: always answer) of ``domainfit.json``."""
+    """domainfit.json's ``temperature`` (default 1.0) and ``min_confidence`` (default None: never abstain)."""
     temperature = data.get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ModelError(f"temperature must be a number > 0, found {temperature!r}", path=path, key="temperature",
-                         fix="retrain, or set it to 1.0 (no scaling).")
+        raise ModelError(f"temperature must be a number > 0, found {temperature!r}", path=path,
+                         key="temperature", fix="retrain, or set it to 1.0 (no scaling).")
     min_confidence = data.get("min_confidence")
     check_min_confidence(min_confidence, path=path, key="min_confidence")
     return float(temperature), (None if min_confidence is None else float(min_confidence))
@@ -148,8 +148,9 @@ def check_min_confidence(value: Any, *, path: Path | None = None, key: str | Non
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise DomainfitError(f"min_confidence must be a number from 0 to 1, found {value!r}", path=path, key=key,
-                             fix="e.g. --min-confidence 0.8 (answers below 0.8 confidence become 'abstain').")
+        raise DomainfitError(f"min_confidence must be a number from 0 to 1, found {value!r}", path=path,
+                             key=key, fix="e.g. --min-confidence 0.8 (answers below 0.8 confidence become "
+                             "'abstain').")
 
 
 def apply_abstention(results: list[dict[str, Any]], min_confidence: float | None) -> list[dict[str, Any]]:

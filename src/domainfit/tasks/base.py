@@ -25,8 +25,8 @@ from domainfit.metrics.classification import metric_direction
 from domainfit.registry import Registry
 
 # Config sections a task may or may not use; a task lists the ones it reads in ``Task.sections``.
-OPTIONAL_SECTIONS = ("augment", "peft", "regularization", "joint", "multi_label", "ner", "image", "generation",
-                     "evaluation")
+OPTIONAL_SECTIONS = ("augment", "peft", "regularization", "joint", "multi_label", "ner", "image",
+                     "generation", "evaluation")
 
 
 @dataclass

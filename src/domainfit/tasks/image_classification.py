@@ -92,7 +92,8 @@ class ImageClassificationTask(Task):
         self.trust = ClassifierTrust()
 
     def check_own_config(self, cfg: RunConfig, source: Path | None = None) -> None:
-        check_evaluation_config(cfg, source, groups_supported=False)  # the image layouts carry no group column
+        # the image layouts (folders, CSV, file names) carry no group column yet
+        check_evaluation_config(cfg, source, groups_supported=False)
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         self.trust = ClassifierTrust(cfg.evaluation)
@@ -159,7 +160,8 @@ class ImageClassificationTask(Task):
         backbone = efficientnet_lite.ARCHITECTURE if cfg.model.name in BUILTIN_IMAGE_MODELS else "transformers"
         meta = {"task": self.name, "labels": data.labels, "base_model": cfg.model.name, "backbone": backbone,
                 **inputs.preprocessing.to_dict(), "resize": "whole image to image_size x image_size, bilinear",
-                "channels_last": inputs.channels_last, "domainfit_version": __version__, **self.trust.model_settings()}
+                "channels_last": inputs.channels_last, "domainfit_version": __version__,
+                **self.trust.model_settings()}
         (out_dir / "domainfit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         self.shipped = (model, inputs, data)
 

@@ -65,7 +65,8 @@ def load_classification_splits(data: DataConfig, group_column: str | None = None
     for name in ("validation", "test"):
         path = getattr(data, name)
         if path:
-            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []), group_column=group_column)
+            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []),
+                                     group_column=group_column)
             info["files"][name] = path
     if data.skip_empty:
         info["empty_texts_skipped"] = {name: len(lines) for name, lines in skipped.items()}

@@ -1,11 +1,12 @@
 """Calibration, abstention and group slices of a single-label classifier, shared by the text and image tasks.
 
 The loop hands the best weights' validation logits to ``Task.calibrate``; a task that owns a
-:class:`ClassifierTrust` passes them to :meth:`ClassifierTrust.fit`, which fits the temperature (Guo et al. 2017)
-and, for ``evaluation.target_accuracy``, the abstention threshold. Every later evaluation (validation and test
-in ``metrics.json``) then reports the calibration error before and after scaling, the risk-coverage curve, the
-threshold's coverage and accuracy, and, with ``evaluation.group_column``, every score per group. What predict and
-serve need (``temperature``, ``min_confidence``) goes into ``domainfit.json`` through :meth:`model_settings`.
+:class:`ClassifierTrust` passes them to :meth:`ClassifierTrust.fit`, which fits the temperature (Guo et al.
+2017) and, for ``evaluation.target_accuracy``, the abstention threshold. Every later evaluation (validation
+and test in ``metrics.json``) then reports the calibration error before and after scaling, the risk-coverage
+curve, the threshold's coverage and accuracy, and, with ``evaluation.group_column``, every score per group.
+What predict and serve need (``temperature``, ``min_confidence``) goes into ``domainfit.json`` through
+:meth:`ClassifierTrust.model_settings`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ClassifierTrust:
             self._windows = (features.groups, features.aggregation)
 
     def fit(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-        """Fit the temperature and the abstention threshold on validation logits (n, num_labels) and labels (n,)."""
+        """Fit the temperature and abstention threshold on validation logits (n, num_labels), labels (n,)."""
         if self._windows is not None and len(logits) == len(self._windows[0]):
             groups, how = self._windows
             logits, labels = aggregate_by_group(logits, groups, how), group_labels(labels, groups)
@@ -64,7 +65,8 @@ class ClassifierTrust:
         self.temperature = fit_temperature(z, y) if self.settings.temperature_scaling else 1.0
         probabilities = softmax(z, self.temperature)
         self.fitted = {"temperature": self.temperature, "fitted_on": "validation", "n": len(y),
-                       "nll_before": negative_log_likelihood(z, y), "nll_after": negative_log_likelihood(z, y, self.temperature),
+                       "nll_before": negative_log_likelihood(z, y),
+                       "nll_after": negative_log_likelihood(z, y, self.temperature),
                        "ece_before": expected_calibration_error(softmax(z), y),
                        "ece_after": expected_calibration_error(probabilities, y)}
         target = self.settings.target_accuracy
@@ -111,8 +113,8 @@ class ClassifierTrust:
         """The keys predict and serve read from ``domainfit.json``."""
         if self.temperature is None:
             return {}
-        settings: dict[str, Any] = {"temperature": self.temperature,
-                                    "calibration": {k: v for k, v in self.fitted.items() if k != "abstention"}}
+        fitted = {k: v for k, v in self.fitted.items() if k != "abstention"}
+        settings: dict[str, Any] = {"temperature": self.temperature, "calibration": fitted}
         if self.settings.target_accuracy is not None:
             settings["min_confidence"] = self.min_confidence
             settings["target_accuracy"] = self.settings.target_accuracy
@@ -130,11 +132,13 @@ def check_evaluation_config(cfg: Any, source: Any = None, *, groups_supported: b
     if not groups_supported:
         raise ConfigError(f"task {cfg.task!r} does not read a group column from its data yet", path=source,
                           key="evaluation.group_column",
-                          fix="remove evaluation.group_column (group slices work with task: text-classification).")
+                          fix="remove evaluation.group_column (group slices work with task: "
+                              "text-classification).")
     if cfg.data.format == "delimited":
         raise ConfigError("a `text<separator>label` file has no group column", path=source,
                           key="evaluation.group_column",
-                          fix="convert the data to CSV/JSON Lines with a group column, or remove evaluation.group_column.")
+                          fix="convert the data to CSV/JSON Lines with a group column, or remove "
+                              "evaluation.group_column.")
     if column in (str(cfg.data.text_column), str(cfg.data.label_column)):
         raise ConfigError(f"the group column {column!r} is also the text or label column", path=source,
                           key="evaluation.group_column",
