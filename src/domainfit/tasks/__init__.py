@@ -20,5 +20,5 @@ def load_run_config(path, overrides=None):
     from domainfit.config import load_config
 
     cfg = load_config(path, overrides)
-    create_task(cfg.task).check_config(cfg, Path(path))
+    create_task(cfg.task).check_config(cfg, Path(path) if path is not None else None)
     return cfg
