@@ -180,8 +180,13 @@ def test_end_to_end_run_writes_model_metrics_report_and_thumbnails(image_run):
     settings = json.loads((out / "model/domainfit.json").read_text())
     assert settings["task"] == "image-classification" and settings["labels"] == ["blue", "green", "red"]
     assert settings["image_size"] == 32 and settings["image_mean"] == [0.5] * 3
+    # calibration: ECE before/after on both splits, the temperature fitted on validation shipped with the model
+    for split in ("validation", "test"):
+        assert 0 <= metrics[split]["ece"] <= 1 and 0 <= metrics[split]["ece_calibrated"] <= 1
+    assert settings["temperature"] == pytest.approx(metrics["test"]["temperature"]) and settings["temperature"] > 0
     report = (out / "report.md").read_text()
     assert "misclassified.png" in report and ("## Misclassified images" in report or "## Example images" in report)
+    assert "## Calibration" in report and (out / "reliability_diagram.png").is_file()
     from PIL import Image
 
     with Image.open(out / "misclassified.png") as grid:

@@ -49,7 +49,7 @@ def test_every_task_declares_a_contract():
         task = create_task(name)
         assert isinstance(task, Task) and task.name == name
         assert task.sections <= {"augment", "peft", "regularization", "joint", "multi_label", "ner", "image",
-                                 "generation"}
+                                 "generation", "evaluation"}
 
 
 def test_training_refuses_an_unsupported_option_before_writing_anything(tmp_path, phrasebank_split, tiny_bert):

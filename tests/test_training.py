@@ -93,7 +93,11 @@ def test_best_checkpoint_is_the_best_not_the_last_or_worst(finished_run, phraseb
     labels = predictor.labels
     probs = torch.as_tensor(predictor.predict_proba([e.text for e in val]), dtype=torch.float64)
     gold = torch.tensor([labels.index(e.label) for e in val])
-    loss = float(-probs[torch.arange(len(val)), gold].log().mean())
+    # predict applies the temperature fitted on validation: its NLL is the fit's; undone, the evaluation's
+    calibrated = float(-probs[torch.arange(len(val)), gold].log().mean())
+    assert calibrated == pytest.approx(results["data"]["calibration"]["nll_after"], abs=1e-4)
+    raw = torch.log_softmax(predictor.temperature * probs.log(), dim=1)  # the logits' log-softmax again
+    loss = float(-raw[torch.arange(len(val)), gold].mean())
     assert loss == pytest.approx(values[best], abs=1e-4)
     assert loss < max(values) - 1e-4  # and it is not the worst one
     assert results["validation"]["loss"] == pytest.approx(values[best], abs=1e-5)

@@ -104,13 +104,15 @@ def _demo(args: argparse.Namespace) -> None:
     _train_and_report(cfg, resume=args.resume)
 
 
-def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool, read_labels: bool = True):
+def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool, read_labels: bool = True,
+                 group_column: str | None = None):
     from domainfit.data.readers import read_examples
 
     return read_examples(
         path, format=args.format, text_column=args.text_column,
         label_column=args.label_column if read_labels else None,
         separator=args.separator, encoding=args.encoding, header=not args.no_header, require_labels=require_labels,
+        group_column=group_column,
     )
 
 
@@ -122,7 +124,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     if is_image_model_dir(args.model_dir):  # inputs are image files and folders
         predict_images_command(args.model_dir, [args.input, *args.more_inputs], args.output,
-                               batch_size=args.batch_size, backend=args.backend)
+                               batch_size=args.batch_size, backend=args.backend,
+                               min_confidence=args.min_confidence)
         return
     if read_generation_settings(args.model_dir) is not None:  # generation model: JSONL/TXT in, JSONL out
         n = predict_file(args.model_dir, args.input, args.output, max_new_tokens=args.max_new_tokens,
@@ -135,7 +138,8 @@ def _predict(args: argparse.Namespace) -> None:
     out = check_output_file(args.output)  # before reading and predicting, which can take hours
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
-    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
+    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars,
+                               min_confidence=args.min_confidence)
     if getattr(predictor, "task", None) == "token-classification":  # entity spans: JSON Lines (or CSV)
         from domainfit.serving.token_predictor import write_span_predictions
 
@@ -159,6 +163,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     import domainfit
+    from domainfit.evaluation.calibration_report import trust_metrics, trust_sections
     from domainfit.evaluation.html_report import write_html_report
     from domainfit.evaluation.report import format_metrics_table, write_report
     from domainfit.io.atomic import write_text_atomic
@@ -178,6 +183,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     # an existing folder is written into as predict replaces an existing file: its metrics.json and report.md
     # are replaced, each whole; checked here, before reading the data and predicting
     out = check_output_folder(args.output or f"eval-{Path(args.data).stem}")
+    if args.group_column is not None:
+        if task == ml.TASK:
+            raise DomainfitError("--group-column is for single-label text models; this is a multi-label "
+                                 "model", path=args.model_dir, fix="drop --group-column.")
+        from domainfit.metrics.slices import import_metric_frame
+
+        import_metric_frame()  # before the data is read and predicted: fairlearn may be missing
     if task == ml.TASK:  # label sets: its own scores and report
         metrics = ml.evaluate_file(args.model_dir, args.data, out, backend=args.backend, batch_size=args.batch_size,
                                    max_chars=args.max_chars, format=args.format,
@@ -186,7 +198,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"micro F1 {metrics['f1_micro']:.4f}  macro F1 {metrics['f1_macro']:.4f}  "
               f"Hamming loss {metrics['hamming_loss']:.4f}\nReport: {out / 'report.md'}")
         return
-    examples = _read_inputs(args.data, args, require_labels=True)
+    examples = _read_inputs(args.data, args, require_labels=True, group_column=args.group_column)
     predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
     known = {label: i for i, label in enumerate(predictor.labels)}
     for e in examples:
@@ -198,6 +210,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     gold = [known[e.label] for e in examples]
     metrics = classification_metrics(gold, probs.argmax(1).tolist(), predictor.labels)
     metrics["errors"] = error_examples([e.text for e in examples], gold, probs, predictor.labels)
+    groups = [e.group for e in examples] if args.group_column else None
+    metrics.update(trust_metrics(probs, gold, predictor, groups, args.group_column, args.max_gap))
     try:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"data": args.data, "model": args.model_dir, **metrics}
@@ -205,7 +219,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         report = {"title": f"Evaluation of {args.model_dir} on {args.data}",
                   "split_name": Path(args.data).name,
                   "context": {"model": args.model_dir, "data": args.data, "backend": predictor.backend}}
-        write_report(out, metrics, **report)
+        write_report(out, metrics, **report, extra_sections=trust_sections(out, metrics, Path(args.data).name))
         write_html_report(out, metrics, **report)  # report.html beside report.md
     except OSError as e:  # a full disk: say so, not a traceback
         raise output_error(e, out / "metrics.json") from e
@@ -314,7 +328,7 @@ def _serve(args: argparse.Namespace) -> None:
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
         graceful_timeout_s=args.graceful_timeout)
     serve(args.model_dir, settings, host=args.host, port=args.port, backend=args.backend,
-          num_threads=args.threads)
+          num_threads=args.threads, min_confidence=args.min_confidence)
 
 
 def _column(value: str) -> str | int:
@@ -460,6 +474,22 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _probability(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value!r}")
+    return number
+
+
+def _add_min_confidence(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-confidence", type=_probability, default=None,
+                   help="single-label models: answer 'abstain' (route to a person) when the top probability "
+                        "is below this (default: the model's own, chosen for evaluation.target_accuracy)")
+
+
 def _non_negative_float(value: str) -> float:
     try:
         number = float(value)
@@ -523,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "eval-<data name>); if it exists, those files in it are replaced")
     _add_reading_options(p)
     _add_max_chars(p)
+    p.add_argument("--group-column", default=None, help="column (JSON key) naming each record's group "
+                   "(hospital, region, ...): every score per group and the gaps between groups")
+    p.add_argument("--max-gap", type=_probability, default=0.1,
+                   help="with --group-column: flag a score whose largest gap between groups exceeds this "
+                        "(default 0.1)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("stress", help="invariance stress test of a text classifier: typos, casing, punctuation, "
@@ -548,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(p)
     _add_max_chars(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
+    _add_min_confidence(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="write ONNX (fp32 + int8) into the model folder, with a parity check")
@@ -586,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-text-chars", type=_positive_int, default=20_000, help="longest text in characters")
     p.add_argument("--graceful-timeout", type=_non_negative_float, default=30.0,
                    help="on SIGTERM, seconds in-flight requests may take to finish")
+    _add_min_confidence(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("mine", help="select the pool texts nearest your task's texts into a pretraining corpus (kNN-TAPT)")

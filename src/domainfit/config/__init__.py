@@ -22,6 +22,7 @@ from domainfit.config.pretrain import CorpusConfig, PretrainConfig, PretrainTrai
 from domainfit.config.sections import (
                                    AdversarialConfig,
                                    AugmentConfig,
+                                   EvaluationConfig,
                                    GenerationConfig,
                                    ImageConfig,
                                    JointConfig,
@@ -36,7 +37,8 @@ from domainfit.config.sections import (
 )
 
 __all__ = [
-    "AdversarialConfig", "AugmentConfig", "CorpusConfig", "DataConfig", "GenerationConfig", "ImageConfig",
+    "AdversarialConfig", "AugmentConfig", "CorpusConfig", "DataConfig", "EvaluationConfig",
+    "GenerationConfig", "ImageConfig",
     "JointConfig", "MaskingConfig", "ModelConfig", "MultiLabelConfig", "NerConfig", "OutputConfig", "PeftConfig",
     "PretrainConfig", "PretrainTrainConfig", "RDropConfig", "RegularizationConfig", "RunConfig", "SamplingConfig",
     "TaskLossConfig", "TrainConfig", "describe_fields", "dump_yaml", "load_config", "load_pretrain_config", "to_dict",

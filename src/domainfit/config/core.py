@@ -26,6 +26,7 @@ from domainfit.config.sections import (
     MOVED_KEYS,
     TASK_DEFAULTS,
     AugmentConfig,
+    EvaluationConfig,
     GenerationConfig,
     ImageConfig,
     JointConfig,
@@ -145,6 +146,8 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "On-the-fly data augmentation of training batches."})
     peft: PeftConfig = field(default_factory=PeftConfig, metadata={"help": "Parameter-efficient fine-tuning (LoRA, IA3, Houlsby adapters)."})
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig, metadata={"help": "Losses and remedies for small, imbalanced, noisy data."})
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={
+        "help": "Single-label classification: calibration (temperature), abstention, group slices."})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Config sections of the tasks and methods beyond plain text classification, with their cross-field checks.
 
-One dataclass per concern (``multi_label``, ``generation``, ``ner``, ``image``, ``joint``/``masking``, ``augment``,
-``peft``, ``regularization`` and its parts); :mod:`domainfit.config.core` puts them on :class:`RunConfig` and calls the
-``_validate_*`` functions from ``validate``.
+One dataclass per concern (``evaluation``, ``multi_label``, ``generation``, ``ner``, ``image``,
+``joint``/``masking``, ``augment``, ``peft``, ``regularization`` and its parts); :mod:`domainfit.config.core`
+puts them on :class:`RunConfig` and calls the ``_validate_*`` functions from ``validate``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,25 @@ class MultiLabelConfig:
     min_tune_positives: int = _f(5, "Tune a label's threshold only if the validation set has at least this many positives for it; rarer labels keep `threshold` (a cut fitted to one or two examples overfits).", min=1)
     threshold_step: float = _f(0.05, "Spacing of the threshold grid searched when tuning (0.05: 0.05, 0.10 ... 0.95).", min=0.005, max=0.25)
     unseen_labels: str = _f("error", "A validation/test label that never occurs in training: 'error', or 'drop' (warn and ignore it).", choices=("error", "drop"))
+
+
+@dataclass
+class EvaluationConfig:
+    """Trust in a single-label classifier's outputs (text and image classification): calibration, abstention,
+    group slices (docs/trust.md)."""
+
+    temperature_scaling: bool = _f(
+        True, "Fit one temperature T on the best weights' validation logits (Guo et al. 2017); saved in "
+        "model/domainfit.json, predict and serve report softmax(logits / T). Labels never change.")
+    target_accuracy: float | None = _f(
+        None, "Pick min_confidence on validation: the lowest confidence at which the answered predictions "
+        "reach this accuracy. predict and serve then answer 'abstain' below it (route to a person); "
+        "--min-confidence overrides.", min_exclusive=0.0, max=1.0)
+    group_column: str | None = _f(
+        None, "Column (JSON key) of the data files naming each record's group (hospital, region, sex, age "
+        "band): every score per group, and the gaps between groups, in metrics.json and report.md.")
+    max_gap: float = _f(0.1, "Flag a score whose largest difference between two groups exceeds this (0.1: "
+                        "ten points of accuracy).", min=0.0, max=1.0)
 
 
 @dataclass

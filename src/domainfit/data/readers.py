@@ -44,6 +44,7 @@ FORMATS_BY_SUFFIX = {
 
 # Marks a column that the record does not have at all (as opposed to an empty value).
 _ABSENT = object()
+MISSING_GROUP = "(missing)"  # the group of a record whose group cell is empty
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Example:
     label: str | None
     line: int
     unit: str = field(default="line", compare=False)
+    group: str | None = field(default=None, compare=False)  # the group_column's value (evaluation slices)
 
     @property
     def where(self) -> str:
@@ -117,6 +119,7 @@ class _Options:
     separator: str | None
     header: bool
     require_labels: bool
+    group_column: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class _Raw:
     number: int
     text: Any
     label: Any  # _ABSENT when the record has no label column
+    group: Any = None  # the group column's cell, when one is read
 
 
 # A reader turns (path, decoded text or None for binary formats, options) into raw records.
@@ -148,6 +152,7 @@ def read_examples(
     parse_label: LabelParser | None = None,
     skip_empty: bool = False,
     skipped: list[int] | None = None,
+    group_column: str | int | None = None,
 ) -> list[Example]:
     """Read every example of a data file, checking each record.
 
@@ -174,6 +179,8 @@ def read_examples(
             instead of raising DataError at the first.
         skipped: if given, the line (or record) numbers of the records left out by ``skip_empty`` are
             appended to it, for the run's data info.
+        group_column: a column (JSON key) naming each record's group, kept as ``Example.group`` (an empty
+            cell becomes ``"(missing)"``); every record must have the column. Not for ``"delimited"``.
 
     Returns:
         The examples in file order, text and labels stripped of surrounding whitespace.
@@ -191,8 +198,13 @@ def read_examples(
     format = _resolve_format(path, format)
     if format in _KEYED_FORMATS:
         # Records are read by key: a number (`text_column: 0` in YAML) names the key "0".
-        text_column, label_column = (_as_key(c) for c in (text_column, label_column))
-    options = _Options(text_column, label_column, separator, header, require_labels)
+        text_column, label_column, group_column = (_as_key(c) for c in
+                                                   (text_column, label_column, group_column))
+    if group_column is not None and format == "delimited":
+        raise DataError("a `text<separator>label` file has no group column", path=path, column=group_column,
+                        fix="give the data as CSV, TSV, JSON Lines, JSON or Parquet with a group column, or "
+                            "remove the group column setting")
+    options = _Options(text_column, label_column, separator, header, require_labels, group_column)
     if format in _BINARY_FORMATS and stat.S_ISFIFO(path.stat().st_mode):
         raise DataError(  # Parquet is read by seeking to its footer, which a pipe cannot do
             "a Parquet file cannot be read from a named pipe (FIFO)",
@@ -434,9 +446,21 @@ def _to_example(raw: _Raw, path: Path, options: _Options, unit: str, parse_label
     if parse_label is not None and options.label_column is not None:
         value = None if raw.label is _ABSENT else raw.label
         label = parse_label(value, LabelLocation(path, raw.number, unit, options.label_column))
-        return Example(text=text, label=label, line=raw.number, unit=unit)
+        return Example(text=text, label=label, line=raw.number, unit=unit, group=_clean_group(raw, options))
     label = _clean_label(raw, path, options, unit)
-    return Example(text=text, label=label, line=raw.number, unit=unit)
+    return Example(text=text, label=label, line=raw.number, unit=unit, group=_clean_group(raw, options))
+
+
+def _clean_group(raw: _Raw, options: _Options) -> str | None:
+    """The group as a string; an empty cell is a group of its own (an unknown sex or region is common)."""
+    if options.group_column is None:
+        return None
+    value = raw.group
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        return MISSING_GROUP
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 def _clean_text(raw: _Raw, path: Path, column: str | int, unit: str) -> str:
@@ -574,7 +598,7 @@ _MAX_FIELD_SIZE_LIMIT = 2**31 - 1
 def _read_rows(path: Path, text: str, options: _Options, *, delimiter: str, quoting: int) -> Iterator[_Raw]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     names: list[str] | None = None
-    text_index = label_index = None
+    text_index = label_index = group_index = None
     n_fields = None
     end_of_previous = 0
     try:
@@ -594,12 +618,15 @@ def _read_rows(path: Path, text: str, options: _Options, *, delimiter: str, quot
                     except DataError:
                         if options.require_labels:
                             raise
+                if options.group_column is not None:
+                    group_index = _column_index(options.group_column, names, n_fields, path, start)
                 if options.header:
                     continue
             if len(row) != n_fields:
                 raise _ragged_row_error(path, start, end_of_previous, n_fields, row, delimiter, quoting)
             label = row[label_index] if label_index is not None else _ABSENT
-            yield _Raw(start, row[text_index], label)
+            group = row[group_index] if options.group_column is not None else None
+            yield _Raw(start, row[text_index], label, group)
     except csv.Error as e:
         raise DataError(
             f"cannot parse the row ({e})",
@@ -821,7 +848,10 @@ def _raw_from_object(record: Any, number: int, path: Path, options: _Options, *,
             label = record[options.label_column]
         elif options.require_labels:
             raise _missing_column_error(options.label_column, list(record), path, number, what="key", unit=unit)
-    return _Raw(number, record[options.text_column], label)
+    if options.group_column is not None and options.group_column not in record:
+        raise _missing_column_error(options.group_column, list(record), path, number, what="key", unit=unit)
+    group = record[options.group_column] if options.group_column is not None else None
+    return _Raw(number, record[options.text_column], label, group)
 
 
 @READERS.register("delimited")
@@ -873,11 +903,14 @@ def _read_parquet(path: Path, text: str | None, options: _Options) -> Iterator[_
             fix="check that this is a Parquet file, or set `format` to the file's real format",
         ) from e
     names = table.column_names
-    for column, required in [(options.text_column, True), (options.label_column, options.require_labels)]:
+    for column, required in [(options.text_column, True), (options.label_column, options.require_labels),
+                             (options.group_column, True)]:
         if column is not None and column not in names and required:
             raise _missing_column_error(column, names, path, None)
     texts = table.column(options.text_column).to_pylist()
     has_labels = options.label_column is not None and options.label_column in names
     labels = table.column(options.label_column).to_pylist() if has_labels else [_ABSENT] * len(texts)
-    for number, (text_value, label) in enumerate(zip(texts, labels), start=1):
-        yield _Raw(number, text_value, label)
+    has_groups = options.group_column is not None
+    groups = table.column(options.group_column).to_pylist() if has_groups else [None] * len(texts)
+    for number, (text_value, label, group) in enumerate(zip(texts, labels, groups), start=1):
+        yield _Raw(number, text_value, label, group)

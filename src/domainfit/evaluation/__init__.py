@@ -1,7 +1,13 @@
 """Scoring predictions and reporting them: metrics a config can select on, and a readable report."""
 
 # each imported for its REPORTS registration
-from domainfit.evaluation import generation_report, image_report, multilabel_report, ner_report  # noqa: E402,F401,I001
+from domainfit.evaluation import (  # noqa: E402,F401,I001
+    calibration_report,
+    generation_report,
+    image_report,
+    multilabel_report,
+    ner_report,
+)
 from domainfit.evaluation.report import format_metrics_table, write_report
 from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.metrics.classification import (

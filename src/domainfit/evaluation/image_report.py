@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from domainfit.evaluation.calibration_report import trust_sections
 from domainfit.evaluation.report import REPORT_NAME, write_report
 from domainfit.evaluation.reports import REPORTS, RunReport
 from domainfit.io.atomic import write_atomic, write_text_atomic
@@ -132,7 +133,7 @@ def _report_image_run(task: Any, out_dir: Path, metrics: dict, **kwargs: Any) ->
     probabilities = logits.softmax(-1) if logits is not None and len(logits) == len(examples) else None
     return write_image_report(out_dir, metrics, model=model, inputs=inputs, examples=examples,
                               labels=data.labels if data else metrics["labels"], probabilities=probabilities,
-                              **kwargs)
+                              extra_sections=trust_sections(out_dir, metrics, split), **kwargs)
 
 
 REPORTS.register("image-classification", RunReport(write_report=_report_image_run))

@@ -55,6 +55,7 @@ def write_report(
     history: list[dict] | None = None,
     best_metric: str = "f1_macro",
     warnings: list[dict] | None = None,
+    extra_sections: list[str] | None = None,
 ) -> Path:
     """Write ``report.md`` and ``confusion_matrix.png`` into ``out_dir``.
 
@@ -73,6 +74,8 @@ def write_report(
         best_metric: the validation metric that marks the best epoch in the history table.
         warnings: health warnings (:func:`domainfit.evaluation.health.check_metrics`); the report opens
             with them as a banner.
+        extra_sections: Markdown sections placed after the confusion matrix (calibration, groups: see
+            :func:`domainfit.evaluation.calibration_report.trust_sections`).
 
     Returns:
         The path of ``report.md``.
@@ -93,6 +96,7 @@ def write_report(
         _headline_section(metrics),
         _per_class_section(metrics),
         _confusion_section(metrics, numbered),
+        *(extra_sections or []),
     ]
     if history:
         sections.append(md.history_section(history, best_metric))

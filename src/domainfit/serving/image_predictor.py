@@ -25,7 +25,16 @@ from domainfit.data.image_transforms import ImagePreprocessing
 from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
 from domainfit.errors import DataError, DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
-from domainfit.serving.predictor import ONNX_FILES, Runner, TorchRunner, onnx_runner, resolve_task_backend
+from domainfit.serving.predictor import (
+    ONNX_FILES,
+    Runner,
+    TorchRunner,
+    apply_abstention,
+    check_min_confidence,
+    onnx_runner,
+    read_confidence_settings,
+    resolve_task_backend,
+)
 from domainfit.serving.registry import PREDICTORS
 
 DEFAULT_BATCH_SIZE = 32
@@ -40,11 +49,16 @@ class ImagePredictor:
         labels: label names, in the order of the probability columns.
         backend: "torch" (fp32), "onnx" or "onnx-int8".
         preprocessing: the image size, mean and std the model was trained with.
+        temperature: logits are divided by it before the softmax (fitted on validation; labels unchanged).
+        min_confidence: :meth:`predict` answers "abstain" when the top probability is below it (None: never).
     """
 
     def __init__(self, runner: Runner, labels: list[str], preprocessing: ImagePreprocessing, *,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", temperature: float = 1.0, min_confidence: float | None = None) -> None:
+        check_min_confidence(min_confidence)
         self._runner = runner
+        self.temperature = temperature
+        self.min_confidence = min_confidence
         self.labels = labels
         self.preprocessing = preprocessing
         self.backend = backend
@@ -55,7 +69,8 @@ class ImagePredictor:
 
     def with_runner(self, runner: Runner, backend: str) -> ImagePredictor:
         """The same predictor on another backend (the exporter compares backends with it)."""
-        return ImagePredictor(runner, self.labels, self.preprocessing, backend=backend)
+        return ImagePredictor(runner, self.labels, self.preprocessing, backend=backend,
+                              temperature=self.temperature, min_confidence=self.min_confidence)
 
     def predict_proba(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Class probabilities, shape (len(images), len(labels)), float32, rows in input order.
@@ -71,9 +86,9 @@ class ImagePredictor:
         out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             arrays = [self.preprocessing.eval_array(_as_rgb(image)) for image in images[start : start + batch_size]]
-            # (batch, 3, size, size) -> (batch, num_labels)
+            # (batch, 3, size, size) -> (batch, num_labels); the fitted temperature scales the logits
             logits = self._runner({"pixel_values": np.stack(arrays)})
-            out[start : start + len(arrays)] = _softmax(logits)
+            out[start : start + len(arrays)] = _softmax(logits / self.temperature)
         return out
 
     def predict(self, images: Sequence[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
@@ -82,7 +97,7 @@ class ImagePredictor:
         for row in self.predict_proba(images, batch_size=batch_size).tolist():
             best = max(range(len(row)), key=row.__getitem__)
             results.append({"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))})
-        return results
+        return apply_abstention(results, self.min_confidence)
 
 
 class ImageTorchRunner(TorchRunner):
@@ -133,8 +148,8 @@ def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def load_image_predictor(model_dir: str | Path, *, backend: str = "auto",
-                         num_threads: int | None = None) -> ImagePredictor:
+def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
+                         min_confidence: float | None = None) -> ImagePredictor:
     """Load an image model folder written by ``domainfit train`` (task image-classification).
 
     Args:
@@ -143,13 +158,17 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto",
             gives PyTorch's class on its parity images, else the fp32 ONNX model if exported, else
             PyTorch fp32.
         num_threads: CPU threads (process-wide for torch).
+        min_confidence: answer "abstain" under this top probability (default: the folder's, if any).
     """
     model_dir = Path(model_dir)
     settings, labels, preprocessing = read_image_settings(model_dir)
+    temperature, saved_min_confidence = read_confidence_settings(settings, model_dir / SETTINGS_FILE)
+    trust = {"temperature": temperature,
+             "min_confidence": saved_min_confidence if min_confidence is None else min_confidence}
     resolved = resolve_task_backend(model_dir, backend, BACKENDS, "image models")
     if resolved in ONNX_FILES:
         runner: Runner = onnx_runner(model_dir, resolved, num_threads)
-        return ImagePredictor(runner, labels, preprocessing, backend=resolved)
+        return ImagePredictor(runner, labels, preprocessing, backend=resolved, **trust)
     if num_threads is not None:
         import torch
 
@@ -157,7 +176,7 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto",
     channels_last = bool(settings.get("channels_last", False))
     model = load_image_model(model_dir, channels_last=channels_last)
     runner = ImageTorchRunner(model, channels_last=channels_last)
-    return ImagePredictor(runner, labels, preprocessing, backend="torch")
+    return ImagePredictor(runner, labels, preprocessing, backend="torch", **trust)
 
 
 def read_image_settings(model_dir: Path) -> tuple[dict[str, Any], list[str], ImagePreprocessing]:
@@ -167,6 +186,7 @@ def read_image_settings(model_dir: Path) -> tuple[dict[str, Any], list[str], Ima
     try:
         preprocessing = ImagePreprocessing.from_dict(settings)
         labels = [str(label) for label in settings["labels"]]
+        read_confidence_settings(settings, settings_path)  # checked here, with the other settings
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"cannot read the image settings: {e}", path=settings_path,
                          fix="give the model/ folder written by `domainfit train` (its domainfit.json names "
@@ -211,7 +231,8 @@ def is_image_model_dir(model_dir: str | Path) -> bool:
 
 
 def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output: str | None, *,
-                           batch_size: int | None = None, backend: str = "auto") -> None:
+                           batch_size: int | None = None, backend: str = "auto",
+                           min_confidence: float | None = None) -> None:
     """``domainfit predict MODEL_DIR IMAGES...``: a CSV (path, label, score, p_<label>...) or lines on the terminal."""
     import csv
 
@@ -219,7 +240,7 @@ def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output:
 
     files = expand_image_inputs(inputs)  # checked before the model is loaded
     out = check_output_file(output) if output is not None else None
-    predictor = load_image_predictor(model_dir, backend=backend)
+    predictor = load_image_predictor(model_dir, backend=backend, min_confidence=min_confidence)
     results = predictor.predict(files, batch_size=batch_size)
     if output is None:
         for path, r in zip(files, results):

@@ -20,10 +20,11 @@ from domainfit.serving.text_cap import check_max_chars
 
 # every predictor module is imported above for its PREDICTORS registration
 TAKES_MAX_CHARS = ("text-classification", "multi-label-classification", "token-classification")
+TAKES_MIN_CONFIDENCE = ("text-classification", "image-classification")  # single-label: may abstain
 
 
 def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
-         max_chars: int | None = None) -> Any:
+         max_chars: int | None = None, min_confidence: float | None = None) -> Any:
     """Load a trained model folder for prediction.
 
     Args:
@@ -40,6 +41,8 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
             input; the cut is logged). Default: 16 characters per token of the model's max_length, 128 times
             that for models that read whole texts in windows (:mod:`domainfit.serving.text_cap`). Generation
             and image models do not take it.
+        min_confidence: single-label classifiers answer "abstain" when the top probability is below it.
+            Default: the folder's own ``min_confidence`` (for ``evaluation.target_accuracy``), else never.
 
     Returns:
         A :class:`Predictor`; for a multi-label folder a
@@ -56,4 +59,10 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
         raise ModelError(f"no predictor for task {task!r} (domainfit.json)", path=path,
                          fix=f"tasks with a predictor: {', '.join(PREDICTORS.names())}.")
     extra = {"max_chars": max_chars} if task in TAKES_MAX_CHARS else {}
+    if min_confidence is not None:
+        if task not in TAKES_MIN_CONFIDENCE:
+            raise DomainfitError(f"min_confidence is for single-label classifiers; {path} holds a {task} "
+                                 "model", fix="drop --min-confidence (multi-label models use their per-label "
+                                 "thresholds).")
+        extra["min_confidence"] = min_confidence
     return PREDICTORS.get(task)(path, backend=backend, num_threads=num_threads, **extra)

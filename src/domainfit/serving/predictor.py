@@ -48,6 +48,7 @@ BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EXPORT_REPORT = "export.json"
+ABSTAIN = "abstain"  # the label of a prediction under min_confidence: route it to a person
 # "auto" serves a reduced-precision model (int8 ONNX, bf16 torch) only if it gave the same label as PyTorch
 # fp32 on at least this share of the parity texts of `domainfit export`. Accuracy can then move by at most
 # 0.5 point on those texts: the project's accuracy budget for a faster backend.
@@ -71,6 +72,8 @@ class ServingSettings:
     max_length: int
     text_prefix: str
     windows: WindowSettings | None = None  # long texts: overlapping windows, logits aggregated per text
+    temperature: float = 1.0  # probabilities = softmax(logits / temperature), fitted on validation
+    min_confidence: float | None = None  # below it the label is ABSTAIN (evaluation.target_accuracy)
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
@@ -123,8 +126,41 @@ def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingS
     prefix = data.get("text_prefix", "")
     if not isinstance(prefix, str):
         raise ModelError(f"text_prefix must be a string, found {prefix!r}", path=path, key="text_prefix")
+    temperature, min_confidence = read_confidence_settings(data, path)
     return ServingSettings(task=task, max_length=max_length, text_prefix=prefix,
-                           windows=_read_window_settings(data, path, max_length))
+                           windows=_read_window_settings(data, path, max_length), temperature=temperature,
+                           min_confidence=min_confidence)
+
+
+def read_confidence_settings(data: dict[str, Any], path: Path) -> tuple[float, float | None]:
+    """domainfit.json's ``temperature`` (default 1.0) and ``min_confidence`` (default None: never abstain)."""
+    temperature = data.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ModelError(f"temperature must be a number > 0, found {temperature!r}", path=path,
+                         key="temperature", fix="retrain, or set it to 1.0 (no scaling).")
+    min_confidence = data.get("min_confidence")
+    check_min_confidence(min_confidence, path=path, key="min_confidence")
+    return float(temperature), (None if min_confidence is None else float(min_confidence))
+
+
+def check_min_confidence(value: Any, *, path: Path | None = None, key: str | None = None) -> None:
+    """A confidence threshold is None or a number from 0 to 1."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise DomainfitError(f"min_confidence must be a number from 0 to 1, found {value!r}", path=path,
+                             key=key, fix="e.g. --min-confidence 0.8 (answers below 0.8 confidence become "
+                             "'abstain').")
+
+
+def apply_abstention(results: list[dict[str, Any]], min_confidence: float | None) -> list[dict[str, Any]]:
+    """Replace the label of each result whose ``score`` is under ``min_confidence`` by :data:`ABSTAIN`."""
+    if min_confidence is None:
+        return results
+    for result in results:
+        if result["score"] < min_confidence:
+            result["label"] = ABSTAIN
+    return results
 
 
 def _read_window_settings(data: dict[str, Any], path: Path, max_length: int) -> WindowSettings | None:
@@ -501,13 +537,16 @@ class Predictor:
         max_length: texts are truncated to this many tokens (special tokens included).
         windows: for models trained with ``long_text: windows``: how long texts are cut and aggregated.
         text_prefix: prepended to every text before tokenising (e.g. "query: " for e5 models).
+        temperature: logits are divided by it before the softmax (fitted on validation; labels unchanged).
+        min_confidence: :meth:`predict` answers "abstain" when the top probability is below it (None: never).
         max_chars: texts are cut to this many characters before tokenising, so one huge text cannot take
             all the memory (:mod:`domainfit.serving.text_cap`).
     """
 
     def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], settings: ServingSettings,
-                 backend: str, max_chars: int | None = None) -> None:
+                 backend: str, max_chars: int | None = None, min_confidence: float | None = None) -> None:
         check_max_chars(max_chars)
+        check_min_confidence(min_confidence)
         self._runner = runner
         self._tokenizer = tokenizer
         self.labels = labels
@@ -515,6 +554,8 @@ class Predictor:
         self.max_length = settings.max_length
         self.text_prefix = settings.text_prefix
         self.windows = settings.windows
+        self.temperature = settings.temperature
+        self.min_confidence = min_confidence if min_confidence is not None else settings.min_confidence
         self.max_chars = max_chars or default_max_chars(self.max_length, windows=self.windows is not None)
 
     def __repr__(self) -> str:
@@ -548,19 +589,20 @@ class Predictor:
         if self.windows is not None:  # long texts -> windows, as in training (domainfit.data.windows)
             ids, type_ids, groups = window_rows(ids, self.windows)
         if len(ids) == 1:  # the latency path: no sorting or scattering
-            return _softmax(self._runner(pad_inputs(ids, type_ids, self._tokenizer.pad_id)))
+            return _softmax(self._runner(pad_inputs(ids, type_ids, self._tokenizer.pad_id)), self.temperature)
         logits = np.empty((len(ids), len(self.labels)), dtype=np.float32)
         for rows in sorted_batches([len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS):
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             logits[rows] = self._runner(inputs)
         if groups is not None:
             logits = aggregate_by_group(logits, groups, self.windows.aggregation)
-        return _softmax(logits)
+        return _softmax(logits, self.temperature)
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
         """Best label, its probability, and all probabilities, one dict per text in input order.
 
-        ``batch_size`` is as in :meth:`predict_proba`.
+        ``batch_size`` is as in :meth:`predict_proba`. The label is "abstain" when the probability is under
+        ``min_confidence``; the probabilities still show what the model would have said.
         """
         probabilities = self.predict_proba(texts, batch_size=batch_size)
         results = []
@@ -568,7 +610,7 @@ class Predictor:
             best = max(range(len(row)), key=row.__getitem__)
             results.append({"label": self.labels[best], "score": row[best],
                             "probabilities": dict(zip(self.labels, row))})
-        return results
+        return apply_abstention(results, self.min_confidence)
 
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -585,8 +627,10 @@ class Predictor:
         return texts
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32; logits (batch, num_labels)."""
+def _softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float32; logits (batch, num_labels)."""
+    if temperature != 1.0:
+        logits = logits / np.float32(temperature)
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted, dtype=np.float32)
     return exp / exp.sum(axis=1, keepdims=True)
@@ -602,19 +646,20 @@ def read_text_side(model_dir: Path) -> tuple[FastTokenizer, ServingSettings, lis
     windows = WindowSettings(settings.max_length, settings.windows.stride, settings.windows.aggregation,
                              *special_token_counts(hf_tokenizer))
     windows.check(key="window_stride")
-    settings = ServingSettings(settings.task, settings.max_length, settings.text_prefix, windows)
+    settings = ServingSettings(settings.task, settings.max_length, settings.text_prefix, windows,
+                               settings.temperature, settings.min_confidence)
     return FastTokenizer(hf_tokenizer, _NO_TRUNCATION), settings, labels
 
 
 def load_text_classifier(path: Path, *, backend: str = "auto", num_threads: int | None = None,
-                         max_chars: int | None = None) -> Predictor:
+                         max_chars: int | None = None, min_confidence: float | None = None) -> Predictor:
     """A single-label text classifier on the backend :func:`resolve_backend` picks (see :func:`domainfit.serving.load`)."""
     resolved = resolve_backend(path, backend)
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already
         _check_stale(path, resolved)
     runner = _RUNNERS[resolved](path, num_threads)
-    return Predictor(runner, tokenizer, labels, settings, resolved, max_chars)
+    return Predictor(runner, tokenizer, labels, settings, resolved, max_chars, min_confidence)
 
 
 PREDICTORS.register("text-classification", load_text_classifier)

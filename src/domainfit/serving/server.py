@@ -595,7 +595,7 @@ def configure_access_log() -> None:
 
 
 def serve(model_dir: str | Path, settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000,
-          backend: str = "auto", num_threads: int | None = None) -> None:
+          backend: str = "auto", num_threads: int | None = None, min_confidence: float | None = None) -> None:
     """Load ``model_dir`` and serve it until SIGTERM or Ctrl-C.
 
     Args:
@@ -605,13 +605,14 @@ def serve(model_dir: str | Path, settings: ServerSettings, *, host: str = "127.0
         port: TCP port; 0 picks a free one (printed).
         backend: as in :func:`domainfit.load`.
         num_threads: CPU threads for the model.
+        min_confidence: single-label models answer "abstain" below it (default: the folder's own, if any).
     """
     from domainfit.serving.loader import load
 
     settings.check()
     sock = listen_socket(host, port)  # before the model loads: a busy port fails in a second, not a minute
     try:
-        predictor = load(model_dir, backend=backend, num_threads=num_threads)
+        predictor = load(model_dir, backend=backend, num_threads=num_threads, min_confidence=min_confidence)
         app = create_app(predictor, settings, model_dir=model_dir)
         configure_access_log()
         bound_host, bound_port = sock.getsockname()[:2]

@@ -25,7 +25,8 @@ from domainfit.metrics.classification import metric_direction
 from domainfit.registry import Registry
 
 # Config sections a task may or may not use; a task lists the ones it reads in ``Task.sections``.
-OPTIONAL_SECTIONS = ("augment", "peft", "regularization", "joint", "multi_label", "ner", "image", "generation")
+OPTIONAL_SECTIONS = ("augment", "peft", "regularization", "joint", "multi_label", "ner", "image",
+                     "generation", "evaluation")
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Features:
     groups: list[int] | None = None
     aggregation: str = "mean"
     balance_labels: list[int] | None = None  # class ids, when the training sampler should oversample rare classes
+    slices: list[str] | None = None  # each example's group (evaluation.group_column), for per-group scores
 
     def __len__(self) -> int:
         return len(self.items)

@@ -33,6 +33,7 @@ from domainfit.models.folder import write_folder_settings
 from domainfit.models.loading import load_pretrained
 from domainfit.objectives import create_objective
 from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.tasks.trust import ClassifierTrust, check_evaluation_config
 from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,21 @@ class ImageClassificationTask(Task):
     """Single-label classification of images with a pretrained CNN or vision transformer and a new head."""
 
     name = "image-classification"
-    sections = frozenset({"image"})
+    sections = frozenset({"image", "evaluation"})
     word_embeddings = False
+    calibrates = True  # temperature and abstention threshold on validation (tasks/trust.py)
 
     def __init__(self) -> None:
         self.shipped: tuple[nn.Module, ImageInputs, TaskData] | None = None  # for the report's image grid
         self.last_logits: torch.Tensor | None = None
+        self.trust = ClassifierTrust()
+
+    def check_own_config(self, cfg: RunConfig, source: Path | None = None) -> None:
+        # the image layouts (folders, CSV, file names) carry no group column yet
+        check_evaluation_config(cfg, source, groups_supported=False)
 
     def load_data(self, cfg: RunConfig) -> TaskData:
+        self.trust = ClassifierTrust(cfg.evaluation)
         data = cfg.data
         info: dict[str, Any] = {"files": {"train": data.train},
                                 "layout": resolve_layout(data.train, cfg.image.layout, cfg.image.filename_pattern)}
@@ -137,7 +145,13 @@ class ImageClassificationTask(Task):
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
         # the loop scores the reported split (test, else validation) last: the report's image grid reuses these
         self.last_logits = logits
-        return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
+        metrics = classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
+        metrics.update(self.trust.metrics(logits, labels, None, len(data.labels)))
+        return metrics
+
+    def calibrate(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> None:
+        """Temperature and abstention threshold from the best weights' validation logits."""
+        data.info["calibration"] = self.trust.fit(logits, labels)
 
     def save(self, model: nn.Module, inputs: ImageInputs, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         model.save_pretrained(out_dir)
@@ -146,7 +160,8 @@ class ImageClassificationTask(Task):
         backbone = efficientnet_lite.ARCHITECTURE if cfg.model.name in BUILTIN_IMAGE_MODELS else "transformers"
         meta = {"task": self.name, "labels": data.labels, "base_model": cfg.model.name, "backbone": backbone,
                 **inputs.preprocessing.to_dict(), "resize": "whole image to image_size x image_size, bilinear",
-                "channels_last": inputs.channels_last, "domainfit_version": __version__}
+                "channels_last": inputs.channels_last, "domainfit_version": __version__,
+                **self.trust.model_settings()}
         write_folder_settings(out_dir, meta)
         self.shipped = (model, inputs, data)
 

@@ -31,15 +31,16 @@ from domainfit.models.loading import freeze_word_embeddings, load_pretrained, lo
 from domainfit.models.peft import apply_peft, parameter_counts, save_model_folder
 from domainfit.objectives.compose import build_objective
 from domainfit.tasks.base import TASKS, Features, Task, TaskData
+from domainfit.tasks.trust import ClassifierTrust, check_evaluation_config
 from domainfit.version import __version__
 
 log = logging.getLogger(__name__)
 
 
 def read_split(path: str, data: DataConfig, *, require_labels: bool = True,
-               skipped: list[int] | None = None) -> list[Example]:
+               skipped: list[int] | None = None, group_column: str | None = None) -> list[Example]:
     """Read one labelled file with the reading options of ``data``; ``skipped`` collects the lines left out
-    as empty texts (``data.skip_empty``)."""
+    as empty texts (``data.skip_empty``); ``group_column`` is kept as each example's group."""
     return read_examples(
         path,
         format=data.format,
@@ -51,20 +52,22 @@ def read_split(path: str, data: DataConfig, *, require_labels: bool = True,
         require_labels=require_labels,
         skip_empty=data.skip_empty,
         skipped=skipped,
+        group_column=group_column,
     )
 
 
-def load_classification_splits(data: DataConfig) -> TaskData:
+def load_classification_splits(data: DataConfig, group_column: str | None = None) -> TaskData:
     """Read train (and validation/test, or split them off), dedup, build and check the label map."""
     info: dict[str, Any] = {"files": {}}
     skipped: dict[str, list[int]] = {"train": []}
-    train = read_split(data.train, data, skipped=skipped["train"])
+    train = read_split(data.train, data, skipped=skipped["train"], group_column=group_column)
     info["files"]["train"] = data.train
     given = {}
     for name in ("validation", "test"):
         path = getattr(data, name)
         if path:
-            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []))
+            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []),
+                                     group_column=group_column)
             info["files"][name] = path
     if data.skip_empty:
         info["empty_texts_skipped"] = {name: len(lines) for name, lines in skipped.items()}
@@ -131,11 +134,13 @@ class TextClassificationTask(Task):
     """Single-label classification of texts with a pretrained encoder and a linear head."""
 
     name = "text-classification"
-    sections = frozenset({"augment", "peft", "regularization", "joint"})
+    sections = frozenset({"augment", "peft", "regularization", "joint", "evaluation"})
     objectives = ("cross-entropy", "focal")
     long_text_windows = True
+    calibrates = True  # temperature and abstention threshold on validation (tasks/trust.py)
 
     def __init__(self) -> None:
+        self.trust = ClassifierTrust()
         # each split's texts by its Features object, so a scored split can name its mistakes (the reports)
         self._texts: dict[int, list[str]] = {}
 
@@ -170,13 +175,15 @@ class TextClassificationTask(Task):
             lookup(ADVERSARIAL, cfg.regularization.adversarial, "regularization.adversarial")
         if cfg.peft.method != "none":
             lookup(PEFT_METHODS, cfg.peft.method, "peft.method")
+        check_evaluation_config(cfg, source)
     augmenter: Augmenter | None = None  # set by build() when augment.ops is not empty
     augment_samples = 0
     max_length = 512
     pad_multiple: int | None = None  # train.pad_to_multiple_of
 
     def load_data(self, cfg: RunConfig) -> TaskData:
-        return load_classification_splits(cfg.data)
+        self.trust = ClassifierTrust(cfg.evaluation)
+        return load_classification_splits(cfg.data, cfg.evaluation.group_column)
 
     def build(self, cfg: RunConfig, data: TaskData) -> tuple[nn.Module, Any]:
         from transformers import AutoModelForSequenceClassification
@@ -205,9 +212,11 @@ class TextClassificationTask(Task):
 
     def encode(self, examples: list[Example], tokenizer: Any, cfg: RunConfig, data: TaskData) -> Features:
         label_ids = {label: i for i, label in enumerate(data.labels)}
+        slices = [e.group for e in examples] if cfg.evaluation.group_column else None
         if cfg.model.long_text == "windows":
             features = encode_long_texts(examples, [label_ids[e.label] for e in examples], tokenizer, cfg)
             self._texts[id(features)] = [e.text for e in examples]
+            features.slices = slices  # one per document, as the scored (aggregated) logits are
             return features
         texts = [cfg.model.text_prefix + e.text for e in examples]
         ids = tokenizer(texts, truncation=True, max_length=cfg.model.max_length)["input_ids"]
@@ -216,11 +225,12 @@ class TextClassificationTask(Task):
             for k, (item, e) in enumerate(zip(items, examples)):
                 item.update(text=e.text, prefix=cfg.model.text_prefix, example_id=k)
         balance = [it["labels"] for it in items] if cfg.regularization.oversample else None
-        features = Features(items=items, lengths=[len(x) for x in ids], balance_labels=balance)
+        features = Features(items=items, lengths=[len(x) for x in ids], balance_labels=balance, slices=slices)
         self._texts[id(features)] = [e.text for e in examples]
         return features
 
     def on_run_start(self, out_dir: Path, features: dict[str, Features]) -> None:
+        self.trust.remember_validation(features.get("validation"))
         if self.augmenter is not None:
             write_augment_samples(self.augmenter, features["train"], self.augment_samples, out_dir)
 
@@ -246,16 +256,22 @@ class TextClassificationTask(Task):
 
     def compute_feature_metrics(self, features: Features, logits: torch.Tensor, labels: torch.Tensor,
                                 data: TaskData) -> dict[str, Any]:
-        """The scores, plus ``errors``: the mistakes the model was surest of, with their texts (reports).
+        """The scores; calibration (and abstention, once fitted) and, with a group column, scores per group; and
+        ``errors``: the mistakes the model was surest of, with their texts (reports).
 
         Windowed splits arrive here already aggregated per document, so rows match the split's examples.
         """
         metrics = self.compute_metrics(logits, labels, data)
+        metrics.update(self.trust.metrics(logits, labels, features.slices, len(data.labels)))
         texts = self._texts.get(id(features))
         if texts is not None and len(texts) == len(labels):
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()  # (n, k)
             metrics["errors"] = error_examples(texts, labels.tolist(), probabilities, data.labels)
         return metrics
+
+    def calibrate(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> None:
+        """Temperature and abstention threshold from the best weights' validation logits."""
+        data.info["calibration"] = self.trust.fit(logits, labels)
 
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         peft_meta = save_model_folder(model, out_dir, cfg.peft)
@@ -263,7 +279,7 @@ class TextClassificationTask(Task):
         meta = {"task": self.name, "max_length": cfg.model.max_length, "text_prefix": cfg.model.text_prefix,
                 "base_model": cfg.model.name, "labels": data.labels, "domainfit_version": __version__,
                 "long_text": cfg.model.long_text, "window_stride": cfg.model.window_stride,
-                "window_aggregation": cfg.model.window_aggregation}
+                "window_aggregation": cfg.model.window_aggregation, **self.trust.model_settings()}
         if peft_meta:
             meta["peft"] = peft_meta
         write_folder_settings(out_dir, meta)
