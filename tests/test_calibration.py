@@ -139,7 +139,7 @@ def test_a_bad_saved_temperature_is_one_message_naming_the_key(tiny_bert, tmp_pa
 
 def test_image_predictor_applies_the_temperature():
     from domainfit.data.image_transforms import ImagePreprocessing
-    from domainfit.serving.image_predictor import ImagePredictor
+    from domainfit.serving.image_predictor import ImagePredictor, ImageTorchRunner
 
     class Fixed(torch.nn.Module):
         def forward(self, pixel_values):
@@ -149,8 +149,8 @@ def test_image_predictor_applies_the_temperature():
 
     image = Image.new("RGB", (8, 8))
     prep = ImagePreprocessing(size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    plain = ImagePredictor(Fixed(), ["a", "b"], prep).predict_proba([image])
-    hot = ImagePredictor(Fixed(), ["a", "b"], prep, temperature=2.0, min_confidence=0.9)
+    plain = ImagePredictor(ImageTorchRunner(Fixed()), ["a", "b"], prep).predict_proba([image])
+    hot = ImagePredictor(ImageTorchRunner(Fixed()), ["a", "b"], prep, temperature=2.0, min_confidence=0.9)
     assert plain[0, 0] == pytest.approx(float(torch.tensor([2.0, 0.0]).softmax(0)[0]))
     assert hot.predict_proba([image])[0, 0] == pytest.approx(float(torch.tensor([1.0, 0.0]).softmax(0)[0]))
     assert hot.predict([image])[0]["label"] == "abstain"  # 0.73 < 0.9
