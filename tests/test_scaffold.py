@@ -102,13 +102,14 @@ def test_pretraining_accumulates_like_fine_tuning_and_logs_the_same_learning_rat
                                                                                      phrasebank_split):
     """grad_accum_steps counts batches per optimizer step as in fine-tuning, and the shared logging writes the
     lowest layer-wise learning rate, which pretraining's own copy of the logging did not."""
+    from assets import build_tiny_bert
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from test_pretraining import _pretrain_config, _tiny_lm
+    from test_pretraining import _pretrain_config
 
     from domainfit.config import load_pretrain_config
     from domainfit.training.pretrain import pretrain
 
-    model = _tiny_lm(tmp_path / "tiny-mlm", mlm_head=True)
+    model = build_tiny_bert(tmp_path / "tiny-mlm", head="mlm", max_position_embeddings=128)
     out = tmp_path / "accum"
     config = _pretrain_config(tmp_path, model, phrasebank_split / "train.csv", out, max_steps=3, eval_every=None,
                               save_every=None, log_every=1, batch_size=4, grad_accum_steps=2, layer_decay=0.5)

@@ -158,8 +158,9 @@ def test_prediction_on_long_texts_matches_evaluation(end_label_runs):
     assert len(features) > 3 * len(examples)  # several windows per document
     logits, _, _ = predict_logits(model, create_objective("cross-entropy"), features, task, tokenizer, 16,
                                   torch.device("cpu"))
-    expected = torch.softmax(aggregate_by_group(logits, features.groups, "max"), -1).numpy()
     predictor = domainfit.load(model_dir, backend="torch")
+    # the predictor divides by the temperature fitted on validation (labels unchanged)
+    expected = torch.softmax(aggregate_by_group(logits, features.groups, "max") / predictor.temperature, -1).numpy()
     assert predictor.windows is not None and predictor.windows.step == 15
     got = predictor.predict_proba([e.text for e in examples])
     np.testing.assert_allclose(got, expected, atol=1e-4)
