@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from domainfit.config.fields import SEED_MAX
-from domainfit.config.yaml_files import parse_yaml, read_yaml_file
+from domainfit.config.yaml_files import read_workflow_file
 from domainfit.errors import ConfigError, short_repr
 from domainfit.io.atomic import write_text_atomic
 from domainfit.io.run_folder import contained
@@ -83,21 +83,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     ``overrides`` (``key=value``) set top-level scalars such as ``output_dir`` or ``seeds=[42,43]``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("pipeline config not found", path=path, fix="check the path.")
-    raw = read_yaml_file(path) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError("expected a mapping at the top level", path=path)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or key not in _TOP_KEYS:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(_TOP_KEYS))}", path=path)
-        raw[key] = parse_yaml(value, key=key)
-    unknown = set(raw) - _TOP_KEYS
-    if unknown:
-        unknown = sorted(map(str, unknown))  # YAML keys may be numbers or null
-        raise ConfigError(f"unknown key(s): {short_repr(', '.join(unknown))}", path=path, key=unknown[0],
-                          fix=f"valid keys: {', '.join(sorted(_TOP_KEYS))}.")
+    raw = read_workflow_file(path, overrides, _TOP_KEYS, kind="pipeline")
     base = path.parent
 
     def resolve(value: str, key: str) -> str:

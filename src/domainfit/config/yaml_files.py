@@ -187,3 +187,32 @@ def parse_yaml(text: str, *, path: Path | None = None, key: str | None = None) -
             column=mark.column + 1 if mark else None,
             fix="check indentation and quoting on that line.",
         ) from e
+
+
+def read_workflow_file(path: str | Path, overrides: list[str] | None, keys: set[str], *,
+                       kind: str) -> dict[str, Any]:
+    """A workflow YAML (pipeline, tune): a mapping of top-level ``keys``, with ``key=value`` overrides applied.
+
+    Args:
+        path: the YAML file.
+        overrides: ``key=value`` strings for top-level keys (values parsed as YAML).
+        keys: the keys the file may hold; any other is refused, naming it.
+        kind: what the file is, for the messages ("pipeline", "tune").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} config not found", path=path, fix="check the path.")
+    raw = read_yaml_file(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping at the top level", path=path)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in keys:
+            raise ConfigError(f"override {short_repr(item)}: expected KEY=VALUE with KEY one of "
+                              f"{', '.join(sorted(keys))}", path=path)
+        raw[key] = parse_yaml(value, key=key)
+    unknown = sorted(map(str, set(raw) - keys))  # YAML keys may be numbers or null
+    if unknown:
+        raise ConfigError(f"unknown key(s): {short_repr(', '.join(unknown))}", path=path, key=unknown[0],
+                          fix=f"valid keys: {', '.join(sorted(keys))}.")
+    return raw

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from domainfit.config import RunConfig
-from domainfit.config.yaml_files import parse_yaml, read_yaml_file
+from domainfit.config.yaml_files import read_workflow_file
 from domainfit.errors import ConfigError, MissingExtraError, short_repr
 from domainfit.metrics.classification import metric_direction
 
@@ -102,21 +102,7 @@ def load_tune_config(path: str | Path, overrides: list[str] | None = None) -> Tu
     from domainfit.tasks import load_run_config
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("tune config not found", path=path, fix="check the path.")
-    raw = read_yaml_file(path) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError("expected a mapping at the top level", path=path)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or key not in _TOP_KEYS:
-            raise ConfigError(f"override {short_repr(item)}: expected KEY=VALUE with KEY one of "
-                              f"{', '.join(sorted(_TOP_KEYS))}", path=path)
-        raw[key] = parse_yaml(value, key=key)
-    unknown = sorted(map(str, set(raw) - _TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key(s): {short_repr(', '.join(unknown))}", path=path, key=unknown[0],
-                          fix=f"valid keys: {', '.join(sorted(_TOP_KEYS))}.")
+    raw = read_workflow_file(path, overrides, _TOP_KEYS, kind="tune")
     for key, example in (("config", "config: path/to/train.yaml"), ("output_dir", "output_dir: runs/tune"),
                          ("space", "space: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}}")):
         if key not in raw:
