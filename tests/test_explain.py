@@ -165,10 +165,8 @@ def test_cli_bad_input_exits_2_with_one_message(tmp_path, classifier_dir, case):
         args[1] = str(tmp_path / "missing.csv")
     elif case == "model":
         args[0] = str(tmp_path / "no-model")
-    else:  # a token-classification folder: refused by name, not with a traceback
-        ner = tmp_path / "ner"
-        build_classifier_dir(ner, settings={"task": "token-classification", "max_length": 32, "stride": 8})
-        args[0] = str(ner)
+    else:  # a task without an explainer (generation): refused by name, not with a traceback
+        args[0] = str(build_classifier_dir(tmp_path / "gen", settings={"task": "generation"}))
     run = subprocess.run([sys.executable, "-m", "domainfit", "explain", *args], capture_output=True, text=True,
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert run.returncode == 2, run.stderr

@@ -10,7 +10,7 @@
     domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations typos,numbers]   # invariance tests
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
-    domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input] [--output out.html|out.json]   # word attributions
+    domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input|grad-cam] [--output out.html|out.json]   # why
     domainfit serve MODEL_DIR [--port 8000] [--api-key KEY]  # HTTP server: /predict, a try-it page, /metrics
     domainfit config                                 # every config key with its default and meaning
     domainfit tasks | models                         # the registered tasks; the built-in (offline) model names
@@ -295,28 +295,45 @@ def _export(args: argparse.Namespace) -> None:
 def _explain(args: argparse.Namespace) -> None:
     from domainfit.evaluation.explain import check_method
     from domainfit.evaluation.explain_report import output_format, write_explanations
-    from domainfit.serving.explain import explain
+    from domainfit.serving.explain import explain, spec_for_folder
     from domainfit.serving.files import check_input_file, check_output_file
 
-    check_method(args.method)  # every check before the model is loaded and the gradients run
+    # every check before the model is loaded and the gradients run
+    spec = spec_for_folder(args.model_dir)
+    method = check_method(args.method or spec.methods[0], spec.methods)
     if args.steps < 1:
         raise DomainfitError(f"--steps must be a positive integer, got {args.steps}", fix="e.g. --steps 50")
     out = None
     if args.output is not None:
         output_format(args.output)
         out = check_output_file(args.output)
-    check_input_file(args.input)
-    texts = [e.text for e in _read_inputs(args.input, args, require_labels=False, read_labels=False)]
-    results = explain(args.model_dir, texts, method=args.method, n_steps=args.steps)
+    if spec.inputs == "images":
+        from domainfit.serving.image_predictor import expand_image_inputs
+
+        items: list = expand_image_inputs([args.input])  # an image file, or a folder of them
+    else:
+        check_input_file(args.input)
+        items = [e.text for e in _read_inputs(args.input, args, require_labels=False, read_labels=False)]
+    results = explain(args.model_dir, items, method=method, n_steps=args.steps)
     if out is not None:
-        write_explanations(out, results, title=f"Explanations of {args.model_dir} on {args.input}")
-        print(f"{len(results)} texts explained ({args.method}) -> {out}")
+        write_explanations(out, results, title=f"Explanations of {args.model_dir} on {args.input}",
+                           images=items if spec.inputs == "images" else None)
+        print(f"{len(results)} {spec.inputs} explained ({method}) -> {out}")
         return
-    for result in results:  # no --output: each label with its five strongest words
+    for result in results:  # no --output: each label (entity) with its five strongest words, or the map's peak
         for e in result["explanations"]:
+            if "heatmap" in e:
+                import numpy as np
+
+                heat = np.asarray(e["heatmap"])
+                row, col = np.unravel_index(int(heat.argmax()), heat.shape)
+                print(f"{e['label']}\t{e['probability']:.4f}\tpeak at x={col / heat.shape[1]:.2f} "
+                      f"y={row / heat.shape[0]:.2f} of the image\t{result['image']}")
+                continue
             top = sorted(e["words"], key=lambda w: -abs(w["score"]))[:5]
             words = ", ".join(f"{w['word']} {w['score']:+.3f}" for w in top)
-            print(f"{e['label']}\t{e['probability']:.4f}\t{words}\t{result['text'][:60]}")
+            label = f"{e['label']} {e['entity']['text']!r}" if "entity" in e else e["label"]
+            print(f"{label}\t{e['probability']:.4f}\t{words}\t{result['text'][:60]}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -594,10 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(p)
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("explain", help="which words made a text classifier choose its label (HTML or JSON)")
+    p = sub.add_parser("explain", help="which words made a text classifier choose its label, which words made "
+                       "an entity, which regions an image's label (HTML or JSON)")
     p.add_argument("model_dir")
-    p.add_argument("input", help="file of texts (CSV, TSV, JSON Lines, JSON or Parquet; --text-column)")
-    p.add_argument("--method", default="ig", help="ig (Integrated Gradients, default) or grad-x-input (faster)")
+    p.add_argument("input", help="file of texts (CSV, TSV, JSON Lines, JSON or Parquet; --text-column); image "
+                   "models: an image file or a folder of images")
+    p.add_argument("--method", default=None, help="text and token classification: ig (Integrated Gradients, "
+                   "default) or grad-x-input (faster); image models: grad-cam (default)")
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default 50)")
     p.add_argument("--output", default=None, help="out.html (highlighted texts) or out.json (words and scores); "
                    "without it, each text's strongest words are printed")

@@ -51,13 +51,14 @@ def import_captum() -> Any:
     return captum.attr
 
 
-def check_method(method: str) -> str:
-    """Return ``method`` if it is one of ``METHODS``, else a DomainfitError listing them."""
-    if method not in METHODS:
-        near = difflib.get_close_matches(str(method), METHODS, n=1)
+def check_method(method: str, methods: Sequence[str] = METHODS) -> str:
+    """Return ``method`` if it is one of ``methods`` (default: the text methods), else a DomainfitError
+    listing them."""
+    if method not in methods:
+        near = difflib.get_close_matches(str(method), methods, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
         raise DomainfitError(f"unknown explanation method {method!r}.{hint}",
-                             fix=f"use one of: {', '.join(METHODS)}.")
+                             fix=f"use one of: {', '.join(methods)}.")
     return method
 
 

@@ -133,10 +133,10 @@ def _model_call(predictor: Any, task: str) -> Callable[[list[Any]], list[Any]]:
 
 
 def default_explainer(model_dir: str | Path | None) -> Callable[..., list[dict[str, Any]]]:
-    """``POST /explain`` for text and multi-label models: word attributions (Integrated Gradients) from
-    :mod:`domainfit.serving.explain`, on PyTorch fp32. When the server runs on ONNX or bf16 (no usable gradients),
-    a PyTorch copy of the model is loaded from ``model_dir`` on the first request."""
-    from domainfit.evaluation.explain import DEFAULT_STEPS, check_texts
+    """``POST /explain`` for every task :mod:`domainfit.serving.explain` registers, with the task's default
+    method: word attributions (Integrated Gradients) for text and multi-label models, per entity for token
+    classifiers, Grad-CAM heat maps for image models; on PyTorch fp32. When the server runs on ONNX or bf16 (no
+    usable gradients), a PyTorch copy of the model is loaded from ``model_dir`` on the first request."""
     from domainfit.serving.explain import explainer_for
 
     built: dict[str, Any] = {}
@@ -151,7 +151,7 @@ def default_explainer(model_dir: str | Path | None) -> Callable[..., list[dict[s
                     if model_dir is None:
                         raise
                     built["explainer"] = explainer_for(model_dir)
-        return built["explainer"].explain(check_texts(texts), method="ig", n_steps=DEFAULT_STEPS)
+        return built["explainer"].explain(texts)  # the explainer checks them
 
     return explain
 
@@ -402,8 +402,8 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
     Args:
         predictor: the loaded model.
         settings: limits and batching (defaults: :class:`ServerSettings`).
-        explainer: ``explain(predictor, texts)`` for ``POST /explain``; default for text and multi-label
-            models: :func:`default_explainer`.
+        explainer: ``explain(predictor, items)`` for ``POST /explain``; default for the tasks
+            :mod:`domainfit.serving.explain` registers: :func:`default_explainer`.
         model_dir: the folder ``predictor`` was loaded from (the explainer loads a PyTorch copy from it when
             the server runs on ONNX).
     """
@@ -506,12 +506,11 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
         request.state.batch_size = result.batch_size
         return JSONResponse({"task": task, "predictions": result.results})
 
-    if explainer is not None:  # text and multi-label models (domainfit.serving.explain)
-        @app.post("/explain")
+    if explainer is not None:  # the tasks domainfit.serving.explain registers
+        @app.post("/explain", openapi_extra=_PREDICT_BODY)
         async def explain(request: Request) -> JSONResponse:
-            """Word attributions for each text: ``{"explanations": [explain()'s dict per text]}``."""
-            if task == "image-classification":
-                raise Problem(422, "/explain takes texts; this is an image model")
+            """Why, per text or image (sent as to /predict): ``{"explanations": [explain()'s dict per item]}``:
+            word attributions; per entity for token classifiers; a Grad-CAM heat map for image models."""
             texts = await read_items(request, task, settings)
 
             def run() -> list[dict[str, Any]]:
