@@ -26,15 +26,10 @@ from domainfit.export.onnx import (
     text_sample,
 )
 from domainfit.export.registry import EXPORTERS
+from domainfit.serving.model_folder import check_model_dir
 from domainfit.serving.multilabel_predictor import TASK, load_multilabel
-from domainfit.serving.predictor import (
-    FastTokenizer,
-    Runner,
-    TorchRunner,
-    check_model_dir,
-    load_hf_tokenizer,
-    load_torch_model,
-)
+from domainfit.serving.runners import Runner, TorchRunner, load_torch_model
+from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer
 
 
 def export_multilabel(model_dir: str | Path, *, quantize: bool = True, parity_texts: list[str] | None = None,

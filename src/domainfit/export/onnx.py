@@ -38,23 +38,18 @@ import torch
 from domainfit.errors import DomainfitError, MissingExtraError
 from domainfit.export.registry import EXPORTERS
 from domainfit.io.atomic import write_text_atomic
+from domainfit.serving.backends import AUTO_MIN_AGREEMENT
 from domainfit.serving.files import pid_is_alive
-from domainfit.serving.predictor import (
-    AUTO_MIN_AGREEMENT,
+from domainfit.serving.model_folder import (
     EXPORT_REPORT,
     ONNX_DIR,
     ONNX_FILES,
-    FastTokenizer,
-    OnnxRunner,
-    Predictor,
-    Runner,
-    TorchRunner,
     check_model_dir,
-    load_torch_model,
-    pad_inputs,
-    read_text_side,
     weights_fingerprint,
 )
+from domainfit.serving.predictor import Predictor, read_text_side
+from domainfit.serving.runners import OnnxRunner, Runner, TorchRunner, load_torch_model
+from domainfit.serving.tokenizing import FastTokenizer, pad_inputs
 from domainfit.version import __version__
 
 # Architectures whose attention ONNX Runtime's "bert" fusion recognises. Others are exported unfused

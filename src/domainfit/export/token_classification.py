@@ -28,8 +28,10 @@ from domainfit.export.onnx import (
     text_sample,
 )
 from domainfit.export.registry import EXPORTERS
-from domainfit.serving.predictor import FastTokenizer, Runner, TorchRunner, check_model_dir, load_hf_tokenizer
+from domainfit.serving.model_folder import check_model_dir
+from domainfit.serving.runners import Runner, TorchRunner
 from domainfit.serving.token_predictor import TASK, load_token_model, load_token_predictor
+from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer
 
 
 def export_token_classifier(model_dir: str | Path, *, quantize: bool = True,
