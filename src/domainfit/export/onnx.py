@@ -37,7 +37,7 @@ import torch
 
 from domainfit.errors import DomainfitError, MissingExtraError
 from domainfit.export.registry import EXPORTERS
-from domainfit.io.atomic import write_text_atomic
+from domainfit.io.atomic import move_atomic, write_text_atomic
 from domainfit.serving.backends import AUTO_MIN_AGREEMENT
 from domainfit.serving.files import pid_is_alive
 from domainfit.serving.model_folder import (
@@ -245,12 +245,12 @@ def run_export(path: Path, job: ExportJob, *, quantize: bool, opset: int) -> dic
                 fusion = {"applied": False, "reason": f"fused graph differs from PyTorch (max logit diff "
                                                       f"{fused_diff:.2e}); kept the plain export"}
         report["fusion"] = fusion
-        os.replace(fp32, out_dir / ONNX_FILES["onnx"])
+        move_atomic(fp32, out_dir / ONNX_FILES["onnx"])
         report["models"]["onnx"] = _model_entry(out_dir, "onnx", parity_of(out_dir / ONNX_FILES["onnx"]))
 
         if quantize:
             int8, report["quantization"], parity = _quantize(out_dir / ONNX_FILES["onnx"], work, parity_of)
-            os.replace(int8, out_dir / ONNX_FILES["onnx-int8"])
+            move_atomic(int8, out_dir / ONNX_FILES["onnx-int8"])
             report["models"]["onnx-int8"] = _model_entry(out_dir, "onnx-int8", parity)
 
     if job.bf16:
