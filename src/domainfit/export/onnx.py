@@ -143,10 +143,7 @@ def export_onnx(
     Returns:
         The report written to ``export.json``: versions, opset, and per model its file, size and parity.
     """
-    path = check_model_dir(model_dir)
-    import_export_extra()
-    parity_texts, parity_source = check_parity_texts(parity_texts)
-    check_opset(opset)
+    path, parity_texts, parity_source = check_text_export(model_dir, parity_texts, opset)
 
     tokenizer, settings, labels = read_text_side(path)
     model = load_torch_model(path, attn_implementation="eager")  # eager attention: the pattern ORT fuses
@@ -163,6 +160,21 @@ def export_onnx(
                     model_type=model.config.model_type, settings={"max_length": settings.max_length},
                     bf16=True)
     return run_export(path, job, quantize=quantize, opset=opset)
+
+
+def check_text_export(model_dir: str | Path, parity_texts: list[str] | None,
+                      opset: int) -> tuple[Path, list[str], str]:
+    """The checks every text exporter makes before loading a model, in order: the folder, the ``export``
+    extra, the parity texts, the opset.
+
+    Returns:
+        The model folder, the parity texts and where they came from (see :func:`check_parity_texts`).
+    """
+    path = check_model_dir(model_dir)
+    import_export_extra()
+    texts, source = check_parity_texts(parity_texts)
+    check_opset(opset)
+    return path, texts, source
 
 
 def check_parity_texts(parity_texts: list[str] | None) -> tuple[list[str], str]:
