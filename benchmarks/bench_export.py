@@ -37,7 +37,8 @@ from typing import Any
 
 import domainfit
 from domainfit.export import export_model
-from domainfit.serving.predictor import export_is_current, physical_cores, read_export_report
+from domainfit.serving.model_folder import export_is_current, read_export_report
+from domainfit.serving.runners import physical_cores
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 DATASETS = Path(os.environ.get("DOMAINFIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))

@@ -34,15 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from domainfit.serving import load
-from domainfit.serving.predictor import (
-    DEFAULT_BATCH_SIZE,
-    ONNX_DIR,
-    export_is_current,
-    physical_cores,
-    read_export_report,
-    read_settings,
-    resolve_backend,
-)
+from domainfit.serving.backends import DEFAULT_BATCH_SIZE, resolve_backend
+from domainfit.serving.model_folder import ONNX_DIR, export_is_current, read_export_report, read_settings
+from domainfit.serving.runners import physical_cores
 
 PREDICTOR_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "torch-bf16+onnx")
 

@@ -166,7 +166,7 @@ def test_config_checks_name_the_key(tmp_path):
 def test_the_task_augments_training_batches_only(tmp_path, tiny_bert, lexicon_path):
     from transformers import AutoTokenizer
 
-    from domainfit.data.readers import Example
+    from domainfit.data.records import Example
     from domainfit.tasks import TaskData, create_task
 
     path = tmp_path / "c.yaml"

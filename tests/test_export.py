@@ -15,7 +15,9 @@ from assets import TEXTS, build_classifier_dir
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.export import BUILTIN_PARITY_TEXTS, export_onnx
 from domainfit.serving import load
-from domainfit.serving.predictor import OnnxRunner, TorchRunner, load_torch_model, pad_inputs, read_text_side
+from domainfit.serving.predictor import read_text_side
+from domainfit.serving.runners import OnnxRunner, TorchRunner, load_torch_model
+from domainfit.serving.tokenizing import pad_inputs
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ def test_model_without_token_type_ids_exports_two_inputs(tmp_path):
 
 
 def test_without_quantize_auto_serves_fp32_onnx(tmp_path, monkeypatch):
-    monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("domainfit.serving.backends.cpu_has_native_bf16", lambda: False)
     model_dir = build_classifier_dir(tmp_path / "model")
 
     report = export_onnx(model_dir, quantize=False, parity_texts=TEXTS)
@@ -204,7 +206,7 @@ def test_reexport_after_retraining_is_current_again(tmp_path):
 def test_export_removes_work_folders_of_killed_exports(tmp_path, monkeypatch):
     import subprocess
 
-    monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("domainfit.serving.backends.cpu_has_native_bf16", lambda: False)
     model_dir = build_classifier_dir(tmp_path / "model")
     onnx_dir = model_dir / "onnx"
     onnx_dir.mkdir()

@@ -211,7 +211,7 @@ def test_multilabel_backends_give_the_same_label_sets(multilabel):
 
 
 def test_multilabel_auto_picks_onnx_after_export(multilabel, monkeypatch):
-    monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("domainfit.serving.backends.cpu_has_native_bf16", lambda: False)
     model_dir, report = multilabel
     assert domainfit.load(model_dir).backend == _expected_auto(report)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from domainfit.data.labels import LabelMap, sort_labels
-from domainfit.data.readers import Example
+from domainfit.data.records import Example
 from domainfit.errors import DataError
 
 

@@ -163,7 +163,7 @@ def _with_agreement(exported_dir: Path, tmp_path: Path, *, int8: float, bf16: fl
 def bf16_cpu(monkeypatch):
     """Pretend the CPU has (True) or lacks (False) hardware bf16."""
     def pretend(native: bool) -> None:
-        monkeypatch.setattr("domainfit.serving.predictor.cpu_has_native_bf16", lambda: native)
+        monkeypatch.setattr("domainfit.serving.backends.cpu_has_native_bf16", lambda: native)
     return pretend
 
 
@@ -269,7 +269,7 @@ def test_bad_batch_size(torch_predictor):
 
 
 def test_a_5mb_text_is_cut_before_tokenising_and_the_cut_is_logged(model_dir, caplog, monkeypatch):
-    from domainfit.serving.predictor import FastTokenizer
+    from domainfit.serving.tokenizing import FastTokenizer
 
     predictor = load(model_dir, backend="torch")
     seen = []

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from domainfit.data.readers import Example, read_examples, read_text
+from domainfit.data.data_files import read_text
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example
 from domainfit.errors import DataError, MissingExtraError
 
 DATASETS = Path(os.environ.get("DOMAINFIT_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))

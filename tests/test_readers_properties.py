@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domainfit.data.readers import Example, read_examples
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example
 from domainfit.errors import DomainfitError
 
 # No example database: the runs stay independent and nothing is written into the checkout.

@@ -14,7 +14,7 @@ from assets import create_tiny_bert
 
 from domainfit.config import PeftConfig, RegularizationConfig, RunConfig, TrainConfig
 from domainfit.data.batching import EpochBatchSampler
-from domainfit.data.readers import Example
+from domainfit.data.records import Example
 from domainfit.data.splits import sample_fraction, sample_per_class
 from domainfit.errors import ConfigError
 from domainfit.models.peft import apply_peft, parameter_counts

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from domainfit.data.readers import Example, read_examples
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example
 from domainfit.data.splits import deduplicate, find_overlap, normalize_text, split_examples
 from domainfit.errors import ConfigError, DataError
 

@@ -178,7 +178,7 @@ def test_windows_with_augmentation_keep_each_windows_own_text(tiny_bert, tmp_pat
     """
     from transformers import AutoTokenizer
 
-    from domainfit.data.readers import Example
+    from domainfit.data.records import Example
     from domainfit.tasks import TaskData, create_task
 
     path = tmp_path / "c.yaml"

@@ -171,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from domainfit.metrics.errors import error_examples
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.files import check_input_file, check_output_folder, output_error
-    from domainfit.serving.predictor import check_model_dir
+    from domainfit.serving.model_folder import check_model_dir
 
     task = ml.read_task(check_model_dir(args.model_dir))
     if task not in ("text-classification", ml.TASK):
@@ -233,7 +233,7 @@ def _stress(args: argparse.Namespace) -> None:
     from domainfit.io.atomic import write_text_atomic
     from domainfit.serving import multilabel_predictor as ml
     from domainfit.serving.files import check_input_file, check_output_folder, output_error
-    from domainfit.serving.predictor import check_model_dir
+    from domainfit.serving.model_folder import check_model_dir
     from domainfit.serving.stress import (
         STRESS_NAME,
         STRESS_REPORT_NAME,

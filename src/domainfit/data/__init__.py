@@ -5,7 +5,8 @@ duplicates and makes a stratified train/validation/test split, ``labels`` maps l
 """
 
 from domainfit.data.labels import LabelMap
-from domainfit.data.readers import Example, read_examples
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example
 from domainfit.data.splits import DedupReport, Overlap, deduplicate, find_overlap, split_examples
 
 __all__ = [

@@ -269,8 +269,8 @@ def _table_records(f: BinaryIO, path: Path, fmt: str, column: str | int, encodin
                    start_line: int) -> Iterator[tuple[int, int, str]]:
     """CSV/TSV records with the byte offset after each whole record (a CSV quoted field may span lines).
 
-    TSV has no quoting convention, as in ``data/readers.py`` (``domainfit train`` reads the same file the same
-    way): a text starting with ``"`` is ordinary text (three ChnSentiCorp reviews do), where csv's quote
+    TSV has no quoting convention, as in ``data/csv_format.py`` (``domainfit train`` reads the same file the
+    same way): a text starting with ``"`` is ordinary text (three ChnSentiCorp reviews do), where csv's quote
     handling would swallow the hundreds of lines after it into one text.
     """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long document in one cell is a valid record

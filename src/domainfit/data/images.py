@@ -6,7 +6,7 @@
     examples = read_image_examples("labels.csv", layout="csv")                   # path,label rows
     examples = read_image_examples("NEU/", layout="filename", filename_pattern=r"^(.+)_\\d+\\.\\w+$")
 
-Each image becomes an :class:`ImageExample`: an :class:`~domainfit.data.readers.Example` whose ``text`` is the
+Each image becomes an :class:`ImageExample`: an :class:`~domainfit.data.records.Example` whose ``text`` is the
 SHA-256 of the file's bytes, so :mod:`domainfit.data.splits` removes byte-identical copies before the
 stratified, seeded split exactly as it removes repeated sentences (a copy of a training photo in the test set
 would inflate the score). Every file is opened and fully decoded here, before any model is loaded, so a
@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domainfit.data.readers import Example, read_examples
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example
 from domainfit.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from domainfit.data.readers import Example, data_error_at
+from domainfit.data.records import Example, data_error_at
 from domainfit.errors import DataError
 
 _INTEGER = re.compile(r"[+-]?\d+")

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from domainfit.data.labels import sort_labels
-from domainfit.data.readers import Example, LabelLocation, data_error_at, read_examples
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example, LabelLocation, data_error_at
 from domainfit.errors import DataError
 
 log = logging.getLogger(__name__)

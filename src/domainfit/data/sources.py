@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domainfit.errors import DataError
+from domainfit.io.atomic import open_atomic
 
 
 @dataclass(frozen=True)
@@ -77,21 +78,21 @@ def fetch(source: DatasetSource, target: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     archive = folder / Path(source.url).name
     print(f"downloading {source.url} (licence: {source.licence})")
-    tmp = archive.with_suffix(".part")
-    try:
-        with urllib.request.urlopen(source.url, timeout=60) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"could not download {source.url}: {e}",
-                        fix=f"on a machine with internet, download it, copy it to {folder}/ and unpack it there; "
-                            "or pass --data-dir pointing at a folder that holds it.") from e
-    digest = sha256_of(tmp)
-    if digest != source.sha256:
-        tmp.unlink()
-        raise DataError(f"downloaded file has SHA-256 {digest}, expected {source.sha256}", path=archive,
-                        fix="the source changed or the download was corrupted; fetch it again or get a verified copy.")
-    os.replace(tmp, archive)
+    # the archive appears only once downloaded whole and verified; any failure removes the partial file
+    with open_atomic(archive, "wb") as f:
+        try:
+            with urllib.request.urlopen(source.url, timeout=60) as r:
+                shutil.copyfileobj(r, f)
+        except OSError as e:
+            raise DataError(f"could not download {source.url}: {e}",
+                            fix=f"on a machine with internet, download it, copy it to {folder}/ and unpack it "
+                                "there; or pass --data-dir pointing at a folder that holds it.") from e
+        f.flush()
+        digest = sha256_of(Path(f.name))
+        if digest != source.sha256:
+            raise DataError(f"downloaded file has SHA-256 {digest}, expected {source.sha256}", path=archive,
+                            fix="the source changed or the download was corrupted; fetch it again or get a "
+                                "verified copy.")
     with zipfile.ZipFile(archive) as z:
         z.extractall(folder)
     return (folder / source.file).resolve()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from domainfit.data.readers import Example, data_error_at
+from domainfit.data.records import Example, data_error_at
 from domainfit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from domainfit.serving.image_predictor import (
     load_image_model,
     read_image_settings,
 )
-from domainfit.serving.predictor import Runner, check_model_dir
+from domainfit.serving.model_folder import check_model_dir
+from domainfit.serving.runners import Runner
 
 TASK = "image-classification"
 GENERATED_IMAGES = 16

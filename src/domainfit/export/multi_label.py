@@ -17,9 +17,7 @@ import numpy as np
 
 from domainfit.export.onnx import (
     ExportJob,
-    check_opset,
-    check_parity_texts,
-    import_export_extra,
+    check_text_export,
     parity_entry,
     run_export,
     text_dynamic_axes,
@@ -27,14 +25,8 @@ from domainfit.export.onnx import (
 )
 from domainfit.export.registry import EXPORTERS
 from domainfit.serving.multilabel_predictor import TASK, load_multilabel
-from domainfit.serving.predictor import (
-    FastTokenizer,
-    Runner,
-    TorchRunner,
-    check_model_dir,
-    load_hf_tokenizer,
-    load_torch_model,
-)
+from domainfit.serving.runners import Runner, TorchRunner, load_torch_model
+from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer
 
 
 def export_multilabel(model_dir: str | Path, *, quantize: bool = True, parity_texts: list[str] | None = None,
@@ -51,10 +43,7 @@ def export_multilabel(model_dir: str | Path, *, quantize: bool = True, parity_te
     Returns:
         The report written to ``onnx/export.json``.
     """
-    path = check_model_dir(model_dir)
-    import_export_extra()
-    texts, source = check_parity_texts(parity_texts)
-    check_opset(opset)
+    path, texts, source = check_text_export(model_dir, parity_texts, opset)
     model = load_torch_model(path, attn_implementation="eager")  # eager attention: the pattern ORT fuses
     predictor = load_multilabel(path, backend="torch").with_runner(TorchRunner(model), "torch")
     reference = predictor.predict_proba(texts)  # (n, num_labels); also checks the texts

@@ -37,24 +37,19 @@ import torch
 
 from domainfit.errors import DomainfitError, MissingExtraError
 from domainfit.export.registry import EXPORTERS
-from domainfit.io.atomic import write_text_atomic
+from domainfit.io.atomic import move_atomic, write_text_atomic
+from domainfit.serving.backends import AUTO_MIN_AGREEMENT
 from domainfit.serving.files import pid_is_alive
-from domainfit.serving.predictor import (
-    AUTO_MIN_AGREEMENT,
+from domainfit.serving.model_folder import (
     EXPORT_REPORT,
     ONNX_DIR,
     ONNX_FILES,
-    FastTokenizer,
-    OnnxRunner,
-    Predictor,
-    Runner,
-    TorchRunner,
     check_model_dir,
-    load_torch_model,
-    pad_inputs,
-    read_text_side,
     weights_fingerprint,
 )
+from domainfit.serving.predictor import Predictor, read_text_side
+from domainfit.serving.runners import OnnxRunner, Runner, TorchRunner, load_torch_model
+from domainfit.serving.tokenizing import FastTokenizer, pad_inputs
 from domainfit.version import __version__
 
 # Architectures whose attention ONNX Runtime's "bert" fusion recognises. Others are exported unfused
@@ -148,10 +143,7 @@ def export_onnx(
     Returns:
         The report written to ``export.json``: versions, opset, and per model its file, size and parity.
     """
-    path = check_model_dir(model_dir)
-    import_export_extra()
-    parity_texts, parity_source = check_parity_texts(parity_texts)
-    check_opset(opset)
+    path, parity_texts, parity_source = check_text_export(model_dir, parity_texts, opset)
 
     tokenizer, settings, labels = read_text_side(path)
     model = load_torch_model(path, attn_implementation="eager")  # eager attention: the pattern ORT fuses
@@ -168,6 +160,21 @@ def export_onnx(
                     model_type=model.config.model_type, settings={"max_length": settings.max_length},
                     bf16=True)
     return run_export(path, job, quantize=quantize, opset=opset)
+
+
+def check_text_export(model_dir: str | Path, parity_texts: list[str] | None,
+                      opset: int) -> tuple[Path, list[str], str]:
+    """The checks every text exporter makes before loading a model, in order: the folder, the ``export``
+    extra, the parity texts, the opset.
+
+    Returns:
+        The model folder, the parity texts and where they came from (see :func:`check_parity_texts`).
+    """
+    path = check_model_dir(model_dir)
+    import_export_extra()
+    texts, source = check_parity_texts(parity_texts)
+    check_opset(opset)
+    return path, texts, source
 
 
 def check_parity_texts(parity_texts: list[str] | None) -> tuple[list[str], str]:
@@ -250,12 +257,12 @@ def run_export(path: Path, job: ExportJob, *, quantize: bool, opset: int) -> dic
                 fusion = {"applied": False, "reason": f"fused graph differs from PyTorch (max logit diff "
                                                       f"{fused_diff:.2e}); kept the plain export"}
         report["fusion"] = fusion
-        os.replace(fp32, out_dir / ONNX_FILES["onnx"])
+        move_atomic(fp32, out_dir / ONNX_FILES["onnx"])
         report["models"]["onnx"] = _model_entry(out_dir, "onnx", parity_of(out_dir / ONNX_FILES["onnx"]))
 
         if quantize:
             int8, report["quantization"], parity = _quantize(out_dir / ONNX_FILES["onnx"], work, parity_of)
-            os.replace(int8, out_dir / ONNX_FILES["onnx-int8"])
+            move_atomic(int8, out_dir / ONNX_FILES["onnx-int8"])
             report["models"]["onnx-int8"] = _model_entry(out_dir, "onnx-int8", parity)
 
     if job.bf16:

@@ -19,17 +19,16 @@ import numpy as np
 from domainfit.errors import DomainfitError
 from domainfit.export.onnx import (
     ExportJob,
-    check_opset,
-    check_parity_texts,
-    import_export_extra,
+    check_text_export,
     label_parity,
     run_export,
     text_dynamic_axes,
     text_sample,
 )
 from domainfit.export.registry import EXPORTERS
-from domainfit.serving.predictor import FastTokenizer, Runner, TorchRunner, check_model_dir, load_hf_tokenizer
+from domainfit.serving.runners import Runner, TorchRunner
 from domainfit.serving.token_predictor import TASK, load_token_model, load_token_predictor
+from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer
 
 
 def export_token_classifier(model_dir: str | Path, *, quantize: bool = True,
@@ -46,10 +45,7 @@ def export_token_classifier(model_dir: str | Path, *, quantize: bool = True,
     Returns:
         The report written to ``onnx/export.json``.
     """
-    path = check_model_dir(model_dir)
-    import_export_extra()
-    texts, source = check_parity_texts(parity_texts)
-    check_opset(opset)
+    path, texts, source = check_text_export(model_dir, parity_texts, opset)
     model = load_token_model(path, attn_implementation="eager")  # eager attention: the pattern ORT fuses
     predictor = load_token_predictor(path, backend="torch").with_runner(TorchRunner(model), "torch")
     reference = _stacked(predictor.unit_probabilities(texts))  # (units, num_labels); also checks the texts

@@ -4,7 +4,8 @@
     domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
 """
 
+from domainfit.serving.backends import BACKENDS
 from domainfit.serving.loader import load
-from domainfit.serving.predictor import BACKENDS, Predictor
+from domainfit.serving.predictor import Predictor
 
 __all__ = ["BACKENDS", "Predictor", "load"]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from domainfit.errors import DataError, DomainfitError
+from domainfit.io.atomic import open_atomic
 from domainfit.io.disk import disk_full
 
 TMP_SUFFIX = ".tmp"
@@ -182,16 +183,9 @@ def write_output(out: str | Path, *, newline: str | None = None) -> Iterator[Tex
         newline: as for :func:`open` (``""`` for the csv module).
     """
     out = Path(out)
-    tmp = temp_path(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        with open_atomic(out, "w", encoding="utf-8", newline=newline, tmp=temp_path(out)) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())  # the rename below must not publish a file whose data is still in memory
-        os.replace(tmp, out)
     except OSError as e:
         raise output_error(e, out) from e
-    finally:
-        tmp.unlink(missing_ok=True)
     remove_stale_temps(out)

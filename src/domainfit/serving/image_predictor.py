@@ -25,17 +25,11 @@ from domainfit.data.image_transforms import ImagePreprocessing
 from domainfit.data.images import IMAGE_EXTENSIONS, open_rgb
 from domainfit.errors import DataError, DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
-from domainfit.serving.predictor import (
-    ONNX_FILES,
-    Runner,
-    TorchRunner,
-    apply_abstention,
-    check_min_confidence,
-    onnx_runner,
-    read_confidence_settings,
-    resolve_task_backend,
-)
+from domainfit.serving.backends import resolve_task_backend
+from domainfit.serving.confidence import apply_abstention, check_min_confidence
+from domainfit.serving.model_folder import ONNX_FILES, read_confidence_settings
 from domainfit.serving.registry import PREDICTORS
+from domainfit.serving.runners import Runner, TorchRunner, onnx_runner
 
 DEFAULT_BATCH_SIZE = 32
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")

@@ -14,7 +14,7 @@ from domainfit.errors import DomainfitError, ModelError
 from domainfit.models.folder import folder_task
 from domainfit.serving import generator, image_predictor, multilabel_predictor, predictor, token_predictor  # noqa: F401
 from domainfit.serving.generator import read_generation_settings
-from domainfit.serving.predictor import check_model_dir
+from domainfit.serving.model_folder import check_model_dir
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import check_max_chars
 

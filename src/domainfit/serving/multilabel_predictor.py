@@ -8,7 +8,8 @@
     domainfit predict runs/ncbi-multilabel/model notes.csv --output predictions.csv
 
 The per-label thresholds tuned on the validation set at training time are read from ``domainfit.json``;
-tokenising, length-sorted batching and the backends are those of :mod:`domainfit.serving.predictor`.
+tokenising, length-sorted batching and the backends are those of the text classifier
+(:mod:`~domainfit.serving.tokenizing`, :mod:`~domainfit.serving.backends`).
 After ``domainfit export`` the ONNX backends serve it too, and "auto" picks them as for single-label
 models, judged by how often the label set at the stored thresholds stayed the same.
 """
@@ -26,23 +27,14 @@ import numpy as np
 from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.metrics.multilabel import sigmoid
-from domainfit.models.folder import folder_task, read_folder_settings
+from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
+from domainfit.serving.backends import DEFAULT_BATCH_SIZE, SPLIT_BACKEND, create_runner, resolve_task_backend
 from domainfit.serving.files import write_output
-from domainfit.serving.predictor import (
-    _RUNNERS,
-    DEFAULT_BATCH_SIZE,
-    SETTINGS_FILE,
-    SPLIT_BACKEND,
-    FastTokenizer,
-    Runner,
-    _read_json,
-    check_model_dir,
-    load_hf_tokenizer,
-    pad_inputs,
-    resolve_task_backend,
-)
+from domainfit.serving.model_folder import check_model_dir, read_json
 from domainfit.serving.registry import PREDICTORS
+from domainfit.serving.runners import Runner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
+from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer, pad_inputs
 
 TASK = "multi-label-classification"
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
@@ -181,13 +173,13 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
     bad = {label: t for label, t in thresholds.items() if not isinstance(t, (int, float)) or not 0 < t <= 1}
     if bad:
         raise ModelError(f"thresholds must be numbers in (0, 1], found {bad}", path=settings_path, key="thresholds")
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json")
     if [config.get("id2label", {}).get(str(i)) for i in range(len(labels))] != labels:
         raise ModelError("the labels in domainfit.json do not match config.json's id2label", path=settings_path,
                          key="labels", fix="the folder was edited by hand: retrain or restore both files.")
     hf_tokenizer = load_hf_tokenizer(path)
     max_length = int(settings.get("max_length", min(getattr(hf_tokenizer, "model_max_length", 512), 512)))
-    runner = _RUNNERS[resolved](path, num_threads)
+    runner = create_runner(path, resolved, num_threads)
     return MultiLabelPredictor(runner, FastTokenizer(hf_tokenizer, max_length), labels,
                                np.array([float(thresholds[label]) for label in labels], dtype=np.float32),
                                text_prefix=str(settings.get("text_prefix", "")), backend=resolved,

@@ -38,19 +38,13 @@ from domainfit.data.token_alignment import (
 )
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
+from domainfit.serving.backends import resolve_task_backend
 from domainfit.serving.files import write_output
-from domainfit.serving.predictor import (
-    ONNX_FILES,
-    Runner,
-    TorchRunner,
-    load_hf_tokenizer,
-    onnx_runner,
-    pad_inputs,
-    read_labels,
-    resolve_task_backend,
-)
+from domainfit.serving.model_folder import ONNX_FILES, read_labels
 from domainfit.serving.registry import PREDICTORS
+from domainfit.serving.runners import Runner, TorchRunner, onnx_runner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
+from domainfit.serving.tokenizing import load_hf_tokenizer, pad_inputs
 
 TASK = "token-classification"
 DEFAULT_BATCH_SIZE = 64

@@ -19,7 +19,8 @@ from domainfit.config import DataConfig, RunConfig
 from domainfit.data.augment import Augmenter, create_augmenter, format_samples
 from domainfit.data.batching import pad_batch
 from domainfit.data.labels import LabelMap
-from domainfit.data.readers import Example, read_examples
+from domainfit.data.readers import read_examples
+from domainfit.data.records import Example
 from domainfit.data.splits import make_splits, sample_fraction, sample_per_class
 from domainfit.data.windows import WindowSettings, encode_windows, special_token_counts
 from domainfit.errors import ConfigError
