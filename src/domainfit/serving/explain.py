@@ -33,8 +33,10 @@ from domainfit.models.folder import folder_task
 from domainfit.registry import Registry
 from domainfit.serving.image_predictor import ImagePredictor
 from domainfit.serving.loader import load
+from domainfit.serving.model_folder import check_model_dir
 from domainfit.serving.multilabel_predictor import MultiLabelPredictor
-from domainfit.serving.predictor import Predictor, TorchRunner, check_model_dir
+from domainfit.serving.predictor import Predictor
+from domainfit.serving.runners import TorchRunner
 from domainfit.serving.token_predictor import TokenPredictor
 
 

@@ -39,7 +39,6 @@ from domainfit.serving.confidence import apply_abstention, check_min_confidence,
 from domainfit.serving.model_folder import ONNX_FILES, ServingSettings, read_labels, read_settings
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.runners import Runner
-from domainfit.serving.runners import TorchRunner as TorchRunner  # serving/explain.py imports it from here
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer, pad_inputs
 
