@@ -3,7 +3,8 @@
     domainfit federate federate.yaml [key=value ...]
 
 Every site's file is read, checked and split as ``domainfit train`` would (all of them before the model is
-loaded, so a bad file fails at once); the label list is the union over sites, so class ids agree everywhere.
+loaded, so a bad file fails at once); the label list is ``labels:``, else the union over sites, so class ids
+agree everywhere.
 One model is built from the run config; an in-process Flower grid delivers each message to its site in turn,
 so a site's handlers are exactly those a deployed SuperNode runs (``federated/apps.py``). Each round the
 server sends the global trained weights (LoRA matrices and head under ``peft.method: lora``), the chosen sites
@@ -95,7 +96,7 @@ def run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
 def _load_sites_data(
     fed: FederateConfig, cfg: RunConfig, task: Task
 ) -> tuple[dict[str, TaskData], list[str]]:
-    """Every site's checked splits, and the federation's label list (the union over sites)."""
+    """Every site's checked splits, and the federation's labels (``labels:``, else the union over sites)."""
     datas = {name: task.load_data(site_config(cfg, path)) for name, path in fed.sites.items()}
     labels = sort_labels(fed.labels or set().union(*(d.labels for d in datas.values())))
     for name, data in datas.items():

@@ -35,7 +35,7 @@ class Site:
     Attributes:
         name: the site's name in the federate config.
         cfg: the run config with ``data.train`` set to this site's file.
-        data: the site's splits; ``labels`` are the federation's (the union over sites), so class ids agree.
+        data: the site's splits; ``labels`` are the federation's (one list everywhere), so class ids agree.
         features: encoded splits.
         objective: the training objective (with FedProx's proximal term under strategy fedprox).
         privacy: the site's DP-SGD state when ``dp.enabled`` (its accountant lives across rounds).
