@@ -5,7 +5,7 @@
     domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
     domainfit pipeline CONFIG [key=value ...]        # pretrain -> fine-tune -> compare with the baseline, resumable
     domainfit tune CONFIG [key=value ...] [--no-retrain]   # hyperparameter search (Optuna), resumable
-    domainfit federate CONFIG [key=value ...]        # federated fine-tuning of N sites on Flower (FedAvg/FedProx)
+    domainfit federate CONFIG [key=value ...] [--deploy-app DIR]   # federated fine-tuning (Flower); DIR: a real deployment
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations typos,numbers]   # invariance tests
     domainfit predict MODEL_DIR INPUT --output OUT.csv
@@ -69,6 +69,19 @@ def _federate(args: argparse.Namespace) -> None:
     from domainfit.config.federate import load_federate_config
     from domainfit.federated.simulation import run_federation
 
+    if args.deploy_app:
+        from domainfit.federated.deploy import write_app
+
+        cfg = load_federate_config(args.config, args.overrides, deployed=True)
+        app = write_app(cfg, args.config, args.deploy_app, args.overrides)
+        print(f"Wrote the Flower app {app}. Run (docs/federated.md, section Deployment; --insecure only for a "
+              "loopback test, see there for TLS):\n"
+              "  server:  flower-superlink --insecure --disable-runtime-dependency-installation\n"
+              + "".join(f"  site {name}:  flower-supernode --insecure --superlink SERVER:9092 "
+                        f"--node-config 'site=\"{name}\" data=\"{cfg.sites[name]}\"'\n" for name in cfg.sites)
+              + f"  run (on the server, with a [superlink.domainfit] connection in ~/.flwr/config.toml):  "
+              f"flwr run {app} domainfit --stream")
+        return
     cfg = load_federate_config(args.config, args.overrides)
     run_federation(cfg, args.config)
     print(f"\nDone. Global model: {Path(cfg.output_dir) / 'model'}   Report: {Path(cfg.output_dir) / 'report.md'}")
@@ -555,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("federate", help="federated fine-tuning: N sites train locally, a Flower strategy averages")
     p.add_argument("config", help="YAML federate config (see docs/federated.md)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=5 strategy=fedprox")
+    p.add_argument("--deploy-app", metavar="DIR", default=None, help="do not simulate: write the Flower app "
+                   "of a real deployment (flower-superlink, one flower-supernode per site, flwr run DIR)")
     p.set_defaults(func=_federate)
 
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")

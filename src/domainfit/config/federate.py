@@ -62,7 +62,14 @@ class FederateConfig:
     sites: dict[str, str] = _f(
         {},
         "Site name -> that site's training file (read with the run config's data options; each site splits "
-        "off its own validation and test sets as the run config's data section says).",
+        "off its own validation and test sets as the run config's data section says). In a deployment the "
+        "files are on the sites' machines (a SuperNode may name another with --node-config data=...).",
+    )
+    labels: list[str] = _f(
+        [],
+        "The federation's class labels. Required by a deployment (--deploy-app), where no site sees the "
+        "others' labels; in the simulation, default: the union of the sites' labels. Ids follow the order "
+        "domainfit train uses (numeric if every label is an integer, else alphabetical).",
     )
     rounds: int = _f(
         3, "Federated rounds: the server sends the global weights, sites train, the server averages.", min=1
@@ -105,15 +112,20 @@ class FederateConfig:
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def load_federate_config(path: str | Path, overrides: list[str] | None = None) -> FederateConfig:
+def load_federate_config(
+    path: str | Path, overrides: list[str] | None = None, *, deployed: bool = False
+) -> FederateConfig:
     """Read and check a federate YAML (see the module docstring).
 
     Args:
         path: the federate file.
         overrides: ``dotted.key=value`` strings, e.g. ``rounds=5`` or ``dp.enabled=true``.
+        deployed: read for a real deployment (``federated/deploy.py``): the sites' files are on the sites'
+            machines, so they are not looked for here, and ``labels`` is required.
 
     Returns:
-        The checked config; ``run_config`` and every site's file are resolved paths that exist.
+        The checked config; ``run_config`` is a resolved path that exists, and so is every site's file
+        unless ``deployed``.
     """
     path = Path(path)
     raw = _read_raw(path, overrides)
@@ -142,7 +154,9 @@ def load_federate_config(path: str | Path, overrides: list[str] | None = None) -
                 key=key,
                 fix="use letters, digits, '-', '_' and '.' (no '/', no '..'), at most 64 characters.",
             )
-        cfg.sites[name] = _existing(data, path, key, "data file")
+        if not deployed:
+            cfg.sites[name] = _existing(data, path, key, "data file")
+    _check_labels(cfg, path, deployed)
     if "proximal_mu" in raw and cfg.strategy != "fedprox":
         raise ConfigError(
             f"proximal_mu is FedProx's setting, but strategy is {cfg.strategy!r}, so it would be ignored",
@@ -167,6 +181,26 @@ def load_federate_config(path: str | Path, overrides: list[str] | None = None) -
             fix="set dp.enabled: true, or remove the dp settings.",
         )
     return cfg
+
+
+def _check_labels(cfg: FederateConfig, source: Path, deployed: bool) -> None:
+    if deployed and not cfg.labels:
+        raise ConfigError(
+            "a deployment needs the federation's labels: no site sees the others' data",
+            path=source,
+            key="labels",
+            fix="list every class, e.g. labels: [negative, neutral, positive].",
+        )
+    seen: set[str] = set()
+    for label in cfg.labels:
+        if not str(label).strip() or label in seen:
+            raise ConfigError(
+                f"the label {short_repr(label, 80)} is {'listed twice' if label in seen else 'empty'}",
+                path=source,
+                key="labels",
+                fix="list each class once, by the name the sites' files use.",
+            )
+        seen.add(label)
 
 
 def _existing(value: str, source: Path, key: str, what: str) -> str:

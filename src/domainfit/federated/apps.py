@@ -64,7 +64,7 @@ def evaluate_handler(site: Site, model: nn.Module, device: torch.device) -> Call
         content = RecordDict(
             {
                 "metrics": MetricRecord({WEIGHT_KEY: len(site.features[site.held_out]), **metrics}),
-                "site": ConfigRecord({"name": site.name}),
+                "site": ConfigRecord({"name": site.name, "held-out": site.held_out}),
             }
         )
         return Message(content, reply_to=message)
@@ -80,6 +80,7 @@ class RoundLog:
     sites_eval: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     global_eval: dict[int, dict[str, float]] = field(default_factory=dict)
     traffic: dict[int, dict[str, int]] = field(default_factory=dict)
+    held_out: dict[str, str] = field(default_factory=dict)  # site -> the split it scores on
     current_round: int = 0
 
     def recorder(self, target: str) -> Callable[[list[Any], str], Any]:
@@ -90,7 +91,10 @@ class RoundLog:
             per_site = getattr(self, target).setdefault(self.current_round, {})
             for record in records:
                 metrics = next(iter(record.metric_records.values()))
-                per_site[str(record["site"]["name"])] = {k: float(v) for k, v in metrics.items()}
+                name = str(record["site"]["name"])
+                per_site[name] = {k: float(v) for k, v in metrics.items()}
+                if "held-out" in record["site"]:
+                    self.held_out[name] = str(record["site"]["held-out"])
             return aggregate_metricrecords(records, weighted_by_key)
 
         return aggregate
@@ -115,19 +119,32 @@ def create_strategy(fed: FederateConfig, log: RoundLog) -> Any:
     return FedAvg(**common)
 
 
-def register_handlers(app: Any, resolve: Callable[[Any], tuple[Site, nn.Module, torch.device]]) -> None:
+def register_handlers(
+    app: Any,
+    resolve: Callable[[Any], tuple[Site, nn.Module, torch.device]],
+    after: Callable[[Site, Any], None] | None = None,
+) -> None:
     """Register the site's ``train`` and ``evaluate`` handlers on a Flower ``ClientApp``.
 
     Args:
         app: the ClientApp.
         resolve: ``resolve(context) -> (site, model, device)``: the site a message is for (the simulation
             maps the node id; a deployed SuperNode builds its one site from its node config).
+        after: ``after(site, context)``, called once a reply is made: a deployed site keeps what must last
+            across rounds in ``context.state``, as each message runs in a new process.
     """
+
+    def handle(make: Callable[..., Callable[[Any], Any]], message: Any, context: Any) -> Any:
+        site, model, device = resolve(context)
+        reply = make(site, model, device)(message)
+        if after is not None:
+            after(site, context)
+        return reply
 
     @app.train()
     def train(message: Any, context: Any) -> Any:
-        return train_handler(*resolve(context))(message)
+        return handle(train_handler, message, context)
 
     @app.evaluate()
     def evaluate(message: Any, context: Any) -> Any:
-        return evaluate_handler(*resolve(context))(message)
+        return handle(evaluate_handler, message, context)

@@ -45,8 +45,13 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
         "",
         "## Rounds",
         "",
-        "Global: the global model on every site's held-out split pooled (round 0: before training). "
-        f"Per site: the global model's {main} on that site's held-out split after the round.",
+        (
+            "Global: the sites' scores of the global model, averaged weighted by their held-out examples "
+            "(a deployed server holds no data). "
+            if results.get("global_score") == "sites_weighted_mean"
+            else "Global: the global model on every site's held-out split pooled (round 0: before training). "
+        )
+        + f"Per site: the global model's {main} on that site's held-out split after the round.",
         "",
     ]
     header = [

@@ -3,7 +3,8 @@
     domainfit federate federate.yaml [key=value ...]
 
 Every site's file is read, checked and split as ``domainfit train`` would (all of them before the model is
-loaded, so a bad file fails at once); the label list is the union over sites, so class ids agree everywhere.
+loaded, so a bad file fails at once); the label list is ``labels:``, else the union over sites, so class ids
+agree everywhere.
 One model is built from the run config; an in-process Flower grid delivers each message to its site in turn,
 so a site's handlers are exactly those a deployed SuperNode runs (``federated/apps.py``). Each round the
 server sends the global trained weights (LoRA matrices and head under ``peft.method: lora``), the chosen sites
@@ -42,7 +43,7 @@ from domainfit.federated.exchange import (
     trained_state,
 )
 from domainfit.federated.report import ROUND_METRICS, write_report
-from domainfit.federated.site import Site, pooled_features, site_config
+from domainfit.federated.site import Site, pooled_features, site_config, use_federation_labels
 from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.models.loading import check_max_length
 from domainfit.objectives.fedprox import ProximalObjective
@@ -69,12 +70,12 @@ def run_federation(fed: FederateConfig, source: str | Path) -> dict[str, Any]:
     source = Path(source)
     cfg = load_federated_run_config(fed, source)
     task = create_task(cfg.task)
-    with _run_folder(cfg, source) as out:
+    with run_folder(cfg, source) as out:
         return _federate(fed, cfg, task, out)
 
 
 @contextlib.contextmanager
-def _run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
+def run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
     """``open_run_folder``, with its complaints about the folder naming the federate file's keys."""
     try:
         with open_run_folder(cfg, resume=False) as out:
@@ -95,11 +96,11 @@ def _run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
 def _load_sites_data(
     fed: FederateConfig, cfg: RunConfig, task: Task
 ) -> tuple[dict[str, TaskData], list[str]]:
-    """Every site's checked splits, and the federation's label list (the union over sites)."""
+    """Every site's checked splits, and the federation's labels (``labels:``, else the union over sites)."""
     datas = {name: task.load_data(site_config(cfg, path)) for name, path in fed.sites.items()}
-    labels = sort_labels(set().union(*(d.labels for d in datas.values())))
-    for data in datas.values():
-        data.labels = list(labels)
+    labels = sort_labels(fed.labels or set().union(*(d.labels for d in datas.values())))
+    for name, data in datas.items():
+        use_federation_labels(data, labels, fed.sites[name])
     return datas, list(labels)
 
 
@@ -117,7 +118,10 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     check_max_length(getattr(model, "config", None), cfg.model.max_length)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    sites = [_create_site(name, fed, cfg, task, tokenizer, data, device) for name, data in datas.items()]
+    sites = [
+        create_site(name, fed.sites[name], fed, cfg, task, tokenizer, data, device)
+        for name, data in datas.items()
+    ]
     start_run(
         out,
         cfg,
@@ -159,7 +163,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
             )
         )
         round_log.global_eval[server_round] = metrics
-        _log_round(tb, round_log, server_round)
+        log_round(tb, round_log, server_round)
         return MetricRecord(metrics)
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-round banners; the report has the numbers
@@ -174,7 +178,16 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     tb.close()
     load_trained_state(model, from_record(result.arrays))
 
-    results = _results(fed, cfg, sites, round_log, model, full_bytes)
+    sites_info = {
+        s.name: {
+            "file": fed.sites[s.name],
+            "train_examples": s.num_train,
+            "held_out": s.held_out,
+            "held_out_examples": len(s.features[s.held_out]),
+        }
+        for s in sites
+    }
+    results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes)
     with atomic_dir(out / "model") as tmp:
         task.save(model.cpu(), tokenizer, cfg, pooled, tmp)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
@@ -188,8 +201,9 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     return results
 
 
-def _create_site(
+def create_site(
     name: str,
+    data_file: str,
     fed: FederateConfig,
     cfg: RunConfig,
     task: Task,
@@ -197,7 +211,19 @@ def _create_site(
     data: TaskData,
     device: torch.device,
 ) -> Site:
-    site_cfg = site_config(cfg, fed.sites[name])
+    """A site: its data encoded, its objective (with FedProx's term), its DP-SGD state when ``dp.enabled``.
+
+    Args:
+        name: the site's name.
+        data_file: its training file (``data.train`` of its run config).
+        fed: the federate config.
+        cfg: the run config every site trains with.
+        task: the task.
+        tokenizer: the model's tokenizer.
+        data: the site's checked splits, with the federation's labels.
+        device: where its objective lives.
+    """
+    site_cfg = site_config(cfg, data_file)
     features = {
         split: task.encode(examples, tokenizer, site_cfg, data) for split, examples in data.splits.items()
     }
@@ -221,7 +247,7 @@ def _create_site(
     )
 
 
-def _log_round(tb: Any, round_log: RoundLog, server_round: int) -> None:
+def log_round(tb: Any, round_log: RoundLog, server_round: int) -> None:
     """TensorBoard scalars of one round: global, per site (training and held-out), traffic."""
     for name, value in round_log.global_eval.get(server_round, {}).items():
         tb.add_scalar(f"global/{name}", value, server_round)
@@ -233,29 +259,23 @@ def _log_round(tb: Any, round_log: RoundLog, server_round: int) -> None:
         tb.add_scalar(f"traffic/{name}", value, server_round)
 
 
-def _results(
+def collect_results(
     fed: FederateConfig,
     cfg: RunConfig,
-    sites: list[Site],
+    sites_info: dict[str, dict[str, Any]],
     round_log: RoundLog,
     model: torch.nn.Module,
     full_bytes: int,
 ) -> dict[str, Any]:
+    """metrics.json's dict: the settings, each site (``sites_info``: file, train_examples, held_out,
+    held_out_examples), the per-round records of ``round_log``, and what one message carries."""
     exchanged = trained_state(model)
     exchanged_bytes = sum(t.numel() * t.element_size() for t in exchanged.values())
     return {
         "strategy": fed.strategy,
         "rounds": fed.rounds,
         "local_epochs": fed.local_epochs,
-        "sites": {
-            s.name: {
-                "file": fed.sites[s.name],
-                "train_examples": s.num_train,
-                "held_out": s.held_out,
-                "held_out_examples": len(s.features[s.held_out]),
-            }
-            for s in sites
-        },
+        "sites": sites_info,
         "global": {str(r): m for r, m in sorted(round_log.global_eval.items())},
         "sites_train": {str(r): m for r, m in sorted(round_log.sites_train.items())},
         "sites_eval": {str(r): m for r, m in sorted(round_log.sites_eval.items())},

@@ -20,6 +20,7 @@ from torch import nn
 
 from domainfit.config import RunConfig
 from domainfit.data.batching import EpochBatchSampler
+from domainfit.errors import DataError, short_repr
 from domainfit.tasks import Features, Task, TaskData
 from domainfit.training.loop import evaluate
 from domainfit.training.optim import create_optimizer, create_scheduler
@@ -34,7 +35,7 @@ class Site:
     Attributes:
         name: the site's name in the federate config.
         cfg: the run config with ``data.train`` set to this site's file.
-        data: the site's splits; ``labels`` are the federation's (the union over sites), so class ids agree.
+        data: the site's splits; ``labels`` are the federation's (one list everywhere), so class ids agree.
         features: encoded splits.
         objective: the training objective (with FedProx's proximal term under strategy fedprox).
         privacy: the site's DP-SGD state when ``dp.enabled`` (its accountant lives across rounds).
@@ -124,6 +125,24 @@ def site_config(cfg: RunConfig, data_file: str) -> RunConfig:
     site_cfg = copy.deepcopy(cfg)
     site_cfg.data.train = data_file
     return site_cfg
+
+
+def use_federation_labels(data: TaskData, labels: list[str], data_file: str) -> None:
+    """Give a site's data the federation's label list, so class ids agree at every site and the server.
+
+    Raises:
+        DataError: the site's file holds a label the list lacks (naming the file and the labels).
+    """
+    unknown = sorted(set(data.labels) - set(labels))
+    if unknown:
+        raise DataError(
+            f"label(s) {short_repr(unknown, 200)} are not among the federation's labels "
+            f"{short_repr(list(labels), 300)}",
+            path=data_file,
+            fix="add them to labels: in the federate config (the server and every site use that one list), "
+            "or correct the file.",
+        )
+    data.labels = list(labels)
 
 
 def pooled_features(sites: list[Site]) -> Features:
