@@ -3,11 +3,16 @@
     .venv/bin/python benchmarks/bench_serve.py --model-dir /tmp/pb/model --clients 200 --seconds 60
 
 Starts `domainfit serve MODEL_DIR` on a free loopback port (its own process, as in production), then runs
-``--clients`` asyncio + httpx clients for ``--seconds`` seconds, each posting one PhraseBank test sentence
-per request, back to back. Reports requests, errors (any non-200 or failed request), p50/p99 latency and
-throughput; then stops the server (SIGTERM) and measures offline throughput on the same texts in this
-process: the ``Predictor.predict`` call that `domainfit predict` makes (model loading and file I/O not
-counted), with the same backend. The ratio server/offline is the issue's figure (target: >= 0.7).
+``--clients`` clients for ``--seconds`` seconds, each posting one PhraseBank test sentence per request, back
+to back, on its own keep-alive HTTP/1.1 connection. Reports requests, errors (any non-200 or failed request),
+p50/p99 latency and throughput; then stops the server (SIGTERM) and measures offline throughput on the same
+texts in this process: the ``Predictor.predict`` call that `domainfit predict` makes (model loading and file
+I/O not counted), with the same backend. The ratio server/offline is the issue's figure (target: >= 0.7).
+
+The clients are raw HTTP/1.1 over asyncio streams in this one process, not httpx: they share the cores with
+the server, and 200 httpx clients cost about 11 ms of CPU per request (its connection pool scans every
+connection for every request), several times what the server spends on the text; these cost about 0.1 ms.
+The report gives the CPU each side used per request, and the load average, so the figure can be judged.
 
 Without ``--model-dir`` it trains the PhraseBank MiniLM first (``domainfit train
 src/domainfit/configs/phrasebank.yaml output.dir=/tmp/pb train.epochs=1``), unless /tmp/pb/model exists.
@@ -31,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +62,6 @@ def read_texts(path: Path) -> list[str]:
 
 def start_server(model_dir: Path, flags: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     """`domainfit serve` with its JSON log in a file (a pipe would fill up and stall the server)."""
-    import httpx
-
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "domainfit", "serve", str(model_dir), "--port", "0", *flags],
                             env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
@@ -69,47 +74,95 @@ def start_server(model_dir: Path, flags: list[str], log: Path) -> tuple[subproce
             for line in log.read_text().splitlines():
                 if line.startswith("{") and json.loads(line).get("event") == "listening":
                     url = json.loads(line)["url"]
-        elif httpx.get(f"{url}/ready").status_code == 200:
+        elif is_ready(url):
             return proc, url
         time.sleep(0.2)
     proc.kill()
     raise SystemExit("the server did not get ready in 300 s")
 
 
-async def load_test(url: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
-    import httpx
+def is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: POST a JSON body, read the status and the whole response."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        try:
+            return await asyncio.wait_for(self._read_response(), timeout)
+        except BaseException:
+            self.close()  # a half-read response would garble the next one on this connection
+            raise
+
+    async def _read_response(self) -> tuple[int, bytes]:
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+        headers = {k.strip().lower(): v.strip() for k, v in headers.items()}
+        if "content-length" not in headers:
+            raise ConnectionError("response without Content-Length")
+        payload = await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load_test(url: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sent = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
-        async def one_client(offset: int) -> None:
-            nonlocal sent
-            i = offset
-            while time.perf_counter() < deadline and sent < max_requests:
-                sent += 1
-                start = time.perf_counter()
-                try:
-                    response = await client.post("/predict", json={"texts": [texts[i % len(texts)]]})
-                    if response.status_code == 200:
-                        latencies.append(time.perf_counter() - start)
-                    else:
-                        errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-                except httpx.HTTPError as e:
-                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
-                i += clients
+    async def one_client(offset: int) -> None:
+        nonlocal sent
+        connection = Connection(host, int(port))
+        i = offset
+        while time.perf_counter() < deadline and sent < max_requests:
+            sent += 1
+            start = time.perf_counter()
+            try:
+                status, payload = await connection.post("/predict", bodies[i % len(bodies)], timeout=60)
+                if status == 200 and b'"predictions"' in payload:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                    ValueError) as e:
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+            i += clients
+        connection.close()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(one_client(c) for c in range(clients)))
-        wall = time.perf_counter() - began
+    cpu_before = time.process_time()
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(c) for c in range(clients)))
+    wall = time.perf_counter() - began
     latencies.sort()
     return {"requests": sent, "ok": len(latencies), "errors": errors, "wall_s": wall,
             "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
-            "throughput": len(latencies) / wall}
+            "throughput": len(latencies) / wall, "client_cpu_s": time.process_time() - cpu_before}
 
 
 def offline_throughput(model_dir: Path, texts: list[str], backend: str, repeats: int) -> tuple[float, str]:
@@ -131,6 +184,15 @@ def busy_cores() -> float:
     return os.getloadavg()[0]
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the server process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=None, help="a text model folder (default: train PhraseBank MiniLM)")
@@ -139,34 +201,53 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="stop after this many requests")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="`domainfit serve --max-batch-size` "
+                        "(default: the server's own)")
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="`domainfit serve --max-wait-ms`")
+    parser.add_argument("--threads", type=int, default=None, help="`domainfit serve --threads` (the offline "
+                        "run keeps `domainfit predict`'s own setting)")
     parser.add_argument("--repeats", type=int, default=3, help="offline runs (median)")
     parser.add_argument("server_flags", nargs="*", help="more `domainfit serve` flags, after --, e.g. "
-                        "-- --max-batch-size 64 --max-wait-ms 10")
+                        "-- --max-queue 1000")
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.seconds > 600:
         raise SystemExit("--clients must be >= 1 and --seconds in (0, 600]")
 
     model_dir = ensure_model(args.model_dir)
     texts = read_texts(Path(args.data))
+    flags = ["--backend", args.backend, "--max-queue", str(max(256, 2 * args.clients))]
+    for flag, value in (("--max-batch-size", args.max_batch_size), ("--max-wait-ms", args.max_wait_ms),
+                        ("--threads", args.threads)):
+        if value is not None:
+            flags += [flag, str(value)]
+    flags += args.server_flags
     load_before = busy_cores()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "serve.log"
-        proc, url = start_server(model_dir, ["--backend", args.backend, "--max-queue",
-                                             str(max(256, 2 * args.clients)), *args.server_flags], log)
+        proc, url = start_server(model_dir, flags, log)
+        server_cpu_ready = server_cpu_s(proc.pid)
         try:
             served = asyncio.run(load_test(url, texts, args.clients, args.seconds, args.max_requests))
+            load_during = busy_cores()
+            server_cpu = server_cpu_s(proc.pid) - server_cpu_ready
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(120)
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     batches = [line["batch_size"] for line in lines if "batch_size" in line]
-    load_during = busy_cores()
     offline, backend = offline_throughput(model_dir, texts, args.backend, args.repeats)
+    load_after = busy_cores()
     ratio = served["throughput"] / offline
 
     print(f"\n{datetime.date.today().isoformat()}  {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} logical CPUs; load average before {load_before:.1f}, after the load test "
-          f"{load_during:.1f}; backend {backend}; server exit code on SIGTERM {code}")
+          f"{os.cpu_count()} logical CPUs; load average (1 min) before {load_before:.1f}, at the end of the "
+          f"load test {load_during:.1f}, after the offline run {load_after:.1f}; backend {backend}; server "
+          f"exit code on SIGTERM {code}")
+    print(f"server: domainfit serve {' '.join(flags)}")
+    ok = max(served["ok"], 1)
+    print(f"CPU per answered request during the load test: server {1000 * server_cpu / ok:.2f} ms, clients "
+          f"{1000 * served['client_cpu_s'] / ok:.2f} ms (this machine's {os.cpu_count()} CPUs give "
+          f"{1000 * os.cpu_count() * served['wall_s'] / ok:.2f} ms per request at this throughput)")
     print(f"model {model_dir}; {len(texts)} texts from {args.data}, one per request\n")
     print("| clients | seconds | requests | errors | p50 latency ms | p99 latency ms | server texts/s "
           "| mean batch size a request ran in | offline predict texts/s | server / offline |")
