@@ -478,34 +478,124 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium + chromedriver not installed "
-                    "(Debian: apt-get install chromium chromium-driver)")
-def test_page_shows_the_label_in_headless_chromium(model_dir, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+needs_chromium = pytest.mark.skipif(_chromium() is None, reason="headless Chromium + chromedriver not "
+                                    "installed (Debian: apt-get install chromium chromium-driver)")
 
+
+def _headless_chromium():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     browser, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--window-size=1000,800"):
         options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+
+
+# what /explain gives a token classifier: one explanation per entity (domainfit.evaluation.explain_entities)
+_NER_TEXT = "Aspirin and ibuprofen ease pain"
+_NER_EXPLANATION = {"text": _NER_TEXT, "explanations": [
+    {"label": "DRUG", "probability": 0.91, "entity": {"text": "Aspirin", "start": 0, "end": 7},
+     "words": [{"word": "Aspirin", "start": 0, "end": 7, "score": 0.8}, {"word": "and", "start": 8, "end": 11,
+               "score": 0.1}, {"word": "ibuprofen", "start": 12, "end": 21, "score": -0.2}]},
+    {"label": "DRUG", "probability": 0.77, "entity": {"text": "ibuprofen", "start": 12, "end": 21},
+     "words": [{"word": "and", "start": 8, "end": 11, "score": 0.05},
+               {"word": "ibuprofen", "start": 12, "end": 21, "score": 0.6},
+               {"word": "pain", "start": 27, "end": 31, "score": 0.2}]},
+]}
+
+
+@needs_chromium
+def test_page_shows_the_label_in_headless_chromium(model_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _headless_chromium()
     proc, url = _start(model_dir)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
     try:
         driver.get(url + "/")
         driver.find_element(By.ID, "text").send_keys("Operating profit rose to EUR 13.1 mn .")
         driver.find_element(By.ID, "predict").click()
         label = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "label").text)
         bars = driver.find_elements(By.CSS_SELECTOR, "#probs .row")
+        # the explanation of the predicted label follows: every word of the text, coloured
+        words = WebDriverWait(driver, 60).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation .block span"))
+        line = driver.find_element(By.CSS_SELECTOR, "#explanation .line").text
         screenshot = tmp_path / "serve-page.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot: {screenshot}")
         assert driver.find_element(By.ID, "error").text == ""
+        # a token classifier's explanation: every entity gets its own line, the entity's words outlined
+        driver.execute_script("clear(); showExplanation(arguments[0], arguments[1]);", _NER_TEXT,
+                              _NER_EXPLANATION)
+        blocks = driver.find_elements(By.CSS_SELECTOR, "#explanation .block")
+        entity_lines = [[(w.text, w.get_attribute("class")) for w in b.find_elements(By.CSS_SELECTOR, "span")]
+                        for b in blocks]
+        entity_texts = [b.find_element(By.CSS_SELECTOR, ".line").text for b in blocks]
+        heads = [b.find_element(By.CSS_SELECTOR, ".head").text for b in blocks]
     finally:
         driver.quit()
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     assert label in LABELS and len(bars) == len(LABELS)
+    assert len(words) >= 5 and line == "Operating profit rose to EUR 13.1 mn ."  # the whole text, gaps kept
     assert screenshot.stat().st_size > 0
+    assert heads == ["DRUG · “Aspirin” · probability 0.910",
+                     "DRUG · “ibuprofen” · probability 0.770"]
+    assert entity_texts == [_NER_TEXT, _NER_TEXT]  # the whole text on each line, the gaps kept
+    assert entity_lines == [[("Aspirin", "entity"), ("and", ""), ("ibuprofen", "")],
+                            [("and", ""), ("ibuprofen", "entity"), ("pain", "")]]
+
+
+@needs_chromium
+def test_page_shows_the_grad_cam_heat_map_over_the_image(image_model_dir, tmp_path):
+    """The page sends the image to /explain after /predict and lays the heat map over it as the HTML report
+    of `domainfit explain` does: colour in proportion to the heat, the image unchanged where it is cold."""
+    import httpx
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pixels = np.zeros((40, 40, 3), dtype=np.uint8)
+    pixels[:, :] = (40, 40, 160)
+    pixels[10:30, 20:] = (250, 250, 250)  # a white bar on blue: this tiny ViT's map is hot in one corner
+    image = tmp_path / "bar.png"
+    Image.fromarray(pixels).save(image)
+    driver = _headless_chromium()
+    proc, url = _start(image_model_dir)
+    try:
+        served = httpx.post(f"{url}/explain", files=[("files", ("bar.png", image.read_bytes(), "image/png"))],
+                            timeout=60).json()["explanations"][0]
+        driver.get(url + "/")
+        driver.find_element(By.ID, "file").send_keys(str(image))
+        driver.find_element(By.ID, "predict").click()
+        canvas = WebDriverWait(driver, 60).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation canvas"))
+        label = driver.find_element(By.ID, "label").text
+        head = driver.find_element(By.CSS_SELECTOR, "#explanation .head").text
+        width, height, data = driver.execute_script(
+            "const c = arguments[0]; return [c.width, c.height, "
+            "Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];", canvas[0])
+        assert driver.find_element(By.ID, "error").text == ""
+    finally:
+        driver.quit()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert len(canvas) == 1 and label == served["explanations"][0]["label"] and head.startswith(label)
+    assert (width, height) == (40, 40)  # the image's own size (under the page's 320 px)
+    from domainfit.evaluation.explain_report import heatmap_overlay
+
+    shown = np.asarray(data, dtype=np.float64).reshape(40, 40, 4)[..., :3]
+    heatmap = served["explanations"][0]["heatmap"]
+    _, report = heatmap_overlay(Image.fromarray(pixels), heatmap)
+    # the report's overlay, to the rounding of its 8-bit copy of the heat map
+    assert np.abs(shown - np.asarray(report, dtype=np.float64)).max() <= 3
+    heat = np.asarray(Image.fromarray(np.asarray(heatmap, dtype=np.float32))
+                      .resize((40, 40), Image.Resampling.BILINEAR))  # (40, 40)
+    assert heat.max() > 0.9 and (heat == 0).mean() > 0.2  # this image has hot and cold regions
+    cold, hot = heat == 0, heat > 0.9
+    assert np.abs(shown - pixels)[cold].max() <= 2  # the image itself where the map is cold
+    assert np.abs(shown - pixels)[hot].sum(-1).min() > 60  # coloured where it is hot

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +281,183 @@ def test_missing_opencc_is_one_message_naming_the_extra(model_dir, tmp_path, mon
     assert main(["stress", str(model_dir), str(data), "--perturbations", "zh-traditional"]) == 2
     err = capsys.readouterr().err
     assert "needs opencc" in err and 'pip install "domainfit[trust]"' in err
+
+
+# --- the record in the training run ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_bert, phrasebank_split) -> Path:
+    from test_training import write_config
+
+    from domainfit.tasks import load_run_config
+    from domainfit.training import train
+
+    tmp = tmp_path_factory.mktemp("stress-run")
+    config = write_config(
+        tmp, tiny_bert, phrasebank_split, tmp / "out", epochs=1, eval_every=2, best_metric="loss"
+    )
+    train(load_run_config(config, ["data.max_train_samples=48"]))
+    return tmp / "out"
+
+
+@pytest.fixture
+def run(trained_run, tmp_path) -> Path:
+    """A fresh copy of the trained run folder for each test (each one writes into it)."""
+    return Path(shutil.copytree(trained_run, tmp_path / "run", symlinks=True))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*.tmp")]
+
+
+def _stress(run: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(["stress", str(run / "model"), str(data), "--output", str(out), "--backend", "torch", *extra])
+
+
+def test_stress_records_its_results_in_the_training_run(run, tmp_path, capsys):
+    import domainfit
+    from domainfit.evaluation.robustness import robustness_rows, robustness_section
+
+    rows = _phrasebank(12)
+    data = _write_csv(tmp_path / "small.csv", rows)
+    before = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    report_before = (run / "report.md").read_text(encoding="utf-8")
+    assert "## Robustness" not in report_before
+
+    assert _stress(run, data, tmp_path / "s1", "--perturbations", "typos,lowercase,numbers") == 0
+
+    written = json.loads((tmp_path / "s1" / "stress.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["stress"] == written  # the record is the stress output, whole
+    assert {k: v for k, v in metrics.items() if k != "stress"} == before  # the training results untouched
+    assert written["data"] == str(data)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", written["date"])
+    assert set(written["perturbations"]) == {"typos", "lowercase", "numbers"}
+    # the numbers are the model's: predict the perturbed texts from scratch
+    texts, gold = [t for t, _ in rows], np.array([LABELS.index(label) for _, label in rows])
+    predictor = domainfit.load(run / "model", backend="torch")
+    base = predictor.predict_proba(texts).argmax(1)
+    for name, scores in written["perturbations"].items():
+        perturbed = perturb_texts(name, texts, seed=0)
+        after = predictor.predict_proba(perturbed).argmax(1)
+        changed = [i for i, (a, b) in enumerate(zip(texts, perturbed)) if a != b]
+        assert scores["changed"] == len(changed) and written["n"] == 12
+        assert scores["flips"] == int((after != base).sum())
+        assert scores["flip_rate"] == pytest.approx(scores["flips"] / len(changed), abs=1e-6)
+        drop = ((base == gold).sum() - (after == gold).sum()) / 12
+        assert scores["accuracy_drop"] == pytest.approx(drop, abs=1e-6)
+    # the model card, report.md and report.html show them
+    card = (run / "model" / "README.md").read_text(encoding="utf-8")
+    table_rows = ["| " + " | ".join(row) + " |" for row in robustness_rows(written)]
+    assert len(table_rows) == 3 and all(row in card for row in table_rows)
+    section = robustness_section(written)
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert section in report and report.replace(section + "\n\n", "") == report_before  # the rest as trained
+    page = (run / "report.html").read_text(encoding="utf-8")
+    robustness = re.search(r"<section id='stress'>.*?</section>", page, re.S).group()
+    assert "Not measured" not in robustness and "<td>typos</td>" in robustness
+    assert not _temp_files(run)
+    assert f"Recorded in the run: {run / 'metrics.json'}" in capsys.readouterr().out
+
+    # a second stress test replaces the first, it does not add to it
+    assert _stress(run, data, tmp_path / "s2", "--perturbations", "lowercase") == 0
+    second = json.loads((tmp_path / "s2" / "stress.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["stress"] == second and set(second["perturbations"]) == {"lowercase"}
+    card = (run / "model" / "README.md").read_text(encoding="utf-8")
+    assert "| lowercase |" in card and "| typos |" not in card and card.count("## Robustness") == 1
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert report.count("## Robustness") == 1 and "| typos |" not in report
+
+
+def test_no_record_leaves_the_run_folder_byte_identical(run, tmp_path, caplog):
+    data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
+    before = _files(run)
+    with caplog.at_level(logging.INFO, logger="domainfit.serving.stress_record"):
+        assert _stress(run, data, tmp_path / "s", "--perturbations", "typos", "--no-record") == 0
+    assert _files(run) == before
+    assert (tmp_path / "s" / "stress.json").is_file()
+    assert "--no-record: nothing is recorded" in caplog.text
+
+
+def test_a_bare_model_folder_gets_only_the_stress_output(model_dir, tmp_path, caplog):
+    data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
+    around = _files(model_dir.parent)
+    with caplog.at_level(logging.INFO, logger="domainfit.serving.stress_record"):
+        assert main(["stress", str(model_dir), str(data), "--output", str(tmp_path / "s"),
+                     "--backend", "torch", "--perturbations", "typos"]) == 0
+    assert _files(model_dir.parent) == around
+    assert "is not the model/ folder of a training run" in caplog.text
+    assert "nothing is recorded" in caplog.text
+
+
+def test_a_failed_record_leaves_metrics_json_as_it_was(run, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
+    before = (run / "metrics.json").read_bytes()
+    real = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst).name == "metrics.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert _stress(run, data, tmp_path / "s", "--perturbations", "typos") == 2
+    err = capsys.readouterr().err
+    assert "cannot record the stress results in the run" in err and "the disk is full" in err
+    assert "Traceback" not in err and str(run) in err
+    assert (run / "metrics.json").read_bytes() == before and not _temp_files(run)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+real = os.replace
+def replace(src, dst):  # kill -9 between writing metrics.json's temp file and moving it into place
+    if os.path.basename(dst) == "metrics.json":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.replace = replace
+from domainfit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_record_keeps_the_old_metrics_and_the_next_one_cleans_up(run, tmp_path):
+    data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
+    before = (run / "metrics.json").read_bytes()
+    args = ["stress", str(run / "model"), str(data), "--output", str(tmp_path / "s"), "--backend", "torch",
+            "--perturbations", "typos"]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, *args], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert (run / "metrics.json").read_bytes() == before  # the old file, whole
+    assert [p.name.startswith(".metrics.json.") for p in _temp_files(run)] == [True]  # what the kill left
+
+    assert main(args) == 0  # the next record removes it
+    assert not _temp_files(run)
+    assert json.loads((run / "metrics.json").read_text(encoding="utf-8"))["stress"]["n"] == 6
+
+
+def test_a_run_folder_in_use_is_refused_before_the_model_loads(run, tmp_path, capsys):
+    from domainfit.training.run_dir import RunLock
+
+    data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
+    before = _files(run)
+    holder = RunLock(run)
+    holder.acquire()
+    try:
+        lock_text = (run / ".lock").read_bytes()
+        assert _stress(run, data, tmp_path / "s", "--perturbations", "typos") == 2
+    finally:
+        holder.release()
+    err = capsys.readouterr().err
+    assert "another domainfit process is writing to the run folder" in err and "--no-record" in err
+    assert not (tmp_path / "s").exists()
+    assert _files(run) == {**before, ".lock": lock_text}

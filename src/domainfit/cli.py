@@ -7,7 +7,7 @@
     domainfit tune CONFIG [key=value ...] [--no-retrain]   # hyperparameter search (Optuna), resumable
     domainfit federate CONFIG [key=value ...] [--deploy-app DIR]   # federated fine-tuning (Flower); DIR: a real deployment
     domainfit evaluate MODEL_DIR DATA [--output DIR]
-    domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations typos,numbers]   # invariance tests
+    domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations a,b] [--no-record]   # invariance tests
     domainfit predict MODEL_DIR INPUT --output OUT.csv
     domainfit export MODEL_DIR
     domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input|grad-cam] [--output out.html|out.json]   # why
@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from domainfit.errors import DataError, DomainfitError
@@ -255,6 +256,7 @@ def _stress(args: argparse.Namespace) -> None:
         select_perturbations,
         stress_test,
     )
+    from domainfit.serving.stress_record import open_run_record, record_stress
 
     # every check before the model is loaded
     names = None if args.perturbations is None else [n.strip() for n in args.perturbations.split(",") if n.strip()]
@@ -268,24 +270,29 @@ def _stress(args: argparse.Namespace) -> None:
     out = check_output_folder(args.output or f"stress-{Path(args.data).stem}")
     examples = _read_inputs(args.data, args, require_labels=True)
     perturbations, skipped = select_perturbations(names, [e.text for e in examples])
-    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
-    check_labels([e.label for e in examples], predictor.labels, [e.line for e in examples], path=args.data,
-                 column=args.label_column)
-    result = {"model": args.model_dir, "data": args.data, "backend": predictor.backend,
-              **stress_test(predictor, [e.text for e in examples], [e.label for e in examples],
-                            perturbations=perturbations, seed=args.seed, batch_size=args.batch_size),
-              "skipped": skipped}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / STRESS_NAME, json.dumps(result, indent=1, ensure_ascii=False))
-        title = f"# Robustness of {args.model_dir} on {args.data}"
-        write_text_atomic(out / STRESS_REPORT_NAME, title + "\n\n" + robustness_section(result) + "\n")
-    except OSError as e:  # a full disk: say so, not a traceback
-        raise output_error(e, out / STRESS_NAME) from e
+    with open_run_record(args.model_dir, record=not args.no_record) as run:  # locked until recorded
+        predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
+        check_labels([e.label for e in examples], predictor.labels, [e.line for e in examples],
+                     path=args.data, column=args.label_column)
+        result = {"model": args.model_dir, "data": args.data, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "backend": predictor.backend,
+                  **stress_test(predictor, [e.text for e in examples], [e.label for e in examples],
+                                perturbations=perturbations, seed=args.seed, batch_size=args.batch_size),
+                  "skipped": skipped}
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out / STRESS_NAME, json.dumps(result, indent=1, ensure_ascii=False))
+            title = f"# Robustness of {args.model_dir} on {args.data}"
+            write_text_atomic(out / STRESS_REPORT_NAME, title + "\n\n" + robustness_section(result) + "\n")
+        except OSError as e:  # a full disk: say so, not a traceback
+            raise output_error(e, out / STRESS_NAME) from e
+        recorded = record_stress(run, result, predictor.labels) if run is not None else []
     print(f"{'perturbation':16} {'changed':>8} {'flips':>6} {'flip rate':>9} {'acc drop':>9}")
     for name, changed, flips, flip_rate, _, _, drop in robustness_rows(result):
         print(f"{name:16} {changed:>8} {flips:>6} {flip_rate:>9} {drop:>9}")
     print(f"\nReport: {out / STRESS_REPORT_NAME}")
+    if recorded:
+        print(f"Recorded in the run: {', '.join(str(path) for path in recorded)}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -601,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perturbations", default=None, help="comma-separated names (default: those for the "
                    "data's script, Latin or Chinese, whose extra is installed): " + ", ".join(PERTURBATIONS.names()))
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
+    p.add_argument("--no-record", action="store_true", help="do not record the results in the training run "
+                   "around MODEL_DIR (by default, when MODEL_DIR is a run's model/ folder, they go into its "
+                   "metrics.json under 'stress', and its model card, report.md and report.html are "
+                   "written again)")
     _add_reading_options(p)
     _add_max_chars(p)
     p.set_defaults(func=_stress)

@@ -10,6 +10,7 @@ The text-classification report registers here; the image report adds the same se
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from domainfit.evaluation import markdown as md
 from domainfit.evaluation.html_report import write_html_report
 from domainfit.evaluation.report import write_report
 from domainfit.evaluation.reports import REPORTS, RunReport
+from domainfit.evaluation.robustness import robustness_section
 from domainfit.io.atomic import write_bytes_atomic
 
 RELIABILITY_NAME = "reliability_diagram.png"
@@ -158,9 +160,21 @@ def reliability_diagram_png(calibration: dict[str, Any]) -> bytes:
 
 def _report_text_run(task: Any, out_dir: Path, metrics: dict, **kwargs: Any) -> Path:  # noqa: ARG001
     split = kwargs.get("split_name", "test")
-    path = write_report(out_dir, metrics, extra_sections=trust_sections(out_dir, metrics, split), **kwargs)
+    sections = trust_sections(out_dir, metrics, split) + _recorded_stress(out_dir)
+    path = write_report(out_dir, metrics, extra_sections=sections, **kwargs)
     write_html_report(out_dir, metrics, **kwargs)  # report.html beside it, from the same data
     return path
+
+
+def _recorded_stress(out_dir: Path) -> list[str]:
+    """The robustness section when the run's metrics.json records a stress test (``domainfit stress``
+    writes the report again after recording one); none during training, whose metrics.json has none yet."""
+    try:
+        run_metrics = json.loads((Path(out_dir) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or unreadable: no section, as report.html does
+        return []
+    stress = run_metrics.get("stress") if isinstance(run_metrics, dict) else None
+    return [robustness_section(stress)] if stress else []
 
 
 REPORTS.register("text-classification", RunReport(write_report=_report_text_run))

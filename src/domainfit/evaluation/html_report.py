@@ -281,8 +281,8 @@ HTML_SECTIONS.register(
     HtmlSection(
         "Robustness",
         _stress_html,
-        "run `domainfit stress MODEL_DIR DATA --output THIS_FOLDER` (stress.json), then write this report "
-        "again.",
+        "run `domainfit stress RUN/model DATA`: it records the results in this run's metrics.json and "
+        "writes this report again (beside an evaluation: `--output THIS_FOLDER`, for its stress.json).",
     ),
 )
 HTML_SECTIONS.register(

@@ -18,6 +18,7 @@ from typing import Any
 from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
 from domainfit.evaluation.robustness import fragile_perturbations, robustness_section
+from domainfit.io.atomic import write_text_atomic
 from domainfit.version import __version__
 
 # scores on fewer examples than this per label are called unreliable in the limitations
@@ -101,7 +102,8 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
               f"max length {cfg['model']['max_length']}." if cfg["task"] != "image-classification"
               else f"image size {cfg['image']['image_size'] or 'the model default'}, augmentation {cfg['image']['augment']}.", "",
               "The full resolved config is in the run folder's `config.yaml`.", ""]
-    (Path(model_dir) / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    # atomic: `domainfit stress` rewrites the card of a shipped folder that a server may be reading
+    write_text_atomic(Path(model_dir) / "README.md", "\n".join(lines))
 
 
 def _intended_use(cfg: dict[str, Any], data: dict[str, Any], labels: list[str]) -> list[str]:
