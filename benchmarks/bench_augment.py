@@ -97,8 +97,10 @@ def main() -> None:
         print(f"| {language} | {name} | {ms:.2f} |")
     if args.samples:
         args.samples.parent.mkdir(parents=True, exist_ok=True)
-        header = (f"# Real augmentation samples (alpha 0.1, lexicon {args.lexicon}), written by "
-                  "benchmarks/bench_augment.py\n\n")
+        header = (
+            f"# Real augmentation samples (alpha 0.1, lexicon {args.lexicon}), written by "
+            "benchmarks/bench_augment.py\n\n"
+        )
         args.samples.write_text(header + "\n".join(sample_blocks), encoding="utf-8")
         print(f"samples written to {args.samples}")
 

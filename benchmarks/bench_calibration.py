@@ -28,11 +28,23 @@ def rows_of(run_dir: Path) -> list[list[str]]:
         if not scores or "ece_calibrated" not in scores:
             continue
         chosen = scores.get("abstention") or {}
-        coverage = (f"{chosen['coverage']:.3f} @ {chosen['accuracy']:.3f}"
-                    if chosen.get("min_confidence") is not None and chosen.get("accuracy") is not None else "-")
-        rows.append([run_dir.name, split, str(scores["n"]), f"{scores['accuracy']:.4f}",
-                     f"{scores['temperature']:.3f}", f"{scores['ece']:.4f}", f"{scores['ece_calibrated']:.4f}",
-                     coverage])
+        coverage = (
+            f"{chosen['coverage']:.3f} @ {chosen['accuracy']:.3f}"
+            if chosen.get("min_confidence") is not None and chosen.get("accuracy") is not None
+            else "-"
+        )
+        rows.append(
+            [
+                run_dir.name,
+                split,
+                str(scores["n"]),
+                f"{scores['accuracy']:.4f}",
+                f"{scores['temperature']:.3f}",
+                f"{scores['ece']:.4f}",
+                f"{scores['ece_calibrated']:.4f}",
+                coverage,
+            ]
+        )
     return rows
 
 
@@ -49,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         found = rows_of(run)
         if not found:
-            print(f"{run}: no calibration figures (a run from before calibration, or not single-label)",
-                  file=sys.stderr)
+            print(
+                f"{run}: no calibration figures (a run from before calibration, or not single-label)", file=sys.stderr
+            )
             return 2
         rows += found
     print("| " + " | ".join(headers) + " |")

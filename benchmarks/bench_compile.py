@@ -54,8 +54,9 @@ def run_steps(mode: str, steps: int) -> dict:
     tokenizer = load_tokenizer("minilm")
     ids = tokenizer([r["text"] for r in rows], truncation=True, max_length=128)["input_ids"]
     targets = [labels.index(r["label"]) for r in rows]
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=len(labels),
-                                                               attn_implementation="eager")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path("minilm"), num_labels=len(labels), attn_implementation="eager"
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
@@ -67,12 +68,18 @@ def run_steps(mode: str, steps: int) -> dict:
         if i >= steps:
             break
         input_ids = pad_batch([ids[j] for j in indices], tokenizer.pad_token_id)  # (batch, seq)
-        batch = {"input_ids": input_ids, "attention_mask": (input_ids != tokenizer.pad_token_id).long(),
-                 "labels": torch.tensor([targets[j] for j in indices])}
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != tokenizer.pad_token_id).long(),
+            "labels": torch.tensor([targets[j] for j in indices]),
+        }
         batch = {k: v.to(device) for k, v in batch.items()}
         tick = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
-                            enabled=precision in ("bf16", "fp16")):
+        with torch.autocast(
+            device.type,
+            dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+            enabled=precision in ("bf16", "fp16"),
+        ):
             loss = step_fn(**batch).loss
         loss.backward()
         optimizer.step()
@@ -86,8 +93,14 @@ def run_steps(mode: str, steps: int) -> dict:
 def summarise(result: dict) -> dict:
     s = result["seconds"]
     late = s[WARMUP_STEPS:]
-    return {"mode": result["mode"], "first": sum(s[:WARMUP_STEPS]), "median_ms": 1000 * statistics.median(late),
-            "samples_per_s": 32 * len(late) / sum(late), "total": sum(s), "steps": len(s)}
+    return {
+        "mode": result["mode"],
+        "first": sum(s[:WARMUP_STEPS]),
+        "median_ms": 1000 * statistics.median(late),
+        "samples_per_s": 32 * len(late) / sum(late),
+        "total": sum(s),
+        "steps": len(s),
+    }
 
 
 def main() -> None:
@@ -106,24 +119,37 @@ def main() -> None:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1"}
         for mode in ("eager", "compile-cold", "compile-warm"):
             print(f"[{time.strftime('%H:%M:%S')}] {mode} ...", file=sys.stderr, flush=True)
-            done = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(args.steps)], env=env,
-                                  capture_output=True, text=True, cwd=REPO_ROOT)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", mode, "--steps", str(args.steps)],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=REPO_ROOT,
+            )
             if done.returncode != 0:
                 sys.exit(f"{mode} failed:\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(summarise(result))
     eager = rows[0]
-    print(f"\nMiniLM training steps on PhraseBank (batch 32, length-grouped), {result['device']}, "
-          f"precision {result['precision']}, "
-          f"torch threads: default; steps per mode: {args.steps}\n")
-    print("| mode | first 20 steps s | median step ms after | samples/s after | x eager | whole loop s | pays back after |")
+    print(
+        f"\nMiniLM training steps on PhraseBank (batch 32, length-grouped), {result['device']}, "
+        f"precision {result['precision']}, "
+        f"torch threads: default; steps per mode: {args.steps}\n"
+    )
+    print(
+        "| mode | first 20 steps s | median step ms after | samples/s after | x eager | whole loop s | pays back after |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         saving = eager["median_ms"] - r["median_ms"]
         overhead = r["first"] - eager["first"]
-        payback = "-" if r is eager else (f"{overhead * 1000 / saving:.0f} steps" if saving > 0 else "never (not faster)")
-        print(f"| {r['mode']} | {r['first']:.1f} | {r['median_ms']:.0f} | {r['samples_per_s']:.1f} | "
-              f"{r['samples_per_s'] / eager['samples_per_s']:.2f} | {r['total']:.1f} | {payback} |")
+        payback = (
+            "-" if r is eager else (f"{overhead * 1000 / saving:.0f} steps" if saving > 0 else "never (not faster)")
+        )
+        print(
+            f"| {r['mode']} | {r['first']:.1f} | {r['median_ms']:.0f} | {r['samples_per_s']:.1f} | "
+            f"{r['samples_per_s'] / eager['samples_per_s']:.2f} | {r['total']:.1f} | {payback} |"
+        )
 
 
 if __name__ == "__main__":

@@ -45,12 +45,22 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()
 
-    examples = read_examples(args.data, format=args.format, text_column=args.text_column, label_column=None,
-                             require_labels=False)
+    examples = read_examples(
+        args.data, format=args.format, text_column=args.text_column, label_column=None, require_labels=False
+    )
     texts = [e.text for e in examples[: args.n]]
     explainer = explainer_for(args.model_dir)
-    rows, summary = [], {"model": args.model_dir, "data": args.data, "texts": len(texts), "steps": args.steps,
-                         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine()}
+    rows, summary = (
+        [],
+        {
+            "model": args.model_dir,
+            "data": args.data,
+            "texts": len(texts),
+            "steps": args.steps,
+            "date": date.today().isoformat(),
+            "machine": platform.processor() or platform.machine(),
+        },
+    )
     results = {}
     for method in ("ig", "grad-x-input"):
         start = time.perf_counter()
@@ -58,31 +68,47 @@ def main() -> None:
         seconds = time.perf_counter() - start
         scores = aopc_of_explanations(results[method], explainer.labels, explainer.probabilities)
         rows.append((method, scores, seconds))
-    random_runs = [aopc_of_explanations(results["ig"], explainer.labels, explainer.probabilities, random_seed=s)
-                   for s in range(args.seeds)]
+    random_runs = [
+        aopc_of_explanations(results["ig"], explainer.labels, explainer.probabilities, random_seed=s)
+        for s in range(args.seeds)
+    ]
     random_scores = {
         "comprehensiveness": float(np.mean([r["comprehensiveness"] for r in random_runs])),
         "sufficiency": float(np.mean([r["sufficiency"] for r in random_runs])),
-        "by_percent": {p: {m: float(np.mean([r["by_percent"][p][m] for r in random_runs]))
-                           for m in ("comprehensiveness", "sufficiency")} for p in PERCENTS},
+        "by_percent": {
+            p: {
+                m: float(np.mean([r["by_percent"][p][m] for r in random_runs]))
+                for m in ("comprehensiveness", "sufficiency")
+            }
+            for p in PERCENTS
+        },
     }
     rows.append((f"random ({args.seeds} seeds)", random_scores, None))
     deltas = [abs(e["convergence_delta"]) for r in results["ig"] for e in r["explanations"][:1]]
     units = {r["unit"] for r in results["ig"]}
     words = np.mean([len(r["explanations"][0]["words"]) for r in results["ig"]])
 
-    print(f"\n{len(texts)} texts of {args.data}; model {args.model_dir}; units: {', '.join(sorted(units))}, "
-          f"{words:.1f} words per text on average; IG {args.steps} steps, mean |convergence delta| "
-          f"{np.mean(deltas):.4f}\n")
-    header = "| method | comprehensiveness (higher better) | sufficiency (lower better) | " + \
-        " | ".join(f"comp@{p}% / suff@{p}%" for p in PERCENTS) + " | time (s) |"
+    print(
+        f"\n{len(texts)} texts of {args.data}; model {args.model_dir}; units: {', '.join(sorted(units))}, "
+        f"{words:.1f} words per text on average; IG {args.steps} steps, mean |convergence delta| "
+        f"{np.mean(deltas):.4f}\n"
+    )
+    header = (
+        "| method | comprehensiveness (higher better) | sufficiency (lower better) | "
+        + " | ".join(f"comp@{p}% / suff@{p}%" for p in PERCENTS)
+        + " | time (s) |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, scores, seconds in rows:
-        bins = " | ".join(f"{scores['by_percent'][p]['comprehensiveness']:.3f} / "
-                          f"{scores['by_percent'][p]['sufficiency']:.3f}" for p in PERCENTS)
-        print(f"| {name} | {scores['comprehensiveness']:.3f} | {scores['sufficiency']:.3f} | {bins} | "
-              f"{'' if seconds is None else f'{seconds:.0f}'} |")
+        bins = " | ".join(
+            f"{scores['by_percent'][p]['comprehensiveness']:.3f} / {scores['by_percent'][p]['sufficiency']:.3f}"
+            for p in PERCENTS
+        )
+        print(
+            f"| {name} | {scores['comprehensiveness']:.3f} | {scores['sufficiency']:.3f} | {bins} | "
+            f"{'' if seconds is None else f'{seconds:.0f}'} |"
+        )
     summary["methods"] = {name: {**scores, "seconds": seconds} for name, scores, seconds in rows}
     summary["mean_abs_convergence_delta"] = float(np.mean(deltas))
     if args.json:

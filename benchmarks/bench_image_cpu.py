@@ -29,7 +29,10 @@ def main() -> None:
     items = [{"path": str(p), "labels": i % 6} for i, p in enumerate(files)]
     prep = ImagePreprocessing(args.size, efficientnet_lite.MEAN, efficientnet_lite.STD)
     print(f"threads {torch.get_num_threads()}, {len(items)} images, size {args.size}, batch {args.batch}")
-    for name, train, augment in (("decode+resize (eval)", False, None), ("decode+augment (train)", True, Augmentation(vflip=True))):
+    for name, train, augment in (
+        ("decode+resize (eval)", False, None),
+        ("decode+augment (train)", True, Augmentation(vflip=True)),
+    ):
         inputs = ImageInputs(prep, augment)
         tick = time.process_time()
         for start in range(0, len(items), args.batch):
@@ -37,15 +40,20 @@ def main() -> None:
         seconds = time.process_time() - tick
         print(f"{name:28} {len(items) / seconds:8.1f} images per CPU-second")
     labels = [str(i) for i in range(6)]
-    for name, channels_last, bf16 in (("NCHW fp32", False, False), ("channels_last fp32", True, False),
-                                      ("channels_last bf16 autocast", True, True)):
+    for name, channels_last, bf16 in (
+        ("NCHW fp32", False, False),
+        ("channels_last fp32", True, False),
+        ("channels_last bf16 autocast", True, True),
+    ):
         torch.manual_seed(0)
         model = efficientnet_lite.create_efficientnet_lite0(labels, image_size=args.size)
         inputs = ImageInputs(prep, Augmentation(vflip=True), channels_last=channels_last)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        batches = [collate_images(items[s : s + args.batch], inputs, train=True) for s in range(0, len(items), args.batch)]
+        batches = [
+            collate_images(items[s : s + args.batch], inputs, train=True) for s in range(0, len(items), args.batch)
+        ]
         model.train()
         for repeat in range(2):  # the first pass warms up the allocator and kernels
             wall, cpu = time.perf_counter(), time.process_time()
@@ -63,8 +71,11 @@ def main() -> None:
             for batch in batches:
                 model(pixel_values=batch["pixel_values"])
         eval_cpu = time.process_time() - eval_cpu
-        print(f"{name:28} train {len(items) / cpu:6.1f} images per CPU-second ({len(items) / wall:5.1f}/s wall), "
-              f"eval {len(items) / eval_cpu:6.1f} per CPU-second")
+        print(
+            f"{name:28} train {len(items) / cpu:6.1f} images per CPU-second ({len(items) / wall:5.1f}/s wall), "
+            f"eval {len(items) / eval_cpu:6.1f} per CPU-second"
+        )
+
 
 if __name__ == "__main__":
     main()

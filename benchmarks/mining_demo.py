@@ -55,10 +55,14 @@ def write_lines(path: Path, texts: list[str]) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("DOMAINFIT_DATA", str(REPO.parent / "shared" / "datasets")))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("DOMAINFIT_DATA", str(REPO.parent / "shared" / "datasets"))
+    )
     parser.add_argument("--work", default="runs/mining-demo", help="folder for the pool files and the mined corpus")
     parser.add_argument("--task", type=int, default=200, help="PhraseBank train sentences used as the task")
-    parser.add_argument("--per-source", type=int, default=500, help="pool texts per out-of-domain source / other PhraseBank")
+    parser.add_argument(
+        "--per-source", type=int, default=500, help="pool texts per out-of-domain source / other PhraseBank"
+    )
     parser.add_argument("--chinese", type=int, default=200, help="ChnSentiCorp reviews in the pool")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -83,7 +87,8 @@ def main() -> int:
         chinese = [row[0] for row in csv.reader(f, delimiter="\t") if row]
     pool = {
         "phrasebank_other.txt": train[args.task : args.task + args.per_source],
-        "phrasebank_heldout.txt": val.read_text(encoding="utf-8").splitlines() + test.read_text(encoding="utf-8").splitlines(),
+        "phrasebank_heldout.txt": val.read_text(encoding="utf-8").splitlines()
+        + test.read_text(encoding="utf-8").splitlines(),
         "symptom2disease.txt": rng.sample(s2d, min(args.per_source, len(s2d))),
         "ncbi_disease.txt": rng.sample(ncbi, min(args.per_source, len(ncbi))),
         "chnsenticorp.txt": rng.sample(chinese, min(args.chinese, len(chinese))),
@@ -93,8 +98,20 @@ def main() -> int:
 
     from domainfit.cli import main as domainfit
 
-    command = ["mine", str(work / "pool"), "--task-texts", str(task), "--exclude", str(val), "--exclude", str(test),
-               "--k", str(args.k), "--output", str(work / "corpus.txt")]
+    command = [
+        "mine",
+        str(work / "pool"),
+        "--task-texts",
+        str(task),
+        "--exclude",
+        str(val),
+        "--exclude",
+        str(test),
+        "--k",
+        str(args.k),
+        "--output",
+        str(work / "corpus.txt"),
+    ]
     print("domainfit " + " ".join(command), flush=True)
     started = time.perf_counter()
     code = domainfit(command)
@@ -112,14 +129,22 @@ def main() -> int:
         print(f"| {name} | {sizes[name]} | {n} | {100 * n / max(1, report['selected']):.1f}% |")
     in_domain = by_source.get("phrasebank_other.txt", 0)
     baseline = sizes["phrasebank_other.txt"] / scored
-    print(f"\nprecision of source (PhraseBank share of the mined corpus): {100 * in_domain / max(1, report['selected']):.1f}% "
-          f"({in_domain} of {report['selected']}); a random selection of the same size: {100 * baseline:.1f}%")
-    print(f"held-out PhraseBank texts in the pool: {sizes['phrasebank_heldout.txt']}, excluded as leakage: "
-          f"{report['excluded_as_leakage']}, mined: {by_source.get('phrasebank_heldout.txt', 0)}")
+    print(
+        f"\nprecision of source (PhraseBank share of the mined corpus): {100 * in_domain / max(1, report['selected']):.1f}% "
+        f"({in_domain} of {report['selected']}); a random selection of the same size: {100 * baseline:.1f}%"
+    )
+    print(
+        f"held-out PhraseBank texts in the pool: {sizes['phrasebank_heldout.txt']}, excluded as leakage: "
+        f"{report['excluded_as_leakage']}, mined: {by_source.get('phrasebank_heldout.txt', 0)}"
+    )
     sel, rnd = report["similarity_selected"], report["similarity_random_pool_sample"]
-    print(f"similarity to the nearest task text, median: mined {sel['median']:.3f}, random pool sample {rnd['median']:.3f}")
-    print(f"time: {seconds:.0f} s for {report['task_texts']} task texts + {scored} pool texts on {os.cpu_count()} "
-          f"visible cores (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    print(
+        f"similarity to the nearest task text, median: mined {sel['median']:.3f}, random pool sample {rnd['median']:.3f}"
+    )
+    print(
+        f"time: {seconds:.0f} s for {report['task_texts']} task texts + {scored} pool texts on {os.cpu_count()} "
+        f"visible cores (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
     return 0
 
 

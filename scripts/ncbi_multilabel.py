@@ -28,8 +28,15 @@ from pathlib import Path
 
 SPLITS = ("train", "devel", "test")
 # Plural head words folded to their singular (only endings seen in the corpus's frequent heads).
-_IRREGULAR = {"neoplasms": "neoplasm", "tumours": "tumor", "tumour": "tumor", "carcinomas": "carcinoma",
-              "deficiencies": "deficiency", "dystrophies": "dystrophy", "anomalies": "anomaly"}
+_IRREGULAR = {
+    "neoplasms": "neoplasm",
+    "tumours": "tumor",
+    "tumour": "tumor",
+    "carcinomas": "carcinoma",
+    "deficiencies": "deficiency",
+    "dystrophies": "dystrophy",
+    "anomalies": "anomaly",
+}
 
 
 def read_iob(path: Path) -> list[tuple[list[str], list[list[str]]]]:
@@ -90,8 +97,13 @@ def convert(src: Path, out: Path, top: int) -> dict:
     heads = Counter(head for _, mentions in corpus["train"] for head in {head_word(m) for m in mentions} - {""})
     labels = sorted(head for head, _ in heads.most_common(top))
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"source": str(src), "top": top, "labels": labels,
-                     "train_sentence_counts": {h: heads[h] for h in labels}, "splits": {}}
+    summary: dict = {
+        "source": str(src),
+        "top": top,
+        "labels": labels,
+        "train_sentence_counts": {h: heads[h] for h in labels},
+        "splits": {},
+    }
     for name, sentences in corpus.items():
         counts: Counter = Counter()
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:

@@ -23,7 +23,9 @@ INSTRUCTION = "Which disease do these symptoms most likely indicate?"
 RESPONSE = "These symptoms most likely indicate {disease}."
 
 
-def convert(csv_path: Path, out_dir: Path, *, seed: int = 42, fractions: tuple[float, float] = (0.1, 0.1)) -> dict[str, int]:
+def convert(
+    csv_path: Path, out_dir: Path, *, seed: int = 42, fractions: tuple[float, float] = (0.1, 0.1)
+) -> dict[str, int]:
     """Write the three JSONL files; returns the number of examples in each."""
     by_disease: dict[str, list[str]] = defaultdict(list)
     seen = set()
@@ -42,8 +44,9 @@ def convert(csv_path: Path, out_dir: Path, *, seed: int = 42, fractions: tuple[f
         n_val, n_test = (max(1, round(fr * len(texts))) for fr in fractions)
         parts = {"validation": texts[:n_val], "test": texts[n_val : n_val + n_test], "train": texts[n_val + n_test :]}
         for name, part in parts.items():
-            splits[name] += [{"instruction": INSTRUCTION, "input": t, "response": RESPONSE.format(disease=disease)}
-                             for t in part]
+            splits[name] += [
+                {"instruction": INSTRUCTION, "input": t, "response": RESPONSE.format(disease=disease)} for t in part
+            ]
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
         rng.shuffle(rows)

@@ -30,11 +30,18 @@ TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4
 
 MARKER = "\u2581"  # SentencePiece's word-boundary marker
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-LM_CORPUS = ["Which disease do these symptoms most likely indicate?", "These symptoms most likely indicate Psoriasis.",
-             "I have a red itchy rash on my arms and a fever.", "My joints hurt and I cough at night.",
-             "### Instruction:\n### Input:\n### Response:\n", "患者发热咳嗽"]
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LM_CORPUS = [
+    "Which disease do these symptoms most likely indicate?",
+    "These symptoms most likely indicate Psoriasis.",
+    "I have a red itchy rash on my arms and a fever.",
+    "My joints hurt and I cough at night.",
+    "### Instruction:\n### Input:\n### Response:\n",
+    "患者发热咳嗽",
+]
 
 
 def minilm_tokenizer():
@@ -80,8 +87,9 @@ def build_tiny_bert(out: Path, *, head: str = "classification", tokenizer=None, 
     return out
 
 
-def build_classifier_dir(out: Path, *, arch: str = "bert", seed: int = 0, layers: int = 2,
-                         settings: dict | None = None) -> Path:
+def build_classifier_dir(
+    out: Path, *, arch: str = "bert", seed: int = 0, layers: int = 2, settings: dict | None = None
+) -> Path:
     """Save a 2-layer, 32-wide random classifier with the MiniLM tokenizer, id2label and domainfit.json.
 
     Args:
@@ -102,16 +110,16 @@ def build_classifier_dir(out: Path, *, arch: str = "bert", seed: int = 0, layers
         from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
         tokenizer = minilm_tokenizer()
-        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=layers, n_heads=4,
-                                  hidden_dim=37, **common)
+        config = DistilBertConfig(
+            vocab_size=tokenizer.vocab_size, dim=32, n_layers=layers, n_heads=4, hidden_dim=37, **common
+        )
         torch.manual_seed(seed)
         DistilBertForSequenceClassification(config).save_pretrained(out)
         tokenizer.save_pretrained(out)
     else:
         raise ValueError(arch)
     if settings is None:
-        settings = {"task": "text-classification", "max_length": 128, "text_prefix": "",
-                    "domainfit_version": "0.1.0"}
+        settings = {"task": "text-classification", "max_length": 128, "text_prefix": "", "domainfit_version": "0.1.0"}
     if settings:
         (out / "domainfit.json").write_text(json.dumps(settings), encoding="utf-8")
     return out
@@ -124,8 +132,9 @@ def build_tiny_gpt2(out: Path, *, seed: int = 0) -> Path:
 
     tokenizer = minilm_tokenizer()
     torch.manual_seed(seed)
-    GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-                    ).save_pretrained(out)
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    ).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
@@ -145,17 +154,36 @@ def build_tiny_llama(out: Path, *, chat_template: bool = True, seed: int = 0) ->
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(LM_CORPUS * 4, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    bpe.train_from_iterator(
+        LM_CORPUS * 4,
+        trainers.BpeTrainer(
+            vocab_size=320,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
     if chat_template:
         tokenizer.chat_template = CHATML
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -167,8 +195,15 @@ def build_tiny_vit(out: Path, *, num_labels: int = 2, seed: int = 0) -> Path:
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=37, num_labels=num_labels)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        num_labels=num_labels,
+    )
     torch.manual_seed(seed)
     ViTForImageClassification(config).save_pretrained(out)
     ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(out)
@@ -186,12 +221,22 @@ def build_sentencepiece_tokenizer(lines: list[str]):
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=MARKER, prepend_scheme="always")
     backend.decoder = decoders.Metaspace(replacement=MARKER, prepend_scheme="always")
     # pieces of up to 3 characters, as most of e5's Chinese pieces are (糖尿病 is one piece in both)
-    backend.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=2500, max_piece_length=3,
-                                                               special_tokens=specials, unk_token="<unk>"))
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
-                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    backend.train_from_iterator(
+        lines, trainers.UnigramTrainer(vocab_size=2500, max_piece_length=3, special_tokens=specials, unk_token="<unk>")
+    )
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
 
 
 def reference_logits(model_dir: Path, texts: list[str], *, prefix: str = "", max_length: int = 128):

@@ -17,19 +17,39 @@ SCRIPT = REPO / "benchmarks" / "ablation_robust.py"
 def _finished_run(folder: Path, f1: float) -> None:
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"status": "finished", "finished": "2026-12-02T06:00:00"}))
-    (folder / "metrics.json").write_text(json.dumps({
-        "test": {"f1_macro": f1, "accuracy": 0.9},
-        "train": {"train_runtime_s": 12.0},
-        "data": {"parameters": {"trainable_percent": 100.0}},
-        "history": [{"train_loss": 0.5}],
-    }))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "test": {"f1_macro": f1, "accuracy": 0.9},
+                "train": {"train_runtime_s": 12.0},
+                "data": {"parameters": {"trainable_percent": 100.0}},
+                "history": [{"train_loss": 0.5}],
+            }
+        )
+    )
 
 
 def _report(tmp_path: Path, *args: str) -> str:
     """Run the ablation on the all-data setting, training nothing; returns the printed report."""
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--config", str(tmp_path / "cfg.yaml"), "--work-dir",
-                           str(tmp_path / "work"), "--ledger", str(tmp_path / "ledger.jsonl"), "--report-only",
-                           "--shots", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--ledger",
+            str(tmp_path / "ledger.jsonl"),
+            "--report-only",
+            "--shots",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -83,8 +103,12 @@ def test_sweep_row_is_its_remedy_with_another_epsilon_and_not_a_default(tmp_path
     report = _report(tmp_path, "--remedies", "fgm-eps0.3", "--seeds", "42", "--set", "train.num_threads=1")
     assert _row(report, "fgm-eps0.3")[1] == "0.7000 ± 0.0000"
     entry = json.loads(_ledger(tmp_path)[0])
-    assert entry["overrides"] == ["train.seed=42", "regularization.adversarial=fgm",
-                                  "regularization.adv_epsilon=0.3", "train.num_threads=1"]
+    assert entry["overrides"] == [
+        "train.seed=42",
+        "regularization.adversarial=fgm",
+        "regularization.adv_epsilon=0.3",
+        "train.num_threads=1",
+    ]
 
     # opt-in: the default ablation keeps its 14 rows
     table = _report(tmp_path, "--seeds", "42").splitlines()

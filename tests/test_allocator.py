@@ -28,8 +28,10 @@ def test_preload_command_runs_domainfit_again_on_mimalloc(clean_env):
     assert "libmimalloc" in env["LD_PRELOAD"] and env[allocator._REEXECUTED_ENV] == "1"
 
 
-@pytest.mark.parametrize("env", [{allocator.CHOICE_ENV: "system"}, {"LD_PRELOAD": "/usr/lib/libsomething.so"},
-                                 {allocator._REEXECUTED_ENV: "1"}])
+@pytest.mark.parametrize(
+    "env",
+    [{allocator.CHOICE_ENV: "system"}, {"LD_PRELOAD": "/usr/lib/libsomething.so"}, {allocator._REEXECUTED_ENV: "1"}],
+)
 def test_no_reexec_when_the_user_chose_or_it_already_happened(clean_env, env):
     for key, value in env.items():
         clean_env.setenv(key, value)
@@ -47,9 +49,11 @@ def test_the_preloaded_child_runs_on_mimalloc_and_can_release_memory(clean_env):
     """A real child process under the planned LD_PRELOAD: mimalloc is loaded, glibc's mmap threshold is left
     alone, and release_memory goes to mi_collect; the plain parent stays on the system allocator."""
     _, env = allocator.preload_command(["train", "x.yaml"])
-    probe = ("from domainfit.allocator import active_allocator\n"
-             "from domainfit.training.memory import release_memory, set_mmap_threshold\n"
-             "print(active_allocator(), set_mmap_threshold(1), release_memory())")
+    probe = (
+        "from domainfit.allocator import active_allocator\n"
+        "from domainfit.training.memory import release_memory, set_mmap_threshold\n"
+        "print(active_allocator(), set_mmap_threshold(1), release_memory())"
+    )
     child = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["mimalloc", "False", "True"]

@@ -58,8 +58,9 @@ def archive_source(tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("Tiny-v1.0/sentences.txt", "Profit rose .@positive\n")
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    return sources.DatasetSource(name="tiny", file="Tiny-v1.0/sentences.txt", url=archive.as_uri(), sha256=sha,
-                                 licence="test")
+    return sources.DatasetSource(
+        name="tiny", file="Tiny-v1.0/sentences.txt", url=archive.as_uri(), sha256=sha, licence="test"
+    )
 
 
 def test_fetch_verifies_and_unpacks(tmp_path, archive_source):

@@ -127,8 +127,9 @@ def test_augmentation_is_reproducible_and_fresh_each_epoch(lexicon_path):
     epochs_b = [b.augment(texts, keys) for _ in range(4)]
     assert epochs_a == epochs_b  # same seed, same draws
     assert len({tuple(e) for e in epochs_a}) > 1  # a new augmentation on each draw
-    other = create_augmenter(AugmentConfig(ops=["swap", "delete", "insert", "synonym"], lexicon=str(lexicon_path),
-                                           rate=0.7), seed=1)
+    other = create_augmenter(
+        AugmentConfig(ops=["swap", "delete", "insert", "synonym"], lexicon=str(lexicon_path), rate=0.7), seed=1
+    )
     assert [other.augment(texts, keys) for _ in range(4)] != epochs_a
 
 
@@ -170,8 +171,10 @@ def test_the_task_augments_training_batches_only(tmp_path, tiny_bert, lexicon_pa
     from domainfit.tasks import TaskData, create_task
 
     path = tmp_path / "c.yaml"
-    path.write_text(f"data:\n  train: x.csv\nmodel:\n  name: {tiny_bert}\naugment:\n  ops: [swap, delete]\n"
-                    f"  rate: 1.0\n  lexicon: {lexicon_path}\n")
+    path.write_text(
+        f"data:\n  train: x.csv\nmodel:\n  name: {tiny_bert}\naugment:\n  ops: [swap, delete]\n"
+        f"  rate: 1.0\n  lexicon: {lexicon_path}\n"
+    )
     cfg = load_config(path)
     task = create_task("text-classification")
     task.augmenter = create_augmenter(cfg.augment, seed=0)
@@ -236,13 +239,20 @@ def test_training_writes_augmentation_samples(tmp_path, tiny_bert, lexicon_path,
             label = ["negative", "neutral", "positive"][i % 3]
             writer.writerow([f"Operating profit rose to EUR {i}.1 mn from EUR 8.7 mn {label} {i}", label])
     path = tmp_path / "c.yaml"
-    path.write_text(f"model:\n  name: {tiny_bert}\n  max_length: 32\ndata:\n  train: {tmp_path / 'train.csv'}\n"
-                    f"  validation_fraction: 0.2\n  test_fraction: 0.2\n"
-                    f"train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  best_metric: loss\n"
-                    f"augment:\n  ops: [swap, delete, insert, synonym, mlm]\n  lexicon: {lexicon_path}\n"
-                    f"  mlm_model: {tiny_mlm}\n  samples: 5\noutput:\n  dir: {tmp_path / 'out'}\n")
+    path.write_text(
+        f"model:\n  name: {tiny_bert}\n  max_length: 32\ndata:\n  train: {tmp_path / 'train.csv'}\n"
+        f"  validation_fraction: 0.2\n  test_fraction: 0.2\n"
+        f"train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  best_metric: loss\n"
+        f"augment:\n  ops: [swap, delete, insert, synonym, mlm]\n  lexicon: {lexicon_path}\n"
+        f"  mlm_model: {tiny_mlm}\n  samples: 5\noutput:\n  dir: {tmp_path / 'out'}\n"
+    )
     train(load_config(path))
     text = (tmp_path / "out" / "augment_samples.txt").read_text(encoding="utf-8")
     assert [line.strip("[]") for line in text.splitlines() if line.startswith("[")] == [
-        "swap", "delete", "insert", "synonym", "mlm"]
+        "swap",
+        "delete",
+        "insert",
+        "synonym",
+        "mlm",
+    ]
     assert text.count("original:") == 5 and "(unchanged" not in text

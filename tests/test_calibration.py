@@ -59,8 +59,10 @@ def test_temperature_scaling_lowers_nll_and_ece_and_keeps_every_label():
     assert temperature == pytest.approx(3.0, rel=0.1)  # undoes the crafted factor
     nll = negative_log_likelihood
     assert nll(overconfident, labels, temperature) < nll(overconfident, labels)
-    assert (expected_calibration_error(softmax(overconfident, temperature), labels)
-            < expected_calibration_error(softmax(overconfident), labels) / 3)
+    assert (
+        expected_calibration_error(softmax(overconfident, temperature), labels)
+        < expected_calibration_error(softmax(overconfident), labels) / 3
+    )
     assert (softmax(overconfident, temperature).argmax(1) == overconfident.argmax(1)).all()
 
 
@@ -119,12 +121,14 @@ def test_text_predictor_applies_the_temperature_and_abstains(tiny_bert, tmp_path
     assert scaled.predict_proba(texts) == pytest.approx(softmax(logits, 0.01), abs=1e-4)
     assert [r["label"] for r in scaled.predict(texts)] == [r["label"] for r in plain.predict(texts)]
     # a sharpened tiny model is sure of everything; its own threshold of 1.0 sends all but certainties away
-    assert all(r["label"] == "abstain" for r in domainfit.load(tiny_bert, backend="torch",
-                                                                 min_confidence=1.0).predict(texts))
+    assert all(
+        r["label"] == "abstain" for r in domainfit.load(tiny_bert, backend="torch", min_confidence=1.0).predict(texts)
+    )
     strict = _with_settings(tiny_bert, tmp_path / "b", min_confidence=0.99)
     assert {r["label"] for r in domainfit.load(strict, backend="torch").predict(texts)} == {"abstain"}
-    assert "abstain" not in {r["label"] for r in domainfit.load(strict, backend="torch", min_confidence=0.0)
-                             .predict(texts)}
+    assert "abstain" not in {
+        r["label"] for r in domainfit.load(strict, backend="torch", min_confidence=0.0).predict(texts)
+    }
 
 
 def test_a_bad_saved_temperature_is_one_message_naming_the_key(tiny_bert, tmp_path):
@@ -160,8 +164,7 @@ def test_image_predictor_applies_the_temperature():
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "domainfit", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "domainfit", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def test_out_of_range_target_accuracy_is_one_message(tmp_path):
@@ -176,8 +179,10 @@ def test_out_of_range_target_accuracy_is_one_message(tmp_path):
 def test_group_column_on_a_task_without_groups_names_the_key(tmp_path):
     cfg = tmp_path / "c.yaml"
     (tmp_path / "t.csv").write_text("text,label\na,b\n")
-    cfg.write_text(f"task: multi-label-classification\ndata:\n  train: {tmp_path / 't.csv'}\n"
-                   "evaluation:\n  group_column: hospital\n")
+    cfg.write_text(
+        f"task: multi-label-classification\ndata:\n  train: {tmp_path / 't.csv'}\n"
+        "evaluation:\n  group_column: hospital\n"
+    )
     proc = _cli("train", cfg)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "evaluation.group_column" in proc.stderr
@@ -220,16 +225,38 @@ def calibrated_run(tmp_path_factory, tiny_bert, phrasebank_split):
     from domainfit.training import train
 
     tmp = tmp_path_factory.mktemp("calibrated")
-    files = {name: _with_synthetic_groups(phrasebank_split / f"{name}.csv", tmp / f"{name}.csv", 200)
-             for name in ("train", "val", "test")}
+    files = {
+        name: _with_synthetic_groups(phrasebank_split / f"{name}.csv", tmp / f"{name}.csv", 200)
+        for name in ("train", "val", "test")
+    }
     config = tmp / "config.yaml"
-    config.write_text("\n".join([
-        "task: text-classification", "model:", f"  name: {tiny_bert}", "  max_length: 48",
-        "data:", f"  train: {files['train']}", f"  validation: {files['val']}", f"  test: {files['test']}",
-        "train:", "  epochs: 1", "  batch_size: 16", "  learning_rate: 0.001", "  seed: 3",
-        "  best_metric: loss",
-        "evaluation:", "  target_accuracy: 0.7", "  group_column: desk", "  max_gap: 0.01",
-        "output:", f"  dir: {tmp / 'out'}"]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                "task: text-classification",
+                "model:",
+                f"  name: {tiny_bert}",
+                "  max_length: 48",
+                "data:",
+                f"  train: {files['train']}",
+                f"  validation: {files['val']}",
+                f"  test: {files['test']}",
+                "train:",
+                "  epochs: 1",
+                "  batch_size: 16",
+                "  learning_rate: 0.001",
+                "  seed: 3",
+                "  best_metric: loss",
+                "evaluation:",
+                "  target_accuracy: 0.7",
+                "  group_column: desk",
+                "  max_gap: 0.01",
+                "output:",
+                f"  dir: {tmp / 'out'}",
+            ]
+        )
+        + "\n"
+    )
     results = train(load_run_config(config))
     return tmp, tmp / "out", results
 
@@ -264,12 +291,30 @@ def test_predict_uses_the_saved_calibration_and_evaluate_slices_by_group(calibra
     tmp, out, results = calibrated_run
     predictor = domainfit.load(out / "model", backend="torch")
     assert predictor.temperature == pytest.approx(results["test"]["temperature"])
-    proc = _cli("predict", out / "model", tmp / "test.csv", "--output", tmp_path / "p.csv",
-                "--backend", "torch", "--min-confidence", "1.0")
+    proc = _cli(
+        "predict",
+        out / "model",
+        tmp / "test.csv",
+        "--output",
+        tmp_path / "p.csv",
+        "--backend",
+        "torch",
+        "--min-confidence",
+        "1.0",
+    )
     assert proc.returncode == 0, proc.stderr
     assert {r["label"] for r in csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8"))} == {"abstain"}
-    proc = _cli("evaluate", out / "model", tmp / "test.csv", "--output", tmp_path / "ev",
-                "--backend", "torch", "--group-column", "desk")
+    proc = _cli(
+        "evaluate",
+        out / "model",
+        tmp / "test.csv",
+        "--output",
+        tmp_path / "ev",
+        "--backend",
+        "torch",
+        "--group-column",
+        "desk",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(results["test"]["accuracy"])
@@ -277,7 +322,16 @@ def test_predict_uses_the_saved_calibration_and_evaluate_slices_by_group(calibra
     assert metrics["ece"] == pytest.approx(results["test"]["ece"], abs=1e-4)
     north = results["test"]["slices"]["groups"]["north"]
     assert metrics["slices"]["groups"]["north"]["count"] == north["count"]
-    proc = _cli("evaluate", out / "model", tmp / "test.csv", "--output", tmp_path / "ev2",
-                "--backend", "torch", "--group-column", "hospital")
+    proc = _cli(
+        "evaluate",
+        out / "model",
+        tmp / "test.csv",
+        "--output",
+        tmp_path / "ev2",
+        "--backend",
+        "torch",
+        "--group-column",
+        "hospital",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "'hospital'" in proc.stderr and "test.csv" in proc.stderr and "line 1" in proc.stderr

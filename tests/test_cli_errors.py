@@ -13,7 +13,11 @@ import pytest
 
 from domainfit.cli import main
 
-GOOD_ROWS = [("Profit rose sharply .", "positive"), ("Sales fell .", "negative"), ("The meeting is on Monday .", "neutral")]
+GOOD_ROWS = [
+    ("Profit rose sharply .", "positive"),
+    ("Sales fell .", "negative"),
+    ("The meeting is on Monday .", "neutral"),
+]
 
 
 def write_csv(path: Path, rows, header="text,label") -> Path:
@@ -32,8 +36,10 @@ def good_csv(tmp_path):
 
 def config(tmp_path: Path, model: Path, train: Path, extra: str = "", **data) -> Path:
     data_lines = "".join(f"  {k}: {v}\n" for k, v in data.items())
-    text = (f"model:\n  name: {model}\ndata:\n  train: {train}\n{data_lines}"
-            f"train:\n  epochs: 1\noutput:\n  dir: {tmp_path / 'out'}\n{extra}")
+    text = (
+        f"model:\n  name: {model}\ndata:\n  train: {train}\n{data_lines}"
+        f"train:\n  epochs: 1\noutput:\n  dir: {tmp_path / 'out'}\n{extra}"
+    )
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -199,8 +205,18 @@ def test_evaluate_on_a_task_it_does_not_score_says_what_to_do(tmp_path, tiny_ber
 
 def test_a_real_process_exits_2_without_traceback(tmp_path, tiny_bert, good_csv):
     """The same contract seen from outside: exit status and stderr of the installed command."""
-    proc = subprocess.run([sys.executable, "-m", "domainfit", "train", str(config(tmp_path, tiny_bert, good_csv)),
-                           "train.learning_rate=-1"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "domainfit",
+            "train",
+            str(config(tmp_path, tiny_bert, good_csv)),
+            "train.learning_rate=-1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "train.learning_rate" in proc.stderr
 
@@ -218,8 +234,9 @@ def test_named_pipe_as_training_file_exits_2_instead_of_hanging(tmp_path, tiny_b
     os.mkfifo(fifo)
     try:
         cfg = config(tmp_path, tiny_bert, fifo)
-        proc = subprocess.run([sys.executable, "-m", "domainfit", "train", str(cfg)], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "domainfit", "train", str(cfg)], capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # release a reader still waiting
         pytest.fail("domainfit waited for a writer on a named pipe")
@@ -250,8 +267,9 @@ def test_unknown_conflicting_labels_policy_suggests_the_near_miss(tmp_path, tiny
 def test_column_number_out_of_range_from_an_override(tmp_path, tiny_bert, capsys):
     train = tmp_path / "t.csv"
     train.write_text("".join(f"{t},{l}\n" for t, l in many_rows()), encoding="utf-8")
-    err = run_train(capsys, config(tmp_path, tiny_bert, train), "data.header=false", "data.text_column=0",
-                    "data.label_column=5")
+    err = run_train(
+        capsys, config(tmp_path, tiny_bert, train), "data.header=false", "data.text_column=0", "data.label_column=5"
+    )
     assert "column 5" in err and "found 2" in err
 
 
@@ -259,8 +277,7 @@ def test_predict_selects_columns_by_number_without_header(tmp_path, tiny_bert, c
     data = tmp_path / "in.csv"
     data.write_text("7,Profit rose sharply .\n8,Sales fell .\n", encoding="utf-8")
     out = tmp_path / "p.csv"
-    code = main(["predict", str(tiny_bert), str(data), "--output", str(out), "--no-header",
-                 "--text-column", "1"])
+    code = main(["predict", str(tiny_bert), str(data), "--output", str(out), "--no-header", "--text-column", "1"])
     err = capsys.readouterr().err
     assert code == 0, err
     rows = out.read_text(encoding="utf-8").splitlines()
@@ -270,8 +287,20 @@ def test_predict_selects_columns_by_number_without_header(tmp_path, tiny_bert, c
 def test_evaluate_column_number_out_of_range_exits_2(tmp_path, tiny_bert, capsys):
     data = tmp_path / "ev.csv"
     data.write_text("Profit rose sharply .,LABEL_0\n", encoding="utf-8")
-    code = main(["evaluate", str(tiny_bert), str(data), "--output", str(tmp_path / "ev"), "--no-header",
-                 "--text-column", "0", "--label-column", "3"])
+    code = main(
+        [
+            "evaluate",
+            str(tiny_bert),
+            str(data),
+            "--output",
+            str(tmp_path / "ev"),
+            "--no-header",
+            "--text-column",
+            "0",
+            "--label-column",
+            "3",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "column 3" in err and "Traceback" not in err
     assert not (tmp_path / "ev").exists()
@@ -284,7 +313,12 @@ def test_offline_fails_at_once_for_a_hub_model(tmp_path):
     (tmp_path / "x.csv").write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(40)))
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache
-    proc = subprocess.run([sys.executable, "-m", "domainfit", "--offline", "train", str(cfg),
-                           f"output.dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "domainfit", "--offline", "train", str(cfg), f"output.dir={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "offline" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "some-org/not-cached-model" in proc.stderr and "offline mode" in proc.stderr

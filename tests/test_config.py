@@ -111,22 +111,25 @@ def _config(tmp_path, text="data:\n  train: x.csv\n"):
     return path
 
 
-@pytest.mark.parametrize("override, key, expected", [
-    ("train.learning_rate=[", "train.learning_rate", "not valid YAML"),
-    ("train.epochs=.inf", "train.epochs", "invalid value inf"),
-    ("train.learning_rate=nan", "train.learning_rate", "not a finite number"),
-    ("train.learning_rate=.nan", "train.learning_rate", "not a finite number"),
-    ("train.learning_rate=1e999", "train.learning_rate", "not a finite number"),
-    ("train.max_grad_norm=.inf", "train.max_grad_norm", "not a finite number"),
-    ("regularization.class_weights={a: 1, b: .nan}", "regularization.class_weights", "not a finite number"),
-    ("train.seed=-1", "train.seed", "must be >= 0"),
-    ("train.seed=99999999999999999999", "train.seed", "must be <= 4294967295"),
-    ("data.split_seed=4294967296", "data.split_seed", "must be <= 4294967295"),
-    ("train.epochs=1" + "0" * 30, "train.epochs", "must be <= 2147483647"),
-    ("train.learning_rate=1" + "0" * 400, "train.learning_rate", "invalid value"),
-    ("train.seed=" + "1" * 5000, "train.seed", "as int"),  # longer than Python converts by default
-    ("model.name=2021-13-45", "model.name", "as timestamp"),  # a date YAML cannot build
-])
+@pytest.mark.parametrize(
+    "override, key, expected",
+    [
+        ("train.learning_rate=[", "train.learning_rate", "not valid YAML"),
+        ("train.epochs=.inf", "train.epochs", "invalid value inf"),
+        ("train.learning_rate=nan", "train.learning_rate", "not a finite number"),
+        ("train.learning_rate=.nan", "train.learning_rate", "not a finite number"),
+        ("train.learning_rate=1e999", "train.learning_rate", "not a finite number"),
+        ("train.max_grad_norm=.inf", "train.max_grad_norm", "not a finite number"),
+        ("regularization.class_weights={a: 1, b: .nan}", "regularization.class_weights", "not a finite number"),
+        ("train.seed=-1", "train.seed", "must be >= 0"),
+        ("train.seed=99999999999999999999", "train.seed", "must be <= 4294967295"),
+        ("data.split_seed=4294967296", "data.split_seed", "must be <= 4294967295"),
+        ("train.epochs=1" + "0" * 30, "train.epochs", "must be <= 2147483647"),
+        ("train.learning_rate=1" + "0" * 400, "train.learning_rate", "invalid value"),
+        ("train.seed=" + "1" * 5000, "train.seed", "as int"),  # longer than Python converts by default
+        ("model.name=2021-13-45", "model.name", "as timestamp"),  # a date YAML cannot build
+    ],
+)
 def test_bad_numbers_in_overrides_name_the_key(tmp_path, capsys, override, key, expected):
     from domainfit.cli import main
 
@@ -153,10 +156,13 @@ def test_pretrain_seed_and_numbers_are_checked_the_same_way(tmp_path):
         load_pretrain_config(path, ["train.learning_rate=nan"])
 
 
-@pytest.mark.parametrize("text, key, lines", [
-    ("data:\n  train: x.csv\ntrain:\n  epochs: 2\noutput:\n  dir: o\ntrain:\n  seed: 3\n", "'train'", (3, 7)),
-    ("data:\n  train: x.csv\ntrain:\n  epochs: 2\n  batch_size: 8\n  epochs: 4\n", "'epochs'", (4, 6)),
-])
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        ("data:\n  train: x.csv\ntrain:\n  epochs: 2\noutput:\n  dir: o\ntrain:\n  seed: 3\n", "'train'", (3, 7)),
+        ("data:\n  train: x.csv\ntrain:\n  epochs: 2\n  batch_size: 8\n  epochs: 4\n", "'epochs'", (4, 6)),
+    ],
+)
 def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, capsys, text, key, lines):
     from domainfit.cli import main
 
@@ -208,8 +214,14 @@ def test_a_billion_laughs_config_is_refused_without_expanding_it(tmp_path):
     def limit_memory():
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    run = subprocess.run([sys.executable, "-m", "domainfit", "train", str(path)], check=False,
-                         capture_output=True, text=True, preexec_fn=limit_memory, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "domainfit", "train", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_memory,
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr and len(run.stderr) < 1000
     assert "'model.name'" in run.stderr and "expand to more than" in run.stderr
@@ -240,13 +252,17 @@ def test_short_repr_and_the_message_cap():
 def test_max_length_beyond_the_models_positions_is_refused_before_the_run_starts(tmp_path, tiny_bert, capsys):
     from domainfit.cli import main
 
-    rows = [(f"{text} number {i}", label) for i in range(12)
-            for text, label in (("Profit rose", "positive"), ("Sales fell", "negative"), ("A meeting", "neutral"))]
+    rows = [
+        (f"{text} number {i}", label)
+        for i in range(12)
+        for text, label in (("Profit rose", "positive"), ("Sales fell", "negative"), ("A meeting", "neutral"))
+    ]
     train = tmp_path / "train.csv"
     train.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows), encoding="utf-8")
     out = tmp_path / "out"
-    path = _config(tmp_path, f"model:\n  name: {tiny_bert}\ndata:\n  train: {train}\ntrain:\n  epochs: 1\n"
-                             f"output:\n  dir: {out}\n")
+    path = _config(
+        tmp_path, f"model:\n  name: {tiny_bert}\ndata:\n  train: {train}\ntrain:\n  epochs: 1\noutput:\n  dir: {out}\n"
+    )
     assert main(["train", str(path), "model.max_length=100000"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "model.max_length" in err and "at most 512" in err
@@ -273,8 +289,11 @@ def test_pretrain_refuses_max_length_beyond_the_models_positions(tmp_path, tiny_
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"Quarterly sales rose {i} percent .\n" for i in range(60)), encoding="utf-8")
     out = tmp_path / "out"
-    path = _config(tmp_path, f"model:\n  name: {tiny_bert}\n  max_length: 4096\ncorpus:\n  train: {corpus}\n"
-                             f"  validation_size: 5\ntrain:\n  max_steps: 1\noutput:\n  dir: {out}\n")
+    path = _config(
+        tmp_path,
+        f"model:\n  name: {tiny_bert}\n  max_length: 4096\ncorpus:\n  train: {corpus}\n"
+        f"  validation_size: 5\ntrain:\n  max_steps: 1\noutput:\n  dir: {out}\n",
+    )
     assert main(["pretrain", str(path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "model.max_length" in err and "at most 512" in err
@@ -285,8 +304,22 @@ def test_pretrain_refuses_max_length_beyond_the_models_positions(tmp_path, tiny_
 # Every fix an error prints names real config keys
 
 
-SECTIONS = ("model", "data", "train", "output", "multi_label", "generation", "ner", "image", "joint", "augment",
-            "peft", "regularization", "corpus", "masking")
+SECTIONS = (
+    "model",
+    "data",
+    "train",
+    "output",
+    "multi_label",
+    "generation",
+    "ner",
+    "image",
+    "joint",
+    "augment",
+    "peft",
+    "regularization",
+    "corpus",
+    "masking",
+)
 # `data.train: x.csv` or `set data.stratify: false`; not file names such as model.safetensors
 DOTTED_KEY = re.compile(rf"(?<![\w./-])((?:{'|'.join(SECTIONS)})(?:\.[a-z0-9_]+)+)(?![\w/-]|\.\w)")
 # `key: value` as it would be written in a YAML file
@@ -303,8 +336,11 @@ def _literal_texts(node, names: dict) -> list[str]:
     if isinstance(node, ast.JoinedStr):
         return ["".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)]
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return [a + b for a in _literal_texts(node.left, names) or ["\0"]
-                for b in _literal_texts(node.right, names) or ["\0"]]
+        return [
+            a + b
+            for a in _literal_texts(node.left, names) or ["\0"]
+            for b in _literal_texts(node.right, names) or ["\0"]
+        ]
     if isinstance(node, ast.IfExp):
         return _literal_texts(node.body, names) + _literal_texts(node.orelse, names)
     if isinstance(node, ast.Name):

@@ -37,13 +37,41 @@ RUN_KEYS = _keys(RunConfig)
 PRETRAIN_KEYS = _keys(PretrainConfig)
 
 # values a user might write, and the edge cases of each YAML type
-TRICKY = ["auto", "epoch", "none", "lora", "windows", "fp32", "x.csv", "text-classification", "1e-5", "nan",
-          "-1", "", "0", "0x10", "2001-01-01", "~", "yes", "a" * 300, "a\0b"]
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30) | st.sampled_from(TRICKY))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
-                      max_leaves=12)
+TRICKY = [
+    "auto",
+    "epoch",
+    "none",
+    "lora",
+    "windows",
+    "fp32",
+    "x.csv",
+    "text-classification",
+    "1e-5",
+    "nan",
+    "-1",
+    "",
+    "0",
+    "0x10",
+    "2001-01-01",
+    "~",
+    "yes",
+    "a" * 300,
+    "a\0b",
+]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.sampled_from(TRICKY)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def _documents(keys: list[str]) -> st.SearchStrategy[dict]:
@@ -99,16 +127,27 @@ def test_random_pretrain_config_documents(folder, document):
     _loads_or_refuses(load_pretrain_config, path)
 
 
-PIPELINE_KEYS = ["finetune", "finetune_overrides", "pretrain", "pretrain.p.config", "pretrain.p.overrides",
-                 "variants", "variants.v.pretrain", "variants.v.overrides", "seeds", "baseline", "output_dir"]
+PIPELINE_KEYS = [
+    "finetune",
+    "finetune_overrides",
+    "pretrain",
+    "pretrain.p.config",
+    "pretrain.p.overrides",
+    "variants",
+    "variants.v.pretrain",
+    "variants.v.overrides",
+    "seeds",
+    "baseline",
+    "output_dir",
+]
 
 
 @SETTINGS
-@given(document=_documents(PIPELINE_KEYS), finetune=st.booleans(),
-       overrides=st.lists(st.text(max_size=20), max_size=2))
+@given(document=_documents(PIPELINE_KEYS), finetune=st.booleans(), overrides=st.lists(st.text(max_size=20), max_size=2))
 @example(document={"output_dir": "o", "pretrain": [1]}, finetune=True, overrides=[])  # .items() of a list
-@example(document={"output_dir": "o", "variants": {"v": {"pretrain": [1]}}}, finetune=True,
-         overrides=[])  # an unhashable stage name
+@example(
+    document={"output_dir": "o", "variants": {"v": {"pretrain": [1]}}}, finetune=True, overrides=[]
+)  # an unhashable stage name
 @example(document={"output_dir": "o", "seeds": [-1]}, finetune=True, overrides=[])
 @example(document={"output_dir": "o", "finetune": "c" * 300}, finetune=False, overrides=[])
 def test_random_pipeline_config_documents(folder, document, finetune, overrides):
@@ -122,8 +161,11 @@ def test_random_pipeline_config_documents(folder, document, finetune, overrides)
 
 
 @SETTINGS
-@given(key=st.sampled_from(RUN_KEYS) | st.text(max_size=20), value=st.text(max_size=40),
-       typed=scalars.map(lambda v: yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()))
+@given(
+    key=st.sampled_from(RUN_KEYS) | st.text(max_size=20),
+    value=st.text(max_size=40),
+    typed=scalars.map(lambda v: yaml.safe_dump(v, default_flow_style=True).removesuffix("...\n").strip()),
+)
 def test_random_overrides(folder, key, value, typed):
     path = folder / "base.yaml"
     path.write_text("data:\n  train: x.csv\n", encoding="utf-8")
@@ -132,9 +174,22 @@ def test_random_overrides(folder, key, value, typed):
 
 
 @SETTINGS
-@given(text=st.text(max_size=200) | st.sampled_from(
-    ["[" * 5000, "a: &a [*a]", "a: !!python/object:os.system x", "a: 1\na: 2", "? [a, b]\n: c", "- 1\n- 2",
-     "!!binary x", "a: 2001-13-45", "a: " + "9" * 5000]))
+@given(
+    text=st.text(max_size=200)
+    | st.sampled_from(
+        [
+            "[" * 5000,
+            "a: &a [*a]",
+            "a: !!python/object:os.system x",
+            "a: 1\na: 2",
+            "? [a, b]\n: c",
+            "- 1\n- 2",
+            "!!binary x",
+            "a: 2001-13-45",
+            "a: " + "9" * 5000,
+        ]
+    )
+)
 def test_random_text_as_a_config_file(folder, text):
     path = folder / "text.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

@@ -22,25 +22,35 @@ from domainfit.data.corpus import (
 from domainfit.errors import DataError
 
 # What the pool below holds, in reading order (files sorted; hidden ones skipped; whitespace cleaned).
-POOL_TEXTS = ["operating profit rose sharply", "net sales fell by five percent", "the board approved a dividend",
-              "a note that spans two lines in the cell", "orders grew in the third quarter",
-              '"Great" is what they said about the quarter', "a review after the quoted one"]
+POOL_TEXTS = [
+    "operating profit rose sharply",
+    "net sales fell by five percent",
+    "the board approved a dividend",
+    "a note that spans two lines in the cell",
+    "orders grew in the third quarter",
+    '"Great" is what they said about the quarter',
+    "a review after the quoted one",
+]
 
 
 @pytest.fixture
 def pool(tmp_path):
     root = tmp_path / "pool"
     (root / ".ipynb_checkpoints").mkdir(parents=True)
-    (root / "a.txt").write_text("  operating profit rose sharply  \n\n\tnet sales  fell by five percent\r\n",
-                                encoding="utf-8")
-    (root / "b.ndjson").write_text('{"text": " the board approved a dividend "}\n\n{"text": null}\n',
-                                   encoding="utf-8")
-    (root / "c.csv").write_text('id,text\n1,"a note that spans\ntwo lines in the cell"\n2,  orders grew in the third '
-                                'quarter \n', encoding="utf-8")
+    (root / "a.txt").write_text(
+        "  operating profit rose sharply  \n\n\tnet sales  fell by five percent\r\n", encoding="utf-8"
+    )
+    (root / "b.ndjson").write_text('{"text": " the board approved a dividend "}\n\n{"text": null}\n', encoding="utf-8")
+    (root / "c.csv").write_text(
+        'id,text\n1,"a note that spans\ntwo lines in the cell"\n2,  orders grew in the third quarter \n',
+        encoding="utf-8",
+    )
     # TSV has no quoting (as `domainfit train` reads it): a leading quote must not swallow the next line
     (root / "sub").mkdir()
-    (root / "sub" / "d.tsv").write_text('text\tlabel\n"Great" is what they said about the quarter\tp\n'
-                                        "a review after the quoted one\tn\n", encoding="utf-8")
+    (root / "sub" / "d.tsv").write_text(
+        'text\tlabel\n"Great" is what they said about the quarter\tp\na review after the quoted one\tn\n',
+        encoding="utf-8",
+    )
     (root / ".hidden.txt").write_text("a hidden file is not pool text\n", encoding="utf-8")
     (root / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("nor is a hidden folder's\n", encoding="utf-8")
     return root
@@ -58,16 +68,44 @@ def test_mine_inspect_and_pretrain_read_a_folder_as_the_same_texts(pool, tmp_pat
         return real_inspect(texts, *args, **kwargs)
 
     monkeypatch.setattr(diagnostics, "inspect_corpus", spy)
-    assert main(["inspect", str(pool), "--model", str(tiny_bert), "--mlm-sample", "0",
-                 "--output", str(tmp_path / "inspect")]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "inspect",
+                str(pool),
+                "--model",
+                str(tiny_bert),
+                "--mlm-sample",
+                "0",
+                "--output",
+                str(tmp_path / "inspect"),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert measured == POOL_TEXTS
 
     # mine: with k at least the pool's size, every pool text is mined, in pool order
     task = tmp_path / "task.txt"
     task.write_text("profit and sales in the quarter\n", encoding="utf-8")
     mined = tmp_path / "mined" / "corpus.txt"
-    assert main(["mine", str(pool), "--task-texts", str(task), "--model", str(tiny_bert), "--k", "10",
-                 "--output", str(mined)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "mine",
+                str(pool),
+                "--task-texts",
+                str(task),
+                "--model",
+                str(tiny_bert),
+                "--k",
+                "10",
+                "--output",
+                str(mined),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert mined.read_text(encoding="utf-8").splitlines() == POOL_TEXTS
 
     # pretrain (and the joint objective): the files, the counting pass, the held-out read and the stream
@@ -91,8 +129,7 @@ def test_resume_inside_a_csv_with_multi_line_records_continues_exactly(tmp_path)
     assert [text for _, _, text in records][:2] == ["note 0 first line note 0 second line", "note 1"]
     assert [line for line, _, _ in records][:3] == [3, 4, 5]  # the line each record ends on
     for line, byte, _ in records[:-1]:  # resuming at any record's end gives exactly the records after it
-        assert list(read_records(corpus, start_byte=byte, start_line=line)) == [
-            r for r in records if r[0] > line]
+        assert list(read_records(corpus, start_byte=byte, start_line=line)) == [r for r in records if r[0] > line]
     for consumed in (1, 5, 13):
         stream = CorpusStream([corpus], block=4, seed=2)
         texts = iter(stream)
@@ -172,8 +209,16 @@ def test_pretrain_cli_reports_a_bad_corpus_in_one_message(tmp_path, capsys):
     corpus = tmp_path / "corpus.csv"
     corpus.write_text('id,text\n1,fine text\n2,"never closed\n', encoding="utf-8")
     config = tmp_path / "p.yaml"
-    config.write_text(yaml.safe_dump({"model": {"name": "does-not-matter"}, "corpus": {"train": str(corpus)},
-                                      "output": {"dir": str(tmp_path / "out")}}), encoding="utf-8")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "does-not-matter"},
+                "corpus": {"train": str(corpus)},
+                "output": {"dir": str(tmp_path / "out")},
+            }
+        ),
+        encoding="utf-8",
+    )
     assert main(["pretrain", str(config)]) == 2
     err = capsys.readouterr().err
     assert "corpus.csv, line 3" in err and "malformed CSV" in err and "Traceback" not in err

@@ -34,8 +34,10 @@ def test_the_global_batches_are_the_same_whatever_the_world_size_and_shards_cove
         single = EpochBatchSampler(lengths, 16, seed=3, balance_tokens=balance_tokens)
         single.set_epoch(1)
         for world in (2, 3):
-            shards = [EpochBatchSampler(lengths, 16, seed=3, balance_tokens=balance_tokens, num_shards=world,
-                                        shard=rank) for rank in range(world)]
+            shards = [
+                EpochBatchSampler(lengths, 16, seed=3, balance_tokens=balance_tokens, num_shards=world, shard=rank)
+                for rank in range(world)
+            ]
             for sampler in shards:
                 sampler.set_epoch(1)
                 assert list(sampler) == list(single)  # the global order does not depend on the world size
@@ -66,15 +68,32 @@ def test_resuming_mid_epoch_continues_each_shard_where_it_stopped():
 
 def write_config(tmp_path: Path, model: Path, split: Path, out: Path, **train_kw) -> Path:
     # dropout 0 and fp32: the 1- and 2-process runs then differ only by float summation order
-    train_cfg = {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "seed": 7, "log_every": 2, "num_threads": 1,
-                 "best_metric": "loss", "precision": "fp32", **train_kw}
+    train_cfg = {
+        "epochs": 2,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "seed": 7,
+        "log_every": 2,
+        "num_threads": 1,
+        "best_metric": "loss",
+        "precision": "fp32",
+        **train_kw,
+    }
     lines = [
         "task: text-classification",
-        "model:", f"  name: {model}", "  max_length: 64", "  dropout: 0.0",
-        "data:", f"  train: {split / 'train.csv'}", f"  validation: {split / 'val.csv'}", f"  test: {split / 'test.csv'}",
+        "model:",
+        f"  name: {model}",
+        "  max_length: 64",
+        "  dropout: 0.0",
+        "data:",
+        f"  train: {split / 'train.csv'}",
+        f"  validation: {split / 'val.csv'}",
+        f"  test: {split / 'test.csv'}",
         "  max_train_samples: 96",
-        "train:", *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
-        "output:", f"  dir: {out}",
+        "train:",
+        *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
+        "output:",
+        f"  dir: {out}",
     ]
     path = tmp_path / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -93,8 +112,17 @@ def _launch(launcher: str, *args: str) -> subprocess.Popen:
     if launcher == "torchrun":
         command = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", port, "-m", "domainfit", *args]
     else:  # the documented config file (on CPUs, `accelerate launch --cpu` starts one process without MPI)
-        command = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "docs/examples/accelerate_cpu2.yaml"),
-                   "--main_process_port", port, "-m", "domainfit", *args]
+        command = [
+            str(BIN / "accelerate"),
+            "launch",
+            "--config_file",
+            str(REPO / "docs/examples/accelerate_cpu2.yaml"),
+            "--main_process_port",
+            port,
+            "-m",
+            "domainfit",
+            *args,
+        ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
@@ -144,11 +172,24 @@ def test_two_processes_share_the_batches_and_match_one_process(two_runs):
 @pytest.mark.distributed
 def test_two_processes_write_one_run_folder_once(two_runs):
     _, _, out = two_runs
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoints", "config.yaml", "confusion_matrix.png",
-                                                     "metrics.json", "model", "report.md", "run.json", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock",
+        "checkpoints",
+        "config.yaml",
+        "confusion_matrix.png",
+        "metrics.json",
+        "model",
+        "report.md",
+        "run.json",
+        "tensorboard",
+    ]
     assert len(list((out / "tensorboard").iterdir())) == 1  # one event file: the main process's
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.json", "best.safetensors", "latest",
-                                                                       "step-0000012"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "best.json",
+        "best.safetensors",
+        "latest",
+        "step-0000012",
+    ]
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished"
 
@@ -189,8 +230,14 @@ def test_fsdp_or_deepspeed_launch_is_refused_before_anything_is_written(tmp_path
     out = tmp_path / "out"
     config = write_config(tmp_path, tiny_bert, phrasebank_split, out)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "ACCELERATE_USE_FSDP": "true"}
-    proc = subprocess.run([sys.executable, "-m", "domainfit", "train", str(config)], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "domainfit", "train", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "FSDP" in proc.stderr and "ACCELERATE_USE_FSDP" in proc.stderr and "docs/distributed.md" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -23,8 +23,11 @@ def dense_and_seen(tmp_path_factory, tiny_bert, phrasebank_split):
     for rows in ("all", "seen"):
         tmp = tmp_path_factory.mktemp(rows)
         # weight decay 0.1 at lr 1e-3: the untrained rows shrink measurably, so the decay they get is checked too
-        cfg = load_config(write_config(tmp, tiny_bert, phrasebank_split, tmp / "out", embedding_rows=rows,
-                                       weight_decay=0.1, best_metric="loss"))
+        cfg = load_config(
+            write_config(
+                tmp, tiny_bert, phrasebank_split, tmp / "out", embedding_rows=rows, weight_decay=0.1, best_metric="loss"
+            )
+        )
         metrics = train(cfg)
         runs[rows] = (metrics, load_file(str(tmp / "out" / "model" / "model.safetensors")))
     return runs
@@ -91,8 +94,9 @@ def test_blockers(tiny_bert):
 
 
 def test_augmented_run_trains_all_rows(tmp_path, tiny_bert, phrasebank_split):
-    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, tmp_path / "out", epochs=1),
-                      ["augment.ops=[swap]"])
+    cfg = load_config(
+        write_config(tmp_path, tiny_bert, phrasebank_split, tmp_path / "out", epochs=1), ["augment.ops=[swap]"]
+    )
     metrics = train(cfg)
     assert metrics["train"]["embedding_rows_trained"] == "all"
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["train"]["embedding_rows_trained"] == "all"

@@ -41,7 +41,7 @@ def test_one_score_per_word_from_the_tokenizer_word_ids(ig_results, classifier_d
         expected = len({w for w in enc.word_ids() if w is not None})
         words = result["explanations"][0]["words"]
         assert len(words) == expected
-        assert all(result["text"][w["start"]:w["end"]] == w["word"] for w in words)
+        assert all(result["text"][w["start"] : w["end"]] == w["word"] for w in words)
     assert [w["word"] for w in ig_results[0]["explanations"][0]["words"]][:3] == ["Operating", "profit", "rose"]
 
 
@@ -100,8 +100,9 @@ def test_multi_label_explains_each_label_above_its_threshold(tmp_path, classifie
 
     model = AutoModelForSequenceClassification.from_pretrained(classifier_dir)
     tokenizer = AutoTokenizer.from_pretrained(classifier_dir)
-    explainer = TextExplainer(model, tokenizer, LABELS, max_length=128, multi_label=True,
-                              thresholds=[0.0, 0.0, 1.0])  # the first two always chosen, the last never
+    explainer = TextExplainer(
+        model, tokenizer, LABELS, max_length=128, multi_label=True, thresholds=[0.0, 0.0, 1.0]
+    )  # the first two always chosen, the last never
     [result] = explainer.explain(TEXTS[:1], method="grad-x-input")
     assert [e["label"] for e in result["explanations"]] in (LABELS[:2], LABELS[1::-1])
     probs = explainer.probabilities(TEXTS[:1])[0]
@@ -116,17 +117,30 @@ def test_html_is_written_whole_and_holds_every_word(tmp_path, ig_results):
     assert page.count('class="block"') == len(ig_results)
     for result in ig_results:
         for w in result["explanations"][0]["words"]:
-            assert f'>{w["word"]}</span>' in page
+            assert f">{w['word']}</span>" in page
     assert "<script" not in page and "http" not in page  # self-contained, nothing fetched
     write_explanations(tmp_path / "e.json", ig_results)
     assert json.loads((tmp_path / "e.json").read_text(encoding="utf-8")) == ig_results
 
 
 def test_html_escapes_the_text():
-    result = {"text": "<b>x</b> & y", "method": "ig", "unit": "words", "truncated": False,
-              "explanations": [{"label": "a<", "probability": 0.5, "convergence_delta": None,
-                                "words": [{"word": "<b>x</b>", "start": 0, "end": 8, "score": -1.0},
-                                          {"word": "y", "start": 11, "end": 12, "score": 0.5}]}]}
+    result = {
+        "text": "<b>x</b> & y",
+        "method": "ig",
+        "unit": "words",
+        "truncated": False,
+        "explanations": [
+            {
+                "label": "a<",
+                "probability": 0.5,
+                "convergence_delta": None,
+                "words": [
+                    {"word": "<b>x</b>", "start": 0, "end": 8, "score": -1.0},
+                    {"word": "y", "start": 11, "end": 12, "score": 0.5},
+                ],
+            }
+        ],
+    }
     page = render_html([result])
     assert "<b>x" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "a&lt;" in page
     assert "rgba(220, 40, 40, 1.000)" in page and "rgba(0, 160, 60, 0.500)" in page
@@ -144,8 +158,20 @@ def _texts_file(tmp_path: Path) -> Path:
 
 def test_cli_writes_html(tmp_path, classifier_dir, capsys):
     out = tmp_path / "out.html"
-    assert main(["explain", str(classifier_dir), str(_texts_file(tmp_path)), "--method", "grad-x-input",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(classifier_dir),
+                str(_texts_file(tmp_path)),
+                "--method",
+                "grad-x-input",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     page = out.read_text(encoding="utf-8")
     assert page.count('class="block"') == 2 and "Operating" in page
 
@@ -154,9 +180,13 @@ def test_cli_writes_html(tmp_path, classifier_dir, capsys):
 def test_cli_bad_input_exits_2_with_one_message(tmp_path, classifier_dir, case):
     texts = _texts_file(tmp_path)
     args = [str(classifier_dir), str(texts), "--output", str(tmp_path / "out.html")]
-    expected = {"method": "unknown explanation method 'gradxinput'", "suffix": "out.txt",
-                "input": "input file does not exist", "model": "model folder does not exist",
-                "task": "explanations cover"}[case]
+    expected = {
+        "method": "unknown explanation method 'gradxinput'",
+        "suffix": "out.txt",
+        "input": "input file does not exist",
+        "model": "model folder does not exist",
+        "task": "explanations cover",
+    }[case]
     if case == "method":
         args += ["--method", "gradxinput"]
     elif case == "suffix":
@@ -167,8 +197,13 @@ def test_cli_bad_input_exits_2_with_one_message(tmp_path, classifier_dir, case):
         args[0] = str(tmp_path / "no-model")
     else:  # a task without an explainer (generation): refused by name, not with a traceback
         args[0] = str(build_classifier_dir(tmp_path / "gen", settings={"task": "generation"}))
-    run = subprocess.run([sys.executable, "-m", "domainfit", "explain", *args], capture_output=True, text=True,
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    run = subprocess.run(
+        [sys.executable, "-m", "domainfit", "explain", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]

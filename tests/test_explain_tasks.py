@@ -35,8 +35,13 @@ SIZE = 32
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "domainfit", "explain", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "domainfit", "explain", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -62,8 +67,13 @@ def ner_dir(tmp_path_factory) -> Path:
             labels.append(-100 if w is None or w == previous else int(w == position))
             previous = w
         rows.append((enc["input_ids"], labels))
-    config = BertConfig(**TINY_BERT, vocab_size=tokenizer.vocab_size, num_labels=3, id2label=dict(enumerate(TAGS)),
-                        label2id={t: i for i, t in enumerate(TAGS)})
+    config = BertConfig(
+        **TINY_BERT,
+        vocab_size=tokenizer.vocab_size,
+        num_labels=3,
+        id2label=dict(enumerate(TAGS)),
+        label2id={t: i for i, t in enumerate(TAGS)},
+    )
     torch.manual_seed(0)
     model = BertForTokenClassification(config)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -107,9 +117,16 @@ def image_dir(tmp_path_factory) -> Path:
     images = [_spot_image(rng, int(rng.integers(0, 4)) if i % 2 else None) for i in range(128)]
     x = torch.tensor(np.stack([(np.asarray(im, np.float32) / 255 - 0.5) / 0.5 for im in images]).transpose(0, 3, 1, 2))
     y = torch.tensor([i % 2 for i in range(128)])
-    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                          num_labels=2, id2label=dict(enumerate(IMAGE_LABELS)),
-                          label2id={n: i for i, n in enumerate(IMAGE_LABELS)})
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=2,
+        id2label=dict(enumerate(IMAGE_LABELS)),
+        label2id={n: i for i, n in enumerate(IMAGE_LABELS)},
+    )
     torch.manual_seed(0)
     model = ResNetForImageClassification(config)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -122,9 +139,17 @@ def image_dir(tmp_path_factory) -> Path:
         optimiser.step()
     out = tmp_path_factory.mktemp("image") / "model"
     model.save_pretrained(out)
-    (out / "domainfit.json").write_text(json.dumps({"task": "image-classification", "labels": IMAGE_LABELS,
-                                                    "image_size": SIZE, "image_mean": [0.5] * 3,
-                                                    "image_std": [0.5] * 3}))
+    (out / "domainfit.json").write_text(
+        json.dumps(
+            {
+                "task": "image-classification",
+                "labels": IMAGE_LABELS,
+                "image_size": SIZE,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
+    )
     return out
 
 
@@ -313,8 +338,9 @@ def test_cli_explains_entities_and_images(tmp_path, ner_dir, image_dir, spot_fil
 @pytest.mark.parametrize("case", ["method", "missing", "task"])
 def test_cli_bad_image_or_task_input_exits_2_with_one_message(tmp_path, image_dir, spot_files, case):
     args = [str(image_dir), str(spot_files[0][0]), "--output", str(tmp_path / "out.html")]
-    expected = {"method": "unknown explanation method 'ig'", "missing": "does not exist",
-                "task": "explanations cover"}[case]
+    expected = {"method": "unknown explanation method 'ig'", "missing": "does not exist", "task": "explanations cover"}[
+        case
+    ]
     if case == "method":
         args += ["--method", "ig"]  # a text method on an image model: the image methods are listed
     elif case == "missing":

@@ -22,9 +22,11 @@ from domainfit.export import export_model
 NER_LABELS = ["O", "B-Disease", "I-Disease", "B-Gene", "I-Gene"]
 ML_LABELS = ["finance", "health", "service", "negative"]
 IMAGE_LABELS = ["crazing", "patches", "scratches"]
-NER_TEXTS = ["Germline mutations in BRCA1 cause hereditary breast-ovarian cancer .",
-             " ".join(["Ataxia telangiectasia is a recessive disorder"] * 12),  # several windows of 32 tokens
-             "Patient with Duchenne muscular dystrophy and a DMD deletion ."]
+NER_TEXTS = [
+    "Germline mutations in BRCA1 cause hereditary breast-ovarian cancer .",
+    " ".join(["Ataxia telangiectasia is a recessive disorder"] * 12),  # several windows of 32 tokens
+    "Patient with Duchenne muscular dystrophy and a DMD deletion .",
+]
 
 
 def _tokenizer():
@@ -39,10 +41,17 @@ def _bert_config(labels: list[str], **extra):
 
     # wide weights (0.3): predictions differ clearly between inputs, so a misaligned backend cannot agree
     # by luck
-    return BertConfig(vocab_size=_tokenizer().vocab_size, hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=4, intermediate_size=37, initializer_range=0.3,
-                      id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
-                      **extra)
+    return BertConfig(
+        vocab_size=_tokenizer().vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        initializer_range=0.3,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        **extra,
+    )
 
 
 def build_ner_dir(out: Path, seed: int = 0) -> Path:
@@ -52,9 +61,12 @@ def build_ner_dir(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertForTokenClassification(_bert_config(NER_LABELS)).save_pretrained(out)
     _tokenizer().save_pretrained(out)
-    (out / "domainfit.json").write_text(json.dumps({
-        "task": "token-classification", "max_length": 32, "stride": 8, "label_unit": "words",
-        "labels": NER_LABELS}), encoding="utf-8")
+    (out / "domainfit.json").write_text(
+        json.dumps(
+            {"task": "token-classification", "max_length": 32, "stride": 8, "label_unit": "words", "labels": NER_LABELS}
+        ),
+        encoding="utf-8",
+    )
     return out
 
 
@@ -67,9 +79,20 @@ def build_multilabel_dir(out: Path, seed: int = 0) -> Path:
     BertForSequenceClassification(config).save_pretrained(out)
     _tokenizer().save_pretrained(out)
     thresholds = dict(zip(ML_LABELS, [0.5, 0.3, 0.7, 0.45]))
-    (out / "domainfit.json").write_text(json.dumps({
-        "task": "multi-label-classification", "max_length": 64, "text_prefix": "", "labels": ML_LABELS,
-        "thresholds": thresholds, "default_threshold": 0.5, "label_separator": ";"}), encoding="utf-8")
+    (out / "domainfit.json").write_text(
+        json.dumps(
+            {
+                "task": "multi-label-classification",
+                "max_length": 64,
+                "text_prefix": "",
+                "labels": ML_LABELS,
+                "thresholds": thresholds,
+                "default_threshold": 0.5,
+                "label_separator": ";",
+            }
+        ),
+        encoding="utf-8",
+    )
     return out
 
 
@@ -77,10 +100,17 @@ def build_vit_dir(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                       num_attention_heads=4, intermediate_size=37, initializer_range=0.3,
-                       id2label=dict(enumerate(IMAGE_LABELS)),
-                       label2id={name: i for i, name in enumerate(IMAGE_LABELS)})
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        initializer_range=0.3,
+        id2label=dict(enumerate(IMAGE_LABELS)),
+        label2id={name: i for i, name in enumerate(IMAGE_LABELS)},
+    )
     torch.manual_seed(seed)
     ViTForImageClassification(config).save_pretrained(out)
     processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
@@ -90,9 +120,20 @@ def build_vit_dir(out: Path, seed: int = 0) -> Path:
 
 
 def _image_settings(out: Path, size: int, mean: list[float], std: list[float], backbone: str) -> None:
-    (out / "domainfit.json").write_text(json.dumps({
-        "task": "image-classification", "labels": IMAGE_LABELS, "backbone": backbone, "image_size": size,
-        "image_mean": mean, "image_std": std, "channels_last": False}), encoding="utf-8")
+    (out / "domainfit.json").write_text(
+        json.dumps(
+            {
+                "task": "image-classification",
+                "labels": IMAGE_LABELS,
+                "backbone": backbone,
+                "image_size": size,
+                "image_mean": mean,
+                "image_std": std,
+                "channels_last": False,
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 def make_images(folder: Path, count: int = 6) -> list[Path]:
@@ -193,8 +234,11 @@ def multilabel(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_multilabel_export_measures_label_sets(multilabel):
     _, report = multilabel
-    assert report["parity"] == {"texts": len(TEXTS), "source": "given",
-                                "compared": "label set per text at the stored thresholds"}
+    assert report["parity"] == {
+        "texts": len(TEXTS),
+        "source": "given",
+        "compared": "label set per text at the stored thresholds",
+    }
     assert set(report["models"]) == {"onnx", "onnx-int8", "torch-bf16"}  # multi-label offers torch-bf16
     assert report["models"]["onnx"]["label_agreement"] == 1.0
     assert report["thresholds"] == {"finance": 0.5, "health": 0.3, "service": 0.7, "negative": 0.45}
@@ -322,8 +366,7 @@ def test_efficientnet_lite0_exports_and_serves_on_onnx(tmp_path):
 
     model_dir = tmp_path / "model"
     efficientnet_lite.create_efficientnet_lite0(IMAGE_LABELS, image_size=64).save_pretrained(model_dir)
-    _image_settings(model_dir, 64, list(efficientnet_lite.MEAN), list(efficientnet_lite.STD),
-                    "efficientnet-lite0")
+    _image_settings(model_dir, 64, list(efficientnet_lite.MEAN), list(efficientnet_lite.STD), "efficientnet-lite0")
     images = make_images(tmp_path / "images")
 
     report = export_model(model_dir)

@@ -84,9 +84,7 @@ def test_fedavg_weights_each_site_by_its_examples():
     log.current_round = 1
     arrays, metrics = strategy.aggregate_train(1, replies)
     averaged = arrays.to_torch_state_dict()["w"]
-    assert torch.allclose(
-        averaged, torch.full((2, 2), (1 * 1.0 + 3 * 5.0) / 4)
-    )  # 4.0, not the plain mean 3.0
+    assert torch.allclose(averaged, torch.full((2, 2), (1 * 1.0 + 3 * 5.0) / 4))  # 4.0, not the plain mean 3.0
     assert metrics["train_loss"] == pytest.approx(4.0)
     assert log.sites_train[1] == {
         "a": {"num-examples": 1.0, "train_loss": 1.0},
@@ -102,9 +100,7 @@ def _write_sites(split: Path, out: Path, n_sites: int = 3, per_site: int = 40) -
     files = []
     for i in range(n_sites):
         main, others = LABELS[i % 3], [label for label in LABELS if label != LABELS[i % 3]]
-        picked = by_label[main][i * 24 : (i + 1) * 24] + [
-            r for o in others for r in by_label[o][i * 8 : (i + 1) * 8]
-        ]
+        picked = by_label[main][i * 24 : (i + 1) * 24] + [r for o in others for r in by_label[o][i * 8 : (i + 1) * 8]]
         path = out / f"site{i}.csv"
         with path.open("w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["text", "label"])
@@ -194,9 +190,7 @@ def test_dp_sgd_reports_the_epsilon_each_site_has_spent(tmp_path, tiny_bert, phr
     from domainfit.cli import main
 
     sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
-    fed = _federate_config(
-        tmp_path, tiny_bert, sites, extra="dp:\n  enabled: true\n  noise_multiplier: 0.8\n"
-    )
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="dp:\n  enabled: true\n  noise_multiplier: 0.8\n")
     assert main(["federate", str(fed)]) == 0
     metrics = json.loads((tmp_path / "fed" / "metrics.json").read_text(encoding="utf-8"))
     first, second = (metrics["sites_train"][r]["site0"]["epsilon"] for r in ("1", "2"))

@@ -57,9 +57,7 @@ def test_a_label_listed_twice_is_refused(tmp_path, tiny_bert, phrasebank_split):
         load_federate_config(fed)
 
 
-def test_a_site_label_missing_from_labels_is_refused_naming_the_file(
-    tmp_path, tiny_bert, phrasebank_split, capsys
-):
+def test_a_site_label_missing_from_labels_is_refused_naming_the_file(tmp_path, tiny_bert, phrasebank_split, capsys):
     pytest.importorskip("flwr")
     from domainfit.cli import main
 
@@ -157,9 +155,7 @@ def _serve_in_process(app: Path, node_configs: dict[int, dict[str, str]]):
     return serve(app, Grid()), states
 
 
-def test_the_server_writes_the_run_folder_and_names_a_site_that_sent_no_scores(
-    tmp_path, tiny_bert, phrasebank_split
-):
+def test_the_server_writes_the_run_folder_and_names_a_site_that_sent_no_scores(tmp_path, tiny_bert, phrasebank_split):
     from domainfit.errors import DomainfitError
     from domainfit.federated.deploy import STATE_KEY
 
@@ -271,9 +267,7 @@ def test_a_live_superlink_and_two_supernodes_run_the_app(tmp_path, tiny_bert, ph
         )
         out = tmp_path / "fed"
         deadline = time.monotonic() + 120  # the stream may end just before the server's last write
-        while not (out / "run.json").is_file() or json.loads((out / "run.json").read_text())[
-            "status"
-        ] != "finished":
+        while not (out / "run.json").is_file() or json.loads((out / "run.json").read_text())["status"] != "finished":
             if time.monotonic() > deadline:
                 server_log = (logs / "superlink.log").read_text(errors="replace")[-4000:]
                 pytest.fail(f"no finished run folder; flwr run said:\n{run.stdout[-4000:]}\n{server_log}")

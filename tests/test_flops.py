@@ -6,9 +6,7 @@ from transformers import BertConfig
 
 from domainfit.models import flops
 
-TINY = BertConfig(
-    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
-)
+TINY = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 
 def _hand_count_non_embedding(d: int, layers: int, ffn: int) -> int:

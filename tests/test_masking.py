@@ -13,10 +13,36 @@ from domainfit.data.lexicon import Lexicon
 from domainfit.data.masking import MaskingCollator, word_splitter
 from domainfit.errors import DataError
 
-ZH_TEXTS = ["糖尿病患者可以吃什么水果", "胰岛素抵抗的治疗方法有哪些", "高血压患者饮食需要注意什么", "孩子发烧咳嗽怎么办",
-            "胃炎的症状是什么", "怀孕期间可以吃感冒药吗"]
-WORDS = ["profit", "operating", "unbelievably", "shares", "rose", "the", "company", "quarterly", "dividend", "net",
-         "sales", "decreased", "acquisition", "restructuring", "of", "to", "in", "EUR", "mn", "expects"]
+ZH_TEXTS = [
+    "糖尿病患者可以吃什么水果",
+    "胰岛素抵抗的治疗方法有哪些",
+    "高血压患者饮食需要注意什么",
+    "孩子发烧咳嗽怎么办",
+    "胃炎的症状是什么",
+    "怀孕期间可以吃感冒药吗",
+]
+WORDS = [
+    "profit",
+    "operating",
+    "unbelievably",
+    "shares",
+    "rose",
+    "the",
+    "company",
+    "quarterly",
+    "dividend",
+    "net",
+    "sales",
+    "decreased",
+    "acquisition",
+    "restructuring",
+    "of",
+    "to",
+    "in",
+    "EUR",
+    "mn",
+    "expects",
+]
 
 
 @pytest.fixture(scope="module")

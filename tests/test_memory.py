@@ -17,7 +17,7 @@ def _batch(rows: int, width: int, per_token: bool = False) -> dict[str, torch.Te
     ids = torch.randint(5, 50, (rows, width), generator=g)
     labels = torch.randint(0, 3, (rows, width) if per_token else (rows,), generator=g)
     if per_token:
-        labels[:, width // 2:] = -100
+        labels[:, width // 2 :] = -100
         labels[0] = -100  # a row with no labelled token
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
@@ -122,8 +122,11 @@ def test_training_with_micro_batches_runs_end_to_end(tmp_path, tiny_bert, phrase
     from domainfit.training import train
 
     out = tmp_path / "out"
-    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, micro_batch_tokens=64,
-                                   release_memory_every=2))
+    cfg = load_config(
+        write_config(
+            tmp_path, tiny_bert, phrasebank_split, out, epochs=1, micro_batch_tokens=64, release_memory_every=2
+        )
+    )
     results = train(cfg)
     assert results["train"]["samples_seen"] == 160 and results["test"]["n"] == 484
     assert all(h["train_loss"] is None or h["train_loss"] > 0 for h in results["history"])
@@ -140,8 +143,11 @@ def test_recomputing_long_batches_trains_the_same_model(tmp_path, tiny_bert, phr
     weights, recomputed = [], []
     for min_length in (None, 24):
         out = tmp_path / f"out{min_length}"
-        cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, precision="fp32",
-                                       recompute_min_length=min_length))
+        cfg = load_config(
+            write_config(
+                tmp_path, tiny_bert, phrasebank_split, out, epochs=1, precision="fp32", recompute_min_length=min_length
+            )
+        )
         recomputed.append(train(cfg)["train"]["recomputed_batches"])
         weights.append(load_file(str(out / "model" / "model.safetensors")))
     assert recomputed[0] == 0 and 0 < recomputed[1] < 10  # 10 batches, some padded to 24+ tokens, not all

@@ -47,9 +47,7 @@ def test_scores_match_hand_computed_values():
     assert metrics["per_class"]["neutral"] == pytest.approx(
         {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
     )
-    assert metrics["per_class"]["negative"] == pytest.approx(
-        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
-    )
+    assert metrics["per_class"]["negative"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
     assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert metrics["labels"] == LABELS
 
@@ -182,9 +180,13 @@ def test_every_number_matches_scikit_learn(seed):
         warnings.simplefilter("ignore")
         for average in ("macro", "micro", "weighted"):
             p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
-            assert (ours[f"precision_{average}"], ours[f"recall_{average}"], ours[f"f1_{average}"]) == pytest.approx((p, r, f))
+            assert (ours[f"precision_{average}"], ours[f"recall_{average}"], ours[f"f1_{average}"]) == pytest.approx(
+                (p, r, f)
+            )
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=None, zero_division=0)
     for i, label in enumerate(labels):
-        assert ours["per_class"][label] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+        assert ours["per_class"][label] == pytest.approx(
+            {"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]}
+        )
     assert ours["confusion_matrix"] == confusion_matrix(y_true, y_pred, labels=ids).tolist()
     assert ours["accuracy"] == pytest.approx(sum(t == q for t, q in zip(y_true, y_pred)) / n)

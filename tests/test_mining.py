@@ -38,9 +38,17 @@ def pool_of(texts):
 
 
 def test_each_task_text_gets_its_known_nearest_pool_texts():
-    table = {"q-x": [1, 0, 0], "q-y": [0, 1, 0],
-             "near-x-1": [1, 0.1, 0], "near-x-2": [1, 0.3, 0], "far-x": [1, 2, 0],
-             "near-y-1": [0.05, 1, 0], "near-y-2": [0.4, 1, 0], "noise-1": [0, 0, 1], "noise-2": [0, -0.2, 1]}
+    table = {
+        "q-x": [1, 0, 0],
+        "q-y": [0, 1, 0],
+        "near-x-1": [1, 0.1, 0],
+        "near-x-2": [1, 0.3, 0],
+        "far-x": [1, 2, 0],
+        "near-y-1": [0.05, 1, 0],
+        "near-y-2": [0.4, 1, 0],
+        "noise-1": [0, 0, 1],
+        "noise-2": [0, -0.2, 1],
+    }
     embed = LookupEmbedder(table, dim=3)
     pool = pool_of(["noise-1", "far-x", "near-y-2", "near-x-2", "near-x-1", "near-y-1", "noise-2"])
     result = mine(pool, ["q-x", "q-y"], embed, options=MiningOptions(k=2, chunk_size=3))
@@ -84,8 +92,9 @@ def test_streaming_chunks_give_the_all_at_once_result(chunk_size):
 def test_duplicates_are_kept_once_and_held_out_texts_are_never_selected():
     table = {"q": [1, 0], "Profit rose .": [1, 0.01], "Sales fell sharply .": [1, 0.02], "other": [0, 1]}
     embed = LookupEmbedder(table, dim=2)
-    pool = pool_of(["Profit rose .", "Profit  rose .", "Sales fell sharply .", "SALES fell   sharply .", "other",
-                    "Profit rose ."])
+    pool = pool_of(
+        ["Profit rose .", "Profit  rose .", "Sales fell sharply .", "SALES fell   sharply .", "other", "Profit rose ."]
+    )
     result = mine(pool, ["q"], embed, exclude_texts=["sales fell sharply ."], options=MiningOptions(k=10, chunk_size=2))
     texts = [t.text for t in result.selected]
     assert texts == ["Profit rose .", "other"]
@@ -96,11 +105,23 @@ def test_duplicates_are_kept_once_and_held_out_texts_are_never_selected():
 
 
 def test_cap_keeps_every_task_texts_best_neighbour_first():
-    table = {"qa": [1, 0, 0], "qb": [0, 1, 0], "qc": [0, 0, 1],
-             "a1": [1, 0.1, 0], "a2": [1, 0.2, 0], "a3": [1, 0.3, 0],
-             "b1": [0, 1, 0.5], "c1": [0.1, 0, 1], "c2": [0.2, 0, 1]}
-    result = mine(pool_of(["a1", "a2", "a3", "b1", "c1", "c2"]), ["qa", "qb", "qc"], LookupEmbedder(table, dim=3),
-                  options=MiningOptions(k=3, max_total=4))
+    table = {
+        "qa": [1, 0, 0],
+        "qb": [0, 1, 0],
+        "qc": [0, 0, 1],
+        "a1": [1, 0.1, 0],
+        "a2": [1, 0.2, 0],
+        "a3": [1, 0.3, 0],
+        "b1": [0, 1, 0.5],
+        "c1": [0.1, 0, 1],
+        "c2": [0.2, 0, 1],
+    }
+    result = mine(
+        pool_of(["a1", "a2", "a3", "b1", "c1", "c2"]),
+        ["qa", "qb", "qc"],
+        LookupEmbedder(table, dim=3),
+        options=MiningOptions(k=3, max_total=4),
+    )
     assert [t.text for t in result.selected] == ["a1", "a2", "b1", "c1"]
     assert result.stats["selected_before_cap"] == 6 and result.stats["selected"] == 4
 
@@ -108,8 +129,13 @@ def test_cap_keeps_every_task_texts_best_neighbour_first():
 def test_report_files_and_fields(tmp_path):
     embed = LookupEmbedder()
     pool = pool_of([f"sentence number {i}" for i in range(50)])
-    result = mine(pool, ["task one", "task two", "task three"], embed, exclude_texts=["sentence number 3"],
-                  options=MiningOptions(k=4, chunk_size=16, n_examples=2, contrast_sample=10))
+    result = mine(
+        pool,
+        ["task one", "task two", "task three"],
+        embed,
+        exclude_texts=["sentence number 3"],
+        options=MiningOptions(k=4, chunk_size=16, n_examples=2, contrast_sample=10),
+    )
     corpus, json_path, md_path = write_mining_outputs(result, tmp_path / "out" / "corpus.txt", {"pool": ["pool.txt"]})
     lines = corpus.read_text(encoding="utf-8").splitlines()
     assert lines == [t.text for t in result.selected] and 4 <= len(lines) <= 12
@@ -157,7 +183,10 @@ def test_pool_reader_errors_name_file_and_line(tmp_path):
 def test_cli_errors_are_one_clean_message(tmp_path, capsys):
     task = tmp_path / "task.txt"
     task.write_text("a task text\n", encoding="utf-8")
-    assert main(["mine", str(tmp_path / "missing_pool"), "--task-texts", str(task), "--output", str(tmp_path / "c.txt")]) == 2
+    assert (
+        main(["mine", str(tmp_path / "missing_pool"), "--task-texts", str(task), "--output", str(tmp_path / "c.txt")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing_pool" in err and "not found" in err and "Traceback" not in err
     assert main(["mine", str(task), "--output", str(tmp_path / "c.txt")]) == 2
@@ -177,13 +206,19 @@ def test_cli_mines_with_a_config_and_excludes_its_test_texts(tmp_path, tiny_bert
     val = tmp_path / "val.csv"
     val.write_text('text,label\n"sales fell in quarter 11 .",negative\n', encoding="utf-8")
     config = tmp_path / "run.yaml"
-    config.write_text(f"model:\n  name: {tiny_bert}\ndata:\n  train: {train}\n  validation: {val}\n  test: {test}\n",
-                      encoding="utf-8")
+    config.write_text(
+        f"model:\n  name: {tiny_bert}\ndata:\n  train: {train}\n  validation: {val}\n  test: {test}\n", encoding="utf-8"
+    )
     pool = tmp_path / "pool.txt"
-    pool.write_text("profit rose in quarter 11 .\nsales fell in quarter 11 .\nthe weather is fine today .\n"
-                    "a cat sat on the mat .\nprofit rose in quarter 3 .\n", encoding="utf-8")
+    pool.write_text(
+        "profit rose in quarter 11 .\nsales fell in quarter 11 .\nthe weather is fine today .\n"
+        "a cat sat on the mat .\nprofit rose in quarter 3 .\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "mined" / "corpus.txt"
-    code = main(["mine", str(pool), "--config", str(config), "--model", str(tiny_bert), "--k", "2", "--output", str(out)])
+    code = main(
+        ["mine", str(pool), "--config", str(config), "--model", str(tiny_bert), "--k", "2", "--output", str(out)]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out.parent / "mining.json").read_text(encoding="utf-8"))
     assert report["excluded_as_leakage"] == 2 and report["task_texts"] == 20  # 24 rows, 4 duplicates
@@ -214,8 +249,19 @@ def test_cli_refuses_to_write_the_corpus_into_the_pool(tmp_path, capsys):
     (tmp_path / "pool" / "a.txt").write_text("some pool text\n", encoding="utf-8")
     task = tmp_path / "task.txt"
     task.write_text("a task text\n", encoding="utf-8")
-    assert main(["mine", str(tmp_path / "pool"), "--task-texts", str(task),
-                 "--output", str(tmp_path / "pool" / "mined" / "corpus.txt")]) == 2
+    assert (
+        main(
+            [
+                "mine",
+                str(tmp_path / "pool"),
+                "--task-texts",
+                str(task),
+                "--output",
+                str(tmp_path / "pool" / "mined" / "corpus.txt"),
+            ]
+        )
+        == 2
+    )
     assert "inside the pool folder" in capsys.readouterr().err
 
 

@@ -10,14 +10,45 @@ from domainfit.evaluation.model_card import find_data_licence, write_model_card
 from domainfit.metrics.classification import classification_metrics
 
 LABELS = ["negative", "neutral", "positive"]
-CFG = {"task": "text-classification", "output": {"dir": "runs/fin"}, "model": {"name": "m", "max_length": 64},
-       "train": {"best_metric": "f1_macro", "epochs": 1, "batch_size": 8, "learning_rate": 1e-4,
-                 "weight_decay": 0, "warmup_ratio": 0, "seed": 1}}
-STRESS = {"n": 10, "accuracy": 0.8, "skipped": {}, "perturbations": {
-    "typos": {"changed": 10, "flips": 3, "flip_rate": 0.3, "accuracy_before": 0.8, "accuracy_after": 0.6,
-              "accuracy_drop": 0.2, "examples": [{"text": "secret example text"}]},
-    "lowercase": {"changed": 10, "flips": 0, "flip_rate": 0.0, "accuracy_before": 0.8, "accuracy_after": 0.8,
-                  "accuracy_drop": 0.0, "examples": []}}}
+CFG = {
+    "task": "text-classification",
+    "output": {"dir": "runs/fin"},
+    "model": {"name": "m", "max_length": 64},
+    "train": {
+        "best_metric": "f1_macro",
+        "epochs": 1,
+        "batch_size": 8,
+        "learning_rate": 1e-4,
+        "weight_decay": 0,
+        "warmup_ratio": 0,
+        "seed": 1,
+    },
+}
+STRESS = {
+    "n": 10,
+    "accuracy": 0.8,
+    "skipped": {},
+    "perturbations": {
+        "typos": {
+            "changed": 10,
+            "flips": 3,
+            "flip_rate": 0.3,
+            "accuracy_before": 0.8,
+            "accuracy_after": 0.6,
+            "accuracy_drop": 0.2,
+            "examples": [{"text": "secret example text"}],
+        },
+        "lowercase": {
+            "changed": 10,
+            "flips": 0,
+            "flip_rate": 0.0,
+            "accuracy_before": 0.8,
+            "accuracy_after": 0.8,
+            "accuracy_drop": 0.0,
+            "examples": [],
+        },
+    },
+}
 
 
 def _section(card: str, title: str) -> str:
@@ -60,8 +91,12 @@ def test_licence_file_beside_the_data_and_none_found(tmp_path):
 
 
 def test_intended_use_and_limitations_follow_from_data_and_warnings(tmp_path):
-    warning = {"code": "never_predicted", "message": "'positive' (1 examples) is never predicted: the model "
-               "does not answer it at all.", "advice": [], "classes": {"positive": 1}}
+    warning = {
+        "code": "never_predicted",
+        "message": "'positive' (1 examples) is never predicted: the model does not answer it at all.",
+        "advice": [],
+        "classes": {"positive": 1},
+    }
     card = _card(tmp_path, "data/fin.csv", warnings=[warning])
     assert "like those in `data/fin.csv`" in _section(card, "Intended use")
     limits = _section(card, "Limitations")

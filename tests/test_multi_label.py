@@ -32,8 +32,10 @@ NCBI = DATASETS / "ner_ncbi_disease" / "NCBI-disease-IOB"
 
 def test_jsonl_lists_and_empty_sets(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text('{"text": "breast cancer", "label": ["cancer", "tumor", "cancer"]}\n'
-                    '\n{"text": "no disease here", "label": []}\n{"text": "codes", "label": "I10;E11"}\n')
+    path.write_text(
+        '{"text": "breast cancer", "label": ["cancer", "tumor", "cancer"]}\n'
+        '\n{"text": "no disease here", "label": []}\n{"text": "codes", "label": "I10;E11"}\n'
+    )
     examples = read_multilabel_examples(path)
     assert [e.label for e in examples] == [("cancer", "tumor"), (), ("E11", "I10")]
     assert [e.line for e in examples] == [1, 3, 4]
@@ -49,14 +51,17 @@ def test_csv_and_tsv_with_a_configurable_separator(tmp_path):
     assert read_multilabel_examples(tsv_path)[0].label == ("a", "b")
 
 
-@pytest.mark.parametrize("line, what", [
-    ('{"text": "x", "label": null}', "missing or null"),
-    ('{"text": "x", "label": {"a": 1}}', "expected a list of labels"),
-    ('{"text": "x", "label": ["a", ""]}', "empty"),
-    ('{"text": "x", "label": "a;;b"}', "empty label between separators"),
-    ('{"text": "x", "label": [["a"]]}', "must be a string"),
-    ('{"text": "x"}', "expected a key 'label'"),
-])
+@pytest.mark.parametrize(
+    "line, what",
+    [
+        ('{"text": "x", "label": null}', "missing or null"),
+        ('{"text": "x", "label": {"a": 1}}', "expected a list of labels"),
+        ('{"text": "x", "label": ["a", ""]}', "empty"),
+        ('{"text": "x", "label": "a;;b"}', "empty label between separators"),
+        ('{"text": "x", "label": [["a"]]}', "must be a string"),
+        ('{"text": "x"}', "expected a key 'label'"),
+    ],
+)
 def test_bad_label_cells_name_file_line_and_column(tmp_path, line, what):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "fine", "label": ["a"]}\n' + line + "\n")
@@ -92,7 +97,12 @@ def test_config_rejects_clashing_separators(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert e.value.key == "multi_label.label_separator"
-    assert load_config(path, ["multi_label.label_separator='|'", "train.best_metric=hamming_loss"]).multi_label.label_separator == "|"
+    assert (
+        load_config(
+            path, ["multi_label.label_separator='|'", "train.best_metric=hamming_loss"]
+        ).multi_label.label_separator
+        == "|"
+    )
 
 
 # --- thresholds, metrics, objective -----------------------------------------------------------------------
@@ -101,8 +111,17 @@ def test_config_rejects_clashing_separators(tmp_path):
 def test_tuned_thresholds_beat_the_default_on_a_constructed_case():
     # label 0: positives score 0.30-0.40, negatives 0.05-0.20 -> nothing reaches 0.5, but 0.25 separates them;
     # label 1: negatives reach 0.6, positives 0.7+ -> the cut belongs above 0.6; label 2: never positive.
-    probs = np.array([[0.35, 0.75, 0.9], [0.30, 0.80, 0.1], [0.40, 0.60, 0.2], [0.05, 0.55, 0.3],
-                      [0.20, 0.10, 0.4], [0.10, 0.90, 0.6]], dtype=np.float32)
+    probs = np.array(
+        [
+            [0.35, 0.75, 0.9],
+            [0.30, 0.80, 0.1],
+            [0.40, 0.60, 0.2],
+            [0.05, 0.55, 0.3],
+            [0.20, 0.10, 0.4],
+            [0.10, 0.90, 0.6],
+        ],
+        dtype=np.float32,
+    )
     gold = np.array([[1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 1, 0]])
     thresholds = tune_thresholds(probs, gold, step=0.05, default=0.5, min_positives=1)
     assert 0.20 < thresholds[0] <= 0.30 and 0.60 < thresholds[1] <= 0.75 and thresholds[2] == 0.5
@@ -114,8 +133,9 @@ def test_tuned_thresholds_beat_the_default_on_a_constructed_case():
 
 
 def test_labels_with_few_validation_positives_keep_the_default():
-    probs = np.array([[0.35, 0.35], [0.30, 0.30], [0.05, 0.05], [0.10, 0.10], [0.32, 0.32], [0.31, 0.31]],
-                     dtype=np.float32)
+    probs = np.array(
+        [[0.35, 0.35], [0.30, 0.30], [0.05, 0.05], [0.10, 0.10], [0.32, 0.32], [0.31, 0.31]], dtype=np.float32
+    )
     gold = np.array([[1, 1], [1, 1], [0, 0], [0, 0], [0, 1], [0, 1]])  # 2 positives for label 0, 4 for label 1
     thresholds = tune_thresholds(probs, gold, step=0.05, default=0.5, min_positives=3)
     assert thresholds[0] == 0.5 and thresholds[1] < 0.5
@@ -146,7 +166,9 @@ def test_metrics_match_scikit_learn_on_a_hand_example():
 
 def test_selection_metrics_know_their_direction():
     assert metric_direction("hamming_loss") == "min"
-    assert metric_direction("f1_micro") == metric_direction("f1_samples") == metric_direction("subset_accuracy") == "max"
+    assert (
+        metric_direction("f1_micro") == metric_direction("f1_samples") == metric_direction("subset_accuracy") == "max"
+    )
     assert metric_direction("f1_macro_default") == "max"
 
 
@@ -191,8 +213,11 @@ def ncbi_small(tmp_path_factory) -> Path:
         rows = [json.loads(line) for line in (full / f"{name}.jsonl").read_text().splitlines()]
         if name == "train":  # the first 10 sentences of each label, so every label is learnable
             labelled = [r for r in rows if r["label"]]
-            labelled = [r for i, r in enumerate(labelled)
-                        if any(x in r["label"] and sum(x in q["label"] for q in labelled[:i]) < 10 for x in labels)]
+            labelled = [
+                r
+                for i, r in enumerate(labelled)
+                if any(x in r["label"] and sum(x in q["label"] for q in labelled[:i]) < 10 for x in labels)
+            ]
         else:
             labelled = [r for r in rows if r["label"]][:16]
         empty = [r for r in rows if not r["label"]][: len(labelled) // 2]
@@ -201,18 +226,38 @@ def ncbi_small(tmp_path_factory) -> Path:
 
 
 def _write_config(tmp: Path, model: Path, data: Path, out: Path, **train_kw) -> Path:
-    train_cfg = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 3, "eval_every": 4,
-                 "best_metric": "f1_micro", "log_every": 2, **train_kw}
+    train_cfg = {
+        "epochs": 1,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "seed": 3,
+        "eval_every": 4,
+        "best_metric": "f1_micro",
+        "log_every": 2,
+        **train_kw,
+    }
     config = tmp / "config.yaml"
-    config.write_text("\n".join([
-        "task: multi-label-classification",
-        "model:", f"  name: {model}", "  max_length: 48",
-        "data:", f"  train: {data / 'train.jsonl'}", f"  validation: {data / 'devel.jsonl'}",
-        f"  test: {data / 'test.jsonl'}",
-        "multi_label:", "  pos_weight: true",
-        "train:", *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
-        "output:", f"  dir: {out}",
-    ]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                "task: multi-label-classification",
+                "model:",
+                f"  name: {model}",
+                "  max_length: 48",
+                "data:",
+                f"  train: {data / 'train.jsonl'}",
+                f"  validation: {data / 'devel.jsonl'}",
+                f"  test: {data / 'test.jsonl'}",
+                "multi_label:",
+                "  pos_weight: true",
+                "train:",
+                *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
+                "output:",
+                f"  dir: {out}",
+            ]
+        )
+        + "\n"
+    )
     return config
 
 
@@ -280,7 +325,9 @@ def test_predict_applies_the_stored_thresholds(finished_run, ncbi_small, tmp_pat
         written = list(csv.DictReader(f))
     assert len(written) == len(texts)
     assert [set(filter(None, w["labels"].split(";"))) for w in written] == [set(r["labels"]) for r in results]
-    assert float(written[0][f"p_{predictor.labels[0]}"]) == pytest.approx(results[0]["probabilities"][predictor.labels[0]], abs=1e-6)
+    assert float(written[0][f"p_{predictor.labels[0]}"]) == pytest.approx(
+        results[0]["probabilities"][predictor.labels[0]], abs=1e-6
+    )
 
 
 def test_evaluate_command_reproduces_the_runs_test_scores(finished_run, ncbi_small, tmp_path):

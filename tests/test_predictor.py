@@ -162,8 +162,10 @@ def _with_agreement(exported_dir: Path, tmp_path: Path, *, int8: float, bf16: fl
 @pytest.fixture
 def bf16_cpu(monkeypatch):
     """Pretend the CPU has (True) or lacks (False) hardware bf16."""
+
     def pretend(native: bool) -> None:
         monkeypatch.setattr("domainfit.serving.backends.cpu_has_native_bf16", lambda: native)
+
     return pretend
 
 
@@ -183,7 +185,11 @@ def test_auto_uses_bf16_batches_and_onnx_single_texts_when_int8_disagrees(export
     calls = []
     for name in ("batches", "single"):
         runner = getattr(predictor._runner, name)
-        setattr(predictor._runner, name, lambda inputs, r=runner, n=name: calls.append((n, len(inputs["input_ids"]))) or r(inputs))
+        setattr(
+            predictor._runner,
+            name,
+            lambda inputs, r=runner, n=name: calls.append((n, len(inputs["input_ids"]))) or r(inputs),
+        )
     one = predictor.predict_proba(TEXTS[:1])
     many = predictor.predict_proba(TEXTS, batch_size=64)
     assert calls == [("single", 1), ("batches", len(TEXTS))]
@@ -274,8 +280,9 @@ def test_a_5mb_text_is_cut_before_tokenising_and_the_cut_is_logged(model_dir, ca
     predictor = load(model_dir, backend="torch")
     seen = []
     tokenize = FastTokenizer.__call__
-    monkeypatch.setattr(FastTokenizer, "__call__",
-                        lambda self, texts: (seen.extend(len(t) for t in texts), tokenize(self, texts))[1])
+    monkeypatch.setattr(
+        FastTokenizer, "__call__", lambda self, texts: (seen.extend(len(t) for t in texts), tokenize(self, texts))[1]
+    )
     huge = "Operating profit rose to EUR 13.1 mn . " * 130_000  # 5 MB
     assert len(huge) > 5_000_000
 
@@ -292,8 +299,9 @@ def test_a_5mb_text_is_cut_before_tokenising_and_the_cut_is_logged(model_dir, ca
 def test_the_default_cap_does_not_change_what_a_truncating_model_reads(torch_predictor, caplog):
     long_text = " ".join(TEXTS) * 100  # about 50,000 characters: cut, but far past the 128 tokens read
     uncapped = load(torch_predictor._runner.model.name_or_path, backend="torch", max_chars=10**9)
-    np.testing.assert_allclose(torch_predictor.predict_proba([long_text]),
-                               uncapped.predict_proba([long_text]), atol=1e-6)
+    np.testing.assert_allclose(
+        torch_predictor.predict_proba([long_text]), uncapped.predict_proba([long_text]), atol=1e-6
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="domainfit.serving.text_cap"):
         torch_predictor.predict_proba(TEXTS)
@@ -320,8 +328,7 @@ def test_predict_command_takes_max_chars(model_dir, tmp_path, caplog):
     data = tmp_path / "in.csv"
     data.write_text("text\n" + "".join(f'"{t}"\n' for t in TEXTS), encoding="utf-8")
     with caplog.at_level("WARNING", logger="domainfit.serving.text_cap"):
-        code = main(["predict", str(model_dir), str(data), "--output", str(tmp_path / "p.csv"),
-                     "--max-chars", "20"])
+        code = main(["predict", str(model_dir), str(data), "--output", str(tmp_path / "p.csv"), "--max-chars", "20"])
     assert code == 0
     n_long = sum(len(t) > 20 for t in TEXTS)
     assert f"{n_long} of {len(TEXTS)} texts were longer than 20 characters" in caplog.text

@@ -43,7 +43,9 @@ def test_stream_reads_lazily(tmp_path):
 def test_resume_position_gives_the_same_next_texts_across_blocks_files_and_epochs(tmp_path, group_size):
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.txt").write_text("".join(f"a{i}\n" for i in range(23)) + "\n\n", encoding="utf-8")
-    (tmp_path / "corpus" / "b.jsonl").write_text("".join(json.dumps({"text": f"b{i}"}) + "\n" for i in range(17)), encoding="utf-8")
+    (tmp_path / "corpus" / "b.jsonl").write_text(
+        "".join(json.dumps({"text": f"b{i}"}) + "\n" for i in range(17)), encoding="utf-8"
+    )
     files = list_text_files(tmp_path / "corpus")
     heldout, exclude = take_heldout(files, size=5, stride=4, fmt="auto", column="text", encoding="utf-8")
     assert heldout == ["a0", "a4", "a8", "a12", "a16"]
@@ -58,8 +60,11 @@ def test_resume_position_gives_the_same_next_texts_across_blocks_files_and_epoch
         _take(texts, consumed)
         saved = json.loads(json.dumps(fresh.position.to_dict()))  # as a checkpoint's state.json holds it
         expected = _take(texts, 12)
-        resumed = iter(CorpusStream(files, block=7, seed=3, exclude=exclude, position=StreamPosition(**saved),
-                                     group_size=group_size))
+        resumed = iter(
+            CorpusStream(
+                files, block=7, seed=3, exclude=exclude, position=StreamPosition(**saved), group_size=group_size
+            )
+        )
         assert _take(resumed, 12) == expected, consumed
     second_epoch = _take(it, 35)
     assert sorted(second_epoch) == sorted(first_epoch) and second_epoch != first_epoch  # reshuffled per epoch
@@ -73,7 +78,7 @@ def test_length_grouping_cuts_padding_and_keeps_every_text(tmp_path):
     def padded_length(group_size):
         texts = _take(iter(CorpusStream([corpus], block=256, seed=1, group_size=group_size)), 512)
         assert len(set(texts)) == 512  # still every text exactly once per epoch
-        return sum(max(len(t) for t in texts[i: i + 16]) * 16 for i in range(0, 512, 16))
+        return sum(max(len(t) for t in texts[i : i + 16]) * 16 for i in range(0, 512, 16))
 
     assert padded_length(16) < 0.7 * padded_length(None)
 
@@ -83,7 +88,9 @@ def test_formats_and_errors(tmp_path):
     csv_file.write_text('id,text\n1,"hello, world"\n2,second\n', encoding="utf-8")
     assert [t for _, _, t in read_records(csv_file)] == ["hello, world", "second"]
     array = tmp_path / "q.json"
-    array.write_text(json.dumps([{"query": "散光能好吗"}, {"query": "丰胸的方法"}], ensure_ascii=False), encoding="utf-8")
+    array.write_text(
+        json.dumps([{"query": "散光能好吗"}, {"query": "丰胸的方法"}], ensure_ascii=False), encoding="utf-8"
+    )
     assert [t for _, _, t in read_records(array, column="query")] == ["散光能好吗", "丰胸的方法"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": oops}\n', encoding="utf-8")
@@ -120,12 +127,28 @@ def test_shipped_pretraining_configs_load():
 
 
 def _pretrain_config(tmp_path: Path, model: Path, corpus: Path, out: Path, **train) -> Path:
-    cfg = {"model": {"name": str(model), "max_length": 48},
-           "corpus": {"train": str(corpus), "text_column": "text", "validation_size": 40, "validation_stride": 10,
-                      "shuffle_buffer": 64},
-           "train": {"max_steps": 6, "batch_size": 8, "learning_rate": 2e-3, "precision": "fp32", "eval_every": 3,
-                     "save_every": 2, "log_every": 2, "seed": 5, **train},
-           "output": {"dir": str(out)}}
+    cfg = {
+        "model": {"name": str(model), "max_length": 48},
+        "corpus": {
+            "train": str(corpus),
+            "text_column": "text",
+            "validation_size": 40,
+            "validation_stride": 10,
+            "shuffle_buffer": 64,
+        },
+        "train": {
+            "max_steps": 6,
+            "batch_size": 8,
+            "learning_rate": 2e-3,
+            "precision": "fp32",
+            "eval_every": 3,
+            "save_every": 2,
+            "log_every": 2,
+            "seed": 5,
+            **train,
+        },
+        "output": {"dir": str(out)},
+    }
     path = tmp_path / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
@@ -146,8 +169,16 @@ def test_pretrain_writes_model_metrics_and_lineage(pretrained, phrasebank_split)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     _, _, out = pretrained
-    for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/domainfit.json",
-                 "metrics.json", "report.md", "run.json", "config.yaml"):
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/domainfit.json",
+        "metrics.json",
+        "report.md",
+        "run.json",
+        "config.yaml",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["objective"] == "mlm" and metrics["head"]["new"] is False
@@ -207,19 +238,40 @@ def test_new_head_is_reported_warmed_up_and_pooler_carried_then_train_accepts_th
     # like all-MiniLM-L6-v2: encoder + pooler, no MLM head
     base = build_tiny_bert(tmp_path / "bare", head="encoder", max_position_embeddings=128)
     out = tmp_path / "adapted"
-    results = pretrain(load_pretrain_config(_pretrain_config(tmp_path, base, phrasebank_split / "train.csv", out,
-                                                             max_steps=2, eval_every=None, head_warmup_steps=2)))
+    results = pretrain(
+        load_pretrain_config(
+            _pretrain_config(
+                tmp_path, base, phrasebank_split / "train.csv", out, max_steps=2, eval_every=None, head_warmup_steps=2
+            )
+        )
+    )
     assert results["head"]["new"] and any("transform" in k for k in results["head"]["missing"])
-    assert "Caveat" in (out / "report.md").read_text() and "head alone was trained for 2 steps" in (out / "report.md").read_text()
+    assert (
+        "Caveat" in (out / "report.md").read_text()
+        and "head alone was trained for 2 steps" in (out / "report.md").read_text()
+    )
     classifier = AutoModelForSequenceClassification.from_pretrained(out / "model", num_labels=3)
     pooler = load_file(str(base / "model.safetensors"))["pooler.dense.weight"]
     assert torch.equal(classifier.bert.pooler.dense.weight, pooler)  # the trained pooler, not a fresh one
     adapted = load_file(str(out / "model/model.safetensors"))
-    assert torch.equal(classifier.bert.embeddings.word_embeddings.weight, adapted["bert.embeddings.word_embeddings.weight"])
-    cfg = load_config(None, [f"model.name={out / 'model'}", "model.max_length=48", f"data.train={phrasebank_split / 'train.csv'}",
-                             f"data.validation={phrasebank_split / 'val.csv'}", "data.max_train_samples=32",
-                             "train.epochs=1", "train.batch_size=16", "train.best_metric=loss", "train.precision=fp32",
-                             f"output.dir={tmp_path / 'finetuned'}"])
+    assert torch.equal(
+        classifier.bert.embeddings.word_embeddings.weight, adapted["bert.embeddings.word_embeddings.weight"]
+    )
+    cfg = load_config(
+        None,
+        [
+            f"model.name={out / 'model'}",
+            "model.max_length=48",
+            f"data.train={phrasebank_split / 'train.csv'}",
+            f"data.validation={phrasebank_split / 'val.csv'}",
+            "data.max_train_samples=32",
+            "train.epochs=1",
+            "train.batch_size=16",
+            "train.best_metric=loss",
+            "train.precision=fp32",
+            f"output.dir={tmp_path / 'finetuned'}",
+        ],
+    )
     metrics = train(cfg)
     assert metrics["train"]["samples_seen"] == 32 and (tmp_path / "finetuned/model/model.safetensors").is_file()
 
@@ -228,8 +280,18 @@ def test_decoder_gets_causal_lm_pretraining(tmp_path, phrasebank_split):
     from domainfit.training.pretrain import pretrain
 
     build_tiny_gpt2(tmp_path / "gpt")
-    results = pretrain(load_pretrain_config(_pretrain_config(tmp_path, tmp_path / "gpt", phrasebank_split / "train.csv",
-                                                             tmp_path / "clm", max_steps=4, eval_every=None)))
+    results = pretrain(
+        load_pretrain_config(
+            _pretrain_config(
+                tmp_path,
+                tmp_path / "gpt",
+                phrasebank_split / "train.csv",
+                tmp_path / "clm",
+                max_steps=4,
+                eval_every=None,
+            )
+        )
+    )
     assert results["objective"] == "clm" and not results["head"]["new"]
     assert results["after"]["perplexity"] < results["before"]["perplexity"]
     assert results["masking"] is None
@@ -247,11 +309,24 @@ def test_joint_objective_logs_its_parts_and_evaluates_the_task_only(tmp_path, ti
 
     corpus = tmp_path / "domain.txt"
     corpus.write_text("Operating profit rose to EUR 13.1 mn .\nNet sales decreased by 5 % .\n" * 20, encoding="utf-8")
-    overrides = [f"model.name={tiny_bert}", "model.max_length=48", f"data.train={phrasebank_split / 'train.csv'}",
-                 f"data.validation={phrasebank_split / 'val.csv'}", "data.max_train_samples=48", "train.epochs=1",
-                 "train.batch_size=16", "train.log_every=1", "train.best_metric=loss", "train.precision=fp32",
-                 "joint.enabled=true", f"joint.corpus={corpus}", "joint.mlm_weight=0.5", "joint.schedule=linear-decay",
-                 "joint.batch_size=4", f"output.dir={tmp_path / 'run'}"]
+    overrides = [
+        f"model.name={tiny_bert}",
+        "model.max_length=48",
+        f"data.train={phrasebank_split / 'train.csv'}",
+        f"data.validation={phrasebank_split / 'val.csv'}",
+        "data.max_train_samples=48",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.log_every=1",
+        "train.best_metric=loss",
+        "train.precision=fp32",
+        "joint.enabled=true",
+        f"joint.corpus={corpus}",
+        "joint.mlm_weight=0.5",
+        "joint.schedule=linear-decay",
+        "joint.batch_size=4",
+        f"output.dir={tmp_path / 'run'}",
+    ]
     cfg: RunConfig = load_config(None, overrides)
     train(cfg)
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
@@ -259,8 +334,9 @@ def test_joint_objective_logs_its_parts_and_evaluates_the_task_only(tmp_path, ti
     scalars = {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
     assert scalars["train/mlm_weight"] == pytest.approx([0.5, 0.5 * 2 / 3, 0.5 / 3])  # linear decay over 3 batches
     assert all(m > 5 for m in scalars["train/mlm_loss"])  # cross-entropy over a 30k vocabulary
-    for total, task, mlm, lam in zip(scalars["train/loss"], scalars["train/task_loss"], scalars["train/mlm_loss"],
-                                     scalars["train/mlm_weight"]):
+    for total, task, mlm, lam in zip(
+        scalars["train/loss"], scalars["train/task_loss"], scalars["train/mlm_loss"], scalars["train/mlm_weight"]
+    ):
         assert total == pytest.approx(task + lam * mlm, rel=1e-4)
 
     # in evaluation the objective is the task objective; in training it adds the MLM part
@@ -293,7 +369,9 @@ def test_frozen_word_embeddings_keep_the_tied_decoder_fixed_in_pretraining(tmp_p
     before, after = load_file(model / "model.safetensors"), load_file(out / "model" / "model.safetensors")
     word = "bert.embeddings.word_embeddings.weight"
     assert torch.equal(before[word], after[word])
-    assert not torch.equal(before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
+    assert not torch.equal(
+        before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"]
+    )
     assert not torch.equal(before["cls.predictions.bias"], after["cls.predictions.bias"])
 
 
@@ -303,11 +381,25 @@ def test_joint_head_warm_up_trains_the_head_alone_once(tmp_path, tiny_bert, phra
     from domainfit.tasks import load_run_config as load_config
 
     corpus = tmp_path / "domain.txt"
-    corpus.write_text("".join(f"Operating profit rose to EUR {i} mn in the period .\n" for i in range(200)), encoding="utf-8")
-    cfg = load_config(None, [f"model.name={tiny_bert}", "model.max_length=48", f"data.train={phrasebank_split / 'train.csv'}",
-                             f"data.validation={phrasebank_split / 'val.csv'}", "data.max_train_samples=48",
-                             "joint.enabled=true", f"joint.corpus={corpus}", "joint.use_task_texts=false",
-                             "joint.batch_size=4", "joint.head_warmup_steps=5", f"output.dir={tmp_path / 'unused'}"])
+    corpus.write_text(
+        "".join(f"Operating profit rose to EUR {i} mn in the period .\n" for i in range(200)), encoding="utf-8"
+    )
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_bert}",
+            "model.max_length=48",
+            f"data.train={phrasebank_split / 'train.csv'}",
+            f"data.validation={phrasebank_split / 'val.csv'}",
+            "data.max_train_samples=48",
+            "joint.enabled=true",
+            f"joint.corpus={corpus}",
+            "joint.use_task_texts=false",
+            "joint.batch_size=4",
+            "joint.head_warmup_steps=5",
+            f"output.dir={tmp_path / 'unused'}",
+        ],
+    )
     task = create_task(cfg.task)
     data = task.load_data(cfg)
     model, tokenizer = task.build(cfg, data)

@@ -520,6 +520,7 @@ def test_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
     path = write(tmp_path, "d.csv", "text,label\nhi,a\n")
     path.chmod(0)
     if os.access(path, os.R_OK):  # root reads anything: simulate the refusal
+
         def refuse(self):
             raise PermissionError(13, "Permission denied", str(self))
 

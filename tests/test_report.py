@@ -88,9 +88,7 @@ def test_history_marks_the_best_epoch(tmp_path, metrics):
 
 
 def test_history_best_by_loss_is_the_lowest(tmp_path, metrics):
-    text = write_report(tmp_path, metrics, title="t", history=HISTORY, best_metric="loss").read_text(
-        encoding="utf-8"
-    )
+    text = write_report(tmp_path, metrics, title="t", history=HISTORY, best_metric="loss").read_text(encoding="utf-8")
 
     best_rows = [line for line in text.splitlines() if "**best**" in line]
     assert len(best_rows) == 1
@@ -134,10 +132,7 @@ def test_rewrite_replaces_the_old_report(tmp_path, metrics):
 
 def test_cjk_and_long_labels_with_many_classes(tmp_path):
     # 25 classes, every third a Chinese label (the test machine may have no CJK font), others long.
-    labels = [
-        f"治疗方案 {i}" if i % 3 == 0 else f"a very long English label name, number {i}"
-        for i in range(25)
-    ]
+    labels = [f"治疗方案 {i}" if i % 3 == 0 else f"a very long English label name, number {i}" for i in range(25)]
     y_true = [i % 25 for i in range(200)]
     y_pred = [(i * 7) % 25 if i % 4 == 0 else i % 25 for i in range(200)]
     metrics = classification_metrics(y_true, y_pred, labels)
@@ -191,9 +186,20 @@ def test_html_in_label_names_is_shown_as_text_not_rendered(tmp_path):
     write_report(tmp_path, metrics, title="t")
     report = (tmp_path / "report.md").read_text()
     assert "<script>" not in report and "&lt;script&gt;" in report
-    cfg = {"task": "text-classification", "output": {"dir": "runs/<b>x</b>"}, "model": {"name": "m", "max_length": 8},
-           "train": {"best_metric": "f1_macro", "epochs": 1, "batch_size": 1, "learning_rate": 1, "weight_decay": 0,
-                     "warmup_ratio": 0, "seed": 1}}
+    cfg = {
+        "task": "text-classification",
+        "output": {"dir": "runs/<b>x</b>"},
+        "model": {"name": "m", "max_length": 8},
+        "train": {
+            "best_metric": "f1_macro",
+            "epochs": 1,
+            "batch_size": 1,
+            "learning_rate": 1,
+            "weight_decay": 0,
+            "warmup_ratio": 0,
+            "seed": 1,
+        },
+    }
     write_model_card(tmp_path, cfg=cfg, results={"test": metrics}, labels=labels)
     card = (tmp_path / "README.md").read_text()
     assert "<script>" not in card and "<b>" not in card and "&lt;script&gt;" in card

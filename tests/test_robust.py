@@ -28,13 +28,18 @@ from domainfit.tasks import load_run_config as load_config
 from domainfit.tasks.base import TaskData
 
 LABELS = ["negative", "neutral", "positive"]
-TEXTS = ["Operating profit rose to EUR 13.1 mn .", "Shares dropped.", "ok",
-         "Net sales are expected to remain at the same level as in 2008 ."]
+TEXTS = [
+    "Operating profit rose to EUR 13.1 mn .",
+    "Shares dropped.",
+    "ok",
+    "Net sales are expected to remain at the same level as in 2008 .",
+]
 
 
 def tiny_model(dropout: float = 0.1, seed: int = 0):
-    return create_tiny_bert(seed=seed, vocab_size=120, num_labels=3, hidden_dropout_prob=dropout,
-                            attention_probs_dropout_prob=dropout)
+    return create_tiny_bert(
+        seed=seed, vocab_size=120, num_labels=3, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
+    )
 
 
 def tiny_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -85,14 +90,18 @@ def test_houlsby_adapters_are_the_identity_at_init_and_active_after():
         adapter.down.weight.normal_(std=0.5)
         adapter.up.weight.normal_(std=0.5)  # random: a constant shift would vanish in the LayerNorm
         changed = adapted(**batch, output_hidden_states=True).hidden_states[-1]  # (batch, seq, hidden)
-        assert (changed - base(**batch, output_hidden_states=True).hidden_states[-1]).abs().max() > 1e-2  # float noise is ~1e-7
+        assert (
+            changed - base(**batch, output_hidden_states=True).hidden_states[-1]
+        ).abs().max() > 1e-2  # float noise is ~1e-7
         # export's bf16 parity check deep-copies and casts the model: the adapters must travel with it
         cast = copy.deepcopy(adapted).to(torch.bfloat16)
         torch.testing.assert_close(cast(**batch).logits.float(), adapted(**batch).logits, atol=2e-2, rtol=0)
 
 
-@pytest.mark.parametrize("method,save", [("lora", "merged"), ("lora", "adapter"), ("ia3", "adapter"),
-                                         ("houlsby", "merged"), ("houlsby", "adapter")])
+@pytest.mark.parametrize(
+    "method,save",
+    [("lora", "merged"), ("lora", "adapter"), ("ia3", "adapter"), ("houlsby", "merged"), ("houlsby", "adapter")],
+)
 def test_peft_model_folder_round_trips_through_the_predictor(method, save, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -104,7 +113,8 @@ def test_peft_model_folder_round_trips_through_the_predictor(method, save, tiny_
     cfg.peft = PeftConfig(method=method, save=save, adapter_size=8)
     data = TaskData(splits={}, labels=LABELS)
     model = AutoModelForSequenceClassification.from_pretrained(
-        tiny_bert, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+        tiny_bert, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}
+    )
     model = apply_peft(model, cfg.peft)
     _randomize_trainable(model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
@@ -171,10 +181,12 @@ def test_focal_loss_is_cross_entropy_at_gamma_zero_and_smaller_above():
     logits, labels = torch.randn(16, 4, generator=torch.Generator().manual_seed(0)) * 2, torch.arange(16) % 4
     weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
     torch.testing.assert_close(focal_loss(logits, labels, gamma=0.0), F.cross_entropy(logits, labels))
-    torch.testing.assert_close(focal_loss(logits, labels, gamma=0.0, alpha=weights),
-                               F.cross_entropy(logits, labels, weight=weights))
-    torch.testing.assert_close(focal_loss(logits, labels, gamma=0.0, label_smoothing=0.1),
-                               F.cross_entropy(logits, labels, label_smoothing=0.1))
+    torch.testing.assert_close(
+        focal_loss(logits, labels, gamma=0.0, alpha=weights), F.cross_entropy(logits, labels, weight=weights)
+    )
+    torch.testing.assert_close(
+        focal_loss(logits, labels, gamma=0.0, label_smoothing=0.1), F.cross_entropy(logits, labels, label_smoothing=0.1)
+    )
     assert focal_loss(logits, labels, gamma=2.0) < F.cross_entropy(logits, labels)
 
 
@@ -200,7 +212,9 @@ def test_rdrop_kl_is_zero_without_dropout_and_positive_with():
 
 def test_composition_order_and_wrapper_names_rejected_as_task_loss(tmp_path):
     cfg = RunConfig()
-    cfg.regularization = RegularizationConfig(objective="focal", rdrop_alpha=1.0, adversarial="pgd", class_weights="balanced")
+    cfg.regularization = RegularizationConfig(
+        objective="focal", rdrop_alpha=1.0, adversarial="pgd", class_weights="balanced"
+    )
     objective = build_objective(cfg, ["a", "b", "b"], ["a", "b"])
     assert type(objective).__name__ == "PGD" and isinstance(objective.base, RDropObjective)
     assert type(objective.base.base).__name__ == "FocalLossObjective"
@@ -225,12 +239,28 @@ def test_each_wrapper_registers_its_own_part_of_the_regularization_section():
     assert WRAPPERS.get("rdrop").config is RDropConfig and WRAPPERS.get("adversarial").config is AdversarialConfig
     for name in WRAPPER_ORDER:  # every part's keys are keys of the flat YAML section
         assert issubclass(RegularizationConfig, WRAPPERS.get(name).config)
-    assert [f.name for f in dataclasses.fields(AdversarialConfig)] == ["adversarial", "adv_epsilon", "adv_alpha",
-                                                                       "adv_steps"]
+    assert [f.name for f in dataclasses.fields(AdversarialConfig)] == [
+        "adversarial",
+        "adv_epsilon",
+        "adv_alpha",
+        "adv_steps",
+    ]
     # the user-facing keys and their order are those of the one flat section they always were
     assert [key for key, _, _ in describe_fields() if key.startswith("regularization.")] == [
-        f"regularization.{k}" for k in ("objective", "class_weights", "focal_gamma", "label_smoothing", "rdrop_alpha",
-                                        "oversample", "adversarial", "adv_epsilon", "adv_alpha", "adv_steps")]
+        f"regularization.{k}"
+        for k in (
+            "objective",
+            "class_weights",
+            "focal_gamma",
+            "label_smoothing",
+            "rdrop_alpha",
+            "oversample",
+            "adversarial",
+            "adv_epsilon",
+            "adv_alpha",
+            "adv_steps",
+        )
+    ]
 
 
 def test_a_wrapper_sees_only_its_own_settings_and_only_when_enabled(monkeypatch):
@@ -239,8 +269,13 @@ def test_a_wrapper_sees_only_its_own_settings_and_only_when_enabled(monkeypatch)
 
     seen = []
     rdrop = WRAPPERS.get("rdrop")
-    monkeypatch.setitem(WRAPPERS._items, "rdrop", ObjectiveWrapper(
-        rdrop.config, rdrop.enabled, lambda base, settings: seen.append(settings) or rdrop.create(base, settings)))
+    monkeypatch.setitem(
+        WRAPPERS._items,
+        "rdrop",
+        ObjectiveWrapper(
+            rdrop.config, rdrop.enabled, lambda base, settings: seen.append(settings) or rdrop.create(base, settings)
+        ),
+    )
     cfg = RunConfig()
     build_objective(cfg, ["a", "b"], ["a", "b"])
     assert seen == []  # rdrop_alpha 0: off
@@ -283,10 +318,15 @@ def test_layer_decay_lowers_lr_with_depth():
         for p in group["params"]:
             lr_of[id(p)] = group["lr"]
     named = dict(model.named_parameters())
-    lr = {key: lr_of[id(named[name])] for key, name in {
-        "head": "classifier.weight", "top": "bert.encoder.layer.1.attention.self.query.weight",
-        "bottom": "bert.encoder.layer.0.attention.self.query.weight",
-        "embeddings": "bert.embeddings.word_embeddings.weight"}.items()}
+    lr = {
+        key: lr_of[id(named[name])]
+        for key, name in {
+            "head": "classifier.weight",
+            "top": "bert.encoder.layer.1.attention.self.query.weight",
+            "bottom": "bert.encoder.layer.0.attention.self.query.weight",
+            "embeddings": "bert.embeddings.word_embeddings.weight",
+        }.items()
+    }
     assert lr == pytest.approx({"head": 1e-3, "top": 5e-4, "bottom": 2.5e-4, "embeddings": 1.25e-4})
     assert optimizer.param_groups[0]["lr"] == 1e-3  # the loop logs the first group's lr
     assert len(lr_of) == sum(1 for _ in model.parameters())  # every weight in exactly one group
@@ -322,13 +362,29 @@ def test_end_to_end_lora_fgm_rdrop_focal_oversampling_llrd(tmp_path, tiny_bert, 
     from domainfit.training import train
 
     out = tmp_path / "out"
-    cfg = load_config(None, [
-        f"model.name={tiny_bert}", "model.max_length=64", f"data.train={phrasebank_split / 'train.csv'}",
-        f"data.validation={phrasebank_split / 'val.csv'}", f"data.test={phrasebank_split / 'test.csv'}",
-        "data.max_train_per_class=16", "train.epochs=2", "train.batch_size=16", "train.learning_rate=1e-3",
-        "train.log_every=1", "train.layer_decay=0.8", f"output.dir={out}", "peft.method=lora",
-        "regularization.objective=focal", "regularization.class_weights=balanced", "regularization.rdrop_alpha=1",
-        "regularization.adversarial=fgm", "regularization.oversample=true"])
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_bert}",
+            "model.max_length=64",
+            f"data.train={phrasebank_split / 'train.csv'}",
+            f"data.validation={phrasebank_split / 'val.csv'}",
+            f"data.test={phrasebank_split / 'test.csv'}",
+            "data.max_train_per_class=16",
+            "train.epochs=2",
+            "train.batch_size=16",
+            "train.learning_rate=1e-3",
+            "train.log_every=1",
+            "train.layer_decay=0.8",
+            f"output.dir={out}",
+            "peft.method=lora",
+            "regularization.objective=focal",
+            "regularization.class_weights=balanced",
+            "regularization.rdrop_alpha=1",
+            "regularization.adversarial=fgm",
+            "regularization.oversample=true",
+        ],
+    )
     results = train(cfg)
     assert results["data"]["counts"]["train"] == 48 and results["train"]["samples_seen"] == 2 * 48
     params = results["data"]["parameters"]
@@ -359,22 +415,48 @@ def test_remedies_compose_with_the_joint_objective(tmp_path, tiny_bert, phraseba
     corpus = tmp_path / "domain.txt"
     corpus.write_text("Operating profit rose to EUR 13.1 mn .\nNet sales decreased by 5 % .\n" * 10, encoding="utf-8")
     out = tmp_path / "out"
-    cfg = load_config(None, [
-        f"model.name={tiny_bert}", "model.max_length=48", f"data.train={phrasebank_split / 'train.csv'}",
-        f"data.validation={phrasebank_split / 'val.csv'}", "data.max_train_per_class=8", "train.epochs=1",
-        "train.batch_size=8", "train.learning_rate=1e-3", "train.log_every=1", f"output.dir={out}",
-        "peft.method=lora", "regularization.objective=focal", "regularization.rdrop_alpha=1",
-        "regularization.adversarial=fgm", "augment.ops=[swap,delete]", "augment.rate=0.5",
-        "joint.enabled=true", f"joint.corpus={corpus}", "joint.use_task_texts=false", "joint.batch_size=4"])
+    cfg = load_config(
+        None,
+        [
+            f"model.name={tiny_bert}",
+            "model.max_length=48",
+            f"data.train={phrasebank_split / 'train.csv'}",
+            f"data.validation={phrasebank_split / 'val.csv'}",
+            "data.max_train_per_class=8",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.learning_rate=1e-3",
+            "train.log_every=1",
+            f"output.dir={out}",
+            "peft.method=lora",
+            "regularization.objective=focal",
+            "regularization.rdrop_alpha=1",
+            "regularization.adversarial=fgm",
+            "augment.ops=[swap,delete]",
+            "augment.rate=0.5",
+            "joint.enabled=true",
+            f"joint.corpus={corpus}",
+            "joint.use_task_texts=false",
+            "joint.batch_size=4",
+        ],
+    )
     results = train(cfg)
     assert results["train"]["samples_seen"] == 24 and 0 < results["data"]["parameters"]["trainable_percent"] < 5
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     scalars = {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-    assert {"train/adv_loss", "train/rdrop_loss", "train/task_loss", "train/mlm_loss", "train/mlm_weight"} <= set(scalars)
+    assert {"train/adv_loss", "train/rdrop_loss", "train/task_loss", "train/mlm_loss", "train/mlm_weight"} <= set(
+        scalars
+    )
     assert len(scalars["train/mlm_loss"]) == 3 and all(m > 5 for m in scalars["train/mlm_loss"])
-    parts = zip(scalars["train/loss"], scalars["train/task_loss"], scalars["train/rdrop_loss"], scalars["train/adv_loss"],
-                scalars["train/mlm_loss"], scalars["train/mlm_weight"])
+    parts = zip(
+        scalars["train/loss"],
+        scalars["train/task_loss"],
+        scalars["train/rdrop_loss"],
+        scalars["train/adv_loss"],
+        scalars["train/mlm_loss"],
+        scalars["train/mlm_weight"],
+    )
     for total, task, rdrop, adv, mlm, lam in parts:  # focal + 1 * R-Drop KL + FGM's loss + lambda * MLM, every step
         assert adv > 0 and rdrop >= 0 and lam == pytest.approx(0.1)
         assert total == pytest.approx(task + rdrop + adv + lam * mlm, rel=1e-4)

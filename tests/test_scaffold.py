@@ -37,11 +37,21 @@ def test_cadence_counts_optimizer_steps():
 
 
 def test_memory_plan_carries_every_lever_of_the_config(monkeypatch):
-    cfg = TrainConfig(micro_batch_tokens=64, release_memory_every=3, mmap_threshold_mb=2,
-                      recompute_min_length=32, embedding_rows="all")
+    cfg = TrainConfig(
+        micro_batch_tokens=64,
+        release_memory_every=3,
+        mmap_threshold_mb=2,
+        recompute_min_length=32,
+        embedding_rows="all",
+    )
     plan = MemoryPlan.from_config(cfg)
-    assert (plan.micro_batch_tokens, plan.release_memory_every, plan.mmap_threshold_mb,
-            plan.recompute_min_length, plan.embedding_rows) == (64, 3, 2, 32, "all")
+    assert (
+        plan.micro_batch_tokens,
+        plan.release_memory_every,
+        plan.mmap_threshold_mb,
+        plan.recompute_min_length,
+        plan.embedding_rows,
+    ) == (64, 3, 2, 32, "all")
     released = []
     monkeypatch.setattr(memory, "release_memory", lambda: released.append(True) or True)
     for step in range(1, 8):
@@ -60,8 +70,7 @@ def _tiny_masked_lm():
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37)
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
     model = BertForMaskedLM(config)
     ids = torch.randint(5, 99, (3, 12), generator=torch.Generator().manual_seed(1))
     labels = torch.full_like(ids, -100)
@@ -98,8 +107,7 @@ def test_head_warm_up_moves_the_head_alone_and_leaves_the_encoders_grads_alone()
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_pretraining_accumulates_like_fine_tuning_and_logs_the_same_learning_rates(tmp_path,
-                                                                                     phrasebank_split):
+def test_pretraining_accumulates_like_fine_tuning_and_logs_the_same_learning_rates(tmp_path, phrasebank_split):
     """grad_accum_steps counts batches per optimizer step as in fine-tuning, and the shared logging writes the
     lowest layer-wise learning rate, which pretraining's own copy of the logging did not."""
     from assets import build_tiny_bert
@@ -111,8 +119,19 @@ def test_pretraining_accumulates_like_fine_tuning_and_logs_the_same_learning_rat
 
     model = build_tiny_bert(tmp_path / "tiny-mlm", head="mlm", max_position_embeddings=128)
     out = tmp_path / "accum"
-    config = _pretrain_config(tmp_path, model, phrasebank_split / "train.csv", out, max_steps=3, eval_every=None,
-                              save_every=None, log_every=1, batch_size=4, grad_accum_steps=2, layer_decay=0.5)
+    config = _pretrain_config(
+        tmp_path,
+        model,
+        phrasebank_split / "train.csv",
+        out,
+        max_steps=3,
+        eval_every=None,
+        save_every=None,
+        log_every=1,
+        batch_size=4,
+        grad_accum_steps=2,
+        layer_decay=0.5,
+    )
     results = pretrain(load_pretrain_config(config))
     assert results["train"]["steps"] == 3 and results["train"]["texts_seen"] == 3 * 2 * 4
     state = json.loads((out / "checkpoints/step-0000003/state.json").read_text())
@@ -123,4 +142,4 @@ def test_pretraining_accumulates_like_fine_tuning_and_logs_the_same_learning_rat
     assert len(scalars["train/loss"]) == 3 and scalars["train/loss"] == scalars["train/mlm_loss"]
     lowest, peak = scalars["train/learning_rate_lowest"], scalars["train/learning_rate"]
     assert lowest  # (not at the last step, where the schedule reaches 0 in every group)
-    assert all(low == pytest.approx(top * 0.5 ** 3) for low, top in zip(lowest, peak))  # embeddings: depth 3
+    assert all(low == pytest.approx(top * 0.5**3) for low, top in zip(lowest, peak))  # embeddings: depth 3

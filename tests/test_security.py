@@ -34,16 +34,28 @@ class _Payload:
 
 
 def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "domainfit", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "domainfit", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )
 
 
 def _config(tmp: Path, model: Path, split: Path, out: Path, **train) -> Path:
     settings = {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seed": 7, "log_every": 2, **train}
-    lines = ["task: text-classification", "model:", f"  name: {model}", "  max_length: 64", "data:",
-             f"  train: {split / 'train.csv'}", f"  validation: {split / 'val.csv'}", f"  test: {split / 'test.csv'}",
-             "  max_train_samples: 96", "train:", *[f"  {k}: {json.dumps(v)}" for k, v in settings.items()],
-             "output:", f"  dir: {out}"]
+    lines = [
+        "task: text-classification",
+        "model:",
+        f"  name: {model}",
+        "  max_length: 64",
+        "data:",
+        f"  train: {split / 'train.csv'}",
+        f"  validation: {split / 'val.csv'}",
+        f"  test: {split / 'test.csv'}",
+        "  max_train_samples: 96",
+        "train:",
+        *[f"  {k}: {json.dumps(v)}" for k, v in settings.items()],
+        "output:",
+        f"  dir: {out}",
+    ]
     path = tmp / f"config-{out.name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -78,8 +90,13 @@ def test_checkpoints_hold_no_pickle(tmp_path, tiny_bert):
     optimizer.step()
     scheduler.step()
     step = CheckpointManager(tmp_path).save(TrainState(step=1), model, optimizer, scheduler)
-    assert sorted(p.name for p in step.iterdir()) == ["model.safetensors", "optimizer.safetensors", "rng.safetensors",
-                                                      "scheduler.safetensors", "state.json"]
+    assert sorted(p.name for p in step.iterdir()) == [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "scheduler.safetensors",
+        "state.json",
+    ]
     # the restored optimizer is the saved one: same moments, same step count, same schedule position
     fresh_model, fresh_optimizer, fresh_scheduler = _tiny_parts(tiny_bert)
     CheckpointManager(tmp_path).load(fresh_model, fresh_optimizer, fresh_scheduler)
@@ -193,8 +210,13 @@ def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_intact(tm
     second_dir = tmp_path / "second"
     second_dir.mkdir()
     second = _config(second_dir, tiny_bert, phrasebank_split, out, epochs=2, seed=7)
-    proc = subprocess.Popen([sys.executable, "-m", "domainfit", "train", str(first)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "domainfit", "train", str(first)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     deadline = time.time() + 300
     while not (out / "run.json").is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

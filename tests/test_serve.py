@@ -85,8 +85,9 @@ class Gated:
 
 def test_batcher_runs_queued_requests_together_and_returns_each_its_slice():
     batches = []
-    batcher = MicroBatcher(lambda items: (batches.append(list(items)), [x * 10 for x in items])[1],
-                           max_batch_size=4, max_wait_ms=0)
+    batcher = MicroBatcher(
+        lambda items: (batches.append(list(items)), [x * 10 for x in items])[1], max_batch_size=4, max_wait_ms=0
+    )
     futures = [batcher.submit(items) for items in ([1], [2, 3], [4], [5])]  # queued before the worker starts
     batcher.start()
     results = [f.result(5) for f in futures]
@@ -321,8 +322,10 @@ def test_an_explainer_can_be_plugged_in(predictor):
 def test_multi_label_and_token_classification_results(tmp_path):
     from transformers import BertForTokenClassification
 
-    ml = build_classifier_dir(tmp_path / "ml", settings={
-        "task": "multi-label-classification", "labels": LABELS, "thresholds": dict.fromkeys(LABELS, 0.5)})
+    ml = build_classifier_dir(
+        tmp_path / "ml",
+        settings={"task": "multi-label-classification", "labels": LABELS, "thresholds": dict.fromkeys(LABELS, 0.5)},
+    )
     config = json.loads((ml / "config.json").read_text())
     (ml / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
     with serving(domainfit.load(ml)) as client:
@@ -330,13 +333,15 @@ def test_multi_label_and_token_classification_results(tmp_path):
     assert result["task"] == "multi-label-classification"
     assert set(result["predictions"][0]) == {"labels", "probabilities"}
 
-    ner = build_classifier_dir(tmp_path / "ner", settings={"task": "token-classification", "max_length": 32,
-                                                             "stride": 8})
+    ner = build_classifier_dir(
+        tmp_path / "ner", settings={"task": "token-classification", "max_length": 32, "stride": 8}
+    )
     tags = ["O", "B-Disease", "I-Disease"]
     config = json.loads((ner / "config.json").read_text())
     config.update(id2label=dict(enumerate(tags)), label2id={t: i for i, t in enumerate(tags)})
-    BertForTokenClassification.from_pretrained(ner, id2label=config["id2label"], label2id=config["label2id"],
-                                               ignore_mismatched_sizes=True).save_pretrained(ner)
+    BertForTokenClassification.from_pretrained(
+        ner, id2label=config["id2label"], label2id=config["label2id"], ignore_mismatched_sizes=True
+    ).save_pretrained(ner)
     with serving(domainfit.load(ner)) as client:
         result = client.post("/predict", json={"texts": ["Cystic fibrosis is inherited."]}).json()
     assert result["task"] == "token-classification"
@@ -352,13 +357,28 @@ def image_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("image-model")
     names = ["crack", "ok"]
     torch.manual_seed(0)
-    config = ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                       intermediate_size=37, id2label=dict(enumerate(names)),
-                       label2id={n: i for i, n in enumerate(names)})
+    config = ViTConfig(
+        image_size=16,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=37,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     ViTForImageClassification(config).save_pretrained(out)
-    (out / "domainfit.json").write_text(json.dumps({"task": "image-classification", "labels": names,
-                                                    "image_size": 16, "image_mean": [0.5] * 3,
-                                                    "image_std": [0.5] * 3}))
+    (out / "domainfit.json").write_text(
+        json.dumps(
+            {
+                "task": "image-classification",
+                "labels": names,
+                "image_size": 16,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
+    )
     return out
 
 
@@ -374,15 +394,17 @@ def test_image_model_takes_uploads_and_base64(image_model_dir):
     predictor = domainfit.load(image_model_dir)
     red, blue = _png((255, 0, 0)), _png((0, 0, 255))
     with serving(predictor) as client:
-        uploaded = client.post("/predict", files=[("files", ("red.png", red, "image/png")),
-                                                  ("files", ("blue.png", blue, "image/png"))])
+        uploaded = client.post(
+            "/predict", files=[("files", ("red.png", red, "image/png")), ("files", ("blue.png", blue, "image/png"))]
+        )
         encoded = client.post("/predict", json={"images": [base64.b64encode(blue).decode()]})
         broken = client.post("/predict", files=[("files", ("x.png", b"not an image", "image/png"))])
         bad_b64 = client.post("/predict", json={"images": ["%%%"]})
         page = client.get("/").text
     assert uploaded.status_code == 200 and len(uploaded.json()["predictions"]) == 2
     assert uploaded.json()["predictions"][1]["probabilities"] == pytest.approx(
-        encoded.json()["predictions"][0]["probabilities"])
+        encoded.json()["predictions"][0]["probabilities"]
+    )
     assert broken.status_code == 422 and "'x.png' is not an image" in broken.json()["error"]
     assert bad_b64.status_code == 422 and "images[0] is not valid base64" in bad_b64.json()["error"]
     assert '"task": "image-classification"' in page
@@ -400,8 +422,13 @@ def _start(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     """`domainfit serve` on a free loopback port; returns the process and its URL once /ready is 200."""
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "domainfit", "serve", str(model_dir), "--port", "0", *flags],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "domainfit", "serve", str(model_dir), "--port", "0", *flags],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = None
     while url is None:
         line = proc.stderr.readline()
@@ -427,11 +454,12 @@ def test_serve_command_finishes_in_flight_requests_on_sigterm(model_dir):
     proc, url = _start(model_dir, "--max-wait-ms", "3000", "--max-batch-size", "64")
     assert url.startswith("http://127.0.0.1:")
     result = {}
-    request = threading.Thread(target=lambda: result.update(
-        r=httpx.post(f"{url}/predict", json={"texts": ["Profit rose."]}, timeout=60)))
+    request = threading.Thread(
+        target=lambda: result.update(r=httpx.post(f"{url}/predict", json={"texts": ["Profit rose."]}, timeout=60))
+    )
     request.start()
     for _ in range(300):
-        if 'domainfit_queue_depth 1.0' in httpx.get(f"{url}/metrics").text:
+        if "domainfit_queue_depth 1.0" in httpx.get(f"{url}/metrics").text:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
@@ -444,26 +472,42 @@ def test_serve_command_finishes_in_flight_requests_on_sigterm(model_dir):
     assert "Traceback" not in stderr
     logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert {"method": "POST", "path": "/predict", "status": 200}.items() <= next(
-        line for line in logged if line.get("path") == "/predict").items()
+        line for line in logged if line.get("path") == "/predict"
+    ).items()
 
 
 def test_serve_command_user_errors_exit_2_with_one_message(tmp_path):
     import socket
 
-    missing = subprocess.run([sys.executable, "-m", "domainfit", "serve", str(tmp_path / "nope"), "--port", "0"],
-                             env=_env(), capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "domainfit", "serve", str(tmp_path / "nope"), "--port", "0"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "model folder does not exist" in missing.stderr
     assert str(tmp_path / "nope") in missing.stderr and "Traceback" not in missing.stderr
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        taken = subprocess.run([sys.executable, "-m", "domainfit", "serve", str(tmp_path), "--port", str(port)],
-                               env=_env(), capture_output=True, text=True, timeout=120)
+        taken = subprocess.run(
+            [sys.executable, "-m", "domainfit", "serve", str(tmp_path), "--port", str(port)],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
     assert "--port" in taken.stderr and "Traceback" not in taken.stderr
-    empty_key = subprocess.run([sys.executable, "-m", "domainfit", "serve", str(tmp_path), "--port", "0"],
-                               env={**_env(), "DOMAINFIT_API_KEY": " "}, capture_output=True, text=True, timeout=120)
+    empty_key = subprocess.run(
+        [sys.executable, "-m", "domainfit", "serve", str(tmp_path), "--port", "0"],
+        env={**_env(), "DOMAINFIT_API_KEY": " "},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert empty_key.returncode == 2 and "DOMAINFIT_API_KEY" in empty_key.stderr
     assert "Traceback" not in empty_key.stderr
 
@@ -478,8 +522,10 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-needs_chromium = pytest.mark.skipif(_chromium() is None, reason="headless Chromium + chromedriver not "
-                                    "installed (Debian: apt-get install chromium chromium-driver)")
+needs_chromium = pytest.mark.skipif(
+    _chromium() is None,
+    reason="headless Chromium + chromedriver not installed (Debian: apt-get install chromium chromium-driver)",
+)
 
 
 def _headless_chromium():
@@ -487,23 +533,44 @@ def _headless_chromium():
     browser, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1000,800"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1000,800",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
 
 
 # what /explain gives a token classifier: one explanation per entity (domainfit.evaluation.explain_entities)
 _NER_TEXT = "Aspirin and ibuprofen ease pain"
-_NER_EXPLANATION = {"text": _NER_TEXT, "explanations": [
-    {"label": "DRUG", "probability": 0.91, "entity": {"text": "Aspirin", "start": 0, "end": 7},
-     "words": [{"word": "Aspirin", "start": 0, "end": 7, "score": 0.8}, {"word": "and", "start": 8, "end": 11,
-               "score": 0.1}, {"word": "ibuprofen", "start": 12, "end": 21, "score": -0.2}]},
-    {"label": "DRUG", "probability": 0.77, "entity": {"text": "ibuprofen", "start": 12, "end": 21},
-     "words": [{"word": "and", "start": 8, "end": 11, "score": 0.05},
-               {"word": "ibuprofen", "start": 12, "end": 21, "score": 0.6},
-               {"word": "pain", "start": 27, "end": 31, "score": 0.2}]},
-]}
+_NER_EXPLANATION = {
+    "text": _NER_TEXT,
+    "explanations": [
+        {
+            "label": "DRUG",
+            "probability": 0.91,
+            "entity": {"text": "Aspirin", "start": 0, "end": 7},
+            "words": [
+                {"word": "Aspirin", "start": 0, "end": 7, "score": 0.8},
+                {"word": "and", "start": 8, "end": 11, "score": 0.1},
+                {"word": "ibuprofen", "start": 12, "end": 21, "score": -0.2},
+            ],
+        },
+        {
+            "label": "DRUG",
+            "probability": 0.77,
+            "entity": {"text": "ibuprofen", "start": 12, "end": 21},
+            "words": [
+                {"word": "and", "start": 8, "end": 11, "score": 0.05},
+                {"word": "ibuprofen", "start": 12, "end": 21, "score": 0.6},
+                {"word": "pain", "start": 27, "end": 31, "score": 0.2},
+            ],
+        },
+    ],
+}
 
 
 @needs_chromium
@@ -520,19 +587,18 @@ def test_page_shows_the_label_in_headless_chromium(model_dir, tmp_path):
         label = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "label").text)
         bars = driver.find_elements(By.CSS_SELECTOR, "#probs .row")
         # the explanation of the predicted label follows: every word of the text, coloured
-        words = WebDriverWait(driver, 60).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation .block span"))
+        words = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation .block span"))
         line = driver.find_element(By.CSS_SELECTOR, "#explanation .line").text
         screenshot = tmp_path / "serve-page.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot: {screenshot}")
         assert driver.find_element(By.ID, "error").text == ""
         # a token classifier's explanation: every entity gets its own line, the entity's words outlined
-        driver.execute_script("clear(); showExplanation(arguments[0], arguments[1]);", _NER_TEXT,
-                              _NER_EXPLANATION)
+        driver.execute_script("clear(); showExplanation(arguments[0], arguments[1]);", _NER_TEXT, _NER_EXPLANATION)
         blocks = driver.find_elements(By.CSS_SELECTOR, "#explanation .block")
-        entity_lines = [[(w.text, w.get_attribute("class")) for w in b.find_elements(By.CSS_SELECTOR, "span")]
-                        for b in blocks]
+        entity_lines = [
+            [(w.text, w.get_attribute("class")) for w in b.find_elements(By.CSS_SELECTOR, "span")] for b in blocks
+        ]
         entity_texts = [b.find_element(By.CSS_SELECTOR, ".line").text for b in blocks]
         heads = [b.find_element(By.CSS_SELECTOR, ".head").text for b in blocks]
     finally:
@@ -542,11 +608,12 @@ def test_page_shows_the_label_in_headless_chromium(model_dir, tmp_path):
     assert label in LABELS and len(bars) == len(LABELS)
     assert len(words) >= 5 and line == "Operating profit rose to EUR 13.1 mn ."  # the whole text, gaps kept
     assert screenshot.stat().st_size > 0
-    assert heads == ["DRUG · “Aspirin” · probability 0.910",
-                     "DRUG · “ibuprofen” · probability 0.770"]
+    assert heads == ["DRUG · “Aspirin” · probability 0.910", "DRUG · “ibuprofen” · probability 0.770"]
     assert entity_texts == [_NER_TEXT, _NER_TEXT]  # the whole text on each line, the gaps kept
-    assert entity_lines == [[("Aspirin", "entity"), ("and", ""), ("ibuprofen", "")],
-                            [("and", ""), ("ibuprofen", "entity"), ("pain", "")]]
+    assert entity_lines == [
+        [("Aspirin", "entity"), ("and", ""), ("ibuprofen", "")],
+        [("and", ""), ("ibuprofen", "entity"), ("pain", "")],
+    ]
 
 
 @needs_chromium
@@ -567,18 +634,20 @@ def test_page_shows_the_grad_cam_heat_map_over_the_image(image_model_dir, tmp_pa
     driver = _headless_chromium()
     proc, url = _start(image_model_dir)
     try:
-        served = httpx.post(f"{url}/explain", files=[("files", ("bar.png", image.read_bytes(), "image/png"))],
-                            timeout=60).json()["explanations"][0]
+        served = httpx.post(
+            f"{url}/explain", files=[("files", ("bar.png", image.read_bytes(), "image/png"))], timeout=60
+        ).json()["explanations"][0]
         driver.get(url + "/")
         driver.find_element(By.ID, "file").send_keys(str(image))
         driver.find_element(By.ID, "predict").click()
-        canvas = WebDriverWait(driver, 60).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation canvas"))
+        canvas = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation canvas"))
         label = driver.find_element(By.ID, "label").text
         head = driver.find_element(By.CSS_SELECTOR, "#explanation .head").text
         width, height, data = driver.execute_script(
             "const c = arguments[0]; return [c.width, c.height, "
-            "Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];", canvas[0])
+            "Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];",
+            canvas[0],
+        )
         assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
@@ -593,8 +662,9 @@ def test_page_shows_the_grad_cam_heat_map_over_the_image(image_model_dir, tmp_pa
     _, report = heatmap_overlay(Image.fromarray(pixels), heatmap)
     # the report's overlay, to the rounding of its 8-bit copy of the heat map
     assert np.abs(shown - np.asarray(report, dtype=np.float64)).max() <= 3
-    heat = np.asarray(Image.fromarray(np.asarray(heatmap, dtype=np.float32))
-                      .resize((40, 40), Image.Resampling.BILINEAR))  # (40, 40)
+    heat = np.asarray(
+        Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize((40, 40), Image.Resampling.BILINEAR)
+    )  # (40, 40)
     assert heat.max() > 0.9 and (heat == 0).mean() > 0.2  # this image has hot and cold regions
     cold, hot = heat == 0, heat > 0.9
     assert np.abs(shown - pixels)[cold].max() <= 2  # the image itself where the map is cold

@@ -33,6 +33,7 @@ def texts_csv(tmp_path) -> Path:
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if the model is loaded: the checks must come before it."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the bad input or output was refused")
 
@@ -63,15 +64,15 @@ def test_predict_output_that_is_a_folder(tmp_path, model_dir, texts_csv, capsys,
     assert "predictions.csv" in err  # the fix gives a file name
 
 
-def test_predict_output_in_a_read_only_folder_is_refused_by_the_probe(model_dir, texts_csv, capsys,
-                                                                     no_model_load):
+def test_predict_output_in_a_read_only_folder_is_refused_by_the_probe(model_dir, texts_csv, capsys, no_model_load):
     # /proc passes os.access(W_OK) for root but takes no new files: only the probe write catches it
     err = run(capsys, "predict", str(model_dir), str(texts_csv), "--output", "/proc/domainfit-test/out.csv")
     assert "/proc/domainfit-test/out.csv" in err and "cannot be written" in err and "/proc" in err
 
 
-def test_predict_output_in_a_folder_without_write_permission(tmp_path, model_dir, texts_csv, capsys,
-                                                             monkeypatch, no_model_load):
+def test_predict_output_in_a_folder_without_write_permission(
+    tmp_path, model_dir, texts_csv, capsys, monkeypatch, no_model_load
+):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
@@ -100,8 +101,7 @@ def test_evaluate_output_that_is_a_file(tmp_path, model_dir, texts_csv, capsys, 
     assert (tmp_path / "ev").read_text() == "not a folder"
 
 
-def test_evaluate_refuses_to_overwrite_a_training_run_folder(tmp_path, model_dir, texts_csv, capsys,
-                                                             no_model_load):
+def test_evaluate_refuses_to_overwrite_a_training_run_folder(tmp_path, model_dir, texts_csv, capsys, no_model_load):
     run_dir = tmp_path / "run"
     (run_dir / "model").mkdir(parents=True)
     (run_dir / "model" / "config.json").write_text("{}")
@@ -129,8 +129,7 @@ def test_evaluate_into_an_existing_folder_replaces_its_files_as_predict_does(tmp
 # ---- item 2: a full disk
 
 
-def test_disk_full_keeps_the_previous_output_and_no_temp_file(tmp_path, model_dir, texts_csv, capsys,
-                                                              monkeypatch):
+def test_disk_full_keeps_the_previous_output_and_no_temp_file(tmp_path, model_dir, texts_csv, capsys, monkeypatch):
     out = tmp_path / "preds.csv"
     out.write_text("previous predictions\n", encoding="utf-8")
     real_writer = csv.writer

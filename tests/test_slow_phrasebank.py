@@ -20,10 +20,20 @@ pytestmark = pytest.mark.slow
 def test_phrasebank_minilm_reaches_trainer_quality(tmp_path, phrasebank_split):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "domainfit", "train", str(REPO / "benchmarks" / "phrasebank_bench.yaml"),
-         f"output.dir={out}", f"data.train={phrasebank_split / 'train.csv'}",
-         f"data.validation={phrasebank_split / 'val.csv'}", f"data.test={phrasebank_split / 'test.csv'}"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "domainfit",
+            "train",
+            str(REPO / "benchmarks" / "phrasebank_bench.yaml"),
+            f"output.dir={out}",
+            f"data.train={phrasebank_split / 'train.csv'}",
+            f"data.validation={phrasebank_split / 'val.csv'}",
+            f"data.test={phrasebank_split / 'test.csv'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     test = json.loads((out / "metrics.json").read_text())["test"]

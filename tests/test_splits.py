@@ -180,14 +180,26 @@ def test_make_splits_records_and_logs_conflicts(caplog):
     from domainfit.data.splits import make_splits
 
     train = make({"a": 20, "b": 20}) + [Example("a example 0", "b", 99)]
-    data = SimpleNamespace(train="t.csv", validation_fraction=0.1, test_fraction=0.1, split_seed=0,
-                           max_train_samples=None, conflicting_labels="drop")
+    data = SimpleNamespace(
+        train="t.csv",
+        validation_fraction=0.1,
+        test_fraction=0.1,
+        split_seed=0,
+        max_train_samples=None,
+        conflicting_labels="drop",
+    )
     info = {"files": {"train": "t.csv"}}
     with caplog.at_level("WARNING", logger="domainfit.data.splits"):
         splits = make_splits(train, {}, data, info, stratify=True)
     assert sum(map(len, splits.values())) == 39  # both copies of "a example 0" dropped
-    assert info["dedup"] == {"rows_read": 41, "unique": 39, "duplicates_removed": 2, "conflicting_labels": 2,
-                             "conflicting_texts": 1, "conflicting_labels_policy": "drop"}
+    assert info["dedup"] == {
+        "rows_read": 41,
+        "unique": 39,
+        "duplicates_removed": 2,
+        "conflicting_labels": 2,
+        "conflicting_texts": 1,
+        "conflicting_labels_policy": "drop",
+    }
     assert "every copy of those texts was dropped" in caplog.text
 
 

@@ -137,9 +137,7 @@ def test_homophones_replace_characters_from_the_table(chinese):
 def test_width_perturbations_on_chinese(chinese):
     full = perturb_texts("full-width", chinese)
     assert all(not re.search(r"[!-~]", text) for text in full)  # no ASCII letter, digit or mark left
-    assert perturb_texts("half-width", full) == [
-        t.replace("\u3000", " ") for t in perturb_texts("half-width", chinese)
-    ]
+    assert perturb_texts("half-width", full) == [t.replace("\u3000", " ") for t in perturb_texts("half-width", chinese)]
     # ChnSentiCorp's full-width commas and exclamation marks become ASCII
     half = perturb_texts("half-width", ["房间很大，早餐不错！"])
     assert half == ["房间很大,早餐不错!"]
@@ -184,12 +182,7 @@ def test_stress_counts_add_up_on_a_tiny_model(model_dir):
     gold = np.array([LABELS.index(label) for label in labels])
     assert result["n"] == 40 and result["accuracy"] == pytest.approx((base == gold).mean(), abs=1e-6)
     for name, s in result["perturbations"].items():
-        assert (
-            s["flips"]
-            == s["right_to_wrong"] + s["wrong_to_right"] + s["wrong_to_wrong"]
-            <= s["changed"]
-            <= 40
-        )
+        assert s["flips"] == s["right_to_wrong"] + s["wrong_to_right"] + s["wrong_to_wrong"] <= s["changed"] <= 40
         assert s["correct_after"] == s["correct_before"] - s["right_to_wrong"] + s["wrong_to_right"]
         assert s["accuracy_after"] == pytest.approx(s["correct_after"] / 40, abs=1e-6)
         assert s["accuracy_drop"] == pytest.approx(s["accuracy_before"] - s["accuracy_after"], abs=1e-5)
@@ -233,9 +226,7 @@ def test_stress_command_writes_json_and_markdown(model_dir, tmp_path, capsys):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "domainfit", "stress", *args], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-m", "domainfit", "stress", *args], capture_output=True, text=True)
 
 
 def test_stress_command_refuses_an_unknown_perturbation_in_one_message(model_dir, tmp_path):
@@ -262,9 +253,7 @@ def test_stress_command_names_the_line_of_an_unknown_label(model_dir, tmp_path, 
 def test_stress_command_refuses_missing_data_and_other_tasks(model_dir, tmp_path, capsys):
     assert main(["stress", str(model_dir), str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv" in capsys.readouterr().err
-    other = build_classifier_dir(
-        tmp_path / "ml", settings={"task": "multi-label-classification", "max_length": 64}
-    )
+    other = build_classifier_dir(tmp_path / "ml", settings={"task": "multi-label-classification", "max_length": 64})
     data = _write_csv(tmp_path / "small.csv", _phrasebank(3))
     assert main(["stress", str(other), str(data)]) == 2
     assert "tests single-label text classifiers" in capsys.readouterr().err
@@ -274,9 +263,7 @@ def test_missing_opencc_is_one_message_naming_the_extra(model_dir, tmp_path, mon
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "opencc" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "opencc" else real(name, *a))
     data = _write_csv(tmp_path / "small.csv", _phrasebank(3))
     assert main(["stress", str(model_dir), str(data), "--perturbations", "zh-traditional"]) == 2
     err = capsys.readouterr().err
@@ -294,9 +281,7 @@ def trained_run(tmp_path_factory, tiny_bert, phrasebank_split) -> Path:
     from domainfit.training import train
 
     tmp = tmp_path_factory.mktemp("stress-run")
-    config = write_config(
-        tmp, tiny_bert, phrasebank_split, tmp / "out", epochs=1, eval_every=2, best_metric="loss"
-    )
+    config = write_config(tmp, tiny_bert, phrasebank_split, tmp / "out", epochs=1, eval_every=2, best_metric="loss")
     train(load_run_config(config, ["data.max_train_samples=48"]))
     return tmp / "out"
 
@@ -389,8 +374,22 @@ def test_a_bare_model_folder_gets_only_the_stress_output(model_dir, tmp_path, ca
     data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
     around = _files(model_dir.parent)
     with caplog.at_level(logging.INFO, logger="domainfit.serving.stress_record"):
-        assert main(["stress", str(model_dir), str(data), "--output", str(tmp_path / "s"),
-                     "--backend", "torch", "--perturbations", "typos"]) == 0
+        assert (
+            main(
+                [
+                    "stress",
+                    str(model_dir),
+                    str(data),
+                    "--output",
+                    str(tmp_path / "s"),
+                    "--backend",
+                    "torch",
+                    "--perturbations",
+                    "typos",
+                ]
+            )
+            == 0
+        )
     assert _files(model_dir.parent) == around
     assert "is not the model/ folder of a training run" in caplog.text
     assert "nothing is recorded" in caplog.text
@@ -433,8 +432,17 @@ sys.exit(main(sys.argv[1:]))
 def test_a_killed_record_keeps_the_old_metrics_and_the_next_one_cleans_up(run, tmp_path):
     data = _write_csv(tmp_path / "small.csv", _phrasebank(6))
     before = (run / "metrics.json").read_bytes()
-    args = ["stress", str(run / "model"), str(data), "--output", str(tmp_path / "s"), "--backend", "torch",
-            "--perturbations", "typos"]
+    args = [
+        "stress",
+        str(run / "model"),
+        str(data),
+        "--output",
+        str(tmp_path / "s"),
+        "--backend",
+        "torch",
+        "--perturbations",
+        "typos",
+    ]
     proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, *args], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     assert (run / "metrics.json").read_bytes() == before  # the old file, whole

@@ -48,8 +48,17 @@ def test_every_task_declares_a_contract():
     for name in TASKS.names():
         task = create_task(name)
         assert isinstance(task, Task) and task.name == name
-        assert task.sections <= {"augment", "peft", "regularization", "joint", "multi_label", "ner", "image",
-                                 "generation", "evaluation"}
+        assert task.sections <= {
+            "augment",
+            "peft",
+            "regularization",
+            "joint",
+            "multi_label",
+            "ner",
+            "image",
+            "generation",
+            "evaluation",
+        }
 
 
 def test_training_refuses_an_unsupported_option_before_writing_anything(tmp_path, phrasebank_split, tiny_bert):
@@ -57,8 +66,10 @@ def test_training_refuses_an_unsupported_option_before_writing_anything(tmp_path
     from domainfit.training import train
 
     path = tmp_path / "c.yaml"
-    path.write_text(f"task: multi-label-classification\nmodel:\n  name: {tiny_bert}\ndata:\n"
-                    f"  train: {phrasebank_split / 'train.csv'}\noutput:\n  dir: {tmp_path / 'out'}\n")
+    path.write_text(
+        f"task: multi-label-classification\nmodel:\n  name: {tiny_bert}\ndata:\n"
+        f"  train: {phrasebank_split / 'train.csv'}\noutput:\n  dir: {tmp_path / 'out'}\n"
+    )
     cfg = load_config(path, ["peft.method=lora"])  # the pure config layer cannot know; train() checks
     with pytest.raises(ConfigError, match="peft"):
         train(cfg)
@@ -84,8 +95,9 @@ class LengthBucketTask(Task):
     def build(self, cfg: RunConfig, data: TaskData) -> tuple[nn.Module, object]:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.model.name, num_labels=2,
-                                                                   ignore_mismatched_sizes=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            cfg.model.name, num_labels=2, ignore_mismatched_sizes=True
+        )
         return model, AutoTokenizer.from_pretrained(cfg.model.name)
 
     def encode(self, examples, tokenizer, cfg: RunConfig, data: TaskData) -> Features:
@@ -98,8 +110,11 @@ class LengthBucketTask(Task):
         input_ids = torch.zeros(len(items), width, dtype=torch.long)
         for row, item in enumerate(items):
             input_ids[row, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
-        return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(),
-                "labels": torch.tensor([i["label"] for i in items])}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != 0).long(),
+            "labels": torch.tensor([i["label"] for i in items]),
+        }
 
     def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
         from domainfit.objectives import create_objective
@@ -122,9 +137,11 @@ def test_a_new_task_is_one_module_plus_one_registration(tmp_path, phrasebank_spl
     TASKS.register(LengthBucketTask.name, LengthBucketTask)  # the one registration
     try:
         path = tmp_path / "c.yaml"
-        path.write_text(f"task: length-bucket\nmodel:\n  name: {tiny_bert}\n  max_length: 48\ndata:\n"
-                        f"  train: {phrasebank_split / 'train.csv'}\ntrain:\n  epochs: 1\n  batch_size: 16\n"
-                        f"output:\n  dir: {tmp_path / 'out'}\n")
+        path.write_text(
+            f"task: length-bucket\nmodel:\n  name: {tiny_bert}\n  max_length: 48\ndata:\n"
+            f"  train: {phrasebank_split / 'train.csv'}\ntrain:\n  epochs: 1\n  batch_size: 16\n"
+            f"output:\n  dir: {tmp_path / 'out'}\n"
+        )
         with pytest.raises(ConfigError, match="peft"):  # the contract comes with the base class
             load_run_config(path, ["peft.method=lora"])
         results = train(load_run_config(path))

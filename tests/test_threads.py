@@ -44,4 +44,3 @@ def test_idle_machine_does_not_warn(two_cores, caplog):
 def test_one_thread_never_warns(two_cores):
     two_cores(10.0)
     assert not warn_if_oversubscribed(1)
-

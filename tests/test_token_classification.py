@@ -46,8 +46,10 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 # Readers
 
 
-@pytest.mark.parametrize("split,sentences,tokens,mentions", [("train", 5424, 135701, 5134),
-                                                              ("devel", 923, 23969, 787), ("test", 940, 24497, 960)])
+@pytest.mark.parametrize(
+    "split,sentences,tokens,mentions",
+    [("train", 5424, 135701, 5134), ("devel", 923, 23969, 787), ("test", 940, 24497, 960)],
+)
 def test_ncbi_counts_match_source_txt(ncbi, split, sentences, tokens, mentions):
     examples = read_ner_examples(ncbi / f"{split}.tsv")
     assert len(examples) == sentences
@@ -68,13 +70,16 @@ def test_conll_whitespace_docstart_and_last_sentence_without_blank_line(tmp_path
     assert examples[1].spans == (Span(0, 15, "PER"),)
 
 
-@pytest.mark.parametrize("content,line,column,needle", [
-    ("a\tO\nb\n", 2, 2, "one column"),
-    ("a\tO\nb\tDisease\n", 2, 2, "not in IOB2 form"),
-    ("a\tO\n\nb O\nc x E-Dis\n", 4, 3, "not in IOB2 form"),
-    ("a\tO\nb\tI-Dis\n", 2, 2, "ner.tag_scheme: iob1"),
-    ("a\tB-Chem\nb\tI-Dis\n", 2, 2, "follows 'B-Chem'"),
-])
+@pytest.mark.parametrize(
+    "content,line,column,needle",
+    [
+        ("a\tO\nb\n", 2, 2, "one column"),
+        ("a\tO\nb\tDisease\n", 2, 2, "not in IOB2 form"),
+        ("a\tO\n\nb O\nc x E-Dis\n", 4, 3, "not in IOB2 form"),
+        ("a\tO\nb\tI-Dis\n", 2, 2, "ner.tag_scheme: iob1"),
+        ("a\tB-Chem\nb\tI-Dis\n", 2, 2, "follows 'B-Chem'"),
+    ],
+)
 def test_conll_errors_name_line_and_column(tmp_path, content, line, column, needle):
     path = _write(tmp_path, "bad.tsv", content)
     with pytest.raises(DataError) as info:
@@ -91,10 +96,16 @@ def test_iob1_is_converted(tmp_path):
 
 
 def test_cmeee_spans_end_inclusive_and_json_array_lines(tmp_path):
-    records = [{"text": "患者有糖尿病和高血压。", "entities": [
-        {"start_idx": 3, "end_idx": 5, "type": "dis", "entity": "糖尿病"},
-        {"start_idx": 7, "end_idx": 9, "type": "dis", "entity": "高血压"}]},
-        {"text": "无", "entities": []}]
+    records = [
+        {
+            "text": "患者有糖尿病和高血压。",
+            "entities": [
+                {"start_idx": 3, "end_idx": 5, "type": "dis", "entity": "糖尿病"},
+                {"start_idx": 7, "end_idx": 9, "type": "dis", "entity": "高血压"},
+            ],
+        },
+        {"text": "无", "entities": []},
+    ]
     path = _write(tmp_path, "cmeee.json", json.dumps(records, ensure_ascii=False, indent=2))
     first, second = read_ner_examples(path)
     assert [first.text[s.start : s.end] for s in first.spans] == ["糖尿病", "高血压"]
@@ -102,8 +113,12 @@ def test_cmeee_spans_end_inclusive_and_json_array_lines(tmp_path):
 
 
 def test_common_span_jsonl_and_configurable_keys(tmp_path):
-    path = _write(tmp_path, "s.jsonl", '{"text": "BRCA1 and breast cancer", "spans": [{"start": 10, "end": 23, '
-                                       '"label": "Disease", "text": "breast cancer"}]}\n')
+    path = _write(
+        tmp_path,
+        "s.jsonl",
+        '{"text": "BRCA1 and breast cancer", "spans": [{"start": 10, "end": 23, '
+        '"label": "Disease", "text": "breast cancer"}]}\n',
+    )
     (example,) = read_ner_examples(path)
     assert example.spans == (Span(10, 23, "Disease"),)
     path = _write(tmp_path, "k.jsonl", '{"sentence": "ab cd", "ents": [{"b": 3, "e": 4, "kind": "X"}]}\n')
@@ -111,12 +126,15 @@ def test_common_span_jsonl_and_configurable_keys(tmp_path):
     assert read_ner_examples(path, keys=keys)[0].spans == (Span(3, 5, "X"),)
 
 
-@pytest.mark.parametrize("entity,column,needle", [
-    ({"start": 4, "end": 9, "label": "D"}, "entities[0]", "outside the text"),
-    ({"start": 0, "end": 4, "label": "D", "text": "cance"}, "entities[0].text", "span text mismatch"),
-    ({"start": 0, "end": 3}, "entities[0]", "no label key"),
-    ({"start": "0", "end": 3, "label": "D"}, "entities[0].start", "integer"),
-])
+@pytest.mark.parametrize(
+    "entity,column,needle",
+    [
+        ({"start": 4, "end": 9, "label": "D"}, "entities[0]", "outside the text"),
+        ({"start": 0, "end": 4, "label": "D", "text": "cance"}, "entities[0].text", "span text mismatch"),
+        ({"start": 0, "end": 3}, "entities[0]", "no label key"),
+        ({"start": "0", "end": 3, "label": "D"}, "entities[0].start", "integer"),
+    ],
+)
 def test_span_errors(tmp_path, entity, column, needle):
     lines = ['{"text": "ok", "entities": []}', json.dumps({"text": "cancer", "entities": [entity]})]
     path = _write(tmp_path, "bad.jsonl", "\n".join(lines) + "\n")
@@ -126,16 +144,28 @@ def test_span_errors(tmp_path, entity, column, needle):
 
 
 def test_cmeee_off_by_one_hint(tmp_path):
-    path = _write(tmp_path, "c.jsonl", json.dumps({"text": "糖尿病", "entities": [
-        {"start_idx": 0, "end_idx": 3, "type": "dis", "entity": "糖尿病"}]}, ensure_ascii=False) + "\n")
+    path = _write(
+        tmp_path,
+        "c.jsonl",
+        json.dumps(
+            {"text": "糖尿病", "entities": [{"start_idx": 0, "end_idx": 3, "type": "dis", "entity": "糖尿病"}]},
+            ensure_ascii=False,
+        )
+        + "\n",
+    )
     with pytest.raises(DataError, match="end_inclusive"):
         read_ner_examples(path)
 
 
 def test_overlapping_spans_error_or_keep_longer(tmp_path):
-    record = {"text": "breast cancer gene", "entities": [{"start": 0, "end": 13, "label": "D"},
-                                                          {"start": 7, "end": 18, "label": "G"},
-                                                          {"start": 7, "end": 13, "label": "D"}]}
+    record = {
+        "text": "breast cancer gene",
+        "entities": [
+            {"start": 0, "end": 13, "label": "D"},
+            {"start": 7, "end": 18, "label": "G"},
+            {"start": 7, "end": 13, "label": "D"},
+        ],
+    }
     path = _write(tmp_path, "o.jsonl", json.dumps(record) + "\n")
     with pytest.raises(DataError, match="spans overlap") as info:
         read_ner_examples(path)
@@ -152,8 +182,9 @@ def _chinese_tokenizer(tmp_path: Path, chars: str):
     from transformers import BertTokenizerFast
 
     vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(chars)]) + "\n",
-                     encoding="utf-8")
+    vocab.write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(chars)]) + "\n", encoding="utf-8"
+    )
     return BertTokenizerFast(vocab_file=str(vocab))
 
 
@@ -161,8 +192,9 @@ def test_chinese_spans_label_each_character(tmp_path):
     text = "患者有糖尿病和高血压。"
     tokenizer = _chinese_tokenizer(tmp_path, text)
     labels = ["O", "B-dis", "I-dis", "B-sym", "I-sym"]
-    enc = encode_sentence(tokenizer, text, spans=[Span(3, 6, "dis"), Span(7, 10, "sym")],
-                          label2id={t: i for i, t in enumerate(labels)})
+    enc = encode_sentence(
+        tokenizer, text, spans=[Span(3, 6, "dis"), Span(7, 10, "sym")], label2id={t: i for i, t in enumerate(labels)}
+    )
     assert len(enc.ids) == len(text) and enc.word_spans == [(i, i + 1) for i in range(len(text))]
     by_char = dict(zip(text, [labels[i] for i in enc.labels]))
     assert [by_char[c] for c in "糖尿病"] == ["B-dis", "I-dis", "I-dis"]
@@ -178,8 +210,9 @@ def test_first_subword_only_and_label_all_subwords(minilm_tokenizer):
     assert pieces[:4] == ["aden", "##oma", "##tou", "##s"]  # several subwords per word: the case under test
     assert enc.labels == [1, -100, -100, -100, 2, -100, -100, 0]
     assert enc.first_tokens == [0, 4, 7] and enc.word_spans == [(0, 11), (12, 21), (22, 24)]
-    every = encode_sentence(minilm_tokenizer, " ".join(words), words=words, tags=tags, label2id=label2id,
-                            label_all_subwords=True)
+    every = encode_sentence(
+        minilm_tokenizer, " ".join(words), words=words, tags=tags, label2id=label2id, label_all_subwords=True
+    )
     assert every.labels == [1, 2, 2, 2, 2, 2, 2, 0]
 
 
@@ -196,8 +229,9 @@ def test_windows_cover_each_token_once_from_its_most_central_window():
     for w in windows:
         for p in range(w.own_start, w.own_end):
             margin = min(p - w.start, w.start + w.size - 1 - p)
-            assert all(margin >= min(p - o.start, o.start + o.size - 1 - p)
-                       for o in windows if o.start <= p < o.start + o.size)
+            assert all(
+                margin >= min(p - o.start, o.start + o.size - 1 - p) for o in windows if o.start <= p < o.start + o.size
+            )
     # each window's logits say which window they came from: the merge must take every token from its owner
     logits = [np.full((1 + 20 + 1, 2), i, dtype=np.float32) for i in range(len(windows))]
     merged = merge_window_logits(logits, windows, 50, offset=1)
@@ -210,8 +244,16 @@ def test_long_sentence_windows_merge_back_to_perfect_scores(ncbi, minilm_tokeniz
     """Logits right only where a window owns a token, wrong elsewhere: F1 is 1 only if the merge uses owners."""
     from domainfit.tasks.token_classification import TokenClassificationTask, load_ner_splits
 
-    cfg = load_config(CONFIG, [f"data.train={ncbi / 'devel.tsv'}", f"data.validation={ncbi / 'devel.tsv'}",
-                               f"data.test={ncbi / 'test.tsv'}", "model.max_length=24", "ner.stride=8"])
+    cfg = load_config(
+        CONFIG,
+        [
+            f"data.train={ncbi / 'devel.tsv'}",
+            f"data.validation={ncbi / 'devel.tsv'}",
+            f"data.test={ncbi / 'test.tsv'}",
+            "model.max_length=24",
+            "ner.stride=8",
+        ],
+    )
     task = TokenClassificationTask()
     data = load_ner_splits(cfg)
     examples = data.splits["validation"][:60]
@@ -225,7 +267,9 @@ def test_long_sentence_windows_merge_back_to_perfect_scores(ncbi, minilm_tokeniz
         for p in range(w.own_start, w.own_end):
             gold = enc.labels[p]
             if gold != -100:
-                logits[row, offset + p - w.start] = torch.nn.functional.one_hot(torch.tensor(gold), len(data.labels)) * 10
+                logits[row, offset + p - w.start] = (
+                    torch.nn.functional.one_hot(torch.tensor(gold), len(data.labels)) * 10
+                )
     metrics = task.compute_feature_metrics(features, logits, torch.zeros(1), data)
     gold = sum(len(e.spans) for e in examples)
     assert metrics["gold_entities"] == gold > 10
@@ -258,8 +302,16 @@ def test_entity_metrics_strict_and_matches_seqeval():
 def test_split_off_validation_and_unseen_type_error(ncbi, tmp_path):
     from domainfit.tasks.token_classification import load_ner_splits
 
-    cfg = load_config(CONFIG, [f"data.train={ncbi / 'devel.tsv'}", "data.validation=null", "data.test=null",
-                               "data.validation_fraction=0.2", "data.test_fraction=0.1"])
+    cfg = load_config(
+        CONFIG,
+        [
+            f"data.train={ncbi / 'devel.tsv'}",
+            "data.validation=null",
+            "data.test=null",
+            "data.validation_fraction=0.2",
+            "data.test_fraction=0.1",
+        ],
+    )
     data = load_ner_splits(cfg)
     assert data.info["counts"] == {"train": 646, "validation": 185, "test": 92}  # 923 sentences, seeded shuffle
     assert data.labels == ["O", "B-Disease", "I-Disease"]
@@ -276,8 +328,9 @@ def test_split_off_validation_and_unseen_type_error(ncbi, tmp_path):
 
 
 def test_config_loads_and_checks_task_settings(ncbi):
-    paths = [f"data.{k}={ncbi / f}" for k, f in (("train", "train.tsv"), ("validation", "devel.tsv"),
-                                                 ("test", "test.tsv"))]
+    paths = [
+        f"data.{k}={ncbi / f}" for k, f in (("train", "train.tsv"), ("validation", "devel.tsv"), ("test", "test.tsv"))
+    ]
     cfg = load_config(CONFIG, paths)
     assert cfg.task == "token-classification" and cfg.train.best_metric == "entity_f1"
     with pytest.raises(ConfigError) as info:
@@ -297,18 +350,36 @@ def tiny_run(tmp_path_factory, tiny_bert, ncbi):
     from domainfit.training import train
 
     out = tmp_path_factory.mktemp("ner") / "run"
-    overrides = [f"model.name={tiny_bert}", f"data.train={ncbi / 'train.tsv'}", f"data.validation={ncbi / 'devel.tsv'}",
-                 f"data.test={ncbi / 'test.tsv'}", "data.max_train_samples=96", "model.max_length=32", "ner.stride=8",
-                 "train.epochs=2", "train.batch_size=16", "train.learning_rate=1e-3", "train.log_every=2",
-                 "train.num_threads=1", f"output.dir={out}"]
+    overrides = [
+        f"model.name={tiny_bert}",
+        f"data.train={ncbi / 'train.tsv'}",
+        f"data.validation={ncbi / 'devel.tsv'}",
+        f"data.test={ncbi / 'test.tsv'}",
+        "data.max_train_samples=96",
+        "model.max_length=32",
+        "ner.stride=8",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.learning_rate=1e-3",
+        "train.log_every=2",
+        "train.num_threads=1",
+        f"output.dir={out}",
+    ]
     results = train(load_config(CONFIG, overrides))
     return out, results, overrides
 
 
 def test_train_writes_model_metrics_and_report(tiny_run):
     out, results, _ = tiny_run
-    for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/domainfit.json",
-                 "metrics.json", "report.md", "run.json"):
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/domainfit.json",
+        "metrics.json",
+        "report.md",
+        "run.json",
+    ):
         assert (out / name).is_file(), name
     meta = json.loads((out / "model/domainfit.json").read_text())
     assert meta["task"] == "token-classification" and meta["labels"] == ["O", "B-Disease", "I-Disease"]
@@ -358,8 +429,11 @@ def test_predict_returns_character_spans(tiny_run, tmp_path):
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(wide)
     (wide / "domainfit.json").write_text((model_dir / "domainfit.json").read_text())
 
-    texts = ["Germline mutations in BRCA1 cause hereditary breast-ovarian cancer.",
-             " ".join(["Ataxia telangiectasia is a recessive disorder"] * 12), ""]
+    texts = [
+        "Germline mutations in BRCA1 cause hereditary breast-ovarian cancer.",
+        " ".join(["Ataxia telangiectasia is a recessive disorder"] * 12),
+        "",
+    ]
     predictor = domainfit.load(wide)
     results = predictor.predict(texts)
     assert len(results) == 3 and results[2] == []
@@ -397,10 +471,22 @@ def test_tiny_model_learns_entities_through_windows(tiny_bert, ncbi, tmp_path):
 
     sentences = (ncbi / "devel.tsv").read_text(encoding="utf-8").split("\n\n")[:48]
     small = _write(tmp_path, "small.tsv", "\n\n".join(sentences) + "\n")
-    overrides = [f"model.name={tiny_bert}", f"data.train={small}", f"data.validation={small}", f"data.test={small}",
-                 "model.max_length=32", "ner.stride=8", "train.epochs=25", "train.batch_size=16",
-                 "train.learning_rate=3e-3", "train.warmup_ratio=0", "train.eval_every=100000",
-                 "train.save_last=false", "train.num_threads=1", f"output.dir={tmp_path / 'run'}"]
+    overrides = [
+        f"model.name={tiny_bert}",
+        f"data.train={small}",
+        f"data.validation={small}",
+        f"data.test={small}",
+        "model.max_length=32",
+        "ner.stride=8",
+        "train.epochs=25",
+        "train.batch_size=16",
+        "train.learning_rate=3e-3",
+        "train.warmup_ratio=0",
+        "train.eval_every=100000",
+        "train.save_last=false",
+        "train.num_threads=1",
+        f"output.dir={tmp_path / 'run'}",
+    ]
     results = train(load_config(CONFIG, overrides))
     assert results["test"]["gold_entities"] == sum(s.count("B-Disease") for s in sentences) > 20
     assert results["test"]["entity_f1"] > 0.8

@@ -20,16 +20,22 @@ from domainfit.training import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_config(tmp_path: Path, model: Path, split: Path, out: Path, *, train_samples: int = 160,
-                 **train_kw) -> Path:
+def write_config(tmp_path: Path, model: Path, split: Path, out: Path, *, train_samples: int = 160, **train_kw) -> Path:
     train_cfg = {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "seed": 7, "log_every": 2, **train_kw}
     lines = [
         "task: text-classification",
-        "model:", f"  name: {model}", "  max_length: 64",
-        "data:", f"  train: {split / 'train.csv'}", f"  validation: {split / 'val.csv'}", f"  test: {split / 'test.csv'}",
+        "model:",
+        f"  name: {model}",
+        "  max_length: 64",
+        "data:",
+        f"  train: {split / 'train.csv'}",
+        f"  validation: {split / 'val.csv'}",
+        f"  test: {split / 'test.csv'}",
         f"  max_train_samples: {train_samples}",
-        "train:", *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
-        "output:", f"  dir: {out}",
+        "train:",
+        *[f"  {k}: {json.dumps(v)}" for k, v in train_cfg.items()],
+        "output:",
+        f"  dir: {out}",
     ]
     path = tmp_path / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -48,9 +54,18 @@ def finished_run(tmp_path_factory, tiny_bert, phrasebank_split):
 
 def test_run_folder_has_everything(finished_run):
     out, results = finished_run
-    for name in ("config.yaml", "run.json", "metrics.json", "report.md", "confusion_matrix.png",
-                 "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/domainfit.json",
-                 "model/README.md"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "metrics.json",
+        "report.md",
+        "confusion_matrix.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/domainfit.json",
+        "model/README.md",
+    ):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["seed"] == 7 and run["domainfit_version"]
@@ -70,8 +85,14 @@ def test_tensorboard_has_losses_lr_and_metrics(finished_run):
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/task_loss", "train/learning_rate", "validation/f1_macro", "validation/accuracy",
-            "validation/loss"} <= tags
+    assert {
+        "train/loss",
+        "train/task_loss",
+        "train/learning_rate",
+        "validation/f1_macro",
+        "validation/accuracy",
+        "validation/loss",
+    } <= tags
     lrs = [e.value for e in acc.Scalars("train/learning_rate")]
     assert lrs[-1] < max(lrs)  # linear decay happened
 
@@ -84,7 +105,9 @@ def test_best_checkpoint_is_the_best_not_the_last_or_worst(finished_run, phraseb
     out, results = finished_run
     history = results["history"]
     values = [h["validation"]["loss"] for h in history]
-    assert len(history) >= 4 and len(set(values)) == len(values), "evaluations must differ for this test to mean anything"
+    assert len(history) >= 4 and len(set(values)) == len(values), (
+        "evaluations must differ for this test to mean anything"
+    )
     best = min(range(len(values)), key=lambda i: values[i])
     assert results["best"]["step"] == history[best]["step"]
     # the shipped model reproduces the best evaluation
@@ -114,8 +137,22 @@ def test_pipeline_and_predict_agree(finished_run, phrasebank_split, tmp_path):
         w.writerow(["text"])
         w.writerows([t] for t in texts)
     dst = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "domainfit", "predict", str(out / "model"), str(src), "--output", str(dst),
-                           "--backend", "torch"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "domainfit",
+            "predict",
+            str(out / "model"),
+            str(src),
+            "--output",
+            str(dst),
+            "--backend",
+            "torch",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     ours = list(csv.DictReader(open(dst, encoding="utf-8")))
     assert [r["text"] for r in ours] == texts
@@ -135,8 +172,14 @@ def test_refuses_to_clobber_a_finished_run(finished_run, tiny_bert, phrasebank_s
 
 
 def _run_cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "domainfit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "domainfit", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        **kw,
+    )
 
 
 def test_sigkill_in_second_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_bert, phrasebank_split):
@@ -280,11 +323,15 @@ def test_resume_refuses_changed_settings_but_not_output_or_speed_ones(tmp_path, 
     cfg = load_config(None, ["train.learning_rate=1e-4", *base])
     (tmp_path / "config.yaml").write_text(dump_yaml(cfg))
     check_resume_config(tmp_path, load_config(tmp_path / "config.yaml"))  # the fix the error suggests works
-    check_resume_config(tmp_path, load_config(None, ["train.learning_rate=1e-4", *base,
-                                                    "train.num_threads=1", "train.log_every=50"]))
-    with pytest.raises(ConfigError, match=r"train.learning_rate: 0.0001 then, 0.0002 now.*train.balance_batch_tokens") as err:
-        check_resume_config(tmp_path, load_config(None, ["train.learning_rate=2e-4", *base,
-                                                        "train.balance_batch_tokens=false"]))
+    check_resume_config(
+        tmp_path, load_config(None, ["train.learning_rate=1e-4", *base, "train.num_threads=1", "train.log_every=50"])
+    )
+    with pytest.raises(
+        ConfigError, match=r"train.learning_rate: 0.0001 then, 0.0002 now.*train.balance_batch_tokens"
+    ) as err:
+        check_resume_config(
+            tmp_path, load_config(None, ["train.learning_rate=2e-4", *base, "train.balance_batch_tokens=false"])
+        )
     assert "config.yaml --resume" in str(err.value)
     saved = yaml.safe_load(dump_yaml(cfg))
     del saved["train"]["balance_batch_tokens"]  # a run started before the setting existed
@@ -308,8 +355,10 @@ def test_evaluation_batches_stop_at_the_token_cap():
 
 def test_training_with_token_balanced_batches(tmp_path, tiny_bert, phrasebank_split):
     out = tmp_path / "balanced"
-    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, eval_every="epoch"),
-                      ["train.balance_batch_tokens=true", "data.max_train_samples=80"])
+    cfg = load_config(
+        write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, eval_every="epoch"),
+        ["train.balance_batch_tokens=true", "data.max_train_samples=80"],
+    )
     results = train(cfg)
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history[-1]["step"] == 5 and history[-1]["epoch"] == 1.0  # 80 / 16 batches, every example once
@@ -318,9 +367,22 @@ def test_training_with_token_balanced_batches(tmp_path, tiny_bert, phrasebank_sp
 
 def test_evaluate_command_reproduces_the_runs_test_metrics(finished_run, phrasebank_split, tmp_path):
     out, results = finished_run
-    proc = subprocess.run([sys.executable, "-m", "domainfit", "evaluate", str(out / "model"),
-                           str(phrasebank_split / "test.csv"), "--output", str(tmp_path / "ev"), "--backend", "torch"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "domainfit",
+            "evaluate",
+            str(out / "model"),
+            str(phrasebank_split / "test.csv"),
+            "--output",
+            str(tmp_path / "ev"),
+            "--backend",
+            "torch",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(results["test"]["accuracy"], abs=1e-9)
@@ -333,16 +395,21 @@ def test_frozen_word_embeddings_stay_fixed_while_the_rest_trains(tmp_path, tiny_
     from safetensors.torch import load_file
 
     out = tmp_path / "frozen"
-    cfg = load_config(write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, eval_every=5),
-                      ["model.freeze_embeddings=true", "data.max_train_samples=80"])
+    cfg = load_config(
+        write_config(tmp_path, tiny_bert, phrasebank_split, out, epochs=1, eval_every=5),
+        ["model.freeze_embeddings=true", "data.max_train_samples=80"],
+    )
     results = train(cfg)
     before, after = load_file(tiny_bert / "model.safetensors"), load_file(out / "model" / "model.safetensors")
     word = "bert.embeddings.word_embeddings.weight"
     assert torch.equal(before[word], after[word])
-    assert not torch.equal(before["bert.embeddings.position_embeddings.weight"],
-                           after["bert.embeddings.position_embeddings.weight"])
-    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
-                           after["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        before["bert.embeddings.position_embeddings.weight"], after["bert.embeddings.position_embeddings.weight"]
+    )
+    assert not torch.equal(
+        before["bert.encoder.layer.0.attention.self.query.weight"],
+        after["bert.encoder.layer.0.attention.self.query.weight"],
+    )
     counts = json.loads((out / "run.json").read_text())["data"]["parameters"]
     assert counts["total"] - counts["trainable"] == before[word].numel()
     assert results["test"]["n"] > 0

@@ -24,8 +24,9 @@ from domainfit.errors import ConfigError
 from domainfit.tasks import load_run_config as load_config
 
 
-@pytest.mark.parametrize("n,size,step", [(1, 6, 3), (6, 6, 3), (7, 6, 3), (20, 6, 3), (20, 6, 6), (21, 6, 4),
-                                         (100, 30, 7), (5, 6, 1)])
+@pytest.mark.parametrize(
+    "n,size,step", [(1, 6, 3), (6, 6, 3), (7, 6, 3), (20, 6, 3), (20, 6, 6), (21, 6, 4), (100, 30, 7), (5, 6, 1)]
+)
 def test_windows_cover_every_token_with_the_given_stride(n, size, step):
     spans = window_spans(n, size, step)
     covered = sorted({i for s, e in spans for i in range(s, e)})
@@ -96,13 +97,28 @@ def write_end_label_data(folder: Path, n: int, seed: int) -> Path:
 
 
 def end_label_config(tmp: Path, model: Path, data: Path, long_text: str, **model_kw) -> Path:
-    lines = ["task: text-classification", "model:", f"  name: {model}", "  max_length: 32",
-             f"  long_text: {long_text}", *[f"  {k}: {v}" for k, v in model_kw.items()],
-             "data:", f"  train: {data / 'train.csv'}", f"  validation: {data / 'val.csv'}",
-             f"  test: {data / 'test.csv'}",
-             "train:", "  epochs: 4", "  batch_size: 32", "  learning_rate: 0.003", "  seed: 3",
-             "  best_metric: accuracy", "  num_threads: 1", "  save_last: false",
-             "output:", f"  dir: {tmp / ('out-' + long_text)}"]
+    lines = [
+        "task: text-classification",
+        "model:",
+        f"  name: {model}",
+        "  max_length: 32",
+        f"  long_text: {long_text}",
+        *[f"  {k}: {v}" for k, v in model_kw.items()],
+        "data:",
+        f"  train: {data / 'train.csv'}",
+        f"  validation: {data / 'val.csv'}",
+        f"  test: {data / 'test.csv'}",
+        "train:",
+        "  epochs: 4",
+        "  batch_size: 32",
+        "  learning_rate: 0.003",
+        "  seed: 3",
+        "  best_metric: accuracy",
+        "  num_threads: 1",
+        "  save_last: false",
+        "output:",
+        f"  dir: {tmp / ('out-' + long_text)}",
+    ]
     path = tmp / f"{long_text}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -118,8 +134,9 @@ def end_label_runs(tmp_path_factory):
     tiny_bert = build_tiny_bert(tmp / "tiny-bert", num_labels=2)
     data = write_end_label_data(tmp / "data", 210, seed=0)
     truncated = train(load_config(end_label_config(tmp, tiny_bert, data, "truncate")))
-    windowed = train(load_config(end_label_config(tmp, tiny_bert, data, "windows", window_stride=15,
-                                                  window_aggregation="max")))
+    windowed = train(
+        load_config(end_label_config(tmp, tiny_bert, data, "windows", window_stride=15, window_aggregation="max"))
+    )
     return tmp, data, truncated, windowed
 
 
@@ -156,8 +173,9 @@ def test_prediction_on_long_texts_matches_evaluation(end_label_runs):
     labels = ["neg", "pos"]
     features = task.encode(examples, tokenizer, cfg, TaskData(splits={}, labels=labels))
     assert len(features) > 3 * len(examples)  # several windows per document
-    logits, _, _ = predict_logits(model, create_objective("cross-entropy"), features, task, tokenizer, 16,
-                                  torch.device("cpu"))
+    logits, _, _ = predict_logits(
+        model, create_objective("cross-entropy"), features, task, tokenizer, 16, torch.device("cpu")
+    )
     predictor = domainfit.load(model_dir, backend="torch")
     # the predictor divides by the temperature fitted on validation (labels unchanged)
     expected = torch.softmax(aggregate_by_group(logits, features.groups, "max") / predictor.temperature, -1).numpy()
@@ -182,13 +200,17 @@ def test_windows_with_augmentation_keep_each_windows_own_text(tiny_bert, tmp_pat
     from domainfit.tasks import TaskData, create_task
 
     path = tmp_path / "c.yaml"
-    path.write_text(f"data:\n  train: x.csv\nmodel:\n  name: {tiny_bert}\n  max_length: 16\n  long_text: windows\n"
-                    f"  window_stride: 5\n  text_prefix: 'note: '\naugment:\n  ops: [swap]\n")
+    path.write_text(
+        f"data:\n  train: x.csv\nmodel:\n  name: {tiny_bert}\n  max_length: 16\n  long_text: windows\n"
+        f"  window_stride: 5\n  text_prefix: 'note: '\naugment:\n  ops: [swap]\n"
+    )
     cfg = load_config(path)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     rng = random.Random(0)
-    examples = [Example(" ".join(rng.choice(FILLER + ["x-ray", "3.5", "(acute)"]) for _ in range(n)), "pos", i)
-                for i, n in enumerate([3, 30, 55])]
+    examples = [
+        Example(" ".join(rng.choice(FILLER + ["x-ray", "3.5", "(acute)"]) for _ in range(n)), "pos", i)
+        for i, n in enumerate([3, 30, 55])
+    ]
     features = create_task("text-classification").encode(examples, tokenizer, cfg, TaskData(splits={}, labels=["pos"]))
     counts = [features.groups.count(d) for d in range(3)]
     assert counts[0] == 1 and counts[2] > counts[1] > 1

@@ -95,18 +95,38 @@ def test_english_letter_words_leave_out_numbers_and_punctuation(sentences):
     assert found and all(any(c.isalpha() for c in w) for w in found)
     assert "." not in found and not any(w.replace(".", "").isdigit() for w in found)
     assert letter_words("Q3 profit of EUR 4.1 mn, up 12 % y-o-y; it's COVID-19", chinese=False) == [
-        "Q3", "profit", "of", "EUR", "mn", "up", "y-o-y", "it's", "COVID-19"]
+        "Q3",
+        "profit",
+        "of",
+        "EUR",
+        "mn",
+        "up",
+        "y-o-y",
+        "it's",
+        "COVID-19",
+    ]
 
 
 def test_chinese_letter_words_are_jieba_words_with_latin_runs(queries):
     query = _query(queries, "紧急避孕药")  # "period on the 19th, took an emergency contraceptive on the 25th..."
-    assert letter_words(query, chinese=True) == ["号", "来", "的", "月经", "号", "服用", "了", "紧急", "避孕药",
-                                                 "本月", "号", "怎么办"]
+    assert letter_words(query, chinese=True) == [
+        "号",
+        "来",
+        "的",
+        "月经",
+        "号",
+        "服用",
+        "了",
+        "紧急",
+        "避孕药",
+        "本月",
+        "号",
+        "怎么办",
+    ]
     assert letter_words("HPV阳性 2024", chinese=True) == ["HPV", "阳性"]
 
 
-def test_jieba_loads_once_quietly_with_its_cache_in_domainfits_cache_folder(fresh_jieba, monkeypatch,
-                                                                            tmp_path, capfd):
+def test_jieba_loads_once_quietly_with_its_cache_in_domainfits_cache_folder(fresh_jieba, monkeypatch, tmp_path, capfd):
     monkeypatch.setenv("DOMAINFIT_CACHE_DIR", str(tmp_path))
     segmenter = jieba_segmenter()
     assert jieba_segmenter() is segmenter and WordSplitter("zh").segmenter() is segmenter  # loaded once

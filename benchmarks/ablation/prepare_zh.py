@@ -38,7 +38,9 @@ def write_lines(path: Path, texts: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "src/domainfit/configs/kuake_qic_e5.yaml")
-    parser.add_argument("--task-size", type=int, default=1000, help="labelled training queries (data.max_train_samples)")
+    parser.add_argument(
+        "--task-size", type=int, default=1000, help="labelled training queries (data.max_train_samples)"
+    )
     parser.add_argument("--k", type=int, default=3, help="pool texts mined per labelled query")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ablation-zh-data")
     args = parser.parse_args()
@@ -48,7 +50,9 @@ def main() -> int:
 
     cfg = load_config(args.config)
     full = create_task(cfg.task).load_data(cfg).splits
-    task = create_task(cfg.task).load_data(load_config(args.config, [f"data.max_train_samples={args.task_size}"])).splits
+    task = (
+        create_task(cfg.task).load_data(load_config(args.config, [f"data.max_train_samples={args.task_size}"])).splits
+    )
     write_lines(args.out / "train_all.txt", [e.text for e in full["train"]])
     write_lines(args.out / "task_train.txt", [e.text for e in task["train"]])
     write_lines(args.out / "val.txt", [e.text for e in full["validation"]])
@@ -58,13 +62,36 @@ def main() -> int:
     with open(DATA / "chnsenticorp" / "train.tsv", encoding="utf-8") as f:  # text<TAB>label, no header
         reviews = [line.rsplit("\t", 1)[0] for line in f if line.strip()]
     write_lines(args.out / "pool" / "chnsenticorp_reviews.txt", reviews)
-    print(f"train {len(full['train'])} (labelled for the fine-tunes: {len(task['train'])}), validation "
-          f"{len(full['validation'])}, test {len(full['test'])}; pool: {len(blind)} blind KUAKE queries, "
-          f"{len(reviews)} reviews")
-    cmd = [sys.executable, "-m", "domainfit", "mine", str(args.out / "pool"), "--task-texts", str(args.out / "task_train.txt"),
-           "--exclude", str(args.out / "val.txt"), "--exclude", str(args.out / "test.txt"),
-           "--exclude", str(args.out / "train_all.txt"), "--model", cfg.model.name, "--text-prefix", cfg.model.text_prefix,
-           "--max-length", "128", "--k", str(args.k), "--output", str(args.out / "mined" / "corpus.txt")]
+    print(
+        f"train {len(full['train'])} (labelled for the fine-tunes: {len(task['train'])}), validation "
+        f"{len(full['validation'])}, test {len(full['test'])}; pool: {len(blind)} blind KUAKE queries, "
+        f"{len(reviews)} reviews"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "domainfit",
+        "mine",
+        str(args.out / "pool"),
+        "--task-texts",
+        str(args.out / "task_train.txt"),
+        "--exclude",
+        str(args.out / "val.txt"),
+        "--exclude",
+        str(args.out / "test.txt"),
+        "--exclude",
+        str(args.out / "train_all.txt"),
+        "--model",
+        cfg.model.name,
+        "--text-prefix",
+        cfg.model.text_prefix,
+        "--max-length",
+        "128",
+        "--k",
+        str(args.k),
+        "--output",
+        str(args.out / "mined" / "corpus.txt"),
+    ]
     print(" ".join(cmd[2:]), flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run(cmd, cwd=REPO, env=env).returncode

@@ -1,10 +1,10 @@
 """domainfit: adapt pretrained transformers to your industry's own data.
 
-    domainfit train config.yaml          # fine-tune, select the best epoch, report, write model/
-    domainfit predict runs/x/model in.csv --output out.csv
+domainfit train config.yaml          # fine-tune, select the best epoch, report, write model/
+domainfit predict runs/x/model in.csv --output out.csv
 
-    import domainfit
-    domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
+import domainfit
+domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
 """
 
 from domainfit.version import __version__

@@ -64,8 +64,11 @@ def requested_allocator() -> str:
     if choice not in CHOICES:
         from domainfit.errors import ConfigError
 
-        raise ConfigError(f"{CHOICE_ENV}={os.environ[CHOICE_ENV]!r} is not an allocator domainfit knows",
-                          key=CHOICE_ENV, fix=f"set it to one of {', '.join(CHOICES)}, or unset it.")
+        raise ConfigError(
+            f"{CHOICE_ENV}={os.environ[CHOICE_ENV]!r} is not an allocator domainfit knows",
+            key=CHOICE_ENV,
+            fix=f"set it to one of {', '.join(CHOICES)}, or unset it.",
+        )
     return choice
 
 

@@ -59,8 +59,11 @@ def _tune(args: argparse.Namespace) -> None:
     try:
         run_tune(cfg, retrain=not args.no_retrain)
     except KeyboardInterrupt:
-        print("\ninterrupted. Finished trials are kept in study.db: run the same command again to continue "
-              "(the running trial resumes from its last checkpoint).", file=sys.stderr)
+        print(
+            "\ninterrupted. Finished trials are kept in study.db: run the same command again to continue "
+            "(the running trial resumes from its last checkpoint).",
+            file=sys.stderr,
+        )
         raise SystemExit(130) from None
     out = Path(cfg.output_dir)
     print(f"\nDone. Report: {out / 'report.md'}   Best config: {out / 'best.yaml'}")
@@ -75,13 +78,18 @@ def _federate(args: argparse.Namespace) -> None:
 
         cfg = load_federate_config(args.config, args.overrides, deployed=True)
         app = write_app(cfg, args.config, args.deploy_app, args.overrides)
-        print(f"Wrote the Flower app {app}. Run (docs/federated.md, section Deployment; --insecure only for a "
-              "loopback test, see there for TLS):\n"
-              "  server:  flower-superlink --insecure --disable-runtime-dependency-installation\n"
-              + "".join(f"  site {name}:  flower-supernode --insecure --superlink SERVER:9092 "
-                        f"--node-config 'site=\"{name}\" data=\"{cfg.sites[name]}\"'\n" for name in cfg.sites)
-              + f"  run (on the server, with a [superlink.domainfit] connection in ~/.flwr/config.toml):  "
-              f"flwr run {app} domainfit --stream")
+        print(
+            f"Wrote the Flower app {app}. Run (docs/federated.md, section Deployment; --insecure only for a "
+            "loopback test, see there for TLS):\n"
+            "  server:  flower-superlink --insecure --disable-runtime-dependency-installation\n"
+            + "".join(
+                f"  site {name}:  flower-supernode --insecure --superlink SERVER:9092 "
+                f'--node-config \'site="{name}" data="{cfg.sites[name]}"\'\n'
+                for name in cfg.sites
+            )
+            + f"  run (on the server, with a [superlink.domainfit] connection in ~/.flwr/config.toml):  "
+            f"flwr run {app} domainfit --stream"
+        )
         return
     cfg = load_federate_config(args.config, args.overrides)
     run_federation(cfg, args.config)
@@ -118,14 +126,25 @@ def _demo(args: argparse.Namespace) -> None:
     _train_and_report(cfg, resume=args.resume)
 
 
-def _read_inputs(path: str, args: argparse.Namespace, *, require_labels: bool, read_labels: bool = True,
-                 group_column: str | None = None):
+def _read_inputs(
+    path: str,
+    args: argparse.Namespace,
+    *,
+    require_labels: bool,
+    read_labels: bool = True,
+    group_column: str | None = None,
+):
     from domainfit.data.readers import read_examples
 
     return read_examples(
-        path, format=args.format, text_column=args.text_column,
+        path,
+        format=args.format,
+        text_column=args.text_column,
         label_column=args.label_column if read_labels else None,
-        separator=args.separator, encoding=args.encoding, header=not args.no_header, require_labels=require_labels,
+        separator=args.separator,
+        encoding=args.encoding,
+        header=not args.no_header,
+        require_labels=require_labels,
         group_column=group_column,
     )
 
@@ -137,23 +156,32 @@ def _predict(args: argparse.Namespace) -> None:
     from domainfit.serving.image_predictor import is_image_model_dir, predict_images_command
 
     if is_image_model_dir(args.model_dir):  # inputs are image files and folders
-        predict_images_command(args.model_dir, [args.input, *args.more_inputs], args.output,
-                               batch_size=args.batch_size, backend=args.backend,
-                               min_confidence=args.min_confidence)
+        predict_images_command(
+            args.model_dir,
+            [args.input, *args.more_inputs],
+            args.output,
+            batch_size=args.batch_size,
+            backend=args.backend,
+            min_confidence=args.min_confidence,
+        )
         return
     if read_generation_settings(args.model_dir) is not None:  # generation model: JSONL/TXT in, JSONL out
-        n = predict_file(args.model_dir, args.input, args.output, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size)
+        n = predict_file(
+            args.model_dir, args.input, args.output, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
         print(f"{n} generations -> {args.output}")
         return
     if args.more_inputs or not args.output:
-        raise DomainfitError("a text model takes one input file and --output", fix="domainfit predict MODEL_DIR in.csv --output out.csv")
+        raise DomainfitError(
+            "a text model takes one input file and --output", fix="domainfit predict MODEL_DIR in.csv --output out.csv"
+        )
     check_input_file(args.input)
     out = check_output_file(args.output)  # before reading and predicting, which can take hours
     # predict never uses a label column, so it is not read (a multi-label file holds lists there)
     examples = _read_inputs(args.input, args, require_labels=False, read_labels=False)
-    predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars,
-                               min_confidence=args.min_confidence)
+    predictor = domainfit.load(
+        args.model_dir, backend=args.backend, max_chars=args.max_chars, min_confidence=args.min_confidence
+    )
     if getattr(predictor, "task", None) == "token-classification":  # entity spans: JSON Lines (or CSV)
         from domainfit.serving.token_predictor import write_span_predictions
 
@@ -171,7 +199,9 @@ def _predict(args: argparse.Namespace) -> None:
         w = csv.writer(f)
         w.writerow(["text", "label", "score", *[f"p_{label}" for label in predictor.labels]])
         for e, r in zip(examples, results):
-            w.writerow([e.text, r["label"], f"{r['score']:.6f}", *[f"{r['probabilities'][l]:.6f}" for l in predictor.labels]])
+            w.writerow(
+                [e.text, r["label"], f"{r['score']:.6f}", *[f"{r['probabilities'][l]:.6f}" for l in predictor.labels]]
+            )
     print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
 
 
@@ -189,37 +219,58 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     task = ml.read_task(check_model_dir(args.model_dir))
     if task not in ("text-classification", ml.TASK):
-        raise DomainfitError(f"`domainfit evaluate` scores text and multi-label classifiers; {args.model_dir} is a "
-                             f"{task} model", path=args.model_dir,
-                             fix="retrain with the labelled file as data.test (its run folder then holds metrics.json and "
-                                 "report.md for it), or use `domainfit predict` and score the output yourself.")
+        raise DomainfitError(
+            f"`domainfit evaluate` scores text and multi-label classifiers; {args.model_dir} is a {task} model",
+            path=args.model_dir,
+            fix="retrain with the labelled file as data.test (its run folder then holds metrics.json and "
+            "report.md for it), or use `domainfit predict` and score the output yourself.",
+        )
     check_input_file(args.data)
     # an existing folder is written into as predict replaces an existing file: its metrics.json and report.md
     # are replaced, each whole; checked here, before reading the data and predicting
     out = check_output_folder(args.output or f"eval-{Path(args.data).stem}")
     if args.group_column is not None:
         if task == ml.TASK:
-            raise DomainfitError("--group-column is for single-label text models; this is a multi-label "
-                                 "model", path=args.model_dir, fix="drop --group-column.")
+            raise DomainfitError(
+                "--group-column is for single-label text models; this is a multi-label model",
+                path=args.model_dir,
+                fix="drop --group-column.",
+            )
         from domainfit.metrics.slices import import_metric_frame
 
         import_metric_frame()  # before the data is read and predicted: fairlearn may be missing
     if task == ml.TASK:  # label sets: its own scores and report
-        metrics = ml.evaluate_file(args.model_dir, args.data, out, backend=args.backend, batch_size=args.batch_size,
-                                   max_chars=args.max_chars, format=args.format,
-                                   text_column=args.text_column, label_column=args.label_column,
-                                   separator=args.separator, encoding=args.encoding, header=not args.no_header)
-        print(f"micro F1 {metrics['f1_micro']:.4f}  macro F1 {metrics['f1_macro']:.4f}  "
-              f"Hamming loss {metrics['hamming_loss']:.4f}\nReport: {out / 'report.md'}")
+        metrics = ml.evaluate_file(
+            args.model_dir,
+            args.data,
+            out,
+            backend=args.backend,
+            batch_size=args.batch_size,
+            max_chars=args.max_chars,
+            format=args.format,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            separator=args.separator,
+            encoding=args.encoding,
+            header=not args.no_header,
+        )
+        print(
+            f"micro F1 {metrics['f1_micro']:.4f}  macro F1 {metrics['f1_macro']:.4f}  "
+            f"Hamming loss {metrics['hamming_loss']:.4f}\nReport: {out / 'report.md'}"
+        )
         return
     examples = _read_inputs(args.data, args, require_labels=True, group_column=args.group_column)
     predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
     known = {label: i for i, label in enumerate(predictor.labels)}
     for e in examples:
         if e.label not in known:
-            raise DataError(f"label {e.label!r} is not one the model knows ({', '.join(predictor.labels)})",
-                            path=args.data, line=e.line, column=args.label_column,
-                            fix="evaluate on data labelled with the model's label set, or retrain with this label.")
+            raise DataError(
+                f"label {e.label!r} is not one the model knows ({', '.join(predictor.labels)})",
+                path=args.data,
+                line=e.line,
+                column=args.label_column,
+                fix="evaluate on data labelled with the model's label set, or retrain with this label.",
+            )
     probs = predictor.predict_proba([e.text for e in examples], batch_size=args.batch_size)
     gold = [known[e.label] for e in examples]
     metrics = classification_metrics(gold, probs.argmax(1).tolist(), predictor.labels)
@@ -230,9 +281,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"data": args.data, "model": args.model_dir, **metrics}
         write_text_atomic(out / "metrics.json", json.dumps(summary, indent=1, ensure_ascii=False))
-        report = {"title": f"Evaluation of {args.model_dir} on {args.data}",
-                  "split_name": Path(args.data).name,
-                  "context": {"model": args.model_dir, "data": args.data, "backend": predictor.backend}}
+        report = {
+            "title": f"Evaluation of {args.model_dir} on {args.data}",
+            "split_name": Path(args.data).name,
+            "context": {"model": args.model_dir, "data": args.data, "backend": predictor.backend},
+        }
         write_report(out, metrics, **report, extra_sections=trust_sections(out, metrics, Path(args.data).name))
         write_html_report(out, metrics, **report)  # report.html beside report.md
     except OSError as e:  # a full disk: say so, not a traceback
@@ -263,22 +316,39 @@ def _stress(args: argparse.Namespace) -> None:
     check_perturbations(names)
     task = ml.read_task(check_model_dir(args.model_dir))
     if task != "text-classification":
-        raise DomainfitError(f"`domainfit stress` tests single-label text classifiers; {args.model_dir} is a "
-                             f"{task} model", path=args.model_dir,
-                             fix="give the model folder of a text-classification run.")
+        raise DomainfitError(
+            f"`domainfit stress` tests single-label text classifiers; {args.model_dir} is a {task} model",
+            path=args.model_dir,
+            fix="give the model folder of a text-classification run.",
+        )
     check_input_file(args.data)
     out = check_output_folder(args.output or f"stress-{Path(args.data).stem}")
     examples = _read_inputs(args.data, args, require_labels=True)
     perturbations, skipped = select_perturbations(names, [e.text for e in examples])
     with open_run_record(args.model_dir, record=not args.no_record) as run:  # locked until recorded
         predictor = domainfit.load(args.model_dir, backend=args.backend, max_chars=args.max_chars)
-        check_labels([e.label for e in examples], predictor.labels, [e.line for e in examples],
-                     path=args.data, column=args.label_column)
-        result = {"model": args.model_dir, "data": args.data, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "backend": predictor.backend,
-                  **stress_test(predictor, [e.text for e in examples], [e.label for e in examples],
-                                perturbations=perturbations, seed=args.seed, batch_size=args.batch_size),
-                  "skipped": skipped}
+        check_labels(
+            [e.label for e in examples],
+            predictor.labels,
+            [e.line for e in examples],
+            path=args.data,
+            column=args.label_column,
+        )
+        result = {
+            "model": args.model_dir,
+            "data": args.data,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "backend": predictor.backend,
+            **stress_test(
+                predictor,
+                [e.text for e in examples],
+                [e.label for e in examples],
+                perturbations=perturbations,
+                seed=args.seed,
+                batch_size=args.batch_size,
+            ),
+            "skipped": skipped,
+        }
         try:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / STRESS_NAME, json.dumps(result, indent=1, ensure_ascii=False))
@@ -336,8 +406,12 @@ def _explain(args: argparse.Namespace) -> None:
         items = [e.text for e in _read_inputs(args.input, args, require_labels=False, read_labels=False)]
     results = explain(args.model_dir, items, method=method, n_steps=args.steps)
     if out is not None:
-        write_explanations(out, results, title=f"Explanations of {args.model_dir} on {args.input}",
-                           images=items if spec.inputs == "images" else None)
+        write_explanations(
+            out,
+            results,
+            title=f"Explanations of {args.model_dir} on {args.input}",
+            images=items if spec.inputs == "images" else None,
+        )
         print(f"{len(results)} {spec.inputs} explained ({method}) -> {out}")
         return
     for result in results:  # no --output: each label (entity) with its five strongest words, or the map's peak
@@ -347,8 +421,10 @@ def _explain(args: argparse.Namespace) -> None:
 
                 heat = np.asarray(e["heatmap"])
                 row, col = np.unravel_index(int(heat.argmax()), heat.shape)
-                print(f"{e['label']}\t{e['probability']:.4f}\tpeak at x={col / heat.shape[1]:.2f} "
-                      f"y={row / heat.shape[0]:.2f} of the image\t{result['image']}")
+                print(
+                    f"{e['label']}\t{e['probability']:.4f}\tpeak at x={col / heat.shape[1]:.2f} "
+                    f"y={row / heat.shape[0]:.2f} of the image\t{result['image']}"
+                )
                 continue
             top = sorted(e["words"], key=lambda w: -abs(w["score"]))[:5]
             words = ", ".join(f"{w['word']} {w['score']:+.3f}" for w in top)
@@ -360,12 +436,24 @@ def _serve(args: argparse.Namespace) -> None:
     from domainfit.serving.server import API_KEY_ENV, ServerSettings, serve
 
     settings = ServerSettings(
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-        max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_text_chars=args.max_text_chars,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        max_items=args.max_items,
+        max_text_chars=args.max_text_chars,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
-        graceful_timeout_s=args.graceful_timeout)
-    serve(args.model_dir, settings, host=args.host, port=args.port, backend=args.backend,
-          num_threads=args.threads, min_confidence=args.min_confidence)
+        graceful_timeout_s=args.graceful_timeout,
+    )
+    serve(
+        args.model_dir,
+        settings,
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        num_threads=args.threads,
+        min_confidence=args.min_confidence,
+    )
 
 
 def _column(value: str) -> str | int:
@@ -379,43 +467,74 @@ def _mine(args: argparse.Namespace) -> None:
     from domainfit.models.embedding import SentenceEmbedder
 
     if (args.config is None) == (args.task_texts is None):
-        raise DomainfitError("give the task's texts with exactly one of --config CONFIG or --task-texts FILE",
-                             fix="--config reads them as `domainfit train` does (and excludes its validation/test "
-                                 "texts); --task-texts takes a file with one text a line")
-    options = MiningOptions(k=args.k, max_total=args.max_total, chunk_size=args.chunk_size, min_chars=args.min_chars,
-                            n_examples=args.examples, seed=args.seed)
+        raise DomainfitError(
+            "give the task's texts with exactly one of --config CONFIG or --task-texts FILE",
+            fix="--config reads them as `domainfit train` does (and excludes its validation/test "
+            "texts); --task-texts takes a file with one text a line",
+        )
+    options = MiningOptions(
+        k=args.k,
+        max_total=args.max_total,
+        chunk_size=args.chunk_size,
+        min_chars=args.min_chars,
+        n_examples=args.examples,
+        seed=args.seed,
+    )
     options.check()
     list_text_files(args.pool)  # fail on a bad pool path before loading anything
     output = Path(args.output).resolve()
     for folder in (Path(p).resolve() for p in args.pool if Path(p).is_dir()):
         if folder in output.parents:
-            raise DomainfitError(f"the corpus {args.output} would be written inside the pool folder {folder}: the next "
-                                 "run would read it (and mining.json) back as pool text",
-                                 fix="write the corpus to a folder outside the pool")
+            raise DomainfitError(
+                f"the corpus {args.output} would be written inside the pool folder {folder}: the next "
+                "run would read it (and mining.json) back as pool text",
+                fix="write the corpus to a folder outside the pool",
+            )
     if args.config:
         task_texts, held_out, info = load_task_texts(args.config)
     else:
-        task_texts = [t.text for t in iter_texts([args.task_texts], text_column=_column(args.task_text_column),
-                                                 encoding=args.encoding)]
+        task_texts = [
+            t.text
+            for t in iter_texts([args.task_texts], text_column=_column(args.task_text_column), encoding=args.encoding)
+        ]
         held_out, info = [], {"task_source": args.task_texts}
     for path in args.exclude:
-        held_out += [t.text for t in iter_texts([path], text_column=_column(args.task_text_column), encoding=args.encoding)]
+        held_out += [
+            t.text for t in iter_texts([path], text_column=_column(args.task_text_column), encoding=args.encoding)
+        ]
     info["excluded_from"] = (["validation and test splits of the config"] if args.config else []) + list(args.exclude)
-    embedder = SentenceEmbedder(args.model, batch_size=args.batch_size, max_length=args.max_length,
-                                text_prefix=args.text_prefix)
-    pool = iter_texts(args.pool, text_column=_column(args.text_column), encoding=args.encoding, min_chars=args.min_chars)
-    print(f"{len(task_texts)} task texts, {len(held_out)} held-out texts to exclude; scoring the pool ...", file=sys.stderr)
-    result = mine(pool, task_texts, embedder, exclude_texts=held_out, options=options,
-                  progress=lambda n: print(f"\r  {n} pool texts read", end="", file=sys.stderr, flush=True))
+    embedder = SentenceEmbedder(
+        args.model, batch_size=args.batch_size, max_length=args.max_length, text_prefix=args.text_prefix
+    )
+    pool = iter_texts(
+        args.pool, text_column=_column(args.text_column), encoding=args.encoding, min_chars=args.min_chars
+    )
+    print(
+        f"{len(task_texts)} task texts, {len(held_out)} held-out texts to exclude; scoring the pool ...",
+        file=sys.stderr,
+    )
+    result = mine(
+        pool,
+        task_texts,
+        embedder,
+        exclude_texts=held_out,
+        options=options,
+        progress=lambda n: print(f"\r  {n} pool texts read", end="", file=sys.stderr, flush=True),
+    )
     print(file=sys.stderr)
     corpus, json_path, md_path = write_mining_outputs(
-        result, args.output, {"pool": list(args.pool), "embedding_model": args.model, **info})
+        result, args.output, {"pool": list(args.pool), "embedding_model": args.model, **info}
+    )
     s, sel, rnd = result.stats, result.stats["similarity_selected"], result.stats["similarity_random_pool_sample"]
-    print(f"selected {s['selected']} of {s['pool_texts_scored']} pool texts (k={s['k']}); "
-          f"excluded as leakage: {s['excluded_as_leakage']}")
+    print(
+        f"selected {s['selected']} of {s['pool_texts_scored']} pool texts (k={s['k']}); "
+        f"excluded as leakage: {s['excluded_as_leakage']}"
+    )
     if sel and rnd:
-        print(f"similarity to the nearest task text: selected min/median/max {sel['min']:.3f}/{sel['median']:.3f}/"
-              f"{sel['max']:.3f}; random pool sample {rnd['min']:.3f}/{rnd['median']:.3f}/{rnd['max']:.3f}")
+        print(
+            f"similarity to the nearest task text: selected min/median/max {sel['min']:.3f}/{sel['median']:.3f}/"
+            f"{sel['max']:.3f}; random pool sample {rnd['min']:.3f}/{rnd['median']:.3f}/{rnd['max']:.3f}"
+        )
     print(f"Corpus: {corpus}   Report: {md_path}")
 
 
@@ -425,11 +544,15 @@ def _inspect(args: argparse.Namespace) -> None:
     from domainfit.mining import load_task_texts
 
     if bool(args.corpus) == bool(args.config):
-        raise DomainfitError("give either corpus files/folders or --config CONFIG (not both, not neither)",
-                             fix="e.g. `domainfit inspect notes.txt --model minilm` or `domainfit inspect --config run.yaml`")
+        raise DomainfitError(
+            "give either corpus files/folders or --config CONFIG (not both, not neither)",
+            fix="e.g. `domainfit inspect notes.txt --model minilm` or `domainfit inspect --config run.yaml`",
+        )
     if args.sample < 1 or args.mlm_sample < 0:
-        raise DomainfitError(f"--sample must be >= 1 and --mlm-sample >= 0, found {args.sample} and {args.mlm_sample}",
-                             fix="e.g. --sample 500 --mlm-sample 50")
+        raise DomainfitError(
+            f"--sample must be >= 1 and --mlm-sample >= 0, found {args.sample} and {args.mlm_sample}",
+            fix="e.g. --sample 500 --mlm-sample 50",
+        )
     model = args.model
     if args.config:
         from domainfit.config import load_config
@@ -444,10 +567,17 @@ def _inspect(args: argparse.Namespace) -> None:
         corpus = ", ".join(args.corpus)
     sample = [t.text for t in sample_texts(stream, args.sample, seed=args.seed)]
     if not sample:
-        raise DataError("the corpus holds no texts", path=args.corpus[0] if args.corpus else args.config,
-                        fix="check the path and --text-column")
-    metrics = {"corpus": corpus, "sample": len(sample), "seed": args.seed,
-               **inspect_corpus(sample, model or "minilm", mlm_sample=args.mlm_sample)}
+        raise DataError(
+            "the corpus holds no texts",
+            path=args.corpus[0] if args.corpus else args.config,
+            fix="check the path and --text-column",
+        )
+    metrics = {
+        "corpus": corpus,
+        "sample": len(sample),
+        "seed": args.seed,
+        **inspect_corpus(sample, model or "minilm", mlm_sample=args.mlm_sample),
+    }
     out = Path(args.output or f"inspect-{Path(args.corpus[0] if args.corpus else args.config).stem}")
     _, md_path = write_inspect_outputs(metrics, out)
     print(format_summary(metrics))
@@ -486,23 +616,33 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading the input file")
     g.add_argument("--format", default="auto", help="auto, csv, tsv, jsonl, json, parquet or delimited")
     # A number given with --no-header is a 0-based column index (the reader turns "0" into 0 there).
-    g.add_argument("--text-column", default="text",
-                   help="column or JSON key of the text (with --no-header: a 0-based number)")
-    g.add_argument("--label-column", default="label",
-                   help="column or JSON key of the label (with --no-header: a 0-based number)")
+    g.add_argument(
+        "--text-column", default="text", help="column or JSON key of the text (with --no-header: a 0-based number)"
+    )
+    g.add_argument(
+        "--label-column", default="label", help="column or JSON key of the label (with --no-header: a 0-based number)"
+    )
     g.add_argument("--separator", default=None, help="field separator (needed for delimited text)")
     g.add_argument("--encoding", default="utf-8")
     g.add_argument("--no-header", action="store_true", help="CSV/TSV without a header row (columns by index)")
     g.add_argument("--batch-size", type=int, default=None, help="texts per batch (default: best for the backend)")
-    g.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, onnx, onnx-int8, torch-bf16+onnx (batches on bf16 torch, single texts on ONNX)")
+    g.add_argument(
+        "--backend",
+        default="auto",
+        help="auto, torch, torch-bf16, onnx, onnx-int8, torch-bf16+onnx (batches on bf16 torch, single texts on ONNX)",
+    )
 
 
 def _add_max_chars(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-chars", type=_positive_int, default=None,
-                   help="cut each text to this many characters before tokenising, so one huge text cannot "
-                        "take all the memory; the count cut is logged (default: 16 per token of the "
-                        "model's max_length, 128 times that for models that read whole texts in windows; "
-                        "text models)")
+    p.add_argument(
+        "--max-chars",
+        type=_positive_int,
+        default=None,
+        help="cut each text to this many characters before tokenising, so one huge text cannot "
+        "take all the memory; the count cut is logged (default: 16 per token of the "
+        "model's max_length, 128 times that for models that read whole texts in windows; "
+        "text models)",
+    )
 
 
 def _positive_int(value: str) -> int:
@@ -522,9 +662,13 @@ def _probability(value: str) -> float:
 
 
 def _add_min_confidence(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-confidence", type=_probability, default=None,
-                   help="single-label models: answer 'abstain' (route to a person) when the top probability "
-                        "is below this (default: the model's own, chosen for evaluation.target_accuracy)")
+    p.add_argument(
+        "--min-confidence",
+        type=_probability,
+        default=None,
+        help="single-label models: answer 'abstain' (route to a person) when the top probability "
+        "is below this (default: the model's own, chosen for evaluation.target_accuracy)",
+    )
 
 
 def _non_negative_float(value: str) -> float:
@@ -540,12 +684,17 @@ def _non_negative_float(value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from domainfit.data.perturb import PERTURBATIONS  # pure Python: the names for --help
 
-    parser = argparse.ArgumentParser(prog="domainfit", description="Adapt pretrained transformers to your domain's data.")
+    parser = argparse.ArgumentParser(
+        prog="domainfit", description="Adapt pretrained transformers to your domain's data."
+    )
     parser.add_argument("--version", action="version", version=f"domainfit {__version__}")
-    parser.add_argument("--offline", action="store_true",
-                        help="never touch the network: a model that is not a local folder, a built-in name or already "
-                             "in the Hugging Face cache fails at once with what to do (also: DOMAINFIT_OFFLINE=1 or "
-                             "HF_HUB_OFFLINE=1)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never touch the network: a model that is not a local folder, a built-in name or already "
+        "in the Hugging Face cache fails at once with what to do (also: DOMAINFIT_OFFLINE=1 or "
+        "HF_HUB_OFFLINE=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="fine-tune from a YAML config")
@@ -568,50 +717,86 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="hyperparameter search over a run config (Optuna): pruning, best config")
     p.add_argument("config", help="YAML tune config: run config, search space, trials (see docs/tune.md)")
     p.add_argument("overrides", nargs="*", help="top-level overrides, e.g. trials=30 output_dir=runs/tune2")
-    p.add_argument("--no-retrain", action="store_true", help="write best.yaml and the report, but do not "
-                   "train the best config again (no test score)")
+    p.add_argument(
+        "--no-retrain",
+        action="store_true",
+        help="write best.yaml and the report, but do not train the best config again (no test score)",
+    )
     p.set_defaults(func=_tune)
 
     p = sub.add_parser("federate", help="federated fine-tuning: N sites train locally, a Flower strategy averages")
     p.add_argument("config", help="YAML federate config (see docs/federated.md)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=5 strategy=fedprox")
-    p.add_argument("--deploy-app", metavar="DIR", default=None, help="do not simulate: write the Flower app "
-                   "of a real deployment (flower-superlink, one flower-supernode per site, flwr run DIR)")
+    p.add_argument(
+        "--deploy-app",
+        metavar="DIR",
+        default=None,
+        help="do not simulate: write the Flower app "
+        "of a real deployment (flower-superlink, one flower-supernode per site, flwr run DIR)",
+    )
     p.set_defaults(func=_federate)
 
     p = sub.add_parser("demo", help="fine-tune the packaged MiniLM on Financial PhraseBank and print test metrics")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
-    p.add_argument("--data-dir", default=None, help="folder holding financial_phrasebank/ (default: search, then download)")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding financial_phrasebank/ (default: search, then download)"
+    )
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("evaluate", help="score a trained model on a labelled file")
     p.add_argument("model_dir")
     p.add_argument("data")
-    p.add_argument("--output", default=None, help="folder for metrics.json and report.md (default: "
-                   "eval-<data name>); if it exists, those files in it are replaced")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="folder for metrics.json and report.md (default: "
+        "eval-<data name>); if it exists, those files in it are replaced",
+    )
     _add_reading_options(p)
     _add_max_chars(p)
-    p.add_argument("--group-column", default=None, help="column (JSON key) naming each record's group "
-                   "(hospital, region, ...): every score per group and the gaps between groups")
-    p.add_argument("--max-gap", type=_probability, default=0.1,
-                   help="with --group-column: flag a score whose largest gap between groups exceeds this "
-                        "(default 0.1)")
+    p.add_argument(
+        "--group-column",
+        default=None,
+        help="column (JSON key) naming each record's group "
+        "(hospital, region, ...): every score per group and the gaps between groups",
+    )
+    p.add_argument(
+        "--max-gap",
+        type=_probability,
+        default=0.1,
+        help="with --group-column: flag a score whose largest gap between groups exceeds this (default 0.1)",
+    )
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("stress", help="invariance stress test of a text classifier: typos, casing, punctuation, "
-                       "numbers, Chinese script/width/homophones")
+    p = sub.add_parser(
+        "stress",
+        help="invariance stress test of a text classifier: typos, casing, punctuation, "
+        "numbers, Chinese script/width/homophones",
+    )
     p.add_argument("model_dir")
     p.add_argument("data", help="labelled file, read as evaluate reads it")
-    p.add_argument("--output", default=None, help="folder for stress.json and stress.md (default: "
-                   "stress-<data name>); if it exists, those files in it are replaced")
-    p.add_argument("--perturbations", default=None, help="comma-separated names (default: those for the "
-                   "data's script, Latin or Chinese, whose extra is installed): " + ", ".join(PERTURBATIONS.names()))
+    p.add_argument(
+        "--output",
+        default=None,
+        help="folder for stress.json and stress.md (default: "
+        "stress-<data name>); if it exists, those files in it are replaced",
+    )
+    p.add_argument(
+        "--perturbations",
+        default=None,
+        help="comma-separated names (default: those for the "
+        "data's script, Latin or Chinese, whose extra is installed): " + ", ".join(PERTURBATIONS.names()),
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
-    p.add_argument("--no-record", action="store_true", help="do not record the results in the training run "
-                   "around MODEL_DIR (by default, when MODEL_DIR is a run's model/ folder, they go into its "
-                   "metrics.json under 'stress', and its model card, report.md and report.html are "
-                   "written again)")
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="do not record the results in the training run "
+        "around MODEL_DIR (by default, when MODEL_DIR is a run's model/ folder, they go into its "
+        "metrics.json under 'stress', and its model card, report.md and report.html are "
+        "written again)",
+    )
     _add_reading_options(p)
     _add_max_chars(p)
     p.set_defaults(func=_stress)
@@ -620,9 +805,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("input")
     p.add_argument("more_inputs", nargs="*", help="image models: more image files or folders")
-    p.add_argument("--output", default=None, help="file to write: CSV text (or path), label, score, p_<label>...; "
-                   "token classification: JSON Lines of entity spans (CSV if the name ends in .csv); generation: JSONL; "
-                   "required for text models, image models print to the terminal without it")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="file to write: CSV text (or path), label, score, p_<label>...; "
+        "token classification: JSON Lines of entity spans (CSV if the name ends in .csv); generation: JSONL; "
+        "required for text models, image models print to the terminal without it",
+    )
     _add_reading_options(p)
     _add_max_chars(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation models: longest response in tokens")
@@ -632,54 +821,101 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write ONNX (fp32 + int8) into the model folder, with a parity check")
     p.add_argument("model_dir")
     p.add_argument("--no-quantize", action="store_true")
-    p.add_argument("--parity-data", default=None,
-                   help="file of texts for the parity check (image models: a folder of images)")
+    p.add_argument(
+        "--parity-data", default=None, help="file of texts for the parity check (image models: a folder of images)"
+    )
     _add_reading_options(p)
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("explain", help="which words made a text classifier choose its label, which words made "
-                       "an entity, which regions an image's label (HTML or JSON)")
+    p = sub.add_parser(
+        "explain",
+        help="which words made a text classifier choose its label, which words made "
+        "an entity, which regions an image's label (HTML or JSON)",
+    )
     p.add_argument("model_dir")
-    p.add_argument("input", help="file of texts (CSV, TSV, JSON Lines, JSON or Parquet; --text-column); image "
-                   "models: an image file or a folder of images")
-    p.add_argument("--method", default=None, help="text and token classification: ig (Integrated Gradients, "
-                   "default) or grad-x-input (faster); image models: grad-cam (default)")
+    p.add_argument(
+        "input",
+        help="file of texts (CSV, TSV, JSON Lines, JSON or Parquet; --text-column); image "
+        "models: an image file or a folder of images",
+    )
+    p.add_argument(
+        "--method",
+        default=None,
+        help="text and token classification: ig (Integrated Gradients, "
+        "default) or grad-x-input (faster); image models: grad-cam (default)",
+    )
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default 50)")
-    p.add_argument("--output", default=None, help="out.html (highlighted texts) or out.json (words and scores); "
-                   "without it, each text's strongest words are printed")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="out.html (highlighted texts) or out.json (words and scores); "
+        "without it, each text's strongest words are printed",
+    )
     _add_reading_options(p)
     p.set_defaults(func=_explain)
     p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, a try-it page at /, /docs, /metrics")
     p.add_argument("model_dir")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only; "
-                   "0.0.0.0 for every interface)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: this machine only; 0.0.0.0 for every interface)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one; the log says which)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or X-API-Key) on "
-                   "/predict, /explain and /metrics (default: the DOMAINFIT_API_KEY environment variable, if set)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (or X-API-Key) on "
+        "/predict, /explain and /metrics (default: the DOMAINFIT_API_KEY environment variable, if set)",
+    )
     p.add_argument("--backend", default="auto", help="as for predict: auto, torch, torch-bf16, onnx, onnx-int8, ...")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the model")
     p.add_argument("--max-batch-size", type=_positive_int, default=32, help="most texts/images per model call")
-    p.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0,
-                   help="how long a request may wait for others to share its batch (default 5)")
-    p.add_argument("--max-queue", type=_positive_int, default=256, help="requests waiting for the model; "
-                   "more are answered 429")
+    p.add_argument(
+        "--max-wait-ms",
+        type=_non_negative_float,
+        default=5.0,
+        help="how long a request may wait for others to share its batch (default 5)",
+    )
+    p.add_argument(
+        "--max-queue", type=_positive_int, default=256, help="requests waiting for the model; more are answered 429"
+    )
     p.add_argument("--max-body-bytes", type=_positive_int, default=2_000_000, help="largest request body (413 beyond)")
     p.add_argument("--max-items", type=_positive_int, default=64, help="most texts or images in one request")
     p.add_argument("--max-text-chars", type=_positive_int, default=20_000, help="longest text in characters")
-    p.add_argument("--graceful-timeout", type=_non_negative_float, default=30.0,
-                   help="on SIGTERM, seconds in-flight requests may take to finish")
+    p.add_argument(
+        "--graceful-timeout",
+        type=_non_negative_float,
+        default=30.0,
+        help="on SIGTERM, seconds in-flight requests may take to finish",
+    )
     _add_min_confidence(p)
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("mine", help="select the pool texts nearest your task's texts into a pretraining corpus (kNN-TAPT)")
-    p.add_argument("pool", nargs="+", help="unlabelled pool: .txt (one text a line), .jsonl, .csv, .tsv files or folders")
-    p.add_argument("--config", default=None, help="run config: mine for its training texts, exclude its validation/test texts")
-    p.add_argument("--task-texts", default=None, help="instead of --config: a file of task texts (one a line, or .jsonl/.csv)")
-    p.add_argument("--exclude", action="append", default=[], help="file of texts never to select (validation/test); repeatable")
-    p.add_argument("--output", required=True, help="corpus file to write (mining.json and mining_report.md go next to it)")
+    p = sub.add_parser(
+        "mine", help="select the pool texts nearest your task's texts into a pretraining corpus (kNN-TAPT)"
+    )
+    p.add_argument(
+        "pool", nargs="+", help="unlabelled pool: .txt (one text a line), .jsonl, .csv, .tsv files or folders"
+    )
+    p.add_argument(
+        "--config", default=None, help="run config: mine for its training texts, exclude its validation/test texts"
+    )
+    p.add_argument(
+        "--task-texts", default=None, help="instead of --config: a file of task texts (one a line, or .jsonl/.csv)"
+    )
+    p.add_argument(
+        "--exclude", action="append", default=[], help="file of texts never to select (validation/test); repeatable"
+    )
+    p.add_argument(
+        "--output", required=True, help="corpus file to write (mining.json and mining_report.md go next to it)"
+    )
     p.add_argument("--k", type=int, default=20, help="pool texts taken per task text (default 20)")
-    p.add_argument("--max-total", type=int, default=None, help="cap on the corpus size (best-ranked neighbours kept first)")
-    p.add_argument("--model", default="minilm", help="sentence-embedding model: name, folder or hub id (default minilm)")
+    p.add_argument(
+        "--max-total", type=int, default=None, help="cap on the corpus size (best-ranked neighbours kept first)"
+    )
+    p.add_argument(
+        "--model", default="minilm", help="sentence-embedding model: name, folder or hub id (default minilm)"
+    )
     p.add_argument("--text-prefix", default="", help="prepended to every text before embedding ('query: ' for e5)")
     p.add_argument("--text-column", default="text", help="JSON key / CSV column of the pool's text (0 = first column)")
     p.add_argument("--task-text-column", default="text", help="the same for --task-texts and --exclude files")
@@ -694,13 +930,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="domain-shift diagnostics: [UNK] rate, fertility, split words, MLM perplexity")
     p.add_argument("corpus", nargs="*", help="text files or folders (.txt one text a line, .jsonl, .csv, .tsv)")
-    p.add_argument("--config", default=None, help="instead of files: the training texts (and model.name) of a run config")
-    p.add_argument("--model", default=None, help="model name, folder or hub id (default: the config's model.name, or minilm)")
+    p.add_argument(
+        "--config", default=None, help="instead of files: the training texts (and model.name) of a run config"
+    )
+    p.add_argument(
+        "--model", default=None, help="model name, folder or hub id (default: the config's model.name, or minilm)"
+    )
     p.add_argument("--sample", type=int, default=500, help="random texts to measure (default 500)")
     p.add_argument("--mlm-sample", type=int, default=50, help="texts for the pseudo-perplexity (0 to skip)")
     p.add_argument("--text-column", default="text", help="JSON key / CSV column of the text (0 = first column)")
     p.add_argument("--encoding", default="utf-8")
-    p.add_argument("--output", default=None, help="folder for inspect.json and inspect.md (default inspect-<corpus name>)")
+    p.add_argument(
+        "--output", default=None, help="folder for inspect.json and inspect.md (default inspect-<corpus name>)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_inspect)
 

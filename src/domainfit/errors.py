@@ -42,7 +42,7 @@ def _cut_middle(text: str, limit: int) -> str:
         return text
     marker = f" ... [{len(text) - limit} characters cut] ... "
     head = (limit - len(marker)) * 2 // 3
-    return text[:head] + marker + text[len(text) - (limit - len(marker) - head):]
+    return text[:head] + marker + text[len(text) - (limit - len(marker) - head) :]
 
 
 class DomainfitError(Exception):

@@ -72,9 +72,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 def _check_name(name: Any, path: Path, key: str) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"the name {str(name)[:80]!r} cannot be used: it becomes a folder name under output_dir",
-                          path=path, key=key,
-                          fix="use letters, digits, '-', '_' and '.' (no '/', no '..'), at most 64 characters.")
+        raise ConfigError(
+            f"the name {str(name)[:80]!r} cannot be used: it becomes a folder name under output_dir",
+            path=path,
+            key=key,
+            fix="use letters, digits, '-', '_' and '.' (no '/', no '..'), at most 64 characters.",
+        )
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
@@ -97,36 +100,52 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         except (OSError, ValueError):  # a name the OS cannot look up (too long, a NUL byte)
             found = False
         if not found:
-            raise ConfigError(f"config file {short_repr(value)} not found", path=path, key=key,
-                              fix="give a path relative to the current folder or to this pipeline file.")
+            raise ConfigError(
+                f"config file {short_repr(value)} not found",
+                path=path,
+                key=key,
+                fix="give a path relative to the current folder or to this pipeline file.",
+            )
         return str(p)
 
     def str_list(value: Any, key: str) -> list[str]:
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-            raise ConfigError("expected a list of 'dotted.key=value' strings", path=path, key=key,
-                              fix="e.g. ['train.epochs=3', 'joint.enabled=true']")
+            raise ConfigError(
+                "expected a list of 'dotted.key=value' strings",
+                path=path,
+                key=key,
+                fix="e.g. ['train.epochs=3', 'joint.enabled=true']",
+            )
         return list(value)
 
     if "finetune" not in raw:
         raise ConfigError("no fine-tuning config given", path=path, key="finetune", fix="finetune: path/to/train.yaml")
     if "output_dir" not in raw:
         raise ConfigError("no output folder given", path=path, key="output_dir", fix="output_dir: runs/my-pipeline")
-    cfg = PipelineConfig(finetune=resolve(raw["finetune"], "finetune"), output_dir=str(raw["output_dir"]),
-                         finetune_overrides=str_list(raw.get("finetune_overrides"), "finetune_overrides"), source=path)
-    for section, example in (("pretrain", "{dapt: {config: pretrain.yaml}}"),
-                             ("variants", "{dapt: {pretrain: dapt}}")):
+    cfg = PipelineConfig(
+        finetune=resolve(raw["finetune"], "finetune"),
+        output_dir=str(raw["output_dir"]),
+        finetune_overrides=str_list(raw.get("finetune_overrides"), "finetune_overrides"),
+        source=path,
+    )
+    for section, example in (("pretrain", "{dapt: {config: pretrain.yaml}}"), ("variants", "{dapt: {pretrain: dapt}}")):
         if not isinstance(raw.get(section) or {}, dict):
-            raise ConfigError(f"expected a mapping of named entries, found {short_repr(raw[section])}",
-                              path=path, key=section, fix=f"e.g. {section}: {example} (see docs/pretraining.md).")
+            raise ConfigError(
+                f"expected a mapping of named entries, found {short_repr(raw[section])}",
+                path=path,
+                key=section,
+                fix=f"e.g. {section}: {example} (see docs/pretraining.md).",
+            )
     for name, stage in (raw.get("pretrain") or {}).items():
         key = f"pretrain.{name}"
         _check_name(name, path, key)
         if not isinstance(stage, dict) or set(stage) - {"config", "overrides"}:
             raise ConfigError("expected {config: pretrain.yaml, overrides: [...]}", path=path, key=key)
-        cfg.stages[name] = Stage(name, resolve(stage.get("config"), f"{key}.config"),
-                                 str_list(stage.get("overrides"), f"{key}.overrides"))
+        cfg.stages[name] = Stage(
+            name, resolve(stage.get("config"), f"{key}.config"), str_list(stage.get("overrides"), f"{key}.overrides")
+        )
     if raw.get("baseline", True):
         cfg.variants["baseline"] = Variant("baseline")
     for name, variant in (raw.get("variants") or {}).items():
@@ -137,19 +156,32 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
             raise ConfigError("expected {pretrain: STAGE or null, overrides: [...]}", path=path, key=key)
         stage = variant.get("pretrain")
         if stage is not None and (not isinstance(stage, str) or stage not in cfg.stages):
-            raise ConfigError(f"unknown pretraining stage {short_repr(stage)}", path=path,
-                              key=f"{key}.pretrain",
-                              fix=f"use one of: {', '.join(cfg.stages) or '(none defined under pretrain:)'}, or null.")
+            raise ConfigError(
+                f"unknown pretraining stage {short_repr(stage)}",
+                path=path,
+                key=f"{key}.pretrain",
+                fix=f"use one of: {', '.join(cfg.stages) or '(none defined under pretrain:)'}, or null.",
+            )
         if name in cfg.variants:
-            raise ConfigError(f"variant {name!r} is defined twice ('baseline' is added automatically)", path=path, key=key,
-                              fix="rename it, or set baseline: false.")
+            raise ConfigError(
+                f"variant {name!r} is defined twice ('baseline' is added automatically)",
+                path=path,
+                key=key,
+                fix="rename it, or set baseline: false.",
+            )
         cfg.variants[name] = Variant(name, stage, str_list(variant.get("overrides"), f"{key}.overrides"))
     seeds = raw.get("seeds", [42])
-    if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds):
-        raise ConfigError(f"expected a non-empty list of integer seeds from 0 to {SEED_MAX}, found "
-                          f"{short_repr(seeds)}", path=path, key="seeds",
-                          fix="seeds: [42, 43, 44]")
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds)
+    ):
+        raise ConfigError(
+            f"expected a non-empty list of integer seeds from 0 to {SEED_MAX}, found {short_repr(seeds)}",
+            path=path,
+            key="seeds",
+            fix="seeds: [42, 43, 44]",
+        )
     cfg.seeds = seeds
     if not cfg.variants:
         raise ConfigError("nothing to run: no variants and baseline: false", path=path, key="variants")
@@ -182,9 +214,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             log.info("pipeline: pretraining stage %s -> %s", stage.name, run_dir)
             pretrain(pcfg, resume=_started(run_dir))
         metrics = json.loads(contained(out, run_dir.relative_to(out), "metrics.json").read_text(encoding="utf-8"))
-        stages[stage.name] = {"config": stage.config, "overrides": stage.overrides, "model": str(run_dir / "model"),
-                              "lineage": _read_json(run_dir / "model" / "domainfit.json"),
-                              "perplexity": {k: metrics.get(k) for k in ("before", "after") if k in metrics}}
+        stages[stage.name] = {
+            "config": stage.config,
+            "overrides": stage.overrides,
+            "model": str(run_dir / "model"),
+            "lineage": _read_json(run_dir / "model" / "domainfit.json"),
+            "perplexity": {k: metrics.get(k) for k in ("before", "after") if k in metrics},
+        }
     runs: list[dict[str, Any]] = []
     for variant in cfg.variants.values():
         for seed in cfg.seeds:
@@ -197,12 +233,26 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 log.info("pipeline: fine-tune %s seed %d -> %s", variant.name, seed, run_dir)
                 train(rcfg, resume=_started(run_dir))
             metrics = json.loads(contained(out, run_dir.relative_to(out), "metrics.json").read_text(encoding="utf-8"))
-            runs.append({"variant": variant.name, "seed": seed, "dir": str(run_dir), "model": rcfg.model.name,
-                         "pretrain": variant.pretrain, "overrides": variant.overrides,
-                         "test": _numbers(metrics.get("test") or metrics.get("validation") or {})})
+            runs.append(
+                {
+                    "variant": variant.name,
+                    "seed": seed,
+                    "dir": str(run_dir),
+                    "model": rcfg.model.name,
+                    "pretrain": variant.pretrain,
+                    "overrides": variant.overrides,
+                    "test": _numbers(metrics.get("test") or metrics.get("validation") or {}),
+                }
+            )
     summary = summarise(runs)
-    result = {"finetune": cfg.finetune, "finetune_overrides": cfg.finetune_overrides, "seeds": cfg.seeds,
-              "stages": stages, "runs": runs, "summary": summary}
+    result = {
+        "finetune": cfg.finetune,
+        "finetune_overrides": cfg.finetune_overrides,
+        "seeds": cfg.seeds,
+        "stages": stages,
+        "runs": runs,
+        "summary": summary,
+    }
     write_text_atomic(out / "pipeline.json", json.dumps(result, indent=1, ensure_ascii=False))
     write_text_atomic(out / "report.md", format_pipeline_report(result))
     print(format_summary_table(summary))
@@ -227,8 +277,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def format_summary_table(summary: dict[str, dict[str, Any]]) -> str:
     metrics = [m for m in REPORT_METRICS if any(m in e["mean"] for e in summary.values())]
     base = summary.get("baseline")
-    lines = ["| variant | seeds | " + " | ".join(f"test {m}" for m in metrics) + (" | macro-F1 vs baseline |" if base else " |"),
-             "|---|---:|" + "---:|" * len(metrics) + ("---:|" if base else "")]
+    lines = [
+        "| variant | seeds | "
+        + " | ".join(f"test {m}" for m in metrics)
+        + (" | macro-F1 vs baseline |" if base else " |"),
+        "|---|---:|" + "---:|" * len(metrics) + ("---:|" if base else ""),
+    ]
     for name, e in summary.items():
         cells = [f"{e['mean'][m]:.4f} +- {e['std'][m]:.4f}" if m in e["mean"] else "-" for m in metrics]
         if base and "f1_macro" in e["mean"] and "f1_macro" in base["mean"]:
@@ -240,21 +294,37 @@ def format_summary_table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 def format_pipeline_report(result: dict[str, Any]) -> str:
-    lines = ["# Pipeline report", "",
-             f"Fine-tuning config: `{result['finetune']}` (overrides: {result['finetune_overrides'] or 'none'}); "
-             f"seeds {result['seeds']}. Test split; mean +- sample standard deviation over seeds.", "",
-             format_summary_table(result["summary"]), ""]
+    lines = [
+        "# Pipeline report",
+        "",
+        f"Fine-tuning config: `{result['finetune']}` (overrides: {result['finetune_overrides'] or 'none'}); "
+        f"seeds {result['seeds']}. Test split; mean +- sample standard deviation over seeds.",
+        "",
+        format_summary_table(result["summary"]),
+        "",
+    ]
     if result["stages"]:
-        lines += ["## Pretraining stages", "", "| stage | held-out perplexity before | after | corpus |", "|---|---:|---:|---|"]
+        lines += [
+            "## Pretraining stages",
+            "",
+            "| stage | held-out perplexity before | after | corpus |",
+            "|---|---:|---:|---|",
+        ]
         for name, s in result["stages"].items():
             ppl = s["perplexity"]
-            corpus = ", ".join(f"`{c.get('path', c)}`" if isinstance(c, dict) else f"`{c}`"
-                               for c in (s["lineage"].get("lineage", {}).get("corpus") or s["lineage"].get("corpus") or []))
+            corpus = ", ".join(
+                f"`{c.get('path', c)}`" if isinstance(c, dict) else f"`{c}`"
+                for c in (s["lineage"].get("lineage", {}).get("corpus") or s["lineage"].get("corpus") or [])
+            )
             lines.append(f"| {name} | {_ppl(ppl.get('before'))} | {_ppl(ppl.get('after'))} | {corpus or '-'} |")
         lines.append("")
     lines += ["## Lineage", "", "| variant | seed | started from | run folder |", "|---|---:|---|---|"]
     for run in result["runs"]:
-        origin = f"pretraining stage `{run['pretrain']}`: `{run['model']}`" if run["pretrain"] else f"`{run['model']}` (no pretraining)"
+        origin = (
+            f"pretraining stage `{run['pretrain']}`: `{run['model']}`"
+            if run["pretrain"]
+            else f"`{run['model']}` (no pretraining)"
+        )
         lines.append(f"| {run['variant']} | {run['seed']} | {origin} | `{run['dir']}` |")
     return "\n".join(lines) + "\n"
 

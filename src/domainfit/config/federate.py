@@ -56,9 +56,7 @@ class FederateConfig:
         "The run config every site trains with (task, model, peft, train settings); its data.train is "
         "replaced by each site's file.",
     )
-    run_overrides: list[str] = _f(
-        [], "dotted.key=value overrides of the run config, e.g. ['train.batch_size=16']."
-    )
+    run_overrides: list[str] = _f([], "dotted.key=value overrides of the run config, e.g. ['train.batch_size=16'].")
     sites: dict[str, str] = _f(
         {},
         "Site name -> that site's training file (read with the run config's data options; each site splits "
@@ -91,17 +89,14 @@ class FederateConfig:
     min_fit_sites: int = _f(1, "At least this many sites train in a round.", min=1)
     seed: int = _f(
         42,
-        "Seed for choosing the sites of each round (the run config's train.seed seeds the model and "
-        "batches).",
+        "Seed for choosing the sites of each round (the run config's train.seed seeds the model and batches).",
         max=SEED_MAX,
     )
     output_dir: str = _f(
         "runs/federated",
         "Run folder: model/ (the global model), metrics.json, report.md, tensorboard/, federate.yaml.",
     )
-    overwrite: bool = _f(
-        False, "Allow writing into an output folder that already holds a finished federated run."
-    )
+    overwrite: bool = _f(False, "Allow writing into an output folder that already holds a finished federated run.")
     dp: PrivacyConfig = field(
         default_factory=PrivacyConfig,
         metadata={"help": "Optional differential privacy (DP-SGD at every site)."},

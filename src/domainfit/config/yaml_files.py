@@ -59,7 +59,8 @@ class StrictLoader(yaml.SafeLoader):
         except (ValueError, OverflowError, TypeError, AttributeError) as e:
             raise yaml.constructor.ConstructorError(
                 problem=f"cannot read {short_repr(node.value, 60)} as {node.tag.rsplit(':', 1)[-1]}",
-                problem_mark=node.start_mark) from e
+                problem_mark=node.start_mark,
+            ) from e
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first_lines: dict[Any, int] = {}
@@ -160,26 +161,36 @@ def parse_yaml(text: str, *, path: Path | None = None, key: str | None = None) -
         return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
     except _DuplicateKey as e:
         first, line = e.first_line, e.problem_mark.line + 1
-        raise ConfigError(f"key {short_repr(e.key)} is given twice, on line {first} and on line {line}: "
-                          "YAML would silently keep only the second", **where, line=line if path else None,
-                          fix=f"merge the two into one (delete or rename the one on line {first} or {line}).",
-                          ) from e
+        raise ConfigError(
+            f"key {short_repr(e.key)} is given twice, on line {first} and on line {line}: "
+            "YAML would silently keep only the second",
+            **where,
+            line=line if path else None,
+            fix=f"merge the two into one (delete or rename the one on line {first} or {line}).",
+        ) from e
     except _TooLarge as e:
         under = f" under {', '.join(repr(k) for k in e.keys[:5])}" if e.keys else ""
-        raise ConfigError(f"the aliases (*name){under} expand to more than the {MAX_EXPANDED_NODES:,} values "
-                          "a config may hold (a 'billion laughs' document?)", **where,
-                          line=e.problem_mark.line + 1 if path else None,
-                          fix="write the values out instead of nesting aliases of aliases.") from e
+        raise ConfigError(
+            f"the aliases (*name){under} expand to more than the {MAX_EXPANDED_NODES:,} values "
+            "a config may hold (a 'billion laughs' document?)",
+            **where,
+            line=e.problem_mark.line + 1 if path else None,
+            fix="write the values out instead of nesting aliases of aliases.",
+        ) from e
     except RecursionError as e:
-        raise ConfigError("the YAML is nested too deeply to read", **where,
-                          fix="a config needs only a few levels of sections: look for runaway brackets.",
-                          ) from e
+        raise ConfigError(
+            "the YAML is nested too deeply to read",
+            **where,
+            fix="a config needs only a few levels of sections: look for runaway brackets.",
+        ) from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         if path is None:
-            raise ConfigError(f"the value is not valid YAML: {getattr(e, 'problem', None) or e}", key=key,
-                              fix="quote the value to keep it as text, e.g. \"model.name='[draft]'\" in a "
-                                  "shell.") from e
+            raise ConfigError(
+                f"the value is not valid YAML: {getattr(e, 'problem', None) or e}",
+                key=key,
+                fix="quote the value to keep it as text, e.g. \"model.name='[draft]'\" in a shell.",
+            ) from e
         raise ConfigError(
             f"not valid YAML: {getattr(e, 'problem', None) or e}",
             path=path,
@@ -189,8 +200,7 @@ def parse_yaml(text: str, *, path: Path | None = None, key: str | None = None) -
         ) from e
 
 
-def read_workflow_file(path: str | Path, overrides: list[str] | None, keys: set[str], *,
-                       kind: str) -> dict[str, Any]:
+def read_workflow_file(path: str | Path, overrides: list[str] | None, keys: set[str], *, kind: str) -> dict[str, Any]:
     """A workflow YAML (pipeline, tune): a mapping of top-level ``keys``, with ``key=value`` overrides applied.
 
     Args:
@@ -208,11 +218,16 @@ def read_workflow_file(path: str | Path, overrides: list[str] | None, keys: set[
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or key not in keys:
-            raise ConfigError(f"override {short_repr(item)}: expected KEY=VALUE with KEY one of "
-                              f"{', '.join(sorted(keys))}", path=path)
+            raise ConfigError(
+                f"override {short_repr(item)}: expected KEY=VALUE with KEY one of {', '.join(sorted(keys))}", path=path
+            )
         raw[key] = parse_yaml(value, key=key)
     unknown = sorted(map(str, set(raw) - keys))  # YAML keys may be numbers or null
     if unknown:
-        raise ConfigError(f"unknown key(s): {short_repr(', '.join(unknown))}", path=path, key=unknown[0],
-                          fix=f"valid keys: {', '.join(sorted(keys))}.")
+        raise ConfigError(
+            f"unknown key(s): {short_repr(', '.join(unknown))}",
+            path=path,
+            key=unknown[0],
+            fix=f"valid keys: {', '.join(sorted(keys))}.",
+        )
     return raw

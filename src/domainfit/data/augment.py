@@ -79,16 +79,22 @@ def read_lexicon(path: str | Path) -> Lexicon:
         if not members:
             continue
         if len(members) < 2:
-            raise DataError(f"a synonym group needs at least two words, found {members[0]!r} alone", path=path,
-                            line=number, fix="write the group's words on one line, separated by spaces, "
-                                             "e.g. '心肌梗死 心梗 MI'.")
+            raise DataError(
+                f"a synonym group needs at least two words, found {members[0]!r} alone",
+                path=path,
+                line=number,
+                fix="write the group's words on one line, separated by spaces, e.g. '心肌梗死 心梗 MI'.",
+            )
         for word in members:
             for other in members:
                 if other.lower() != word.lower():
                     groups[word.lower()][other] = None
     if not groups:
-        raise DataError("lexicon file holds no synonym groups", path=path,
-                        fix="write one group per line, words separated by spaces.")
+        raise DataError(
+            "lexicon file holds no synonym groups",
+            path=path,
+            fix="write one group per line, words separated by spaces.",
+        )
     return Lexicon({word: tuple(others) for word, others in groups.items()}, path=str(path))
 
 
@@ -100,8 +106,11 @@ def create_splitter(language: str, lexicon: Lexicon | None) -> WordSplitter:
 
 def content_positions(words: Sequence[str]) -> list[int]:
     """Indices of the words an op may touch: not whitespace, not punctuation alone (EDA leaves it out too)."""
-    return [i for i, w in enumerate(words)
-            if w.strip() and not all(unicodedata.category(c).startswith(("P", "Z")) for c in w)]
+    return [
+        i
+        for i, w in enumerate(words)
+        if w.strip() and not all(unicodedata.category(c).startswith(("P", "Z")) for c in w)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -216,8 +225,9 @@ class Augmenter:
         splitter: cuts texts into words and back.
     """
 
-    def __init__(self, ops: dict[str, AugmentOp], *, rate: float, alpha: float, seed: int,
-                 splitter: WordSplitter) -> None:
+    def __init__(
+        self, ops: dict[str, AugmentOp], *, rate: float, alpha: float, seed: int, splitter: WordSplitter
+    ) -> None:
         self.ops = ops
         self.rate = rate
         self.alpha = alpha

@@ -46,8 +46,15 @@ from torch.utils.data import IterableDataset
 
 from domainfit.errors import DataError
 
-SUFFIX_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
-                  ".tsv": "tsv", ".json": "json"}
+SUFFIX_FORMATS = {
+    ".txt": "text",
+    ".text": "text",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+}
 FORMATS = ("text", "jsonl", "csv", "tsv", "json")
 
 _COLUMN_FIX = "set the text column (--text-column, corpus.text_column or joint.corpus_column)"
@@ -63,8 +70,9 @@ class SourcedText:
     line: int
 
 
-def list_text_files(paths: str | Path | Iterable[str | Path], *, fmt: str = "auto",
-                    key: str | None = None) -> list[Path]:
+def list_text_files(
+    paths: str | Path | Iterable[str | Path], *, fmt: str = "auto", key: str | None = None
+) -> list[Path]:
     """The files behind ``paths``: files as given, folders expanded to their readable files (module doc).
 
     Args:
@@ -83,23 +91,40 @@ def list_text_files(paths: str | Path | Iterable[str | Path], *, fmt: str = "aut
     for raw in [paths] if isinstance(paths, (str, Path)) else paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            inside = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in SUFFIX_FORMATS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not inside:
-                raise DataError("the folder holds no readable text files (expected "
-                                f"{', '.join(SUFFIX_FORMATS)}; hidden files are skipped)", path=path, key=key,
-                                fix="point at the files themselves, or rename them with a known extension")
+                raise DataError(
+                    "the folder holds no readable text files (expected "
+                    f"{', '.join(SUFFIX_FORMATS)}; hidden files are skipped)",
+                    path=path,
+                    key=key,
+                    fix="point at the files themselves, or rename them with a known extension",
+                )
             files += inside
         elif path.is_file():
             if fmt == "auto" and path.suffix.lower() not in SUFFIX_FORMATS:
-                raise DataError(f"cannot tell the format from the extension {path.suffix or '(none)'!r} "
-                                f"(known: {', '.join(SUFFIX_FORMATS)})", path=path, key=key,
-                                fix="rename the file (.txt for one text a line, .jsonl, .csv or .tsv), "
-                                    "or set the format (corpus.format / joint.corpus_format)")
+                raise DataError(
+                    f"cannot tell the format from the extension {path.suffix or '(none)'!r} "
+                    f"(known: {', '.join(SUFFIX_FORMATS)})",
+                    path=path,
+                    key=key,
+                    fix="rename the file (.txt for one text a line, .jsonl, .csv or .tsv), "
+                    "or set the format (corpus.format / joint.corpus_format)",
+                )
             files.append(path)
         else:
-            raise DataError("file or folder not found", path=path, key=key,
-                            fix="check the path; relative paths are resolved from the current folder")
+            raise DataError(
+                "file or folder not found",
+                path=path,
+                key=key,
+                fix="check the path; relative paths are resolved from the current folder",
+            )
     if not files:
         raise DataError("no input files given", key=key, fix="give at least one file or folder")
     return files
@@ -115,9 +140,14 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def iter_texts(paths: str | Path | Iterable[str | Path], *, fmt: str = "auto",
-               text_column: str | int = "text", encoding: str = "utf-8", min_chars: int = 1
-               ) -> Iterator[SourcedText]:
+def iter_texts(
+    paths: str | Path | Iterable[str | Path],
+    *,
+    fmt: str = "auto",
+    text_column: str | int = "text",
+    encoding: str = "utf-8",
+    min_chars: int = 1,
+) -> Iterator[SourcedText]:
     """Yield every text of the files and folders in ``paths``, in order, one at a time (memory stays flat).
 
     Args:
@@ -150,8 +180,15 @@ def sample_texts(texts: Iterable[SourcedText], n: int, *, seed: int = 0) -> list
     return [item for _, item in sorted(reservoir, key=lambda pair: pair[0])]
 
 
-def read_records(path: Path, *, fmt: str = "auto", column: str | int = "text", encoding: str = "utf-8",
-                 start_byte: int = 0, start_line: int = 0) -> Iterator[tuple[int, int, str]]:
+def read_records(
+    path: Path,
+    *,
+    fmt: str = "auto",
+    column: str | int = "text",
+    encoding: str = "utf-8",
+    start_byte: int = 0,
+    start_line: int = 0,
+) -> Iterator[tuple[int, int, str]]:
     """Yield ``(line, byte offset after the record, text)`` for each non-empty text of one file, lazily.
 
     ``line`` is the 1-based line the record ends on (a CSV/TSV record's quoted fields may span lines), so
@@ -202,8 +239,9 @@ class _LineReader:
             try:
                 text = raw.decode(self.encoding)
             except UnicodeDecodeError as e:
-                raise DataError(f"cannot decode as {self.encoding} ({e.reason})", path=self.path,
-                                line=self.line, fix=_ENCODING_FIX) from e
+                raise DataError(
+                    f"cannot decode as {self.encoding} ({e.reason})", path=self.path, line=self.line, fix=_ENCODING_FIX
+                ) from e
             yield text.removeprefix("\ufeff") if self.line == 1 else text  # a UTF-8 byte-order mark
 
 
@@ -211,62 +249,87 @@ def _check_encoding(encoding: str, path: Path) -> None:
     try:
         codecs.lookup(encoding)
     except LookupError as e:
-        raise DataError(f"unknown text encoding {encoding!r}", path=path,
-                        fix="use utf-8, latin-1, gb18030, cp1252 ...") from e
+        raise DataError(
+            f"unknown text encoding {encoding!r}", path=path, fix="use utf-8, latin-1, gb18030, cp1252 ..."
+        ) from e
     if "\n".encode(encoding) != b"\n":  # files are split into lines as bytes (for resumable byte offsets)
-        raise DataError(f"the {encoding} encoding is not supported: text is read line by line as bytes, "
-                        f"and in {encoding} a line break is not the byte \\n", path=path,
-                        fix="re-save the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.txt > out.txt`)")
+        raise DataError(
+            f"the {encoding} encoding is not supported: text is read line by line as bytes, "
+            f"and in {encoding} a line break is not the byte \\n",
+            path=path,
+            fix="re-save the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.txt > out.txt`)",
+        )
 
 
 def _json_line_text(line: str, column: str | int, path: Path, line_no: int) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at character {e.colno})", path=path, line=line_no,
-                        fix="write one JSON object per line") from e
+        raise DataError(
+            f"not valid JSON ({e.msg} at character {e.colno})",
+            path=path,
+            line=line_no,
+            fix="write one JSON object per line",
+        ) from e
     return _record_text(record, column, path, line=line_no)
 
 
-def _record_text(record: Any, column: str | int, path: Path, *, line: int | None = None,
-                 item: int | None = None) -> str:
+def _record_text(
+    record: Any, column: str | int, path: Path, *, line: int | None = None, item: int | None = None
+) -> str:
     """The cleaned text of one JSON record ("" for an empty or null value)."""
     where = f"array item {item}: " if item is not None else ""
     if not isinstance(record, dict) or column not in record:
-        found = (", ".join(map(repr, list(record)[:10])) if isinstance(record, dict)
-                 else f"a {type(record).__name__}")
-        raise DataError(f"{where}expected an object with the key {column!r}, found {found}", path=path,
-                        line=line, column=column, fix=_COLUMN_FIX)
+        found = ", ".join(map(repr, list(record)[:10])) if isinstance(record, dict) else f"a {type(record).__name__}"
+        raise DataError(
+            f"{where}expected an object with the key {column!r}, found {found}",
+            path=path,
+            line=line,
+            column=column,
+            fix=_COLUMN_FIX,
+        )
     value = record[column]
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise DataError(f"{where}the value of {column!r} is a {type(value).__name__}, not a text", path=path,
-                        line=line, column=column, fix=_COLUMN_FIX)
+        raise DataError(
+            f"{where}the value of {column!r} is a {type(value).__name__}, not a text",
+            path=path,
+            line=line,
+            column=column,
+            fix=_COLUMN_FIX,
+        )
     return clean_text(value)
 
 
-def _json_array_records(path: Path, column: str | int, encoding: str, start: int
-                        ) -> Iterator[tuple[int, int, str]]:
+def _json_array_records(path: Path, column: str | int, encoding: str, start: int) -> Iterator[tuple[int, int, str]]:
     try:
         items = json.loads(path.read_bytes().decode(encoding).removeprefix("\ufeff"))
     except UnicodeDecodeError as e:
         raise DataError(f"cannot decode as {encoding} ({e.reason})", path=path, fix=_ENCODING_FIX) from e
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg})", path=path, line=e.lineno, column=e.colno,
-                        fix="save the texts as one JSON array of objects, or as JSON Lines (.jsonl)") from e
+        raise DataError(
+            f"not valid JSON ({e.msg})",
+            path=path,
+            line=e.lineno,
+            column=e.colno,
+            fix="save the texts as one JSON array of objects, or as JSON Lines (.jsonl)",
+        ) from e
     if not isinstance(items, list):
-        raise DataError(f"expected a JSON array of objects, found a JSON {type(items).__name__}", path=path,
-                        fix="save the texts as one array `[{...}, {...}]`, or as JSON Lines (.jsonl) for "
-                            "large corpora")
+        raise DataError(
+            f"expected a JSON array of objects, found a JSON {type(items).__name__}",
+            path=path,
+            fix="save the texts as one array `[{...}, {...}]`, or as JSON Lines (.jsonl) for large corpora",
+        )
     for i in range(start, len(items)):
         text = _record_text(items[i], column, path, item=i + 1)
         if text:
             yield i + 1, i + 1, text
 
 
-def _table_records(f: BinaryIO, path: Path, fmt: str, column: str | int, encoding: str, start_byte: int,
-                   start_line: int) -> Iterator[tuple[int, int, str]]:
+def _table_records(
+    f: BinaryIO, path: Path, fmt: str, column: str | int, encoding: str, start_byte: int, start_line: int
+) -> Iterator[tuple[int, int, str]]:
     """CSV/TSV records with the byte offset after each whole record (a CSV quoted field may span lines).
 
     TSV has no quoting convention, as in ``data/csv_format.py`` (``domainfit train`` reads the same file the
@@ -275,8 +338,11 @@ def _table_records(f: BinaryIO, path: Path, fmt: str, column: str | int, encodin
     """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long document in one cell is a valid record
     # strict: a quote never closed is an error at the end of the file, not the rest of the file as one text
-    dialect = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv"
-               else {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL, "strict": True})
+    dialect = (
+        {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+        if fmt == "tsv"
+        else {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL, "strict": True}
+    )
     if isinstance(column, int):
         index = column
     else:
@@ -286,10 +352,13 @@ def _table_records(f: BinaryIO, path: Path, fmt: str, column: str | int, encodin
             return
         header = [name.strip() for name in header]
         if column not in header:
-            raise DataError(f"no column {column!r}; the header has {', '.join(map(repr, header[:20]))}",
-                            path=path, line=1, column=column,
-                            fix=f"{_COLUMN_FIX} to one of those names (or a 0-based index for a table "
-                                "without a header)")
+            raise DataError(
+                f"no column {column!r}; the header has {', '.join(map(repr, header[:20]))}",
+                path=path,
+                line=1,
+                column=column,
+                fix=f"{_COLUMN_FIX} to one of those names (or a 0-based index for a table without a header)",
+            )
         index = header.index(column)
         if start_byte < header_lines.byte:  # from the start: the records begin after the header
             start_byte, start_line = header_lines.byte, header_lines.line
@@ -304,12 +373,22 @@ def _table_records(f: BinaryIO, path: Path, fmt: str, column: str | int, encodin
         if not row:
             continue  # a blank line
         if index >= len(row):
-            spans = (f"; this record runs from line {first_line} to line {lines.line}: a double quote opened on "
-                     f"line {first_line} is probably never closed") if lines.line > first_line else ""
-            raise DataError(f"the row has {len(row)} fields, so no column {column!r}{spans}", path=path,
-                            line=first_line, column=column,
-                            fix="fix the row (quote fields holding the delimiter, double quotes inside a quoted "
-                                "field), or check the delimiter")
+            spans = (
+                (
+                    f"; this record runs from line {first_line} to line {lines.line}: a double quote opened on "
+                    f"line {first_line} is probably never closed"
+                )
+                if lines.line > first_line
+                else ""
+            )
+            raise DataError(
+                f"the row has {len(row)} fields, so no column {column!r}{spans}",
+                path=path,
+                line=first_line,
+                column=column,
+                fix="fix the row (quote fields holding the delimiter, double quotes inside a quoted "
+                "field), or check the delimiter",
+            )
         text = clean_text(row[index])
         if text:
             yield lines.line, lines.byte, text
@@ -319,8 +398,12 @@ def _next_row(rows: Iterator[list[str]], lines: _LineReader, path: Path) -> list
     try:
         return next(rows, None)
     except csv.Error as e:
-        raise DataError(f"malformed CSV ({e})", path=path, line=lines.line,
-                        fix="check the quoting on that line (a quote opened and never closed?)") from e
+        raise DataError(
+            f"malformed CSV ({e})",
+            path=path,
+            line=lines.line,
+            fix="check the quoting on that line (a quote opened and never closed?)",
+        ) from e
 
 
 @dataclass
@@ -352,10 +435,20 @@ class CorpusStream(IterableDataset):
             so batches carry little padding; the runs are shuffled (within 8 runs' worth of texts).
     """
 
-    def __init__(self, files: list[Path], *, fmt: str = "auto", column: str = "text", encoding: str = "utf-8",
-                 block: int = 1000, seed: int = 0, exclude: Iterable[tuple[int, int]] = (),
-                 position: StreamPosition | None = None, texts: list[str] | None = None,
-                 group_size: int | None = None) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        *,
+        fmt: str = "auto",
+        column: str = "text",
+        encoding: str = "utf-8",
+        block: int = 1000,
+        seed: int = 0,
+        exclude: Iterable[tuple[int, int]] = (),
+        position: StreamPosition | None = None,
+        texts: list[str] | None = None,
+        group_size: int | None = None,
+    ) -> None:
         self.files, self.fmt, self.column, self.encoding = list(files), fmt, column, encoding
         self.block, self.seed = block, seed
         self.exclude = set(exclude)
@@ -389,15 +482,21 @@ class CorpusStream(IterableDataset):
             if file >= n_sources:
                 break
             if file == len(self.files):  # the in-memory texts act as one more "file"; "byte" is an index
-                take = self.texts[byte: byte + self.block - len(texts)]
+                take = self.texts[byte : byte + self.block - len(texts)]
                 texts += take
                 byte += len(take)
                 line = byte
                 if byte >= len(self.texts):
                     file, byte, line = file + 1, 0, 0
             else:
-                for line_no, offset, text in read_records(self.files[file], fmt=self.fmt, column=self.column,
-                                                          encoding=self.encoding, start_byte=byte, start_line=line):
+                for line_no, offset, text in read_records(
+                    self.files[file],
+                    fmt=self.fmt,
+                    column=self.column,
+                    encoding=self.encoding,
+                    start_byte=byte,
+                    start_line=line,
+                ):
                     byte, line = offset, line_no
                     self.bytes_read = offset
                     if (file, line_no) not in self.exclude:
@@ -414,8 +513,11 @@ class CorpusStream(IterableDataset):
             after = StreamPosition(pos.epoch, file, byte, line)
         if not texts:
             if pos.file == 0 and pos.byte == 0:
-                raise DataError("the corpus holds no text (all lines empty or held out)", path=self.files[0] if self.files else None,
-                                fix="check the files and the text column; lower corpus.validation_size.")
+                raise DataError(
+                    "the corpus holds no text (all lines empty or held out)",
+                    path=self.files[0] if self.files else None,
+                    fix="check the files and the text column; lower corpus.validation_size.",
+                )
             return self._read_block(after)
         return texts, after
 
@@ -424,8 +526,8 @@ def _length_grouped(order: list[int], texts: list[str], size: int, generator: to
     """Within chunks of 8 runs, sort by length and cut into runs of ``size``; shuffle the runs' order."""
     out: list[int] = []
     for start in range(0, len(order), 8 * size):
-        chunk = sorted(order[start: start + 8 * size], key=lambda i: len(texts[i]))
-        runs = [chunk[j: j + size] for j in range(0, len(chunk), size)]
+        chunk = sorted(order[start : start + 8 * size], key=lambda i: len(texts[i]))
+        runs = [chunk[j : j + size] for j in range(0, len(chunk), size)]
         for r in torch.randperm(len(runs), generator=generator).tolist():
             out += runs[r]
     return out
@@ -437,8 +539,9 @@ def hash_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def take_heldout(files: list[Path], *, size: int, stride: int, fmt: str, column: str, encoding: str
-                 ) -> tuple[list[str], set[tuple[int, int]]]:
+def take_heldout(
+    files: list[Path], *, size: int, stride: int, fmt: str, column: str, encoding: str
+) -> tuple[list[str], set[tuple[int, int]]]:
     """Every ``stride``-th text from the start of the corpus until ``size`` texts: (texts, their (file, line)).
 
     Only ``size * stride`` texts are read, so this is cheap on any corpus.

@@ -28,8 +28,9 @@ def _read_tsv(path: Path, text: str | None, options: ReadOptions) -> Iterator[Ra
     yield from _read_table(path, text, options, delimiter=options.separator or "\t", quoting=csv.QUOTE_NONE)
 
 
-def _read_table(path: Path, text: str | None, options: ReadOptions, *, delimiter: str,
-                quoting: int) -> Iterator[RawRecord]:
+def _read_table(
+    path: Path, text: str | None, options: ReadOptions, *, delimiter: str, quoting: int
+) -> Iterator[RawRecord]:
     if len(delimiter) != 1:
         raise DataError(
             f"a CSV/TSV separator must be one character, found {delimiter!r}",
@@ -56,8 +57,7 @@ def _field_size_limit(limit: int) -> Iterator[None]:
 _MAX_FIELD_SIZE_LIMIT = 2**31 - 1
 
 
-def _read_rows(path: Path, text: str, options: ReadOptions, *, delimiter: str,
-               quoting: int) -> Iterator[RawRecord]:
+def _read_rows(path: Path, text: str, options: ReadOptions, *, delimiter: str, quoting: int) -> Iterator[RawRecord]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     names: list[str] | None = None
     text_index = label_index = group_index = None
@@ -138,8 +138,7 @@ def _column_index(column: str | int, names: list[str] | None, n_fields: int, pat
             f"the column is given by name, {column!r}, but the file is read without a header",
             path=path,
             column=column,
-            fix="give the column as a 0-based number, or set `header: true` if the first line names the "
-            "columns",
+            fix="give the column as a 0-based number, or set `header: true` if the first line names the columns",
         )
     matches = [i for i, name in enumerate(names) if name == column]
     if not matches and column.strip().isascii() and column.strip().isdigit():
@@ -167,8 +166,7 @@ def _column_index(column: str | int, names: list[str] | None, n_fields: int, pat
         raise error
     if len(matches) > 1:
         raise DataError(
-            f"the header names column {column!r} {len(matches)} times "
-            f"(columns {', '.join(map(str, matches))})",
+            f"the header names column {column!r} {len(matches)} times (columns {', '.join(map(str, matches))})",
             path=path,
             line=line,
             column=column,
@@ -198,4 +196,3 @@ def _ragged_row_error(
         line=start,
         fix=hint,
     )
-

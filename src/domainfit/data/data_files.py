@@ -144,8 +144,7 @@ def unreadable_error(path: Path, error: OSError) -> DataError:
     return DataError(
         f"cannot read the file: {error.strerror or error}",
         path=path,
-        fix="check that the file is readable (the disk or network share may be gone), or copy it to a local "
-        "disk",
+        fix="check that the file is readable (the disk or network share may be gone), or copy it to a local disk",
     )
 
 
@@ -170,4 +169,3 @@ def numbered_lines(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its end) for CRLF, LF and lone-CR line ends alike."""
     for number, line in enumerate(io.StringIO(text, newline=""), start=1):
         yield number, line.rstrip("\r\n")
-

@@ -36,4 +36,3 @@ def _read_delimited(path: Path, text: str | None, options: ReadOptions) -> Itera
             continue
         text_part, label_part = line.rsplit(separator, 1)
         yield RawRecord(number, text_part, label_part)
-

@@ -58,8 +58,9 @@ def undecodable_error(path: Path, data: bytes, encoding: str, error: UnicodeDeco
     for candidate in _candidates(data, encoding):
         if _reads_whole_file_alike(data, before, candidate):
             hint = " (or cp1252 for files saved on Windows)" if candidate == "latin-1" else ""
-            return DataError(what, path=path, line=line,
-                             fix=f"set `encoding: {candidate}`{hint}, or re-save the file as UTF-8")
+            return DataError(
+                what, path=path, line=line, fix=f"set `encoding: {candidate}`{hint}, or re-save the file as UTF-8"
+            )
     rest = _candidates(data[line_start:], encoding)
     looks_like = ""
     if rest:

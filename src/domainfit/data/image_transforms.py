@@ -39,8 +39,14 @@ class Augmentation:
         """The config's augmentation, or None when ``image.augment`` is off."""
         if not image.augment:
             return None
-        return cls(crop_scale_min=image.crop_scale_min, hflip=image.hflip, vflip=image.vflip,
-                   rotation_degrees=image.rotation_degrees, brightness=image.brightness, contrast=image.contrast)
+        return cls(
+            crop_scale_min=image.crop_scale_min,
+            hflip=image.hflip,
+            vflip=image.vflip,
+            rotation_degrees=image.rotation_degrees,
+            brightness=image.brightness,
+            contrast=image.contrast,
+        )
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,11 @@ class ImagePreprocessing:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImagePreprocessing:
-        return cls(size=int(data["image_size"]), mean=tuple(map(float, data["image_mean"])),
-                   std=tuple(map(float, data["image_std"])))
+        return cls(
+            size=int(data["image_size"]),
+            mean=tuple(map(float, data["image_mean"])),
+            std=tuple(map(float, data["image_std"])),
+        )
 
     def eval_array(self, image: Any) -> np.ndarray:
         """A PIL RGB image -> (3, size, size) float32, normalised; the same every time."""

@@ -29,9 +29,15 @@ class InstructionExample:
     line: int = 0
 
 
-def read_instructions(path: str | Path, *, instruction_key: str = "instruction", input_key: str = "input",
-                      response_key: str = "response", require_response: bool = True,
-                      encoding: str = "utf-8") -> list[InstructionExample]:
+def read_instructions(
+    path: str | Path,
+    *,
+    instruction_key: str = "instruction",
+    input_key: str = "input",
+    response_key: str = "response",
+    require_response: bool = True,
+    encoding: str = "utf-8",
+) -> list[InstructionExample]:
     """Read a JSONL file of instruction/response objects.
 
     Args:
@@ -49,31 +55,47 @@ def read_instructions(path: str | Path, *, instruction_key: str = "instruction",
     if not path.is_file():
         raise DataError("file not found", path=path, fix="check data.train / data.validation / data.test.")
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
-        raise DataError(f"the generation task reads JSON Lines files (.jsonl), found {path.suffix or 'no extension'!r}",
-                        path=path, fix='write one object per line: {"instruction": ..., "input": ..., "response": ...}')
+        raise DataError(
+            f"the generation task reads JSON Lines files (.jsonl), found {path.suffix or 'no extension'!r}",
+            path=path,
+            fix='write one object per line: {"instruction": ..., "input": ..., "response": ...}',
+        )
     examples = []
     try:
         lines = path.read_text(encoding=encoding).splitlines()
     except UnicodeDecodeError as e:
-        raise DataError(f"not {encoding} text ({e.reason} at byte {e.start})", path=path,
-                        fix="save the file as UTF-8 or set data.encoding.") from e
+        raise DataError(
+            f"not {encoding} text ({e.reason} at byte {e.start})",
+            path=path,
+            fix="save the file as UTF-8 or set data.encoding.",
+        ) from e
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON: {e.msg} (character {e.colno})", path=path, line=number,
-                            fix="each line must be one complete JSON object.") from e
+            raise DataError(
+                f"not valid JSON: {e.msg} (character {e.colno})",
+                path=path,
+                line=number,
+                fix="each line must be one complete JSON object.",
+            ) from e
         if not isinstance(row, dict):
-            raise DataError(f"expected a JSON object, found {type(row).__name__}", path=path, line=number,
-                            fix=f'write {{"{instruction_key}": ..., "{response_key}": ...}}')
+            raise DataError(
+                f"expected a JSON object, found {type(row).__name__}",
+                path=path,
+                line=number,
+                fix=f'write {{"{instruction_key}": ..., "{response_key}": ...}}',
+            )
         instruction = _text(row, instruction_key, path, number, required=True, setting="instruction_key")
         text_input = _text(row, input_key, path, number, required=False, setting="input_key")
         response = _text(row, response_key, path, number, required=require_response, setting="response_key")
         examples.append(InstructionExample(instruction, text_input, response, number))
     if not examples:
-        raise DataError("no examples: the file is empty", path=path, fix="check the file and the generation.*_key settings.")
+        raise DataError(
+            "no examples: the file is empty", path=path, fix="check the file and the generation.*_key settings."
+        )
     return examples
 
 
@@ -83,11 +105,21 @@ def _text(row: dict[str, Any], key: str, path: Path, line: int, *, required: boo
         return ""
     if value is None:
         keys = ", ".join(map(str, row)) or "none"
-        raise DataError(f"missing key {key!r} (keys on this line: {keys})", path=path, line=line, column=key,
-                        fix=f"add it, or set generation.{setting} to the key your file uses.")
+        raise DataError(
+            f"missing key {key!r} (keys on this line: {keys})",
+            path=path,
+            line=line,
+            column=key,
+            fix=f"add it, or set generation.{setting} to the key your file uses.",
+        )
     if not isinstance(value, str):
-        raise DataError(f"expected a string, found {type(value).__name__} {str(value)[:40]!r}", path=path, line=line,
-                        column=key, fix="store the text as a JSON string.")
+        raise DataError(
+            f"expected a string, found {type(value).__name__} {str(value)[:40]!r}",
+            path=path,
+            line=line,
+            column=key,
+            fix="store the text as a JSON string.",
+        )
     if required and not value.strip():
         raise DataError("empty text", path=path, line=line, column=key, fix="remove the line or fill in the text.")
     return value
@@ -104,7 +136,9 @@ def deduplicate(examples: list[InstructionExample]) -> tuple[list[InstructionExa
     return kept, len(examples) - len(kept)
 
 
-def split_off(examples: list[InstructionExample], fractions: dict[str, float], *, seed: int) -> dict[str, list[InstructionExample]]:
+def split_off(
+    examples: list[InstructionExample], fractions: dict[str, float], *, seed: int
+) -> dict[str, list[InstructionExample]]:
     """Shuffle with ``seed`` and cut ``fractions`` (e.g. {"validation": 0.1}) off the end; the rest is "train"."""
     order = list(examples)
     random.Random(seed).shuffle(order)
@@ -140,8 +174,11 @@ class PromptFormat:
         return self.prompt_template.format(instruction=instruction, input_block=input_block)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"use_chat_template": self.use_chat_template, "system_prompt": self.system_prompt,
-                "prompt_template": self.prompt_template}
+        return {
+            "use_chat_template": self.use_chat_template,
+            "system_prompt": self.system_prompt,
+            "prompt_template": self.prompt_template,
+        }
 
 
 def encode_pair(tokenizer: Any, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:

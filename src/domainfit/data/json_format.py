@@ -69,8 +69,7 @@ def _read_json(path: Path, text: str | None, options: ReadOptions) -> Iterator[R
         raise DataError(
             f"expected a JSON array of objects, found a JSON {'object' if found == 'dict' else found}{hint}",
             path=path,
-            fix="save the records as one array `[{...}, {...}]`, or as JSON Lines (one object a line, "
-            "`format: jsonl`)",
+            fix="save the records as one array `[{...}, {...}]`, or as JSON Lines (one object a line, `format: jsonl`)",
         )
     for number, record in enumerate(records, start=1):
         yield _raw_from_object(record, number, path, options, unit="record")
@@ -124,7 +123,7 @@ def _raw_from_object(record: Any, number: int, path: Path, options: ReadOptions,
     if not isinstance(record, dict):
         raise data_error_at(
             number,
-            f"expected a JSON object like {{\"{options.text_column}\": ...}}, found {type(record).__name__}",
+            f'expected a JSON object like {{"{options.text_column}": ...}}, found {type(record).__name__}',
             path=path,
             unit=unit,
             fix="make every record an object with the text and label as keys",
@@ -136,10 +135,8 @@ def _raw_from_object(record: Any, number: int, path: Path, options: ReadOptions,
         if options.label_column in record:
             label = record[options.label_column]
         elif options.require_labels:
-            raise missing_column_error(options.label_column, list(record), path, number, what="key",
-                                       unit=unit)
+            raise missing_column_error(options.label_column, list(record), path, number, what="key", unit=unit)
     if options.group_column is not None and options.group_column not in record:
         raise missing_column_error(options.group_column, list(record), path, number, what="key", unit=unit)
     group = record[options.group_column] if options.group_column is not None else None
     return RawRecord(number, record[options.text_column], label, group)
-

@@ -1,8 +1,8 @@
 """Map label strings to contiguous class ids and back, and check evaluation labels against training.
 
-    label_map = LabelMap.from_examples(train)      # training labels only
-    label_map.check(validation, "val.csv")         # a label never seen in training is an error
-    model_config.update(label_map.to_dict())       # {"id2label": ..., "label2id": ...}
+label_map = LabelMap.from_examples(train)      # training labels only
+label_map.check(validation, "val.csv")         # a label never seen in training is an error
+model_config.update(label_map.to_dict())       # {"id2label": ..., "label2id": ...}
 """
 
 from __future__ import annotations

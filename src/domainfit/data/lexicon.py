@@ -62,11 +62,19 @@ class Lexicon:
             if triples is None:
                 triples = len(fields) >= 3
             if triples and len(fields) != 3:
-                raise DataError(f"expected a triple head<TAB>relation<TAB>tail, found {len(fields)} field(s)", path=path,
-                                line=line_no, fix="use three tab-separated fields on every line, or a plain term list.")
+                raise DataError(
+                    f"expected a triple head<TAB>relation<TAB>tail, found {len(fields)} field(s)",
+                    path=path,
+                    line=line_no,
+                    fix="use three tab-separated fields on every line, or a plain term list.",
+                )
             if not triples and len(fields) != 1:
-                raise DataError("a term list has one term per line (this line has a tab)", path=path, line=line_no,
-                                fix="remove the tab, or give every line three fields (triples).")
+                raise DataError(
+                    "a term list has one term per line (this line has a tab)",
+                    path=path,
+                    line=line_no,
+                    fix="remove the tab, or give every line three fields (triples).",
+                )
             terms += [fields[0], fields[2]] if triples else [fields[0]]
         lexicon = cls(terms)
         if not lexicon.terms:
@@ -79,7 +87,11 @@ class Lexicon:
         folded = "".join(_fold(ch) for ch in text)
         i = 0
         while i < len(folded):
-            end = self._longest_at(folded, i) if i == 0 or not (_is_word_char(text[i - 1]) and _is_word_char(text[i])) else None
+            end = (
+                self._longest_at(folded, i)
+                if i == 0 or not (_is_word_char(text[i - 1]) and _is_word_char(text[i]))
+                else None
+            )
             if end is None:
                 i += 1
             else:

@@ -49,9 +49,16 @@ def word_splitter(language: str, lexicon: Lexicon | None = None) -> WordSplitter
     return WordSplitter(language, lexicon.terms if lexicon is not None else (), term_freq=TERM_FREQ)
 
 
-def masking_units(text: str, offsets: list[tuple[int, int]], special: list[int], word_ids: list[int | None], *,
-                  strategy: str, splitter: WordSplitter, lexicon: Lexicon | None = None
-                  ) -> tuple[list[list[int]], list[bool]]:
+def masking_units(
+    text: str,
+    offsets: list[tuple[int, int]],
+    special: list[int],
+    word_ids: list[int | None],
+    *,
+    strategy: str,
+    splitter: WordSplitter,
+    lexicon: Lexicon | None = None,
+) -> tuple[list[list[int]], list[bool]]:
     """Group a text's token positions into units that are masked together.
 
     Args:
@@ -95,8 +102,9 @@ def masking_units(text: str, offsets: list[tuple[int, int]], special: list[int],
     return units, [any(i in term_tokens for i in unit) for unit in units]
 
 
-def _union_overlapping(uf: _UnionFind, tokens: list[int], offsets: list[tuple[int, int]],
-                       spans: list[tuple[int, int]]) -> set[int]:
+def _union_overlapping(
+    uf: _UnionFind, tokens: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]
+) -> set[int]:
     """Union all tokens whose character span overlaps the same span; return the tokens touched."""
     touched: set[int] = set()
     spans = sorted(spans)
@@ -116,8 +124,14 @@ def _union_overlapping(uf: _UnionFind, tokens: list[int], offsets: list[tuple[in
     return touched
 
 
-def choose_masked(units: list[list[int]], is_term: list[bool], *, probability: float, term_fraction: float = 0.0,
-                  generator: torch.Generator | None = None) -> list[int]:
+def choose_masked(
+    units: list[list[int]],
+    is_term: list[bool],
+    *,
+    probability: float,
+    term_fraction: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[int]:
     """Token positions to predict: whole units, about ``probability`` of the tokens (at least one unit).
 
     Terms are taken first (shuffled) while under ``term_fraction`` of the budget, then other units
@@ -155,13 +169,23 @@ class MaskingCollator:
         lexicon: domain terms for "knowledge" masking.
     """
 
-    def __init__(self, tokenizer: Any, masking: MaskingConfig, *, max_length: int, text_prefix: str = "",
-                 lexicon: Lexicon | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        masking: MaskingConfig,
+        *,
+        max_length: int,
+        text_prefix: str = "",
+        lexicon: Lexicon | None = None,
+    ) -> None:
         if tokenizer.mask_token_id is None:
             from domainfit.errors import ModelError
 
-            raise ModelError("this tokenizer has no mask token, so the model cannot be trained as a masked LM",
-                             key="train.objective", fix="use objective clm for decoder models, or an encoder (BERT-like) model.")
+            raise ModelError(
+                "this tokenizer has no mask token, so the model cannot be trained as a masked LM",
+                key="train.objective",
+                fix="use objective clm for decoder models, or an encoder (BERT-like) model.",
+            )
         self.tokenizer, self.masking, self.max_length, self.text_prefix = tokenizer, masking, max_length, text_prefix
         self.lexicon = lexicon
         self.splitter = word_splitter(masking.language, lexicon)  # jieba loads only if a Chinese text comes
@@ -169,13 +193,24 @@ class MaskingCollator:
     def encode(self, texts: list[str]) -> list[dict[str, Any]]:
         """Token ids and masking units of each text."""
         texts = [self.text_prefix + t for t in texts]
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
-                             return_special_tokens_mask=True)
+        enc = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+        )
         items = []
         for i, text in enumerate(texts):
             units, is_term = masking_units(
-                text, enc["offset_mapping"][i], enc["special_tokens_mask"][i], enc.word_ids(i),
-                strategy=self.masking.strategy, splitter=self.splitter, lexicon=self.lexicon)
+                text,
+                enc["offset_mapping"][i],
+                enc["special_tokens_mask"][i],
+                enc.word_ids(i),
+                strategy=self.masking.strategy,
+                splitter=self.splitter,
+                lexicon=self.lexicon,
+            )
             items.append({"input_ids": enc["input_ids"][i], "units": units, "is_term": is_term})
         return items
 
@@ -186,9 +221,13 @@ class MaskingCollator:
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()  # (batch, seq)
         picked = torch.zeros_like(input_ids, dtype=torch.bool)
         for row, it in enumerate(items):
-            positions = choose_masked(it["units"], it["is_term"], probability=self.masking.probability,
-                                      term_fraction=self.masking.term_fraction if self.masking.strategy == "knowledge" else 0.0,
-                                      generator=generator)
+            positions = choose_masked(
+                it["units"],
+                it["is_term"],
+                probability=self.masking.probability,
+                term_fraction=self.masking.term_fraction if self.masking.strategy == "knowledge" else 0.0,
+                generator=generator,
+            )
             picked[row, positions] = True
         labels = torch.where(picked, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
         draw = torch.rand(input_ids.shape, generator=generator)  # (batch, seq)

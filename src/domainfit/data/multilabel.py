@@ -108,8 +108,16 @@ def read_multilabel_examples(
     The other arguments are those of :func:`domainfit.data.readers.read_examples`.
     """
     examples = read_examples(
-        path, format=format, text_column=text_column, label_column=label_column, separator=separator,
-        encoding=encoding, header=header, require_labels=True, skip_empty=skip_empty, skipped=skipped,
+        path,
+        format=format,
+        text_column=text_column,
+        label_column=label_column,
+        separator=separator,
+        encoding=encoding,
+        header=header,
+        require_labels=True,
+        skip_empty=skip_empty,
+        skipped=skipped,
         parse_label=lambda value, where: parse_label_set(value, where, separator=label_separator),
     )
     return [MultiLabelExample(e.text, e.label, e.line, e.unit) for e in examples]
@@ -152,7 +160,9 @@ class MultiLabelSet:
                 row[self.index[label]] = 1.0
         return row
 
-    def check(self, examples: list[MultiLabelExample], path: str | Path | None, *, policy: str) -> list[MultiLabelExample]:
+    def check(
+        self, examples: list[MultiLabelExample], path: str | Path | None, *, policy: str
+    ) -> list[MultiLabelExample]:
         """Handle labels of validation/test examples that never appear in training.
 
         Args:
@@ -180,8 +190,9 @@ class MultiLabelSet:
                 "ignore labels the training data lacks",
             )
         log.warning("%s: %d label(s) never seen in training are ignored: %s", path, len(unseen), names)
-        return [MultiLabelExample(e.text, tuple(x for x in e.label if x in self.index), e.line, e.unit)
-                for e in examples]
+        return [
+            MultiLabelExample(e.text, tuple(x for x in e.label if x in self.index), e.line, e.unit) for e in examples
+        ]
 
 
 def label_statistics(examples: Sequence[MultiLabelExample]) -> dict[str, Any]:

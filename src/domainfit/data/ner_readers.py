@@ -72,8 +72,15 @@ class SpanKeys:
     end_inclusive: bool | None = None  # None: True when the end key is CMeEE's end_idx
 
 
-def read_ner_examples(path: str | Path, *, format: str = "auto", encoding: str = "utf-8", tag_scheme: str = "iob2",
-                      keys: SpanKeys = SpanKeys(), overlapping_spans: str = "error") -> list[NerExample]:
+def read_ner_examples(
+    path: str | Path,
+    *,
+    format: str = "auto",
+    encoding: str = "utf-8",
+    tag_scheme: str = "iob2",
+    keys: SpanKeys = SpanKeys(),
+    overlapping_spans: str = "error",
+) -> list[NerExample]:
     """Read a CoNLL or span file into :class:`NerExample` records.
 
     Args:
@@ -92,13 +99,22 @@ def read_ner_examples(path: str | Path, *, format: str = "auto", encoding: str =
     try:
         text = path.read_text(encoding=encoding)
     except UnicodeDecodeError as e:
-        raise DataError(f"not valid {encoding} text (byte {e.start})", path=path,
-                        fix="set data.encoding to the file's encoding, e.g. latin-1.") from e
-    examples = (read_conll_text(text, path, tag_scheme=tag_scheme) if format == "conll"
-                else read_span_text(text, path, keys=keys, overlapping_spans=overlapping_spans))
+        raise DataError(
+            f"not valid {encoding} text (byte {e.start})",
+            path=path,
+            fix="set data.encoding to the file's encoding, e.g. latin-1.",
+        ) from e
+    examples = (
+        read_conll_text(text, path, tag_scheme=tag_scheme)
+        if format == "conll"
+        else read_span_text(text, path, keys=keys, overlapping_spans=overlapping_spans)
+    )
     if not examples:
-        raise DataError("no sentences found", path=path,
-                        fix="a CoNLL file needs 'token<TAB>tag' lines; a span file needs objects with a text.")
+        raise DataError(
+            "no sentences found",
+            path=path,
+            fix="a CoNLL file needs 'token<TAB>tag' lines; a span file needs objects with a text.",
+        )
     return examples
 
 
@@ -124,25 +140,37 @@ def read_conll_text(content: str, path: Path, *, tag_scheme: str = "iob2") -> li
         fields = line.split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields if f.strip()]
         if len(fields) < 2:
-            raise DataError(f"expected 'token<TAB>tag', found one column: {raw!r:.80}", path=path, line=number,
-                            column=2, fix="give every token a tag (O, B-TYPE or I-TYPE) after a tab; "
-                                          "separate sentences by an empty line.")
+            raise DataError(
+                f"expected 'token<TAB>tag', found one column: {raw!r:.80}",
+                path=path,
+                line=number,
+                column=2,
+                fix="give every token a tag (O, B-TYPE or I-TYPE) after a tab; separate sentences by an empty line.",
+            )
         tag = fields[-1]
         match = _TAG.match(tag)
         if match is None:
-            raise DataError(f"tag {tag!r} is not in IOB2 form (expected O, B-TYPE or I-TYPE)", path=path,
-                            line=number, column=len(fields),
-                            fix="write entity tags as B-TYPE for the first word and I-TYPE for the rest, O outside.")
+            raise DataError(
+                f"tag {tag!r} is not in IOB2 form (expected O, B-TYPE or I-TYPE)",
+                path=path,
+                line=number,
+                column=len(fields),
+                fix="write entity tags as B-TYPE for the first word and I-TYPE for the rest, O outside.",
+            )
         if not words:
             first_line = number
         words.append(fields[0])
         tags.append(tag if tag == "O" else f"{match.group(1)}-{match.group(2).strip()}")
         if tag_scheme == "iob2" and tag.startswith("I-") and not _continues(tags[:-1], tag[2:]):
             previous = tags[-2] if len(tags) > 1 else "the sentence start"
-            raise DataError(f"tag {tag!r} follows {previous!r}: in IOB2 an entity starts with B-{tag[2:]}",
-                            path=path, line=number, column=len(fields),
-                            fix="this looks like IOB1 tagging: set ner.tag_scheme: iob1 to convert it, "
-                                f"or change the tag to B-{tag[2:]}.")
+            raise DataError(
+                f"tag {tag!r} follows {previous!r}: in IOB2 an entity starts with B-{tag[2:]}",
+                path=path,
+                line=number,
+                column=len(fields),
+                fix="this looks like IOB1 tagging: set ner.tag_scheme: iob1 to convert it, "
+                f"or change the tag to B-{tag[2:]}.",
+            )
     if words:
         examples.append(_conll_sentence(words, tags, first_line, path, tag_scheme))
     return examples
@@ -169,8 +197,9 @@ def _conll_sentence(words: list[str], tags: list[str], line: int, path: Path, ta
     for word in words:
         starts.append(position)
         position += len(word) + 1
-    spans = [Span(starts[first], starts[last] + len(words[last]), label)
-             for label, first, last in tags_to_entities(tags)]
+    spans = [
+        Span(starts[first], starts[last] + len(words[last]), label) for label, first, last in tags_to_entities(tags)
+    ]
     return NerExample(text=" ".join(words), spans=tuple(spans), line=line, words=tuple(words), tags=tuple(tags))
 
 
@@ -200,8 +229,9 @@ def tags_to_entities(tags: list[str]) -> list[tuple[str, int, int]]:
 # JSON / JSONL spans
 
 
-def read_span_text(content: str, path: Path, *, keys: SpanKeys = SpanKeys(),
-                   overlapping_spans: str = "error") -> list[NerExample]:
+def read_span_text(
+    content: str, path: Path, *, keys: SpanKeys = SpanKeys(), overlapping_spans: str = "error"
+) -> list[NerExample]:
     """Parse a JSON array or JSON Lines of ``{"text": ..., "entities": [{start, end, label}...]}``."""
     stripped = content.lstrip("\ufeff \t\r\n")
     records = _json_array(content, path) if stripped.startswith("[") else _json_lines(content, path)
@@ -216,8 +246,13 @@ def _json_lines(content: str, path: Path) -> list[tuple[int, Any]]:
         try:
             records.append((number, json.loads(raw)))
         except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON: {e.msg}", path=path, line=number, column=e.colno,
-                            fix="each line of a .jsonl file must be one complete JSON object.") from e
+            raise DataError(
+                f"not valid JSON: {e.msg}",
+                path=path,
+                line=number,
+                column=e.colno,
+                fix="each line of a .jsonl file must be one complete JSON object.",
+            ) from e
     return records
 
 
@@ -233,16 +268,25 @@ def _json_array(content: str, path: Path) -> list[tuple[int, Any]]:
         try:
             item, end = decoder.raw_decode(content, position)
         except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON: {e.msg}", path=path, line=e.lineno, column=e.colno,
-                            fix="check the JSON syntax there (a missing comma or quote).") from e
+            raise DataError(
+                f"not valid JSON: {e.msg}",
+                path=path,
+                line=e.lineno,
+                column=e.colno,
+                fix="check the JSON syntax there (a missing comma or quote).",
+            ) from e
         records.append((content.count("\n", 0, position) + 1, item))
         position = _skip(content, end, " \t\r\n")
         if position < len(content) and content[position] == ",":
             position += 1
         elif position >= len(content) or content[position] != "]":
             line = content.count("\n", 0, position) + 1
-            raise DataError("not valid JSON: expected ',' or ']' after an array item", path=path, line=line,
-                            fix="separate the objects of the array with commas and close it with ].")
+            raise DataError(
+                "not valid JSON: expected ',' or ']' after an array item",
+                path=path,
+                line=line,
+                fix="separate the objects of the array with commas and close it with ].",
+            )
 
 
 def _skip(content: str, position: int, chars: str) -> int:
@@ -259,17 +303,31 @@ def _pick(record: dict, key: str, auto: tuple[str, ...]) -> str | None:
 
 def _span_record(record: Any, line: int, path: Path, keys: SpanKeys, overlapping: str) -> NerExample:
     if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, found {type(record).__name__}", path=path, line=line,
-                        fix='write each record as {"text": ..., "entities": [...]}.')
+        raise DataError(
+            f"expected a JSON object, found {type(record).__name__}",
+            path=path,
+            line=line,
+            fix='write each record as {"text": ..., "entities": [...]}.',
+        )
     text = record.get(keys.text)
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"expected a non-empty text string under {keys.text!r}, found {text!r:.60}", path=path,
-                        line=line, column=keys.text, fix="set ner.text_key to the key that holds the text.")
+        raise DataError(
+            f"expected a non-empty text string under {keys.text!r}, found {text!r:.60}",
+            path=path,
+            line=line,
+            column=keys.text,
+            fix="set ner.text_key to the key that holds the text.",
+        )
     entities_key = _pick(record, keys.entities, _AUTO_ENTITIES)
     entities = record.get(entities_key, []) if entities_key else []
     if not isinstance(entities, list):
-        raise DataError(f"expected a list of spans, found {type(entities).__name__}", path=path, line=line,
-                        column=entities_key, fix="write the entities as a JSON list of objects.")
+        raise DataError(
+            f"expected a list of spans, found {type(entities).__name__}",
+            path=path,
+            line=line,
+            column=entities_key,
+            fix="write the entities as a JSON list of objects.",
+        )
     spans = [_span(item, i, text, line, path, keys, entities_key or "entities") for i, item in enumerate(entities)]
     spans = _remove_overlaps(sorted(set(spans), key=lambda s: (s.start, -s.end, s.label)), line, path, overlapping)
     return NerExample(text=text, spans=tuple(spans), line=line)
@@ -278,39 +336,74 @@ def _span_record(record: Any, line: int, path: Path, keys: SpanKeys, overlapping
 def _span(item: Any, index: int, text: str, line: int, path: Path, keys: SpanKeys, entities_key: str) -> Span:
     where = f"{entities_key}[{index}]"
     if not isinstance(item, dict):
-        raise DataError(f"expected a span object, found {item!r:.60}", path=path, line=line, column=where,
-                        fix='write spans as {"start": 0, "end": 4, "label": "TYPE"}.')
+        raise DataError(
+            f"expected a span object, found {item!r:.60}",
+            path=path,
+            line=line,
+            column=where,
+            fix='write spans as {"start": 0, "end": 4, "label": "TYPE"}.',
+        )
     start_key = _pick(item, keys.start, _AUTO_START)
     end_key = _pick(item, keys.end, _AUTO_END)
     label_key = _pick(item, keys.label, _AUTO_LABEL)
-    for name, found, wanted in (("start", start_key, keys.start), ("end", end_key, keys.end),
-                                ("label", label_key, keys.label)):
+    for name, found, wanted in (
+        ("start", start_key, keys.start),
+        ("end", end_key, keys.end),
+        ("label", label_key, keys.label),
+    ):
         if found is None:
-            tried = " or ".join(repr(k) for k in {"start": _AUTO_START, "end": _AUTO_END, "label": _AUTO_LABEL}[name]) \
-                if wanted == "auto" else repr(wanted)
-            raise DataError(f"span has no {name} key (looked for {tried}); its keys are {sorted(item)}", path=path,
-                            line=line, column=where, fix=f"set ner.{name}_key to the key that holds the span {name}.")
+            tried = (
+                " or ".join(repr(k) for k in {"start": _AUTO_START, "end": _AUTO_END, "label": _AUTO_LABEL}[name])
+                if wanted == "auto"
+                else repr(wanted)
+            )
+            raise DataError(
+                f"span has no {name} key (looked for {tried}); its keys are {sorted(item)}",
+                path=path,
+                line=line,
+                column=where,
+                fix=f"set ner.{name}_key to the key that holds the span {name}.",
+            )
     start, end, label = item[start_key], item[end_key], item[label_key]
     for name, value in ((start_key, start), (end_key, end)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise DataError(f"expected an integer character offset, found {value!r:.40}", path=path, line=line,
-                            column=f"{where}.{name}", fix="give character offsets as integers.")
+            raise DataError(
+                f"expected an integer character offset, found {value!r:.40}",
+                path=path,
+                line=line,
+                column=f"{where}.{name}",
+                fix="give character offsets as integers.",
+            )
     if not isinstance(label, str) or not label.strip():
-        raise DataError(f"expected a non-empty label string, found {label!r:.40}", path=path, line=line,
-                        column=f"{where}.{label_key}", fix="give every span an entity type.")
+        raise DataError(
+            f"expected a non-empty label string, found {label!r:.40}",
+            path=path,
+            line=line,
+            column=f"{where}.{label_key}",
+            fix="give every span an entity type.",
+        )
     inclusive = keys.end_inclusive if keys.end_inclusive is not None else end_key == "end_idx"
     stop = end + 1 if inclusive else end
     if not 0 <= start < stop <= len(text):
         shown = f"[{start}, {end}]" if inclusive else f"[{start}, {end})"
-        raise DataError(f"span {shown} lies outside the text (length {len(text)}) or is empty", path=path, line=line,
-                        column=where, fix="offsets count characters from 0; check ner.end_inclusive "
-                                          f"(now {'inclusive' if inclusive else 'exclusive'} end).")
+        raise DataError(
+            f"span {shown} lies outside the text (length {len(text)}) or is empty",
+            path=path,
+            line=line,
+            column=where,
+            fix="offsets count characters from 0; check ner.end_inclusive "
+            f"(now {'inclusive' if inclusive else 'exclusive'} end).",
+        )
     text_key = next((k for k in _AUTO_SPAN_TEXT if k in item and k not in (start_key, end_key, label_key)), None)
     if text_key is not None and isinstance(item[text_key], str) and item[text_key] != text[start:stop]:
-        raise DataError(f"span text mismatch: text[{start}:{stop}] is {text[start:stop]!r} but the span says "
-                        f"{item[text_key]!r}", path=path, line=line, column=f"{where}.{text_key}",
-                        fix="fix the offsets; if they are all off by one, set ner.end_inclusive "
-                            f"to {'false' if inclusive else 'true'}.")
+        raise DataError(
+            f"span text mismatch: text[{start}:{stop}] is {text[start:stop]!r} but the span says {item[text_key]!r}",
+            path=path,
+            line=line,
+            column=f"{where}.{text_key}",
+            fix="fix the offsets; if they are all off by one, set ner.end_inclusive "
+            f"to {'false' if inclusive else 'true'}.",
+        )
     return Span(start, stop, label.strip())
 
 
@@ -320,10 +413,14 @@ def _remove_overlaps(spans: list[Span], line: int, path: Path, overlapping: str)
         if kept and span.start < kept[-1].end:
             other = kept[-1]
             if overlapping == "error":
-                raise DataError(f"spans overlap: {other.label} [{other.start}, {other.end}) and {span.label} "
-                                f"[{span.start}, {span.end})", path=path, line=line,
-                                fix="IOB tagging holds one entity per character: remove one, or set "
-                                    "ner.overlapping_spans: keep_longer (nested entities are dropped).")
+                raise DataError(
+                    f"spans overlap: {other.label} [{other.start}, {other.end}) and {span.label} "
+                    f"[{span.start}, {span.end})",
+                    path=path,
+                    line=line,
+                    fix="IOB tagging holds one entity per character: remove one, or set "
+                    "ner.overlapping_spans: keep_longer (nested entities are dropped).",
+                )
             if span.end - span.start > other.end - other.start:
                 kept[-1] = span
             continue

@@ -33,8 +33,11 @@ def _read_parquet(path: Path, text: str | None, options: ReadOptions) -> Iterato
             fix="check that this is a Parquet file, or set `format` to the file's real format",
         ) from e
     names = table.column_names
-    for column, required in [(options.text_column, True), (options.label_column, options.require_labels),
-                             (options.group_column, True)]:
+    for column, required in [
+        (options.text_column, True),
+        (options.label_column, options.require_labels),
+        (options.group_column, True),
+    ]:
         if column is not None and column not in names and required:
             raise missing_column_error(column, names, path, None)
     texts = table.column(options.text_column).to_pylist()
@@ -44,4 +47,3 @@ def _read_parquet(path: Path, text: str | None, options: ReadOptions) -> Iterato
     groups = table.column(options.group_column).to_pylist() if has_groups else [None] * len(texts)
     for number, (text_value, label, group) in enumerate(zip(texts, labels, groups), start=1):
         yield RawRecord(number, text_value, label, group)
-

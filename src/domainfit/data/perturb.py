@@ -177,8 +177,7 @@ def _opencc(config: str) -> Any:
         raise MissingExtraError(
             "simplified/traditional Chinese conversion needs opencc, which is not installed",
             key="--perturbations",
-            fix='pip install "domainfit[trust]", or leave out '
-            "the perturbations zh-traditional and zh-simplified",
+            fix='pip install "domainfit[trust]", or leave out the perturbations zh-traditional and zh-simplified',
         ) from e
     return opencc.OpenCC(config)
 
@@ -295,9 +294,7 @@ PERTURBATIONS.register("lowercase", Perturbation(_lowercase, "every letter in lo
 PERTURBATIONS.register("uppercase", Perturbation(_uppercase, "every letter in upper case", script="latin"))
 PERTURBATIONS.register("punctuation", Perturbation(_punctuation, "punctuation removed (numbers kept whole)"))
 PERTURBATIONS.register("whitespace", Perturbation(_whitespace, "extra spaces between words, trailing spaces"))
-PERTURBATIONS.register(
-    "numbers", Perturbation(_numbers, "number formats: 1,000 <-> 1000, 5.0 -> 5, 5% <-> 5 %")
-)
+PERTURBATIONS.register("numbers", Perturbation(_numbers, "number formats: 1,000 <-> 1000, 5.0 -> 5, 5% <-> 5 %"))
 PERTURBATIONS.register(
     "zh-traditional",
     Perturbation(

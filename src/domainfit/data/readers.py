@@ -93,12 +93,15 @@ def read_examples(
     format = _resolve_format(path, format)
     if format in _KEYED_FORMATS:
         # Records are read by key: a number (`text_column: 0` in YAML) names the key "0".
-        text_column, label_column, group_column = (_as_key(c) for c in
-                                                   (text_column, label_column, group_column))
+        text_column, label_column, group_column = (_as_key(c) for c in (text_column, label_column, group_column))
     if group_column is not None and format == "delimited":
-        raise DataError("a `text<separator>label` file has no group column", path=path, column=group_column,
-                        fix="give the data as CSV, TSV, JSON Lines, JSON or Parquet with a group column, or "
-                            "remove the group column setting")
+        raise DataError(
+            "a `text<separator>label` file has no group column",
+            path=path,
+            column=group_column,
+            fix="give the data as CSV, TSV, JSON Lines, JSON or Parquet with a group column, or "
+            "remove the group column setting",
+        )
     options = ReadOptions(text_column, label_column, separator, header, require_labels, group_column)
     if format in _BINARY_FORMATS and stat.S_ISFIFO(path.stat().st_mode):
         raise DataError(  # Parquet is read by seeking to its footer, which a pipe cannot do
@@ -117,8 +120,7 @@ def read_examples(
         examples.append(to_example(raw, path, options, unit, parse_label))
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-        log.info("%s: left out %d records with empty text (data.skip_empty), at %ss %s",
-                 path, len(empty), unit, shown)
+        log.info("%s: left out %d records with empty text (data.skip_empty), at %ss %s", path, len(empty), unit, shown)
         if skipped is not None:
             skipped.extend(empty)
     if not examples:
@@ -137,8 +139,6 @@ _KEYED_FORMATS = {"json", "jsonl", "parquet"}
 
 def _as_key(column: str | int | None) -> str | None:
     return str(column) if isinstance(column, int) and not isinstance(column, bool) else column
-
-
 
 
 def _resolve_format(path: Path, format: str) -> str:
@@ -171,4 +171,3 @@ def _resolve_format(path: Path, format: str) -> str:
         path=path,
         fix=f"rename the file or give the format explicitly: one of {', '.join(READERS.names())}",
     )
-

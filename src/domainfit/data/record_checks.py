@@ -29,8 +29,9 @@ def is_empty_text(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def to_example(raw: RawRecord, path: Path, options: ReadOptions, unit: str,
-               parse_label: LabelParser | None = None) -> Example:
+def to_example(
+    raw: RawRecord, path: Path, options: ReadOptions, unit: str, parse_label: LabelParser | None = None
+) -> Example:
     """Check ``raw``'s text, label and group, and make the Example; a DataError at the bad cell otherwise."""
     text = _clean_text(raw, path, options.text_column, unit)
     if parse_label is not None and options.label_column is not None:
@@ -118,4 +119,3 @@ def _clean_label(raw: RawRecord, path: Path, options: ReadOptions, unit: str) ->
             fix="fill in the label or remove this row (only `domainfit predict` reads unlabelled files)",
         )
     return None
-

@@ -145,4 +145,3 @@ def missing_column_error(
     if number is None:
         return DataError(what_found, path=path, column=column, fix=fix)
     return data_error_at(number, what_found, path=path, column=column, unit=unit, fix=fix)
-

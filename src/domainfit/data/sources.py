@@ -67,8 +67,10 @@ def locate(name: str, data_dir: str | Path | None = None, *, download: bool = Tr
             return path.resolve()
     target = Path(data_dir) if data_dir else Path.home() / ".cache" / "domainfit" / "datasets"
     if not download:
-        raise DataError(f"dataset {name!r} not found in: {', '.join(str(d) for d in candidate_dirs(data_dir))}",
-                        fix=f"download {source.url} and unpack it into <data dir>/{source.name}/, then pass --data-dir.")
+        raise DataError(
+            f"dataset {name!r} not found in: {', '.join(str(d) for d in candidate_dirs(data_dir))}",
+            fix=f"download {source.url} and unpack it into <data dir>/{source.name}/, then pass --data-dir.",
+        )
     return fetch(source, target)
 
 
@@ -84,15 +86,19 @@ def fetch(source: DatasetSource, target: Path) -> Path:
             with urllib.request.urlopen(source.url, timeout=60) as r:
                 shutil.copyfileobj(r, f)
         except OSError as e:
-            raise DataError(f"could not download {source.url}: {e}",
-                            fix=f"on a machine with internet, download it, copy it to {folder}/ and unpack it "
-                                "there; or pass --data-dir pointing at a folder that holds it.") from e
+            raise DataError(
+                f"could not download {source.url}: {e}",
+                fix=f"on a machine with internet, download it, copy it to {folder}/ and unpack it "
+                "there; or pass --data-dir pointing at a folder that holds it.",
+            ) from e
         f.flush()
         digest = sha256_of(Path(f.name))
         if digest != source.sha256:
-            raise DataError(f"downloaded file has SHA-256 {digest}, expected {source.sha256}", path=archive,
-                            fix="the source changed or the download was corrupted; fetch it again or get a "
-                                "verified copy.")
+            raise DataError(
+                f"downloaded file has SHA-256 {digest}, expected {source.sha256}",
+                path=archive,
+                fix="the source changed or the download was corrupted; fetch it again or get a verified copy.",
+            )
     with zipfile.ZipFile(archive) as z:
         z.extractall(folder)
     return (folder / source.file).resolve()

@@ -76,10 +76,15 @@ class DedupReport:
         where = f"{self.path}: " if self.path else ""
         text = f"{where}removed {self.n_duplicates} duplicate texts ({self.n_in} -> {self.n_out} examples)"
         if self.n_conflicting:
-            kept = {"first": "the first label was kept", "majority": "the most frequent label was kept",
-                    "drop": "every copy of those texts was dropped"}[self.policy]
-            text += (f"; {self.n_conflicting_texts} texts had copies with different labels, "
-                     f"{self.n_conflicting} copies in all ({kept}; data.conflicting_labels: {self.policy})")
+            kept = {
+                "first": "the first label was kept",
+                "majority": "the most frequent label was kept",
+                "drop": "every copy of those texts was dropped",
+            }[self.policy]
+            text += (
+                f"; {self.n_conflicting_texts} texts had copies with different labels, "
+                f"{self.n_conflicting} copies in all ({kept}; data.conflicting_labels: {self.policy})"
+            )
             for c in self.conflicts:
                 kept_part = f"line {c.kept_line} {c.kept_label!r} kept, " if c.kept_line is not None else ""
                 text += f"\n  {kept_part}line {c.dropped_line} {c.dropped_label!r} dropped: {c.text[:60]!r}"
@@ -110,8 +115,11 @@ def deduplicate(
         ConfigError: an unknown ``conflicting_labels``.
     """
     if conflicting_labels not in CONFLICT_POLICIES:
-        raise ConfigError(f"unknown conflicting_labels {conflicting_labels!r}", key="data.conflicting_labels",
-                          fix=f"use one of: {', '.join(CONFLICT_POLICIES)}")
+        raise ConfigError(
+            f"unknown conflicting_labels {conflicting_labels!r}",
+            key="data.conflicting_labels",
+            fix=f"use one of: {', '.join(CONFLICT_POLICIES)}",
+        )
     copies: dict[str, list[Example]] = {}
     n_in = 0
     for example in examples:
@@ -351,8 +359,15 @@ def _draw_per_label(examples: Sequence[Example], count: Callable[[int], int], se
     return [e for i, e in enumerate(examples) if i in keep]
 
 
-def make_splits(train: list[Example], given: dict[str, list[Example]], data: Any, info: dict[str, Any], *,
-                stratify: bool, what: str = "texts") -> dict[str, list[Example]]:
+def make_splits(
+    train: list[Example],
+    given: dict[str, list[Example]],
+    data: Any,
+    info: dict[str, Any],
+    *,
+    stratify: bool,
+    what: str = "texts",
+) -> dict[str, list[Example]]:
     """The split every labelled task shares: deduplicate, split off validation/test where no file gives them,
     warn about overlap between splits, and cut ``data.max_train_samples``. Fills ``info`` (split, dedup, overlap).
 
@@ -370,23 +385,43 @@ def make_splits(train: list[Example], given: dict[str, list[Example]], data: Any
         splits = {"train": train, **given}
     else:
         test_fraction = 0.0 if "test" in given else data.test_fraction
-        splits = split_examples(train, val_fraction=data.validation_fraction, test_fraction=test_fraction,
-                                seed=data.split_seed, stratify=stratify, path=data.train,
-                                conflicting_labels=policy)
+        splits = split_examples(
+            train,
+            val_fraction=data.validation_fraction,
+            test_fraction=test_fraction,
+            seed=data.split_seed,
+            stratify=stratify,
+            path=data.train,
+            conflicting_labels=policy,
+        )
         _, report = deduplicate(train, path=data.train, conflicting_labels=policy)
         splits.update(given)
-        info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
-                         "test_fraction": test_fraction, "seed": data.split_seed, "stratified": stratify}
+        info["split"] = {
+            "from": data.train,
+            "validation_fraction": data.validation_fraction,
+            "test_fraction": test_fraction,
+            "seed": data.split_seed,
+            "stratified": stratify,
+        }
     if report.n_duplicates:
         # Conflicting labels are label noise the user should know of: a warning, not an info line.
         (log.warning if report.n_conflicting else log.info)("%s", report.summary())
-    info["dedup"] = {"rows_read": report.n_in, "unique": report.n_out, "duplicates_removed": report.n_duplicates,
-                     "conflicting_labels": report.n_conflicting,
-                     "conflicting_texts": report.n_conflicting_texts, "conflicting_labels_policy": policy}
+    info["dedup"] = {
+        "rows_read": report.n_in,
+        "unique": report.n_out,
+        "duplicates_removed": report.n_duplicates,
+        "conflicting_labels": report.n_conflicting,
+        "conflicting_texts": report.n_conflicting_texts,
+        "conflicting_labels_policy": policy,
+    }
     overlap = find_overlap(splits)
     if overlap:
-        log.warning("%d %s appear in more than one split, e.g. %s; scores on those splits are optimistic.",
-                    len(overlap), what, overlap[0].describe(info["files"]))
+        log.warning(
+            "%d %s appear in more than one split, e.g. %s; scores on those splits are optimistic.",
+            len(overlap),
+            what,
+            overlap[0].describe(info["files"]),
+        )
         info["overlap_between_splits"] = len(overlap)
     if data.max_train_samples is not None:
         splits["train"] = splits["train"][: data.max_train_samples]

@@ -66,10 +66,17 @@ class SentenceEncoding:
     entities: list[tuple[str, int, int]] | None = None
 
 
-def encode_sentence(tokenizer: Any, text: str, *, words: Sequence[str] | None = None,
-                    tags: Sequence[str] | None = None, spans: Sequence[Span] | None = None,
-                    label2id: dict[str, int] | None = None, label_all_subwords: bool = False,
-                    unit: str = "words") -> SentenceEncoding:
+def encode_sentence(
+    tokenizer: Any,
+    text: str,
+    *,
+    words: Sequence[str] | None = None,
+    tags: Sequence[str] | None = None,
+    spans: Sequence[Span] | None = None,
+    label2id: dict[str, int] | None = None,
+    label_all_subwords: bool = False,
+    unit: str = "words",
+) -> SentenceEncoding:
     """Tokenise one sentence and align its gold tags or spans to tokens.
 
     Args:
@@ -115,8 +122,9 @@ def encode_sentence(tokenizer: Any, text: str, *, words: Sequence[str] | None = 
     for token, word in enumerate(word_ids):
         if word is None:
             continue
-        if word not in first_of or (is_boundary_marker(pieces[first_of[word]])
-                                    and not is_boundary_marker(pieces[token])):
+        if word not in first_of or (
+            is_boundary_marker(pieces[first_of[word]]) and not is_boundary_marker(pieces[token])
+        ):
             first_of[word] = token
     kept = sorted(first_of)
     word_spans = [all_spans[w] for w in kept]
@@ -142,14 +150,24 @@ def encode_sentence(tokenizer: Any, text: str, *, words: Sequence[str] | None = 
     if spans is not None:
         entities = [(span.label, span.start, span.end) for span in spans]
     elif word_tags is not None:
-        entities = [(label, word_spans[first][0], word_spans[last][1])
-                    for label, first, last in tags_to_entities(word_tags)]
-    return SentenceEncoding(text=text, ids=ids, labels=labels, first_tokens=[first_of[w] for w in kept],
-                            word_spans=word_spans, tags=word_tags, snapped=snapped, entities=entities)
+        entities = [
+            (label, word_spans[first][0], word_spans[last][1]) for label, first, last in tags_to_entities(word_tags)
+        ]
+    return SentenceEncoding(
+        text=text,
+        ids=ids,
+        labels=labels,
+        first_tokens=[first_of[w] for w in kept],
+        word_spans=word_spans,
+        tags=word_tags,
+        snapped=snapped,
+        entities=entities,
+    )
 
 
-def _encode_tokens(tokenizer: Any, text: str, spans: Sequence[Span] | None,
-                   label2id: dict[str, int] | None) -> SentenceEncoding:
+def _encode_tokens(
+    tokenizer: Any, text: str, spans: Sequence[Span] | None, label2id: dict[str, int] | None
+) -> SentenceEncoding:
     """Every token that covers characters of ``text`` is a unit, tagged by the gold spans it overlaps."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = enc["input_ids"]
@@ -171,15 +189,25 @@ def _encode_tokens(tokenizer: Any, text: str, spans: Sequence[Span] | None,
         for token, tag in zip(units, tags):
             labels[token] = label2id[tag]
     entities = [(span.label, span.start, span.end) for span in spans] if spans is not None else None
-    return SentenceEncoding(text=text, ids=ids, labels=labels, first_tokens=units, word_spans=unit_spans,
-                            tags=tags, snapped=snapped, entities=entities)
+    return SentenceEncoding(
+        text=text,
+        ids=ids,
+        labels=labels,
+        first_tokens=units,
+        word_spans=unit_spans,
+        tags=tags,
+        snapped=snapped,
+        entities=entities,
+    )
 
 
 def decode_entities(enc: SentenceEncoding, tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """Entities ``(label, start, end)`` as character spans of ``enc.text`` from one IOB2 tag per unit
     (strict IOB2, as they are scored)."""
-    return [(label, enc.word_spans[first][0], enc.word_spans[last][1])
-            for label, first, last in tags_to_entities(list(tags))]
+    return [
+        (label, enc.word_spans[first][0], enc.word_spans[last][1])
+        for label, first, last in tags_to_entities(list(tags))
+    ]
 
 
 def spans_to_tags(spans: Sequence[Span], word_spans: Sequence[tuple[int, int]]) -> tuple[list[str], int]:
@@ -243,8 +271,9 @@ def plan_windows(n_tokens: int, size: int, stride: int) -> list[Window]:
     return windows
 
 
-def merge_window_logits(window_logits: Sequence[np.ndarray], windows: Sequence[Window], n_tokens: int,
-                        offset: int) -> np.ndarray:
+def merge_window_logits(
+    window_logits: Sequence[np.ndarray], windows: Sequence[Window], n_tokens: int, offset: int
+) -> np.ndarray:
     """Per-token logits of the whole sentence from its windows' logits.
 
     Args:

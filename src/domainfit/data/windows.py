@@ -59,16 +59,25 @@ class WindowSettings:
     def check(self, key: str = "model.window_stride") -> None:
         """Raise a ConfigError if the stride would skip tokens or the aggregation is unknown."""
         if self.content_length < 1:
-            raise ConfigError(f"max_length {self.max_length} leaves no room for text between the "
-                              f"{self.n_head + self.n_tail} special tokens", key="model.max_length")
+            raise ConfigError(
+                f"max_length {self.max_length} leaves no room for text between the "
+                f"{self.n_head + self.n_tail} special tokens",
+                key="model.max_length",
+            )
         if self.step > self.content_length:
-            raise ConfigError(f"a stride of {self.step} tokens would skip text: windows hold only "
-                              f"{self.content_length} content tokens ({self.max_length} minus "
-                              f"{self.n_head + self.n_tail} special tokens)", key=key,
-                              fix=f"set {key} to at most {self.content_length} (null: half a window).")
+            raise ConfigError(
+                f"a stride of {self.step} tokens would skip text: windows hold only "
+                f"{self.content_length} content tokens ({self.max_length} minus "
+                f"{self.n_head + self.n_tail} special tokens)",
+                key=key,
+                fix=f"set {key} to at most {self.content_length} (null: half a window).",
+            )
         if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"unknown window aggregation {self.aggregation!r}", key="model.window_aggregation",
-                              fix=f"use one of: {', '.join(AGGREGATIONS)}.")
+            raise ConfigError(
+                f"unknown window aggregation {self.aggregation!r}",
+                key="model.window_aggregation",
+                fix=f"use one of: {', '.join(AGGREGATIONS)}.",
+            )
 
 
 def special_token_counts(tokenizer: Any) -> tuple[int, int]:
@@ -105,8 +114,10 @@ def split_windows(ids: Sequence[int], settings: WindowSettings) -> list[tuple[li
     head = list(ids[: settings.n_head])
     tail = list(ids[len(ids) - settings.n_tail :]) if settings.n_tail else []
     content = list(ids[settings.n_head : len(ids) - settings.n_tail])
-    return [(head + content[s:e] + tail, s, e)
-            for s, e in window_spans(len(content), settings.content_length, settings.step)]
+    return [
+        (head + content[s:e] + tail, s, e)
+        for s, e in window_spans(len(content), settings.content_length, settings.step)
+    ]
 
 
 def aggregate_by_group(logits: Any, groups: Sequence[int], how: str) -> Any:
@@ -135,8 +146,11 @@ def aggregate_by_group(logits: Any, groups: Sequence[int], how: str) -> Any:
     elif how == "max":
         out = torch.full(shape, float("-inf"), dtype=values.dtype).scatter_reduce_(0, expand, values, "amax")
     else:
-        raise ConfigError(f"unknown window aggregation {how!r}", key="model.window_aggregation",
-                          fix=f"use one of: {', '.join(AGGREGATIONS)}.")
+        raise ConfigError(
+            f"unknown window aggregation {how!r}",
+            key="model.window_aggregation",
+            fix=f"use one of: {', '.join(AGGREGATIONS)}.",
+        )
     return out.numpy() if is_numpy else out
 
 
@@ -147,7 +161,8 @@ def group_labels(labels: Any, groups: Sequence[int]) -> Any:
     index = torch.as_tensor(np.asarray(groups), dtype=torch.long)
     n_docs = int(index.max()) + 1 if len(index) else 0
     first = torch.full((n_docs,), len(index), dtype=torch.long).scatter_reduce_(
-        0, index, torch.arange(len(index)), "amin")
+        0, index, torch.arange(len(index)), "amin"
+    )
     return labels[first]
 
 
@@ -189,8 +204,9 @@ def encode_windows(texts: Sequence[str], tokenizer: Any, settings: WindowSetting
     return windows
 
 
-def window_rows(ids: Sequence[Sequence[int]],
-                settings: WindowSettings) -> tuple[list[list[int]], list[list[int]], list[int]]:
+def window_rows(
+    ids: Sequence[Sequence[int]], settings: WindowSettings
+) -> tuple[list[list[int]], list[list[int]], list[int]]:
     """Prediction: (window ids, token type ids, document index) for every window of every encoded text."""
     rows, groups = [], []
     for doc, text_ids in enumerate(ids):

@@ -65,8 +65,9 @@ def _import_jieba() -> Any:
     try:
         import jieba
     except ImportError as e:
-        raise MissingExtraError("cutting Chinese text into words needs jieba, which is not installed",
-                                fix="pip install jieba") from e
+        raise MissingExtraError(
+            "cutting Chinese text into words needs jieba, which is not installed", fix="pip install jieba"
+        ) from e
     return jieba
 
 
@@ -90,9 +91,12 @@ def _default_segmenter() -> Any:
     segmenter = jieba.Tokenizer()  # a private instance: jieba's global tokenizer is the user's
     folder = _jieba_cache_folder()
     if folder is None:
-        log.warning("no writable folder for jieba's dictionary cache (tried %s and %s): the dictionary is "
-                    "built afresh in every run (a few seconds); set DOMAINFIT_CACHE_DIR to a writable folder",
-                    cache_dir() / "jieba", tempfile.gettempdir())
+        log.warning(
+            "no writable folder for jieba's dictionary cache (tried %s and %s): the dictionary is "
+            "built afresh in every run (a few seconds); set DOMAINFIT_CACHE_DIR to a writable folder",
+            cache_dir() / "jieba",
+            tempfile.gettempdir(),
+        )
     else:
         segmenter.tmp_dir = str(folder)
     segmenter.initialize()
@@ -139,8 +143,7 @@ class WordSplitter:
         term_freq: the jieba frequency of each term (None: jieba's suggestion).
     """
 
-    def __init__(self, language: str = "auto", terms: Iterable[str] = (), *,
-                 term_freq: int | None = None) -> None:
+    def __init__(self, language: str = "auto", terms: Iterable[str] = (), *, term_freq: int | None = None) -> None:
         self.language = language
         self.terms = tuple(terms)
         self.term_freq = term_freq

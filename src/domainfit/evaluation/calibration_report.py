@@ -41,20 +41,29 @@ def _calibration_section(out_dir: Path, metrics: dict[str, Any], split_name: str
     lines = ["## Calibration: can the probabilities be taken at face value?", ""]
     before = metrics["ece"]
     if "ece_calibrated" in metrics:
-        lines += [f"Expected calibration error (ECE, 15 bins) on the {split_name} split: **{before:.4f}** as "
-                  f"trained, **{metrics['ece_calibrated']:.4f}** after temperature scaling (T = "
-                  f"{metrics['temperature']:.3f}, fitted on the validation split; the predicted labels do "
-                  "not change). predict and serve report the scaled probabilities.", ""]
+        lines += [
+            f"Expected calibration error (ECE, 15 bins) on the {split_name} split: **{before:.4f}** as "
+            f"trained, **{metrics['ece_calibrated']:.4f}** after temperature scaling (T = "
+            f"{metrics['temperature']:.3f}, fitted on the validation split; the predicted labels do "
+            "not change). predict and serve report the scaled probabilities.",
+            "",
+        ]
         if metrics.get("calibration"):
             png = reliability_diagram_png(metrics["calibration"])
             write_bytes_atomic(Path(out_dir) / RELIABILITY_NAME, png)
-            lines += [f"![Reliability diagram]({RELIABILITY_NAME})", "",
-                      "Each bar is the accuracy of the predictions whose confidence falls in that bin; on "
-                      "the diagonal, a confidence of 0.8 is right 80% of the time."]
+            lines += [
+                f"![Reliability diagram]({RELIABILITY_NAME})",
+                "",
+                "Each bar is the accuracy of the predictions whose confidence falls in that bin; on "
+                "the diagonal, a confidence of 0.8 is right 80% of the time.",
+            ]
     else:
         lines += [f"Expected calibration error (ECE, 15 bins) on {split_name}: **{before:.4f}**."]
-    lines += ["", "ECE is the average gap between confidence and accuracy: 0.05 means the stated probability "
-              "is off by five points on average."]
+    lines += [
+        "",
+        "ECE is the average gap between confidence and accuracy: 0.05 means the stated probability "
+        "is off by five points on average.",
+    ]
     return "\n".join(lines)
 
 
@@ -63,32 +72,43 @@ def _abstention_section(metrics: dict[str, Any], split_name: str) -> str:
     rows = []
     for wanted in _CURVE_ROWS:
         point = min(curve, key=lambda p: abs(p["coverage"] - wanted))
-        rows.append([md.percent(point["coverage"]), md.percent(point["accuracy"]),
-                     md.cell(point["min_confidence"])])
-    lines = ["## Abstention: accuracy when the least confident predictions go to a person", "",
-             f"Keeping the most confident predictions of the {split_name} split first:", "",
-             md.table(["Answered (coverage)", "Accuracy of the answered", "Lowest confidence answered"],
-                      _dedupe(rows))]
+        rows.append([md.percent(point["coverage"]), md.percent(point["accuracy"]), md.cell(point["min_confidence"])])
+    lines = [
+        "## Abstention: accuracy when the least confident predictions go to a person",
+        "",
+        f"Keeping the most confident predictions of the {split_name} split first:",
+        "",
+        md.table(["Answered (coverage)", "Accuracy of the answered", "Lowest confidence answered"], _dedupe(rows)),
+    ]
     chosen = metrics.get("abstention")
     if chosen and chosen["min_confidence"] is None:
         target = md.percent(chosen["target_accuracy"])
-        lines += ["", f"**The target accuracy {target} (evaluation.target_accuracy) is not reached on "
-                  "validation at any confidence**, so no threshold was saved: predict and serve answer every "
-                  "input."]
+        lines += [
+            "",
+            f"**The target accuracy {target} (evaluation.target_accuracy) is not reached on "
+            "validation at any confidence**, so no threshold was saved: predict and serve answer every "
+            "input.",
+        ]
     elif chosen:
         validation = chosen.get("validation")
         if validation:
-            lines += ["", f"For the target accuracy {md.percent(chosen['target_accuracy'])} "
-                      "(evaluation.target_accuracy), the validation split chose min_confidence = "
-                      f"**{chosen['min_confidence']:.4f}**: it answers "
-                      f"{md.percent(validation['coverage'])} of validation at "
-                      f"{md.percent(validation['accuracy'])} accuracy."]
+            lines += [
+                "",
+                f"For the target accuracy {md.percent(chosen['target_accuracy'])} "
+                "(evaluation.target_accuracy), the validation split chose min_confidence = "
+                f"**{chosen['min_confidence']:.4f}**: it answers "
+                f"{md.percent(validation['coverage'])} of validation at "
+                f"{md.percent(validation['accuracy'])} accuracy.",
+            ]
         else:
             lines += ["", f"With min_confidence = **{chosen['min_confidence']:.4f}**:"]
         accuracy = md.percent(chosen["accuracy"]) if chosen["accuracy"] is not None else "–"
-        lines += ["", f"On {split_name} it answers **{md.percent(chosen['coverage'])}** "
-                  f"({chosen['answered']} inputs; {chosen['abstained']} go to a person) at **{accuracy}** "
-                  "accuracy. predict and serve answer \"abstain\" below it (`--min-confidence` overrides)."]
+        lines += [
+            "",
+            f"On {split_name} it answers **{md.percent(chosen['coverage'])}** "
+            f"({chosen['answered']} inputs; {chosen['abstained']} go to a person) at **{accuracy}** "
+            'accuracy. predict and serve answer "abstain" below it (`--min-confidence` overrides).',
+        ]
     return "\n".join(lines)
 
 
@@ -103,25 +123,40 @@ def _dedupe(rows: list[list[str]]) -> list[list[str]]:
 
 def _slices_section(slices: dict[str, Any], split_name: str) -> str:
     names = [name for name in next(iter(slices["groups"].values())) if name != "count"]
-    rows = [[md.escape(group), str(scores["count"]), *(md.cell(scores[name]) for name in names)]
-            for group, scores in slices["groups"].items()]
-    gap_rows = [[name, md.cell(gap["difference"]), md.cell(gap["ratio"]), md.escape(gap["lowest"]),
-                 md.escape(gap["highest"]), "**over the limit**" if gap["flagged"] else "ok"]
-                for name, gap in slices["gaps"].items()]
+    rows = [
+        [md.escape(group), str(scores["count"]), *(md.cell(scores[name]) for name in names)]
+        for group, scores in slices["groups"].items()
+    ]
+    gap_rows = [
+        [
+            name,
+            md.cell(gap["difference"]),
+            md.cell(gap["ratio"]),
+            md.escape(gap["lowest"]),
+            md.escape(gap["highest"]),
+            "**over the limit**" if gap["flagged"] else "ok",
+        ]
+        for name, gap in slices["gaps"].items()
+    ]
     column = slices.get("column") or "the group column"
-    lines = [f"## Groups: scores per {md.escape(str(column))}", "",
-             f"Every score of the {split_name} split computed on each group's rows (fairlearn "
-             "MetricFrame).", "",
-             md.table(["Group", "Examples", *names], rows, numeric_from=1), "",
-             md.table(["Score", "Largest gap", "Lowest / highest", "Lowest group", "Highest group", "Flag"],
-                      gap_rows), ""]
+    lines = [
+        f"## Groups: scores per {md.escape(str(column))}",
+        "",
+        f"Every score of the {split_name} split computed on each group's rows (fairlearn MetricFrame).",
+        "",
+        md.table(["Group", "Examples", *names], rows, numeric_from=1),
+        "",
+        md.table(["Score", "Largest gap", "Lowest / highest", "Lowest group", "Highest group", "Flag"], gap_rows),
+        "",
+    ]
     if slices["flagged"]:
-        lines.append(f"**Warning**: {', '.join(slices['flagged'])} differ between groups by more than "
-                     f"{slices['max_gap']:.2f} (evaluation.max_gap). Check the lowest group's data and "
-                     "errors before shipping.")
+        lines.append(
+            f"**Warning**: {', '.join(slices['flagged'])} differ between groups by more than "
+            f"{slices['max_gap']:.2f} (evaluation.max_gap). Check the lowest group's data and "
+            "errors before shipping."
+        )
     else:
-        lines.append(f"No score differs between groups by more than {slices['max_gap']:.2f} "
-                     "(evaluation.max_gap).")
+        lines.append(f"No score differs between groups by more than {slices['max_gap']:.2f} (evaluation.max_gap).")
     return "\n".join(lines)
 
 
@@ -134,17 +169,32 @@ def reliability_diagram_png(calibration: dict[str, Any]) -> bytes:
 
     fig = Figure(figsize=(9.0, 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    for index, (key, title) in enumerate((("reliability_before", "As trained"),
-                                          ("reliability_after", "After temperature scaling"))):
+    for index, (key, title) in enumerate(
+        (("reliability_before", "As trained"), ("reliability_after", "After temperature scaling"))
+    ):
         ax = fig.add_subplot(1, 2, index + 1)
         bins = calibration[key]
         width = bins[0]["upper"] - bins[0]["lower"]
         filled = [b for b in bins if b["count"]]
-        ax.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
-               edgecolor="black", color="#4c72b0", label="accuracy")
-        ax.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled],
-               bottom=[b["accuracy"] for b in filled], width=width, align="edge", color="#dd8452", alpha=0.5,
-               label="gap to confidence")
+        ax.bar(
+            [b["lower"] for b in filled],
+            [b["accuracy"] for b in filled],
+            width=width,
+            align="edge",
+            edgecolor="black",
+            color="#4c72b0",
+            label="accuracy",
+        )
+        ax.bar(
+            [b["lower"] for b in filled],
+            [b["confidence"] - b["accuracy"] for b in filled],
+            bottom=[b["accuracy"] for b in filled],
+            width=width,
+            align="edge",
+            color="#dd8452",
+            alpha=0.5,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -180,8 +230,14 @@ def _recorded_stress(out_dir: Path) -> list[str]:
 REPORTS.register("text-classification", RunReport(write_report=_report_text_run))
 
 
-def trust_metrics(probabilities: Any, gold: list[int], predictor: Any, groups: list[str] | None,
-                  group_column: str | None, max_gap: float) -> dict[str, Any]:
+def trust_metrics(
+    probabilities: Any,
+    gold: list[int],
+    predictor: Any,
+    groups: list[str] | None,
+    group_column: str | None,
+    max_gap: float,
+) -> dict[str, Any]:
     """``domainfit evaluate``'s calibration, abstention and group entries, from the predictor's probabilities.
 
     The probabilities are temperature-scaled when the model folder holds a temperature; the unscaled ones are
@@ -203,16 +259,23 @@ def trust_metrics(probabilities: Any, gold: list[int], predictor: Any, groups: l
     scaled, y = np.asarray(probabilities, dtype=np.float64), np.asarray(gold)
     temperature = float(getattr(predictor, "temperature", 1.0))
     raw = softmax(temperature * np.log(np.clip(scaled, 1e-300, None)))
-    out: dict[str, Any] = {"ece": expected_calibration_error(raw, y),
-                           "ece_calibrated": expected_calibration_error(scaled, y),
-                           "temperature": temperature,
-                           "calibration": {"bins": ECE_BINS, "reliability_before": reliability_bins(raw, y),
-                                           "reliability_after": reliability_bins(scaled, y)},
-                           "risk_coverage": risk_coverage(scaled, y)}
+    out: dict[str, Any] = {
+        "ece": expected_calibration_error(raw, y),
+        "ece_calibrated": expected_calibration_error(scaled, y),
+        "temperature": temperature,
+        "calibration": {
+            "bins": ECE_BINS,
+            "reliability_before": reliability_bins(raw, y),
+            "reliability_after": reliability_bins(scaled, y),
+        },
+        "risk_coverage": risk_coverage(scaled, y),
+    }
     min_confidence = getattr(predictor, "min_confidence", None)
     if min_confidence is not None:
         out["abstention"] = {"min_confidence": min_confidence, **selective_scores(scaled, y, min_confidence)}
     if groups is not None:
-        out["slices"] = {**group_metrics(y.tolist(), scaled.argmax(axis=1).tolist(), groups, scaled.shape[1],
-                                         max_gap=max_gap), "column": group_column}
+        out["slices"] = {
+            **group_metrics(y.tolist(), scaled.argmax(axis=1).tolist(), groups, scaled.shape[1], max_gap=max_gap),
+            "column": group_column,
+        }
     return out

@@ -63,7 +63,10 @@ OVERLAP_LOW = 0.75
 CJK_SHARE_CHINESE = 0.3
 TOP_WORDS = 1000
 
-def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = TOP_WORDS, n_split_examples: int = 15) -> dict[str, Any]:
+
+def tokenizer_metrics(
+    texts: Sequence[str], tokenizer: Any, *, top_words: int = TOP_WORDS, n_split_examples: int = 15
+) -> dict[str, Any]:
     """Vocabulary fit of ``tokenizer`` on ``texts``: [UNK] rate, fertility, 3+ piece share, overlap, split words.
 
     Whole texts are tokenized for the [UNK] rate and tokens per character; each distinct word is tokenized once,
@@ -109,14 +112,17 @@ def tokenizer_metrics(texts: Sequence[str], tokenizer: Any, *, top_words: int = 
         "tokens_per_word": sum(len(pieces[w]) * n for w, n in counts.items()) / n_words if n_words else 0.0,
         "tokens_per_character": n_tokens / n_chars if n_chars else 0.0,
         "share_words_split_3plus": share(lambda p: len(p) >= 3),
-        "share_distinct_words_split_3plus": (sum(len(p) >= 3 for p in pieces.values()) / len(pieces)) if pieces else 0.0,
+        "share_distinct_words_split_3plus": (sum(len(p) >= 3 for p in pieces.values()) / len(pieces))
+        if pieces
+        else 0.0,
         "share_words_with_unk": share(lambda p: unk in p),
         "top_words": len(frequent),
         "vocab_overlap_top_words": (sum(whole(pieces[w]) for w in frequent) / len(frequent)) if frequent else 0.0,
         "frequent_split_words": [{"word": w, "count": counts[w], "pieces": pieces[w]} for w in split],
         "frequent_unknown_words": [{"word": w, "count": counts[w], "pieces": pieces[w]} for w in unknown],
-        "word_segmentation": (("jieba" if jieba_available() else "characters (jieba not installed)")
-                              if chinese else "letter runs"),
+        "word_segmentation": (
+            ("jieba" if jieba_available() else "characters (jieba not installed)") if chinese else "letter runs"
+        ),
     }
 
 
@@ -131,7 +137,9 @@ def load_mlm(name: str) -> tuple[Any, list[str]]:
     return model.eval(), sorted(info.get("missing_keys", []))
 
 
-def pseudo_perplexity(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64) -> dict[str, Any]:
+def pseudo_perplexity(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64, batch_size: int = 64
+) -> dict[str, Any]:
     """Masked-LM pseudo-perplexity (Salazar et al. 2020): mask each token in turn, score the true token,
     PPPL = exp(-mean log-probability). Texts are truncated to ``max_length`` tokens."""
     import torch
@@ -150,8 +158,12 @@ def pseudo_perplexity(model: Any, tokenizer: Any, texts: Sequence[str], *, max_l
                 logp = logits[torch.arange(len(pos)), pos].float().log_softmax(-1)  # (n_masked, vocab)
                 total_logp += logp[torch.arange(len(pos)), ids[pos]].sum().item()
                 n_scored += len(pos)
-    return {"pseudo_perplexity": math.exp(-total_logp / n_scored) if n_scored else None, "texts": len(texts),
-            "tokens_scored": n_scored, "max_length": max_length}
+    return {
+        "pseudo_perplexity": math.exp(-total_logp / n_scored) if n_scored else None,
+        "texts": len(texts),
+        "tokens_scored": n_scored,
+        "max_length": max_length,
+    }
 
 
 def mlm_metrics(name: str, tokenizer: Any, texts: Sequence[str], *, max_length: int = 64) -> dict[str, Any]:
@@ -160,9 +172,12 @@ def mlm_metrics(name: str, tokenizer: Any, texts: Sequence[str], *, max_length: 
         return {"available": False, "reason": "the tokenizer has no mask token (not a masked language model)"}
     model, missing = load_mlm(name)
     if missing:
-        return {"available": False, "missing_keys": missing,
-                "reason": f"the model folder has no masked-LM head weights ({len(missing)} missing, e.g. {missing[0]}); "
-                          "a perplexity from a randomly initialised head would mean nothing"}
+        return {
+            "available": False,
+            "missing_keys": missing,
+            "reason": f"the model folder has no masked-LM head weights ({len(missing)} missing, e.g. {missing[0]}); "
+            "a perplexity from a randomly initialised head would mean nothing",
+        }
     return {"available": True, **pseudo_perplexity(model, tokenizer, texts, max_length=max_length)}
 
 
@@ -176,42 +191,62 @@ def readings(m: dict[str, Any]) -> list[str]:
     tok, chinese = m["tokenizer"], m["tokenizer"]["language"] == "chinese"
     if tok["unk_rate"] >= UNK_RATE_HIGH:
         language = "Chinese text" if chinese else "your language or script"
-        out.append(f"{_pct(tok['unk_rate'])} of tokens are {tok['unk_token']}: this model's vocabulary does not cover "
-                   f"{language}; use a multilingual model (e.g. multilingual-e5-small) - pretraining cannot add "
-                   "missing vocabulary.")
+        out.append(
+            f"{_pct(tok['unk_rate'])} of tokens are {tok['unk_token']}: this model's vocabulary does not cover "
+            f"{language}; use a multilingual model (e.g. multilingual-e5-small) - pretraining cannot add "
+            "missing vocabulary."
+        )
     elif tok["unk_rate"] >= UNK_RATE_SOME:
         words = ", ".join(w["word"] for w in tok["frequent_unknown_words"][:5])
-        out.append(f"{_pct(tok['unk_rate'])} of tokens are {tok['unk_token']}: some characters are unknown to the "
-                   f"vocabulary (e.g. in: {words}); normalise them, or choose a model whose vocabulary has them.")
+        out.append(
+            f"{_pct(tok['unk_rate'])} of tokens are {tok['unk_token']}: some characters are unknown to the "
+            f"vocabulary (e.g. in: {words}); normalise them, or choose a model whose vocabulary has them."
+        )
     split3 = tok["share_words_split_3plus"]
     if tok["unk_rate"] >= UNK_RATE_HIGH:
-        out.append(f"(the 3+ piece share, {_pct(split3)}, and the vocabulary overlap are moot while so many tokens are "
-                   f"{tok['unk_token']}: pretraining this model will not help.)")
+        out.append(
+            f"(the 3+ piece share, {_pct(split3)}, and the vocabulary overlap are moot while so many tokens are "
+            f"{tok['unk_token']}: pretraining this model will not help.)"
+        )
     elif split3 >= SPLIT3_HIGH:
-        out.append(f"this model splits {_pct(split3)} of your domain words into 3+ pieces: domain-adaptive "
-                   "pretraining (`domainfit pretrain` on in-domain text) is likely to help.")
+        out.append(
+            f"this model splits {_pct(split3)} of your domain words into 3+ pieces: domain-adaptive "
+            "pretraining (`domainfit pretrain` on in-domain text) is likely to help."
+        )
     elif split3 >= SPLIT3_MODERATE:
-        out.append(f"this model splits {_pct(split3)} of your domain words into 3+ pieces: moderate; pretraining on "
-                   "in-domain text may help somewhat.")
+        out.append(
+            f"this model splits {_pct(split3)} of your domain words into 3+ pieces: moderate; pretraining on "
+            "in-domain text may help somewhat."
+        )
     else:
-        out.append(f"only {_pct(split3)} of your words are split into 3+ pieces: the vocabulary fits this text; gains "
-                   "from pretraining would come from topic and style rather than vocabulary.")
+        out.append(
+            f"only {_pct(split3)} of your words are split into 3+ pieces: the vocabulary fits this text; gains "
+            "from pretraining would come from topic and style rather than vocabulary."
+        )
     if not chinese and tok["tokens_per_word"] >= FERTILITY_HIGH:
-        out.append(f"{tok['tokens_per_word']:.2f} tokens per word (a matching vocabulary gives ~1.1-1.4): inputs are "
-                   "long; check that model.max_length does not truncate them.")
+        out.append(
+            f"{tok['tokens_per_word']:.2f} tokens per word (a matching vocabulary gives ~1.1-1.4): inputs are "
+            "long; check that model.max_length does not truncate them."
+        )
     if tok["vocab_overlap_top_words"] < OVERLAP_LOW and tok["unk_rate"] < UNK_RATE_HIGH:
-        out.append(f"only {_pct(tok['vocab_overlap_top_words'])} of your {tok['top_words']} most frequent words are "
-                   "single tokens in this vocabulary.")
+        out.append(
+            f"only {_pct(tok['vocab_overlap_top_words'])} of your {tok['top_words']} most frequent words are "
+            "single tokens in this vocabulary."
+        )
     mlm = m["mlm"]
     if mlm.get("available"):
-        out.append(f"masked-LM pseudo-perplexity {mlm['pseudo_perplexity']:.1f} on {mlm['texts']} texts: compare it "
-                   "before and after pretraining (lower means the model predicts your text better).")
+        out.append(
+            f"masked-LM pseudo-perplexity {mlm['pseudo_perplexity']:.1f} on {mlm['texts']} texts: compare it "
+            "before and after pretraining (lower means the model predicts your text better)."
+        )
     elif "reason" in mlm:
         out.append(f"no perplexity: {mlm['reason']}.")
     return out
 
 
-def inspect_corpus(texts: Sequence[str], model: str, *, mlm_sample: int = 50, mlm_max_length: int = 64) -> dict[str, Any]:
+def inspect_corpus(
+    texts: Sequence[str], model: str, *, mlm_sample: int = 50, mlm_max_length: int = 64
+) -> dict[str, Any]:
     """All diagnostics of ``texts`` against ``model`` (a hub id, folder or built-in name), with readings."""
     from domainfit.models.loading import load_tokenizer
 
@@ -235,8 +270,11 @@ def format_summary(m: dict[str, Any]) -> str:
         (f"{t['unk_token']} rate (of tokens)", _pct(t["unk_rate"])),
         ("tokens per word", f"{t['tokens_per_word']:.2f}"),
         ("tokens per character", f"{t['tokens_per_character']:.2f}"),
-        ("words split into 3+ pieces", f"{_pct(t['share_words_split_3plus'])} of occurrences, "
-                                       f"{_pct(t['share_distinct_words_split_3plus'])} of distinct words"),
+        (
+            "words split into 3+ pieces",
+            f"{_pct(t['share_words_split_3plus'])} of occurrences, "
+            f"{_pct(t['share_distinct_words_split_3plus'])} of distinct words",
+        ),
         (f"top-{t['top_words']} words that are one token", _pct(t["vocab_overlap_top_words"])),
         ("MLM pseudo-perplexity", f"{m['mlm']['pseudo_perplexity']:.1f}" if m["mlm"].get("available") else "n/a"),
     ]
@@ -244,7 +282,9 @@ def format_summary(m: dict[str, Any]) -> str:
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if t["frequent_split_words"]:
         lines.append("\nmost frequent words that are not one known token:")
-        lines += [f"  {w['word']:<20} x{w['count']:<5} -> {' '.join(w['pieces'])}" for w in t["frequent_split_words"][:10]]
+        lines += [
+            f"  {w['word']:<20} x{w['count']:<5} -> {' '.join(w['pieces'])}" for w in t["frequent_split_words"][:10]
+        ]
     lines.append("\nreading:")
     lines += [f"- {r}" for r in m["readings"]]
     return "\n".join(lines)

@@ -46,8 +46,9 @@ def import_captum() -> Any:
     try:
         import captum.attr
     except ImportError as e:
-        raise MissingExtraError("explanations need captum, which is not installed",
-                                fix='pip install "domainfit[explain]"') from e
+        raise MissingExtraError(
+            "explanations need captum, which is not installed", fix='pip install "domainfit[explain]"'
+        ) from e
     return captum.attr
 
 
@@ -57,8 +58,7 @@ def check_method(method: str, methods: Sequence[str] = METHODS) -> str:
     if method not in methods:
         near = difflib.get_close_matches(str(method), methods, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise DomainfitError(f"unknown explanation method {method!r}.{hint}",
-                             fix=f"use one of: {', '.join(methods)}.")
+        raise DomainfitError(f"unknown explanation method {method!r}.{hint}", fix=f"use one of: {', '.join(methods)}.")
     return method
 
 
@@ -71,8 +71,9 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise DomainfitError(f"text {i} is a {type(text).__name__}, not a string: {text!r:.80}")
         if not text.strip():
-            raise DomainfitError(f"text {i} is empty or only whitespace: nothing to explain",
-                                 fix="drop empty texts before explaining.")
+            raise DomainfitError(
+                f"text {i} is empty or only whitespace: nothing to explain", fix="drop empty texts before explaining."
+            )
     return texts
 
 
@@ -91,8 +92,14 @@ class WordUnits:
     unit: str
 
 
-def word_units(text: str, offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None], *,
-               prefix_chars: int, splitter: WordSplitter) -> WordUnits:
+def word_units(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    word_ids: Sequence[int | None],
+    *,
+    prefix_chars: int,
+    splitter: WordSplitter,
+) -> WordUnits:
     """Group the tokens of ``prefix + text`` into the words of ``text``.
 
     Args:
@@ -156,14 +163,25 @@ class TextExplainer:
         language: "auto" (jieba for texts holding CJK), "en" or "zh".
     """
 
-    def __init__(self, model: Any, tokenizer: Any, labels: Sequence[str], *, max_length: int,
-                 text_prefix: str = "", multi_label: bool = False, thresholds: Sequence[float] | None = None,
-                 language: str = "auto") -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        labels: Sequence[str],
+        *,
+        max_length: int,
+        text_prefix: str = "",
+        multi_label: bool = False,
+        thresholds: Sequence[float] | None = None,
+        language: str = "auto",
+    ) -> None:
         import inspect
 
         if not getattr(tokenizer, "is_fast", False):
-            raise ModelError("explanations need a fast tokenizer (tokenizer.json) for word offsets",
-                             fix="save the model with its fast tokenizer (domainfit train does this).")
+            raise ModelError(
+                "explanations need a fast tokenizer (tokenizer.json) for word offsets",
+                fix="save the model with its fast tokenizer (domainfit train does this).",
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = list(labels)
@@ -180,8 +198,13 @@ class TextExplainer:
     # the model as a function of token ids
 
     def _encode(self, text: str) -> Any:
-        return self.tokenizer(self.text_prefix + text, truncation=True, max_length=self.max_length,
-                              return_offsets_mapping=True, return_tensors="pt")
+        return self.tokenizer(
+            self.text_prefix + text,
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
 
     def _probabilities(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
         """(batch, num_labels) probabilities; Captum calls this with its interpolation batches."""
@@ -202,19 +225,24 @@ class TextExplainer:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             batch = [self.text_prefix + t for t in texts[start : start + batch_size]]
-            enc = self.tokenizer(batch, truncation=True, max_length=self.max_length, padding=True,
-                                 return_tensors="pt")
+            enc = self.tokenizer(batch, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
             types = enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
             with torch.inference_mode():
-                out[start : start + len(batch)] = self._probabilities(enc["input_ids"], enc["attention_mask"],
-                                                                      types).numpy()
+                out[start : start + len(batch)] = self._probabilities(
+                    enc["input_ids"], enc["attention_mask"], types
+                ).numpy()
         return out
 
     # ------------------------------------------------------------------------------------------------------
     # attributions
 
-    def explain(self, texts: Sequence[str], *, method: str = "ig", n_steps: int = DEFAULT_STEPS,
-                ) -> list[dict[str, Any]]:
+    def explain(
+        self,
+        texts: Sequence[str],
+        *,
+        method: str = "ig",
+        n_steps: int = DEFAULT_STEPS,
+    ) -> list[dict[str, Any]]:
         """Explain each text's predicted label(s) with word scores.
 
         Args:
@@ -253,8 +281,13 @@ class TextExplainer:
         input_ids = enc["input_ids"]  # (1, seq)
         mask = enc["attention_mask"]
         types = enc.get("token_type_ids", torch.zeros_like(input_ids))
-        units = word_units(text, [tuple(o) for o in enc["offset_mapping"][0].tolist()], enc.word_ids(0),
-                           prefix_chars=len(self.text_prefix), splitter=self.splitter)
+        units = word_units(
+            text,
+            [tuple(o) for o in enc["offset_mapping"][0].tolist()],
+            enc.word_ids(0),
+            prefix_chars=len(self.text_prefix),
+            splitter=self.splitter,
+        )
         in_words = torch.tensor([w >= 0 for w in units.token_word])
         with torch.no_grad():
             probs = self._probabilities(input_ids, mask, types)[0].numpy()
@@ -265,22 +298,38 @@ class TextExplainer:
                 # baseline: the text's tokens -> padding; special and prefix tokens kept, so they get 0
                 baseline = torch.where(in_words, torch.tensor(self._pad_id), input_ids[0]).unsqueeze(0)
                 attributions, delta = attributor.attribute(
-                    input_ids, baselines=baseline, additional_forward_args=(mask, types), target=target,
-                    n_steps=n_steps, internal_batch_size=_INTERNAL_BATCH, return_convergence_delta=True)
+                    input_ids,
+                    baselines=baseline,
+                    additional_forward_args=(mask, types),
+                    target=target,
+                    n_steps=n_steps,
+                    internal_batch_size=_INTERNAL_BATCH,
+                    return_convergence_delta=True,
+                )
                 delta = float(delta[0])
             else:
-                attributions = attributor.attribute(input_ids, additional_forward_args=(mask, types),
-                                                    target=target)
+                attributions = attributor.attribute(input_ids, additional_forward_args=(mask, types), target=target)
             token_scores = attributions[0].sum(-1).detach().float().numpy()  # (seq,)
             word_scores = np.zeros(len(units.spans), dtype=np.float64)
             for t, w in enumerate(units.token_word):
                 if w >= 0:
                     word_scores[w] += token_scores[t]
-            explanations.append({
-                "label": self.labels[target], "probability": float(probs[target]), "convergence_delta": delta,
-                "words": [{"word": text[s:e], "start": s, "end": e, "score": float(score)}
-                          for (s, e), score in zip(units.spans, word_scores)],
-            })
+            explanations.append(
+                {
+                    "label": self.labels[target],
+                    "probability": float(probs[target]),
+                    "convergence_delta": delta,
+                    "words": [
+                        {"word": text[s:e], "start": s, "end": e, "score": float(score)}
+                        for (s, e), score in zip(units.spans, word_scores)
+                    ],
+                }
+            )
         last_end = units.spans[-1][1] if units.spans else 0
-        return {"text": text, "method": method, "unit": units.unit,
-                "truncated": bool(text[last_end:].strip()), "explanations": explanations}
+        return {
+            "text": text,
+            "method": method,
+            "unit": units.unit,
+            "truncated": bool(text[last_end:].strip()),
+            "explanations": explanations,
+        }

@@ -71,13 +71,24 @@ class EntityExplainer:
         language: "auto" (jieba for texts holding CJK), "en" or "zh".
     """
 
-    def __init__(self, model: Any, tokenizer: Any, labels: Sequence[str], *, max_length: int,
-                 find_entities: EntityFinder, label_unit: str = "words", language: str = "auto") -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        labels: Sequence[str],
+        *,
+        max_length: int,
+        find_entities: EntityFinder,
+        label_unit: str = "words",
+        language: str = "auto",
+    ) -> None:
         import inspect
 
         if not getattr(tokenizer, "is_fast", False):
-            raise ModelError("explanations need a fast tokenizer (tokenizer.json) for word offsets",
-                             fix="save the model with its fast tokenizer (domainfit train does this).")
+            raise ModelError(
+                "explanations need a fast tokenizer (tokenizer.json) for word offsets",
+                fix="save the model with its fast tokenizer (domainfit train does this).",
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = list(labels)
@@ -89,8 +100,9 @@ class EntityExplainer:
         self._takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def _entity_score(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, positions: Any,
-                      tag_ids: Any) -> Any:
+    def _entity_score(
+        self, input_ids: Any, attention_mask: Any, token_type_ids: Any, positions: Any, tag_ids: Any
+    ) -> Any:
         """(batch,) mean probability of the entity's predicted tags; Captum calls this with its batches."""
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self._takes_types:
@@ -98,8 +110,13 @@ class EntityExplainer:
         probs = self.model(**feed).logits.float().softmax(-1)  # (batch, seq, num_labels)
         return probs[:, positions, tag_ids].mean(-1)  # (batch,)
 
-    def explain(self, texts: Sequence[str], *, method: str = "ig", n_steps: int = DEFAULT_STEPS,
-                ) -> list[dict[str, Any]]:
+    def explain(
+        self,
+        texts: Sequence[str],
+        *,
+        method: str = "ig",
+        n_steps: int = DEFAULT_STEPS,
+    ) -> list[dict[str, Any]]:
         """Explain every entity the predictor finds in each text with word scores.
 
         Args:
@@ -128,12 +145,18 @@ class EntityExplainer:
             attributor = captum_attr.LayerGradientXActivation(self._entity_score, layer)
         return [self._explain_text(text, spans, method, attributor, n_steps) for text, spans in zip(texts, entities)]
 
-    def _explain_text(self, text: str, spans: list[dict[str, Any]], method: str, attributor: Any,
-                      n_steps: int) -> dict[str, Any]:
+    def _explain_text(
+        self, text: str, spans: list[dict[str, Any]], method: str, attributor: Any, n_steps: int
+    ) -> dict[str, Any]:
         import torch
 
-        result: dict[str, Any] = {"text": text, "method": method, "unit": "words", "truncated": False,
-                                  "explanations": []}
+        result: dict[str, Any] = {
+            "text": text,
+            "method": method,
+            "unit": "words",
+            "truncated": False,
+            "explanations": [],
+        }
         if not spans:
             return result
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -170,8 +193,13 @@ class EntityExplainer:
                 content[n_before : n_before + end - start] = True
                 baseline = torch.where(content, torch.tensor(self._pad_id), input_ids[0]).unsqueeze(0)
                 attributions, delta = attributor.attribute(
-                    input_ids, baselines=baseline, additional_forward_args=extra, n_steps=n_steps,
-                    internal_batch_size=_INTERNAL_BATCH, return_convergence_delta=True)
+                    input_ids,
+                    baselines=baseline,
+                    additional_forward_args=extra,
+                    n_steps=n_steps,
+                    internal_batch_size=_INTERNAL_BATCH,
+                    return_convergence_delta=True,
+                )
                 delta = float(delta[0])
             else:
                 attributions = attributor.attribute(input_ids, additional_forward_args=extra)
@@ -180,10 +208,16 @@ class EntityExplainer:
             for t, w in enumerate(words.token_word):
                 if w >= 0:
                     word_scores[w] += token_scores[t]
-            result["explanations"].append({
-                "label": span["label"], "probability": probability, "convergence_delta": delta,
-                "entity": {"text": text[span["start"] : span["end"]], "start": span["start"], "end": span["end"]},
-                "words": [{"word": text[s:e], "start": s, "end": e, "score": float(score)}
-                          for (s, e), score in zip(words.spans, word_scores)],
-            })
+            result["explanations"].append(
+                {
+                    "label": span["label"],
+                    "probability": probability,
+                    "convergence_delta": delta,
+                    "entity": {"text": text[span["start"] : span["end"]], "start": span["start"], "end": span["end"]},
+                    "words": [
+                        {"word": text[s:e], "start": s, "end": e, "score": float(score)}
+                        for (s, e), score in zip(words.spans, word_scores)
+                    ],
+                }
+            )
         return result

@@ -45,8 +45,10 @@ def last_conv_layer(model: Any) -> tuple[str, Any]:
 
     convs = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     if not convs:
-        raise ModelError(f"Grad-CAM needs a convolutional layer; this {type(model).__name__} has none",
-                         fix="explain a CNN image model (EfficientNet-Lite, ResNet, ConvNeXt, ...).")
+        raise ModelError(
+            f"Grad-CAM needs a convolutional layer; this {type(model).__name__} has none",
+            fix="explain a CNN image model (EfficientNet-Lite, ResNet, ConvNeXt, ...).",
+        )
     return convs[-1]
 
 
@@ -71,8 +73,15 @@ class GradCamExplainer:
         layer: the module to explain at; default: :func:`last_conv_layer`.
     """
 
-    def __init__(self, model: Any, labels: Sequence[str], preprocessing: Any, *, temperature: float = 1.0,
-                 layer: tuple[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        labels: Sequence[str],
+        preprocessing: Any,
+        *,
+        temperature: float = 1.0,
+        layer: tuple[str, Any] | None = None,
+    ) -> None:
         self.model = model.eval()
         self.labels = list(labels)
         self.preprocessing = preprocessing
@@ -83,8 +92,13 @@ class GradCamExplainer:
         """(batch, num_labels) logits; Captum calls this."""
         return self.model(pixel_values=pixel_values).logits.float()
 
-    def explain(self, images: Sequence[Any], *, method: str = "grad-cam", n_steps: int | None = None,
-                ) -> list[dict[str, Any]]:
+    def explain(
+        self,
+        images: Sequence[Any],
+        *,
+        method: str = "grad-cam",
+        n_steps: int | None = None,
+    ) -> list[dict[str, Any]]:
         """A heat map of each image's predicted label.
 
         Args:
@@ -117,8 +131,19 @@ class GradCamExplainer:
             peak = float(heatmap.max())
             if peak > 0:
                 heatmap = heatmap / peak
-            results.append({"image": name, "method": method, "layer": self.layer_name,
-                            "size": list(heatmap.shape),
-                            "explanations": [{"label": self.labels[target], "probability": float(probs[target]),
-                                              "heatmap": np.round(heatmap, 4).tolist()}]})
+            results.append(
+                {
+                    "image": name,
+                    "method": method,
+                    "layer": self.layer_name,
+                    "size": list(heatmap.shape),
+                    "explanations": [
+                        {
+                            "label": self.labels[target],
+                            "probability": float(probs[target]),
+                            "heatmap": np.round(heatmap, 4).tolist(),
+                        }
+                    ],
+                }
+            )
         return results

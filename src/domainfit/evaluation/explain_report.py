@@ -60,9 +60,11 @@ def _highlighted(text: str, words: Sequence[dict[str, Any]], entity: dict[str, A
     for w in words:
         parts.append(html.escape(text[position : w["start"]]))
         inside = entity is not None and entity["start"] <= w["start"] and w["end"] <= entity["end"]
-        parts.append(f'<span class="w{" entity" if inside else ""}" style="background: '
-                     f'{_colour(w["score"], scale)}" title="{w["score"]:+.4f}">'
-                     f'{html.escape(text[w["start"] : w["end"]])}</span>')
+        parts.append(
+            f'<span class="w{" entity" if inside else ""}" style="background: '
+            f'{_colour(w["score"], scale)}" title="{w["score"]:+.4f}">'
+            f"{html.escape(text[w['start'] : w['end']])}</span>"
+        )
         position = w["end"]
     parts.append(html.escape(text[position:]))
     return "".join(parts)
@@ -108,13 +110,16 @@ def _image_blocks(n: int, result: dict[str, Any], image: Any) -> list[str]:
         pictures = "<p>(the image was not given to the page writer)</p>"
         if image is not None:
             shown, overlay = heatmap_overlay(_open_image(image), explanation["heatmap"])
-            pictures = (f'<img alt="image" src="{_png_data_url(shown)}">'
-                        f'<img alt="Grad-CAM heat map over the image" src="{_png_data_url(overlay)}">')
+            pictures = (
+                f'<img alt="image" src="{_png_data_url(shown)}">'
+                f'<img alt="Grad-CAM heat map over the image" src="{_png_data_url(overlay)}">'
+            )
         blocks.append(
             f'<div class="block"><div class="head">#{n} &middot; {html.escape(str(result["image"]))} &middot; '
             f'<span class="label">{html.escape(str(explanation["label"]))}</span> &middot; probability '
-            f'{explanation["probability"]:.3f} &middot; {" &middot; ".join(notes)}</div>'
-            f'<div class="pair">{pictures}</div></div>')
+            f"{explanation['probability']:.3f} &middot; {' &middot; '.join(notes)}</div>"
+            f'<div class="pair">{pictures}</div></div>'
+        )
     return blocks
 
 
@@ -127,8 +132,9 @@ def _open_image(image: Any) -> Any:
     return image
 
 
-def render_html(results: Sequence[dict[str, Any]], *, title: str = "Explanations",
-                images: Sequence[Any] | None = None) -> str:
+def render_html(
+    results: Sequence[dict[str, Any]], *, title: str = "Explanations", images: Sequence[Any] | None = None
+) -> str:
     """The page for ``results`` (as returned by an explainer's ``explain``).
 
     Args:
@@ -142,8 +148,10 @@ def render_html(results: Sequence[dict[str, Any]], *, title: str = "Explanations
             blocks += _image_blocks(n, result, images[n - 1] if images is not None else None)
             continue
         if not result["explanations"]:  # a token classifier found no entity in this text
-            blocks.append(f'<div class="block"><div class="head">#{n} &middot; no entity found</div>'
-                          f'<div class="text">{html.escape(result["text"])}</div></div>')
+            blocks.append(
+                f'<div class="block"><div class="head">#{n} &middot; no entity found</div>'
+                f'<div class="text">{html.escape(result["text"])}</div></div>'
+            )
         for explanation in result["explanations"]:
             delta = explanation.get("convergence_delta")
             notes = [f"method {html.escape(result['method'])}", html.escape(result["unit"])]
@@ -152,31 +160,44 @@ def render_html(results: Sequence[dict[str, Any]], *, title: str = "Explanations
             if result.get("truncated"):
                 notes.append("text truncated: the end was not read")
             entity = explanation.get("entity")
-            what = f' &ldquo;{html.escape(entity["text"])}&rdquo;' if entity else ""
+            what = f" &ldquo;{html.escape(entity['text'])}&rdquo;" if entity else ""
             blocks.append(
                 f'<div class="block"><div class="head">#{n} &middot; <span class="label">'
-                f'{html.escape(str(explanation["label"]))}</span>{what} &middot; probability '
-                f'{explanation["probability"]:.3f} &middot; {" &middot; ".join(notes)}</div>'
-                f'<div class="text">{_highlighted(result["text"], explanation["words"], entity)}</div></div>')
-    legend = ('<p class="legend"><span style="background: rgba(0, 160, 60, 0.6)">towards the label</span> '
-              '<span style="background: rgba(220, 40, 40, 0.6)">away from it</span> '
-              '(hover a word for its score)</p>')
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{legend}"
-            f'{"".join(blocks)}</body></html>\n')
+                f"{html.escape(str(explanation['label']))}</span>{what} &middot; probability "
+                f"{explanation['probability']:.3f} &middot; {' &middot; '.join(notes)}</div>"
+                f'<div class="text">{_highlighted(result["text"], explanation["words"], entity)}</div></div>'
+            )
+    legend = (
+        '<p class="legend"><span style="background: rgba(0, 160, 60, 0.6)">towards the label</span> '
+        '<span style="background: rgba(220, 40, 40, 0.6)">away from it</span> '
+        "(hover a word for its score)</p>"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{legend}"
+        f"{''.join(blocks)}</body></html>\n"
+    )
 
 
 def output_format(path: str | Path) -> str:
-    """"html" or "json" from the file name's suffix; a DomainfitError for any other."""
+    """ "html" or "json" from the file name's suffix; a DomainfitError for any other."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise DomainfitError(f"cannot tell the output format from the name {str(path)!r}", path=path,
-                             fix="end the --output name in .html (a page to read) or .json (words and scores).")
+        raise DomainfitError(
+            f"cannot tell the output format from the name {str(path)!r}",
+            path=path,
+            fix="end the --output name in .html (a page to read) or .json (words and scores).",
+        )
     return FORMATS[suffix]
 
 
-def write_explanations(path: str | Path, results: Sequence[dict[str, Any]], *, title: str = "Explanations",
-                       images: Sequence[Any] | None = None) -> None:
+def write_explanations(
+    path: str | Path,
+    results: Sequence[dict[str, Any]],
+    *,
+    title: str = "Explanations",
+    images: Sequence[Any] | None = None,
+) -> None:
     """Write ``results`` whole or not at all, as HTML or JSON by ``path``'s suffix (``images``: see
     :func:`render_html`)."""
     path = Path(path)

@@ -40,9 +40,15 @@ def join_words(words: Sequence[str], chinese: bool) -> str:
     return "".join(words) if chinese else " ".join(words)
 
 
-def aopc(words: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], targets: Sequence[int],
-         probabilities: Callable[[list[str]], np.ndarray], *, chinese: Sequence[bool] | None = None,
-         percents: Sequence[float] = PERCENTS) -> dict[str, Any]:
+def aopc(
+    words: Sequence[Sequence[str]],
+    scores: Sequence[Sequence[float]],
+    targets: Sequence[int],
+    probabilities: Callable[[list[str]], np.ndarray],
+    *,
+    chinese: Sequence[bool] | None = None,
+    percents: Sequence[float] = PERCENTS,
+) -> dict[str, Any]:
     """AOPC comprehensiveness and sufficiency of word attributions.
 
     Args:
@@ -59,8 +65,10 @@ def aopc(words: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], targ
         ``by_percent``: the same two means for each bin.
     """
     if not (len(words) == len(scores) == len(targets)):
-        raise DomainfitError(f"aopc needs as many score lists and targets as texts: {len(words)} texts, "
-                             f"{len(scores)} score lists, {len(targets)} targets")
+        raise DomainfitError(
+            f"aopc needs as many score lists and targets as texts: {len(words)} texts, "
+            f"{len(scores)} score lists, {len(targets)} targets"
+        )
     chinese = list(chinese) if chinese is not None else [False] * len(words)
     for i, (w, s) in enumerate(zip(words, scores)):
         if len(w) != len(s) or not w:
@@ -86,8 +94,13 @@ def aopc(words: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], targ
         "comprehensiveness": float(comprehensiveness.mean()),
         "sufficiency": float(sufficiency.mean()),
         "texts": len(words),
-        "by_percent": {p: {"comprehensiveness": float(comprehensiveness[:, j].mean()),
-                           "sufficiency": float(sufficiency[:, j].mean())} for j, p in enumerate(percents)},
+        "by_percent": {
+            p: {
+                "comprehensiveness": float(comprehensiveness[:, j].mean()),
+                "sufficiency": float(sufficiency[:, j].mean()),
+            }
+            for j, p in enumerate(percents)
+        },
     }
 
 
@@ -97,9 +110,14 @@ def random_attributions(words: Sequence[Sequence[str]], seed: int = 0) -> list[l
     return [rng.random(len(w)).tolist() for w in words]
 
 
-def aopc_of_explanations(results: Sequence[dict[str, Any]], labels: Sequence[str],
-                         probabilities: Callable[[list[str]], np.ndarray], *,
-                         percents: Sequence[float] = PERCENTS, random_seed: int | None = None) -> dict[str, Any]:
+def aopc_of_explanations(
+    results: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    probabilities: Callable[[list[str]], np.ndarray],
+    *,
+    percents: Sequence[float] = PERCENTS,
+    random_seed: int | None = None,
+) -> dict[str, Any]:
     """:func:`aopc` of the first explanation of each result of ``TextExplainer.explain`` (its top label).
 
     Args:

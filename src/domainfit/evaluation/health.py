@@ -50,12 +50,16 @@ NEAR_CHANCE_MARGIN = 0.05
 LOW_LEARNING_RATE = 1e-5
 
 # the progress-bar note per warning code (the log line has the details)
-_SHORT = {"collapsed": "collapsed to one answer", "below_majority_baseline": "no better than majority",
-          "near_chance": "near chance"}
+_SHORT = {
+    "collapsed": "collapsed to one answer",
+    "below_majority_baseline": "no better than majority",
+    "near_chance": "near chance",
+}
 
 
-def check_predictions(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str], *,
-                      cfg: RunConfig | None = None) -> list[dict[str, Any]]:
+def check_predictions(
+    y_true: Sequence[int], y_pred: Sequence[int], labels: list[str], *, cfg: RunConfig | None = None
+) -> list[dict[str, Any]]:
     """Health warnings for single-label predictions (class ids) against gold class ids.
 
     Args:
@@ -164,36 +168,53 @@ def _single_label(metrics: dict[str, Any], cfg: RunConfig | None) -> list[dict[s
     top = int(predicted.argmax())
     share = predicted[top] / n
     if share >= COLLAPSE_SHARE and share - support[top] / n >= COLLAPSE_EXCESS:
-        answered = (f"for every one of the {n} examples" if predicted[top] == n
-                    else f"for {predicted[top]} of the {n} examples ({share:.1%})")
-        message = (f"This model predicts only '{labels[top]}' {answered}: it has not learned to tell the "
-                   "classes apart.")
+        answered = (
+            f"for every one of the {n} examples"
+            if predicted[top] == n
+            else f"for {predicted[top]} of the {n} examples ({share:.1%})"
+        )
+        message = f"This model predicts only '{labels[top]}' {answered}: it has not learned to tell the classes apart."
         if never:
             message += f" {_never_text(never, 'never predicted')}."
         # imbalance explains a collapse onto the most common class, not onto a rarer one
         rare = never if support[top] == support.max() else {}
-        warnings.append(_warning("collapsed", message, {labels[top]: int(support[top]), **never},
-                                 [_lr_high(cfg), _too_little(cfg), _imbalance(task, cfg, rare)]))
+        warnings.append(
+            _warning(
+                "collapsed",
+                message,
+                {labels[top]: int(support[top]), **never},
+                [_lr_high(cfg), _too_little(cfg), _imbalance(task, cfg, rare)],
+            )
+        )
     elif never:
         message = f"{_never_text(never, 'never predicted')}: the model does not answer {_them(never)} at all."
         rare = {name: count for name, count in never.items() if count < support.max()}
-        warnings.append(_warning("never_predicted", message, never,
-                                 [_imbalance(task, cfg, rare), _too_little(cfg), _lr_high(cfg)]))
+        warnings.append(
+            _warning("never_predicted", message, never, [_imbalance(task, cfg, rare), _too_little(cfg), _lr_high(cfg)])
+        )
     f1 = float(metrics["f1_macro"])
     majority = int(support.argmax())
     p = support[majority] / n
     majority_f1 = 2 * p / (1 + p) / k  # macro-F1 of always answering the majority class
     if f1 <= majority_f1 + 1e-6:
-        message = (f"Macro-F1 is {f1:.3f}, no better than always answering '{labels[majority]}' "
-                   f"({majority_f1:.3f}, right {p:.1%} of the time).")
-        warnings.append(_warning("below_majority_baseline", message,
-                                 {labels[majority]: int(support[majority])},
-                                 [_lr_high(cfg), _too_little(cfg), _check_labels()]))
+        message = (
+            f"Macro-F1 is {f1:.3f}, no better than always answering '{labels[majority]}' "
+            f"({majority_f1:.3f}, right {p:.1%} of the time)."
+        )
+        warnings.append(
+            _warning(
+                "below_majority_baseline",
+                message,
+                {labels[majority]: int(support[majority])},
+                [_lr_high(cfg), _too_little(cfg), _check_labels()],
+            )
+        )
     elif f1 < 1 / k + NEAR_CHANCE_MARGIN:
-        message = (f"Macro-F1 is {f1:.3f}, close to the {1 / k:.3f} that guessing in the class proportions "
-                   f"reaches with {k} classes.")
-        warnings.append(_warning("near_chance", message, {},
-                                 [_too_little(cfg), _lr_high(cfg), _check_labels()]))
+        message = (
+            f"Macro-F1 is {f1:.3f}, close to the {1 / k:.3f} that guessing in the class proportions "
+            f"reaches with {k} classes."
+        )
+        warnings.append(_warning("near_chance", message, {}, [_too_little(cfg), _lr_high(cfg), _check_labels()]))
     return warnings
 
 
@@ -201,19 +222,31 @@ def _entities(metrics: dict[str, Any], cfg: RunConfig | None) -> list[dict[str, 
     per_class = metrics["per_class"]
     gold = int(metrics["gold_entities"])
     if gold > 0 and int(metrics["predicted_entities"]) == 0:
-        message = (f"This model marks no entities at all: it tags every word 'O' (the data holds {gold} "
-                   "entities).")
+        message = f"This model marks no entities at all: it tags every word 'O' (the data holds {gold} entities)."
         support = {t: int(s["support"]) for t, s in per_class.items() if s["support"] > 0}
-        return [_warning("collapsed", message, support,
-                         [_lr_high(cfg), _too_little(cfg), _imbalance("token-classification", cfg, support)])]
+        return [
+            _warning(
+                "collapsed",
+                message,
+                support,
+                [_lr_high(cfg), _too_little(cfg), _imbalance("token-classification", cfg, support)],
+            )
+        ]
     never = {t: int(s["support"]) for t, s in per_class.items() if s["support"] > 0 and s["predicted"] == 0}
     if never:
-        message = (f"{_never_text(never, 'never marked', unit='entities')}: the model does not find "
-                   f"{_them(never)} at all.")
+        message = (
+            f"{_never_text(never, 'never marked', unit='entities')}: the model does not find {_them(never)} at all."
+        )
         most = max(int(s["support"]) for s in per_class.values())
         rare = {name: count for name, count in never.items() if count < most}
-        return [_warning("never_predicted", message, never,
-                         [_imbalance("token-classification", cfg, rare), _too_little(cfg), _lr_high(cfg)])]
+        return [
+            _warning(
+                "never_predicted",
+                message,
+                never,
+                [_imbalance("token-classification", cfg, rare), _too_little(cfg), _lr_high(cfg)],
+            )
+        ]
     return []
 
 
@@ -226,18 +259,19 @@ def _multi_label(metrics: dict[str, Any], cfg: RunConfig | None) -> list[dict[st
     task = "multi-label-classification"
     if all(s["predicted"] == 0 for s in per_class.values()):
         message = "This model gives no label to any example: every probability stays below its threshold."
-        return [_warning("collapsed", message, support,
-                         [_imbalance(task, cfg, support), _too_little(cfg), _lr_high(cfg)])]
+        return [
+            _warning("collapsed", message, support, [_imbalance(task, cfg, support), _too_little(cfg), _lr_high(cfg)])
+        ]
     if all(s["predicted"] == n for s in per_class.values()):
         message = "This model gives every label to every example: it has not learned which labels apply."
         return [_warning("collapsed", message, support, [_lr_high(cfg), _too_little(cfg), _check_labels()])]
     never = {label: count for label, count in support.items() if per_class[label]["predicted"] == 0}
     if never:
-        message = (f"{_never_text(never, 'never given')}: the model does not give {_them(never)} to any "
-                   "example.")
+        message = f"{_never_text(never, 'never given')}: the model does not give {_them(never)} to any example."
         rare = {name: count for name, count in never.items() if count < max(support.values())}
-        return [_warning("never_predicted", message, never,
-                         [_imbalance(task, cfg, rare), _too_little(cfg), _lr_high(cfg)])]
+        return [
+            _warning("never_predicted", message, never, [_imbalance(task, cfg, rare), _too_little(cfg), _lr_high(cfg)])
+        ]
     return []
 
 
@@ -248,24 +282,32 @@ def _lr_high(cfg: RunConfig | None) -> str | None:
     if cfg is not None and cfg.train.learning_rate < LOW_LEARNING_RATE:
         return None  # _too_little covers a low rate
     now = f" (now {cfg.train.learning_rate:g})" if cfg is not None else ""
-    return (f"Learning rate too high: the weights overshoot and settle on one answer. Lower "
-            f"`train.learning_rate`{now}, e.g. to 2e-5 (1e-5 for large multilingual models), or raise "
-            "`train.warmup_ratio`.")
+    return (
+        f"Learning rate too high: the weights overshoot and settle on one answer. Lower "
+        f"`train.learning_rate`{now}, e.g. to 2e-5 (1e-5 for large multilingual models), or raise "
+        "`train.warmup_ratio`."
+    )
 
 
 def _too_little(cfg: RunConfig | None) -> str:
     epochs = f" (now {cfg.train.epochs})" if cfg is not None else ""
     if cfg is not None and cfg.train.learning_rate < LOW_LEARNING_RATE:
-        return (f"Learning rate too low: `train.learning_rate` is {cfg.train.learning_rate:g}, and the model "
-                f"still answers from its starting point. Raise it to 2e-5 to 5e-5, or raise "
-                f"`train.epochs`{epochs}.")
-    return (f"Too little training (too few epochs, or a learning rate far below 1e-5): the "
-            f"model still answers from its starting point. Raise `train.epochs`{epochs}.")
+        return (
+            f"Learning rate too low: `train.learning_rate` is {cfg.train.learning_rate:g}, and the model "
+            f"still answers from its starting point. Raise it to 2e-5 to 5e-5, or raise "
+            f"`train.epochs`{epochs}."
+        )
+    return (
+        f"Too little training (too few epochs, or a learning rate far below 1e-5): the "
+        f"model still answers from its starting point. Raise `train.epochs`{epochs}."
+    )
 
 
 def _check_labels() -> str:
-    return ("Labels that do not follow from the inputs: check a few training examples in `data.train` "
-            "against their labels (and that `data.label_column` names the label column).")
+    return (
+        "Labels that do not follow from the inputs: check a few training examples in `data.train` "
+        "against their labels (and that `data.label_column` names the label column)."
+    )
 
 
 def _imbalance(task: str, cfg: RunConfig | None, classes: dict[str, int]) -> str | None:
@@ -283,14 +325,19 @@ def _imbalance(task: str, cfg: RunConfig | None, classes: dict[str, int]) -> str
             remedies.append("`regularization.objective: focal`")
         if remedies:
             listed = ", ".join(remedies[:-1]) + f" or {remedies[-1]}" if len(remedies) > 1 else remedies[0]
-            return (f"Class imbalance: rare classes ({rare}) lose to common ones. Try {listed}, or add "
-                    "labelled examples of them.")
-        return (f"Class imbalance: class weights, oversampling and the focal loss are already on; add "
-                f"examples of {rare}.")
+            return (
+                f"Class imbalance: rare classes ({rare}) lose to common ones. Try {listed}, or add "
+                "labelled examples of them."
+            )
+        return (
+            f"Class imbalance: class weights, oversampling and the focal loss are already on; add examples of {rare}."
+        )
     if task == "multi-label-classification":
         if cfg is None or not cfg.multi_label.pos_weight:
-            return (f"Rare labels ({rare}): their few positives lose to the many negatives. Try "
-                    "`multi_label.pos_weight: true`, or add examples that have them.")
+            return (
+                f"Rare labels ({rare}): their few positives lose to the many negatives. Try "
+                "`multi_label.pos_weight: true`, or add examples that have them."
+            )
         return f"Rare labels ({rare}): `multi_label.pos_weight` is already on; add examples that have them."
     if task == "token-classification":
         return f"Rare entity types ({rare}): add annotated sentences that contain them."
@@ -302,8 +349,7 @@ def _imbalance(task: str, cfg: RunConfig | None, classes: dict[str, int]) -> str
 
 
 def _warning(code: str, message: str, classes: dict[str, int], advice: list[str | None]) -> dict[str, Any]:
-    return {"code": code, "message": message, "advice": list(dict.fromkeys(a for a in advice if a)),
-            "classes": classes}
+    return {"code": code, "message": message, "advice": list(dict.fromkeys(a for a in advice if a)), "classes": classes}
 
 
 def _never_text(never: dict[str, int], verb: str, *, unit: str = "examples") -> str:

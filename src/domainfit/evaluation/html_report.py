@@ -88,9 +88,7 @@ def write_html_report(
         value = metrics.get(key, run_metrics.get(key))
         if value is None and key == "stress":
             value = _read_json(out_dir / _STRESS_FILE) or None
-        inner = (
-            section.render(value) if value else f"<p class='missing'>Not measured: {_e(section.missing)}</p>"
-        )
+        inner = section.render(value) if value else f"<p class='missing'>Not measured: {_e(section.missing)}</p>"
         body.append(f"<section id='{_e(key)}'><h2>{_e(section.title)}</h2>{inner}</section>")
     if context:
         body.append(_context(context))
@@ -208,9 +206,7 @@ def _errors(errors: list[dict] | None, split_name: str) -> str:
     if errors is None:
         return ""
     if not errors:
-        return (
-            "<section id='errors'><h2>Mistakes</h2><p>The model made no mistakes on this split.</p></section>"
-        )
+        return "<section id='errors'><h2>Mistakes</h2><p>The model made no mistakes on this split.</p></section>"
     rows = [
         [
             e["text"],
@@ -272,9 +268,7 @@ def _generic_html(value: Any) -> str:
 
 HTML_SECTIONS.register(
     "calibration",
-    HtmlSection(
-        "Calibration", _generic_html, "no calibration results in this run's metrics.json (key 'calibration')."
-    ),
+    HtmlSection("Calibration", _generic_html, "no calibration results in this run's metrics.json (key 'calibration')."),
 )
 HTML_SECTIONS.register(
     "stress",

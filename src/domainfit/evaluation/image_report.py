@@ -26,9 +26,17 @@ _COLUMNS = 6
 _INSERT_BEFORE = ("## Training history", "## Run", "## How to read the scores")
 
 
-def write_image_report(out_dir: Path, metrics: dict, *, model: torch.nn.Module | None, inputs: Any,
-                       examples: list, labels: list[str], probabilities: torch.Tensor | None = None,
-                       **kwargs: Any) -> Path:
+def write_image_report(
+    out_dir: Path,
+    metrics: dict,
+    *,
+    model: torch.nn.Module | None,
+    inputs: Any,
+    examples: list,
+    labels: list[str],
+    probabilities: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> Path:
     """Write report.md + confusion_matrix.png (see :func:`domainfit.evaluation.report.write_report`) and
     ``misclassified.png``, and add a section on the latter to report.md.
 
@@ -52,21 +60,46 @@ def write_image_report(out_dir: Path, metrics: dict, *, model: torch.nn.Module |
     truth = [labels.index(e.label) for e in examples]
     wrong = [i for i in range(len(examples)) if predicted[i] != truth[i]]
     if wrong:
-        shown = sorted(wrong, key=lambda i: -float(probabilities[i, predicted[i]]))[:_MAX_THUMBNAILS]  # confident errors first
-        heading = (f"{len(wrong)} of {len(examples)} {kwargs.get('split_name', 'test')} images are misclassified"
-                   + (f"; the {len(shown)} most confident mistakes are shown" if len(shown) < len(wrong) else "")
-                   + ", each titled true label -> predicted label (probability).")
+        shown = sorted(wrong, key=lambda i: -float(probabilities[i, predicted[i]]))[
+            :_MAX_THUMBNAILS
+        ]  # confident errors first
+        heading = (
+            f"{len(wrong)} of {len(examples)} {kwargs.get('split_name', 'test')} images are misclassified"
+            + (f"; the {len(shown)} most confident mistakes are shown" if len(shown) < len(wrong) else "")
+            + ", each titled true label -> predicted label (probability)."
+        )
     else:
-        shown = [i for label in range(len(labels)) for i in [j for j in range(len(examples)) if truth[j] == label][:_CORRECT_PER_CLASS]]
-        heading = (f"The model got every {kwargs.get('split_name', 'test')} image right; here are up to "
-                   f"{_CORRECT_PER_CLASS} examples per class, each titled with its label and probability.")
-    tiles = [(examples[i].path, f"{labels[truth[i]]} -> {labels[predicted[i]]}" if i in wrong else labels[truth[i]],
-              float(probabilities[i, predicted[i]]), i in wrong) for i in shown]
+        shown = [
+            i
+            for label in range(len(labels))
+            for i in [j for j in range(len(examples)) if truth[j] == label][:_CORRECT_PER_CLASS]
+        ]
+        heading = (
+            f"The model got every {kwargs.get('split_name', 'test')} image right; here are up to "
+            f"{_CORRECT_PER_CLASS} examples per class, each titled with its label and probability."
+        )
+    tiles = [
+        (
+            examples[i].path,
+            f"{labels[truth[i]]} -> {labels[predicted[i]]}" if i in wrong else labels[truth[i]],
+            float(probabilities[i, predicted[i]]),
+            i in wrong,
+        )
+        for i in shown
+    ]
     png = thumbnail_grid(tiles)
     write_atomic(out_dir / THUMBNAILS_NAME, lambda p: p.write_bytes(png))
     listing = "\n".join(f"- `{Path(path).name}`: {title} ({p:.2f})" for path, title, p, is_wrong in tiles if is_wrong)
-    section = "\n".join(["## Misclassified images" if wrong else "## Example images", "", heading, "",
-                         f"![Images]({THUMBNAILS_NAME})", *(["", listing] if listing else [])])
+    section = "\n".join(
+        [
+            "## Misclassified images" if wrong else "## Example images",
+            "",
+            heading,
+            "",
+            f"![Images]({THUMBNAILS_NAME})",
+            *(["", listing] if listing else []),
+        ]
+    )
     text = report_path.read_text(encoding="utf-8")
     for marker in _INSERT_BEFORE:
         if marker in text:
@@ -131,9 +164,17 @@ def _report_image_run(task: Any, out_dir: Path, metrics: dict, **kwargs: Any) ->
     examples = data.splits.get(split, []) if data else []
     logits = task.last_logits
     probabilities = logits.softmax(-1) if logits is not None and len(logits) == len(examples) else None
-    return write_image_report(out_dir, metrics, model=model, inputs=inputs, examples=examples,
-                              labels=data.labels if data else metrics["labels"], probabilities=probabilities,
-                              extra_sections=trust_sections(out_dir, metrics, split), **kwargs)
+    return write_image_report(
+        out_dir,
+        metrics,
+        model=model,
+        inputs=inputs,
+        examples=examples,
+        labels=data.labels if data else metrics["labels"],
+        probabilities=probabilities,
+        extra_sections=trust_sections(out_dir, metrics, split),
+        **kwargs,
+    )
 
 
 REPORTS.register("image-classification", RunReport(write_report=_report_image_run))

@@ -64,8 +64,11 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         "",
         "## Use",
         "",
-        *(_IMAGE_USE if cfg["task"] == "image-classification"
-          else [line.replace("{pipeline}", _PIPELINE_TAGS.get(cfg["task"], cfg["task"])) for line in _TEXT_USE]),
+        *(
+            _IMAGE_USE
+            if cfg["task"] == "image-classification"
+            else [line.replace("{pipeline}", _PIPELINE_TAGS.get(cfg["task"], cfg["task"])) for line in _TEXT_USE]
+        ),
         "",
         f"Labels: {', '.join(md.escape(label) for label in labels)}.",
         "",
@@ -78,12 +81,15 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
         lines.append(f"- {name} examples: {count}")
     if "parameters" in data:
         c = data["parameters"]
-        lines.append(f"- trained parameters ({c['method']}): {c['trainable']:,} of {c['total']:,} "
-                     f"({c['trainable_percent']}%)")
+        lines.append(
+            f"- trained parameters ({c['method']}): {c['trainable']:,} of {c['total']:,} ({c['trainable_percent']}%)"
+        )
     if "dedup" in data:
         d = data["dedup"]
-        lines.append(f"- duplicates removed from the training file before splitting: {d['duplicates_removed']} "
-                     f"({d['conflicting_labels']} with conflicting labels)")
+        lines.append(
+            f"- duplicates removed from the training file before splitting: {d['duplicates_removed']} "
+            f"({d['conflicting_labels']} with conflicting labels)"
+        )
     lines += ["", f"## Results ({split} set)", "", "| metric | value |", "|---|---|"]
     for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted"):
         if key in final:
@@ -91,17 +97,30 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
     if results.get("best"):
         b = results["best"]
         lines += ["", f"Selected at step {b['step']} (epoch {b['epoch']}) by validation {cfg['train']['best_metric']}."]
-    lines += ["", *_intended_use(cfg, data, labels), "", *_limitations(cfg, results, final, split), "",
-              *_licence_section(data)]
+    lines += [
+        "",
+        *_intended_use(cfg, data, labels),
+        "",
+        *_limitations(cfg, results, final, split),
+        "",
+        *_licence_section(data),
+    ]
     if results.get("stress"):
         lines += ["", robustness_section(results["stress"], examples=False)]
     t = cfg["train"]
-    lines += ["", "## Training", "",
-              f"epochs {t['epochs']}, batch size {t['batch_size']}, learning rate {t['learning_rate']}, "
-              f"weight decay {t['weight_decay']}, warmup ratio {t['warmup_ratio']}, seed {t['seed']}, "
-              f"max length {cfg['model']['max_length']}." if cfg["task"] != "image-classification"
-              else f"image size {cfg['image']['image_size'] or 'the model default'}, augmentation {cfg['image']['augment']}.", "",
-              "The full resolved config is in the run folder's `config.yaml`.", ""]
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"epochs {t['epochs']}, batch size {t['batch_size']}, learning rate {t['learning_rate']}, "
+        f"weight decay {t['weight_decay']}, warmup ratio {t['warmup_ratio']}, seed {t['seed']}, "
+        f"max length {cfg['model']['max_length']}."
+        if cfg["task"] != "image-classification"
+        else f"image size {cfg['image']['image_size'] or 'the model default'}, augmentation {cfg['image']['augment']}.",
+        "",
+        "The full resolved config is in the run folder's `config.yaml`.",
+        "",
+    ]
     # atomic: `domainfit stress` rewrites the card of a shipped folder that a server may be reading
     write_text_atomic(Path(model_dir) / "README.md", "\n".join(lines))
 
@@ -109,16 +128,18 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
 def _intended_use(cfg: dict[str, Any], data: dict[str, Any], labels: list[str]) -> list[str]:
     train = data.get("files", {}).get("train")
     source = f" like those in `{md.escape(str(train))}`" if train else ""
-    return ["## Intended use", "",
-            f"Assigning one of its {len(labels)} labels to inputs{source}, from the same domain and of the "
-            "same kind. It learned from that data only: score it on a labelled sample of your own inputs "
-            "(`domainfit evaluate THIS_FOLDER sample.csv`) before relying on it elsewhere, and keep a person "
-            "in the loop for decisions that matter. It is not meant for other languages, other domains or "
-            "labels it was not trained on."]
+    return [
+        "## Intended use",
+        "",
+        f"Assigning one of its {len(labels)} labels to inputs{source}, from the same domain and of the "
+        "same kind. It learned from that data only: score it on a labelled sample of your own inputs "
+        "(`domainfit evaluate THIS_FOLDER sample.csv`) before relying on it elsewhere, and keep a person "
+        "in the loop for decisions that matter. It is not meant for other languages, other domains or "
+        "labels it was not trained on.",
+    ]
 
 
-def _limitations(cfg: dict[str, Any], results: dict[str, Any], final: dict[str, Any],
-                 split: str) -> list[str]:
+def _limitations(cfg: dict[str, Any], results: dict[str, Any], final: dict[str, Any], split: str) -> list[str]:
     lines = ["## Limitations", ""]
     for warning in results.get("warnings") or []:
         lines.append(f"- {md.escape(' '.join(str(warning['message']).split()))}")
@@ -129,25 +150,37 @@ def _limitations(cfg: dict[str, Any], results: dict[str, Any], final: dict[str, 
     scored = {label: s for label, s in per_class.items() if isinstance(s, dict) and "f1" in s}
     few = [label for label, s in scored.items() if 0 < s.get("support", 0) < _FEW_EXAMPLES]
     if few:
-        lines.append(f"- Scores of {md.quote_list(few)} rest on fewer than {_FEW_EXAMPLES} {split} examples "
-                     "each: treat them as rough.")
+        lines.append(
+            f"- Scores of {md.quote_list(few)} rest on fewer than {_FEW_EXAMPLES} {split} examples "
+            "each: treat them as rough."
+        )
     if scored:
         weakest = min(scored, key=lambda label: scored[label]["f1"])
         lines.append(f"- It is weakest on {md.quote(weakest)} ({split} F1 {scored[weakest]['f1']:.2f}).")
     dedup = results.get("data", {}).get("dedup") or {}
     if dedup.get("conflicting_labels"):
-        lines.append(f"- The training file gave {dedup['conflicting_labels']} texts conflicting labels: the "
-                     "labels themselves are not fully consistent.")
+        lines.append(
+            f"- The training file gave {dedup['conflicting_labels']} texts conflicting labels: the "
+            "labels themselves are not fully consistent."
+        )
     if cfg["task"] != "image-classification" and "max_length" in cfg.get("model", {}):
-        lines.append(f"- It reads at most {cfg['model']['max_length']} tokens of a text"
-                     + (" per window (long texts are read in windows)." if cfg["model"].get("long_text") ==
-                        "windows" else "; the rest of a longer text is not read."))
+        lines.append(
+            f"- It reads at most {cfg['model']['max_length']} tokens of a text"
+            + (
+                " per window (long texts are read in windows)."
+                if cfg["model"].get("long_text") == "windows"
+                else "; the rest of a longer text is not read."
+            )
+        )
     stress = results.get("stress")
     if stress:
         fragile = fragile_perturbations(stress)
         names = ", ".join(md.escape(name) for name in fragile)
-        lines.append(f"- Its answer changes under {names} (see Robustness)."
-                     if fragile else "- No tested perturbation changes its answers much (see Robustness).")
+        lines.append(
+            f"- Its answer changes under {names} (see Robustness)."
+            if fragile
+            else "- No tested perturbation changes its answers much (see Robustness)."
+        )
     return lines
 
 
@@ -155,13 +188,21 @@ def _licence_section(data: dict[str, Any]) -> list[str]:
     train = data.get("files", {}).get("train")
     found = find_data_licence(Path(train)) if train else None
     if found is None:
-        return ["## Data licence", "",
-                "Not recorded: no SOURCE.txt or LICENSE file next to the training data file. State the "
-                "data's licence here before sharing this model; a model can carry the terms of its training "
-                "data."]
+        return [
+            "## Data licence",
+            "",
+            "Not recorded: no SOURCE.txt or LICENSE file next to the training data file. State the "
+            "data's licence here before sharing this model; a model can carry the terms of its training "
+            "data.",
+        ]
     text, path = found
-    return ["## Data licence", "", f"{md.escape(text)} (from `{md.escape(str(path))}`)", "",
-            "A model can carry the terms of its training data: check them before shipping it."]
+    return [
+        "## Data licence",
+        "",
+        f"{md.escape(text)} (from `{md.escape(str(path))}`)",
+        "",
+        "A model can carry the terms of its training data: check them before shipping it.",
+    ]
 
 
 def find_data_licence(train_file: Path) -> tuple[str, Path] | None:
@@ -187,8 +228,14 @@ def find_data_licence(train_file: Path) -> tuple[str, Path] | None:
     for name in _LICENCE_FILES:
         path = folder / name
         if path.is_file():
-            first = next((line.strip() for line in path.read_text(encoding="utf-8", errors="replace")
-                          .splitlines() if line.strip()), "")
+            first = next(
+                (
+                    line.strip()
+                    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if line.strip()
+                ),
+                "",
+            )
             if first:
                 return first[:300], path
     return None

@@ -47,8 +47,13 @@ def write_multilabel_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = [*banner_sections(warnings or []), f"# {title}", _summary(metrics, split_name),
-                _headline(metrics), _per_label(metrics)]
+    sections = [
+        *banner_sections(warnings or []),
+        f"# {title}",
+        _summary(metrics, split_name),
+        _headline(metrics),
+        _per_label(metrics),
+    ]
     if history:
         sections.append(md.history_section(_short_history(history, best_metric), best_metric))
     if context:
@@ -62,14 +67,18 @@ def write_multilabel_report(
 def _summary(metrics: dict, split_name: str) -> str:
     per = metrics["per_class"]
     present = [label for label in metrics["labels"] if per[label]["support"] > 0]
-    text = (f"On {metrics['n']} held-out {split_name} examples the model finds the right labels with a micro F1 "
-            f"of {metrics['f1_micro']:.2f} (every label decision pooled) and a macro F1 of "
-            f"{metrics['f1_macro']:.2f} (each label counted equally). {_percent(metrics['subset_accuracy'])} of "
-            f"the examples get exactly the right set of labels, and {_percent(metrics['hamming_loss'])} of all "
-            "individual yes/no label decisions are wrong.")
+    text = (
+        f"On {metrics['n']} held-out {split_name} examples the model finds the right labels with a micro F1 "
+        f"of {metrics['f1_micro']:.2f} (every label decision pooled) and a macro F1 of "
+        f"{metrics['f1_macro']:.2f} (each label counted equally). {_percent(metrics['subset_accuracy'])} of "
+        f"the examples get exactly the right set of labels, and {_percent(metrics['hamming_loss'])} of all "
+        "individual yes/no label decisions are wrong."
+    )
     gain = metrics["f1_macro"] - metrics["f1_macro" + DEFAULT_SUFFIX]
-    text += (f" Per-label thresholds tuned on the validation set change macro F1 by {gain:+.3f} against a "
-             f"plain {metrics['default_threshold']:g} threshold.")
+    text += (
+        f" Per-label thresholds tuned on the validation set change macro F1 by {gain:+.3f} against a "
+        f"plain {metrics['default_threshold']:g} threshold."
+    )
     if present:
         weakest = min(present, key=lambda label: (per[label]["f1"], -per[label]["support"]))
         text += f" The weakest label is '{md.escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, support {per[weakest]['support']})."
@@ -79,27 +88,64 @@ def _summary(metrics: dict, split_name: str) -> str:
 def _headline(metrics: dict) -> str:
     default = metrics["default_threshold"]
     rows = []
-    for key, name in (("f1_micro", "Micro F1"), ("f1_macro", "Macro F1"), ("f1_samples", "Samples F1"),
-                      ("hamming_loss", "Hamming loss (lower is better)"), ("subset_accuracy", "Subset accuracy")):
+    for key, name in (
+        ("f1_micro", "Micro F1"),
+        ("f1_macro", "Macro F1"),
+        ("f1_samples", "Samples F1"),
+        ("hamming_loss", "Hamming loss (lower is better)"),
+        ("subset_accuracy", "Subset accuracy"),
+    ):
         rows.append([name, f"{metrics[key]:.4f}", f"{metrics[key + DEFAULT_SUFFIX]:.4f}"])
-    pr = [[f"{name} {average}", f"{metrics[f'{key}_{average}']:.4f}", ""]
-          for average in ("micro", "macro") for key, name in (("precision", "Precision"), ("recall", "Recall"))]
-    return "\n".join(["## Headline scores", "",
-                      md.table(["", "Tuned thresholds", f"Threshold {default:g}"], rows + pr),
-                      "", f"{metrics['n']} examples, {len(metrics['labels'])} labels."])
+    pr = [
+        [f"{name} {average}", f"{metrics[f'{key}_{average}']:.4f}", ""]
+        for average in ("micro", "macro")
+        for key, name in (("precision", "Precision"), ("recall", "Recall"))
+    ]
+    return "\n".join(
+        [
+            "## Headline scores",
+            "",
+            md.table(["", "Tuned thresholds", f"Threshold {default:g}"], rows + pr),
+            "",
+            f"{metrics['n']} examples, {len(metrics['labels'])} labels.",
+        ]
+    )
 
 
 def _per_label(metrics: dict) -> str:
     rows = []
     for label in metrics["labels"]:
         s = metrics["per_class"][label]
-        rows.append([md.escape(label), f"{s['threshold']:.2f}", f"{s['precision']:.4f}", f"{s['recall']:.4f}",
-                     f"{s['f1']:.4f}", f"{s['f1_default']:.4f}", str(s["support"]), str(s["predicted"])])
-    headers = ["Label", "Threshold", "Precision", "Recall", "F1", f"F1 at {metrics['default_threshold']:g}",
-               "Support", "Predicted"]
-    lines = ["## Scores per label", "", md.table(headers, rows), "",
-             "A label is given when its probability is at least its threshold; thresholds were chosen on the "
-             "validation set to maximise each label's F1, and are stored with the model."]
+        rows.append(
+            [
+                md.escape(label),
+                f"{s['threshold']:.2f}",
+                f"{s['precision']:.4f}",
+                f"{s['recall']:.4f}",
+                f"{s['f1']:.4f}",
+                f"{s['f1_default']:.4f}",
+                str(s["support"]),
+                str(s["predicted"]),
+            ]
+        )
+    headers = [
+        "Label",
+        "Threshold",
+        "Precision",
+        "Recall",
+        "F1",
+        f"F1 at {metrics['default_threshold']:g}",
+        "Support",
+        "Predicted",
+    ]
+    lines = [
+        "## Scores per label",
+        "",
+        md.table(headers, rows),
+        "",
+        "A label is given when its probability is at least its threshold; thresholds were chosen on the "
+        "validation set to maximise each label's F1, and are stored with the model.",
+    ]
     absent = [label for label in metrics["labels"] if metrics["per_class"][label]["support"] == 0]
     if absent:
         lines += ["", f"Not present in this split (scores are 0 by convention): {', '.join(map(md.escape, absent))}."]
@@ -109,8 +155,10 @@ def _per_label(metrics: dict) -> str:
 def _short_history(history: list[dict], best_metric: str) -> list[dict]:
     """History with only the validation columns a reader needs (the full record is in metrics.json)."""
     keep = {"f1_micro", "f1_macro", "hamming_loss", "f1_micro" + DEFAULT_SUFFIX, "loss", best_metric}
-    return [{**record, "validation": {k: v for k, v in (record.get("validation") or {}).items() if k in keep}}
-            for record in history]
+    return [
+        {**record, "validation": {k: v for k, v in (record.get("validation") or {}).items() if k in keep}}
+        for record in history
+    ]
 
 
 def _percent(fraction: float) -> str:

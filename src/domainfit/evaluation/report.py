@@ -140,10 +140,7 @@ def format_metrics_table(metrics: dict) -> str:
 
 def _summary(metrics: dict, split_name: str) -> str:
     n = metrics["n"]
-    sentence = (
-        f"On {n} held-out {split_name} examples the model is right {md.percent(metrics['accuracy'])} "
-        f"of the time"
-    )
+    sentence = f"On {n} held-out {split_name} examples the model is right {md.percent(metrics['accuracy'])} of the time"
     per_class = metrics["per_class"]
     present = [label for label in metrics["labels"] if per_class[label]["support"] > 0]
     matrix = metrics["confusion_matrix"]

@@ -70,15 +70,11 @@ def robustness_summary(stress: dict[str, Any]) -> str:
             f"texts it alters."
         )
     else:
-        sentence += (
-            f" No perturbation flips more than {md.percent(FRAGILE_FLIP_RATE)} of the texts it alters."
-        )
+        sentence += f" No perturbation flips more than {md.percent(FRAGILE_FLIP_RATE)} of the texts it alters."
     return sentence
 
 
-def robustness_section(
-    stress: dict[str, Any], *, heading: str = "## Robustness", examples: bool = True
-) -> str:
+def robustness_section(stress: dict[str, Any], *, heading: str = "## Robustness", examples: bool = True) -> str:
     """The Markdown section: summary, the table, skipped perturbations, and examples of flips.
 
     Args:

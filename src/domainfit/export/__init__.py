@@ -21,9 +21,12 @@ def export_model(model_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Export ``model_dir`` with its task's exporter; options as that exporter takes them."""
     task = folder_task(model_dir)
     if task not in EXPORTERS:
-        raise ModelError(f"ONNX export is not available for task {task!r} yet", path=model_dir,
-                         fix=f"tasks that export: {', '.join(EXPORTERS.names())}; serve this model with PyTorch "
-                             "(domainfit predict / domainfit.load), which needs no export.")
+        raise ModelError(
+            f"ONNX export is not available for task {task!r} yet",
+            path=model_dir,
+            fix=f"tasks that export: {', '.join(EXPORTERS.names())}; serve this model with PyTorch "
+            "(domainfit predict / domainfit.load), which needs no export.",
+        )
     return EXPORTERS.get(task)(model_dir, **options)
 
 

@@ -36,8 +36,9 @@ TASK = "image-classification"
 GENERATED_IMAGES = 16
 
 
-def export_image_classifier(model_dir: str | Path, *, quantize: bool = True,
-                            parity_images: Sequence[Any] | None = None, opset: int = 17) -> dict[str, Any]:
+def export_image_classifier(
+    model_dir: str | Path, *, quantize: bool = True, parity_images: Sequence[Any] | None = None, opset: int = 17
+) -> dict[str, Any]:
     """Export an image-classification folder to ``model_dir/onnx/``; check each image's class against PyTorch.
 
     Args:
@@ -71,9 +72,15 @@ def export_image_classifier(model_dir: str | Path, *, quantize: bool = True,
     sample = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, size, size), dtype=np.float32)}
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)  # the EfficientNet config is a plain dict: no fusions
-    job = ExportJob(model, sample, {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}, parity,
-                    {"images": len(images), "source": source, "compared": "class per image"},
-                    model_type=model_type, settings={"image_size": size})
+    job = ExportJob(
+        model,
+        sample,
+        {"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+        parity,
+        {"images": len(images), "source": source, "compared": "class per image"},
+        model_type=model_type,
+        settings={"image_size": size},
+    )
     return run_export(path, job, quantize=quantize, opset=opset)
 
 

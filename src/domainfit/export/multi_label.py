@@ -29,8 +29,9 @@ from domainfit.serving.runners import Runner, TorchRunner, load_torch_model
 from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer
 
 
-def export_multilabel(model_dir: str | Path, *, quantize: bool = True, parity_texts: list[str] | None = None,
-                      opset: int = 17) -> dict[str, Any]:
+def export_multilabel(
+    model_dir: str | Path, *, quantize: bool = True, parity_texts: list[str] | None = None, opset: int = 17
+) -> dict[str, Any]:
     """Export a multi-label folder to ``model_dir/onnx/`` and check the label sets against PyTorch.
 
     Args:
@@ -54,16 +55,22 @@ def export_multilabel(model_dir: str | Path, *, quantize: bool = True, parity_te
         return label_set_parity(reference, probabilities, predictor.thresholds)
 
     sample = text_sample(FastTokenizer(load_hf_tokenizer(path), 64), TorchRunner(model).input_names)
-    parity_info = {"texts": len(texts), "source": source,
-                   "compared": "label set per text at the stored thresholds"}
+    parity_info = {"texts": len(texts), "source": source, "compared": "label set per text at the stored thresholds"}
     thresholds = {label: round(float(t), 6) for label, t in zip(predictor.labels, predictor.thresholds)}
-    job = ExportJob(model, sample, text_dynamic_axes(model), parity, parity_info,
-                    model_type=model.config.model_type, settings={"thresholds": thresholds}, bf16=True)
+    job = ExportJob(
+        model,
+        sample,
+        text_dynamic_axes(model),
+        parity,
+        parity_info,
+        model_type=model.config.model_type,
+        settings={"thresholds": thresholds},
+        bf16=True,
+    )
     return run_export(path, job, quantize=quantize, opset=opset)
 
 
-def label_set_parity(reference: np.ndarray, probabilities: np.ndarray,
-                     thresholds: np.ndarray) -> dict[str, Any]:
+def label_set_parity(reference: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
     """A text agrees when each label is on the same side of its threshold; probabilities (n, num_labels)."""
     agree = ((reference >= thresholds) == (probabilities >= thresholds)).all(axis=1)  # (n,)
     return parity_entry(agree, reference, probabilities)

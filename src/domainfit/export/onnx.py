@@ -155,15 +155,20 @@ def export_onnx(
         probabilities = Predictor(runner, tokenizer, labels, settings, "onnx").predict_proba(parity_texts)
         return label_parity(reference, probabilities)
 
-    job = ExportJob(model, text_sample(tokenizer, TorchRunner(model).input_names), text_dynamic_axes(model),
-                    parity, {"texts": len(parity_texts), "source": parity_source},
-                    model_type=model.config.model_type, settings={"max_length": settings.max_length},
-                    bf16=True)
+    job = ExportJob(
+        model,
+        text_sample(tokenizer, TorchRunner(model).input_names),
+        text_dynamic_axes(model),
+        parity,
+        {"texts": len(parity_texts), "source": parity_source},
+        model_type=model.config.model_type,
+        settings={"max_length": settings.max_length},
+        bf16=True,
+    )
     return run_export(path, job, quantize=quantize, opset=opset)
 
 
-def check_text_export(model_dir: str | Path, parity_texts: list[str] | None,
-                      opset: int) -> tuple[Path, list[str], str]:
+def check_text_export(model_dir: str | Path, parity_texts: list[str] | None, opset: int) -> tuple[Path, list[str], str]:
     """The checks every text exporter makes before loading a model, in order: the folder, the ``export``
     extra, the parity texts, the opset.
 
@@ -199,8 +204,7 @@ def text_sample(tokenizer: FastTokenizer, input_names: tuple[str, ...]) -> dict[
     return {name: padded[name] for name in input_names}
 
 
-def text_dynamic_axes(model: torch.nn.Module,
-                      logits_axes: dict[int, str] | None = None) -> dict[str, dict[int, str]]:
+def text_dynamic_axes(model: torch.nn.Module, logits_axes: dict[int, str] | None = None) -> dict[str, dict[int, str]]:
     """Batch and sequence axes of the text inputs the model takes; ``logits_axes`` default: batch only."""
     names = TorchRunner(model).input_names
     return {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": logits_axes or {0: "batch"}}
@@ -254,8 +258,11 @@ def run_export(path: Path, job: ExportJob, *, quantize: bool, opset: int) -> dic
             if fused_diff <= _FUSION_TOLERANCE:
                 fp32 = fused
             else:
-                fusion = {"applied": False, "reason": f"fused graph differs from PyTorch (max logit diff "
-                                                      f"{fused_diff:.2e}); kept the plain export"}
+                fusion = {
+                    "applied": False,
+                    "reason": f"fused graph differs from PyTorch (max logit diff "
+                    f"{fused_diff:.2e}); kept the plain export",
+                }
         report["fusion"] = fusion
         move_atomic(fp32, out_dir / ONNX_FILES["onnx"])
         report["models"]["onnx"] = _model_entry(out_dir, "onnx", parity_of(out_dir / ONNX_FILES["onnx"]))
@@ -297,13 +304,19 @@ def import_export_extra() -> tuple[Any, Any]:
         import onnxruntime
         import onnxruntime.quantization  # noqa: F401
     except ImportError as e:
-        raise MissingExtraError(f"ONNX export needs onnx and onnxruntime ({e})",
-                                fix='pip install "domainfit[export]"') from e
+        raise MissingExtraError(
+            f"ONNX export needs onnx and onnxruntime ({e})", fix='pip install "domainfit[export]"'
+        ) from e
     return onnx, onnxruntime
 
 
-def _torch_export(model: torch.nn.Module, sample: dict[str, np.ndarray],
-                  dynamic_axes: dict[str, dict[int, str]], out_path: Path, opset: int) -> str:
+def _torch_export(
+    model: torch.nn.Module,
+    sample: dict[str, np.ndarray],
+    dynamic_axes: dict[str, dict[int, str]],
+    out_path: Path,
+    opset: int,
+) -> str:
     """Write the logits graph to ``out_path``; return which exporter made it.
 
     The TorchScript exporter (``dynamo=False``) is tried first: for BERT-style encoders it is fast, gives
@@ -319,8 +332,16 @@ def _torch_export(model: torch.nn.Module, sample: dict[str, np.ndarray],
             with warnings.catch_warnings():
                 # deprecation and tracer warnings are about the exporter, not the user's model
                 warnings.simplefilter("ignore")
-                torch.onnx.export(wrapper, args, str(out_path), input_names=names, output_names=["logits"],
-                                  dynamic_axes=dynamic_axes, opset_version=opset, dynamo=dynamo)
+                torch.onnx.export(
+                    wrapper,
+                    args,
+                    str(out_path),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamic_axes=dynamic_axes,
+                    opset_version=opset,
+                    dynamo=dynamo,
+                )
             return "torch.onnx.export(dynamo=True)" if dynamo else "torch.onnx.export(dynamo=False)"
         except Exception as e:  # noqa: BLE001 - any failure: try the other exporter; report both if both fail
             errors.append(f"dynamo={dynamo}: {type(e).__name__}: {e}")
@@ -352,8 +373,9 @@ def _fuse(model_type: str | None, model: torch.nn.Module, in_path: Path, out_pat
     num_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
     hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
     # opt_level=0: only the graph-pattern fusions, no hardware-specific rewrites baked into the file
-    optimized = optimize_model(str(in_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-                               opt_level=0)
+    optimized = optimize_model(
+        str(in_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
     fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     if not fused:
         return {"applied": False, "reason": "no fusable patterns found"}
@@ -366,8 +388,9 @@ def _max_logit_diff(onnx_path: Path, model: torch.nn.Module, sample: dict[str, n
     return float(np.abs(expected - OnnxRunner(onnx_path, num_threads=None)(sample)).max())
 
 
-def _quantize(fp32_path: Path, work: Path,
-              parity_of: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+def _quantize(
+    fp32_path: Path, work: Path, parity_of: Callable[[Path], dict[str, Any]]
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """Dynamic int8 quantisation (int8 weights, per output channel; activations quantised per call).
 
     Tries the recipes in ``_INT8_RECIPES`` in order and stops at the first whose labels agree with
@@ -380,7 +403,9 @@ def _quantize(fp32_path: Path, work: Path,
     shaped = work / "shapes.onnx"
     with _root_logging_untouched():
         # symbolic shape inference knows the fused contrib ops, which plain ONNX shape inference does not
-        quant_pre_process(str(fp32_path), str(shaped), skip_optimization=True, auto_merge=True)  # auto_merge: adapter graphs
+        quant_pre_process(
+            str(fp32_path), str(shaped), skip_optimization=True, auto_merge=True
+        )  # auto_merge: adapter graphs
     tried, best = [], None
     for recipe, describe, choose_fp32_nodes in _INT8_RECIPES:
         keep_fp32 = choose_fp32_nodes(shaped)
@@ -388,19 +413,30 @@ def _quantize(fp32_path: Path, work: Path,
             continue
         out = work / f"int8-{recipe}.onnx"
         with _root_logging_untouched():
-            quantize_dynamic(str(shaped), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_exclude=keep_fp32)
+            quantize_dynamic(
+                str(shaped), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep_fp32
+            )
         parity = parity_of(out)
-        tried.append({"recipe": recipe, "label_agreement": parity["label_agreement"],
-                      "max_abs_prob_diff": parity["max_abs_prob_diff"]})
+        tried.append(
+            {
+                "recipe": recipe,
+                "label_agreement": parity["label_agreement"],
+                "max_abs_prob_diff": parity["max_abs_prob_diff"],
+            }
+        )
         if best is None or parity["label_agreement"] > best[2]["label_agreement"]:
             chosen = {"recipe": recipe, "description": describe, "nodes_kept_fp32": len(keep_fp32)}
             best = (out, chosen, parity)
         if parity["label_agreement"] >= AUTO_MIN_AGREEMENT:
             break
     path, chosen, parity = best
-    info = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-            "per_channel": True, **chosen, "tried": tried}
+    info = {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        **chosen,
+        "tried": tried,
+    }
     return path, info, parity
 
 
@@ -437,8 +473,11 @@ def _outer_layers(model_path: Path) -> list[str] | None:
     starts = [i for i, node in enumerate(nodes) if node.op_type == "Attention"]
     if len(starts) < 3:
         return None
-    return [node.name for i, node in enumerate(nodes)
-            if node.op_type in ("MatMul", "Attention") and (i < starts[1] or i >= starts[-1])]
+    return [
+        node.name
+        for i, node in enumerate(nodes)
+        if node.op_type in ("MatMul", "Attention") and (i < starts[1] or i >= starts[-1])
+    ]
 
 
 def _convolutions(model_path: Path) -> list[str] | None:
@@ -507,16 +546,20 @@ def _version(package: str) -> str:
 
 def _print_report(model_dir: Path, report: dict[str, Any]) -> None:
     parity = report["parity"]
-    print(f"Exported {model_dir / ONNX_DIR} (opset {report['opset']}, {report['exporter']}, "
-          f"torch {report['torch_version']}, onnxruntime {report['onnxruntime_version']})")
+    print(
+        f"Exported {model_dir / ONNX_DIR} (opset {report['opset']}, {report['exporter']}, "
+        f"torch {report['torch_version']}, onnxruntime {report['onnxruntime_version']})"
+    )
     what = "images" if "images" in parity else "texts"
     compared = f", {parity['compared']}" if "compared" in parity else ""
     print(f"Parity with PyTorch fp32 on {parity[what]} {parity['source']} {what}{compared}:")
     for backend, result in report["models"].items():
         file = f"{result['file'] or '(no file: cast at load)':<24}"
         size = f"{result['size_mb']:>6.1f} MB" if result["size_mb"] else " " * 9
-        print(f"  {backend:<10} {file} {size}  label agreement {result['label_agreement']:.2%}  "
-              f"max |prob diff| {result['max_abs_prob_diff']:.2e}")
+        print(
+            f"  {backend:<10} {file} {size}  label agreement {result['label_agreement']:.2%}  "
+            f"max |prob diff| {result['max_abs_prob_diff']:.2e}"
+        )
 
 
 EXPORTERS.register("text-classification", export_onnx)

@@ -31,8 +31,9 @@ from domainfit.serving.token_predictor import TASK, load_token_model, load_token
 from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer
 
 
-def export_token_classifier(model_dir: str | Path, *, quantize: bool = True,
-                            parity_texts: list[str] | None = None, opset: int = 17) -> dict[str, Any]:
+def export_token_classifier(
+    model_dir: str | Path, *, quantize: bool = True, parity_texts: list[str] | None = None, opset: int = 17
+) -> dict[str, Any]:
     """Export a token-classification folder to ``model_dir/onnx/`` and check each tag against PyTorch.
 
     Args:
@@ -59,11 +60,21 @@ def export_token_classifier(model_dir: str | Path, *, quantize: bool = True,
 
     tokenizer = FastTokenizer(load_hf_tokenizer(path), predictor.max_length)
     sample = text_sample(tokenizer, TorchRunner(model).input_names)
-    parity_info = {"texts": len(texts), "source": source, "units": len(reference),
-                   "compared": f"tag per {predictor.label_unit[:-1]}"}
-    job = ExportJob(model, sample, text_dynamic_axes(model, {0: "batch", 1: "sequence"}), parity, parity_info,
-                    model_type=model.config.model_type,
-                    settings={"max_length": predictor.max_length, "stride": predictor.stride})
+    parity_info = {
+        "texts": len(texts),
+        "source": source,
+        "units": len(reference),
+        "compared": f"tag per {predictor.label_unit[:-1]}",
+    }
+    job = ExportJob(
+        model,
+        sample,
+        text_dynamic_axes(model, {0: "batch", 1: "sequence"}),
+        parity,
+        parity_info,
+        model_type=model.config.model_type,
+        settings={"max_length": predictor.max_length, "stride": predictor.stride},
+    )
     return run_export(path, job, quantize=quantize, opset=opset)
 
 

@@ -26,9 +26,7 @@ WEIGHT_KEY = "num-examples"  # Flower's default weighting key
 def numeric(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar numbers of a metrics dict (what a Flower ``MetricRecord`` carries)."""
     return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"
     }
 
 

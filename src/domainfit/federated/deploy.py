@@ -129,9 +129,7 @@ def write_app(fed: FederateConfig, source: str | Path, app_dir: str | Path, over
     raw.update(run_config="run.yaml", run_overrides=[], output_dir=str(Path(fed.output_dir).resolve()))
     with atomic_dir(app_dir) as tmp:
         (tmp / f"{APP_MODULE}.py").write_text(_APP_MODULE_TEXT, encoding="utf-8")
-        (tmp / "federate.yaml").write_text(
-            yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
+        (tmp / "federate.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
         (tmp / "run.yaml").write_text(
             yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8"
         )
@@ -149,9 +147,7 @@ def write_app(fed: FederateConfig, source: str | Path, app_dir: str | Path, over
     return app_dir
 
 
-def load_app_configs(
-    app_dir: Path, run_overrides: list[str] | None = None
-) -> tuple[FederateConfig, RunConfig]:
+def load_app_configs(app_dir: Path, run_overrides: list[str] | None = None) -> tuple[FederateConfig, RunConfig]:
     """The federate and run configs an app folder carries (``run_overrides`` apply to the run config)."""
     fed = load_federate_config(
         app_dir / "federate.yaml", [f"run_config={json.dumps(str(app_dir / 'run.yaml'))}"], deployed=True
@@ -194,13 +190,12 @@ def build_site(app_dir: Path, context: Any) -> tuple[Site, torch.nn.Module, torc
         what = (
             f"unknown node config key(s) {unknown}"
             if unknown
-            else f"the node config names site {short_repr(node.get('site'), 80)}, "
-            f"not one of {list(fed.sites)}"
+            else f"the node config names site {short_repr(node.get('site'), 80)}, not one of {list(fed.sites)}"
         )
         raise ConfigError(
             what,
             key="--node-config",
-            fix="start the SuperNode with --node-config 'site=\"NAME\" data=\"/path/file.csv\"' ("
+            fix='start the SuperNode with --node-config \'site="NAME" data="/path/file.csv"\' ('
             + "; ".join(f"{k}: {v}" for k, v in NODE_KEYS.items())
             + ").",
         )
@@ -271,9 +266,7 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
         resume=False,
         extra={"task": cfg.task, "labels": labels, "federated": True, "deployed": True, "sites": fed.sites},
     )
-    write_text_atomic(
-        out / "federate.yaml", yaml.safe_dump(to_dict(fed), sort_keys=False, allow_unicode=True)
-    )
+    write_text_atomic(out / "federate.yaml", yaml.safe_dump(to_dict(fed), sort_keys=False, allow_unicode=True))
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -321,8 +314,7 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
     finish_run(out)
     final = results["global"][str(fed.rounds)]
     print(  # into the ServerApp's log (flwr run --stream, flwr log)
-        "global model after the last round: "
-        + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
+        "global model after the last round: " + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
     )
     return results
 
@@ -344,4 +336,3 @@ def _site_info(name: str, fed: FederateConfig, round_log: RoundLog) -> dict[str,
         "held_out": round_log.held_out.get(name),
         "held_out_examples": int(scored[-1]) if scored else None,
     }
-

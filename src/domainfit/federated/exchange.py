@@ -46,9 +46,7 @@ def load_trained_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
     expected = [name for name, p in params.items() if p.requires_grad]
     if sorted(expected) != sorted(state):
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        raise ValueError(
-            f"exchanged weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+        raise ValueError(f"exchanged weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(torch.as_tensor(value, dtype=params[name].dtype))

@@ -53,9 +53,7 @@ class LocalGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         raise NotImplementedError("the local grid delivers with send_and_receive only")
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         replies = []
         for message in messages:
             node = message.metadata.dst_node_id
@@ -113,9 +111,7 @@ class TrafficMeter(Grid):
         self._count(replies)
         return replies
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         self._count(messages, outgoing=True)
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
@@ -124,12 +120,8 @@ class TrafficMeter(Grid):
 
     def _count(self, messages: list[Message], outgoing: bool = False) -> None:
         if outgoing and messages and "config" in messages[0].content:  # the strategy names the round there
-            self.log.current_round = int(
-                messages[0].content["config"].get("server-round", self.log.current_round)
-            )
-        counts = self.log.traffic.setdefault(
-            self.log.current_round, {"sent": 0, "full_weights": 0, "messages": 0}
-        )
+            self.log.current_round = int(messages[0].content["config"].get("server-round", self.log.current_round))
+        counts = self.log.traffic.setdefault(self.log.current_round, {"sent": 0, "full_weights": 0, "messages": 0})
         for message in messages:
             if message.has_error():
                 continue

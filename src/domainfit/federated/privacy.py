@@ -56,18 +56,14 @@ class SitePrivacy:
         """Epsilon spent so far at ``dp.delta`` (0 before the first step)."""
         return float(self.accountant.get_epsilon(self.dp.delta)) if self.accountant.history else 0.0
 
-    def fit(
-        self, site: Any, model: nn.Module, sampler: Any, epochs: int, device: torch.device
-    ) -> dict[str, float]:
+    def fit(self, site: Any, model: nn.Module, sampler: Any, epochs: int, device: torch.device) -> dict[str, float]:
         """One round of DP-SGD on ``site`` (module docstring); ``sampler`` gives the steps per epoch."""
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
 
         train = site.features["train"]
         steps = len(sampler) * epochs
-        private = GradSampleModule(
-            model, loss_reduction="mean"
-        )  # per-example gradients of the trained weights
+        private = GradSampleModule(model, loss_reduction="mean")  # per-example gradients of the trained weights
         optimizer = DPOptimizer(
             create_optimizer(model, site.cfg.train, extra=site.objective),
             noise_multiplier=self.dp.noise_multiplier,
@@ -81,12 +77,7 @@ class SitePrivacy:
         private.train()
         try:
             for _ in range(steps):
-                chosen = (
-                    (torch.rand(len(train), generator=generator) < self.sample_rate)
-                    .nonzero()
-                    .flatten()
-                    .tolist()
-                )
+                chosen = (torch.rand(len(train), generator=generator) < self.sample_rate).nonzero().flatten().tolist()
                 if not chosen:  # an empty Poisson batch: nothing to learn from, nothing released
                     continue
                 batch = site.task.collate([train.items[i] for i in chosen], site.tokenizer, train=True)

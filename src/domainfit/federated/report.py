@@ -27,8 +27,7 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
         f"# domainfit federate: {Path(fed.output_dir).name}",
         "",
         f"- strategy: **{fed.strategy}**" + (f" (mu {fed.proximal_mu})" if fed.strategy == "fedprox" else ""),
-        f"- rounds: {fed.rounds}, local epochs: {fed.local_epochs}, "
-        f"share of sites per round: {fed.fraction_fit}",
+        f"- rounds: {fed.rounds}, local epochs: {fed.local_epochs}, share of sites per round: {fed.fraction_fit}",
         f"- model: {cfg.model.name}, peft: {cfg.peft.method}, task: {cfg.task}",
         "",
         "## Sites",
@@ -38,8 +37,7 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
     ]
     for name, site in results["sites"].items():
         lines.append(
-            f"| {name} | {site['file']} | {site['train_examples']} | {site['held_out']} "
-            f"({site['held_out_examples']}) |"
+            f"| {name} | {site['file']} | {site['train_examples']} | {site['held_out']} ({site['held_out_examples']}) |"
         )
     lines += [
         "",
@@ -88,8 +86,7 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
         f"All rounds, both ways: {_megabytes(sent)} sent; full weights would have been {_megabytes(full)}.",
     ]
     epsilons = {
-        r: {n: m["epsilon"] for n, m in per.items() if "epsilon" in m}
-        for r, per in results["sites_train"].items()
+        r: {n: m["epsilon"] for n, m in per.items() if "epsilon" in m} for r, per in results["sites_train"].items()
     }
     if results.get("dp"):
         dp = results["dp"]

@@ -93,9 +93,7 @@ def run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
         ) from e
 
 
-def _load_sites_data(
-    fed: FederateConfig, cfg: RunConfig, task: Task
-) -> tuple[dict[str, TaskData], list[str]]:
+def _load_sites_data(fed: FederateConfig, cfg: RunConfig, task: Task) -> tuple[dict[str, TaskData], list[str]]:
     """Every site's checked splits, and the federation's labels (``labels:``, else the union over sites)."""
     datas = {name: task.load_data(site_config(cfg, path)) for name, path in fed.sites.items()}
     labels = sort_labels(fed.labels or set().union(*(d.labels for d in datas.values())))
@@ -111,16 +109,13 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
 
     datas, labels = _load_sites_data(fed, cfg, task)
     set_up_process(cfg.train)  # threads and seed, before the new head's weights are drawn
-    pooled = TaskData(
-        splits={"train": [e for d in datas.values() for e in d.splits["train"]]}, labels=labels, info={}
-    )
+    pooled = TaskData(splits={"train": [e for d in datas.values() for e in d.splits["train"]]}, labels=labels, info={})
     model, tokenizer = task.build(cfg, pooled)
     check_max_length(getattr(model, "config", None), cfg.model.max_length)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     sites = [
-        create_site(name, fed.sites[name], fed, cfg, task, tokenizer, data, device)
-        for name, data in datas.items()
+        create_site(name, fed.sites[name], fed, cfg, task, tokenizer, data, device) for name, data in datas.items()
     ]
     start_run(
         out,
@@ -133,9 +128,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
             "sites": {s.name: fed.sites[s.name] for s in sites},
         },
     )
-    write_text_atomic(
-        out / "federate.yaml", yaml.safe_dump(to_dict(fed), sort_keys=False, allow_unicode=True)
-    )
+    write_text_atomic(out / "federate.yaml", yaml.safe_dump(to_dict(fed), sort_keys=False, allow_unicode=True))
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -194,10 +187,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     write_report(out / "report.md", fed, cfg, results)
     finish_run(out)
     final = results["global"][str(fed.rounds)]
-    print(
-        "global model after the last round: "
-        + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
-    )
+    print("global model after the last round: " + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final))
     return results
 
 
@@ -224,9 +214,7 @@ def create_site(
         device: where its objective lives.
     """
     site_cfg = site_config(cfg, data_file)
-    features = {
-        split: task.encode(examples, tokenizer, site_cfg, data) for split, examples in data.splits.items()
-    }
+    features = {split: task.encode(examples, tokenizer, site_cfg, data) for split, examples in data.splits.items()}
     objective = task.create_objective(site_cfg, data)
     if fed.strategy == "fedprox":
         objective = ProximalObjective(objective, mu=fed.proximal_mu)

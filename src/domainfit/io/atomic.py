@@ -42,8 +42,14 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
 
 
 @contextlib.contextmanager
-def open_atomic(path: str | Path, mode: str = "w", *, encoding: str | None = None, newline: str | None = None,
-                tmp: Path | None = None) -> Iterator[IO[Any]]:
+def open_atomic(
+    path: str | Path,
+    mode: str = "w",
+    *,
+    encoding: str | None = None,
+    newline: str | None = None,
+    tmp: Path | None = None,
+) -> Iterator[IO[Any]]:
     """Yield a file open on a temporary sibling of ``path``; when the block ends without an error the file
     is fsynced and moved onto ``path``, and on any error the temporary file is removed (``path`` unchanged).
 

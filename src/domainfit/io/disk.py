@@ -25,4 +25,6 @@ def disk_full(error: OSError, folder: Path) -> str | None:
         folder = folder.parent
     usage = shutil.disk_usage(folder)
     what = "disk quota exceeded" if error.errno == errno.EDQUOT else "the disk is full"
-    return f"{what} ({human_size(usage.free)} free of {human_size(usage.total)} on the disk holding {folder.absolute()})"
+    return (
+        f"{what} ({human_size(usage.free)} free of {human_size(usage.total)} on the disk holding {folder.absolute()})"
+    )

@@ -18,8 +18,10 @@ def contained(root: Path, *parts: str | Path) -> Path:
     target = base.joinpath(*parts).resolve()
     if target != base and base not in target.parents:
         shown = Path(root).joinpath(*parts)
-        raise DomainfitError(f"{shown} leads outside the run folder (to {target}); domainfit only reads a run's "
-                             "own files", path=root,
-                             fix="remove the link or pointer (or the whole folder if you did not create it), "
-                                 "then run again; a run folder copied from elsewhere should hold no links.")
+        raise DomainfitError(
+            f"{shown} leads outside the run folder (to {target}); domainfit only reads a run's own files",
+            path=root,
+            fix="remove the link or pointer (or the whole folder if you did not create it), "
+            "then run again; a run folder copied from elsewhere should hold no links.",
+        )
     return target

@@ -81,6 +81,8 @@ def load_state(path: Path) -> Any:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
         return _decode(json.loads(metadata[_TREE_KEY]), tensors)
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
-        raise DomainfitError(f"this state file is damaged or was not written by domainfit ({type(e).__name__}: "
-                             f"{str(e)[:200]})", path=path,
-                             fix="start the run afresh (output.overwrite=true), or restore the folder from a copy.") from e
+        raise DomainfitError(
+            f"this state file is damaged or was not written by domainfit ({type(e).__name__}: {str(e)[:200]})",
+            path=path,
+            fix="start the run afresh (output.overwrite=true), or restore the folder from a copy.",
+        ) from e

@@ -39,8 +39,7 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
     return float(np.mean(log_z - shifted[np.arange(len(labels)), labels]))
 
 
-def reliability_bins(probabilities: np.ndarray, labels: np.ndarray,
-                     n_bins: int = ECE_BINS) -> list[dict[str, Any]]:
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> list[dict[str, Any]]:
     """Per confidence bin: its range, example count, mean confidence and accuracy (a reliability diagram).
 
     Bins are equal-width on the top probability, ``(lo, hi]`` (the first also holds 0); empty bins are kept,
@@ -60,15 +59,19 @@ def reliability_bins(probabilities: np.ndarray, labels: np.ndarray,
     for b in range(n_bins):
         members = which == b
         count = int(members.sum())
-        bins.append({"lower": round(float(edges[b]), 6), "upper": round(float(edges[b + 1]), 6),
-                     "count": count,
-                     "confidence": float(confidence[members].mean()) if count else None,
-                     "accuracy": float(correct[members].mean()) if count else None})
+        bins.append(
+            {
+                "lower": round(float(edges[b]), 6),
+                "upper": round(float(edges[b + 1]), 6),
+                "count": count,
+                "confidence": float(confidence[members].mean()) if count else None,
+                "accuracy": float(correct[members].mean()) if count else None,
+            }
+        )
     return bins
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
-                               n_bins: int = ECE_BINS) -> float:
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """ECE: the example-weighted mean gap between accuracy and mean confidence over equal-width bins.
 
     0 for a perfectly calibrated model; 0.3 means the confidence is off by 30 points on average.
@@ -76,8 +79,13 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
     n = len(labels)
     if n == 0:
         return float("nan")
-    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"])
-                     for b in reliability_bins(probabilities, labels, n_bins) if b["count"]))
+    return float(
+        sum(
+            b["count"] / n * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(probabilities, labels, n_bins)
+            if b["count"]
+        )
+    )
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -106,8 +114,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         grad_t = float(np.mean(gold - (p * logits).sum(axis=1))) / t**2
         return nll, np.array([grad_t * t])
 
-    result = minimize(nll_and_grad, x0=np.zeros(1), jac=True, method="L-BFGS-B",
-                      bounds=[(np.log(_MIN_TEMPERATURE), np.log(_MAX_TEMPERATURE))])
+    result = minimize(
+        nll_and_grad,
+        x0=np.zeros(1),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(np.log(_MIN_TEMPERATURE), np.log(_MAX_TEMPERATURE))],
+    )
     temperature = float(np.exp(result.x[0]))
     # never worse than no scaling (a flat or degenerate problem can stop the search early)
     if negative_log_likelihood(logits, labels, temperature) > negative_log_likelihood(logits, labels, 1.0):
@@ -131,8 +144,9 @@ def risk_coverage(probabilities: np.ndarray, labels: np.ndarray, points: int = 2
     hits = np.cumsum(correct)
     curve = []
     for k in sorted({max(1, round(n * q / points)) for q in range(1, points + 1)}):
-        curve.append({"coverage": k / n, "accuracy": float(hits[k - 1] / k),
-                      "min_confidence": float(confidence[order[k - 1]])})
+        curve.append(
+            {"coverage": k / n, "accuracy": float(hits[k - 1] / k), "min_confidence": float(confidence[order[k - 1]])}
+        )
     return curve
 
 
@@ -142,12 +156,15 @@ def selective_scores(probabilities: np.ndarray, labels: np.ndarray, min_confiden
     answered = probabilities.max(axis=1) >= min_confidence
     count = int(answered.sum())
     accuracy = float((probabilities.argmax(axis=1) == labels)[answered].mean()) if count else None
-    return {"coverage": count / len(labels) if len(labels) else 0.0, "accuracy": accuracy, "answered": count,
-            "abstained": int(len(labels) - count)}
+    return {
+        "coverage": count / len(labels) if len(labels) else 0.0,
+        "accuracy": accuracy,
+        "answered": count,
+        "abstained": int(len(labels) - count),
+    }
 
 
-def choose_min_confidence(probabilities: np.ndarray, labels: np.ndarray,
-                          target_accuracy: float) -> float | None:
+def choose_min_confidence(probabilities: np.ndarray, labels: np.ndarray, target_accuracy: float) -> float | None:
     """The lowest confidence threshold at which the answered predictions reach ``target_accuracy``.
 
     Candidates are the observed top probabilities (answer when ``confidence >= threshold``, so ties are kept

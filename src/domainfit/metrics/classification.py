@@ -77,8 +77,9 @@ def is_better(name: str, new: float, old: float | None) -> bool:
     return new > old if metric_direction(name) == "max" else new < old
 
 
-def improves_on_best(name: str, value: float, loss: float | None, best_value: float | None,
-                     best_loss: float | None) -> bool:
+def improves_on_best(
+    name: str, value: float, loss: float | None, best_value: float | None, best_loss: float | None
+) -> bool:
     """Whether an evaluation (``value`` of metric ``name``, validation ``loss``) replaces the kept checkpoint.
 
     The first evaluation always does. A tie on the metric goes to the lower validation loss: on a small,
@@ -166,6 +167,4 @@ def _check_inputs(y_true: list[int], y_pred: list[int], labels: list[str]) -> No
     for name, values in (("y_true", y_true), ("y_pred", y_pred)):
         bad = sorted({y for y in values if not 0 <= y < len(labels)})
         if bad:
-            raise ValueError(
-                f"{name} holds class ids {bad[:10]} outside 0..{len(labels) - 1} ({len(labels)} labels)"
-            )
+            raise ValueError(f"{name} holds class ids {bad[:10]} outside 0..{len(labels) - 1} ({len(labels)} labels)")

@@ -31,8 +31,12 @@ def perplexity_metrics(nll_and_count: torch.Tensor) -> dict[str, float]:
     if tokens == 0:
         raise ValueError("no response tokens to score (every label is -100)")
     mean = nll / tokens
-    return {"n": int(nll_and_count.shape[0]), "perplexity": math.exp(min(mean, 700.0)), "nll_per_token": mean,
-            "response_tokens": int(tokens)}
+    return {
+        "n": int(nll_and_count.shape[0]),
+        "perplexity": math.exp(min(mean, 700.0)),
+        "nll_per_token": mean,
+        "response_tokens": int(tokens),
+    }
 
 
 def rouge_tokens(text: str) -> list[str]:

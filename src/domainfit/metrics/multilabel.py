@@ -75,23 +75,38 @@ def multilabel_metrics(gold: np.ndarray, pred: np.ndarray, labels: Sequence[str]
     result: dict = {"n": int(gold.shape[0])}
     weights = support / support.sum() if support.sum() else np.zeros(len(labels))
     scores = {
-        "micro": (_ratio(tp.sum(), tp.sum() + fp.sum(), 0.0), _ratio(tp.sum(), tp.sum() + fn.sum(), 0.0),
-                  _ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum(), 0.0)),
+        "micro": (
+            _ratio(tp.sum(), tp.sum() + fp.sum(), 0.0),
+            _ratio(tp.sum(), tp.sum() + fn.sum(), 0.0),
+            _ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum(), 0.0),
+        ),
         "macro": (precision.mean(), recall.mean(), f1.mean()),
         "weighted": ((precision * weights).sum(), (recall * weights).sum(), (f1 * weights).sum()),
     }
     tp_s, fp_s, fn_s = (gold & pred).sum(1), (~gold & pred).sum(1), (gold & ~pred).sum(1)  # (n,)
-    scores["samples"] = (_ratio(tp_s, tp_s + fp_s, 1.0).mean(), _ratio(tp_s, tp_s + fn_s, 1.0).mean(),
-                         _ratio(2 * tp_s, 2 * tp_s + fp_s + fn_s, 1.0).mean())
+    scores["samples"] = (
+        _ratio(tp_s, tp_s + fp_s, 1.0).mean(),
+        _ratio(tp_s, tp_s + fn_s, 1.0).mean(),
+        _ratio(2 * tp_s, 2 * tp_s + fp_s + fn_s, 1.0).mean(),
+    )
     for average in _AVERAGES:
         p, r, f = scores[average]
-        result[f"precision_{average}"], result[f"recall_{average}"], result[f"f1_{average}"] = float(p), float(r), float(f)
+        result[f"precision_{average}"], result[f"recall_{average}"], result[f"f1_{average}"] = (
+            float(p),
+            float(r),
+            float(f),
+        )
     result["hamming_loss"] = float((gold != pred).mean())
     result["subset_accuracy"] = float((gold == pred).all(1).mean())
     result["accuracy"] = result["subset_accuracy"]
     result["per_class"] = {
-        label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                "support": int(support[i]), "predicted": int(tp[i] + fp[i])}
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "predicted": int(tp[i] + fp[i]),
+        }
         for i, label in enumerate(labels)
     }
     result["labels"] = list(labels)
@@ -103,8 +118,9 @@ def threshold_grid(step: float) -> np.ndarray:
     return np.round(np.arange(step, 1.0 - 1e-9, step), 6)
 
 
-def tune_thresholds(probs: np.ndarray, gold: np.ndarray, *, step: float = 0.05, default: float = 0.5,
-                    min_positives: int = 5) -> np.ndarray:
+def tune_thresholds(
+    probs: np.ndarray, gold: np.ndarray, *, step: float = 0.05, default: float = 0.5, min_positives: int = 5
+) -> np.ndarray:
     """Per label, the threshold on the grid (see :func:`threshold_grid`) that maximises its F1.
 
     A label is predicted when its probability is >= its threshold. Ties go to the threshold nearest
@@ -138,8 +154,9 @@ def tune_thresholds(probs: np.ndarray, gold: np.ndarray, *, step: float = 0.05, 
     return thresholds
 
 
-def score_with_thresholds(probs: np.ndarray, gold: np.ndarray, labels: Sequence[str], thresholds: np.ndarray,
-                          default: float) -> dict:
+def score_with_thresholds(
+    probs: np.ndarray, gold: np.ndarray, labels: Sequence[str], thresholds: np.ndarray, default: float
+) -> dict:
     """Metrics at ``thresholds`` plus the headline metrics at ``default`` (keys with ``_default``).
 
     ``per_class`` gains each label's ``threshold`` and its F1 at the default threshold (``f1_default``).

@@ -26,9 +26,14 @@ for _name in ENTITY_METRICS:
     register_selection_metric(_name, "max")
 
 
-def entity_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]],
-                   entity_types: Sequence[str], *, true_spans: Sequence[Sequence[Entity]] | None = None,
-                   pred_spans: Sequence[Sequence[Entity]] | None = None) -> dict:
+def entity_metrics(
+    true_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+    entity_types: Sequence[str],
+    *,
+    true_spans: Sequence[Sequence[Entity]] | None = None,
+    pred_spans: Sequence[Sequence[Entity]] | None = None,
+) -> dict:
     """Score predicted IOB2 tag sequences against gold ones, per entity and per word.
 
     Args:
@@ -64,14 +69,26 @@ def entity_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
     predicted = [set(tags_to_entities(list(p))) for p in pred_tags]
     result: dict = {"n": len(true_tags), "words": words, "accuracy": correct / words if words else 0.0}
     result["token_accuracy"] = result["accuracy"]
-    report = classification_report([list(t) for t in true_tags], [list(p) for p in pred_tags], mode="strict",
-                                   scheme=IOB2, output_dict=True, zero_division=0) if any(true_tags) else {}
+    report = (
+        classification_report(
+            [list(t) for t in true_tags],
+            [list(p) for p in pred_tags],
+            mode="strict",
+            scheme=IOB2,
+            output_dict=True,
+            zero_division=0,
+        )
+        if any(true_tags)
+        else {}
+    )
     per_class = {}
     for entity_type in entity_types:
         scores = report.get(entity_type, {})
         per_class[entity_type] = {
-            "precision": float(scores.get("precision", 0.0)), "recall": float(scores.get("recall", 0.0)),
-            "f1": float(scores.get("f1-score", 0.0)), "support": int(scores.get("support", 0)),
+            "precision": float(scores.get("precision", 0.0)),
+            "recall": float(scores.get("recall", 0.0)),
+            "f1": float(scores.get("f1-score", 0.0)),
+            "support": int(scores.get("support", 0)),
             "predicted": sum(1 for s in predicted for e in s if e[0] == entity_type),
         }
     n_gold = sum(len(s) for s in gold)
@@ -79,14 +96,18 @@ def entity_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
     n_hit = sum(len(g & p) for g, p in zip(gold, predicted))
     precision = n_hit / n_pred if n_pred else 0.0
     recall = n_hit / n_gold if n_gold else 0.0
-    result.update(precision_micro=precision, recall_micro=recall,
-                  f1_micro=2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    result.update(
+        precision_micro=precision,
+        recall_micro=recall,
+        f1_micro=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    )
     for score in ("precision", "recall", "f1"):
         values = [per_class[t][score] for t in entity_types]
         supports = [per_class[t]["support"] for t in entity_types]
         result[f"{score}_macro"] = sum(values) / len(values) if values else 0.0
-        result[f"{score}_weighted"] = (sum(v * s for v, s in zip(values, supports)) / sum(supports)
-                                       if sum(supports) else 0.0)
+        result[f"{score}_weighted"] = (
+            sum(v * s for v, s in zip(values, supports)) / sum(supports) if sum(supports) else 0.0
+        )
         result[f"entity_{score}"] = result[f"{score}_micro"]
     result.update(gold_entities=n_gold, predicted_entities=n_pred, per_class=per_class, labels=list(entity_types))
     return result

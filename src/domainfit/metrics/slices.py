@@ -21,8 +21,10 @@ def import_metric_frame() -> Any:
     try:
         from fairlearn.metrics import MetricFrame
     except ImportError as e:
-        raise MissingExtraError("group slices (evaluation.group_column, --group-column) need fairlearn, "
-                                "which is not installed", fix='pip install "domainfit[trust]"') from e
+        raise MissingExtraError(
+            "group slices (evaluation.group_column, --group-column) need fairlearn, which is not installed",
+            fix='pip install "domainfit[trust]"',
+        ) from e
     return MetricFrame
 
 
@@ -34,13 +36,18 @@ def _metrics(num_labels: int) -> dict[str, Any]:
     def macro(score: Any) -> Any:
         return lambda y, p: score(y, p, labels=every, average="macro", zero_division=0)
 
-    return {"accuracy": accuracy_score, "f1_macro": macro(f1_score),
-            "precision_macro": macro(precision_score), "recall_macro": macro(recall_score),
-            "count": lambda y, p: len(y)}
+    return {
+        "accuracy": accuracy_score,
+        "f1_macro": macro(f1_score),
+        "precision_macro": macro(precision_score),
+        "recall_macro": macro(recall_score),
+        "count": lambda y, p: len(y),
+    }
 
 
-def group_metrics(gold: Sequence[int], predicted: Sequence[int], groups: Sequence[str], num_labels: int, *,
-                  max_gap: float) -> dict[str, Any]:
+def group_metrics(
+    gold: Sequence[int], predicted: Sequence[int], groups: Sequence[str], num_labels: int, *, max_gap: float
+) -> dict[str, Any]:
     """Scores per group, and per score the largest gap and ratio between groups.
 
     Args:
@@ -56,11 +63,17 @@ def group_metrics(gold: Sequence[int], predicted: Sequence[int], groups: Sequenc
     """
     metric_frame = import_metric_frame()
     y_true, y_pred = np.asarray(gold), np.asarray(predicted)
-    frame = metric_frame(metrics=_metrics(num_labels), y_true=y_true, y_pred=y_pred,
-                         sensitive_features=np.asarray([str(g) for g in groups], dtype=object))
+    frame = metric_frame(
+        metrics=_metrics(num_labels),
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=np.asarray([str(g) for g in groups], dtype=object),
+    )
     by_group = frame.by_group
-    per_group = {str(g): {name: (int(v) if name == "count" else float(v)) for name, v in row.items()}
-                 for g, row in by_group.iterrows()}
+    per_group = {
+        str(g): {name: (int(v) if name == "count" else float(v)) for name, v in row.items()}
+        for g, row in by_group.iterrows()
+    }
     differences, ratios = frame.difference(method="between_groups"), frame.ratio(method="between_groups")
     gaps, flagged = {}, []
     for name in by_group.columns:
@@ -68,9 +81,13 @@ def group_metrics(gold: Sequence[int], predicted: Sequence[int], groups: Sequenc
             continue
         column = by_group[name]
         difference = float(differences[name])
-        gaps[name] = {"difference": difference, "ratio": float(ratios[name]),
-                      "lowest": str(column.idxmin()), "highest": str(column.idxmax()),
-                      "flagged": difference > max_gap}
+        gaps[name] = {
+            "difference": difference,
+            "ratio": float(ratios[name]),
+            "lowest": str(column.idxmin()),
+            "highest": str(column.idxmax()),
+            "flagged": difference > max_gap,
+        }
         if difference > max_gap:
             flagged.append(name)
     return {"groups": per_group, "gaps": gaps, "max_gap": max_gap, "flagged": flagged}

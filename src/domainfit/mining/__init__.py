@@ -19,5 +19,15 @@ from domainfit.mining.knn import KnnMiner, MiningOptions, MiningResult, chunked,
 from domainfit.mining.report import format_mining_report, write_mining_outputs
 from domainfit.mining.task_texts import load_task_texts, texts_of
 
-__all__ = ["KnnMiner", "MiningOptions", "MiningResult", "chunked", "format_mining_report", "leakage_key",
-           "load_task_texts", "mine", "texts_of", "write_mining_outputs"]
+__all__ = [
+    "KnnMiner",
+    "MiningOptions",
+    "MiningResult",
+    "chunked",
+    "format_mining_report",
+    "leakage_key",
+    "load_task_texts",
+    "mine",
+    "texts_of",
+    "write_mining_outputs",
+]

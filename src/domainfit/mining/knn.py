@@ -54,10 +54,14 @@ class MiningOptions:
     def check(self) -> None:
         for name, low in [("k", 1), ("chunk_size", 1), ("min_chars", 0), ("contrast_sample", 0), ("n_examples", 0)]:
             if getattr(self, name) < low:
-                raise DataError(f"--{name.replace('_', '-')} must be >= {low}, found {getattr(self, name)}",
-                                fix=f"give --{name.replace('_', '-')} {max(low, 1)} or more")
+                raise DataError(
+                    f"--{name.replace('_', '-')} must be >= {low}, found {getattr(self, name)}",
+                    fix=f"give --{name.replace('_', '-')} {max(low, 1)} or more",
+                )
         if self.max_total is not None and self.max_total < 1:
-            raise DataError(f"--max-total must be >= 1, found {self.max_total}", fix="give a positive cap, or leave it out")
+            raise DataError(
+                f"--max-total must be >= 1, found {self.max_total}", fix="give a positive cap, or leave it out"
+            )
 
 
 _QUERY_BLOCK = 2048
@@ -91,8 +95,15 @@ class KnnMiner:
         seed: reservoir seed.
     """
 
-    def __init__(self, queries: np.ndarray, k: int, *, exclude: set[str] = frozenset(), contrast_sample: int = 2000,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: set[str] = frozenset(),
+        contrast_sample: int = 2000,
+        seed: int = 0,
+    ) -> None:
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)  # (n_task, dim)
         self.k = k
         self.exclude = exclude
@@ -153,8 +164,9 @@ class KnnMiner:
             # stable sort: among equal scores the earlier column wins, and columns are in pool order
             order = np.argsort(-merged_scores, axis=1, kind="stable")[:, : self.k]  # (block, k)
             self.top_scores[rows] = np.take_along_axis(merged_scores, order, axis=1)
-            self.top_index[rows] = np.where(np.isneginf(self.top_scores[rows]), -1,
-                                            np.take_along_axis(merged_index, order, axis=1))
+            self.top_index[rows] = np.where(
+                np.isneginf(self.top_scores[rows]), -1, np.take_along_axis(merged_index, order, axis=1)
+            )
         self._sample_contrast(nearest)
 
         kept = set(np.unique(self.top_index[self.top_index >= 0]).tolist())
@@ -179,8 +191,11 @@ class KnnMiner:
 
     def neighbours(self, query: int) -> list[tuple[SourcedText, float]]:
         """The current nearest pool texts of one task example, nearest first."""
-        return [(self.candidates[int(p)].item, float(s)) for p, s in zip(self.top_index[query], self.top_scores[query])
-                if p >= 0]
+        return [
+            (self.candidates[int(p)].item, float(s))
+            for p, s in zip(self.top_index[query], self.top_scores[query])
+            if p >= 0
+        ]
 
     def select(self, max_total: int | None = None) -> list[int]:
         """The union of every task example's neighbours (pool positions, in pool order), capped at ``max_total``:
@@ -212,8 +227,15 @@ def chunked(items: Iterable[SourcedText], size: int) -> Iterator[list[SourcedTex
         yield chunk
 
 
-def mine(pool: Iterable[SourcedText], task_texts: Sequence[str], embed: Embedder, *, exclude_texts: Iterable[str] = (),
-         options: MiningOptions | None = None, progress: Any = None) -> MiningResult:
+def mine(
+    pool: Iterable[SourcedText],
+    task_texts: Sequence[str],
+    embed: Embedder,
+    *,
+    exclude_texts: Iterable[str] = (),
+    options: MiningOptions | None = None,
+    progress: Any = None,
+) -> MiningResult:
     """Select the pool texts nearest the task texts (kNN-TAPT), streaming the pool.
 
     Args:
@@ -231,11 +253,18 @@ def mine(pool: Iterable[SourcedText], task_texts: Sequence[str], embed: Embedder
     options.check()
     queries_text = list(dict.fromkeys(normalize_text(t) for t in task_texts if t.strip()))
     if not queries_text:
-        raise DataError("no task texts to mine for (the task's training texts are empty)",
-                        fix="give --task-texts with one text a line, or a --config whose data.train has texts")
+        raise DataError(
+            "no task texts to mine for (the task's training texts are empty)",
+            fix="give --task-texts with one text a line, or a --config whose data.train has texts",
+        )
     started = time.perf_counter()
-    miner = KnnMiner(embed(queries_text), options.k, exclude={leakage_key(t) for t in exclude_texts},
-                     contrast_sample=options.contrast_sample, seed=options.seed)
+    miner = KnnMiner(
+        embed(queries_text),
+        options.k,
+        exclude={leakage_key(t) for t in exclude_texts},
+        contrast_sample=options.contrast_sample,
+        seed=options.seed,
+    )
     for chunk in chunked(pool, options.chunk_size):
         admitted = miner.admit(chunk)
         if admitted:
@@ -243,9 +272,11 @@ def mine(pool: Iterable[SourcedText], task_texts: Sequence[str], embed: Embedder
         if progress is not None:
             progress(miner.n_seen)
     if miner.n_scored == 0:
-        raise DataError(f"the pool holds no texts to score ({miner.n_seen} read, {miner.n_excluded} excluded as "
-                        "leakage; blank lines and texts under --min-chars characters are skipped)",
-                        fix="check the pool paths, --text-column and --min-chars")
+        raise DataError(
+            f"the pool holds no texts to score ({miner.n_seen} read, {miner.n_excluded} excluded as "
+            "leakage; blank lines and texts under --min-chars characters are skipped)",
+            fix="check the pool paths, --text-column and --min-chars",
+        )
     positions = miner.select(options.max_total)
     selected = [miner.candidates[p] for p in positions]
     stats = _statistics(miner, selected, queries_text, options, time.perf_counter() - started)
@@ -256,23 +287,37 @@ def _distribution(values: Sequence[float]) -> dict[str, float] | None:
     if not len(values):
         return None
     a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "min": round(float(a.min()), 4), "p10": round(float(np.quantile(a, 0.1)), 4),
-            "median": round(float(np.median(a)), 4), "p90": round(float(np.quantile(a, 0.9)), 4),
-            "max": round(float(a.max()), 4), "mean": round(float(a.mean()), 4)}
+    return {
+        "n": int(a.size),
+        "min": round(float(a.min()), 4),
+        "p10": round(float(np.quantile(a, 0.1)), 4),
+        "median": round(float(np.median(a)), 4),
+        "p90": round(float(np.quantile(a, 0.9)), 4),
+        "max": round(float(a.max()), 4),
+        "mean": round(float(a.mean()), 4),
+    }
 
 
-def _statistics(miner: KnnMiner, selected: list[_Candidate], queries: list[str], options: MiningOptions,
-                seconds: float) -> dict[str, Any]:
+def _statistics(
+    miner: KnnMiner, selected: list[_Candidate], queries: list[str], options: MiningOptions, seconds: float
+) -> dict[str, Any]:
     n_union = len(miner.select(None))
     selected_median = float(np.median([c.max_similarity for c in selected])) if selected else None
     contrast = miner.contrast
     shown = sorted(random.Random(options.seed).sample(range(len(queries)), min(options.n_examples, len(queries))))
-    examples = [{"task_text": queries[q],
-                 "nearest": [{"text": item.text, "similarity": round(score, 4), "source": item.source, "line": item.line}
-                             for item, score in miner.neighbours(q)[:3]]} for q in shown]
+    examples = [
+        {
+            "task_text": queries[q],
+            "nearest": [
+                {"text": item.text, "similarity": round(score, 4), "source": item.source, "line": item.line}
+                for item, score in miner.neighbours(q)[:3]
+            ],
+        }
+        for q in shown
+    ]
     return {
         "method": "kNN-TAPT (Gururangan et al. 2020): union of each task example's k nearest pool texts, "
-                  "cosine similarity of mean-pooled, L2-normalised embeddings",
+        "cosine similarity of mean-pooled, L2-normalised embeddings",
         "k": options.k,
         "max_total": options.max_total,
         "task_texts": len(queries),
@@ -287,11 +332,12 @@ def _statistics(miner: KnnMiner, selected: list[_Candidate], queries: list[str],
         "similarity_selected": _distribution([c.max_similarity for c in selected]),
         "similarity_random_pool_sample": _distribution(contrast),
         # how separated the two are: the share of random pool texts at least as near as the median selected one
-        "random_share_at_least_selected_median": (round(sum(v >= selected_median for v in contrast) / len(contrast), 4)
-                                                  if contrast and selected_median is not None else None),
+        "random_share_at_least_selected_median": (
+            round(sum(v >= selected_median for v in contrast) / len(contrast), 4)
+            if contrast and selected_median is not None
+            else None
+        ),
         "selected_by_source": dict(Counter(c.item.source for c in selected).most_common()),
         "examples": examples,
         "seconds": round(seconds, 1),
     }
-
-

@@ -70,11 +70,17 @@ def format_mining_report(s: dict[str, Any]) -> str:
     share = s.get("random_share_at_least_selected_median")
     if sel and rnd and share is not None:
         # a quarter: the selected median then lies above the random sample's upper quartile
-        reading = ("the selected texts are clearly nearer the task than the pool at large" if share <= 0.25 else
-                   "the selected texts are only a little nearer than the pool at large: the pool may hold little "
-                   "in-domain text, or k is large relative to it")
-        lines += [f"Reading: {reading}: {100 * share:.1f}% of random pool texts are as near as the median selected "
-                  f"one (selected median {sel['median']:.3f} vs. random median {rnd['median']:.3f}).", ""]
+        reading = (
+            "the selected texts are clearly nearer the task than the pool at large"
+            if share <= 0.25
+            else "the selected texts are only a little nearer than the pool at large: the pool may hold little "
+            "in-domain text, or k is large relative to it"
+        )
+        lines += [
+            f"Reading: {reading}: {100 * share:.1f}% of random pool texts are as near as the median selected "
+            f"one (selected median {sel['median']:.3f} vs. random median {rnd['median']:.3f}).",
+            "",
+        ]
     lines += ["## Selected texts by source", "", "| source | texts | share |", "|---|---|---|"]
     for source, n in s["selected_by_source"].items():
         lines.append(f"| `{source}` | {n} | {100 * n / max(1, s['selected']):.1f}% |")
@@ -82,7 +88,9 @@ def format_mining_report(s: dict[str, Any]) -> str:
     for ex in s["examples"]:
         lines.append(f"- **{_short(ex['task_text'])}**")
         for nb in ex["nearest"]:
-            lines.append(f"  - {nb['similarity']:.3f}  {_short(nb['text'])}  (`{Path(nb['source']).name}` line {nb['line']})")
+            lines.append(
+                f"  - {nb['similarity']:.3f}  {_short(nb['text'])}  (`{Path(nb['source']).name}` line {nb['line']})"
+            )
     if s["excluded_examples"]:
         lines += ["", "## Excluded as leakage (first few)", ""]
         lines += [f"- `{Path(e['source']).name}` line {e['line']}: {_short(e['text'])}" for e in s["excluded_examples"]]

@@ -17,8 +17,11 @@ def texts_of(items: Iterable[Any], *, path: str | None = None) -> list[str]:
         if text is None and getattr(item, "tokens", None) is not None:
             text = " ".join(item.tokens)
         if not isinstance(text, str):
-            raise DataError(f"cannot get a text from a {type(item).__name__} example (no .text or .tokens)", path=path,
-                            fix="give the task texts as a plain file with --task-texts")
+            raise DataError(
+                f"cannot get a text from a {type(item).__name__} example (no .text or .tokens)",
+                path=path,
+                fix="give the task texts as a plain file with --task-texts",
+            )
         texts.append(text)
     return texts
 
@@ -36,6 +39,8 @@ def load_task_texts(config: str | None, overrides: Sequence[str] = ()) -> tuple[
     cfg = load_config(config, list(overrides))
     data = create_task(cfg.task).load_data(cfg)
     held_out = [t for name in ("validation", "test") for t in texts_of(data.splits.get(name, []), path=cfg.data.train)]
-    info = {"task_source": f"{config} (task {cfg.task}, train split of {cfg.data.train})",
-            "counts": {name: len(items) for name, items in data.splits.items()}}
+    info = {
+        "task_source": f"{config} (task {cfg.task}, train split of {cfg.data.train})",
+        "counts": {name: len(items) for name, items in data.splits.items()},
+    }
     return texts_of(data.splits["train"], path=cfg.data.train), held_out, info

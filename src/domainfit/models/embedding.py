@@ -36,7 +36,9 @@ class SentenceEmbedder:
         text_prefix: prepended to every text (e5 models expect ``"query: "``).
     """
 
-    def __init__(self, name: str = "minilm", *, batch_size: int = 64, max_length: int = 128, text_prefix: str = "") -> None:
+    def __init__(
+        self, name: str = "minilm", *, batch_size: int = 64, max_length: int = 128, text_prefix: str = ""
+    ) -> None:
         from transformers import AutoModel
 
         self.name = name
@@ -56,8 +58,13 @@ class SentenceEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = self.tokenizer([self.text_prefix + texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
+            batch = self.tokenizer(
+                [self.text_prefix + texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             hidden = self.model(**batch).last_hidden_state  # (batch, seq, hidden)
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (batch, hidden)

@@ -32,12 +32,18 @@ def read_folder_settings(model_dir: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{SETTINGS_FILE} cannot be read: {e}", path=path,
-                         fix="restore the file written by `domainfit train` (or delete it for a plain Hugging Face "
-                             "text classifier).") from e
+        raise ModelError(
+            f"{SETTINGS_FILE} cannot be read: {e}",
+            path=path,
+            fix="restore the file written by `domainfit train` (or delete it for a plain Hugging Face "
+            "text classifier).",
+        ) from e
     if not isinstance(data, dict):
-        raise ModelError(f"{SETTINGS_FILE} should hold a JSON object, found {type(data).__name__}", path=path,
-                         fix="restore the file written by `domainfit train`.")
+        raise ModelError(
+            f"{SETTINGS_FILE} should hold a JSON object, found {type(data).__name__}",
+            path=path,
+            fix="restore the file written by `domainfit train`.",
+        )
     return data
 
 

@@ -36,7 +36,9 @@ BUILTIN_MODELS: dict[str, tuple[str, Callable[[], str]]] = {
 
 def is_offline() -> bool:
     """True when the user asked Hugging Face libraries not to touch the network."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def resolve_model_path(name: str) -> str:
@@ -55,21 +57,32 @@ def resolve_model_path(name: str) -> str:
         check_model_folder(path, key="model.name")
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelError(f"model folder {name!r} does not exist", key="model.name",
-                         fix=f"check the path, or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+        raise ModelError(
+            f"model folder {name!r} does not exist",
+            key="model.name",
+            fix=f"check the path, or use a built-in name: {', '.join(BUILTIN_MODELS)}.",
+        )
     return name
 
 
 SAFE_WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "*.gguf")
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
-                   "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+)
 
 
 def _convert_hint(path: Path) -> str:
-    return (f"convert it on a machine you trust: python -c \"from transformers import AutoModel; "
-            f"AutoModel.from_pretrained('{path}').save_pretrained('{path}-safetensors')\" (writes model.safetensors; "
-            "use the Auto class of the model's task), then use the new folder.")
+    return (
+        f'convert it on a machine you trust: python -c "from transformers import AutoModel; '
+        f"AutoModel.from_pretrained('{path}').save_pretrained('{path}-safetensors')\" (writes model.safetensors; "
+        "use the Auto class of the model's task), then use the new folder."
+    )
 
 
 def check_model_folder(path: Path, *, key: str | None = "model.name") -> None:
@@ -88,20 +101,32 @@ def check_model_folder(path: Path, *, key: str | None = "model.name") -> None:
         try:
             settings = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelError(f"{name} is not valid JSON: {e}", path=file, key=key,
-                             fix="restore the file from the original model (it is written by save_pretrained).") from e
+            raise ModelError(
+                f"{name} is not valid JSON: {e}",
+                path=file,
+                key=key,
+                fix="restore the file from the original model (it is written by save_pretrained).",
+            ) from e
         if isinstance(settings, dict) and settings.get("auto_map"):
-            raise ModelError(f"this model folder asks to run its own Python code ({name} has auto_map: "
-                             f"{', '.join(map(str, settings['auto_map']))[:200]}); domainfit never runs code that "
-                             "comes with a model", path=path, key=key,
-                             fix="use a model whose architecture ships with transformers (BERT, RoBERTa, XLM-R, "
-                                 "DistilBERT, Llama, ...), or remove auto_map if the architecture is a standard one.")
+            raise ModelError(
+                f"this model folder asks to run its own Python code ({name} has auto_map: "
+                f"{', '.join(map(str, settings['auto_map']))[:200]}); domainfit never runs code that "
+                "comes with a model",
+                path=path,
+                key=key,
+                fix="use a model whose architecture ships with transformers (BERT, RoBERTa, XLM-R, "
+                "DistilBERT, Llama, ...), or remove auto_map if the architecture is a standard one.",
+            )
     safe = [f for pattern in SAFE_WEIGHTS for f in path.glob(pattern)]
     pickles = sorted(f.name for pattern in PICKLE_WEIGHTS for f in path.glob(pattern) if f.name != "training_args.bin")
     if not safe and pickles:
-        raise ModelError(f"the weights are pickle files ({', '.join(pickles[:3])}); loading a pickle can run code "
-                         "planted in it, so domainfit only loads safetensors", path=path, key=key,
-                         fix=_convert_hint(path))
+        raise ModelError(
+            f"the weights are pickle files ({', '.join(pickles[:3])}); loading a pickle can run code "
+            "planted in it, so domainfit only loads safetensors",
+            path=path,
+            key=key,
+            fix=_convert_hint(path),
+        )
     for file in path.glob("*.safetensors"):
         _check_safetensors_header(file, key)
 
@@ -123,8 +148,12 @@ def _check_safetensors_header(file: Path, key: str | None) -> None:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         problem = f"its header cannot be read ({type(e).__name__})"
     if problem:
-        raise ModelError(f"{file.name} is damaged or truncated: {problem}", path=file, key=key,
-                         fix="copy or download the model again (compare its size or checksum with the original).")
+        raise ModelError(
+            f"{file.name} is damaged or truncated: {problem}",
+            path=file,
+            key=key,
+            fix="copy or download the model again (compare its size or checksum with the original).",
+        )
 
 
 def check_tokenizer_files(path: Path, *, key: str | None = "model.name") -> None:
@@ -132,9 +161,13 @@ def check_tokenizer_files(path: Path, *, key: str | None = "model.name") -> None
     tokenizer that maps every text to the same few ids (every prediction identical, no error)."""
     path = Path(path)
     if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES) and not any(path.glob("*.gguf")):
-        raise ModelError(f"this model folder has no tokenizer (none of {', '.join(TOKENIZER_FILES)})", path=path,
-                         key=key, fix="save the tokenizer beside the model: tokenizer.save_pretrained(FOLDER) with the "
-                                      "tokenizer the model was trained with.")
+        raise ModelError(
+            f"this model folder has no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
+            path=path,
+            key=key,
+            fix="save the tokenizer beside the model: tokenizer.save_pretrained(FOLDER) with the "
+            "tokenizer the model was trained with.",
+        )
 
 
 def attention_kernel(requested: str, attention_dropout: float) -> str:
@@ -169,8 +202,19 @@ def _attention_dropout(path: str) -> float:
 
 # Encoders whose position ids start after the padding index (RoBERTa's scheme): of their
 # max_position_embeddings, pad_token_id + 1 are never used (XLM-R, e5: 514 positions, 512 tokens).
-_POSITIONS_AFTER_PADDING = {"camembert", "data2vec-text", "ibert", "longformer", "luke", "mpnet", "roberta",
-                            "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "xmod"}
+_POSITIONS_AFTER_PADDING = {
+    "camembert",
+    "data2vec-text",
+    "ibert",
+    "longformer",
+    "luke",
+    "mpnet",
+    "roberta",
+    "roberta-prelayernorm",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "xmod",
+}
 
 
 def position_limit(config: Any) -> int | None:
@@ -204,11 +248,13 @@ def check_max_length(config: Any, max_length: int) -> None:
     limit = position_limit(config)
     if limit is not None and max_length > limit:
         name = getattr(config, "_name_or_path", "") or getattr(config, "model_type", "") or "the model"
-        raise ConfigError(f"{max_length} tokens is longer than {short_repr(name, 120)} can read: its "
-                          f"position embeddings cover {limit} (max_position_embeddings in its config.json)",
-                          key="model.max_length",
-                          fix=f"set model.max_length to at most {limit} (for longer texts in text "
-                              "classification: model.long_text: windows).")
+        raise ConfigError(
+            f"{max_length} tokens is longer than {short_repr(name, 120)} can read: its "
+            f"position embeddings cover {limit} (max_position_embeddings in its config.json)",
+            key="model.max_length",
+            fix=f"set model.max_length to at most {limit} (for longer texts in text "
+            "classification: model.long_text: windows).",
+        )
 
 
 def load_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any:
@@ -222,18 +268,28 @@ def load_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any
         return loader(path, **kwargs)
     except OSError as e:
         if Path(path).exists():
-            raise ModelError(f"could not load the model in {path}: {e}", key="model.name",
-                             fix="check that the folder holds config.json and weights (model.safetensors or pytorch_model.bin).") from e
+            raise ModelError(
+                f"could not load the model in {path}: {e}",
+                key="model.name",
+                fix="check that the folder holds config.json and weights (model.safetensors or pytorch_model.bin).",
+            ) from e
         if is_offline():
-            fix = ("offline mode (--offline, DOMAINFIT_OFFLINE or HF_HUB_OFFLINE) allows only models already in the "
-                   "Hugging Face cache: on a machine with internet, download the model (`hf download " + name + "`), "
-                   f"copy the folder here and set model.name to it; or use a built-in name: {', '.join(BUILTIN_MODELS)}.")
+            fix = (
+                "offline mode (--offline, DOMAINFIT_OFFLINE or HF_HUB_OFFLINE) allows only models already in the "
+                "Hugging Face cache: on a machine with internet, download the model (`hf download " + name + "`), "
+                f"copy the folder here and set model.name to it; or use a built-in name: {', '.join(BUILTIN_MODELS)}."
+            )
         else:
-            fix = ("check the model id on huggingface.co; if this machine has no internet, download the model elsewhere, "
-                   f"copy the folder here and set model.name to it, or use a built-in name: {', '.join(BUILTIN_MODELS)}; "
-                   "run with --offline to fail at once instead of waiting for the network.")
-        raise ModelError(f"cannot load model {name!r}: it is not a local folder, and the hub could not provide it",
-                         key="model.name", fix=fix) from e
+            fix = (
+                "check the model id on huggingface.co; if this machine has no internet, download the model elsewhere, "
+                f"copy the folder here and set model.name to it, or use a built-in name: {', '.join(BUILTIN_MODELS)}; "
+                "run with --offline to fail at once instead of waiting for the network."
+            )
+        raise ModelError(
+            f"cannot load model {name!r}: it is not a local folder, and the hub could not provide it",
+            key="model.name",
+            fix=fix,
+        ) from e
 
 
 def freeze_word_embeddings(model: Any) -> int:

@@ -31,8 +31,11 @@ class MaskedLMSubstitution:
         from domainfit.models.loading import load_pretrained, load_tokenizer
 
         if not ctx.mlm_model:
-            raise ModelError("the mlm op needs a masked language model", key="augment.mlm_model",
-                             fix="set augment.mlm_model to a model with its MLM head.")
+            raise ModelError(
+                "the mlm op needs a masked language model",
+                key="augment.mlm_model",
+                fix="set augment.mlm_model to a model with its MLM head.",
+            )
         self.tokenizer = load_tokenizer(ctx.mlm_model)
         model, info = load_pretrained(AutoModelForMaskedLM.from_pretrained, ctx.mlm_model, output_loading_info=True)
         # weights of the encoder (base_model_prefix) may be missing harmlessly (e.g. an unused pooler); any
@@ -40,11 +43,13 @@ class MaskedLMSubstitution:
         prefix = f"{model.base_model_prefix}."
         head_missing = [k for k in info.get("missing_keys", []) if not k.startswith(prefix)]
         if head_missing:
-            raise ModelError(f"{ctx.mlm_model!r} has no trained masked-LM head (missing weights: "
-                             f"{', '.join(sorted(head_missing)[:4])}...): its predictions would be random",
-                             key="augment.mlm_model",
-                             fix="use a model saved with its MLM head (e.g. bert-base-uncased, bert-base-chinese, "
-                                 "or a domain-pretrained folder); the packaged minilm is an encoder without one.")
+            raise ModelError(
+                f"{ctx.mlm_model!r} has no trained masked-LM head (missing weights: "
+                f"{', '.join(sorted(head_missing)[:4])}...): its predictions would be random",
+                key="augment.mlm_model",
+                fix="use a model saved with its MLM head (e.g. bert-base-uncased, bert-base-chinese, "
+                "or a domain-pretrained folder); the packaged minilm is an encoder without one.",
+            )
         if self.tokenizer.mask_token_id is None:
             raise ModelError(f"the tokenizer of {ctx.mlm_model!r} has no mask token", key="augment.mlm_model")
         self.model = model.eval()
@@ -57,8 +62,14 @@ class MaskedLMSubstitution:
 
         if not sentences:
             return []
-        enc = self.tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
-                             max_length=self.MAX_LENGTH, padding=True, return_tensors="pt")
+        enc = self.tokenizer(
+            [list(s) for s in sentences],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.MAX_LENGTH,
+            padding=True,
+            return_tensors="pt",
+        )
         input_ids = enc["input_ids"].clone()  # (batch, seq)
         masked: list[dict[int, list[int]]] = []  # per sentence: word index -> its token positions
         for row, (words, n, rng) in enumerate(zip(sentences, n_changes, rngs)):
@@ -78,8 +89,10 @@ class MaskedLMSubstitution:
         for row, (words, rng, chosen) in enumerate(zip(sentences, rngs, masked)):
             words = list(words)
             for i, positions in chosen.items():
-                pieces = [self._pick(logits[row, pos], int(enc["input_ids"][row, pos]), rng, first=k == 0)
-                          for k, pos in enumerate(positions)]
+                pieces = [
+                    self._pick(logits[row, pos], int(enc["input_ids"][row, pos]), rng, first=k == 0)
+                    for k, pos in enumerate(positions)
+                ]
                 if any(p is None for p in pieces):
                     continue
                 new = self.tokenizer.convert_tokens_to_string(pieces).strip()
@@ -107,5 +120,3 @@ class MaskedLMSubstitution:
 
 # ----------------------------------------------------------------------------------------------------------
 # The augmenter: rate, op choice, seeding
-
-

@@ -61,8 +61,12 @@ def parameter_counts(model: nn.Module, method: str = "none") -> dict[str, Any]:
         seen.add(id(p))
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
-    counts = {"method": method, "trainable": trainable, "total": total,
-              "trainable_percent": round(100 * trainable / max(total, 1), 3)}
+    counts = {
+        "method": method,
+        "trainable": trainable,
+        "total": total,
+        "trainable_percent": round(100 * trainable / max(total, 1), 3),
+    }
     log.info("trainable parameters (%s): %d of %d (%.3f%%)", method, trainable, total, counts["trainable_percent"])
     return counts
 
@@ -92,8 +96,12 @@ def _base_model_path(model_dir: Path, meta: dict[str, Any]) -> str:
     settings = read_folder_settings(model_dir)
     base = meta.get("base_model") or settings.get("base_model")
     if not base:
-        raise ModelError("adapter folder without a base model reference", path=model_dir / "domainfit.json",
-                         key="peft.base_model", fix="retrain with peft.save: merged, or add base_model.")
+        raise ModelError(
+            "adapter folder without a base model reference",
+            path=model_dir / "domainfit.json",
+            key="peft.base_model",
+            fix="retrain with peft.save: merged, or add base_model.",
+        )
     return resolve_model_path(base)
 
 
@@ -108,8 +116,12 @@ def _load_base(model_dir: Path, meta: dict[str, Any], attn_implementation: str) 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialised classifier": it is, and it is overwritten next
     try:
-        return load_pretrained(AutoModelForSequenceClassification.from_pretrained, _base_model_path(model_dir, meta),
-                               config=config, attn_implementation=attn_implementation)
+        return load_pretrained(
+            AutoModelForSequenceClassification.from_pretrained,
+            _base_model_path(model_dir, meta),
+            config=config,
+            attn_implementation=attn_implementation,
+        )
     finally:
         transformers.logging.set_verbosity(verbosity)
 
@@ -128,8 +140,11 @@ class _PeftLibraryMethod:
         try:
             return get_peft_model(model, self.peft_config(cfg))
         except ValueError as e:  # e.g. target modules not found in this architecture
-            raise ModelError(f"peft cannot apply {self.name} to {type(model).__name__}: {e}", key="peft.target_modules",
-                             fix="set peft.target_modules to module names of this model (e.g. 'query,value' for BERT).") from e
+            raise ModelError(
+                f"peft cannot apply {self.name} to {type(model).__name__}: {e}",
+                key="peft.target_modules",
+                fix="set peft.target_modules to module names of this model (e.g. 'query,value' for BERT).",
+            ) from e
 
     def save(self, model: nn.Module, out_dir: Path, cfg: PeftConfig) -> dict[str, Any]:
         meta: dict[str, Any] = {"method": self.name, "saved": cfg.save, **parameter_counts(model, self.name)}
@@ -163,8 +178,13 @@ class LoraMethod(_PeftLibraryMethod):
     def peft_config(self, cfg: PeftConfig) -> Any:
         from peft import LoraConfig, TaskType
 
-        return LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=_targets(cfg))
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=_targets(cfg),
+        )
 
 
 @PEFT_METHODS.register("ia3")
@@ -179,8 +199,9 @@ class IA3Method(_PeftLibraryMethod):
 
         targets = _targets(cfg)
         # with explicit targets, treat none as feed-forward (peft requires them to be a subset)
-        return IA3Config(task_type=TaskType.SEQ_CLS, target_modules=targets,
-                         feedforward_modules=[] if targets else None)
+        return IA3Config(
+            task_type=TaskType.SEQ_CLS, target_modules=targets, feedforward_modules=[] if targets else None
+        )
 
 
 @PEFT_METHODS.register("houlsby")
@@ -201,8 +222,12 @@ class HoulsbyMethod:
 
         from domainfit.models.adapters import adapter_state_dict
 
-        meta = {"method": self.name, "saved": cfg.save, "adapter_size": cfg.adapter_size,
-                **parameter_counts(model, self.name)}
+        meta = {
+            "method": self.name,
+            "saved": cfg.save,
+            "adapter_size": cfg.adapter_size,
+            **parameter_counts(model, self.name),
+        }
         if cfg.save == "merged":  # adapters cannot be merged (they are nonlinear): one file with everything
             model.save_pretrained(out_dir, safe_serialization=True)
         else:
@@ -218,8 +243,11 @@ class HoulsbyMethod:
 
         size = meta.get("adapter_size")
         if not isinstance(size, int):
-            raise ModelError("Houlsby adapter folder without an integer adapter_size", path=model_dir / "domainfit.json",
-                             key="peft.adapter_size")
+            raise ModelError(
+                "Houlsby adapter folder without an integer adapter_size",
+                path=model_dir / "domainfit.json",
+                key="peft.adapter_size",
+            )
         if meta.get("saved") == "adapter":
             model = _load_base(model_dir, meta, attn_implementation)
             weights = model_dir / ADAPTER_WEIGHTS
@@ -235,6 +263,9 @@ class HoulsbyMethod:
         if meta.get("saved") != "adapter":
             adapters_missing = list(missing)
         if adapters_missing or unexpected:
-            raise ModelError(f"the weights do not fit the model: missing {adapters_missing[:3]}, unexpected {list(unexpected)[:3]}",
-                             path=weights, fix="the folder was changed after training; retrain or copy it again.")
+            raise ModelError(
+                f"the weights do not fit the model: missing {adapters_missing[:3]}, unexpected {list(unexpected)[:3]}",
+                path=weights,
+                fix="the folder was changed after training; retrain or copy it again.",
+            )
         return model

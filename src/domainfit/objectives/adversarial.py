@@ -58,8 +58,11 @@ def perturbed_embeddings(model: nn.Module) -> Iterator[_EmbeddingPerturbation]:
     get = getattr(model, "get_input_embeddings", None)
     embeddings = get() if get is not None else None
     if embeddings is None:
-        raise ModelError(f"{type(model).__name__} has no input embeddings to perturb", key="regularization.adversarial",
-                         fix="use a Hugging Face transformer model, or set regularization.adversarial: none.")
+        raise ModelError(
+            f"{type(model).__name__} has no input embeddings to perturb",
+            key="regularization.adversarial",
+            fix="use a Hugging Face transformer model, or set regularization.adversarial: none.",
+        )
     perturbation = _EmbeddingPerturbation()
     handle = embeddings.register_forward_hook(perturbation)
     try:
@@ -165,6 +168,11 @@ def wrap_adversarial(base: nn.Module, settings: AdversarialConfig) -> nn.Module:
     return method(base, epsilon=settings.adv_epsilon, alpha=settings.adv_alpha, steps=settings.adv_steps)
 
 
-WRAPPERS.register("adversarial", ObjectiveWrapper(
-    config=AdversarialConfig, enabled=lambda settings: settings.adversarial != "none", create=wrap_adversarial,
-))
+WRAPPERS.register(
+    "adversarial",
+    ObjectiveWrapper(
+        config=AdversarialConfig,
+        enabled=lambda settings: settings.adversarial != "none",
+        create=wrap_adversarial,
+    ),
+)

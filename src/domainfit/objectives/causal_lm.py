@@ -26,8 +26,9 @@ class CausalLMObjective(nn.Module):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs).logits  # (batch, seq, vocab)
         targets = labels[:, 1:]  # token t is predicted from positions < t
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                              reduction="none")  # (batch, seq - 1), 0 where ignored
+        nll = F.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        )  # (batch, seq - 1), 0 where ignored
         per_example = torch.stack([nll.sum(1), (targets != IGNORE_INDEX).sum(1).float()], dim=1)  # (batch, 2)
         loss = per_example[:, 0].sum() / per_example[:, 1].sum().clamp(min=1)
         return {"loss": loss, "task_loss": loss.detach(), "logits": per_example.detach()}

@@ -27,7 +27,5 @@ class CrossEntropyObjective(nn.Module):
         labels = batch["labels"]
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs).logits  # (batch, num_labels)
-        loss = F.cross_entropy(
-            logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing
-        )
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
         return {"loss": loss, "task_loss": loss.detach(), "logits": logits.detach()}

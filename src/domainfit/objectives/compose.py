@@ -48,9 +48,11 @@ def class_weights(reg: TaskLossConfig, train_labels: list[str], labels: list[str
         return torch.tensor([n / (k * counts[label]) if counts[label] else 1.0 for label in labels])
     unknown = sorted(set(reg.class_weights) - set(labels))
     if unknown:
-        raise ConfigError(f"class weight for unknown label(s) {', '.join(map(repr, unknown))}",
-                          key=f"regularization.class_weights.{unknown[0]}",
-                          fix=f"use the training labels: {', '.join(labels)}.")
+        raise ConfigError(
+            f"class weight for unknown label(s) {', '.join(map(repr, unknown))}",
+            key=f"regularization.class_weights.{unknown[0]}",
+            fix=f"use the training labels: {', '.join(labels)}.",
+        )
     return torch.tensor([float(reg.class_weights.get(label, 1.0)) for label in labels])
 
 
@@ -64,8 +66,11 @@ def build_objective(cfg: RunConfig, train_labels: list[str], labels: list[str]) 
     """
     reg = cfg.regularization
     factory = OBJECTIVES.get(reg.objective, key="regularization.objective")
-    options = {"class_weights": class_weights(reg, train_labels, labels), "label_smoothing": reg.label_smoothing,
-               "gamma": reg.focal_gamma}
+    options = {
+        "class_weights": class_weights(reg, train_labels, labels),
+        "label_smoothing": reg.label_smoothing,
+        "gamma": reg.focal_gamma,
+    }
     accepted = inspect.signature(factory).parameters
     objective = factory(**{k: v for k, v in options.items() if k in accepted})
     if options["class_weights"] is not None:

@@ -41,9 +41,7 @@ class ProximalObjective(nn.Module):
     def proximal_term(self, model: nn.Module) -> torch.Tensor:
         """``||w - w_global||^2`` over the anchored weights (a scalar with a graph to ``w``)."""
         squares = [
-            (p - self._anchor[name]).pow(2).sum()
-            for name, p in model.named_parameters()
-            if name in self._anchor
+            (p - self._anchor[name]).pow(2).sum() for name, p in model.named_parameters() if name in self._anchor
         ]
         return torch.stack(squares).sum()
 

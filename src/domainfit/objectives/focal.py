@@ -16,8 +16,14 @@ from torch import nn
 from domainfit.objectives.base import OBJECTIVES
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float, alpha: torch.Tensor | None = None,
-               label_smoothing: float = 0.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    gamma: float,
+    alpha: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Mean focal loss.
 
     Args:
@@ -51,7 +57,9 @@ class FocalLossObjective(nn.Module):
         label_smoothing: smoothing of the target distribution.
     """
 
-    def __init__(self, gamma: float = 2.0, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, gamma: float = 2.0, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0
+    ) -> None:
         super().__init__()
         self.gamma = gamma
         self.label_smoothing = label_smoothing
@@ -60,5 +68,7 @@ class FocalLossObjective(nn.Module):
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = batch["labels"]
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (batch, num_labels)
-        loss = focal_loss(logits, labels, gamma=self.gamma, alpha=self.class_weights, label_smoothing=self.label_smoothing)
+        loss = focal_loss(
+            logits, labels, gamma=self.gamma, alpha=self.class_weights, label_smoothing=self.label_smoothing
+        )
         return {"loss": loss, "task_loss": loss.detach(), "logits": logits.detach()}

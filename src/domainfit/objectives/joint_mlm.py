@@ -74,33 +74,60 @@ class JointMLMObjective(nn.Module):
         seed: seed of the stream's shuffling.
     """
 
-    def __init__(self, task_objective: nn.Module, *, model_name: str, joint: JointConfig, max_length: int,
-                 text_prefix: str = "", task_texts: list[str] | None = None, total_batches: int = 1,
-                 batch_size: int = 32, seed: int = 0) -> None:
+    def __init__(
+        self,
+        task_objective: nn.Module,
+        *,
+        model_name: str,
+        joint: JointConfig,
+        max_length: int,
+        text_prefix: str = "",
+        task_texts: list[str] | None = None,
+        total_batches: int = 1,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         from transformers import AutoModelForMaskedLM
 
         self.task_objective = task_objective
         self.joint, self.total_batches, self.batch_size = joint, max(total_batches, 1), batch_size
-        files = (list_text_files(joint.corpus, fmt=joint.corpus_format, key="joint.corpus")
-                 if joint.corpus else [])
-        lexicon = Lexicon.from_file(joint.masking.lexicon, key="joint.masking.lexicon") if joint.masking.strategy == "knowledge" else None
+        files = list_text_files(joint.corpus, fmt=joint.corpus_format, key="joint.corpus") if joint.corpus else []
+        lexicon = (
+            Lexicon.from_file(joint.masking.lexicon, key="joint.masking.lexicon")
+            if joint.masking.strategy == "knowledge"
+            else None
+        )
         tokenizer = load_tokenizer(model_name)
-        self.collator = MaskingCollator(tokenizer, joint.masking, max_length=max_length, text_prefix=text_prefix, lexicon=lexicon)
+        self.collator = MaskingCollator(
+            tokenizer, joint.masking, max_length=max_length, text_prefix=text_prefix, lexicon=lexicon
+        )
         lm, info = load_pretrained(AutoModelForMaskedLM.from_pretrained, model_name, output_loading_info=True)
         heads = [(name, module) for name, module in lm.named_children() if module is not lm.base_model]
         if len(heads) != 1:
-            raise ModelError(f"cannot take the MLM head out of {type(lm).__name__} (parts: {', '.join(n for n, _ in heads)})",
-                             key="joint.enabled", fix="use a BERT/RoBERTa/XLM-R-like encoder for the joint objective.")
+            raise ModelError(
+                f"cannot take the MLM head out of {type(lm).__name__} (parts: {', '.join(n for n, _ in heads)})",
+                key="joint.enabled",
+                fix="use a BERT/RoBERTa/XLM-R-like encoder for the joint objective.",
+            )
         self.head = heads[0][1]
         self._tie_decoder(lm.get_output_embeddings())
         missing = [k for k in info["missing_keys"] if k.startswith(heads[0][0])]
         self.head_is_new = bool(missing)
-        log.info("joint MLM head: %s", "new (not in the checkpoint; decoder tied to the word embeddings)" if missing
-                 else "loaded from the checkpoint")
+        log.info(
+            "joint MLM head: %s",
+            "new (not in the checkpoint; decoder tied to the word embeddings)"
+            if missing
+            else "loaded from the checkpoint",
+        )
         del lm
-        self.stream = CorpusStream(files, fmt=joint.corpus_format, column=joint.corpus_column, seed=seed,
-                                   texts=task_texts if joint.use_task_texts else None)
+        self.stream = CorpusStream(
+            files,
+            fmt=joint.corpus_format,
+            column=joint.corpus_column,
+            seed=seed,
+            texts=task_texts if joint.use_task_texts else None,
+        )
         self._texts = None
         # checkpointed with the objective: where the stream is, and how many training batches have run
         self.register_buffer("stream_position", torch.zeros(5, dtype=torch.long))
@@ -121,7 +148,9 @@ class JointMLMObjective(nn.Module):
             self._texts = iter(self.stream)
         batch = self.collator.collate(self.collator.encode([next(self._texts) for _ in range(self.batch_size)]))
         position = self.stream.position
-        self.stream_position.copy_(torch.tensor([position.epoch, position.file, position.byte, position.line, position.skip]))
+        self.stream_position.copy_(
+            torch.tensor([position.epoch, position.file, position.byte, position.line, position.skip])
+        )
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -134,17 +163,22 @@ class JointMLMObjective(nn.Module):
         self.batches_done += 1
         mlm_loss = self._mlm_loss(model, self._next_mlm_batch(batch["input_ids"].device))
         task_loss = out.get("task_loss", out["loss"].detach())
-        return {**out, "loss": out["loss"] + lam * mlm_loss, "task_loss": task_loss, "mlm_loss": mlm_loss.detach(),
-                "mlm_weight": torch.tensor(lam)}
+        return {
+            **out,
+            "loss": out["loss"] + lam * mlm_loss,
+            "task_loss": task_loss,
+            "mlm_loss": mlm_loss.detach(),
+            "mlm_weight": torch.tensor(lam),
+        }
 
-    def _mlm_loss(self, model: nn.Module, mlm: dict[str, torch.Tensor], *,
-                  encoder_grad: bool = True) -> torch.Tensor:
+    def _mlm_loss(self, model: nn.Module, mlm: dict[str, torch.Tensor], *, encoder_grad: bool = True) -> torch.Tensor:
         """The head's MLM loss on the encoder's hidden states (the head runs at the masked positions only)."""
         unwrapped = getattr(model, "module", model)
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
             # the shared encoder runs through the task model's forward, so Accelerate's autocast applies to it too
-            hidden = model(input_ids=mlm["input_ids"], attention_mask=mlm["attention_mask"],
-                           output_hidden_states=True).hidden_states[-1]  # (batch, seq, hidden)
+            hidden = model(
+                input_ids=mlm["input_ids"], attention_mask=mlm["attention_mask"], output_hidden_states=True
+            ).hidden_states[-1]  # (batch, seq, hidden)
         self.head_decoder().__dict__["embedding_weight"] = unwrapped.get_input_embeddings().weight
         return masked_lm_loss(self.head, hidden, mlm["labels"], upcast=True)
 
@@ -152,6 +186,7 @@ class JointMLMObjective(nn.Module):
         """Train the head alone (transform and bias; the encoder and the tied decoder weight stay as they are)
         for ``joint.head_warmup_steps`` batches, once per run (the flag is checkpointed)."""
         params = [p for p in self.head.parameters() if p.requires_grad]
+
         def batch_loss() -> torch.Tensor:
             return self._mlm_loss(model, self._next_mlm_batch(device), encoder_grad=False)
 
@@ -185,7 +220,14 @@ def wrap_with_joint_mlm(task_objective: nn.Module, cfg: RunConfig, train_example
         return task_objective
     batch_size = cfg.joint.batch_size or cfg.train.batch_size
     total_batches = cfg.train.epochs * math.ceil(len(train_examples) / cfg.train.batch_size)
-    return JointMLMObjective(task_objective, model_name=cfg.model.name, joint=cfg.joint,
-                             max_length=cfg.model.max_length, text_prefix=cfg.model.text_prefix,
-                             task_texts=task_texts(train_examples), total_batches=total_batches,
-                             batch_size=batch_size, seed=cfg.train.seed)
+    return JointMLMObjective(
+        task_objective,
+        model_name=cfg.model.name,
+        joint=cfg.joint,
+        max_length=cfg.model.max_length,
+        text_prefix=cfg.model.text_prefix,
+        task_texts=task_texts(train_examples),
+        total_batches=total_batches,
+        batch_size=batch_size,
+        seed=cfg.train.seed,
+    )

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from domainfit.data.masking import IGNORE_INDEX
 
 
-def masked_lm_loss(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean",
-                   upcast: bool = False) -> torch.Tensor:
+def masked_lm_loss(
+    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean", upcast: bool = False
+) -> torch.Tensor:
     """Cross-entropy of ``head`` at the masked positions (``labels != -100``) only.
 
     The vocabulary projection is the costliest layer of a small encoder; running it on the ~15% of positions
@@ -39,8 +40,9 @@ def masked_lm_loss(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, 
     return F.cross_entropy(logits.float(), labels[picked], reduction=reduction)
 
 
-def lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, causal: bool = False,
-            reduction: str = "mean") -> torch.Tensor:
+def lm_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], *, causal: bool = False, reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy of a masked- or causal-LM model on ``batch["labels"]`` (-100 ignored).
 
     Masked LMs whose head is one module beside the encoder (BERT ``cls``, RoBERTa/XLM-R ``lm_head``) go
@@ -54,15 +56,22 @@ def lm_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, causal: bool = 
         # logits: (batch, seq, vocab)
         if causal:
             logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                               reduction=reduction)
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
+        )
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
     # hidden: (batch, seq, hidden)
     return masked_lm_loss(heads[0], hidden, labels, reduction=reduction)
 
 
-def warm_up_head(params: list[nn.Parameter], batch_loss: Callable[[], torch.Tensor], *, steps: int, lr: float,
-                 desc: str | None = None) -> float:
+def warm_up_head(
+    params: list[nn.Parameter],
+    batch_loss: Callable[[], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    desc: str | None = None,
+) -> float:
     """Train only ``params`` (a new head) with AdamW for ``steps`` batches; returns the last batch's loss.
 
     Gradients are taken for ``params`` alone (``torch.autograd.grad``), so the encoder's weights and their

@@ -60,8 +60,11 @@ class RDropObjective(nn.Module):
         return result
 
 
-WRAPPERS.register("rdrop", ObjectiveWrapper(
-    config=RDropConfig,
-    enabled=lambda settings: settings.rdrop_alpha > 0,
-    create=lambda base, settings: RDropObjective(base, alpha=settings.rdrop_alpha),
-))
+WRAPPERS.register(
+    "rdrop",
+    ObjectiveWrapper(
+        config=RDropConfig,
+        enabled=lambda settings: settings.rdrop_alpha > 0,
+        create=lambda base, settings: RDropObjective(base, alpha=settings.rdrop_alpha),
+    ),
+)

@@ -24,7 +24,8 @@ class TokenCrossEntropyObjective(nn.Module):
         labels = batch["labels"]  # (batch, seq)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs).logits  # (batch, seq, num_labels)
-        summed = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                 reduction="sum")
+        summed = F.cross_entropy(
+            logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         loss = summed / (labels != IGNORE_INDEX).sum().clamp(min=1)
         return {"loss": loss, "task_loss": loss.detach(), "logits": logits.detach()}

@@ -1,7 +1,7 @@
 """Serving: load a trained model folder and classify texts, fast.
 
-    import domainfit
-    domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
+import domainfit
+domainfit.load("runs/x/model").predict(["Operating profit rose to EUR 13.1 mn ."])
 """
 
 from domainfit.serving.backends import BACKENDS

@@ -46,8 +46,9 @@ _RUNNERS: dict[str, Callable[[Path, int | None], Runner]] = {
     "torch-bf16": lambda d, n: torch_runner(d, n, bf16=True),
     "onnx": lambda d, n: OnnxRunner(onnx_path(d, "onnx"), num_threads=n),
     "onnx-int8": lambda d, n: OnnxRunner(onnx_path(d, "onnx-int8"), num_threads=n),
-    SPLIT_BACKEND: lambda d, n: SplitRunner(torch_runner(d, n, bf16=True),
-                                            OnnxRunner(onnx_path(d, "onnx"), num_threads=n)),
+    SPLIT_BACKEND: lambda d, n: SplitRunner(
+        torch_runner(d, n, bf16=True), OnnxRunner(onnx_path(d, "onnx"), num_threads=n)
+    ),
 }
 
 
@@ -124,8 +125,9 @@ def resolve_task_backend(model_dir: Path, backend: str, offered: tuple[str, ...]
     if backend not in offered:
         near = difflib.get_close_matches(str(backend), offered, n=1)
         hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise DomainfitError(f"backend {backend!r} is not available for {what}.{hint}",
-                             fix=f"use one of: {', '.join(offered)}.")
+        raise DomainfitError(
+            f"backend {backend!r} is not available for {what}.{hint}", fix=f"use one of: {', '.join(offered)}."
+        )
     resolved = resolve_backend(model_dir, backend)
     if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already
         check_export_current(model_dir, resolved)
@@ -136,7 +138,9 @@ def check_export_current(model_dir: Path, backend: str) -> None:
     """A ModelError if the ``backend`` ONNX model was exported from other weights than those in the folder."""
     report = read_export_report(model_dir)
     if report is not None and not export_is_current(model_dir, report):
-        raise ModelError(f"the {backend} model in {ONNX_DIR}/ was exported from other weights than the "
-                         "ones now in the folder (the model was retrained after export)", path=model_dir,
-                         fix=f"run `domainfit export {model_dir}` again.")
-
+        raise ModelError(
+            f"the {backend} model in {ONNX_DIR}/ was exported from other weights than the "
+            "ones now in the folder (the model was retrained after export)",
+            path=model_dir,
+            fix=f"run `domainfit export {model_dir}` again.",
+        )

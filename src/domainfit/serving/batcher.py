@@ -58,9 +58,15 @@ class MicroBatcher:
         on_batch: called after each batch with its number of items (for metrics).
     """
 
-    def __init__(self, predict: Callable[[list[Any]], Sequence[Any]], *, max_batch_size: int = 32,
-                 max_wait_ms: float = 5.0, max_queue: int = 256,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        predict: Callable[[list[Any]], Sequence[Any]],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000

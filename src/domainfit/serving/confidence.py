@@ -1,7 +1,7 @@
 """From logits to answers: the temperature-scaled softmax, and "abstain" under a confidence threshold.
 
-    probabilities = softmax(logits, temperature)          # (batch, num_labels), float32
-    results = apply_abstention(results, min_confidence)   # label "abstain" where the score is lower
+probabilities = softmax(logits, temperature)          # (batch, num_labels), float32
+results = apply_abstention(results, min_confidence)   # label "abstain" where the score is lower
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ def check_min_confidence(value: Any, *, path: Path | None = None, key: str | Non
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise DomainfitError(f"min_confidence must be a number from 0 to 1, found {value!r}", path=path,
-                             key=key, fix="e.g. --min-confidence 0.8 (answers below 0.8 confidence become "
-                             "'abstain').")
+        raise DomainfitError(
+            f"min_confidence must be a number from 0 to 1, found {value!r}",
+            path=path,
+            key=key,
+            fix="e.g. --min-confidence 0.8 (answers below 0.8 confidence become 'abstain').",
+        )
 
 
 def apply_abstention(results: list[dict[str, Any]], min_confidence: float | None) -> list[dict[str, Any]]:

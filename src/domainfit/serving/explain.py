@@ -64,39 +64,60 @@ EXPLAINERS: Registry = Registry("explainer")
 def _text_explainer(predictor: Predictor) -> TextExplainer:
     tokenizer = predictor._tokenizer  # the FastTokenizer keeps the Hugging Face tokenizer it was made from
     # a model trained on windows reads a long text in pieces; its explanation covers the first window
-    return TextExplainer(predictor._runner.model, tokenizer._hf, predictor.labels, max_length=predictor.max_length,
-                         text_prefix=predictor.text_prefix)
+    return TextExplainer(
+        predictor._runner.model,
+        tokenizer._hf,
+        predictor.labels,
+        max_length=predictor.max_length,
+        text_prefix=predictor.text_prefix,
+    )
 
 
 def _multilabel_explainer(predictor: MultiLabelPredictor) -> TextExplainer:
     tokenizer = predictor._tokenizer
-    return TextExplainer(predictor._runner.model, tokenizer._hf, predictor.labels, max_length=tokenizer.max_length,
-                         text_prefix=predictor.text_prefix, multi_label=True, thresholds=predictor.thresholds)
+    return TextExplainer(
+        predictor._runner.model,
+        tokenizer._hf,
+        predictor.labels,
+        max_length=tokenizer.max_length,
+        text_prefix=predictor.text_prefix,
+        multi_label=True,
+        thresholds=predictor.thresholds,
+    )
 
 
 def _entity_explainer(predictor: TokenPredictor) -> EntityExplainer:
     # the entities explained are the predictor's own: windows merged, strict IOB2 decoding
-    return EntityExplainer(predictor._runner.model, predictor._tokenizer, predictor.labels,
-                           max_length=predictor.max_length, find_entities=predictor.predict,
-                           label_unit=predictor.label_unit)
+    return EntityExplainer(
+        predictor._runner.model,
+        predictor._tokenizer,
+        predictor.labels,
+        max_length=predictor.max_length,
+        find_entities=predictor.predict,
+        label_unit=predictor.label_unit,
+    )
 
 
 def _image_explainer(predictor: ImagePredictor) -> GradCamExplainer:
-    return GradCamExplainer(predictor._runner.model, predictor.labels, predictor.preprocessing,
-                            temperature=predictor.temperature)
+    return GradCamExplainer(
+        predictor._runner.model, predictor.labels, predictor.preprocessing, temperature=predictor.temperature
+    )
 
 
 EXPLAINERS.register("text-classification", ExplainerSpec(_text_explainer, Predictor, METHODS))
 EXPLAINERS.register("multi-label-classification", ExplainerSpec(_multilabel_explainer, MultiLabelPredictor, METHODS))
 EXPLAINERS.register("token-classification", ExplainerSpec(_entity_explainer, TokenPredictor, METHODS))
-EXPLAINERS.register("image-classification", ExplainerSpec(_image_explainer, ImagePredictor, IMAGE_METHODS,
-                                                          inputs="images"))
+EXPLAINERS.register(
+    "image-classification", ExplainerSpec(_image_explainer, ImagePredictor, IMAGE_METHODS, inputs="images")
+)
 TASKS = tuple(EXPLAINERS.names())
 
 
 def _refuse(task: str) -> DomainfitError:
-    return DomainfitError(f"explanations cover {', '.join(TASKS)} models; this is a {task} model",
-                          fix="explain the folder of a model of one of those tasks.")
+    return DomainfitError(
+        f"explanations cover {', '.join(TASKS)} models; this is a {task} model",
+        fix="explain the folder of a model of one of those tasks.",
+    )
 
 
 def spec_for_folder(model_dir: str | Path) -> ExplainerSpec:
@@ -139,14 +160,17 @@ def explainer_for(predictor_or_dir: Any) -> Any:
     spec = _spec_for_predictor(predictor)
     runner = predictor._runner
     if predictor.backend != "torch" or not isinstance(runner, TorchRunner):
-        raise DomainfitError(f"explanations need the PyTorch fp32 backend; this predictor runs on "
-                             f"{predictor.backend!r} (no gradients there)",
-                             fix="load the folder with domainfit.load(DIR, backend='torch'), or pass the folder.")
+        raise DomainfitError(
+            f"explanations need the PyTorch fp32 backend; this predictor runs on "
+            f"{predictor.backend!r} (no gradients there)",
+            fix="load the folder with domainfit.load(DIR, backend='torch'), or pass the folder.",
+        )
     return spec.build(predictor)
 
 
-def explain(predictor_or_dir: Any, items: Sequence[Any], *, method: str | None = None,
-            n_steps: int = DEFAULT_STEPS) -> list[dict[str, Any]]:
+def explain(
+    predictor_or_dir: Any, items: Sequence[Any], *, method: str | None = None, n_steps: int = DEFAULT_STEPS
+) -> list[dict[str, Any]]:
     """Explain each item's prediction; the server's ``/explain`` calls this.
 
     Args:

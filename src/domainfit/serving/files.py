@@ -49,22 +49,28 @@ def check_input_file(path: str | Path) -> Path:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError("input file does not exist", path=path,
-                        fix="check the path (and the current folder).")
+        raise DataError("input file does not exist", path=path, fix="check the path (and the current folder).")
     if path.is_dir():
-        raise DataError("expected an input file, found a folder", path=path,
-                        fix="give one file inside it (CSV, TSV, JSON Lines, JSON or Parquet).")
+        raise DataError(
+            "expected an input file, found a folder",
+            path=path,
+            fix="give one file inside it (CSV, TSV, JSON Lines, JSON or Parquet).",
+        )
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         # a pipe can be read only once and only as it streams, but the readers sniff the format first
-        raise DataError(f"expected a regular file, found {kind}", path=path,
-                        fix="write the data to a file first, e.g. `zcat input.csv.gz > input.csv`.")
+        raise DataError(
+            f"expected a regular file, found {kind}",
+            path=path,
+            fix="write the data to a file first, e.g. `zcat input.csv.gz > input.csv`.",
+        )
     if not os.access(path, os.R_OK):
-        raise DataError("no permission to read the input file", path=path,
-                        fix=f"give this user read access (e.g. `chmod o+r {path}`), or copy the file "
-                            "somewhere readable.")
+        raise DataError(
+            "no permission to read the input file",
+            path=path,
+            fix=f"give this user read access (e.g. `chmod o+r {path}`), or copy the file somewhere readable.",
+        )
     return path
 
 
@@ -80,12 +86,17 @@ def check_output_file(path: str | Path) -> Path:
     """
     out = Path(path).expanduser()
     if out.is_dir():
-        raise DomainfitError("--output is an existing folder; predictions are written to a file", path=out,
-                             fix=f"give a file name, e.g. --output {out / 'predictions.csv'}")
+        raise DomainfitError(
+            "--output is an existing folder; predictions are written to a file",
+            path=out,
+            fix=f"give a file name, e.g. --output {out / 'predictions.csv'}",
+        )
     if out.exists() and not out.is_file():
-        raise DomainfitError("--output exists and is not a regular file (a FIFO, socket or device)", path=out,
-                             fix="give the path of a regular file; it is replaced whole once prediction is "
-                                 "done.")
+        raise DomainfitError(
+            "--output exists and is not a regular file (a FIFO, socket or device)",
+            path=out,
+            fix="give the path of a regular file; it is replaced whole once prediction is done.",
+        )
     _check_writable(out.parent, out)
     return out
 
@@ -99,14 +110,18 @@ def check_output_folder(path: str | Path) -> Path:
     """
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
-        raise DomainfitError("--output exists and is a file; evaluate writes a folder (metrics.json, "
-                             "report.md)",
-                             path=out, fix="give a folder name, e.g. --output eval-test")
+        raise DomainfitError(
+            "--output exists and is a file; evaluate writes a folder (metrics.json, report.md)",
+            path=out,
+            fix="give a folder name, e.g. --output eval-test",
+        )
     if (out / "model" / "config.json").is_file():
         # a training run's folder: its own report.md and metrics.json would be replaced by the evaluation's
-        raise DomainfitError("--output is a training run's folder; its report.md and metrics.json would be "
-                             "overwritten", path=out,
-                             fix=f"give a folder of its own, e.g. --output {out / 'eval'}")
+        raise DomainfitError(
+            "--output is a training run's folder; its report.md and metrics.json would be overwritten",
+            path=out,
+            fix=f"give a folder of its own, e.g. --output {out / 'eval'}",
+        )
     _check_writable(out, out)
     return out
 
@@ -117,14 +132,19 @@ def _check_writable(folder: Path, out: Path) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise DomainfitError(f"--output cannot be created: {existing} is a file, not a folder", path=out,
-                             fix="choose an --output path whose folders are folders.")
+        raise DomainfitError(
+            f"--output cannot be created: {existing} is a file, not a folder",
+            path=out,
+            fix="choose an --output path whose folders are folders.",
+        )
     # os.access alone passes for root on a folder that refuses writes (read-only mounts under /proc,
     # /sys, NFS with root squash): a probe file is the real test
     if not os.access(existing, os.W_OK | os.X_OK) or not _probe_write(existing):
-        raise DomainfitError(f"--output cannot be written: no permission to create files in {existing} (or "
-                             "it is on a read-only disk)", path=out,
-                             fix="choose an --output in a folder you can write, e.g. under your home folder.")
+        raise DomainfitError(
+            f"--output cannot be written: no permission to create files in {existing} (or it is on a read-only disk)",
+            path=out,
+            fix="choose an --output in a folder you can write, e.g. under your home folder.",
+        )
 
 
 def _probe_write(folder: Path) -> bool:
@@ -164,10 +184,16 @@ def output_error(error: OSError, out: Path) -> DomainfitError:
     kept = "the previous file is unchanged" if out.is_file() else "nothing was written"
     full = disk_full(error, out.parent)
     if full:
-        return DomainfitError(f"{full} while writing the output; {kept}", path=out,
-                              fix="free some space on that disk, or write --output to another disk.")
-    return DomainfitError(f"cannot write the output: {error.strerror or error}; {kept}", path=out,
-                          fix="check the disk and the folder's permissions, or choose another --output.")
+        return DomainfitError(
+            f"{full} while writing the output; {kept}",
+            path=out,
+            fix="free some space on that disk, or write --output to another disk.",
+        )
+    return DomainfitError(
+        f"cannot write the output: {error.strerror or error}; {kept}",
+        path=out,
+        fix="check the disk and the folder's permissions, or choose another --output.",
+    )
 
 
 @contextlib.contextmanager

@@ -70,19 +70,31 @@ class Generator:
             elif isinstance(item, dict) and isinstance(item.get(self.keys["instruction"]), str):
                 instruction, text_input = item[self.keys["instruction"]], item.get(self.keys["input"]) or ""
             else:
-                raise DataError(f"item {n} is neither a string nor a dict with a string {self.keys['instruction']!r}",
-                                fix=f'pass "an instruction" or {{"{self.keys["instruction"]}": ..., "{self.keys["input"]}": ...}}')
+                raise DataError(
+                    f"item {n} is neither a string nor a dict with a string {self.keys['instruction']!r}",
+                    fix=f'pass "an instruction" or {{"{self.keys["instruction"]}": ..., "{self.keys["input"]}": ...}}',
+                )
             texts.append(self.prompt.render(self.tokenizer, instruction, text_input))
         return texts
 
-    def predict(self, items: Sequence[str | dict[str, Any] | InstructionExample], *, max_new_tokens: int | None = None,
-                batch_size: int | None = None) -> list[dict[str, str]]:
+    def predict(
+        self,
+        items: Sequence[str | dict[str, Any] | InstructionExample],
+        *,
+        max_new_tokens: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[dict[str, str]]:
         """Greedy responses, one ``{"generated": text}`` per item, in order."""
         if isinstance(items, (str, dict)):
             raise DataError("predict takes a list of items", fix="wrap a single item in a list: predict([item]).")
-        texts = generate_responses(self.model, self.tokenizer, self.prompts(items),
-                                   max_new_tokens=max_new_tokens or self.max_new_tokens, batch_size=batch_size or 8,
-                                   max_prompt_tokens=self.max_length)
+        texts = generate_responses(
+            self.model,
+            self.tokenizer,
+            self.prompts(items),
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            batch_size=batch_size or 8,
+            max_prompt_tokens=self.max_length,
+        )
         return [{"generated": t} for t in texts]
 
 
@@ -93,11 +105,17 @@ def load_generator(model_dir: str | Path, *, backend: str = "auto", num_threads:
     path = Path(model_dir).expanduser()
     settings = read_generation_settings(path)
     if settings is None:
-        raise ModelError("not a generation model folder (domainfit.json does not say task: generation)", path=path,
-                         fix="give the model/ folder written by `domainfit train` with task: generation.")
+        raise ModelError(
+            "not a generation model folder (domainfit.json does not say task: generation)",
+            path=path,
+            fix="give the model/ folder written by `domainfit train` with task: generation.",
+        )
     if backend not in ("auto", "torch"):
-        raise ModelError(f"generation models run on PyTorch only; backend {backend!r} is not available",
-                         key="backend", fix="use backend='torch' (or 'auto').")
+        raise ModelError(
+            f"generation models run on PyTorch only; backend {backend!r} is not available",
+            key="backend",
+            fix="use backend='torch' (or 'auto').",
+        )
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     check_tokenizer_files(path, key=None)
@@ -116,15 +134,24 @@ def load_generator(model_dir: str | Path, *, backend: str = "auto", num_threads:
         model = PeftModel.from_pretrained(base, str(path / ADAPTER_DIR))
         tokenizer = AutoTokenizer.from_pretrained(path)
     else:
-        raise ModelError("the folder holds neither a model (config.json) nor a LoRA adapter (adapter/)", path=path,
-                         fix="give the model/ folder written by `domainfit train`.")
+        raise ModelError(
+            "the folder holds neither a model (config.json) nor a LoRA adapter (adapter/)",
+            path=path,
+            fix="give the model/ folder written by `domainfit train`.",
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return Generator(model, tokenizer, settings)
 
 
-def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path, *,
-                 max_new_tokens: int | None = None, batch_size: int | None = None) -> int:
+def predict_file(
+    model_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> int:
     """Generate for every line of a ``.jsonl`` (instruction/input objects) or ``.txt`` (one instruction a line)
     file and write JSONL with the inputs, the reference if given, and ``generated``. Returns the count."""
     input_path = check_input_file(input_path)
@@ -135,13 +162,22 @@ def predict_file(model_dir: str | Path, input_path: str | Path, output_path: str
         examples = [InstructionExample(t.strip(), "", "", n) for n, t in enumerate(lines, 1) if t.strip()]
     else:
         keys = generator.keys
-        examples = read_instructions(input_path, instruction_key=keys["instruction"], input_key=keys["input"],
-                                     response_key=keys.get("response", "response"), require_response=False)
+        examples = read_instructions(
+            input_path,
+            instruction_key=keys["instruction"],
+            input_key=keys["input"],
+            response_key=keys.get("response", "response"),
+            require_response=False,
+        )
     results = generator.predict(examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
     with write_output(out) as f:
         for e, r in zip(examples, results):
-            row = {"instruction": e.instruction, "input": e.input, **({"reference": e.response} if e.response else {}),
-                   "generated": r["generated"]}
+            row = {
+                "instruction": e.instruction,
+                "input": e.input,
+                **({"reference": e.response} if e.response else {}),
+                "generated": r["generated"],
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(results)
 

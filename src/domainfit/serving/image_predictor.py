@@ -47,8 +47,16 @@ class ImagePredictor:
         min_confidence: :meth:`predict` answers "abstain" when the top probability is below it (None: never).
     """
 
-    def __init__(self, runner: Runner, labels: list[str], preprocessing: ImagePreprocessing, *,
-                 backend: str = "torch", temperature: float = 1.0, min_confidence: float | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        labels: list[str],
+        preprocessing: ImagePreprocessing,
+        *,
+        backend: str = "torch",
+        temperature: float = 1.0,
+        min_confidence: float | None = None,
+    ) -> None:
         check_min_confidence(min_confidence)
         self._runner = runner
         self.temperature = temperature
@@ -58,13 +66,18 @@ class ImagePredictor:
         self.backend = backend
 
     def __repr__(self) -> str:
-        return (f"ImagePredictor(backend={self.backend!r}, labels={self.labels}, "
-                f"image_size={self.preprocessing.size})")
+        return f"ImagePredictor(backend={self.backend!r}, labels={self.labels}, image_size={self.preprocessing.size})"
 
     def with_runner(self, runner: Runner, backend: str) -> ImagePredictor:
         """The same predictor on another backend (the exporter compares backends with it)."""
-        return ImagePredictor(runner, self.labels, self.preprocessing, backend=backend,
-                              temperature=self.temperature, min_confidence=self.min_confidence)
+        return ImagePredictor(
+            runner,
+            self.labels,
+            self.preprocessing,
+            backend=backend,
+            temperature=self.temperature,
+            min_confidence=self.min_confidence,
+        )
 
     def predict_proba(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Class probabilities, shape (len(images), len(labels)), float32, rows in input order.
@@ -90,7 +103,9 @@ class ImagePredictor:
         results = []
         for row in self.predict_proba(images, batch_size=batch_size).tolist():
             best = max(range(len(row)), key=row.__getitem__)
-            results.append({"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))})
+            results.append(
+                {"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))}
+            )
         return apply_abstention(results, self.min_confidence)
 
 
@@ -132,8 +147,11 @@ def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             if not found:
-                raise DataError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder", path=path,
-                                fix="give image files or a folder that holds them.")
+                raise DataError(
+                    f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder",
+                    path=path,
+                    fix="give image files or a folder that holds them.",
+                )
             files += found
         elif path.is_file():
             files.append(path)
@@ -142,8 +160,9 @@ def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
-                         min_confidence: float | None = None) -> ImagePredictor:
+def load_image_predictor(
+    model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None, min_confidence: float | None = None
+) -> ImagePredictor:
     """Load an image model folder written by ``domainfit train`` (task image-classification).
 
     Args:
@@ -157,8 +176,10 @@ def load_image_predictor(model_dir: str | Path, *, backend: str = "auto", num_th
     model_dir = Path(model_dir)
     settings, labels, preprocessing = read_image_settings(model_dir)
     temperature, saved_min_confidence = read_confidence_settings(settings, model_dir / SETTINGS_FILE)
-    trust = {"temperature": temperature,
-             "min_confidence": saved_min_confidence if min_confidence is None else min_confidence}
+    trust = {
+        "temperature": temperature,
+        "min_confidence": saved_min_confidence if min_confidence is None else min_confidence,
+    }
     resolved = resolve_task_backend(model_dir, backend, BACKENDS, "image models")
     if resolved in ONNX_FILES:
         runner: Runner = onnx_runner(model_dir, resolved, num_threads)
@@ -182,14 +203,16 @@ def read_image_settings(model_dir: Path) -> tuple[dict[str, Any], list[str], Ima
         labels = [str(label) for label in settings["labels"]]
         read_confidence_settings(settings, settings_path)  # checked here, with the other settings
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"cannot read the image settings: {e}", path=settings_path,
-                         fix="give the model/ folder written by `domainfit train` (its domainfit.json names "
-                             "labels, image_size, image_mean and image_std).") from e
+        raise ModelError(
+            f"cannot read the image settings: {e}",
+            path=settings_path,
+            fix="give the model/ folder written by `domainfit train` (its domainfit.json names "
+            "labels, image_size, image_mean and image_std).",
+        ) from e
     return settings, labels, preprocessing
 
 
-def load_image_model(model_dir: Path, *, channels_last: bool = False,
-                     attn_implementation: str = "sdpa") -> Any:
+def load_image_model(model_dir: Path, *, channels_last: bool = False, attn_implementation: str = "sdpa") -> Any:
     """The folder's PyTorch model in fp32 eval mode: the packaged EfficientNet-Lite or a Hugging Face
     ``AutoModelForImageClassification``."""
     import torch
@@ -204,12 +227,16 @@ def load_image_model(model_dir: Path, *, channels_last: bool = False,
         try:
             try:
                 model = AutoModelForImageClassification.from_pretrained(
-                    model_dir, dtype=torch.float32, attn_implementation=attn_implementation)
+                    model_dir, dtype=torch.float32, attn_implementation=attn_implementation
+                )
             except ValueError:  # a CNN, or an architecture without this attention implementation
                 model = AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32)
         except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load the image model: {e}", path=model_dir,
-                             fix="the folder needs config.json and model.safetensors.") from e
+            raise ModelError(
+                f"cannot load the image model: {e}",
+                path=model_dir,
+                fix="the folder needs config.json and model.safetensors.",
+            ) from e
         model = model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -224,9 +251,15 @@ def is_image_model_dir(model_dir: str | Path) -> bool:
         return False  # not an image folder; the text predictor reports what is wrong with it
 
 
-def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output: str | None, *,
-                           batch_size: int | None = None, backend: str = "auto",
-                           min_confidence: float | None = None) -> None:
+def predict_images_command(
+    model_dir: str | Path,
+    inputs: Sequence[str],
+    output: str | None,
+    *,
+    batch_size: int | None = None,
+    backend: str = "auto",
+    min_confidence: float | None = None,
+) -> None:
     """``domainfit predict MODEL_DIR IMAGES...``: a CSV (path, label, score, p_<label>...) or lines on the terminal."""
     import csv
 
@@ -244,8 +277,14 @@ def predict_images_command(model_dir: str | Path, inputs: Sequence[str], output:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "score", *[f"p_{label}" for label in predictor.labels]])
         for path, r in zip(files, results):
-            writer.writerow([str(path), r["label"], f"{r['score']:.6f}",
-                             *[f"{r['probabilities'][label]:.6f}" for label in predictor.labels]])
+            writer.writerow(
+                [
+                    str(path),
+                    r["label"],
+                    f"{r['score']:.6f}",
+                    *[f"{r['probabilities'][label]:.6f}" for label in predictor.labels],
+                ]
+            )
     print(f"{len(results)} predictions ({predictor.backend}) -> {out}")
 
 

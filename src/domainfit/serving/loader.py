@@ -23,8 +23,14 @@ TAKES_MAX_CHARS = ("text-classification", "multi-label-classification", "token-c
 TAKES_MIN_CONFIDENCE = ("text-classification", "image-classification")  # single-label: may abstain
 
 
-def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
-         max_chars: int | None = None, min_confidence: float | None = None) -> Any:
+def load(
+    model_dir: str | Path,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    max_chars: int | None = None,
+    min_confidence: float | None = None,
+) -> Any:
     """Load a trained model folder for prediction.
 
     Args:
@@ -56,13 +62,17 @@ def load(model_dir: str | Path, *, backend: str = "auto", num_threads: int | Non
     check_max_chars(max_chars)
     task = folder_task(path)
     if task not in PREDICTORS:
-        raise ModelError(f"no predictor for task {task!r} (domainfit.json)", path=path,
-                         fix=f"tasks with a predictor: {', '.join(PREDICTORS.names())}.")
+        raise ModelError(
+            f"no predictor for task {task!r} (domainfit.json)",
+            path=path,
+            fix=f"tasks with a predictor: {', '.join(PREDICTORS.names())}.",
+        )
     extra = {"max_chars": max_chars} if task in TAKES_MAX_CHARS else {}
     if min_confidence is not None:
         if task not in TAKES_MIN_CONFIDENCE:
-            raise DomainfitError(f"min_confidence is for single-label classifiers; {path} holds a {task} "
-                                 "model", fix="drop --min-confidence (multi-label models use their per-label "
-                                 "thresholds).")
+            raise DomainfitError(
+                f"min_confidence is for single-label classifiers; {path} holds a {task} model",
+                fix="drop --min-confidence (multi-label models use their per-label thresholds).",
+            )
         extra["min_confidence"] = min_confidence
     return PREDICTORS.get(task)(path, backend=backend, num_threads=num_threads, **extra)

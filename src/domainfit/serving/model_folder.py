@@ -44,14 +44,21 @@ def check_model_dir(model_dir: str | Path) -> Path:
     """Return ``model_dir`` as a Path after checking it is a Hugging Face model folder."""
     path = Path(model_dir).expanduser()
     if not path.exists():
-        raise ModelError("model folder does not exist", path=path,
-                         fix="give the model/ folder that `domainfit train` wrote.")
+        raise ModelError(
+            "model folder does not exist", path=path, fix="give the model/ folder that `domainfit train` wrote."
+        )
     if not path.is_dir():
-        raise ModelError("expected a model folder, found a file", path=path,
-                         fix="give the folder that holds config.json, not a file inside it.")
+        raise ModelError(
+            "expected a model folder, found a file",
+            path=path,
+            fix="give the folder that holds config.json, not a file inside it.",
+        )
     if not (path / "config.json").is_file():
-        raise ModelError("this folder is not a Hugging Face model folder (no config.json)", path=path,
-                         fix="give the model/ folder written by `domainfit train` (it holds config.json).")
+        raise ModelError(
+            "this folder is not a Hugging Face model folder (no config.json)",
+            path=path,
+            fix="give the model/ folder written by `domainfit train` (it holds config.json).",
+        )
     check_model_folder(path, key=None)  # no custom code, no pickle weights, intact safetensors
     return path
 
@@ -61,17 +68,25 @@ def read_labels(model_dir: Path) -> list[str]:
     config_path = model_dir / "config.json"
     config = read_json(config_path)
     if config.get("problem_type") == "multi_label_classification":
-        raise ModelError("this is a multi-label model; the Predictor serves single-label classification",
-                         path=config_path, key="problem_type")
+        raise ModelError(
+            "this is a multi-label model; the Predictor serves single-label classification",
+            path=config_path,
+            key="problem_type",
+        )
     id2label = config.get("id2label")
     if not isinstance(id2label, dict) or not id2label:
-        raise ModelError("config.json has no id2label, so the label names are unknown", path=config_path,
-                         key="id2label", fix="save the model with id2label set (domainfit train does this).")
+        raise ModelError(
+            "config.json has no id2label, so the label names are unknown",
+            path=config_path,
+            key="id2label",
+            fix="save the model with id2label set (domainfit train does this).",
+        )
     try:
         return [str(id2label[str(i)]) for i in range(len(id2label))]
     except KeyError as e:
-        raise ModelError(f"id2label keys must be 0..{len(id2label) - 1}; found {sorted(id2label)}",
-                         path=config_path, key="id2label") from e
+        raise ModelError(
+            f"id2label keys must be 0..{len(id2label) - 1}; found {sorted(id2label)}", path=config_path, key="id2label"
+        ) from e
 
 
 def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingSettings:
@@ -80,28 +95,37 @@ def read_settings(model_dir: Path, tokenizer_max_length: int | None) -> ServingS
     data = read_folder_settings(model_dir)
     task = data.get("task", "text-classification")
     if task != "text-classification":
-        raise ModelError(f"this folder holds a {task!r} model; the Predictor serves 'text-classification'",
-                         path=path, key="task")
+        raise ModelError(
+            f"this folder holds a {task!r} model; the Predictor serves 'text-classification'", path=path, key="task"
+        )
     default_length = min(tokenizer_max_length or _MAX_LENGTH_CAP, _MAX_LENGTH_CAP)
     max_length = data.get("max_length", default_length)
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-        raise ModelError(f"max_length must be an integer >= 2, found {max_length!r}", path=path,
-                         key="max_length")
+        raise ModelError(f"max_length must be an integer >= 2, found {max_length!r}", path=path, key="max_length")
     prefix = data.get("text_prefix", "")
     if not isinstance(prefix, str):
         raise ModelError(f"text_prefix must be a string, found {prefix!r}", path=path, key="text_prefix")
     temperature, min_confidence = read_confidence_settings(data, path)
-    return ServingSettings(task=task, max_length=max_length, text_prefix=prefix,
-                           windows=_read_window_settings(data, path, max_length), temperature=temperature,
-                           min_confidence=min_confidence)
+    return ServingSettings(
+        task=task,
+        max_length=max_length,
+        text_prefix=prefix,
+        windows=_read_window_settings(data, path, max_length),
+        temperature=temperature,
+        min_confidence=min_confidence,
+    )
 
 
 def read_confidence_settings(data: dict[str, Any], path: Path) -> tuple[float, float | None]:
     """domainfit.json's ``temperature`` (default 1.0) and ``min_confidence`` (default None: never abstain)."""
     temperature = data.get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ModelError(f"temperature must be a number > 0, found {temperature!r}", path=path,
-                         key="temperature", fix="retrain, or set it to 1.0 (no scaling).")
+        raise ModelError(
+            f"temperature must be a number > 0, found {temperature!r}",
+            path=path,
+            key="temperature",
+            fix="retrain, or set it to 1.0 (no scaling).",
+        )
     min_confidence = data.get("min_confidence")
     check_min_confidence(min_confidence, path=path, key="min_confidence")
     return float(temperature), (None if min_confidence is None else float(min_confidence))
@@ -111,17 +135,22 @@ def _read_window_settings(data: dict[str, Any], path: Path, max_length: int) -> 
     """The training run's ``long_text`` settings (absent: truncate, as before windows existed)."""
     mode = data.get("long_text", "truncate")
     if mode not in LONG_TEXT_MODES:
-        raise ModelError(f"long_text must be one of {', '.join(LONG_TEXT_MODES)}, found {mode!r}", path=path,
-                         key="long_text")
+        raise ModelError(
+            f"long_text must be one of {', '.join(LONG_TEXT_MODES)}, found {mode!r}", path=path, key="long_text"
+        )
     if mode == "truncate":
         return None
     stride, how = data.get("window_stride"), data.get("window_aggregation", "mean")
     if stride is not None and (not isinstance(stride, int) or isinstance(stride, bool) or stride < 1):
-        raise ModelError(f"window_stride must be a positive integer or null, found {stride!r}", path=path,
-                         key="window_stride")
+        raise ModelError(
+            f"window_stride must be a positive integer or null, found {stride!r}", path=path, key="window_stride"
+        )
     if how not in AGGREGATIONS:
-        raise ModelError(f"window_aggregation must be one of {', '.join(AGGREGATIONS)}, found {how!r}",
-                         path=path, key="window_aggregation")
+        raise ModelError(
+            f"window_aggregation must be one of {', '.join(AGGREGATIONS)}, found {how!r}",
+            path=path,
+            key="window_aggregation",
+        )
     return WindowSettings(max_length, stride, how)
 
 

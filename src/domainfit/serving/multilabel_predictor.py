@@ -53,9 +53,19 @@ class MultiLabelPredictor:
             :mod:`domainfit.serving.text_cap`).
     """
 
-    def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], thresholds: np.ndarray,
-                 *, text_prefix: str, backend: str, label_separator: str, default_threshold: float = 0.5,
-                 max_chars: int | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        tokenizer: FastTokenizer,
+        labels: list[str],
+        thresholds: np.ndarray,
+        *,
+        text_prefix: str,
+        backend: str,
+        label_separator: str,
+        default_threshold: float = 0.5,
+        max_chars: int | None = None,
+    ) -> None:
         check_max_chars(max_chars)
         self._runner = runner
         self._tokenizer = tokenizer
@@ -72,10 +82,17 @@ class MultiLabelPredictor:
 
     def with_runner(self, runner: Runner, backend: str) -> MultiLabelPredictor:
         """The same predictor on another backend (the exporter compares backends with it)."""
-        return MultiLabelPredictor(runner, self._tokenizer, self.labels, self.thresholds,
-                                   text_prefix=self.text_prefix, backend=backend,
-                                   label_separator=self.label_separator,
-                                   default_threshold=self.default_threshold, max_chars=self.max_chars)
+        return MultiLabelPredictor(
+            runner,
+            self._tokenizer,
+            self.labels,
+            self.thresholds,
+            text_prefix=self.text_prefix,
+            backend=backend,
+            label_separator=self.label_separator,
+            default_threshold=self.default_threshold,
+            max_chars=self.max_chars,
+        )
 
     def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Per-label probabilities, shape (len(texts), len(labels)), float32, rows in input order."""
@@ -105,25 +122,39 @@ class MultiLabelPredictor:
         results = []
         for row in probabilities:
             chosen = sorted(np.flatnonzero(row >= self.thresholds), key=lambda i: -row[i])
-            results.append({"labels": [self.labels[i] for i in chosen],
-                            "probabilities": dict(zip(self.labels, row.tolist()))})
+            results.append(
+                {"labels": [self.labels[i] for i in chosen], "probabilities": dict(zip(self.labels, row.tolist()))}
+            )
         return results
 
 
-def write_predictions_csv(out: Path, texts: Sequence[str], results: list[dict[str, Any]],
-                          predictor: MultiLabelPredictor) -> None:
+def write_predictions_csv(
+    out: Path, texts: Sequence[str], results: list[dict[str, Any]], predictor: MultiLabelPredictor
+) -> None:
     """Write ``text, labels, p_<label>...`` (labels joined by the model's separator), atomically."""
     with write_output(out, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "labels", *[f"p_{label}" for label in predictor.labels]])
         for text, result in zip(texts, results):
-            writer.writerow([text, predictor.label_separator.join(result["labels"]),
-                             *[f"{result['probabilities'][label]:.6f}" for label in predictor.labels]])
+            writer.writerow(
+                [
+                    text,
+                    predictor.label_separator.join(result["labels"]),
+                    *[f"{result['probabilities'][label]:.6f}" for label in predictor.labels],
+                ]
+            )
 
 
-def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, backend: str = "auto",
-                  batch_size: int | None = None, max_chars: int | None = None,
-                  **reading: Any) -> dict[str, Any]:
+def evaluate_file(
+    model_dir: str | Path,
+    data: str | Path,
+    out_dir: Path,
+    *,
+    backend: str = "auto",
+    batch_size: int | None = None,
+    max_chars: int | None = None,
+    **reading: Any,
+) -> dict[str, Any]:
     """Score a multi-label model folder on a labelled file: ``out_dir/metrics.json`` and ``report.md``.
 
     ``domainfit evaluate`` calls this for multi-label folders. Labels are split with the model's own
@@ -146,10 +177,17 @@ def evaluate_file(model_dir: str | Path, data: str | Path, out_dir: Path, *, bac
     gold = np.array([label_set.multi_hot(e) for e in examples])  # (n, num_labels)
     metrics = score_with_thresholds(probs, gold, predictor.labels, predictor.thresholds, predictor.default_threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "metrics.json", json.dumps({"data": str(data), "model": str(model_dir), **metrics},
-                                                            indent=1, ensure_ascii=False))
-    write_multilabel_report(out_dir, metrics, title=f"Evaluation of {model_dir} on {data}", split_name=Path(data).name,
-                            context={"model": str(model_dir), "data": str(data), "backend": predictor.backend})
+    write_text_atomic(
+        out_dir / "metrics.json",
+        json.dumps({"data": str(data), "model": str(model_dir), **metrics}, indent=1, ensure_ascii=False),
+    )
+    write_multilabel_report(
+        out_dir,
+        metrics,
+        title=f"Evaluation of {model_dir} on {data}",
+        split_name=Path(data).name,
+        context={"model": str(model_dir), "data": str(data), "backend": predictor.backend},
+    )
     return metrics
 
 
@@ -158,8 +196,9 @@ def read_task(model_dir: Path) -> str:
     return folder_task(model_dir)
 
 
-def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None,
-                    max_chars: int | None = None) -> MultiLabelPredictor:
+def load_multilabel(
+    model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None, max_chars: int | None = None
+) -> MultiLabelPredictor:
     """Load a multi-label model folder written by ``domainfit train`` (see :class:`MultiLabelPredictor`)."""
     path = check_model_dir(model_dir)
     resolved = resolve_task_backend(path, backend, BACKENDS, "multi-label models")
@@ -168,24 +207,37 @@ def load_multilabel(model_dir: str | Path, *, backend: str = "auto", num_threads
     labels = settings.get("labels")
     thresholds = settings.get("thresholds")
     if not isinstance(labels, list) or not isinstance(thresholds, dict) or set(thresholds) != set(labels):
-        raise ModelError("domainfit.json must list the labels and a threshold for each of them", path=settings_path,
-                         key="thresholds", fix="retrain with domainfit, or write {label: threshold} for every label.")
+        raise ModelError(
+            "domainfit.json must list the labels and a threshold for each of them",
+            path=settings_path,
+            key="thresholds",
+            fix="retrain with domainfit, or write {label: threshold} for every label.",
+        )
     bad = {label: t for label, t in thresholds.items() if not isinstance(t, (int, float)) or not 0 < t <= 1}
     if bad:
         raise ModelError(f"thresholds must be numbers in (0, 1], found {bad}", path=settings_path, key="thresholds")
     config = read_json(path / "config.json")
     if [config.get("id2label", {}).get(str(i)) for i in range(len(labels))] != labels:
-        raise ModelError("the labels in domainfit.json do not match config.json's id2label", path=settings_path,
-                         key="labels", fix="the folder was edited by hand: retrain or restore both files.")
+        raise ModelError(
+            "the labels in domainfit.json do not match config.json's id2label",
+            path=settings_path,
+            key="labels",
+            fix="the folder was edited by hand: retrain or restore both files.",
+        )
     hf_tokenizer = load_hf_tokenizer(path)
     max_length = int(settings.get("max_length", min(getattr(hf_tokenizer, "model_max_length", 512), 512)))
     runner = create_runner(path, resolved, num_threads)
-    return MultiLabelPredictor(runner, FastTokenizer(hf_tokenizer, max_length), labels,
-                               np.array([float(thresholds[label]) for label in labels], dtype=np.float32),
-                               text_prefix=str(settings.get("text_prefix", "")), backend=resolved,
-                               label_separator=str(settings.get("label_separator", ";")),
-                               default_threshold=float(settings.get("default_threshold", 0.5)),
-                               max_chars=max_chars)
+    return MultiLabelPredictor(
+        runner,
+        FastTokenizer(hf_tokenizer, max_length),
+        labels,
+        np.array([float(thresholds[label]) for label in labels], dtype=np.float32),
+        text_prefix=str(settings.get("text_prefix", "")),
+        backend=resolved,
+        label_separator=str(settings.get("label_separator", ";")),
+        default_threshold=float(settings.get("default_threshold", 0.5)),
+        max_chars=max_chars,
+    )
 
 
 PREDICTORS.register(TASK, load_multilabel)

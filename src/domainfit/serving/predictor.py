@@ -60,8 +60,16 @@ class Predictor:
             all the memory (:mod:`domainfit.serving.text_cap`).
     """
 
-    def __init__(self, runner: Runner, tokenizer: FastTokenizer, labels: list[str], settings: ServingSettings,
-                 backend: str, max_chars: int | None = None, min_confidence: float | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        tokenizer: FastTokenizer,
+        labels: list[str],
+        settings: ServingSettings,
+        backend: str,
+        max_chars: int | None = None,
+        min_confidence: float | None = None,
+    ) -> None:
         check_max_chars(max_chars)
         check_min_confidence(min_confidence)
         self._runner = runner
@@ -125,22 +133,24 @@ class Predictor:
         results = []
         for row in probabilities.tolist():
             best = max(range(len(row)), key=row.__getitem__)
-            results.append({"label": self.labels[best], "score": row[best],
-                            "probabilities": dict(zip(self.labels, row))})
+            results.append(
+                {"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))}
+            )
         return apply_abstention(results, self.min_confidence)
 
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str):
-            raise DomainfitError("expected a list of texts, got one string",
-                                 fix="wrap it in a list: predict([text]).")
+            raise DomainfitError("expected a list of texts, got one string", fix="wrap it in a list: predict([text]).")
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise DomainfitError(f"text {i} is a {type(text).__name__}, not a string: {text!r:.80}")
             if not text.strip():
-                raise DomainfitError(f"text {i} is empty or only whitespace: nothing to classify",
-                                     fix="drop empty texts before predicting.")
+                raise DomainfitError(
+                    f"text {i} is empty or only whitespace: nothing to classify",
+                    fix="drop empty texts before predicting.",
+                )
         return texts
 
 
@@ -151,16 +161,24 @@ def read_text_side(model_dir: Path) -> tuple[FastTokenizer, ServingSettings, lis
     settings = read_settings(model_dir, getattr(hf_tokenizer, "model_max_length", None))
     if settings.windows is None:
         return FastTokenizer(hf_tokenizer, settings.max_length), settings, labels
-    windows = WindowSettings(settings.max_length, settings.windows.stride, settings.windows.aggregation,
-                             *special_token_counts(hf_tokenizer))
+    windows = WindowSettings(
+        settings.max_length, settings.windows.stride, settings.windows.aggregation, *special_token_counts(hf_tokenizer)
+    )
     windows.check(key="window_stride")
-    settings = ServingSettings(settings.task, settings.max_length, settings.text_prefix, windows,
-                               settings.temperature, settings.min_confidence)
+    settings = ServingSettings(
+        settings.task, settings.max_length, settings.text_prefix, windows, settings.temperature, settings.min_confidence
+    )
     return FastTokenizer(hf_tokenizer, _NO_TRUNCATION), settings, labels
 
 
-def load_text_classifier(path: Path, *, backend: str = "auto", num_threads: int | None = None,
-                         max_chars: int | None = None, min_confidence: float | None = None) -> Predictor:
+def load_text_classifier(
+    path: Path,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    max_chars: int | None = None,
+    min_confidence: float | None = None,
+) -> Predictor:
     """A single-label text classifier on the backend :func:`resolve_backend` picks (see
     :func:`domainfit.serving.load`)."""
     resolved = resolve_backend(path, backend)

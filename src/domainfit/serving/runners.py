@@ -45,12 +45,16 @@ def load_torch_model(model_dir: Path, *, attn_implementation: str = "sdpa") -> A
     try:
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=torch.float32, attn_implementation=attn_implementation)
+                model_dir, dtype=torch.float32, attn_implementation=attn_implementation
+            )
         except ValueError:  # this architecture has no such attention implementation
             model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
     except OSError as e:
-        raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
-                         fix="the folder needs model.safetensors; or use backend='onnx'.") from e
+        raise ModelError(
+            f"cannot load the PyTorch model: {e}",
+            path=model_dir,
+            fix="the folder needs model.safetensors; or use backend='onnx'.",
+        ) from e
     return model.eval()
 
 
@@ -69,8 +73,7 @@ class TorchRunner:
         self.model = model
         if input_names is None:
             accepted = inspect.signature(model.forward).parameters
-            input_names = tuple(name for name in ("input_ids", "attention_mask", "token_type_ids")
-                                if name in accepted)
+            input_names = tuple(name for name in ("input_ids", "attention_mask", "token_type_ids") if name in accepted)
         self.input_names = input_names
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -108,8 +111,11 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for corrupt or foreign files
-            raise ModelError(f"onnxruntime cannot load the model: {e}", path=model_path,
-                             fix=f"re-export it: domainfit export {model_path.parent.parent}") from e
+            raise ModelError(
+                f"onnxruntime cannot load the model: {e}",
+                path=model_path,
+                fix=f"re-export it: domainfit export {model_path.parent.parent}",
+            ) from e
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self._output = [self.session.get_outputs()[0].name]
 
@@ -135,8 +141,9 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as e:
-        raise MissingExtraError("the ONNX backends need onnxruntime, which is not installed",
-                                fix='pip install "domainfit[export]"') from e
+        raise MissingExtraError(
+            "the ONNX backends need onnxruntime, which is not installed", fix='pip install "domainfit[export]"'
+        ) from e
     return onnxruntime
 
 
@@ -144,9 +151,11 @@ def onnx_path(model_dir: Path, backend: str) -> Path:
     """The ONNX file of ``backend`` ("onnx" or "onnx-int8"); a ModelError if it was not exported."""
     path = model_dir / ONNX_DIR / ONNX_FILES[backend]
     if not path.is_file():
-        raise ModelError(f"backend {backend!r} needs {ONNX_DIR}/{ONNX_FILES[backend]}, which does not exist",
-                         path=model_dir,
-                         fix=f"run `domainfit export {model_dir}` first, or use backend='torch'.")
+        raise ModelError(
+            f"backend {backend!r} needs {ONNX_DIR}/{ONNX_FILES[backend]}, which does not exist",
+            path=model_dir,
+            fix=f"run `domainfit export {model_dir}` first, or use backend='torch'.",
+        )
     return path
 
 

@@ -41,8 +41,9 @@ try:  # the one place that checks the serve extra
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as e:
-    raise MissingExtraError(f"`domainfit serve` needs FastAPI, uvicorn and prometheus-client ({e})",
-                            fix='pip install "domainfit[serve]"') from e
+    raise MissingExtraError(
+        f"`domainfit serve` needs FastAPI, uvicorn and prometheus-client ({e})", fix='pip install "domainfit[serve]"'
+    ) from e
 
 from domainfit.serving.batcher import BatcherClosedError, MicroBatcher, QueueFullError
 from domainfit.serving.image_predictor import ImagePredictor
@@ -52,8 +53,18 @@ API_KEY_ENV = "DOMAINFIT_API_KEY"
 # endpoints that read or reveal the model's outputs; the page, the docs and the probes stay open so a load
 # balancer can check the process and a person can read how to call it
 PROTECTED_PATHS = ("/predict", "/explain", "/metrics")
-KNOWN_PATHS = ("/", "/predict", "/explain", "/health", "/ready", "/metrics", "/docs", "/openapi.json", "/redoc",
-               "/docs/oauth2-redirect")
+KNOWN_PATHS = (
+    "/",
+    "/predict",
+    "/explain",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/redoc",
+    "/docs/oauth2-redirect",
+)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 access_log = logging.getLogger("domainfit.serve")
 
@@ -62,13 +73,13 @@ access_log = logging.getLogger("domainfit.serve")
 class ServerSettings:
     """Limits and batching of the server; every field is a ``domainfit serve`` flag."""
 
-    max_batch_size: int = 32      # items the model sees in one forward pass at most
-    max_wait_ms: float = 5.0      # how long a request may wait for others to fill its batch
-    max_queue: int = 256          # requests waiting for the model; beyond it: 429
-    max_body_bytes: int = 2_000_000   # request body; beyond it: 413
-    max_items: int = 64           # texts or images in one request
+    max_batch_size: int = 32  # items the model sees in one forward pass at most
+    max_wait_ms: float = 5.0  # how long a request may wait for others to fill its batch
+    max_queue: int = 256  # requests waiting for the model; beyond it: 429
+    max_body_bytes: int = 2_000_000  # request body; beyond it: 413
+    max_items: int = 64  # texts or images in one request
     max_text_chars: int = 20_000  # characters in one text (the model reads far fewer; this bounds memory)
-    api_key: str | None = None    # required as "Authorization: Bearer KEY" or "X-API-Key: KEY" when set
+    api_key: str | None = None  # required as "Authorization: Bearer KEY" or "X-API-Key: KEY" when set
     graceful_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take to finish
 
     def check(self) -> None:
@@ -81,21 +92,25 @@ class ServerSettings:
             if getattr(self, name) < 0:
                 raise DomainfitError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.api_key is not None and not self.api_key.strip():
-            raise DomainfitError(f"the API key is empty (--api-key or {API_KEY_ENV})",
-                                 fix=f"give a non-empty key, or unset {API_KEY_ENV} to serve without one.")
+            raise DomainfitError(
+                f"the API key is empty (--api-key or {API_KEY_ENV})",
+                fix=f"give a non-empty key, or unset {API_KEY_ENV} to serve without one.",
+            )
 
 
 class Problem(Exception):
     """A request the server refuses: answered as JSON ``{"error": message, "fix": fix}`` with ``status``."""
 
-    def __init__(self, status: int, message: str, fix: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, fix: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.fix, self.headers = status, message, fix, headers
 
 
-def error_response(status: int, message: str, fix: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, fix: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The JSON body every refused request gets."""
     body: dict[str, Any] = {"error": message}
     if fix:
@@ -159,36 +174,63 @@ def default_explainer(model_dir: str | Path | None) -> Callable[..., list[dict[s
 class PredictRequest(BaseModel):
     """``POST /predict`` as JSON. Text models take ``texts``; image models ``images`` (base64)."""
 
-    texts: list[str] | None = Field(None, description="texts to classify (generation: instructions)",
-                                    examples=[["Operating profit rose to EUR 13.1 mn ."]])
+    texts: list[str] | None = Field(
+        None,
+        description="texts to classify (generation: instructions)",
+        examples=[["Operating profit rose to EUR 13.1 mn ."]],
+    )
     images: list[str] | None = Field(None, description="image models: base64-encoded image files")
 
 
-_PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": PredictRequest.model_json_schema()},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                  "description": "image models: image files"}}}},
-}}}
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "image models: image files",
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
 
 
 def _check_texts(value: Any, settings: ServerSettings, *, allow_objects: bool) -> list[Any]:
     if not isinstance(value, list):
-        raise Problem(422, f'"texts" must be a list of strings, got {type(value).__name__}',
-                      fix='send {"texts": ["first text", "second text"]}.')
+        raise Problem(
+            422,
+            f'"texts" must be a list of strings, got {type(value).__name__}',
+            fix='send {"texts": ["first text", "second text"]}.',
+        )
     _check_count(len(value), "texts", settings)
     for i, text in enumerate(value):
         if allow_objects and isinstance(text, dict) and isinstance(text.get("instruction"), str):
             text = text["instruction"]  # generation: {"instruction": ..., "input": ...}
         if not isinstance(text, str):
-            raise Problem(422, f"texts[{i}] must be a string, got {type(text).__name__}",
-                          fix="send every text as a JSON string.")
+            raise Problem(
+                422, f"texts[{i}] must be a string, got {type(text).__name__}", fix="send every text as a JSON string."
+            )
         if not text.strip():
-            raise Problem(422, f"texts[{i}] is empty or only whitespace: nothing to predict",
-                          fix="drop empty texts from the request.")
+            raise Problem(
+                422,
+                f"texts[{i}] is empty or only whitespace: nothing to predict",
+                fix="drop empty texts from the request.",
+            )
         if len(text) > settings.max_text_chars:
-            raise Problem(422, f"texts[{i}] has {len(text)} characters; the limit is {settings.max_text_chars}",
-                          fix="send a shorter text, or restart the server with a larger --max-text-chars.")
+            raise Problem(
+                422,
+                f"texts[{i}] has {len(text)} characters; the limit is {settings.max_text_chars}",
+                fix="send a shorter text, or restart the server with a larger --max-text-chars.",
+            )
     return value
 
 
@@ -196,8 +238,11 @@ def _check_count(n: int, what: str, settings: ServerSettings) -> None:
     if n == 0:
         raise Problem(422, f'"{what}" is empty: nothing to predict', fix=f"send at least one item in {what}.")
     if n > settings.max_items:
-        raise Problem(422, f'"{what}" holds {n} items; the limit is {settings.max_items} per request',
-                      fix="split the request, or restart the server with a larger --max-items.")
+        raise Problem(
+            422,
+            f'"{what}" holds {n} items; the limit is {settings.max_items} per request',
+            fix="split the request, or restart the server with a larger --max-items.",
+        )
 
 
 def _decode_image(data: bytes, name: str) -> Any:
@@ -208,8 +253,9 @@ def _decode_image(data: bytes, name: str) -> Any:
         image.load()  # decode now, so a broken file is this request's 422 and not a failed batch
         return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise Problem(422, f"{name} is not an image Pillow can read ({e})",
-                      fix="send a JPEG, PNG, BMP or TIFF file.") from e
+        raise Problem(
+            422, f"{name} is not an image Pillow can read ({e})", fix="send a JPEG, PNG, BMP or TIFF file."
+        ) from e
 
 
 async def read_items(request: Request, task: str, settings: ServerSettings) -> list[Any]:
@@ -218,28 +264,40 @@ async def read_items(request: Request, task: str, settings: ServerSettings) -> l
     is_image = task == "image-classification"
     if content_type == "multipart/form-data":
         if not is_image:
-            raise Problem(415, "this is a text model: send JSON, not a form",
-                          fix='POST {"texts": [...]} with content-type: application/json.')
+            raise Problem(
+                415,
+                "this is a text model: send JSON, not a form",
+                fix='POST {"texts": [...]} with content-type: application/json.',
+            )
         form = await request.form(max_files=settings.max_items, max_fields=settings.max_items)
         files = [f for f in form.getlist("files") + form.getlist("file") if hasattr(f, "read")]
         _check_count(len(files), "files", settings)
         datas = [(await f.read(), f"file {f.filename!r}") for f in files]
         return await run_in_threadpool(lambda: [_decode_image(d, name) for d, name in datas])
     if content_type not in ("application/json", ""):
-        raise Problem(415, f"unsupported content-type {content_type!r}",
-                      fix="send JSON (application/json)" + (" or a multipart form of files" if is_image else "") + ".")
+        raise Problem(
+            415,
+            f"unsupported content-type {content_type!r}",
+            fix="send JSON (application/json)" + (" or a multipart form of files" if is_image else "") + ".",
+        )
     body = await request.body()
     try:
         data = json.loads(body)
     except json.JSONDecodeError as e:
-        raise Problem(400, f"the body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
-                      fix='send a JSON object such as {"texts": ["a text"]}.') from e
+        raise Problem(
+            400,
+            f"the body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
+            fix='send a JSON object such as {"texts": ["a text"]}.',
+        ) from e
     except UnicodeDecodeError as e:
         raise Problem(400, f"the body is not UTF-8 text: {e}", fix="send UTF-8 encoded JSON.") from e
     key = "images" if is_image else "texts"
     if not isinstance(data, dict):
-        raise Problem(422, f"expected a JSON object with {key!r}, got a JSON {type(data).__name__}",
-                      fix=f'send {{"{key}": [...]}}.')
+        raise Problem(
+            422,
+            f"expected a JSON object with {key!r}, got a JSON {type(data).__name__}",
+            fix=f'send {{"{key}": [...]}}.',
+        )
     unknown = sorted(set(data) - {key})
     if unknown or key not in data:
         found = f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else f"no {key!r} field"
@@ -271,22 +329,31 @@ class Metrics:
     def __init__(self, max_batch_size: int, queue_depth: Callable[[], int]) -> None:
         self.registry = prometheus_client.CollectorRegistry()
         self.requests = prometheus_client.Counter(
-            "domainfit_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
-            registry=self.registry)
+            "domainfit_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry
+        )
         self.latency = prometheus_client.Histogram(
-            "domainfit_request_latency_seconds", "time from request to response", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            "domainfit_request_latency_seconds",
+            "time from request to response",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, max_batch_size})
         self.batch_size = prometheus_client.Histogram(
-            "domainfit_batch_size", "items per model call", buckets=[s for s in sizes if s <= max_batch_size],
-            registry=self.registry)
+            "domainfit_batch_size",
+            "items per model call",
+            buckets=[s for s in sizes if s <= max_batch_size],
+            registry=self.registry,
+        )
         self.queue_depth = prometheus_client.Gauge(
-            "domainfit_queue_depth", "requests waiting for the model", registry=self.registry)
+            "domainfit_queue_depth", "requests waiting for the model", registry=self.registry
+        )
         self.queue_depth.set_function(queue_depth)
 
     def render(self) -> Response:
-        return Response(prometheus_client.generate_latest(self.registry),
-                        media_type=prometheus_client.CONTENT_TYPE_LATEST)
+        return Response(
+            prometheus_client.generate_latest(self.registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
 
 
 class Gate:
@@ -334,9 +401,12 @@ class Gate:
             given = headers["authorization"][7:].strip()
         if given and secrets.compare_digest(given.encode(), self.settings.api_key.encode()):
             return None
-        return error_response(401, "missing or wrong API key" if given or headers.get("authorization")
-                              else "this server needs an API key", fix="send the header 'Authorization: Bearer "
-                              "KEY' or 'X-API-Key: KEY'.", headers={"WWW-Authenticate": "Bearer"})
+        return error_response(
+            401,
+            "missing or wrong API key" if given or headers.get("authorization") else "this server needs an API key",
+            fix="send the header 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     def _check_length(self, scope: dict) -> JSONResponse | None:
         for name, value in scope["headers"]:
@@ -351,9 +421,11 @@ class Gate:
 
     def _too_large(self, length: int | None) -> JSONResponse:
         size = f"{length} bytes" if length is not None else "more"
-        return error_response(413, f"the request body is {size}; the limit is {self.settings.max_body_bytes} "
-                              "bytes", fix="send fewer or smaller items per request, or restart the server with a "
-                              "larger --max-body-bytes.")
+        return error_response(
+            413,
+            f"the request body is {size}; the limit is {self.settings.max_body_bytes} bytes",
+            fix="send fewer or smaller items per request, or restart the server with a larger --max-body-bytes.",
+        )
 
     async def _read_body(self, receive: Callable) -> tuple[Callable, JSONResponse | None]:
         """Read the whole body (up to the limit) and hand the app a ``receive`` that replays it."""
@@ -379,8 +451,13 @@ class Gate:
         endpoint = scope["path"] if scope["path"] in KNOWN_PATHS else "other"  # bounded label values
         self.metrics.requests.labels(endpoint, str(status)).inc()
         self.metrics.latency.labels(endpoint).observe(seconds)
-        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": scope["method"], "path": scope["path"],
-                "status": status, "latency_ms": round(seconds * 1000, 2)}
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "latency_ms": round(seconds * 1000, 2),
+        }
         for key in ("items", "batch_size"):
             if key in scope["state"]:
                 line[key] = scope["state"][key]
@@ -391,9 +468,13 @@ class Gate:
 # The app
 
 
-def create_app(predictor: Any, settings: ServerSettings | None = None, *,
-               explainer: Callable[..., list[dict[str, Any]]] | None = None,
-               model_dir: str | Path | None = None) -> FastAPI:
+def create_app(
+    predictor: Any,
+    settings: ServerSettings | None = None,
+    *,
+    explainer: Callable[..., list[dict[str, Any]]] | None = None,
+    model_dir: str | Path | None = None,
+) -> FastAPI:
     """A FastAPI app serving ``predictor`` (anything ``domainfit.load`` returns).
 
     The batcher's worker thread starts, and the model is warmed up in the background, when the app's lifespan
@@ -424,8 +505,13 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
             return call_model(items)
 
     metrics = Metrics(settings.max_batch_size, lambda: batcher.queue_depth)
-    batcher = MicroBatcher(run_batch, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
-                           max_queue=settings.max_queue, on_batch=metrics.batch_size.observe)
+    batcher = MicroBatcher(
+        run_batch,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+        on_batch=metrics.batch_size.observe,
+    )
 
     def warm_up() -> None:
         try:
@@ -447,8 +533,11 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
         stop_being_ready()
         await run_in_threadpool(batcher.close)  # runs what is still queued, then stops the worker
 
-    app = FastAPI(title="domainfit", lifespan=lifespan,
-                  description=f"A {task} model served by domainfit (backend {predictor.backend}).")
+    app = FastAPI(
+        title="domainfit",
+        lifespan=lifespan,
+        description=f"A {task} model served by domainfit (backend {predictor.backend}).",
+    )
     app.state.batcher, app.state.ready, app.state.settings = batcher, ready, settings
 
     @app.exception_handler(Problem)
@@ -495,8 +584,12 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
         try:
             future = batcher.submit(items)
         except QueueFullError as e:
-            raise Problem(429, f"the server is busy: {e}", fix="retry after a moment, or restart the server "
-                          "with a larger --max-queue.", headers={"Retry-After": "1"}) from e
+            raise Problem(
+                429,
+                f"the server is busy: {e}",
+                fix="retry after a moment, or restart the server with a larger --max-queue.",
+                headers={"Retry-After": "1"},
+            ) from e
         except BatcherClosedError as e:
             raise Problem(503, "the server is shutting down", fix="retry on another instance.") from e
         try:
@@ -507,6 +600,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
         return JSONResponse({"task": task, "predictions": result.results})
 
     if explainer is not None:  # the tasks domainfit.serving.explain registers
+
         @app.post("/explain", openapi_extra=_PREDICT_BODY)
         async def explain(request: Request) -> JSONResponse:
             """Why, per text or image (sent as to /predict): ``{"explanations": [explain()'s dict per item]}``:
@@ -516,13 +610,18 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *,
             def run() -> list[dict[str, Any]]:
                 with model_lock:
                     return explainer(predictor, texts)
+
             try:
                 return JSONResponse({"task": task, "explanations": await run_in_threadpool(run)})
             except DomainfitError as e:
                 raise Problem(422, str(e)) from e
 
-    page_config = {"task": task, "auth": settings.api_key is not None, "explain": explainer is not None,
-                   "max_text_chars": settings.max_text_chars}
+    page_config = {
+        "task": task,
+        "auth": settings.api_key is not None,
+        "explain": explainer is not None,
+        "max_text_chars": settings.max_text_chars,
+    }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -571,16 +670,20 @@ def listen_socket(host: str, port: int) -> socket.socket:
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
-        raise DomainfitError(f"cannot resolve --host {host!r}: {e}",
-                             fix="give an address such as 127.0.0.1 (this machine only) or 0.0.0.0.") from e
+        raise DomainfitError(
+            f"cannot resolve --host {host!r}: {e}",
+            fix="give an address such as 127.0.0.1 (this machine only) or 0.0.0.0.",
+        ) from e
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise DomainfitError(f"cannot listen on {host}:{port}: {e.strerror or e}",
-                             fix="choose another --port (0 picks a free one), or stop the process using it.") from e
+        raise DomainfitError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}",
+            fix="choose another --port (0 picks a free one), or stop the process using it.",
+        ) from e
     return sock
 
 
@@ -593,8 +696,16 @@ def configure_access_log() -> None:
     access_log.propagate = False
 
 
-def serve(model_dir: str | Path, settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000,
-          backend: str = "auto", num_threads: int | None = None, min_confidence: float | None = None) -> None:
+def serve(
+    model_dir: str | Path,
+    settings: ServerSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    min_confidence: float | None = None,
+) -> None:
     """Load ``model_dir`` and serve it until SIGTERM or Ctrl-C.
 
     Args:
@@ -615,12 +726,25 @@ def serve(model_dir: str | Path, settings: ServerSettings, *, host: str = "127.0
         app = create_app(predictor, settings, model_dir=model_dir)
         configure_access_log()
         bound_host, bound_port = sock.getsockname()[:2]
-        access_log.info(json.dumps({"event": "listening", "url": f"http://{bound_host}:{bound_port}",
-                                    "model": str(model_dir), "task": task_of(predictor),
-                                    "backend": predictor.backend,
-                                    "settings": {**asdict(settings), "api_key": settings.api_key is not None}}))
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=settings.graceful_timeout_s)
+        access_log.info(
+            json.dumps(
+                {
+                    "event": "listening",
+                    "url": f"http://{bound_host}:{bound_port}",
+                    "model": str(model_dir),
+                    "task": task_of(predictor),
+                    "backend": predictor.backend,
+                    "settings": {**asdict(settings), "api_key": settings.api_key is not None},
+                }
+            )
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=settings.graceful_timeout_s,
+        )
         _Server(config, app.state.stop_being_ready).run(sockets=[sock])
     finally:
         sock.close()

@@ -57,9 +57,7 @@ def check_perturbations(names: Sequence[str] | None) -> None:
             )
 
 
-def select_perturbations(
-    names: Sequence[str] | None, texts: Sequence[str]
-) -> tuple[list[str], dict[str, str]]:
+def select_perturbations(names: Sequence[str] | None, texts: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """The perturbations to run on ``texts``, and those left out with the reason.
 
     Args:

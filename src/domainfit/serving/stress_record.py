@@ -93,20 +93,30 @@ def open_run_record(model_dir: str | Path, *, record: bool) -> Iterator[RunRecor
         return
     run = find_run_folder(model_dir)
     if run is None:
-        log.info("%s is not the model/ folder of a training run (no %s beside it): nothing is recorded, "
-                 "only the stress output is written", model_dir, ", ".join(RUN_FILES))
+        log.info(
+            "%s is not the model/ folder of a training run (no %s beside it): nothing is recorded, "
+            "only the stress output is written",
+            model_dir,
+            ", ".join(RUN_FILES),
+        )
         yield None
         return
     lock = RunLock(run)
     try:
         lock.acquire()
     except ConfigError as e:  # its message speaks of training into the folder: say what stress needs
-        raise DomainfitError(f"another domainfit process is writing to the run folder {run}; the stress "
-                             "results would be recorded into a run that is changing", path=run,
-                             fix="wait for it to finish, or add --no-record.") from e
+        raise DomainfitError(
+            f"another domainfit process is writing to the run folder {run}; the stress "
+            "results would be recorded into a run that is changing",
+            path=run,
+            fix="wait for it to finish, or add --no-record.",
+        ) from e
     except OSError as e:
-        raise DomainfitError(f"cannot lock the run folder to record the stress results: {e.strerror or e}",
-                             path=run, fix="make the run folder writable, or add --no-record.") from e
+        raise DomainfitError(
+            f"cannot lock the run folder to record the stress results: {e.strerror or e}",
+            path=run,
+            fix="make the run folder writable, or add --no-record.",
+        ) from e
     try:
         yield RunRecord(run, _read_metrics(run), _read_config(run))
     finally:
@@ -130,11 +140,13 @@ def record_stress(record: RunRecord, result: dict[str, Any], labels: list[str]) 
         return _record(record, result, labels)
     except OSError as e:  # a full disk or a read-only folder: one message, and each file is old or new
         full = disk_full(e, record.folder)
-        raise DomainfitError(f"cannot record the stress results in the run: {full or e.strerror or e}; the "
-                             "stress output is written, and each file of the run is either as it was or "
-                             "rewritten whole", path=record.folder,
-                             fix="free some space or make the run folder writable, then stress again; or add "
-                                 "--no-record.") from e
+        raise DomainfitError(
+            f"cannot record the stress results in the run: {full or e.strerror or e}; the "
+            "stress output is written, and each file of the run is either as it was or "
+            "rewritten whole",
+            path=record.folder,
+            fix="free some space or make the run folder writable, then stress again; or add --no-record.",
+        ) from e
 
 
 def _record(record: RunRecord, result: dict[str, Any], labels: list[str]) -> list[Path]:
@@ -144,8 +156,11 @@ def _record(record: RunRecord, result: dict[str, Any], labels: list[str]) -> lis
     written = [run / METRICS_NAME]
     write_text_atomic(contained(run, METRICS_NAME), json.dumps(metrics, indent=1, ensure_ascii=False))
     if not _is_training_run(metrics, cfg):  # a federated run's reports are its own: the numbers are recorded
-        log.info("%s is not a training run's metrics: the stress results are recorded there, the model card "
-                 "and reports are left as they are", run / METRICS_NAME)
+        log.info(
+            "%s is not a training run's metrics: the stress results are recorded there, the model card "
+            "and reports are left as they are",
+            run / METRICS_NAME,
+        )
         return written
     presentation = report_for(cfg["task"])
     presentation.write_model_card(contained(run, "model"), cfg=cfg, results=metrics, labels=labels)
@@ -177,10 +192,13 @@ def _report_arguments(cfg: dict[str, Any], results: dict[str, Any]) -> dict[str,
     return {
         "title": f"domainfit {cfg['task']}: {Path(cfg['output']['dir']).name}",
         "split_name": "test" if "test" in results else "validation",
-        "context": {"model": cfg["model"]["name"], "train data": cfg["data"]["train"],
-                    "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
-                    "selected by": f"validation {cfg['train']['best_metric']}",
-                    "train samples/s": results["train"]["samples_per_second"]},
+        "context": {
+            "model": cfg["model"]["name"],
+            "train data": cfg["data"]["train"],
+            "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
+            "selected by": f"validation {cfg['train']['best_metric']}",
+            "train samples/s": results["train"]["samples_per_second"],
+        },
         "history": results["history"],
         "best_metric": cfg["train"]["best_metric"],
         "warnings": results["warnings"],
@@ -201,11 +219,18 @@ def _read_metrics(run: Path) -> dict[str, Any]:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         line = getattr(e, "lineno", None)
-        raise DataError(f"the run's metrics.json is not valid JSON ({e})", path=run / METRICS_NAME, line=line,
-                        fix="restore it from a backup or train the run again; or add --no-record.") from e
+        raise DataError(
+            f"the run's metrics.json is not valid JSON ({e})",
+            path=run / METRICS_NAME,
+            line=line,
+            fix="restore it from a backup or train the run again; or add --no-record.",
+        ) from e
     if not isinstance(metrics, dict):
-        raise DataError("the run's metrics.json is not a JSON object", path=run / METRICS_NAME,
-                        fix="restore it from a backup or train the run again; or add --no-record.")
+        raise DataError(
+            "the run's metrics.json is not a JSON object",
+            path=run / METRICS_NAME,
+            fix="restore it from a backup or train the run again; or add --no-record.",
+        )
     return metrics
 
 
@@ -213,14 +238,20 @@ def _read_config(run: Path) -> dict[str, Any]:
     path = contained(run, "config.yaml")
     config = read_yaml_file(path)
     if not isinstance(config, dict):
-        raise ConfigError("the run's config.yaml is not a mapping of config keys", path=run / "config.yaml",
-                          fix="restore it from a backup or train the run again; or add --no-record.")
+        raise ConfigError(
+            "the run's config.yaml is not a mapping of config keys",
+            path=run / "config.yaml",
+            fix="restore it from a backup or train the run again; or add --no-record.",
+        )
     for dotted in _CONFIG_KEYS:  # what the card and the report are written from
         node: Any = config
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node is None:
-            raise ConfigError("the run's config.yaml lacks a key the model card and report are written from",
-                              path=run / "config.yaml", key=dotted,
-                              fix="restore it from a backup or train the run again; or add --no-record.")
+            raise ConfigError(
+                "the run's config.yaml lacks a key the model card and report are written from",
+                path=run / "config.yaml",
+                key=dotted,
+                fix="restore it from a backup or train the run again; or add --no-record.",
+            )
     return config

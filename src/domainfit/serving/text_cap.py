@@ -34,8 +34,10 @@ def check_max_chars(max_chars: int | None) -> None:
     if max_chars is None:
         return
     if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1:
-        raise DomainfitError(f"max_chars must be a positive integer, got {max_chars!r}",
-                             fix="e.g. --max-chars 20000 (or leave it out for the model's default).")
+        raise DomainfitError(
+            f"max_chars must be a positive integer, got {max_chars!r}",
+            fix="e.g. --max-chars 20000 (or leave it out for the model's default).",
+        )
 
 
 def cap_texts(texts: Sequence[str], max_chars: int, *, reads: str) -> list[str]:
@@ -49,7 +51,12 @@ def cap_texts(texts: Sequence[str], max_chars: int, *, reads: str) -> list[str]:
     cut = sum(len(t) > max_chars for t in texts)
     if not cut:
         return list(texts)
-    log.warning("%d of %d texts were longer than %d characters and were cut to that length before tokenising "
-                "(the model reads %s); to read more, raise --max-chars (max_chars= in domainfit.load)",
-                cut, len(texts), max_chars, reads)
+    log.warning(
+        "%d of %d texts were longer than %d characters and were cut to that length before tokenising "
+        "(the model reads %s); to read more, raise --max-chars (max_chars= in domainfit.load)",
+        cut,
+        len(texts),
+        max_chars,
+        reads,
+    )
     return [t[:max_chars] for t in texts]

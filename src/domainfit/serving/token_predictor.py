@@ -66,8 +66,18 @@ class TokenPredictor:
 
     task = TASK
 
-    def __init__(self, runner: Runner, tokenizer: Any, labels: list[str], *, max_length: int, stride: int,
-                 max_chars: int | None = None, label_unit: str = "words", backend: str = "torch") -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        tokenizer: Any,
+        labels: list[str],
+        *,
+        max_length: int,
+        stride: int,
+        max_chars: int | None = None,
+        label_unit: str = "words",
+        backend: str = "torch",
+    ) -> None:
         check_max_chars(max_chars)
 
         self._runner = runner
@@ -82,17 +92,25 @@ class TokenPredictor:
         self.label_unit = label_unit
 
     def __repr__(self) -> str:
-        return (f"TokenPredictor(backend={self.backend!r}, entity_types={self.entity_types}, "
-                f"max_length={self.max_length}, stride={self.stride})")
+        return (
+            f"TokenPredictor(backend={self.backend!r}, entity_types={self.entity_types}, "
+            f"max_length={self.max_length}, stride={self.stride})"
+        )
 
     def with_runner(self, runner: Runner, backend: str) -> TokenPredictor:
         """The same predictor on another backend (the exporter compares backends with it)."""
-        return TokenPredictor(runner, self._tokenizer, self.labels, max_length=self.max_length,
-                              stride=self.stride, max_chars=self.max_chars, label_unit=self.label_unit,
-                              backend=backend)
+        return TokenPredictor(
+            runner,
+            self._tokenizer,
+            self.labels,
+            max_length=self.max_length,
+            stride=self.stride,
+            max_chars=self.max_chars,
+            label_unit=self.label_unit,
+            backend=backend,
+        )
 
-    def unit_probabilities(self, texts: Sequence[str],
-                           batch_size: int | None = None) -> list[tuple[Any, np.ndarray]]:
+    def unit_probabilities(self, texts: Sequence[str], batch_size: int | None = None) -> list[tuple[Any, np.ndarray]]:
         """Per text: its encoding and the tag probabilities of its labelled units, (units, num_labels).
 
         A unit is a word (its first subword's prediction) or, for models trained with ``label_unit: tokens``,
@@ -105,8 +123,11 @@ class TokenPredictor:
         size = self.max_length - len(self._before) - len(self._after)
         encodings = [encode_sentence(self._tokenizer, text, unit=self.label_unit) for text in texts]
         windows = [plan_windows(len(enc.ids), size, self.stride) if enc.ids else [] for enc in encodings]
-        inputs = [(t, w, self._before + encodings[t].ids[win.start : win.start + win.size] + self._after)
-                  for t, wins in enumerate(windows) for w, win in enumerate(wins)]
+        inputs = [
+            (t, w, self._before + encodings[t].ids[win.start : win.start + win.size] + self._after)
+            for t, wins in enumerate(windows)
+            for w, win in enumerate(wins)
+        ]
         probabilities: dict[tuple[int, int], np.ndarray] = {}
         for batch in sorted_batches([len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS):
             rows = [inputs[i] for i in batch]
@@ -120,8 +141,9 @@ class TokenPredictor:
             if not wins:
                 out.append((enc, np.zeros((0, len(self.labels)), dtype=np.float32)))
                 continue
-            merged = merge_window_logits([probabilities[t, w] for w in range(len(wins))], wins, len(enc.ids),
-                                         len(self._before))  # (tokens, num_labels)
+            merged = merge_window_logits(
+                [probabilities[t, w] for w in range(len(wins))], wins, len(enc.ids), len(self._before)
+            )  # (tokens, num_labels)
             out.append((enc, merged[enc.first_tokens]))  # (units, num_labels)
         return out
 
@@ -148,8 +170,7 @@ class TokenPredictor:
             for label, first, last in tags_to_entities(tags):
                 start, end = enc.word_spans[first][0], enc.word_spans[last][1]
                 score = float(word_probs[np.arange(first, last + 1), best[first : last + 1]].mean())
-                spans.append({"start": start, "end": end, "label": label, "text": enc.text[start:end],
-                              "score": score})
+                spans.append({"start": start, "end": end, "label": label, "text": enc.text[start:end], "score": score})
             results.append(spans)
         return results
 
@@ -171,8 +192,9 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads: int | None = None,
-                         max_chars: int | None = None) -> TokenPredictor:
+def load_token_predictor(
+    model_dir: Path, *, backend: str = "auto", num_threads: int | None = None, max_chars: int | None = None
+) -> TokenPredictor:
     """Load a checked model folder whose ``domainfit.json`` says ``task: token-classification``.
 
     ``backend`` is one of ``BACKENDS``; "auto" serves the int8 ONNX model if ``domainfit export`` found it
@@ -187,23 +209,33 @@ def load_token_predictor(model_dir: Path, *, backend: str = "auto", num_threads:
     for key, minimum in (("max_length", 8), ("stride", 0)):
         value = settings.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ModelError(f"{key} must be an integer >= {minimum}, found {value!r}",
-                             path=model_dir / SETTINGS_FILE, key=key)
+            raise ModelError(
+                f"{key} must be an integer >= {minimum}, found {value!r}", path=model_dir / SETTINGS_FILE, key=key
+            )
     label_unit = settings.get("label_unit", "words")  # folders from before span data was labelled per token
     if label_unit not in UNITS:
-        raise ModelError(f"label_unit must be one of {', '.join(UNITS)}, found {label_unit!r}",
-                         path=model_dir / SETTINGS_FILE, key="label_unit")
+        raise ModelError(
+            f"label_unit must be one of {', '.join(UNITS)}, found {label_unit!r}",
+            path=model_dir / SETTINGS_FILE,
+            key="label_unit",
+        )
     if resolved in ONNX_FILES:
         runner: Runner = onnx_runner(model_dir, resolved, num_threads)
     else:
         runner = TorchRunner(load_token_model(model_dir, num_threads=num_threads))
-    return TokenPredictor(runner, tokenizer, labels, max_length=settings["max_length"],
-                          stride=settings["stride"], max_chars=max_chars, label_unit=label_unit,
-                          backend=resolved)
+    return TokenPredictor(
+        runner,
+        tokenizer,
+        labels,
+        max_length=settings["max_length"],
+        stride=settings["stride"],
+        max_chars=max_chars,
+        label_unit=label_unit,
+        backend=resolved,
+    )
 
 
-def load_token_model(model_dir: Path, *, num_threads: int | None = None,
-                     attn_implementation: str = "sdpa") -> Any:
+def load_token_model(model_dir: Path, *, num_threads: int | None = None, attn_implementation: str = "sdpa") -> Any:
     """The folder's ``AutoModelForTokenClassification`` in fp32 eval mode."""
     import torch
     from transformers import AutoModelForTokenClassification
@@ -212,19 +244,23 @@ def load_token_model(model_dir: Path, *, num_threads: int | None = None,
         torch.set_num_threads(num_threads)
     try:
         try:
-            model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=torch.float32,
-                                                                    attn_implementation=attn_implementation)
+            model = AutoModelForTokenClassification.from_pretrained(
+                model_dir, dtype=torch.float32, attn_implementation=attn_implementation
+            )
         except ValueError:  # this architecture has no such attention implementation
             model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=torch.float32)
     except OSError as e:
-        raise ModelError(f"cannot load the PyTorch model: {e}", path=model_dir,
-                         fix="the folder needs model.safetensors; or use backend='onnx' after "
-                             "domainfit export.") from e
+        raise ModelError(
+            f"cannot load the PyTorch model: {e}",
+            path=model_dir,
+            fix="the folder needs model.safetensors; or use backend='onnx' after domainfit export.",
+        ) from e
     return model.eval()
 
 
-def write_span_predictions(predictor: TokenPredictor, texts: list[str], out: Path,
-                           batch_size: int | None = None) -> int:
+def write_span_predictions(
+    predictor: TokenPredictor, texts: list[str], out: Path, batch_size: int | None = None
+) -> int:
     """Write each text's entities to ``out`` atomically: JSON Lines ``{"text", "entities"}`` (readable back as
     span training data), or for a ``.csv`` name the columns text, entities (as JSON). Returns the count."""
     results = predictor.predict(texts, batch_size=batch_size)

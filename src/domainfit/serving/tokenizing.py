@@ -59,8 +59,11 @@ def load_hf_tokenizer(model_dir: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load the tokenizer: {e}", path=model_dir,
-                         fix="save the tokenizer next to the model (tokenizer.save_pretrained(DIR)).") from e
+        raise ModelError(
+            f"cannot load the tokenizer: {e}",
+            path=model_dir,
+            fix="save the tokenizer next to the model (tokenizer.save_pretrained(DIR)).",
+        ) from e
 
 
 def pad_inputs(ids: list[list[int]], type_ids: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
@@ -74,4 +77,3 @@ def pad_inputs(ids: list[list[int]], type_ids: list[list[int]], pad_id: int) -> 
         attention_mask[row, : len(x)] = 1
         token_type_ids[row, : len(t)] = t
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-

@@ -25,8 +25,17 @@ from domainfit.metrics.classification import metric_direction
 from domainfit.registry import Registry
 
 # Config sections a task may or may not use; a task lists the ones it reads in ``Task.sections``.
-OPTIONAL_SECTIONS = ("augment", "peft", "regularization", "joint", "multi_label", "ner", "image",
-                     "generation", "evaluation")
+OPTIONAL_SECTIONS = (
+    "augment",
+    "peft",
+    "regularization",
+    "joint",
+    "multi_label",
+    "ner",
+    "image",
+    "generation",
+    "evaluation",
+)
 
 
 @dataclass
@@ -82,15 +91,26 @@ class Task:
             changed = changed_fields(getattr(cfg, section))
             if changed:
                 users = [n for n in TASKS.names() if section in TASKS.get(n).sections]
-                raise ConfigError(f"task {self.name!r} does not use the {section} section, so this setting would "
-                                  "be ignored", path=source, key=f"{section}.{changed[0]}",
-                                  fix=f"remove the {section} section (it works with task: {', '.join(users) or '-'}).")
+                raise ConfigError(
+                    f"task {self.name!r} does not use the {section} section, so this setting would be ignored",
+                    path=source,
+                    key=f"{section}.{changed[0]}",
+                    fix=f"remove the {section} section (it works with task: {', '.join(users) or '-'}).",
+                )
         if cfg.model.long_text == "windows" and not self.long_text_windows:
-            raise ConfigError(f"task {self.name!r} does not window long texts", path=source, key="model.long_text",
-                              fix="set model.long_text: truncate.")
+            raise ConfigError(
+                f"task {self.name!r} does not window long texts",
+                path=source,
+                key="model.long_text",
+                fix="set model.long_text: truncate.",
+            )
         if cfg.model.freeze_embeddings and not self.word_embeddings:
-            raise ConfigError(f"a {self.name} model has no word embeddings to freeze", path=source,
-                              key="model.freeze_embeddings", fix="remove model.freeze_embeddings (it is for text models).")
+            raise ConfigError(
+                f"a {self.name} model has no word embeddings to freeze",
+                path=source,
+                key="model.freeze_embeddings",
+                fix="remove model.freeze_embeddings (it is for text models).",
+            )
         try:
             metric_direction(cfg.train.best_metric, key="train.best_metric")
         except ConfigError as e:
@@ -130,8 +150,9 @@ class Task:
         raise NotImplementedError
 
     # -- optional hooks (defaults do nothing) -----------------------------------------------------------
-    def compute_feature_metrics(self, features: Features, logits: torch.Tensor, labels: torch.Tensor,
-                                data: TaskData) -> dict[str, Any]:
+    def compute_feature_metrics(
+        self, features: Features, logits: torch.Tensor, labels: torch.Tensor, data: TaskData
+    ) -> dict[str, Any]:
         """Metrics from the split's Features; tasks whose items are pieces of examples (windows) override."""
         return self.compute_metrics(logits, labels, data)
 
@@ -141,9 +162,18 @@ class Task:
     def calibrate(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> None:
         """Fit decision settings (multi-label thresholds) on the best weights' validation predictions."""
 
-    def final_metrics(self, model: nn.Module, tokenizer: Any, data: TaskData, features: dict[str, Features],
-                      cfg: RunConfig, *, objective: nn.Module, device: torch.device,
-                      evaluate: Any) -> dict[str, dict[str, Any]]:
+    def final_metrics(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        data: TaskData,
+        features: dict[str, Features],
+        cfg: RunConfig,
+        *,
+        objective: nn.Module,
+        device: torch.device,
+        evaluate: Any,
+    ) -> dict[str, dict[str, Any]]:
         """Scores that need the trained model, merged into metrics.json per split (``evaluate`` scores a
         split as the loop does: ``evaluate(model, objective, features)``)."""
         return {}

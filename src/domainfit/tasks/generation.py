@@ -52,8 +52,9 @@ def method_name(cfg: RunConfig) -> str:
 
 def prompt_format(cfg: RunConfig) -> PromptFormat:
     g = cfg.generation
-    return PromptFormat(use_chat_template=g.use_chat_template, system_prompt=g.system_prompt,
-                        prompt_template=g.prompt_template)
+    return PromptFormat(
+        use_chat_template=g.use_chat_template, system_prompt=g.system_prompt, prompt_template=g.prompt_template
+    )
 
 
 @TASKS.register("generation")
@@ -67,27 +68,53 @@ class GenerationTask(Task):
     def check_own_config(self, cfg: RunConfig, source: Path | None = None) -> None:
         """``peft``: LoRA (the default here) or none (every weight); the adapter goes to model/adapter/."""
         if cfg.peft.method not in ("lora", "none"):
-            raise ConfigError(f"the generation task trains LoRA adapters or every weight, not "
-                              f"{cfg.peft.method!r}", path=source, key="peft.method",
-                              fix="set peft.method: lora, or peft.method: none to train every weight.")
+            raise ConfigError(
+                f"the generation task trains LoRA adapters or every weight, not {cfg.peft.method!r}",
+                path=source,
+                key="peft.method",
+                fix="set peft.method: lora, or peft.method: none to train every weight.",
+            )
         if cfg.peft.save != PeftConfig().save:
-            raise ConfigError("the generation task always writes its LoRA adapter to model/adapter/, so this "
-                              "setting would be ignored", path=source, key="peft.save",
-                              fix="remove peft.save; generation.save_merged: false writes the adapter alone.")
+            raise ConfigError(
+                "the generation task always writes its LoRA adapter to model/adapter/, so this "
+                "setting would be ignored",
+                path=source,
+                key="peft.save",
+                fix="remove peft.save; generation.save_merged: false writes the adapter alone.",
+            )
         if cfg.peft.adapter_size != PeftConfig().adapter_size:
-            raise ConfigError("adapter_size is for Houlsby adapters, which the generation task does not "
-                              "train", path=source, key="peft.adapter_size", fix="remove peft.adapter_size.")
+            raise ConfigError(
+                "adapter_size is for Houlsby adapters, which the generation task does not train",
+                path=source,
+                key="peft.adapter_size",
+                fix="remove peft.adapter_size.",
+            )
 
     def load_data(self, cfg: RunConfig) -> TaskData:
         if cfg.train.best_metric not in SELECTION_METRICS:
-            raise ConfigError(f"the generation task selects checkpoints by {', '.join(SELECTION_METRICS)}, "
-                              f"not {cfg.train.best_metric!r}", key="train.best_metric", fix="set train.best_metric: perplexity")
+            raise ConfigError(
+                f"the generation task selects checkpoints by {', '.join(SELECTION_METRICS)}, "
+                f"not {cfg.train.best_metric!r}",
+                key="train.best_metric",
+                fix="set train.best_metric: perplexity",
+            )
         if cfg.data.format not in ("auto", "jsonl"):
-            raise ConfigError(f"the generation task reads JSONL, not {cfg.data.format!r}", key="data.format",
-                              fix="set data.format: jsonl (or auto).")
+            raise ConfigError(
+                f"the generation task reads JSONL, not {cfg.data.format!r}",
+                key="data.format",
+                fix="set data.format: jsonl (or auto).",
+            )
         g, d = cfg.generation, cfg.data
-        read = lambda path: read_instructions(path, instruction_key=g.instruction_key, input_key=g.input_key,  # noqa: E731
-                                              response_key=g.response_key, encoding=d.encoding)
+
+        def read(path: str) -> list:
+            return read_instructions(
+                path,
+                instruction_key=g.instruction_key,
+                input_key=g.input_key,
+                response_key=g.response_key,
+                encoding=d.encoding,
+            )
+
         info: dict[str, Any] = {"files": {"train": d.train}}
         train, removed = deduplicate(read(d.train))
         info["dedup"] = {"rows_read": len(train) + removed, "unique": len(train), "duplicates_removed": removed}
@@ -104,8 +131,11 @@ class GenerationTask(Task):
             info["split"] = {"from": d.train, **{f"{k}_fraction": v for k, v in missing.items()}, "seed": d.split_seed}
         splits = {name: examples for name, examples in splits.items() if examples}  # a 0 fraction gives none
         if "train" not in splits or "validation" not in splits:
-            raise ConfigError("after splitting, no training or no validation examples are left", key="data.validation_fraction",
-                              fix="give data.validation, or more data, or a data.validation_fraction > 0.")
+            raise ConfigError(
+                "after splitting, no training or no validation examples are left",
+                key="data.validation_fraction",
+                fix="give data.validation, or more data, or a data.validation_fraction > 0.",
+            )
         if d.max_train_samples is not None:
             splits["train"] = splits["train"][: d.max_train_samples]
         info["counts"] = {name: len(examples) for name, examples in splits.items()}
@@ -125,8 +155,9 @@ class GenerationTask(Task):
         fmt = prompt_format(cfg)
         items = []
         for e in examples:
-            ids, prompt_len = encode_pair(tokenizer, fmt.render(tokenizer, e.instruction, e.input), e.response,
-                                          cfg.model.max_length)
+            ids, prompt_len = encode_pair(
+                tokenizer, fmt.render(tokenizer, e.instruction, e.input), e.response, cfg.model.max_length
+            )
             items.append({"input_ids": ids, "prompt_len": prompt_len})
         return Features(items=items, lengths=[len(it["input_ids"]) for it in items])
 
@@ -147,17 +178,35 @@ class GenerationTask(Task):
         return perplexity_metrics(logits)  # logits: (n, 2) summed NLL and token count per example
 
     # -- after training: base model, generations ----------------------------------------------------
-    def final_metrics(self, model: nn.Module, tokenizer: Any, data: TaskData, features: dict[str, Features],
-                      cfg: RunConfig, *, objective: nn.Module, device: torch.device,
-                      evaluate: Any) -> dict[str, dict[str, Any]]:
+    def final_metrics(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        data: TaskData,
+        features: dict[str, Features],
+        cfg: RunConfig,
+        *,
+        objective: nn.Module,
+        device: torch.device,
+        evaluate: Any,
+    ) -> dict[str, dict[str, Any]]:
         """Base-model perplexity on validation/test, and ROUGE-L of greedy generations (fine-tuned and base)."""
         g = cfg.generation
         split = "test" if "test" in features else "validation"
         examples = data.splits[split][: g.rouge_max_examples]
         prompts = [prompt_format(cfg).render(tokenizer, e.instruction, e.input) for e in examples]
         references = [e.response for e in examples]
-        generate = lambda m: generate_responses(m, tokenizer, prompts, max_new_tokens=g.max_new_tokens,  # noqa: E731
-                                                batch_size=cfg.train.eval_batch_size, max_prompt_tokens=cfg.model.max_length)
+
+        def generate(m: Any) -> list[str]:
+            return generate_responses(
+                m,
+                tokenizer,
+                prompts,
+                max_new_tokens=g.max_new_tokens,
+                batch_size=cfg.train.eval_batch_size,
+                max_prompt_tokens=cfg.model.max_length,
+            )
+
         results: dict[str, dict[str, Any]] = {"base": {}}
         tuned = generate(model) if examples else []
         with self._base_model(model, cfg, device) as base:
@@ -172,7 +221,8 @@ class GenerationTask(Task):
             final.update({"base_rougeL": base_scores["rougeL"], "base_exact_match": base_scores["exact_match"]})
             final["examples"] = [
                 {"instruction": e.instruction, "input": e.input, "reference": e.response, "generated": t, "base": b}
-                for e, t, b in list(zip(examples, tuned, base_texts))[: g.report_examples]]
+                for e, t, b in list(zip(examples, tuned, base_texts))[: g.report_examples]
+            ]
         return {"base": results["base"], split: final}
 
     @contextlib.contextmanager
@@ -197,11 +247,22 @@ class GenerationTask(Task):
             model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         meta = {
-            "task": self.name, "base_model": cfg.model.name, "method": method_name(cfg), "merged": merged,
+            "task": self.name,
+            "base_model": cfg.model.name,
+            "method": method_name(cfg),
+            "merged": merged,
             "adapter": ADAPTER_DIR if lora else None,
-            "lora": {"r": cfg.peft.r, "alpha": cfg.peft.alpha, "dropout": cfg.peft.dropout,
-                     "target_modules": cfg.peft.target_modules} if lora else None,
-            "max_length": cfg.model.max_length, "max_new_tokens": g.max_new_tokens, "decoding": "greedy",
+            "lora": {
+                "r": cfg.peft.r,
+                "alpha": cfg.peft.alpha,
+                "dropout": cfg.peft.dropout,
+                "target_modules": cfg.peft.target_modules,
+            }
+            if lora
+            else None,
+            "max_length": cfg.model.max_length,
+            "max_new_tokens": g.max_new_tokens,
+            "decoding": "greedy",
             "prompt": prompt_format(cfg).to_dict(),
             "keys": {"instruction": g.instruction_key, "input": g.input_key, "response": g.response_key},
             "domainfit_version": __version__,

@@ -62,15 +62,22 @@ class ImageInputs:
 
 def read_images(cfg: RunConfig, path: str) -> list[ImageExample]:
     """Read one image source (folder or CSV) with the layout options of ``cfg.image``."""
-    return read_image_examples(path, layout=cfg.image.layout, filename_pattern=cfg.image.filename_pattern,
-                               path_column=cfg.image.path_column, label_column=cfg.data.label_column)
+    return read_image_examples(
+        path,
+        layout=cfg.image.layout,
+        filename_pattern=cfg.image.filename_pattern,
+        path_column=cfg.image.path_column,
+        label_column=cfg.data.label_column,
+    )
 
 
 def collate_images(items: list[dict[str, Any]], inputs: ImageInputs, *, train: bool) -> dict[str, torch.Tensor]:
     """Decode, (augment,) resize and normalise a batch: ``pixel_values`` (batch, 3, size, size), ``labels`` (batch,)."""
     prep = inputs.preprocessing
-    arrays = [prep.train_array(open_rgb(it["path"]), inputs.augment) if train else prep.eval_array(open_rgb(it["path"]))
-              for it in items]
+    arrays = [
+        prep.train_array(open_rgb(it["path"]), inputs.augment) if train else prep.eval_array(open_rgb(it["path"]))
+        for it in items
+    ]
     pixel_values = torch.from_numpy(np.stack(arrays))  # (batch, 3, size, size)
     if inputs.channels_last:
         pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
@@ -98,8 +105,10 @@ class ImageClassificationTask(Task):
     def load_data(self, cfg: RunConfig) -> TaskData:
         self.trust = ClassifierTrust(cfg.evaluation)
         data = cfg.data
-        info: dict[str, Any] = {"files": {"train": data.train},
-                                "layout": resolve_layout(data.train, cfg.image.layout, cfg.image.filename_pattern)}
+        info: dict[str, Any] = {
+            "files": {"train": data.train},
+            "layout": resolve_layout(data.train, cfg.image.layout, cfg.image.filename_pattern),
+        }
         train = read_images(cfg, data.train)
         given = {}
         for name in ("validation", "test"):
@@ -136,7 +145,9 @@ class ImageClassificationTask(Task):
         items = [{"path": e.path, "labels": label_ids[e.label]} for e in examples]
         return Features(items=items, lengths=[1] * len(items))
 
-    def collate(self, items: list[dict[str, Any]], inputs: ImageInputs, *, train: bool = False) -> dict[str, torch.Tensor]:
+    def collate(
+        self, items: list[dict[str, Any]], inputs: ImageInputs, *, train: bool = False
+    ) -> dict[str, torch.Tensor]:
         return collate_images(items, inputs, train=train)
 
     def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
@@ -158,13 +169,19 @@ class ImageClassificationTask(Task):
         if inputs.hf_processor is not None:
             inputs.hf_processor.save_pretrained(out_dir)
         backbone = efficientnet_lite.ARCHITECTURE if cfg.model.name in BUILTIN_IMAGE_MODELS else "transformers"
-        meta = {"task": self.name, "labels": data.labels, "base_model": cfg.model.name, "backbone": backbone,
-                **inputs.preprocessing.to_dict(), "resize": "whole image to image_size x image_size, bilinear",
-                "channels_last": inputs.channels_last, "domainfit_version": __version__,
-                **self.trust.model_settings()}
+        meta = {
+            "task": self.name,
+            "labels": data.labels,
+            "base_model": cfg.model.name,
+            "backbone": backbone,
+            **inputs.preprocessing.to_dict(),
+            "resize": "whole image to image_size x image_size, bilinear",
+            "channels_last": inputs.channels_last,
+            "domainfit_version": __version__,
+            **self.trust.model_settings(),
+        }
         write_folder_settings(out_dir, meta)
         self.shipped = (model, inputs, data)
-
 
 
 def _load_hf_image_model(cfg: RunConfig, labels: list[str]) -> tuple[nn.Module, Any, ImagePreprocessing]:
@@ -172,9 +189,12 @@ def _load_hf_image_model(cfg: RunConfig, labels: list[str]) -> tuple[nn.Module, 
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     processor = load_pretrained(AutoImageProcessor.from_pretrained, cfg.model.name)
-    kwargs: dict[str, Any] = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                              "label2id": {label: i for i, label in enumerate(labels)},
-                              "ignore_mismatched_sizes": True}  # the pretrained head has another class count
+    kwargs: dict[str, Any] = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "ignore_mismatched_sizes": True,
+    }  # the pretrained head has another class count
     model = load_pretrained(AutoModelForImageClassification.from_pretrained, cfg.model.name, **kwargs)
     return model, processor, preprocessing_from_processor(processor, cfg.image.image_size)
 
@@ -183,8 +203,10 @@ def preprocessing_from_processor(processor: Any, image_size: int | None = None) 
     """Size, mean and std from a Hugging Face image processor (crop size if it centre-crops, else its resize size)."""
     size = image_size
     if size is None:
-        for spec in (getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None,
-                     getattr(processor, "size", None)):
+        for spec in (
+            getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None,
+            getattr(processor, "size", None),
+        ):
             size = _side(spec)
             if size:
                 break

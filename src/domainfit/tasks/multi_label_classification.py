@@ -46,10 +46,18 @@ def read_split(path: str, cfg: RunConfig, skipped: list[int] | None = None) -> l
     """Read one multi-label file with the reading options of ``cfg.data`` and ``cfg.multi_label``; ``skipped``
     collects the lines left out as empty texts (``data.skip_empty``)."""
     d = cfg.data
-    return read_multilabel_examples(path, label_separator=cfg.multi_label.label_separator, format=d.format,
-                                    text_column=d.text_column, label_column=d.label_column,
-                                    separator=d.separator, encoding=d.encoding, header=d.header,
-                                    skip_empty=d.skip_empty, skipped=skipped)
+    return read_multilabel_examples(
+        path,
+        label_separator=cfg.multi_label.label_separator,
+        format=d.format,
+        text_column=d.text_column,
+        label_column=d.label_column,
+        separator=d.separator,
+        encoding=d.encoding,
+        header=d.header,
+        skip_empty=d.skip_empty,
+        skipped=skipped,
+    )
 
 
 def load_multilabel_splits(cfg: RunConfig) -> TaskData:
@@ -72,8 +80,9 @@ def load_multilabel_splits(cfg: RunConfig) -> TaskData:
     label_set = MultiLabelSet.from_examples(splits["train"], path=data.train)
     for name in ("validation", "test"):
         if name in splits:
-            splits[name] = label_set.check(splits[name], info["files"].get(name, data.train),
-                                           policy=cfg.multi_label.unseen_labels)
+            splits[name] = label_set.check(
+                splits[name], info["files"].get(name, data.train), policy=cfg.multi_label.unseen_labels
+            )
     info["counts"] = {name: len(examples) for name, examples in splits.items()}
     info["label_statistics"] = {name: label_statistics(examples) for name, examples in splits.items()}
     return TaskData(splits=splits, labels=label_set.labels, info=info)
@@ -158,8 +167,13 @@ class MultiLabelClassificationTask(Task):
         settings = self._config()
         if not settings.tune_thresholds:
             return np.full(gold.shape[1], settings.threshold)
-        return tune_thresholds(probs, gold, step=settings.threshold_step, default=settings.threshold,
-                               min_positives=settings.min_tune_positives)
+        return tune_thresholds(
+            probs,
+            gold,
+            step=settings.threshold_step,
+            default=settings.threshold,
+            min_positives=settings.min_tune_positives,
+        )
 
     def _config(self) -> Any:
         if self._settings is None:  # used without load_data (a notebook scoring saved logits)
@@ -171,11 +185,19 @@ class MultiLabelClassificationTask(Task):
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
-        thresholds = self.thresholds if self.thresholds is not None else np.full(len(data.labels), cfg.multi_label.threshold)
-        meta = {"task": self.name, "max_length": cfg.model.max_length, "text_prefix": cfg.model.text_prefix,
-                "base_model": cfg.model.name, "labels": data.labels,
-                "thresholds": dict(zip(data.labels, [float(t) for t in thresholds])),
-                "default_threshold": cfg.multi_label.threshold,
-                "thresholds_tuned_on": "validation" if cfg.multi_label.tune_thresholds else None,
-                "label_separator": cfg.multi_label.label_separator, "domainfit_version": __version__}
+        thresholds = (
+            self.thresholds if self.thresholds is not None else np.full(len(data.labels), cfg.multi_label.threshold)
+        )
+        meta = {
+            "task": self.name,
+            "max_length": cfg.model.max_length,
+            "text_prefix": cfg.model.text_prefix,
+            "base_model": cfg.model.name,
+            "labels": data.labels,
+            "thresholds": dict(zip(data.labels, [float(t) for t in thresholds])),
+            "default_threshold": cfg.multi_label.threshold,
+            "thresholds_tuned_on": "validation" if cfg.multi_label.tune_thresholds else None,
+            "label_separator": cfg.multi_label.label_separator,
+            "domainfit_version": __version__,
+        }
         write_folder_settings(out_dir, meta)

@@ -38,8 +38,14 @@ from domainfit.version import __version__
 log = logging.getLogger(__name__)
 
 
-def read_split(path: str, data: DataConfig, *, require_labels: bool = True,
-               skipped: list[int] | None = None, group_column: str | None = None) -> list[Example]:
+def read_split(
+    path: str,
+    data: DataConfig,
+    *,
+    require_labels: bool = True,
+    skipped: list[int] | None = None,
+    group_column: str | None = None,
+) -> list[Example]:
     """Read one labelled file with the reading options of ``data``; ``skipped`` collects the lines left out
     as empty texts (``data.skip_empty``); ``group_column`` is kept as each example's group."""
     return read_examples(
@@ -67,8 +73,7 @@ def load_classification_splits(data: DataConfig, group_column: str | None = None
     for name in ("validation", "test"):
         path = getattr(data, name)
         if path:
-            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []),
-                                     group_column=group_column)
+            given[name] = read_split(path, data, skipped=skipped.setdefault(name, []), group_column=group_column)
             info["files"][name] = path
     if data.skip_empty:
         info["empty_texts_skipped"] = {name: len(lines) for name, lines in skipped.items()}
@@ -87,25 +92,37 @@ def load_classification_splits(data: DataConfig, group_column: str | None = None
 
 def encode_long_texts(examples: list[Example], labels: list[int], tokenizer: Any, cfg: RunConfig) -> Features:
     """Features of overlapping windows: every window carries its document's label and index (``groups``)."""
-    settings = WindowSettings(cfg.model.max_length, cfg.model.window_stride, cfg.model.window_aggregation,
-                              *special_token_counts(tokenizer))
+    settings = WindowSettings(
+        cfg.model.max_length, cfg.model.window_stride, cfg.model.window_aggregation, *special_token_counts(tokenizer)
+    )
     settings.check()
     windows = encode_windows([e.text for e in examples], tokenizer, settings, prefix=cfg.model.text_prefix)
     items = [{"input_ids": w.input_ids, "labels": labels[w.document]} for w in windows]
     if cfg.augment.ops:  # a window's own text, so augmentation keeps the window's place in the document
         for k, (item, w) in enumerate(zip(items, windows)):
-            item.update(text=examples[w.document].text[w.char_start : w.char_end], example_id=k,
-                        prefix=cfg.model.text_prefix if w.char_start == 0 else "")
+            item.update(
+                text=examples[w.document].text[w.char_start : w.char_end],
+                example_id=k,
+                prefix=cfg.model.text_prefix if w.char_start == 0 else "",
+            )
     groups = [w.document for w in windows]
     long = sum(1 for count in Counter(groups).values() if count > 1)
-    log.info("long texts: %d documents -> %d windows of <= %d tokens, stride %d (%d documents longer than one window)",
-             len(examples), len(windows), settings.max_length, settings.step, long)
-    return Features(items=items, lengths=[len(w.input_ids) for w in windows], groups=groups,
-                    aggregation=settings.aggregation)
+    log.info(
+        "long texts: %d documents -> %d windows of <= %d tokens, stride %d (%d documents longer than one window)",
+        len(examples),
+        len(windows),
+        settings.max_length,
+        settings.step,
+        long,
+    )
+    return Features(
+        items=items, lengths=[len(w.input_ids) for w in windows], groups=groups, aggregation=settings.aggregation
+    )
 
 
-def augment_items(augmenter: Augmenter, items: list[dict[str, Any]], tokenizer: Any,
-                  max_length: int) -> list[dict[str, Any]]:
+def augment_items(
+    augmenter: Augmenter, items: list[dict[str, Any]], tokenizer: Any, max_length: int
+) -> list[dict[str, Any]]:
     """Training items with augmented text re-tokenised (a fast tokenizer does a batch of 32 in well under 1 ms)."""
     new_texts = augmenter.augment([it["text"] for it in items], [it["example_id"] for it in items])
     changed = [i for i, t in enumerate(new_texts) if t is not None]
@@ -126,8 +143,14 @@ def write_augment_samples(augmenter: Augmenter, train: Features, n: int, out_dir
     samples = augmenter.preview([it["text"] for it in train.items], n)
     text = format_samples(samples)
     (out_dir / "augment_samples.txt").write_text(text, encoding="utf-8")
-    log.info("augmentation on (ops %s, rate %.2f, alpha %.2f); samples in %s:\n%s", ", ".join(augmenter.ops),
-             augmenter.rate, augmenter.alpha, out_dir / "augment_samples.txt", text)
+    log.info(
+        "augmentation on (ops %s, rate %.2f, alpha %.2f); samples in %s:\n%s",
+        ", ".join(augmenter.ops),
+        augmenter.rate,
+        augmenter.alpha,
+        out_dir / "augment_samples.txt",
+        text,
+    )
 
 
 @TASKS.register("text-classification")
@@ -160,23 +183,34 @@ class TextClassificationTask(Task):
         for op in cfg.augment.ops:
             lookup(AUGMENTERS, op, "augment.ops")
         if "synonym" in cfg.augment.ops and not cfg.augment.lexicon:
-            raise ConfigError("the synonym op needs a lexicon of synonym groups", path=source, key="augment.lexicon",
-                              fix="set augment.lexicon: path/to/synonyms.txt (one group per line), or drop synonym.")
+            raise ConfigError(
+                "the synonym op needs a lexicon of synonym groups",
+                path=source,
+                key="augment.lexicon",
+                fix="set augment.lexicon: path/to/synonyms.txt (one group per line), or drop synonym.",
+            )
         if "mlm" in cfg.augment.ops and not cfg.augment.mlm_model:
-            raise ConfigError("the mlm op needs a masked language model with its MLM head", path=source,
-                              key="augment.mlm_model",
-                              fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
-                                  "domain-pretrained model folder), or drop mlm.")
+            raise ConfigError(
+                "the mlm op needs a masked language model with its MLM head",
+                path=source,
+                key="augment.mlm_model",
+                fix="set augment.mlm_model to a hub id or folder (e.g. bert-base-uncased, or a "
+                "domain-pretrained model folder), or drop mlm.",
+            )
         if cfg.regularization.objective not in self.objectives:
-            raise ConfigError(f"{self.name} trains with {' or '.join(self.objectives)}, not "
-                              f"{cfg.regularization.objective!r}", path=source, key="regularization.objective",
-                              fix=f"set regularization.objective to one of: {', '.join(self.objectives)} (R-Drop: "
-                                  "regularization.rdrop_alpha; adversarial training: regularization.adversarial).")
+            raise ConfigError(
+                f"{self.name} trains with {' or '.join(self.objectives)}, not {cfg.regularization.objective!r}",
+                path=source,
+                key="regularization.objective",
+                fix=f"set regularization.objective to one of: {', '.join(self.objectives)} (R-Drop: "
+                "regularization.rdrop_alpha; adversarial training: regularization.adversarial).",
+            )
         if cfg.regularization.adversarial != "none":
             lookup(ADVERSARIAL, cfg.regularization.adversarial, "regularization.adversarial")
         if cfg.peft.method != "none":
             lookup(PEFT_METHODS, cfg.peft.method, "peft.method")
         check_evaluation_config(cfg, source)
+
     augmenter: Augmenter | None = None  # set by build() when augment.ops is not empty
     augment_samples = 0
     max_length = 512
@@ -238,12 +272,16 @@ class TextClassificationTask(Task):
     def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
         if train and self.augmenter is not None:
             items = augment_items(self.augmenter, items, tokenizer, self.max_length)
-        input_ids = pad_batch([it["input_ids"] for it in items], tokenizer.pad_token_id,
-                              self.pad_multiple)  # (batch, seq)
+        input_ids = pad_batch(
+            [it["input_ids"] for it in items], tokenizer.pad_token_id, self.pad_multiple
+        )  # (batch, seq)
         lengths = torch.tensor([len(it["input_ids"]) for it in items])
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "labels": torch.tensor([it["labels"] for it in items])}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": torch.tensor([it["labels"] for it in items]),
+        }
 
     def create_objective(self, cfg: RunConfig, data: TaskData) -> nn.Module:
         from domainfit.objectives.joint_mlm import wrap_with_joint_mlm
@@ -255,8 +293,9 @@ class TextClassificationTask(Task):
     def compute_metrics(self, logits: torch.Tensor, labels: torch.Tensor, data: TaskData) -> dict[str, Any]:
         return classification_metrics(labels.tolist(), logits.argmax(-1).tolist(), data.labels)
 
-    def compute_feature_metrics(self, features: Features, logits: torch.Tensor, labels: torch.Tensor,
-                                data: TaskData) -> dict[str, Any]:
+    def compute_feature_metrics(
+        self, features: Features, logits: torch.Tensor, labels: torch.Tensor, data: TaskData
+    ) -> dict[str, Any]:
         """The scores; calibration (and abstention, once fitted) and, with a group column, scores per group; and
         ``errors``: the mistakes the model was surest of, with their texts (reports).
 
@@ -277,10 +316,18 @@ class TextClassificationTask(Task):
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         peft_meta = save_model_folder(model, out_dir, cfg.peft)
         tokenizer.save_pretrained(out_dir)
-        meta = {"task": self.name, "max_length": cfg.model.max_length, "text_prefix": cfg.model.text_prefix,
-                "base_model": cfg.model.name, "labels": data.labels, "domainfit_version": __version__,
-                "long_text": cfg.model.long_text, "window_stride": cfg.model.window_stride,
-                "window_aggregation": cfg.model.window_aggregation, **self.trust.model_settings()}
+        meta = {
+            "task": self.name,
+            "max_length": cfg.model.max_length,
+            "text_prefix": cfg.model.text_prefix,
+            "base_model": cfg.model.name,
+            "labels": data.labels,
+            "domainfit_version": __version__,
+            "long_text": cfg.model.long_text,
+            "window_stride": cfg.model.window_stride,
+            "window_aggregation": cfg.model.window_aggregation,
+            **self.trust.model_settings(),
+        }
         if peft_meta:
             meta["peft"] = peft_meta
         write_folder_settings(out_dir, meta)

@@ -50,10 +50,22 @@ MAX_ERROR_EXAMPLES = 8  # of each kind (missed, spurious) kept in the metrics fo
 def read_ner_split(path: str, cfg: RunConfig) -> list[NerExample]:
     """Read one file with the reading options of ``cfg.ner`` and ``cfg.data.encoding``."""
     ner = cfg.ner
-    keys = SpanKeys(text=ner.text_key, entities=ner.entities_key, start=ner.start_key, end=ner.end_key,
-                    label=ner.label_key, end_inclusive=ner.end_inclusive)
-    return read_ner_examples(path, format=ner.format, encoding=cfg.data.encoding, tag_scheme=ner.tag_scheme,
-                             keys=keys, overlapping_spans=ner.overlapping_spans)
+    keys = SpanKeys(
+        text=ner.text_key,
+        entities=ner.entities_key,
+        start=ner.start_key,
+        end=ner.end_key,
+        label=ner.label_key,
+        end_inclusive=ner.end_inclusive,
+    )
+    return read_ner_examples(
+        path,
+        format=ner.format,
+        encoding=cfg.data.encoding,
+        tag_scheme=ner.tag_scheme,
+        keys=keys,
+        overlapping_spans=ner.overlapping_spans,
+    )
 
 
 def load_ner_splits(cfg: RunConfig) -> TaskData:
@@ -76,31 +88,42 @@ def load_ner_splits(cfg: RunConfig) -> TaskData:
         if n_test:
             splits["test"] = shuffled[n_val : n_val + n_test]
         splits["train"] = shuffled[n_val + n_test :]
-        info["split"] = {"from": data.train, "validation_fraction": data.validation_fraction,
-                         "test_fraction": 0.0 if not n_test else data.test_fraction, "seed": data.split_seed}
+        info["split"] = {
+            "from": data.train,
+            "validation_fraction": data.validation_fraction,
+            "test_fraction": 0.0 if not n_test else data.test_fraction,
+            "seed": data.split_seed,
+        }
     if data.max_train_samples is not None:
         splits["train"] = splits["train"][: data.max_train_samples]
     types = sorted({span.label for e in splits["train"] for span in e.spans})
     if not types:
-        raise DataError("the training data holds no entities", path=data.train,
-                        fix="tag entities as B-TYPE/I-TYPE (CoNLL) or give spans (JSON); check ner.format.")
+        raise DataError(
+            "the training data holds no entities",
+            path=data.train,
+            fix="tag entities as B-TYPE/I-TYPE (CoNLL) or give spans (JSON); check ner.format.",
+        )
     for name in ("validation", "test"):
         for example in splits.get(name, []):
             unseen = [s.label for s in example.spans if s.label not in types]
             if unseen:
-                raise DataError(f"entity type {unseen[0]!r} does not occur in the training data "
-                                f"(types: {', '.join(types)})", path=info["files"].get(name, data.train),
-                                line=example.line, fix="add training examples of this type, or remove it here.")
+                raise DataError(
+                    f"entity type {unseen[0]!r} does not occur in the training data (types: {', '.join(types)})",
+                    path=info["files"].get(name, data.train),
+                    line=example.line,
+                    fix="add training examples of this type, or remove it here.",
+                )
     info["counts"] = {name: len(examples) for name, examples in splits.items()}
     info["label_unit"] = label_unit(splits["train"])
-    info["entities"] = {name: dict(Counter(s.label for e in examples for s in e.spans))
-                        for name, examples in splits.items()}
+    info["entities"] = {
+        name: dict(Counter(s.label for e in examples for s in e.spans)) for name, examples in splits.items()
+    }
     labels = ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
     return TaskData(splits=splits, labels=labels, info=info)
 
 
 def label_unit(train: list[NerExample]) -> str:
-    """"words" for CoNLL training data (its words are the gold units), "tokens" for character-offset spans
+    """ "words" for CoNLL training data (its words are the gold units), "tokens" for character-offset spans
     (labelled by the characters each token covers: a tokenizer's words can be far longer than an entity)."""
     return "words" if all(example.words is not None for example in train) else "tokens"
 
@@ -125,8 +148,11 @@ class TokenClassificationTask(Task):
 
         tokenizer = load_tokenizer(cfg.model.name)
         if not getattr(tokenizer, "is_fast", False):
-            raise DataError(f"token classification needs a fast tokenizer (with offsets); {cfg.model.name!r} has "
-                            "only a slow one", key="model.name", fix="use a model whose folder has tokenizer.json.")
+            raise DataError(
+                f"token classification needs a fast tokenizer (with offsets); {cfg.model.name!r} has only a slow one",
+                key="model.name",
+                fix="use a model whose folder has tokenizer.json.",
+            )
         kwargs: dict[str, Any] = {
             "num_labels": len(data.labels),
             "id2label": dict(enumerate(data.labels)),
@@ -148,12 +174,17 @@ class TokenClassificationTask(Task):
         items, lengths, snapped, windowed = [], [], 0, 0
         for index, example in enumerate(examples):
             if unit == "tokens":
-                enc = encode_sentence(tokenizer, example.text, spans=example.spans, label2id=label2id,
-                                      unit=unit)
+                enc = encode_sentence(tokenizer, example.text, spans=example.spans, label2id=label2id, unit=unit)
             else:
-                enc = encode_sentence(tokenizer, example.text, words=example.words, tags=example.tags,
-                                      spans=None if example.words is not None else example.spans,
-                                      label2id=label2id, label_all_subwords=cfg.ner.label_all_subwords)
+                enc = encode_sentence(
+                    tokenizer,
+                    example.text,
+                    words=example.words,
+                    tags=example.tags,
+                    spans=None if example.words is not None else example.spans,
+                    label2id=label2id,
+                    label_all_subwords=cfg.ner.label_all_subwords,
+                )
             snapped += enc.snapped
             windows = plan_windows(len(enc.ids), size, cfg.ner.stride)
             windowed += len(windows) > 1
@@ -161,17 +192,35 @@ class TokenClassificationTask(Task):
                 stop = window.start + window.size
                 ids = before + enc.ids[window.start : stop] + after
                 labels = [IGNORE] * len(before) + enc.labels[window.start : stop] + [IGNORE] * len(after)
-                items.append({"input_ids": ids, "labels": labels, "sentence": index, "window": window,
-                              "encoding": enc, "offset": len(before)})
+                items.append(
+                    {
+                        "input_ids": ids,
+                        "labels": labels,
+                        "sentence": index,
+                        "window": window,
+                        "encoding": enc,
+                        "offset": len(before),
+                    }
+                )
                 lengths.append(len(ids))
         if snapped:
             unit_name = "token" if unit == "tokens" else "word"
-            log.warning("%d entities start or end inside a %s (or share one with another) and were "
-                        "widened to whole %ss in training; they are scored by their own character edges",
-                        snapped, unit_name, unit_name)
+            log.warning(
+                "%d entities start or end inside a %s (or share one with another) and were "
+                "widened to whole %ss in training; they are scored by their own character edges",
+                snapped,
+                unit_name,
+                unit_name,
+            )
         if windowed:
-            log.info("%d of %d sentences are longer than model.max_length=%d tokens: split into overlapping "
-                     "windows (stride %d)", windowed, len(examples), cfg.model.max_length, cfg.ner.stride)
+            log.info(
+                "%d of %d sentences are longer than model.max_length=%d tokens: split into overlapping "
+                "windows (stride %d)",
+                windowed,
+                len(examples),
+                cfg.model.max_length,
+                cfg.ner.stride,
+            )
         return Features(items=items, lengths=lengths)
 
     def collate(self, items: list[dict[str, Any]], tokenizer: Any, *, train: bool = False) -> dict[str, torch.Tensor]:
@@ -194,8 +243,9 @@ class TokenClassificationTask(Task):
             pred_tags.append([data.labels[p] for _, p in kept])
         return entity_metrics(true_tags, pred_tags, entity_types(data.labels))
 
-    def compute_feature_metrics(self, features: Features, logits: torch.Tensor, labels: torch.Tensor,
-                                data: TaskData) -> dict[str, Any]:
+    def compute_feature_metrics(
+        self, features: Features, logits: torch.Tensor, labels: torch.Tensor, data: TaskData
+    ) -> dict[str, Any]:
         """Entity metrics per sentence, scored on character spans: windows merged back, each unit's tag
         mapped back to its characters, plus examples of missed and spurious entities.
 
@@ -215,20 +265,27 @@ class TokenClassificationTask(Task):
             true_spans.append(enc.entities)
             pred_spans.append(decode_entities(enc, tags))
             collect_errors(enc, pred_spans[-1], errors)
-        metrics = entity_metrics(true_tags, pred_tags, entity_types(data.labels), true_spans=true_spans,
-                                 pred_spans=pred_spans)
+        metrics = entity_metrics(
+            true_tags, pred_tags, entity_types(data.labels), true_spans=true_spans, pred_spans=pred_spans
+        )
         metrics["errors"] = errors
         return metrics
 
     def save(self, model: nn.Module, tokenizer: Any, cfg: RunConfig, data: TaskData, out_dir: Path) -> None:
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
-        meta = {"task": self.name, "max_length": cfg.model.max_length, "stride": cfg.ner.stride,
-                "label_all_subwords": cfg.ner.label_all_subwords, "label_unit": data.info["label_unit"],
-                "base_model": cfg.model.name, "labels": data.labels, "entity_types": entity_types(data.labels),
-                "domainfit_version": __version__}
+        meta = {
+            "task": self.name,
+            "max_length": cfg.model.max_length,
+            "stride": cfg.ner.stride,
+            "label_all_subwords": cfg.ner.label_all_subwords,
+            "label_unit": data.info["label_unit"],
+            "base_model": cfg.model.name,
+            "labels": data.labels,
+            "entity_types": entity_types(data.labels),
+            "domainfit_version": __version__,
+        }
         write_folder_settings(out_dir, meta)
-
 
 
 def merge_sentences(features: Features, logits: np.ndarray) -> list[tuple[SentenceEncoding, np.ndarray]]:
@@ -241,30 +298,46 @@ def merge_sentences(features: Features, logits: np.ndarray) -> list[tuple[Senten
         rows = grouped[sentence]
         first = features.items[rows[0]]
         enc = first["encoding"]
-        merged = merge_window_logits([logits[r] for r in rows], [features.items[r]["window"] for r in rows],
-                                     len(enc.ids), first["offset"])
+        merged = merge_window_logits(
+            [logits[r] for r in rows], [features.items[r]["window"] for r in rows], len(enc.ids), first["offset"]
+        )
         out.append((enc, merged))
     return out
 
 
-def collect_errors(enc: SentenceEncoding, predicted: list[tuple[str, int, int]],
-                   errors: dict[str, list[dict]]) -> None:
+def collect_errors(enc: SentenceEncoding, predicted: list[tuple[str, int, int]], errors: dict[str, list[dict]]) -> None:
     """Add this sentence's missed (gold, not predicted) and spurious (predicted, not gold) entities, given
     the predicted entities as character spans ``(label, start, end)``."""
     gold = set(enc.entities or [])
     found = set(predicted)
-    for kind, entities in (("missed", sorted(gold - found, key=lambda e: e[1])),
-                           ("spurious", sorted(found - gold, key=lambda e: e[1]))):
+    for kind, entities in (
+        ("missed", sorted(gold - found, key=lambda e: e[1])),
+        ("spurious", sorted(found - gold, key=lambda e: e[1])),
+    ):
         for label, start, end in entities:
             if len(errors[kind]) >= MAX_ERROR_EXAMPLES:
                 break
-            errors[kind].append({"label": label, "text": enc.text[start:end], "start": start, "end": end,
-                                 "context": _context(enc.text, start, end)})
+            errors[kind].append(
+                {
+                    "label": label,
+                    "text": enc.text[start:end],
+                    "start": start,
+                    "end": end,
+                    "context": _context(enc.text, start, end),
+                }
+            )
 
 
 def _context(text: str, start: int, end: int, width: int = 60) -> str:
     """The entity in its sentence, marked with [[ ]], cut to ``width`` characters either side."""
     left = text[max(0, start - width) : start]
     right = text[end : end + width]
-    return (("..." if start > width else "") + left + "[[" + text[start:end] + "]]" + right
-            + ("..." if end + width < len(text) else ""))
+    return (
+        ("..." if start > width else "")
+        + left
+        + "[["
+        + text[start:end]
+        + "]]"
+        + right
+        + ("..." if end + width < len(text) else "")
+    )

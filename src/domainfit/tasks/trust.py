@@ -64,28 +64,40 @@ class ClassifierTrust:
         z, y = logits.double().numpy(), labels.numpy()
         self.temperature = fit_temperature(z, y) if self.settings.temperature_scaling else 1.0
         probabilities = softmax(z, self.temperature)
-        self.fitted = {"temperature": self.temperature, "fitted_on": "validation", "n": len(y),
-                       "nll_before": negative_log_likelihood(z, y),
-                       "nll_after": negative_log_likelihood(z, y, self.temperature),
-                       "ece_before": expected_calibration_error(softmax(z), y),
-                       "ece_after": expected_calibration_error(probabilities, y)}
+        self.fitted = {
+            "temperature": self.temperature,
+            "fitted_on": "validation",
+            "n": len(y),
+            "nll_before": negative_log_likelihood(z, y),
+            "nll_after": negative_log_likelihood(z, y, self.temperature),
+            "ece_before": expected_calibration_error(softmax(z), y),
+            "ece_after": expected_calibration_error(probabilities, y),
+        }
         target = self.settings.target_accuracy
         if target is not None:
             self.min_confidence = choose_min_confidence(probabilities, y, target)
             chosen = {"target_accuracy": target, "min_confidence": self.min_confidence}
             if self.min_confidence is None:
-                log.warning("evaluation.target_accuracy %.3f is not reached on validation at any confidence: "
-                            "predict and serve will answer every input", target)
+                log.warning(
+                    "evaluation.target_accuracy %.3f is not reached on validation at any confidence: "
+                    "predict and serve will answer every input",
+                    target,
+                )
                 chosen["reached"] = False
             else:
                 chosen.update(reached=True, **selective_scores(probabilities, y, self.min_confidence))
             self.fitted["abstention"] = chosen
-        log.info("calibration on validation: temperature %.3f, ECE %.4f -> %.4f", self.temperature,
-                 self.fitted["ece_before"], self.fitted["ece_after"])
+        log.info(
+            "calibration on validation: temperature %.3f, ECE %.4f -> %.4f",
+            self.temperature,
+            self.fitted["ece_before"],
+            self.fitted["ece_after"],
+        )
         return self.fitted
 
-    def metrics(self, logits: torch.Tensor, labels: torch.Tensor, slices: list[str] | None,
-                num_labels: int) -> dict[str, Any]:
+    def metrics(
+        self, logits: torch.Tensor, labels: torch.Tensor, slices: list[str] | None, num_labels: int
+    ) -> dict[str, Any]:
         """Calibration (and, once fitted, abstention and the curve) and group scores of one split."""
         z, y = logits.double().numpy(), labels.numpy()
         raw = softmax(z)
@@ -94,18 +106,25 @@ class ClassifierTrust:
             scaled = softmax(z, self.temperature)
             out["ece_calibrated"] = expected_calibration_error(scaled, y)
             out["temperature"] = self.temperature
-            out["calibration"] = {"bins": ECE_BINS, "reliability_before": reliability_bins(raw, y),
-                                  "reliability_after": reliability_bins(scaled, y)}
+            out["calibration"] = {
+                "bins": ECE_BINS,
+                "reliability_before": reliability_bins(raw, y),
+                "reliability_after": reliability_bins(scaled, y),
+            }
             out["risk_coverage"] = risk_coverage(scaled, y)
             if "abstention" in self.fitted:
                 chosen = self.fitted["abstention"]
-                out["abstention"] = {"target_accuracy": chosen["target_accuracy"],
-                                     "min_confidence": self.min_confidence, "validation": chosen}
+                out["abstention"] = {
+                    "target_accuracy": chosen["target_accuracy"],
+                    "min_confidence": self.min_confidence,
+                    "validation": chosen,
+                }
                 if self.min_confidence is not None:
                     out["abstention"].update(selective_scores(scaled, y, self.min_confidence))
         if slices is not None and len(slices) == len(y):
-            out["slices"] = group_metrics(y.tolist(), z.argmax(axis=1).tolist(), slices, num_labels,
-                                          max_gap=self.settings.max_gap)
+            out["slices"] = group_metrics(
+                y.tolist(), z.argmax(axis=1).tolist(), slices, num_labels, max_gap=self.settings.max_gap
+            )
             out["slices"]["column"] = self.settings.group_column
         return out
 
@@ -130,19 +149,26 @@ def check_evaluation_config(cfg: Any, source: Any = None, *, groups_supported: b
     if column is None:
         return
     if not groups_supported:
-        raise ConfigError(f"task {cfg.task!r} does not read a group column from its data yet", path=source,
-                          key="evaluation.group_column",
-                          fix="remove evaluation.group_column (group slices work with task: "
-                              "text-classification).")
+        raise ConfigError(
+            f"task {cfg.task!r} does not read a group column from its data yet",
+            path=source,
+            key="evaluation.group_column",
+            fix="remove evaluation.group_column (group slices work with task: text-classification).",
+        )
     if cfg.data.format == "delimited":
-        raise ConfigError("a `text<separator>label` file has no group column", path=source,
-                          key="evaluation.group_column",
-                          fix="convert the data to CSV/JSON Lines with a group column, or remove "
-                              "evaluation.group_column.")
+        raise ConfigError(
+            "a `text<separator>label` file has no group column",
+            path=source,
+            key="evaluation.group_column",
+            fix="convert the data to CSV/JSON Lines with a group column, or remove evaluation.group_column.",
+        )
     if column in (str(cfg.data.text_column), str(cfg.data.label_column)):
-        raise ConfigError(f"the group column {column!r} is also the text or label column", path=source,
-                          key="evaluation.group_column",
-                          fix="name the column that holds each record's group (hospital, region, ...).")
+        raise ConfigError(
+            f"the group column {column!r} is also the text or label column",
+            path=source,
+            key="evaluation.group_column",
+            fix="name the column that holds each record's group (hospital, region, ...).",
+        )
     try:
         import_metric_frame()
     except MissingExtraError as e:

@@ -84,8 +84,9 @@ class CheckpointManager:
         self.keep = keep
 
     # -- resumable state ----------------------------------------------------------------------------
-    def save(self, state: TrainState, model: torch.nn.Module, optimizer, scheduler,
-             objective: torch.nn.Module | None = None) -> Path:
+    def save(
+        self, state: TrainState, model: torch.nn.Module, optimizer, scheduler, objective: torch.nn.Module | None = None
+    ) -> Path:
         name = f"step-{state.step:07d}"
         target = self.dir / name
         try:
@@ -103,8 +104,11 @@ class CheckpointManager:
                 raise
             previous = self.latest()
             kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
-            raise DomainfitError(f"{full} while writing checkpoint {name}; {kept}", path=self.dir,
-                                 fix="free some space on that disk, then continue with --resume.") from e
+            raise DomainfitError(
+                f"{full} while writing checkpoint {name}; {kept}",
+                path=self.dir,
+                fix="free some space on that disk, then continue with --resume.",
+            ) from e
         write_text_atomic(self.dir / "latest", name)
         for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
             if old.name == name:
@@ -134,10 +138,12 @@ class CheckpointManager:
         if pointer.is_file():
             name = contained(self.dir, "latest").read_text(encoding="utf-8").strip()
             if not STEP_NAME.fullmatch(name):
-                raise DomainfitError(f"checkpoints/latest should name a step folder (step-0000240), found "
-                                     f"{name[:80]!r}", path=pointer,
-                                     fix="delete checkpoints/latest (resume then takes the newest complete step "
-                                         "folder), or start afresh with output.overwrite=true.")
+                raise DomainfitError(
+                    f"checkpoints/latest should name a step folder (step-0000240), found {name[:80]!r}",
+                    path=pointer,
+                    fix="delete checkpoints/latest (resume then takes the newest complete step "
+                    "folder), or start afresh with output.overwrite=true.",
+                )
             target = contained(self.dir, name)
             if (target / "state.json").is_file():
                 return target
@@ -145,7 +151,9 @@ class CheckpointManager:
         complete = [p for p in complete if (p / "state.json").is_file()]
         return complete[-1] if complete else None
 
-    def load(self, model: torch.nn.Module, optimizer, scheduler, objective: torch.nn.Module | None = None) -> TrainState:
+    def load(
+        self, model: torch.nn.Module, optimizer, scheduler, objective: torch.nn.Module | None = None
+    ) -> TrainState:
         path = self.latest()
         if path is None:
             raise DomainfitError(
@@ -154,10 +162,12 @@ class CheckpointManager:
                 fix="run without --resume to start afresh (checkpoints are written at each evaluation).",
             )
         if any((path / name).exists() for name in LEGACY_PICKLES) and not (path / "optimizer.safetensors").exists():
-            raise DomainfitError("this checkpoint was written by an older domainfit as pickle files (optimizer.pt), "
-                                 "which are never loaded: unpickling a file can run code planted in it", path=path,
-                                 fix="start the run afresh (output.overwrite=true); checkpoints are now written "
-                                     "as safetensors + JSON.")
+            raise DomainfitError(
+                "this checkpoint was written by an older domainfit as pickle files (optimizer.pt), "
+                "which are never loaded: unpickling a file can run code planted in it",
+                path=path,
+                fix="start the run afresh (output.overwrite=true); checkpoints are now written as safetensors + JSON.",
+            )
         file = lambda name: contained(path, name)  # noqa: E731  every file read stays in the run folder
         state = _read_train_state(file("state.json"))
         try:
@@ -168,19 +178,24 @@ class CheckpointManager:
                 weights = {name for name, _ in objective.named_parameters()}
                 missing_weights = [k for k in missing if k in weights]
                 if missing_weights or unexpected:
-                    raise DomainfitError(f"the checkpoint's objective does not match this run's (missing "
-                                         f"{missing_weights}, unexpected {sorted(unexpected)})", path=path,
-                                         fix="resume with the config the run started with, or start afresh.")
+                    raise DomainfitError(
+                        f"the checkpoint's objective does not match this run's (missing "
+                        f"{missing_weights}, unexpected {sorted(unexpected)})",
+                        path=path,
+                        fix="resume with the config the run started with, or start afresh.",
+                    )
             optimizer.load_state_dict(load_state(file("optimizer.safetensors")))
             scheduler.load_state_dict(load_state(file("scheduler.safetensors")))
             _set_rng_state(load_state(file("rng.safetensors")))
         except DomainfitError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-            raise DomainfitError(f"the checkpoint is damaged or belongs to another model ({type(e).__name__}: "
-                                 f"{str(e)[:300]})", path=path,
-                                 fix="delete this step folder to resume from an earlier one if there is one, or start "
-                                     "afresh with output.overwrite=true.") from e
+            raise DomainfitError(
+                f"the checkpoint is damaged or belongs to another model ({type(e).__name__}: {str(e)[:300]})",
+                path=path,
+                fix="delete this step folder to resume from an earlier one if there is one, or start "
+                "afresh with output.overwrite=true.",
+            ) from e
         return state
 
     # -- best model ---------------------------------------------------------------------------------
@@ -200,8 +215,11 @@ class CheckpointManager:
             with safe_open(str(path), framework="pt") as f:
                 return json.loads(f.metadata()["domainfit_best"])
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise DomainfitError(f"the best weights are damaged ({type(e).__name__}: {str(e)[:300]})", path=path,
-                                 fix="start the run afresh with output.overwrite=true.") from e
+            raise DomainfitError(
+                f"the best weights are damaged ({type(e).__name__}: {str(e)[:300]})",
+                path=path,
+                fix="start the run afresh with output.overwrite=true.",
+            ) from e
 
 
 def _read_train_state(path: Path) -> TrainState:
@@ -210,15 +228,24 @@ def _read_train_state(path: Path) -> TrainState:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DomainfitError(f"cannot read the checkpoint's state: {e}", path=path,
-                             fix="delete this step folder to resume from an earlier one, or start afresh.") from e
+        raise DomainfitError(
+            f"cannot read the checkpoint's state: {e}",
+            path=path,
+            fix="delete this step folder to resume from an earlier one, or start afresh.",
+        ) from e
     if not isinstance(raw, dict) or set(raw) - set(known):
         extra = sorted(set(raw) - set(known)) if isinstance(raw, dict) else type(raw).__name__
-        raise DomainfitError(f"the checkpoint's state is not domainfit's (unexpected: {str(extra)[:200]})", path=path,
-                             fix="delete this step folder to resume from an earlier one, or start afresh.")
+        raise DomainfitError(
+            f"the checkpoint's state is not domainfit's (unexpected: {str(extra)[:200]})",
+            path=path,
+            fix="delete this step folder to resume from an earlier one, or start afresh.",
+        )
     for name in ("epoch", "batch_in_epoch", "step", "samples_seen"):
         value = raw.get(name, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise DomainfitError(f"the checkpoint's state has {name}={str(value)[:40]}, expected a whole number >= 0",
-                                 path=path, fix="delete this step folder to resume from an earlier one, or start afresh.")
+            raise DomainfitError(
+                f"the checkpoint's state has {name}={str(value)[:40]}, expected a whole number >= 0",
+                path=path,
+                fix="delete this step folder to resume from an earlier one, or start afresh.",
+            )
     return TrainState(**raw)

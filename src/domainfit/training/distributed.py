@@ -65,11 +65,13 @@ def refuse_sharded_launch() -> None:
     """
     for flag, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
-            raise DomainfitError(f"the Accelerate config chooses {name} ({flag} is set), which shards the model "
-                                 "over the processes; domainfit's checkpoints and saved model need every process "
-                                 "to hold the whole model (DDP)",
-                                 fix="launch with an Accelerate config whose distributed_type is MULTI_GPU or "
-                                     "MULTI_CPU (DDP; see docs/distributed.md), or with torchrun.")
+            raise DomainfitError(
+                f"the Accelerate config chooses {name} ({flag} is set), which shards the model "
+                "over the processes; domainfit's checkpoints and saved model need every process "
+                "to hold the whole model (DDP)",
+                fix="launch with an Accelerate config whose distributed_type is MULTI_GPU or "
+                "MULTI_CPU (DDP; see docs/distributed.md), or with torchrun.",
+            )
 
 
 class MainProcessFailed(DomainfitError):

@@ -42,7 +42,9 @@ class SeenRows:
         weight = embedding.weight
         ids = torch.tensor(sorted({int(i) for i in token_ids}), dtype=torch.long)
         if ids.numel() == 0 or int(ids[0]) < 0 or int(ids[-1]) >= weight.shape[0]:
-            raise ValueError(f"token ids must lie in [0, {weight.shape[0]}), got {ids[:1].tolist()}..{ids[-1:].tolist()}")
+            raise ValueError(
+                f"token ids must lie in [0, {weight.shape[0]}), got {ids[:1].tolist()}..{ids[-1:].tolist()}"
+            )
         self.embedding = embedding
         self.ids = ids.to(device)
         index = torch.full((weight.shape[0],), -1, dtype=torch.long)
@@ -126,6 +128,9 @@ def apply_seen_rows(model: nn.Module, cfg, items: list[dict], tokenizer, device:
         return None
     embedding = model.get_input_embeddings()
     seen = SeenRows(embedding, training_token_ids(items, tokenizer), device=device)
-    log.info("embedding rows: %d of %d trained (the ones the training data uses; the others get weight decay only)",
-             seen.num_rows, embedding.weight.shape[0])
+    log.info(
+        "embedding rows: %d of %d trained (the ones the training data uses; the others get weight decay only)",
+        seen.num_rows,
+        embedding.weight.shape[0],
+    )
     return seen

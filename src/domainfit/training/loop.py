@@ -73,23 +73,39 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
     check_max_length(getattr(model, "config", None), cfg.model.max_length)  # before the run folder is written
     features = {name: task.encode(examples, tokenizer, cfg, data) for name, examples in data.splits.items()}
     mixed_precision = choose_precision(cfg.train, out, resume=resume)
-    start_run(out, cfg, resume=resume, extra={"task": cfg.task, "data": data.info, "labels": data.labels,
-                                              "mixed_precision": mixed_precision})
+    start_run(
+        out,
+        cfg,
+        resume=resume,
+        extra={"task": cfg.task, "data": data.info, "labels": data.labels, "mixed_precision": mixed_precision},
+    )
     on_main_process(task.on_run_start, out, features)  # e.g. augmentation samples into the run folder
 
     # 2. Optimisation. Accelerate places the model and runs mixed precision; the loop stays plain PyTorch.
     run = RunScaffold(out, cfg.train, mixed_precision)
     device, accelerator = run.device, run.accelerator
     objective = task.create_objective(cfg, data).to(device)  # before the optimizer sees its weights
-    sampler = EpochBatchSampler(features["train"].lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                group_by_length=cfg.train.group_by_length, balance_labels=features["train"].balance_labels,
-                                balance_tokens=cfg.train.balance_batch_tokens, length_multiple=cfg.train.pad_to_multiple_of,
-                                num_shards=accelerator.num_processes, shard=accelerator.process_index)
+    sampler = EpochBatchSampler(
+        features["train"].lengths,
+        cfg.train.batch_size,
+        seed=cfg.train.seed,
+        group_by_length=cfg.train.group_by_length,
+        balance_labels=features["train"].balance_labels,
+        balance_tokens=cfg.train.balance_batch_tokens,
+        length_multiple=cfg.train.pad_to_multiple_of,
+        num_shards=accelerator.num_processes,
+        shard=accelerator.process_index,
+    )
     steps_per_epoch = math.ceil(len(sampler) / cfg.train.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
     memory.prepare_model(model, cfg, features["train"].items, tokenizer, device)  # recompute, embedding rows
-    model, state = run.prepare(model, total_steps, resume=resume, objective=objective,  # may own an MLM head
-                               extra_named=memory.extra_parameters())  # the compact embedding rows
+    model, state = run.prepare(
+        model,
+        total_steps,
+        resume=resume,
+        objective=objective,  # may own an MLM head
+        extra_named=memory.extra_parameters(),
+    )  # the compact embedding rows
     if resume:
         memory.after_resume()
     clipped = memory.clipped(model)
@@ -101,13 +117,29 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
     def evaluate_and_select() -> bool:
         """Evaluate on validation, log, keep the best weights, checkpoint. Returns True to stop early."""
         running.read()
-        metrics = evaluate(model, objective, features["validation"], task, tokenizer, data, cfg.train.eval_batch_size, device,
-                           max_tokens=cfg.train.eval_batch_tokens, accelerator=accelerator)  # all processes: same metrics
+        metrics = evaluate(
+            model,
+            objective,
+            features["validation"],
+            task,
+            tokenizer,
+            data,
+            cfg.train.eval_batch_size,
+            device,
+            max_tokens=cfg.train.eval_batch_tokens,
+            accelerator=accelerator,
+        )  # all processes: same metrics
         run.log_validation(state.step, _scalars(metrics))
         value = metrics[cfg.train.best_metric]
-        improved = improves_on_best(cfg.train.best_metric, value, metrics.get("loss"), state.best_value, state.best_loss)
-        entry = {"epoch": round(state.samples_seen / len(features["train"]), 3), "step": state.step,
-                 "train_loss": running.last, "validation": _scalars(metrics)}
+        improved = improves_on_best(
+            cfg.train.best_metric, value, metrics.get("loss"), state.best_value, state.best_loss
+        )
+        entry = {
+            "epoch": round(state.samples_seen / len(features["train"]), 3),
+            "step": state.step,
+            "train_loss": running.last,
+            "validation": _scalars(metrics),
+        }
         state.history.append(entry)
         if improved:
             state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
@@ -115,14 +147,20 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
             run.save_best(entry)
         else:
             state.evals_without_improvement += 1
-        bar.set_postfix({"loss": running.last, f"val_{cfg.train.best_metric}": round(value, 4),
-                         **health.update(metrics, state.step)})
+        bar.set_postfix(
+            {
+                "loss": running.last,
+                f"val_{cfg.train.best_metric}": round(value, 4),
+                **health.update(metrics, state.step),
+            }
+        )
         patience = cfg.train.early_stopping_patience
         return patience is not None and state.evals_without_improvement >= patience
 
     # 3. The loop.
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not run.is_main)
+    bar = tqdm(
+        total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True, disable=not run.is_main
+    )
     shard = {"process": accelerator.process_index, "rows": 0, "batches": 0}  # this process's share (metrics.json)
     clock = Stopwatch(state)  # training seconds, paused while evaluating
     stop = False
@@ -193,22 +231,49 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
     best = run.load_best()  # once the main process has written it
     run.sum_tokens(state)
     if accelerator.num_processes > 1:
-        log.info("process %d of %d trained on %d rows in %d batches", accelerator.process_index,
-                 accelerator.num_processes, shard["rows"], shard["batches"])
+        log.info(
+            "process %d of %d trained on %d rows in %d batches",
+            accelerator.process_index,
+            accelerator.num_processes,
+            shard["rows"],
+            shard["batches"],
+        )
     processes = accelerator.gather_for_metrics([shard], use_gather_object=True)
-    results = _finalize(cfg, task, data, features, unwrapped, objective, tokenizer, state, best, run,
-                        levers={**memory.summary(), "processes": processes})
+    results = _finalize(
+        cfg,
+        task,
+        data,
+        features,
+        unwrapped,
+        objective,
+        tokenizer,
+        state,
+        best,
+        run,
+        levers={**memory.summary(), "processes": processes},
+    )
     run.finish(best_step=state.best_step)
     return results
 
 
-def evaluate(model, objective, features: Features, task: Task, tokenizer, data: TaskData, batch_size: int,
-             device: torch.device, max_tokens: int | None = None, accelerator=None) -> dict[str, Any]:
+def evaluate(
+    model,
+    objective,
+    features: Features,
+    task: Task,
+    tokenizer,
+    data: TaskData,
+    batch_size: int,
+    device: torch.device,
+    max_tokens: int | None = None,
+    accelerator=None,
+) -> dict[str, Any]:
     """Metrics (and mean loss) of ``model`` on one split; batches sorted by length for speed (at most
     ``batch_size`` rows and ``max_tokens`` padded tokens each). With ``accelerator`` and several processes,
     they share the batches and every process gets the metrics of the whole split."""
-    logits, labels, loss = predict_logits(model, objective, features, task, tokenizer, batch_size, device, max_tokens,
-                                          accelerator=accelerator)
+    logits, labels, loss = predict_logits(
+        model, objective, features, task, tokenizer, batch_size, device, max_tokens, accelerator=accelerator
+    )
     if features.groups is not None:  # windows of long documents: score documents, not windows
         labels = group_labels(labels, features.groups)
         logits = aggregate_by_group(logits, features.groups, features.aggregation)
@@ -218,9 +283,17 @@ def evaluate(model, objective, features: Features, task: Task, tokenizer, data: 
 
 
 @torch.inference_mode()
-def predict_logits(model, objective, features: Features, task: Task, tokenizer, batch_size: int,
-                   device: torch.device, max_tokens: int | None = None,
-                   accelerator=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def predict_logits(
+    model,
+    objective,
+    features: Features,
+    task: Task,
+    tokenizer,
+    batch_size: int,
+    device: torch.device,
+    max_tokens: int | None = None,
+    accelerator=None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Logits and labels for every item (in the split's original order), and the mean task loss.
 
     Per-token outputs (token classification) come in batches of different lengths; they are padded to the
@@ -235,7 +308,7 @@ def predict_logits(model, objective, features: Features, task: Task, tokenizer, 
     batches = sorted_batches(features.lengths, batch_size, max_tokens)
     sharded = accelerator is not None and accelerator.num_processes > 1
     if sharded:
-        batches = batches[accelerator.process_index::accelerator.num_processes]
+        batches = batches[accelerator.process_index :: accelerator.num_processes]
     for indices in batches:
         batch = task.collate([features.items[i] for i in indices], tokenizer)
         out = objective(model, {k: v.to(device) for k, v in batch.items()})
@@ -260,30 +333,63 @@ def _cat_padded(chunks: list[torch.Tensor], value: float) -> torch.Tensor:
     """Concatenate along dim 0, padding dim 1 to the longest chunk when chunks differ there."""
     if chunks and chunks[0].ndim >= 2 and len({c.shape[1] for c in chunks}) > 1:
         width = max(c.shape[1] for c in chunks)
-        chunks = [torch.nn.functional.pad(c, (0, 0) * (c.ndim - 2) + (0, width - c.shape[1]), value=value)
-                  for c in chunks]
+        chunks = [
+            torch.nn.functional.pad(c, (0, 0) * (c.ndim - 2) + (0, width - c.shape[1]), value=value) for c in chunks
+        ]
     return torch.cat(chunks)
 
 
-def _finalize(cfg, task, data, features, model, objective, tokenizer, state, best, run: RunScaffold, *,
-              levers: dict[str, Any]) -> dict[str, Any]:
+def _finalize(
+    cfg, task, data, features, model, objective, tokenizer, state, best, run: RunScaffold, *, levers: dict[str, Any]
+) -> dict[str, Any]:
     device, out, precision = run.device, run.out, run.mixed_precision
     accelerator = run.accelerator  # every process scores its share of the batches; the main one writes
     results: dict[str, Any] = {"best": best, "history": state.history}
     if task.calibrates:  # fit decision settings (multi-label thresholds) on validation
-        logits, labels, _ = predict_logits(model, objective, features["validation"], task, tokenizer,
-                                           cfg.train.eval_batch_size, device, cfg.train.eval_batch_tokens,
-                                           accelerator=accelerator)
+        logits, labels, _ = predict_logits(
+            model,
+            objective,
+            features["validation"],
+            task,
+            tokenizer,
+            cfg.train.eval_batch_size,
+            device,
+            cfg.train.eval_batch_tokens,
+            accelerator=accelerator,
+        )
         task.calibrate(logits, labels, data)
     for split in ("validation", "test"):
         if split in features:
-            results[split] = evaluate(model, objective, features[split], task, tokenizer, data, cfg.train.eval_batch_size, device,
-                                      max_tokens=cfg.train.eval_batch_tokens, accelerator=accelerator)
-    def score(m, o, split_features):  # lets a task score another model (generation: the base model) as the loop does
-        return evaluate(m, o, split_features, task, tokenizer, data, cfg.train.eval_batch_size, device,
-                        max_tokens=cfg.train.eval_batch_tokens, accelerator=accelerator)
+            results[split] = evaluate(
+                model,
+                objective,
+                features[split],
+                task,
+                tokenizer,
+                data,
+                cfg.train.eval_batch_size,
+                device,
+                max_tokens=cfg.train.eval_batch_tokens,
+                accelerator=accelerator,
+            )
 
-    extra = task.final_metrics(model, tokenizer, data, features, cfg, objective=objective, device=device, evaluate=score)
+    def score(m, o, split_features):  # lets a task score another model (generation: the base model) as the loop does
+        return evaluate(
+            m,
+            o,
+            split_features,
+            task,
+            tokenizer,
+            data,
+            cfg.train.eval_batch_size,
+            device,
+            max_tokens=cfg.train.eval_batch_tokens,
+            accelerator=accelerator,
+        )
+
+    extra = task.final_metrics(
+        model, tokenizer, data, features, cfg, objective=objective, device=device, evaluate=score
+    )
     for key, values in extra.items():  # scores that need the trained model (generation: base model, ROUGE-L)
         results.setdefault(key, {}).update(values)
     results["warnings"] = run_warnings(results.get("test") or results["validation"], cfg)  # collapse etc.
@@ -308,17 +414,28 @@ def _finalize(cfg, task, data, features, model, objective, tokenizer, state, bes
         presentation.write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
     run.write_metrics(results)
     final = results.get("test") or results["validation"]
-    presentation.write_report(task, out, final, title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
-           split_name="test" if "test" in results else "validation",
-           context={"model": cfg.model.name, "train data": cfg.data.train,
-                    "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
-                    "selected by": f"validation {cfg.train.best_metric}",
-                    "train samples/s": results["train"]["samples_per_second"]},
-           history=state.history, best_metric=cfg.train.best_metric, warnings=results["warnings"])
+    presentation.write_report(
+        task,
+        out,
+        final,
+        title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
+        split_name="test" if "test" in results else "validation",
+        context={
+            "model": cfg.model.name,
+            "train data": cfg.data.train,
+            "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
+            "selected by": f"validation {cfg.train.best_metric}",
+            "train samples/s": results["train"]["samples_per_second"],
+        },
+        history=state.history,
+        best_metric=cfg.train.best_metric,
+        warnings=results["warnings"],
+    )
     print(presentation.format_metrics(final))
     return results
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"}
-
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"
+    }

@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 KERNEL_CACHE_CAPACITY = "64"  # oneDNN's default is 1024
 
 
-def micro_batches(batch: dict[str, torch.Tensor], max_tokens: int | None) -> list[tuple[dict[str, torch.Tensor], float]]:
+def micro_batches(
+    batch: dict[str, torch.Tensor], max_tokens: int | None
+) -> list[tuple[dict[str, torch.Tensor], float]]:
     """Split ``batch`` into pieces of at most ``max_tokens`` padded tokens, each with its loss weight.
 
     Only token batches (with 2-D ``input_ids``) are split; images and batches already small enough come
@@ -65,7 +67,7 @@ def micro_batches(batch: dict[str, torch.Tensor], max_tokens: int | None) -> lis
     rows, width = input_ids.shape
     per_piece = max(1, max_tokens // width)
     starts = range(0, rows, per_piece)
-    pieces = [{k: v[s:s + per_piece] for k, v in batch.items()} for s in starts]
+    pieces = [{k: v[s : s + per_piece] for k, v in batch.items()} for s in starts]
     labels = batch.get("labels")
     if labels is not None and labels.dim() >= 2:  # per-token losses are means over labelled tokens
         counts = [int((piece["labels"] != IGNORE_INDEX).sum()) for piece in pieces]
@@ -170,8 +172,9 @@ class LongBatchRecompute:
 AUTO_RECOMPUTE_MIN_LENGTH = 64  # CPU: 45 of PhraseBank's 363 token-balanced batches (BENCHMARKS.md)
 
 
-def long_batch_recompute(model: torch.nn.Module, min_length: int | str | None,
-                         device: torch.device) -> LongBatchRecompute | None:
+def long_batch_recompute(
+    model: torch.nn.Module, min_length: int | str | None, device: torch.device
+) -> LongBatchRecompute | None:
     """A :class:`LongBatchRecompute` for ``model``, or None when off or the model has no checkpointable layers.
     ``"auto"``: :data:`AUTO_RECOMPUTE_MIN_LENGTH` on a CPU, off on a GPU (memory is rarely what limits a GPU run)."""
     if min_length == "auto":
@@ -203,9 +206,13 @@ class MemoryPlan:
     @classmethod
     def from_config(cls, train: Any) -> MemoryPlan:
         """The plan of a fine-tuning run's ``train`` section."""
-        return cls(micro_batch_tokens=train.micro_batch_tokens,
-                   release_memory_every=train.release_memory_every, mmap_threshold_mb=train.mmap_threshold_mb, recompute_min_length=train.recompute_min_length,
-                   embedding_rows=train.embedding_rows)
+        return cls(
+            micro_batch_tokens=train.micro_batch_tokens,
+            release_memory_every=train.release_memory_every,
+            mmap_threshold_mb=train.mmap_threshold_mb,
+            recompute_min_length=train.recompute_min_length,
+            embedding_rows=train.embedding_rows,
+        )
 
     def configure_process(self) -> None:
         """Cap oneDNN's kernel cache and fix glibc's mmap threshold: before the first kernel is built and the
@@ -213,8 +220,9 @@ class MemoryPlan:
         limit_kernel_cache()
         set_mmap_threshold(self.mmap_threshold_mb)
 
-    def prepare_model(self, model: torch.nn.Module, cfg: Any, items: list[dict], tokenizer,
-                      device: torch.device) -> None:
+    def prepare_model(
+        self, model: torch.nn.Module, cfg: Any, items: list[dict], tokenizer, device: torch.device
+    ) -> None:
         """Before the optimizer exists: recompute the long batches' activations, and train only the embedding
         rows the training ``items`` use (the optimizer then takes :meth:`extra_parameters`)."""
         self.recompute = long_batch_recompute(model, self.recompute_min_length, device)
@@ -253,5 +261,7 @@ class MemoryPlan:
 
     def summary(self) -> dict[str, Any]:
         """What the levers did, for metrics.json's ``train`` section."""
-        return {"embedding_rows_trained": self.seen_rows.num_rows if self.seen_rows is not None else "all",
-                "recomputed_batches": self.recompute.batches if self.recompute is not None else 0}
+        return {
+            "embedding_rows_trained": self.seen_rows.num_rows if self.seen_rows is not None else "all",
+            "recomputed_batches": self.recompute.batches if self.recompute is not None else 0,
+        }

@@ -10,8 +10,9 @@ from torch import nn
 from domainfit.config import TrainConfig
 
 
-def create_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None,
-                     extra_named: list[tuple[str, nn.Parameter]] = ()) -> torch.optim.Optimizer:
+def create_optimizer(
+    model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None, extra_named: list[tuple[str, nn.Parameter]] = ()
+) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019) over trainable parameters; fused kernel where torch has one.
 
     ``extra`` holds further trainable weights outside the model (an objective's MLM head); ``extra_named``
@@ -62,8 +63,12 @@ def layer_decay_groups(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig) 
         no_decay = p.ndim < 2 or "norm" in name.lower()
         key = (depths[name], no_decay)
         if key not in groups:
-            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else cfg.weight_decay,
-                           "lr": cfg.learning_rate * cfg.layer_decay ** depths[name], "depth": depths[name]}
+            groups[key] = {
+                "params": [],
+                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "lr": cfg.learning_rate * cfg.layer_decay ** depths[name],
+                "depth": depths[name],
+            }
         groups[key]["params"].append(p)
     return [groups[k] for k in sorted(groups)]
 

@@ -111,13 +111,22 @@ def _cpu_choice() -> str:
         cached = {}
     entry = cached.get(key) if isinstance(cached, dict) else None
     if isinstance(entry, dict) and entry.get("choice") in ("no", "bf16"):
-        log.info("precision auto: %s (bf16 matmul measured %.1fx fp32 on this machine on %s; delete %s to measure "
-                 "again)", _name(entry["choice"]), entry.get("speedup", float("nan")), entry.get("measured", "?"), path)
+        log.info(
+            "precision auto: %s (bf16 matmul measured %.1fx fp32 on this machine on %s; delete %s to measure again)",
+            _name(entry["choice"]),
+            entry.get("speedup", float("nan")),
+            entry.get("measured", "?"),
+            path,
+        )
         return entry["choice"]
     speedup = cpu_bf16_speedup()
     choice = "bf16" if speedup >= 1.3 else "no"
-    log.info("precision auto: bf16 matmul is %.1fx fp32 on this CPU -> %s (kept for later runs in %s)", speedup,
-             _name(choice), path)
+    log.info(
+        "precision auto: bf16 matmul is %.1fx fp32 on this CPU -> %s (kept for later runs in %s)",
+        speedup,
+        _name(choice),
+        path,
+    )
     cached = cached if isinstance(cached, dict) else {}
     cached[key] = {"choice": choice, "speedup": round(speedup, 3), "measured": time.strftime("%Y-%m-%d")}
     try:
@@ -143,5 +152,9 @@ def create_accelerator(mixed_precision: str, grad_accum_steps: int = 1):
     # cpu=True where several processes run without an accelerator: Accelerate joins them (gloo) only then.
     # split_batches: the processes split each global batch (data/batching.py), so one optimizer step is one
     # schedule step; without it Accelerate steps the schedule once per process, ending it N times too early.
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps,
-                       cpu=use_cpu(), dataloader_config=DataLoaderConfiguration(split_batches=True))
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=grad_accum_steps,
+        cpu=use_cpu(),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )

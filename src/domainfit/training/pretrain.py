@@ -85,16 +85,23 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
         heldout = read_texts(validation, limit=cfg.corpus.validation_size, **reading)
         exclude: set[tuple[int, int]] = set()
     else:
-        heldout, exclude = take_heldout(files, size=cfg.corpus.validation_size, stride=cfg.corpus.validation_stride, **reading)
+        heldout, exclude = take_heldout(
+            files, size=cfg.corpus.validation_size, stride=cfg.corpus.validation_stride, **reading
+        )
     if not heldout:
-        raise DataError("no held-out text to measure perplexity on", path=cfg.corpus.validation or cfg.corpus.train,
-                        key="corpus.validation", fix="check the text column, or give a corpus.validation file.")
+        raise DataError(
+            "no held-out text to measure perplexity on",
+            path=cfg.corpus.validation or cfg.corpus.train,
+            key="corpus.validation",
+            fix="check the text column, or give a corpus.validation file.",
+        )
     set_up_process(cfg.train)  # threads, seed: before any new head's weights are drawn
     model, tokenizer, kind, head = load_language_model(cfg)
     check_max_length(model.config, cfg.model.max_length)  # before the run folder is written
     if kind == "mlm":
-        collator = MaskingCollator(tokenizer, cfg.masking, max_length=cfg.model.max_length,
-                                   text_prefix=cfg.model.text_prefix, lexicon=lexicon)
+        collator = MaskingCollator(
+            tokenizer, cfg.masking, max_length=cfg.model.max_length, text_prefix=cfg.model.text_prefix, lexicon=lexicon
+        )
     else:
         collator = CausalCollator(tokenizer, max_length=cfg.model.max_length, text_prefix=cfg.model.text_prefix)
     texts_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
@@ -106,12 +113,23 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     # fixed masks on the held-out texts: perplexity before and after is measured on the same positions
     eval_generator = torch.Generator().manual_seed(cfg.train.seed)
     eval_items = collator.encode(heldout)
-    eval_batches = [collator.collate(eval_items[i: i + cfg.train.eval_batch_size], generator=eval_generator)
-                    for i in range(0, len(eval_items), cfg.train.eval_batch_size)]
+    eval_batches = [
+        collator.collate(eval_items[i : i + cfg.train.eval_batch_size], generator=eval_generator)
+        for i in range(0, len(eval_items), cfg.train.eval_batch_size)
+    ]
     mixed_precision = choose_precision(cfg.train, out, resume=resume)
-    start_run(out, cfg, resume=resume, extra={"task": f"pretrain-{kind}", "corpus_files": [str(f) for f in files],
-                                              "heldout_texts": len(heldout), "total_steps": total_steps,
-                                              "mixed_precision": mixed_precision})
+    start_run(
+        out,
+        cfg,
+        resume=resume,
+        extra={
+            "task": f"pretrain-{kind}",
+            "corpus_files": [str(f) for f in files],
+            "heldout_texts": len(heldout),
+            "total_steps": total_steps,
+            "mixed_precision": mixed_precision,
+        },
+    )
 
     # 2. Optimisation (as in training/loop.py: Accelerate places the model and runs mixed precision).
     run = RunScaffold(out, cfg.train, mixed_precision)
@@ -120,17 +138,24 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     if head["new"] and cfg.train.head_warmup_steps and not resume:
         _warm_up_head(model, collator, files, exclude, reading, cfg, accelerator)
     model, state = run.prepare(model, total_steps, resume=resume)
-    stream = CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed, exclude=exclude,
-                          position=StreamPosition(**state.stream) if state.stream else None,
-                          group_size=cfg.train.batch_size if cfg.corpus.group_by_length else None, **reading)
+    stream = CorpusStream(
+        files,
+        block=cfg.corpus.shuffle_buffer,
+        seed=cfg.train.seed,
+        exclude=exclude,
+        position=StreamPosition(**state.stream) if state.stream else None,
+        group_size=cfg.train.batch_size if cfg.corpus.group_by_length else None,
+        **reading,
+    )
     cadence = Cadence(cfg.train.log_every, cfg.train.eval_every, cfg.train.save_every)
     running = RunningLoss(device)
 
     def evaluate_and_log() -> dict[str, float]:
         result = perplexity(model, eval_batches, device, causal=kind == "clm", accelerator=accelerator)
         run.log_validation(state.step, result)
-        state.history.append({"step": state.step, "texts_seen": state.samples_seen, "train_loss": running.last,
-                              **result})
+        state.history.append(
+            {"step": state.step, "texts_seen": state.samples_seen, "train_loss": running.last, **result}
+        )
         log.info("step %d: held-out %s", state.step, result)
         return result
 
@@ -142,11 +167,22 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     if not resume:
         evaluate_and_log()
         if head["new"]:
-            log.warning("the MLM head of %s is new (%s); 'before' perplexity is %s", cfg.model.name,
-                        ", ".join(head["missing"][:4]), "after a head-only warm-up" if cfg.train.head_warmup_steps
-                        else "of a randomly initialised head transform (set train.head_warmup_steps to warm it up first)")
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"pretrain ({kind})", unit="step", dynamic_ncols=True,
-               disable=not run.is_main)
+            log.warning(
+                "the MLM head of %s is new (%s); 'before' perplexity is %s",
+                cfg.model.name,
+                ", ".join(head["missing"][:4]),
+                "after a head-only warm-up"
+                if cfg.train.head_warmup_steps
+                else "of a randomly initialised head transform (set train.head_warmup_steps to warm it up first)",
+            )
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc=f"pretrain ({kind})",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not run.is_main,
+    )
     texts = iter(stream)
     model.train()
     clock = Stopwatch(state)  # training seconds, paused while evaluating
@@ -193,23 +229,43 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     unwrapped = run.unwrapped_model
     before = state.history[0]
     results: dict[str, Any] = {
-        "objective": kind, "base_model": cfg.model.name,
+        "objective": kind,
+        "base_model": cfg.model.name,
         "before": {k: before[k] for k in ("loss", "perplexity", "tokens")},
         "after": {k: after[k] for k in ("loss", "perplexity", "tokens")},
-        "heldout": {"texts": len(heldout), "from": cfg.corpus.validation or f"every {cfg.corpus.validation_stride}th text of the corpus"},
-        "head": head, "history": state.history,
-        "train": {"steps": state.step, "texts_seen": state.samples_seen, "epochs_started": state.epoch + 1,
-                  "train_runtime_s": round(state.train_seconds, 2),
-                  "texts_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
-                  "real_tokens": state.real_tokens, "computed_tokens": state.computed_tokens,
-                  "precision": {"no": "fp32"}.get(mixed_precision, mixed_precision), "device": str(device)},
+        "heldout": {
+            "texts": len(heldout),
+            "from": cfg.corpus.validation or f"every {cfg.corpus.validation_stride}th text of the corpus",
+        },
+        "head": head,
+        "history": state.history,
+        "train": {
+            "steps": state.step,
+            "texts_seen": state.samples_seen,
+            "epochs_started": state.epoch + 1,
+            "train_runtime_s": round(state.train_seconds, 2),
+            "texts_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
+            "real_tokens": state.real_tokens,
+            "computed_tokens": state.computed_tokens,
+            "precision": {"no": "fp32"}.get(mixed_precision, mixed_precision),
+            "device": str(device),
+        },
         "masking": to_dict(cfg.masking) if kind == "mlm" else None,
     }
-    lineage = {"task": "pretrain", "objective": kind, "base_model": cfg.model.name, "max_length": cfg.model.max_length,
-               "text_prefix": cfg.model.text_prefix, "corpus": describe_files(files), "steps": state.step,
-               "texts_seen": state.samples_seen, "masking": results["masking"], "new_head": head["new"],
-               "perplexity": {"before": results["before"]["perplexity"], "after": results["after"]["perplexity"]},
-               "domainfit_version": __version__}
+    lineage = {
+        "task": "pretrain",
+        "objective": kind,
+        "base_model": cfg.model.name,
+        "max_length": cfg.model.max_length,
+        "text_prefix": cfg.model.text_prefix,
+        "corpus": describe_files(files),
+        "steps": state.step,
+        "texts_seen": state.samples_seen,
+        "masking": results["masking"],
+        "new_head": head["new"],
+        "perplexity": {"before": results["before"]["perplexity"], "after": results["after"]["perplexity"]},
+        "domainfit_version": __version__,
+    }
     results["corpus"] = lineage["corpus"]
     if not run.is_main:
         run.finish(steps=state.step)
@@ -222,7 +278,9 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     run.write_metrics(results)
     write_text_atomic(out / "report.md", format_report(cfg, results))
     run.finish(steps=state.step)
-    print(f"held-out perplexity: {results['before']['perplexity']:.2f} before -> {results['after']['perplexity']:.2f} after")
+    print(
+        f"held-out perplexity: {results['before']['perplexity']:.2f} before -> {results['after']['perplexity']:.2f} after"
+    )
     return results
 
 
@@ -248,8 +306,11 @@ def load_language_model(cfg: PretrainConfig) -> tuple[torch.nn.Module, Any, str,
         elif config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
             kind = "clm"
         else:
-            raise ModelError(f"model type {config.model_type!r} has neither a masked-LM nor a causal-LM class in transformers",
-                             key="model.name", fix="use a BERT-like encoder (mlm) or a GPT/Llama-like decoder (clm).")
+            raise ModelError(
+                f"model type {config.model_type!r} has neither a masked-LM nor a causal-LM class in transformers",
+                key="model.name",
+                fix="use a BERT-like encoder (mlm) or a GPT/Llama-like decoder (clm).",
+            )
     loader = AutoModelForMaskedLM if kind == "mlm" else AutoModelForCausalLM
     kwargs: dict[str, Any] = {"attn_implementation": cfg.model.attn_implementation, "output_loading_info": True}
     if cfg.model.dropout is not None:
@@ -257,16 +318,27 @@ def load_language_model(cfg: PretrainConfig) -> tuple[torch.nn.Module, Any, str,
     try:
         model, info = load_pretrained(loader.from_pretrained, cfg.model.name, **kwargs)
     except ValueError as e:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
-        raise ModelError(f"cannot load {cfg.model.name!r} as a {kind} model: {e}", key="train.objective",
-                         fix="set train.objective to the model's kind (mlm for encoders, clm for decoders).") from e
+        raise ModelError(
+            f"cannot load {cfg.model.name!r} as a {kind} model: {e}",
+            key="train.objective",
+            fix="set train.objective to the model's kind (mlm for encoders, clm for decoders).",
+        ) from e
     if cfg.model.freeze_embeddings:  # the tied MLM decoder stays fixed with it; its bias and transform train
         freeze_word_embeddings(model)
     prefix = model.base_model_prefix
     missing = sorted(info["missing_keys"])
     head_missing = [k for k in missing if not k.startswith(f"{prefix}.")]
-    head = {"new": bool(head_missing), "missing": head_missing, "unused": sorted(info["unexpected_keys"]),
-            "note": ("the checkpoint had no LM-head weights: the head transform is freshly initialised (its decoder is "
-                     "tied to the pretrained word embeddings)") if head_missing else "the LM head came with the checkpoint"}
+    head = {
+        "new": bool(head_missing),
+        "missing": head_missing,
+        "unused": sorted(info["unexpected_keys"]),
+        "note": (
+            "the checkpoint had no LM-head weights: the head transform is freshly initialised (its decoder is "
+            "tied to the pretrained word embeddings)"
+        )
+        if head_missing
+        else "the LM head came with the checkpoint",
+    }
     return model, tokenizer, kind, head
 
 
@@ -277,8 +349,9 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
     for p in frozen:
         p.requires_grad_(False)
     head_params = [p for p in model.parameters() if p.requires_grad]
-    stream = iter(CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed + 1, exclude=exclude,
-                               **reading))
+    stream = iter(
+        CorpusStream(files, block=cfg.corpus.shuffle_buffer, seed=cfg.train.seed + 1, exclude=exclude, **reading)
+    )
     model.train()
 
     def batch_loss() -> torch.Tensor:
@@ -287,23 +360,29 @@ def _warm_up_head(model, collator, files, exclude, reading, cfg: PretrainConfig,
             return lm_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
 
     # a fresh head takes larger steps than the encoder will (the joint objective's warm-up uses 1e-3)
-    last = warm_up_head(head_params, batch_loss, steps=cfg.train.head_warmup_steps,
-                        lr=max(10 * cfg.train.learning_rate, 1e-3), desc="head warm-up")
+    last = warm_up_head(
+        head_params,
+        batch_loss,
+        steps=cfg.train.head_warmup_steps,
+        lr=max(10 * cfg.train.learning_rate, 1e-3),
+        desc="head warm-up",
+    )
     for p in frozen:
         p.requires_grad_(True)
     log.info("head warm-up: %d steps, last loss %.3f", cfg.train.head_warmup_steps, last)
 
 
 @torch.inference_mode()
-def perplexity(model, batches: list[dict[str, torch.Tensor]], device: torch.device, *, causal: bool = False,
-               accelerator=None) -> dict[str, float]:
+def perplexity(
+    model, batches: list[dict[str, torch.Tensor]], device: torch.device, *, causal: bool = False, accelerator=None
+) -> dict[str, float]:
     """Held-out loss (mean over predicted tokens) and its exponential; MLM: pseudo-perplexity of masked tokens.
     With ``accelerator`` and several processes, each scores every n-th batch and the sums are added up."""
     was_training = model.training
     model.eval()
     sharded = accelerator is not None and accelerator.num_processes > 1
     if sharded:
-        batches = batches[accelerator.process_index::accelerator.num_processes]
+        batches = batches[accelerator.process_index :: accelerator.num_processes]
     total, tokens = torch.zeros((), device=device, dtype=torch.float64), 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -311,8 +390,9 @@ def perplexity(model, batches: list[dict[str, torch.Tensor]], device: torch.devi
         tokens += int((batch["labels"][:, 1:] if causal else batch["labels"]).ne(-100).sum())
     model.train(was_training)
     if sharded:
-        summed = accelerator.reduce(torch.stack([total, torch.tensor(float(tokens), device=device,
-                                                                      dtype=torch.float64)]), reduction="sum")
+        summed = accelerator.reduce(
+            torch.stack([total, torch.tensor(float(tokens), device=device, dtype=torch.float64)]), reduction="sum"
+        )
         total, tokens = summed[0], int(summed[1])
     mean = float(total) / max(tokens, 1)
     return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50.0)), 4), "tokens": tokens}
@@ -349,26 +429,42 @@ def format_report(cfg: PretrainConfig, results: dict[str, Any]) -> str:
     change = 100.0 * (a["perplexity"] - b["perplexity"]) / b["perplexity"]
     corpus_bytes = sum(f["bytes"] for f in results["corpus"])
     lines = [
-        f"# domainfit pretrain: {Path(cfg.output.dir).name}", "",
+        f"# domainfit pretrain: {Path(cfg.output.dir).name}",
+        "",
         f"Continued **{results['objective'].upper()}** pretraining of `{cfg.model.name}` on "
         f"{len(results['corpus'])} corpus file(s), {corpus_bytes / 1e6:.1f} MB: "
         f"{results['train']['steps']} steps, {results['train']['texts_seen']} texts"
-        + (f", masking `{cfg.masking.strategy}` at {cfg.masking.probability:.0%}." if results["objective"] == "mlm" else "."),
-        "", "| held-out | loss | perplexity | predicted tokens |", "|---|---|---|---|",
+        + (
+            f", masking `{cfg.masking.strategy}` at {cfg.masking.probability:.0%}."
+            if results["objective"] == "mlm"
+            else "."
+        ),
+        "",
+        "| held-out | loss | perplexity | predicted tokens |",
+        "|---|---|---|---|",
         f"| before | {b['loss']:.4f} | {b['perplexity']:.2f} | {b['tokens']} |",
-        f"| after | {a['loss']:.4f} | {a['perplexity']:.2f} | {a['tokens']} |", "",
+        f"| after | {a['loss']:.4f} | {a['perplexity']:.2f} | {a['tokens']} |",
+        "",
         f"Perplexity changed by **{change:+.1f}%** on {results['heldout']['texts']} held-out texts "
-        f"({results['heldout']['from']}); the masks are fixed, so the two rows score the same positions.", "",
+        f"({results['heldout']['from']}); the masks are fixed, so the two rows score the same positions.",
+        "",
     ]
     if results["head"]["new"]:
-        lines += [f"**Caveat:** {results['head']['note']}. " + (
-            f"The head alone was trained for {cfg.train.head_warmup_steps} steps before 'before' was measured."
-            if cfg.train.head_warmup_steps else
-            "'Before' was measured with that untrained head, so it overstates the base model's perplexity; "
-            "set `train.head_warmup_steps` for a fair baseline."), ""]
+        lines += [
+            f"**Caveat:** {results['head']['note']}. "
+            + (
+                f"The head alone was trained for {cfg.train.head_warmup_steps} steps before 'before' was measured."
+                if cfg.train.head_warmup_steps
+                else "'Before' was measured with that untrained head, so it overstates the base model's perplexity; "
+                "set `train.head_warmup_steps` for a fair baseline."
+            ),
+            "",
+        ]
     if len(results["history"]) > 2:
         lines += ["| step | texts seen | held-out loss | perplexity |", "|---|---|---|---|"]
-        lines += [f"| {h['step']} | {h['texts_seen']} | {h['loss']:.4f} | {h['perplexity']:.2f} |" for h in results["history"]]
+        lines += [
+            f"| {h['step']} | {h['texts_seen']} | {h['loss']:.4f} | {h['perplexity']:.2f} |" for h in results["history"]
+        ]
         lines.append("")
     lines += [f"Fine-tune it: `domainfit train YOUR_TASK.yaml model.name={Path(cfg.output.dir) / 'model'}`", ""]
     return "\n".join(lines)

@@ -46,7 +46,11 @@ def git_revision() -> str | None:
     """The git hash of the domainfit checkout, if running from one."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -90,10 +94,13 @@ class RunLock:
             handle.close()
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            raise ConfigError(f"another domainfit run is writing to this folder ({holder}); two runs into one "
-                              "folder would overwrite each other's checkpoints and weights", path=self.path.parent,
-                              key="output.dir",
-                              fix="wait for it to finish, or give this run another output.dir.") from e
+            raise ConfigError(
+                f"another domainfit run is writing to this folder ({holder}); two runs into one "
+                "folder would overwrite each other's checkpoints and weights",
+                path=self.path.parent,
+                key="output.dir",
+                fix="wait for it to finish, or give this run another output.dir.",
+            ) from e
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
@@ -130,17 +137,21 @@ def _create_folder(out: Path) -> bool:
     """Create ``out`` (and parents); returns whether it was new. An unusable place is a ConfigError."""
     existed = out.is_dir()
     if out.exists() and not existed:
-        raise ConfigError("output.dir is a file, not a folder", path=out, key="output.dir",
-                          fix="choose a folder path for output.dir.")
+        raise ConfigError(
+            "output.dir is a file, not a folder", path=out, key="output.dir", fix="choose a folder path for output.dir."
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"cannot write to the output folder: {e.strerror or e}", path=out, key="output.dir",
-                          fix="choose a folder you can write to (not under /proc, /sys or a read-only mount), "
-                              "with free space.") from e
+        raise ConfigError(
+            f"cannot write to the output folder: {e.strerror or e}",
+            path=out,
+            key="output.dir",
+            fix="choose a folder you can write to (not under /proc, /sys or a read-only mount), with free space.",
+        ) from e
     return not existed
 
 
@@ -189,9 +200,15 @@ def _record_end(out: Path, status: str, error: BaseException) -> None:
     if not info or info.get("status") != "running" or info.get("pid") != os.getpid():
         return
     reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-    info.update({"status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "error": reason if isinstance(error, DomainfitError) or status == "interrupted"
-                 else f"{type(error).__name__}: {reason}"})
+    info.update(
+        {
+            "status": status,
+            "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "error": reason
+            if isinstance(error, DomainfitError) or status == "interrupted"
+            else f"{type(error).__name__}: {reason}",
+        }
+    )
     with contextlib.suppress(OSError):
         write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))
 
@@ -203,22 +220,35 @@ def prepare_run_dir(cfg: RunConfig, *, resume: bool) -> Path:
     status = read_status(out)
     if resume:
         if status is None:
-            raise ConfigError("nothing to resume: no run has been started in this folder", path=out, key="output.dir",
-                              fix="run without --resume, or point output.dir at the interrupted run.")
+            raise ConfigError(
+                "nothing to resume: no run has been started in this folder",
+                path=out,
+                key="output.dir",
+                fix="run without --resume, or point output.dir at the interrupted run.",
+            )
         if status.get("status") == "finished":
-            raise ConfigError("this run already finished; there is nothing to resume", path=out, key="output.dir",
-                              fix="set output.overwrite=true to train again here, or choose another output.dir.")
+            raise ConfigError(
+                "this run already finished; there is nothing to resume",
+                path=out,
+                key="output.dir",
+                fix="set output.overwrite=true to train again here, or choose another output.dir.",
+            )
         return out
     if status is not None and not cfg.output.overwrite:
         state = status.get("status")
         if state == "running":
             state = "interrupted (its process is gone)"  # the caller holds the lock, so nobody else runs it
-        fix = ("add --resume to continue it, or " if state != "finished" else "") + \
-            "set output.overwrite=true to replace it, or choose another output.dir."
+        fix = (
+            "add --resume to continue it, or " if state != "finished" else ""
+        ) + "set output.overwrite=true to replace it, or choose another output.dir."
         raise ConfigError(f"this folder already holds a {state} run", path=out, key="output.dir", fix=fix)
     if out.exists() and status is None and any(p.name != LOCK_NAME for p in out.iterdir()):
-        raise ConfigError("the output folder exists and holds files that are not a domainfit run", path=out,
-                          key="output.dir", fix="choose an empty or new output.dir.")
+        raise ConfigError(
+            "the output folder exists and holds files that are not a domainfit run",
+            path=out,
+            key="output.dir",
+            fix="choose an empty or new output.dir.",
+        )
     return out
 
 
@@ -249,9 +279,18 @@ def _resume_or_restart(out: Path, resume: bool, cfg: Any) -> bool:
 
 # Settings that may change between a run and its resumption: where it writes, how fast or how often it reports,
 # and how long it goes on (more epochs continue a finished-early run; its lr schedule is stretched to the new end).
-RESUME_FREE_KEYS = ("output.", "train.num_threads", "train.log_every", "train.save_every", "train.eval_batch_size",
-                    "train.eval_batch_tokens", "train.release_memory_every", "train.mmap_threshold_mb", "train.epochs",
-                    "train.early_stopping_patience")
+RESUME_FREE_KEYS = (
+    "output.",
+    "train.num_threads",
+    "train.log_every",
+    "train.save_every",
+    "train.eval_batch_size",
+    "train.eval_batch_tokens",
+    "train.release_memory_every",
+    "train.mmap_threshold_mb",
+    "train.epochs",
+    "train.early_stopping_patience",
+)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -278,16 +317,23 @@ def check_resume_config(out: Path, cfg: Any) -> None:
         return  # no readable record (a run from before config.yaml was written): nothing to compare
     now = _flatten(yaml.safe_load(dump_yaml(cfg)))
     free = lambda key: key.startswith(RESUME_FREE_KEYS)  # noqa: E731
-    changed = [f"{k}: {saved[k]!r} then, {now[k]!r} now" for k in now if k in saved and saved[k] != now[k] and not free(k)]
+    changed = [
+        f"{k}: {saved[k]!r} then, {now[k]!r} now" for k in now if k in saved and saved[k] != now[k] and not free(k)
+    ]
     if changed:
-        raise ConfigError("the run started with other settings than these, so resuming would mix two runs: "
-                          + "; ".join(changed), path=out / "config.yaml",
-                          fix=f"resume with the settings it started with: `domainfit train {out / 'config.yaml'} "
-                              "--resume` (its saved, resolved config), or start afresh with output.overwrite=true.")
+        raise ConfigError(
+            "the run started with other settings than these, so resuming would mix two runs: " + "; ".join(changed),
+            path=out / "config.yaml",
+            fix=f"resume with the settings it started with: `domainfit train {out / 'config.yaml'} "
+            "--resume` (its saved, resolved config), or start afresh with output.overwrite=true.",
+        )
     new = [k for k in now if k not in saved and not free(k)]
     if new:
-        log.warning("%s started under an older domainfit without %s; they take their current values", out,
-                    ", ".join(f"{k}={now[k]!r}" for k in new))
+        log.warning(
+            "%s started under an older domainfit without %s; they take their current values",
+            out,
+            ", ".join(f"{k}={now[k]!r}" for k in new),
+        )
 
 
 def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
@@ -306,8 +352,17 @@ def _start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]
         info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     for key in ("ended", "error"):
         info.pop(key, None)
-    info.update({"status": "running", "pid": os.getpid(), "domainfit_version": __version__, "git": git_revision(),
-                 "seed": cfg.train.seed, "python": platform.python_version(), **extra})
+    info.update(
+        {
+            "status": "running",
+            "pid": os.getpid(),
+            "domainfit_version": __version__,
+            "git": git_revision(),
+            "seed": cfg.train.seed,
+            "python": platform.python_version(),
+            **extra,
+        }
+    )
     write_text_atomic(out / "run.json", json.dumps(info, indent=1, ensure_ascii=False))
 
 

@@ -134,8 +134,15 @@ class RunScaffold:
         self._outside: list[nn.Parameter] = []  # trained weights that DDP does not see
         self._summed_tokens = (0, 0)  # (real, computed) tokens already summed over the processes
 
-    def prepare(self, model: nn.Module, total_steps: int, *, resume: bool, objective: nn.Module | None = None,
-                extra_named: Iterable[tuple[str, nn.Parameter]] = ()) -> tuple[nn.Module, TrainState]:
+    def prepare(
+        self,
+        model: nn.Module,
+        total_steps: int,
+        *,
+        resume: bool,
+        objective: nn.Module | None = None,
+        extra_named: Iterable[tuple[str, nn.Parameter]] = (),
+    ) -> tuple[nn.Module, TrainState]:
         """AdamW + schedule over ``model`` (and the objective's weights, and ``extra_named``), placed by
         Accelerate; the checkpoint's state on resume. Returns the prepared model and the training state."""
         from torch.utils.tensorboard import SummaryWriter
@@ -152,16 +159,20 @@ class RunScaffold:
         if resume:  # every process loads the main process's checkpoint
             state = self.checkpoints.load(self.unwrapped_model, self.optimizer, self.scheduler, objective=objective)
         self._summed_tokens = (state.real_tokens, state.computed_tokens)
-        self.tb = (SummaryWriter(str(self.out / "tensorboard"), purge_step=state.step if resume else None)
-                   if self.is_main else _NoWriter())
+        self.tb = (
+            SummaryWriter(str(self.out / "tensorboard"), purge_step=state.step if resume else None)
+            if self.is_main
+            else _NoWriter()
+        )
         return self.model, state
 
     @property
     def unwrapped_model(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
-    def optimizer_step(self, clipped: Iterable[torch.Tensor],
-                       after_update: Callable[[torch.optim.Optimizer], None] | None = None) -> None:
+    def optimizer_step(
+        self, clipped: Iterable[torch.Tensor], after_update: Callable[[torch.optim.Optimizer], None] | None = None
+    ) -> None:
         """Clip, step and schedule, inside the loop's ``accelerator.accumulate``: between accumulation
         boundaries Accelerate's optimizer and schedule skip, so every batch calls this.
 
@@ -224,8 +235,7 @@ class RunScaffold:
         calls it; the main one writes (the weights, optimizer and schedule are the same on all under DDP)."""
         self.sum_tokens(state)
         if self.is_main:
-            self.checkpoints.save(state, self.unwrapped_model, self.optimizer, self.scheduler,
-                                  objective=self.objective)
+            self.checkpoints.save(state, self.unwrapped_model, self.optimizer, self.scheduler, objective=self.objective)
 
     def save_best(self, info: dict[str, Any]) -> None:
         """Keep the current weights as the best so far (the main process writes them)."""
@@ -258,4 +268,3 @@ class _NoWriter:
 
     def close(self) -> None:
         pass
-

@@ -40,8 +40,13 @@ def warn_if_oversubscribed(threads: int) -> bool:
     if threads <= free + 0.5:
         return False
     suggested = max(1, min(threads - 1, int(free)))
-    log.warning("this run will use %d CPU threads, but the machine has %d cores and a load of %.1f from "
-                "other processes: torch slows down many times when its threads wait for busy cores. "
-                "Set train.num_threads=%d (or fewer) to run faster, or run when the machine is quieter.",
-                threads, cores, other_load, suggested)
+    log.warning(
+        "this run will use %d CPU threads, but the machine has %d cores and a load of %.1f from "
+        "other processes: torch slows down many times when its threads wait for busy cores. "
+        "Set train.num_threads=%d (or fewer) to run faster, or run when the machine is quieter.",
+        threads,
+        cores,
+        other_load,
+        suggested,
+    )
     return True

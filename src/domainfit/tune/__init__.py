@@ -27,5 +27,12 @@ from domainfit.tune.config import Param, TuneConfig, import_optuna, load_tune_co
 from domainfit.tune.report import format_tune_report, format_verdict
 from domainfit.tune.study import run_tune
 
-__all__ = ["Param", "TuneConfig", "format_tune_report", "format_verdict", "import_optuna",
-           "load_tune_config", "run_tune"]
+__all__ = [
+    "Param",
+    "TuneConfig",
+    "format_tune_report",
+    "format_verdict",
+    "import_optuna",
+    "load_tune_config",
+    "run_tune",
+]

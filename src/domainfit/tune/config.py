@@ -47,9 +47,9 @@ class Param:
     def contains(self, value: Any) -> bool:
         if self.kind == "categorical":
             return any(value == c and type(value) is type(c) for c in self.choices) or (
-                isinstance(value, float) and value in self.choices)
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and self.low <= value <= self.high)
+                isinstance(value, float) and value in self.choices
+            )
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
 
     def describe(self) -> str:
         if self.kind == "categorical":
@@ -81,8 +81,9 @@ def import_optuna() -> Any:
     try:
         import optuna
     except ImportError as e:
-        raise MissingExtraError(f"domainfit tune needs optuna, which is not installed ({e})",
-                                fix='pip install "domainfit[tune]"') from e
+        raise MissingExtraError(
+            f"domainfit tune needs optuna, which is not installed ({e})", fix='pip install "domainfit[tune]"'
+        ) from e
     return optuna
 
 
@@ -103,18 +104,24 @@ def load_tune_config(path: str | Path, overrides: list[str] | None = None) -> Tu
 
     path = Path(path)
     raw = read_workflow_file(path, overrides, _TOP_KEYS, kind="tune")
-    for key, example in (("config", "config: path/to/train.yaml"), ("output_dir", "output_dir: runs/tune"),
-                         ("space", "space: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}}")):
+    for key, example in (
+        ("config", "config: path/to/train.yaml"),
+        ("output_dir", "output_dir: runs/tune"),
+        ("space", "space: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}}"),
+    ):
         if key not in raw:
             raise ConfigError(f"no {key} given", path=path, key=key, fix=example)
     config = _resolve(raw["config"], path)
     run_overrides = raw.get("overrides") or []
     if not isinstance(run_overrides, list) or not all(isinstance(v, str) and "=" in v for v in run_overrides):
-        raise ConfigError("expected a list of 'dotted.key=value' strings", path=path, key="overrides",
-                          fix="e.g. ['train.epochs=2', 'train.num_threads=1']")
+        raise ConfigError(
+            "expected a list of 'dotted.key=value' strings",
+            path=path,
+            key="overrides",
+            fix="e.g. ['train.epochs=2', 'train.num_threads=1']",
+        )
     if not isinstance(raw["output_dir"], str) or not raw["output_dir"]:
-        raise ConfigError(f"expected a folder path, found {short_repr(raw['output_dir'])}", path=path,
-                          key="output_dir")
+        raise ConfigError(f"expected a folder path, found {short_repr(raw['output_dir'])}", path=path, key="output_dir")
     base = load_run_config(config, run_overrides)
     metric = raw.get("metric", base.train.best_metric)
     try:
@@ -123,30 +130,48 @@ def load_tune_config(path: str | Path, overrides: list[str] | None = None) -> Tu
         raise ConfigError(e.what, path=path, key="metric", fix=e.fix) from e
     space = raw["space"]
     if not isinstance(space, dict) or not space:
-        raise ConfigError(f"expected a mapping of config keys to ranges or choices, found "
-                          f"{short_repr(space)}",
-                          path=path, key="space",
-                          fix="e.g. space: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}, "
-                              "train.batch_size: {choices: [16, 32]}}")
-    cfg = TuneConfig(config=config, output_dir=raw["output_dir"], space={}, overrides=list(run_overrides),
-                     metric=metric, direction=direction, epochs=base.train.epochs, source=path)
+        raise ConfigError(
+            f"expected a mapping of config keys to ranges or choices, found {short_repr(space)}",
+            path=path,
+            key="space",
+            fix="e.g. space: {train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}, "
+            "train.batch_size: {choices: [16, 32]}}",
+        )
+    cfg = TuneConfig(
+        config=config,
+        output_dir=raw["output_dir"],
+        space={},
+        overrides=list(run_overrides),
+        metric=metric,
+        direction=direction,
+        epochs=base.train.epochs,
+        source=path,
+    )
     for key, spec in space.items():
         param = _parse_param(key, spec, path)
         for value in param.choices or (param.low, param.high):  # each bound is a config the key must accept
             try:
                 load_run_config(config, [*run_overrides, f"{key}={yaml_value(value)}"])
             except ConfigError as e:
-                raise ConfigError(f"search-space key {key!r} with the value {short_repr(value)}: {e.what}",
-                                  path=path, key=f"space.{key}", fix=e.fix) from e
+                raise ConfigError(
+                    f"search-space key {key!r} with the value {short_repr(value)}: {e.what}",
+                    path=path,
+                    key=f"space.{key}",
+                    fix=e.fix,
+                ) from e
         if param.kind != "categorical":
             param.kind = _numeric_kind(key, param, path)
         default = _get_dotted(base, key)
         if not param.contains(default):
-            raise ConfigError(f"the run config's own value {short_repr(default)} is outside the range "
-                              f"({param.describe()}); trial 0 runs the run config as it is, to show what the "
-                              "search gained over it", path=path, key=f"space.{key}",
-                              fix="widen the range or add the value to the choices, or set the key in "
-                                  "overrides to a value inside it.")
+            raise ConfigError(
+                f"the run config's own value {short_repr(default)} is outside the range "
+                f"({param.describe()}); trial 0 runs the run config as it is, to show what the "
+                "search gained over it",
+                path=path,
+                key=f"space.{key}",
+                fix="widen the range or add the value to the choices, or set the key in "
+                "overrides to a value inside it.",
+            )
         cfg.space[key] = param
         cfg.default_params[key] = default
     cfg.trials = _int(raw.get("trials", 20), path, "trials", low=1)
@@ -158,20 +183,29 @@ def load_tune_config(path: str | Path, overrides: list[str] | None = None) -> Tu
         cfg.pruner.setdefault("warmup_evals", 0)
     enqueue = raw.get("enqueue") or []
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) and e for e in enqueue):
-        raise ConfigError("expected a list of {config key: value} mappings", path=path, key="enqueue",
-                          fix="e.g. enqueue: [{train.learning_rate: 3.0e-5}]")
+        raise ConfigError(
+            "expected a list of {config key: value} mappings",
+            path=path,
+            key="enqueue",
+            fix="e.g. enqueue: [{train.learning_rate: 3.0e-5}]",
+        )
     for i, point in enumerate(enqueue):
         for key, value in point.items():
             if key not in cfg.space or not cfg.space[key].contains(value):
-                raise ConfigError(f"{short_repr(key)}: {short_repr(value)} is not a point of the search "
-                                  "space", path=path, key=f"enqueue[{i}]",
-                                  fix=f"use keys of space ({', '.join(cfg.space)}) with values inside their "
-                                      "ranges.")
+                raise ConfigError(
+                    f"{short_repr(key)}: {short_repr(value)} is not a point of the search space",
+                    path=path,
+                    key=f"enqueue[{i}]",
+                    fix=f"use keys of space ({', '.join(cfg.space)}) with values inside their ranges.",
+                )
     cfg.enqueue = enqueue
     if cfg.trials < 1 + len(enqueue):
-        raise ConfigError(f"trials: {cfg.trials} leaves no room for the default trial and {len(enqueue)} "
-                          "enqueued point(s)", path=path, key="trials",
-                          fix=f"trials: {1 + len(enqueue)} or more")
+        raise ConfigError(
+            f"trials: {cfg.trials} leaves no room for the default trial and {len(enqueue)} enqueued point(s)",
+            path=path,
+            key="trials",
+            fix=f"trials: {1 + len(enqueue)} or more",
+        )
     return cfg
 
 
@@ -186,41 +220,63 @@ def _resolve(value: Any, path: Path) -> str:
     except (OSError, ValueError):  # a name the OS cannot look up (too long, a NUL byte)
         found = False
     if not found:
-        raise ConfigError(f"run config {short_repr(value)} not found", path=path, key="config",
-                          fix="give a path relative to the current folder or to this tune file.")
+        raise ConfigError(
+            f"run config {short_repr(value)} not found",
+            path=path,
+            key="config",
+            fix="give a path relative to the current folder or to this tune file.",
+        )
     return str(p)
 
 
 def _parse_param(key: Any, spec: Any, path: Path) -> Param:
     where = {"path": path, "key": f"space.{key}"}
     if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+", key):
-        raise ConfigError(f"{short_repr(key)} is not a dotted config key", **where,
-                          fix="use the run config's keys, e.g. train.learning_rate (see `domainfit config`).")
+        raise ConfigError(
+            f"{short_repr(key)} is not a dotted config key",
+            **where,
+            fix="use the run config's keys, e.g. train.learning_rate (see `domainfit config`).",
+        )
     if key.startswith("output."):
-        raise ConfigError("where a trial writes is not a hyperparameter", **where,
-                          fix="remove it; trials go to output_dir/trials/NNN.")
+        raise ConfigError(
+            "where a trial writes is not a hyperparameter",
+            **where,
+            fix="remove it; trials go to output_dir/trials/NNN.",
+        )
     if not isinstance(spec, dict) or set(spec) - {"low", "high", "log", "step", "choices"}:
-        raise ConfigError("expected {low: A, high: B[, log: true][, step: S]} or {choices: [...]}, found "
-                          f"{short_repr(spec)}", **where, fix="e.g. {low: 1.0e-5, high: 1.0e-3, log: true}")
+        raise ConfigError(
+            f"expected {{low: A, high: B[, log: true][, step: S]}} or {{choices: [...]}}, found {short_repr(spec)}",
+            **where,
+            fix="e.g. {low: 1.0e-5, high: 1.0e-3, log: true}",
+        )
     if "choices" in spec:
         choices = spec["choices"]
-        if set(spec) != {"choices"} or not isinstance(choices, list) or not choices or not all(
-                c is None or isinstance(c, (bool, int, float, str)) for c in choices):
-            raise ConfigError("choices: expected a non-empty list of numbers, strings, booleans or null "
-                              "(and no low/high beside it)", **where, fix="e.g. {choices: [16, 32]}")
+        if (
+            set(spec) != {"choices"}
+            or not isinstance(choices, list)
+            or not choices
+            or not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
+        ):
+            raise ConfigError(
+                "choices: expected a non-empty list of numbers, strings, booleans or null (and no low/high beside it)",
+                **where,
+                fix="e.g. {choices: [16, 32]}",
+            )
         if len({json.dumps(c) for c in choices}) < len(choices):
-            raise ConfigError(f"choices {short_repr(choices)} repeat a value", **where,
-                              fix="list each value once.")
+            raise ConfigError(f"choices {short_repr(choices)} repeat a value", **where, fix="list each value once.")
         return Param(key, "categorical", choices=choices)
     low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
     numbers = [v for v in (low, high, step) if v is not None]
-    if low is None or high is None or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-        raise ConfigError(f"expected numbers low and high, found {short_repr(spec)}", **where,
-                          fix="e.g. {low: 0.0, high: 0.2}")
+    if (
+        low is None
+        or high is None
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+    ):
+        raise ConfigError(
+            f"expected numbers low and high, found {short_repr(spec)}", **where, fix="e.g. {low: 0.0, high: 0.2}"
+        )
     if not low < high:
-        raise ConfigError(f"low ({low}) must be below high ({high})", **where,
-                          fix="swap them or widen the range.")
+        raise ConfigError(f"low ({low}) must be below high ({high})", **where, fix="swap them or widen the range.")
     log_scale = spec.get("log", False)
     if not isinstance(log_scale, bool) or (log_scale and low <= 0):
         raise ConfigError("log: expected true or false, and true only with low above 0", **where)
@@ -240,12 +296,20 @@ def _numeric_kind(key: str, param: Param, path: Path) -> str:
         return "float"
     if int in options:
         if not all(isinstance(v, int) for v in (param.low, param.high, param.step) if v is not None):
-            raise ConfigError(f"{key} takes whole numbers, but the range is {param.low}..{param.high}"
-                              f"{f' step {param.step}' if param.step else ''}", path=path, key=f"space.{key}",
-                              fix="give integer low/high (and step).")
+            raise ConfigError(
+                f"{key} takes whole numbers, but the range is {param.low}..{param.high}"
+                f"{f' step {param.step}' if param.step else ''}",
+                path=path,
+                key=f"space.{key}",
+                fix="give integer low/high (and step).",
+            )
         return "int"
-    raise ConfigError(f"{key} is not a number, so it has no range", path=path, key=f"space.{key}",
-                      fix="list its values instead: {choices: [...]}.")
+    raise ConfigError(
+        f"{key} is not a number, so it has no range",
+        path=path,
+        key=f"space.{key}",
+        fix="list its values instead: {choices: [...]}.",
+    )
 
 
 def _get_dotted(cfg: Any, key: str) -> Any:
@@ -256,22 +320,27 @@ def _get_dotted(cfg: Any, key: str) -> Any:
 
 def _int(value: Any, path: Path, key: str, *, low: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"expected a whole number of at least {low}, found {short_repr(value)}", path=path,
-                          key=key)
+        raise ConfigError(f"expected a whole number of at least {low}, found {short_repr(value)}", path=path, key=key)
     return value
 
 
 def _named(raw: Any, kinds: dict[str, set[str]], path: Path, key: str) -> dict[str, Any]:
     """``{name: ..., option: ...}`` with only the options that ``name`` uses (an ignored one is refused)."""
     if not isinstance(raw, dict) or raw.get("name") not in kinds:
-        raise ConfigError(f"expected {{name: {' | '.join(kinds)}, ...}}, found {short_repr(raw)}", path=path,
-                          key=key,
-                          fix=f"e.g. {key}: {{name: {next(iter(kinds))}}}")
+        raise ConfigError(
+            f"expected {{name: {' | '.join(kinds)}, ...}}, found {short_repr(raw)}",
+            path=path,
+            key=key,
+            fix=f"e.g. {key}: {{name: {next(iter(kinds))}}}",
+        )
     extra = sorted(set(raw) - {"name"} - kinds[raw["name"]])
     if extra:
-        raise ConfigError(f"{raw['name']} does not use {', '.join(extra)}", path=path,
-                          key=f"{key}.{extra[0]}",
-                          fix=f"options of {raw['name']}: {', '.join(sorted(kinds[raw['name']])) or 'none'}.")
+        raise ConfigError(
+            f"{raw['name']} does not use {', '.join(extra)}",
+            path=path,
+            key=f"{key}.{extra[0]}",
+            fix=f"options of {raw['name']}: {', '.join(sorted(kinds[raw['name']])) or 'none'}.",
+        )
     for option in set(raw) - {"name"}:
         _int(raw[option], path, f"{key}.{option}", low=0)
     return dict(raw)

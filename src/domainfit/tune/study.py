@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 STUDY_NAME = "domainfit-tune"
 # Settings a rerun may change without mixing two studies: where runs write and how fast they report (the
 # run folder's own list, less the keys that change what a trial trains).
-_RERUN_FREE_KEYS = tuple(k for k in RESUME_FREE_KEYS
-                         if k not in ("train.epochs", "train.early_stopping_patience"))
+_RERUN_FREE_KEYS = tuple(k for k in RESUME_FREE_KEYS if k not in ("train.epochs", "train.early_stopping_patience"))
 _WATCH_SECONDS = 0.5
+
 
 def run_tune(cfg: TuneConfig, *, retrain: bool = True) -> dict[str, Any]:
     """Run (or continue) the study, write best.yaml, retrain it (unless ``retrain`` is False), and report.
@@ -45,8 +45,12 @@ def run_tune(cfg: TuneConfig, *, retrain: bool = True) -> dict[str, Any]:
     try:
         lock.acquire()
     except ConfigError as e:
-        raise ConfigError("another domainfit tune is running this study", path=out, key="output_dir",
-                          fix="wait for it, or give this one another output_dir.") from e
+        raise ConfigError(
+            "another domainfit tune is running this study",
+            path=out,
+            key="output_dir",
+            fix="wait for it, or give this one another output_dir.",
+        ) from e
     try:
         study = _open_study(optuna, cfg, out)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -63,12 +67,16 @@ def run_tune(cfg: TuneConfig, *, retrain: bool = True) -> dict[str, Any]:
 
 def _check_output_dir(out: Path, cfg: TuneConfig) -> None:
     if out.exists() and not out.is_dir():
-        raise ConfigError("output_dir is a file, not a folder", path=out, key="output_dir",
-                          fix="choose a folder path for output_dir.")
+        raise ConfigError(
+            "output_dir is a file, not a folder", path=out, key="output_dir", fix="choose a folder path for output_dir."
+        )
     if (out / "trials").is_dir() and any((out / "trials").iterdir()) and not (out / "study.db").is_file():
-        raise ConfigError("output_dir holds trial folders but no study.db, so the study they belong to is "
-                          "lost",
-                          path=out, key="output_dir", fix="choose another output_dir (or delete this one).")
+        raise ConfigError(
+            "output_dir holds trial folders but no study.db, so the study they belong to is lost",
+            path=out,
+            key="output_dir",
+            fix="choose another output_dir (or delete this one).",
+        )
 
 
 def _settings(cfg: TuneConfig) -> dict[str, Any]:
@@ -77,10 +85,17 @@ def _settings(cfg: TuneConfig) -> dict[str, Any]:
 
     run_config = yaml.safe_load(dump_yaml(load_run_config(cfg.config, cfg.overrides)))
     flat = {k: v for k, v in _flatten(run_config).items() if not k.startswith(_RERUN_FREE_KEYS)}
-    return {"run_config": flat, "metric": cfg.metric,
-            "space": {k: {"kind": p.kind, "low": p.low, "high": p.high, "log": p.log, "step": p.step,
-                          "choices": p.choices} for k, p in cfg.space.items()},
-            "sampler": cfg.sampler, "pruner": cfg.pruner, "enqueue": cfg.enqueue}
+    return {
+        "run_config": flat,
+        "metric": cfg.metric,
+        "space": {
+            k: {"kind": p.kind, "low": p.low, "high": p.high, "log": p.log, "step": p.step, "choices": p.choices}
+            for k, p in cfg.space.items()
+        },
+        "sampler": cfg.sampler,
+        "pruner": cfg.pruner,
+        "enqueue": cfg.enqueue,
+    }
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -98,35 +113,52 @@ def _open_study(optuna: Any, cfg: TuneConfig, out: Path) -> Any:
 
     db = out / "study.db"
     if cfg.sampler["name"] == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=cfg.sampler["seed"],
-                                             n_startup_trials=cfg.sampler.get("startup_trials", 10))
+        sampler = optuna.samplers.TPESampler(
+            seed=cfg.sampler["seed"], n_startup_trials=cfg.sampler.get("startup_trials", 10)
+        )
     else:
         sampler = optuna.samplers.RandomSampler(seed=cfg.sampler["seed"])
     if cfg.pruner["name"] == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner["startup_trials"],
-                                             n_warmup_steps=cfg.pruner["warmup_evals"])
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.pruner["startup_trials"], n_warmup_steps=cfg.pruner["warmup_evals"]
+        )
     else:
         pruner = optuna.pruners.NopPruner()
     settings = json.loads(json.dumps(_settings(cfg)))  # as it reads back from the database
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}")
         direction = "maximize" if cfg.direction == "max" else "minimize"
-        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-                                    sampler=sampler, pruner=pruner, direction=direction)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=STUDY_NAME,
+            load_if_exists=True,
+            sampler=sampler,
+            pruner=pruner,
+            direction=direction,
+        )
     except (SQLAlchemyError, RuntimeError, ValueError) as e:  # not a database, or one from another optuna
-        raise DomainfitError(f"cannot open the study database ({type(e).__name__}: {str(e)[:300]})", path=db,
-                             fix="delete it to start afresh, or choose another output_dir.") from e
+        raise DomainfitError(
+            f"cannot open the study database ({type(e).__name__}: {str(e)[:300]})",
+            path=db,
+            fix="delete it to start afresh, or choose another output_dir.",
+        ) from e
     saved = study.user_attrs.get("domainfit_tune")
     if (saved is None and study.trials) or (saved is not None and saved != settings):
         changed = sorted(k for k in settings if (saved or {}).get(k) != settings[k])
         if "run_config" in changed:
-            keys = sorted(k for k in set(settings["run_config"]) | set((saved or {}).get("run_config", {}))
-                          if (saved or {}).get("run_config", {}).get(k) != settings["run_config"].get(k))
+            keys = sorted(
+                k
+                for k in set(settings["run_config"]) | set((saved or {}).get("run_config", {}))
+                if (saved or {}).get("run_config", {}).get(k) != settings["run_config"].get(k)
+            )
             changed[changed.index("run_config")] = f"run config ({', '.join(keys[:5])})"
-        raise ConfigError(f"this study was started under other settings ({', '.join(changed) or 'unknown'}); "
-                          "continuing it would mix two searches", path=db, key="output_dir",
-                          fix="rerun with the settings it started with, or give the new search another "
-                              "output_dir.")
+        raise ConfigError(
+            f"this study was started under other settings ({', '.join(changed) or 'unknown'}); "
+            "continuing it would mix two searches",
+            path=db,
+            key="output_dir",
+            fix="rerun with the settings it started with, or give the new search another output_dir.",
+        )
     if saved is None:
         study.set_user_attr("domainfit_tune", settings)
     if not study.trials:
@@ -151,8 +183,7 @@ def _run_trial(study: Any, trial: Any, cfg: TuneConfig, out: Path) -> None:
     params = {key: param.suggest(trial) for key, param in cfg.space.items()}
     run_dir = out / "trials" / f"{trial.number:03d}"
     try:
-        run_cfg = load_run_config(cfg.config, [*cfg.overrides, *param_overrides(params),
-                                               f"output.dir={run_dir}"])
+        run_cfg = load_run_config(cfg.config, [*cfg.overrides, *param_overrides(params), f"output.dir={run_dir}"])
     except ConfigError as e:  # a combination the run config's cross-field checks refuse: a point to avoid
         log.warning("tune: trial %d is not a valid run config, skipped: %s", trial.number, e)
         trial.set_user_attr("error", str(e))
@@ -181,12 +212,22 @@ def _run_trial(study: Any, trial: Any, cfg: TuneConfig, out: Path) -> None:
     if not is_number(value):
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         scores = ", ".join(k for k, v in results["validation"].items() if is_number(v))
-        raise ConfigError(f"the run's validation scores hold no {cfg.metric!r}", path=cfg.source,
-                          key="metric", fix=f"choose one of: {scores}.")
+        raise ConfigError(
+            f"the run's validation scores hold no {cfg.metric!r}",
+            path=cfg.source,
+            key="metric",
+            fix=f"choose one of: {scores}.",
+        )
     trial.set_user_attr("validation", {k: v for k, v in results["validation"].items() if is_number(v)})
     study.tell(trial, float(value))
-    log.info("tune: trial %d: validation %s %.4f (best so far: trial %d, %.4f)", trial.number, cfg.metric,
-             value, study.best_trial.number, study.best_value)
+    log.info(
+        "tune: trial %d: validation %s %.4f (best so far: trial %d, %.4f)",
+        trial.number,
+        cfg.metric,
+        value,
+        study.best_trial.number,
+        study.best_value,
+    )
 
 
 class _EvaluationWatcher(threading.Thread):
@@ -259,15 +300,19 @@ def _finish(study: Any, optuna: Any, cfg: TuneConfig, out: Path, *, retrain: boo
     states = optuna.trial.TrialState
     complete = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
     if not complete:
-        raise DomainfitError("no trial completed, so there is no best config", path=out / "study.db",
-                             fix="see the failed trials' run folders under trials/, fix the cause, run "
-                                 "again.")
+        raise DomainfitError(
+            "no trial completed, so there is no best config",
+            path=out / "study.db",
+            fix="see the failed trials' run folders under trials/, fix the cause, run again.",
+        )
     best = study.best_trial
     default = next((t for t in study.trials if t.number == 0), None)
-    best_cfg = load_run_config(cfg.config, [*cfg.overrides, *param_overrides(best.params),
-                                            f"output.dir={out / 'best'}"])
-    write_text_atomic(out / "best.yaml", f"# domainfit tune: trial {best.number} of {cfg.source}\n"
-                                         + dump_yaml(best_cfg))
+    best_cfg = load_run_config(
+        cfg.config, [*cfg.overrides, *param_overrides(best.params), f"output.dir={out / 'best'}"]
+    )
+    write_text_atomic(
+        out / "best.yaml", f"# domainfit tune: trial {best.number} of {cfg.source}\n" + dump_yaml(best_cfg)
+    )
     retrained = None
     if retrain:
         best_cfg = load_run_config(out / "best.yaml")
@@ -280,14 +325,26 @@ def _finish(study: Any, optuna: Any, cfg: TuneConfig, out: Path, *, retrain: boo
             train(best_cfg, resume=status is not None and same)
         retrained = json.loads(contained(out, "best", "metrics.json").read_text(encoding="utf-8"))
     summary = {
-        "config": cfg.config, "overrides": cfg.overrides, "metric": cfg.metric, "direction": cfg.direction,
-        "sampler": cfg.sampler, "pruner": cfg.pruner,
+        "config": cfg.config,
+        "overrides": cfg.overrides,
+        "metric": cfg.metric,
+        "direction": cfg.direction,
+        "sampler": cfg.sampler,
+        "pruner": cfg.pruner,
         "space": {k: p.describe() for k, p in cfg.space.items()},
-        "trials": [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
-                    "evaluations": len(t.intermediate_values), "run_dir": t.user_attrs.get("run_dir")}
-                   for t in study.trials if t.state != states.WAITING],
-        "default": ({"number": 0, "state": default.state.name.lower(), "value": default.value}
-                    if default else None),
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "params": t.params,
+                "evaluations": len(t.intermediate_values),
+                "run_dir": t.user_attrs.get("run_dir"),
+            }
+            for t in study.trials
+            if t.state != states.WAITING
+        ],
+        "default": ({"number": 0, "state": default.state.name.lower(), "value": default.value} if default else None),
         "best": {"number": best.number, "value": best.value, "params": best.params},
         "retrained": {k: retrained.get(k) for k in ("validation", "test")} if retrained else None,
     }
@@ -301,5 +358,6 @@ def _finish(study: Any, optuna: Any, cfg: TuneConfig, out: Path, *, retrain: boo
 def _same_run(saved_config: Path, cfg: Any) -> bool:
     saved = _flatten(yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {})
     now = _flatten(yaml.safe_load(dump_yaml(cfg)))
-    return {k: v for k, v in saved.items() if not k.startswith("output.")} == \
-        {k: v for k, v in now.items() if not k.startswith("output.")}
+    return {k: v for k, v in saved.items() if not k.startswith("output.")} == {
+        k: v for k, v in now.items() if not k.startswith("output.")
+    }
