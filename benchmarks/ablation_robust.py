@@ -390,7 +390,8 @@ def main() -> int:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny random BERT, all-data setting capped at 8 per class, 1 epoch, 1 seed, k=4: checks that every remedy runs",
+        help="tiny random BERT, all-data setting capped at 8 per class, 1 epoch, 1 seed, k=4: checks that every "
+        "remedy runs",
     )
     args = parser.parse_args()
     config = args.config if args.config.is_absolute() else (Path.cwd() / args.config)

@@ -137,7 +137,8 @@ def main() -> None:
         f"torch threads: default; steps per mode: {args.steps}\n"
     )
     print(
-        "| mode | first 20 steps s | median step ms after | samples/s after | x eager | whole loop s | pays back after |"
+        "| mode | first 20 steps s | median step ms after | samples/s after | x eager | whole loop s "
+        "| pays back after |"
     )
     print("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:

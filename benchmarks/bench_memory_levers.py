@@ -32,7 +32,10 @@ CONFIG = "benchmarks/phrasebank_bench.yaml"
 SYSTEM = {"DOMAINFIT_ALLOCATOR": "system"}  # glibc's malloc instead of mimalloc (domainfit/allocator.py)
 # name: (overrides, extra environment); the first is domainfit's default
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
-    "default (mimalloc, seen embedding rows, recompute 64+, eager attention on CPU, kernel cache 64, token-balanced batches)": (
+    (
+        "default (mimalloc, seen embedding rows, recompute 64+, eager attention on CPU, kernel cache 64, "
+        "token-balanced batches)"
+    ): (
         [],
         {},
     ),

@@ -15,8 +15,9 @@ built from config with the packaged MiniLM tokenizer (the point is the data path
 in this process through :func:`domainfit.training.pretrain.pretrain` with ``max_steps``; held-out texts come
 from the start of the file, and at the end every corpus byte is read once more for the lineage hash. A sampler
 thread records RSS every second. (2,000 steps of 32 texts read ~10 MB of the 3 GB: the run shows that memory does
-not depend on the corpus size, not a full pass, which would take many hours on 2 cores.) The verdict compares peak RSS with the cap and with the corpus size, and the RSS at the second
-quarter of the run vs the last (a streaming reader keeps it flat; reading the corpus into memory would exceed the cap).
+not depend on the corpus size, not a full pass, which would take many hours on 2 cores.) The verdict compares
+peak RSS with the cap and with the corpus size, and the RSS at the second quarter of the run vs the last (a
+streaming reader keeps it flat; reading the corpus into memory would exceed the cap).
 """
 
 from __future__ import annotations
@@ -146,13 +147,15 @@ def main() -> None:
     peak = max(r for _, r in samples)
     size = corpus.stat().st_size
     print(
-        f"\nRSS before training {start_rss / 1e6:.0f} MB; peak {peak / 1e6:.0f} MB; second quarter {first / 1e6:.0f} MB, "
+        f"\nRSS before training {start_rss / 1e6:.0f} MB; peak {peak / 1e6:.0f} MB; "
+        f"second quarter {first / 1e6:.0f} MB, "
         f"last quarter {last / 1e6:.0f} MB; corpus {size / 1e6:.0f} MB; {results['train']['texts_seen']} texts in "
         f"{results['train']['train_runtime_s']:.0f} s"
     )
     print(f"| peak RSS < cap ({args.rss_cap_gb} GB) | {'yes' if peak < args.rss_cap_gb * 1e9 else 'NO'} |")
     print(
-        f"| peak RSS < corpus size | {'yes' if peak < size else 'no (corpus smaller than the process; use --corpus-gb 3)'} |"
+        f"| peak RSS < corpus size | "
+        f"{'yes' if peak < size else 'no (corpus smaller than the process; use --corpus-gb 3)'} |"
     )
     print(f"| last-quarter RSS within 10% of the second quarter's | {'yes' if last <= 1.1 * first else 'NO'} |")
 

@@ -323,7 +323,8 @@ def render(results: list[RunResult], failures: list[str], info: dict, setup: dic
             f"- GPU {info['gpu']}: peak 8192x8192 bf16 matmul {peak:.1f} GFLOP/s (MFU denominator)"
             if "gpu" in info
             else f"- Peak {setup['matmul_n']}x{setup['matmul_n']} matmul: fp32 {peak:.1f} GFLOP/s (MFU denominator), "
-            f"bf16 {setup['peak_bf16']:.1f} GFLOP/s (the second MFU column's denominator: domainfit's `precision: auto` "
+            f"bf16 {setup['peak_bf16']:.1f} GFLOP/s (the second MFU column's denominator: domainfit's "
+            "`precision: auto` "
             f"computes in bf16 where this CPU does it faster)"
         ),
         f"- Run: {setup['n_train']:,} train samples x {setup['epochs']} epochs, batch 32, lr 5e-5, "

@@ -3,8 +3,8 @@ BENCHMARKS.md's memory tables.
 
     .venv/bin/python benchmarks/memory_probe.py            # about 5 minutes on 2 cores
 
-Part 1, this process (after part 2): resident size after each import, after the model, after one step, after steps over 27
-distinct padded lengths, and after glibc's ``malloc_trim``.
+Part 1, this process (after part 2): resident size after each import, after the model, after one step, after
+steps over 27 distinct padded lengths, and after glibc's ``malloc_trim``.
 
 Part 2, one fresh process per variant, run first (peak resident size only ever grows, so each lever needs its own):
 the same 27 lengths (20..128 tokens, batch 32, shuffled) with the levers of ``training/memory.py`` switched on

@@ -130,7 +130,8 @@ def main() -> int:
     in_domain = by_source.get("phrasebank_other.txt", 0)
     baseline = sizes["phrasebank_other.txt"] / scored
     print(
-        f"\nprecision of source (PhraseBank share of the mined corpus): {100 * in_domain / max(1, report['selected']):.1f}% "
+        f"\nprecision of source (PhraseBank share of the mined corpus): "
+        f"{100 * in_domain / max(1, report['selected']):.1f}% "
         f"({in_domain} of {report['selected']}); a random selection of the same size: {100 * baseline:.1f}%"
     )
     print(
@@ -139,7 +140,8 @@ def main() -> int:
     )
     sel, rnd = report["similarity_selected"], report["similarity_random_pool_sample"]
     print(
-        f"similarity to the nearest task text, median: mined {sel['median']:.3f}, random pool sample {rnd['median']:.3f}"
+        f"similarity to the nearest task text, median: mined {sel['median']:.3f}, "
+        f"random pool sample {rnd['median']:.3f}"
     )
     print(
         f"time: {seconds:.0f} s for {report['task_texts']} task texts + {scored} pool texts on {os.cpu_count()} "

@@ -1,6 +1,7 @@
-"""Turn Symptom2Disease (symptom descriptions labelled with one of 24 diseases) into instruction/response JSONL.
+r"""Turn Symptom2Disease (symptom descriptions labelled with one of 24 diseases) into instruction/response JSONL.
 
-    python scripts/symptom2disease_to_instructions.py ../shared/datasets/symptom2disease/Symptom2Disease.csv ~/data/s2d-gen
+    python scripts/symptom2disease_to_instructions.py \
+        ../shared/datasets/symptom2disease/Symptom2Disease.csv ~/data/s2d-gen
 
 Each row becomes {"instruction": "Which disease do these symptoms most likely indicate?", "input": <the
 patient's own description>, "response": "These symptoms most likely indicate <disease>."}. The response is a

@@ -1,8 +1,9 @@
 """Several training processes: sharded batches, gathered evaluation, one writer, resume (docs/distributed.md).
 
 The multi-process tests start 2 CPU processes joined by gloo (``torchrun --nproc_per_node 2`` and
-``accelerate launch --config_file docs/examples/accelerate_cpu2.yaml``) on a tiny model and 96 PhraseBank examples. They take a few
-minutes on a busy 2-core machine, so they are marked ``distributed`` and left out of the default run:
+``accelerate launch --config_file docs/examples/accelerate_cpu2.yaml``) on a tiny model and 96 PhraseBank
+examples. They take a few minutes on a busy 2-core machine, so they are marked ``distributed`` and left out of the
+default run:
 ``pytest -m distributed tests/test_distributed.py``.
 """
 

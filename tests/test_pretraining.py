@@ -357,7 +357,8 @@ def test_joint_objective_logs_its_parts_and_evaluates_the_task_only(tmp_path, ti
 
 
 def test_frozen_word_embeddings_keep_the_tied_decoder_fixed_in_pretraining(tmp_path, phrasebank_split):
-    """model.freeze_embeddings in pretraining: word embeddings (and the MLM decoder tied to them) unchanged, encoder moved."""
+    """model.freeze_embeddings in pretraining: word embeddings (and the MLM decoder tied to them) unchanged,
+    encoder moved."""
     from safetensors.torch import load_file
 
     from domainfit.cli import main

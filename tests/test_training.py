@@ -391,7 +391,8 @@ def test_evaluate_command_reproduces_the_runs_test_metrics(finished_run, phraseb
 
 
 def test_frozen_word_embeddings_stay_fixed_while_the_rest_trains(tmp_path, tiny_bert, phrasebank_split):
-    """model.freeze_embeddings: the saved word embeddings are the starting ones; position embeddings and layers moved."""
+    """model.freeze_embeddings: the saved word embeddings are the starting ones; position embeddings and layers
+    moved."""
     from safetensors.torch import load_file
 
     out = tmp_path / "frozen"

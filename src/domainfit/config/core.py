@@ -66,7 +66,8 @@ class ModelConfig:
     )
     long_text: str = _f(
         "truncate",
-        "Texts longer than max_length: 'truncate' (keep the start) or 'windows' (overlapping windows, logits aggregated per document; see docs/long_documents.md).",
+        "Texts longer than max_length: 'truncate' (keep the start) or 'windows' (overlapping windows, logits "
+        "aggregated per document; see docs/long_documents.md).",
         choices=("truncate", "windows"),
     )
     window_stride: int | None = _f(
@@ -115,12 +116,14 @@ class DataConfig:
     )
     max_train_per_class: int | None = _f(
         None,
-        "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed (validation/test untouched).",
+        "Low-resource setting: keep at most N training examples per label, drawn with data.sample_seed "
+        "(validation/test untouched).",
         min=1,
     )
     train_fraction: float | None = _f(
         None,
-        "Low-resource setting that keeps the class imbalance: keep this fraction of every label's training examples (at least one each), drawn with data.sample_seed (validation/test untouched).",
+        "Low-resource setting that keeps the class imbalance: keep this fraction of every label's training examples "
+        "(at least one each), drawn with data.sample_seed (validation/test untouched).",
         min_exclusive=0.0,
         max=1.0,
     )
@@ -148,7 +151,8 @@ class TrainConfig:
     eval_batch_size: int = _f(128, "Examples per batch during evaluation.", min=1)
     eval_batch_tokens: int | None = _f(
         4096,
-        "Evaluation batches also stop at this many padded tokens (rows x longest length): long texts are evaluated in fewer rows, which bounds evaluation memory (null: eval_batch_size rows whatever their length).",
+        "Evaluation batches also stop at this many padded tokens (rows x longest length): long texts are evaluated in "
+        "fewer rows, which bounds evaluation memory (null: eval_batch_size rows whatever their length).",
         min=1,
     )
     learning_rate: float = _f(5e-5, "Peak AdamW learning rate.", min_exclusive=0.0, max=1.0)
@@ -168,37 +172,53 @@ class TrainConfig:
     )
     pad_to_multiple_of: int | None = _f(
         8,
-        "Round each batch's padded length up to a multiple of this: fewer distinct batch shapes, so CPU kernels and the allocator reuse what they built (with balance_batch_tokens: about 30 shapes an epoch on PhraseBank instead of about 140; faster and less memory, BENCHMARKS.md). null: no rounding.",
+        "Round each batch's padded length up to a multiple of this: fewer distinct batch shapes, so CPU kernels and "
+        "the allocator reuse what they built (with balance_batch_tokens: about 30 shapes an epoch on PhraseBank "
+        "instead of about 140; faster and less memory, BENCHMARKS.md). null: no rounding.",
         min=1,
     )
     micro_batch_tokens: int | None = _f(
         None,
-        "Split a batch whose padded size (rows x length) exceeds this many tokens into micro-batches, one forward/backward each, with the whole batch's gradient: bounds activation memory on long batches (null: never split).",
+        "Split a batch whose padded size (rows x length) exceeds this many tokens into micro-batches, one "
+        "forward/backward each, with the whole batch's gradient: bounds activation memory on long batches (null: "
+        "never split).",
         min=16,
     )
     mmap_threshold_mb: int | None = _f(
         1,
-        "Linux, glibc malloc only (DOMAINFIT_ALLOCATOR=system; the default mimalloc ignores it): blocks of at least this many MB (activations, gradients) are mapped from the OS and handed back when freed, not kept in the heap after their batch shape has passed, which lowers peak memory (measured in BENCHMARKS.md). null: glibc's own, rising threshold.",
+        "Linux, glibc malloc only (DOMAINFIT_ALLOCATOR=system; the default mimalloc ignores it): blocks of at least "
+        "this many MB (activations, gradients) are mapped from the OS and handed back when freed, not kept in the "
+        "heap after their batch shape has passed, which lowers peak memory (measured in BENCHMARKS.md). null: glibc's "
+        "own, rising threshold.",
         min=1,
     )
     recompute_min_length: int | Literal["auto"] | None = _f(
         "auto",
-        "Activation checkpointing for batches padded to at least this many tokens: their activations are recomputed in backward instead of kept (the same values), which lowers the peak that the longest batches set, for one more forward pass on those batches only (measured in BENCHMARKS.md). 'auto': 64 on CPUs, never on GPUs. null: never.",
+        "Activation checkpointing for batches padded to at least this many tokens: their activations are recomputed "
+        "in backward instead of kept (the same values), which lowers the peak that the longest batches set, for one "
+        "more forward pass on those batches only (measured in BENCHMARKS.md). 'auto': 64 on CPUs, never on GPUs. "
+        "null: never.",
         min=8,
     )
     release_memory_every: int | None = _f(
         None,
-        "Every N optimizer steps, return memory freed by training to the OS (mimalloc mi_collect, or glibc malloc_trim; Linux CPU): bounds the resident size as batch shapes change, but each trim makes the next steps fault pages back in, which slows them (measured in BENCHMARKS.md). null: never.",
+        "Every N optimizer steps, return memory freed by training to the OS (mimalloc mi_collect, or glibc "
+        "malloc_trim; Linux CPU): bounds the resident size as batch shapes change, but each trim makes the next steps "
+        "fault pages back in, which slows them (measured in BENCHMARKS.md). null: never.",
         min=1,
     )
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled in chunks) to cut padding.")
     balance_batch_tokens: bool = _f(
         True,
-        "With group_by_length: size batches by padded tokens, not rows. Same batches per epoch and mean batch size, but short texts go in larger batches and long ones in smaller, so no batch is much over the mean token count: lower peak memory. Each example's loss keeps the weight 1/batch_size, so the expected gradient is that of fixed-size batches. false: batch_size rows each.",
+        "With group_by_length: size batches by padded tokens, not rows. Same batches per epoch and mean batch size, "
+        "but short texts go in larger batches and long ones in smaller, so no batch is much over the mean token "
+        "count: lower peak memory. Each example's loss keeps the weight 1/batch_size, so the expected gradient is "
+        "that of fixed-size batches. false: batch_size rows each.",
     )
     precision: str = _f(
         "auto",
-        "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it faster), fp32, bf16, fp16.",
+        "Compute precision: auto (bf16/fp16 autocast on GPUs; on CPUs bf16 only where a quick matmul test shows it "
+        "faster), fp32, bf16, fp16.",
         choices=("auto", "fp32", "bf16", "fp16"),
     )
     num_threads: int | None = _f(None, "CPU threads for torch (null: one per physical core).", min=1)
@@ -209,12 +229,16 @@ class TrainConfig:
     )
     embedding_rows: str = _f(
         "seen",
-        "Word-embedding rows to train: 'seen' trains only the rows of token ids in the training data (every other row gets a zero gradient anyway, so the result is dense training's to rounding, with less memory and a shorter step, measured in BENCHMARKS.md; skipped with augmentation, the joint MLM objective and tied output embeddings); 'all' builds the dense gradient of the whole matrix.",
+        "Word-embedding rows to train: 'seen' trains only the rows of token ids in the training data (every other row "
+        "gets a zero gradient anyway, so the result is dense training's to rounding, with less memory and a shorter "
+        "step, measured in BENCHMARKS.md; skipped with augmentation, the joint MLM objective and tied output "
+        "embeddings); 'all' builds the dense gradient of the whole matrix.",
         choices=("seen", "all"),
     )
     layer_decay: float = _f(
         1.0,
-        "Layer-wise learning-rate decay: layer at depth d from the top trains at lr * layer_decay^d, embeddings lowest, head at full lr (1.0: off).",
+        "Layer-wise learning-rate decay: layer at depth d from the top trains at lr * layer_decay^d, embeddings "
+        "lowest, head at full lr (1.0: off).",
         min_exclusive=0.0,
         max=1.0,
     )

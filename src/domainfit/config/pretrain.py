@@ -15,7 +15,8 @@ from domainfit.errors import ConfigError
 class CorpusConfig:
     train: str = _f(
         "",
-        "Unlabelled text: a file or a folder of files (text: one document or sentence per line; JSONL; CSV/TSV with a header; JSON array).",
+        "Unlabelled text: a file or a folder of files (text: one document or sentence per line; JSONL; CSV/TSV with a "
+        "header; JSON array).",
     )
     validation: str | None = _f(
         None, "Held-out text for perplexity; if absent, validation_size texts are held out of the training corpus."
@@ -49,7 +50,8 @@ class CorpusConfig:
 class PretrainTrainConfig:
     objective: str = _f(
         "auto",
-        "mlm (encoders, AutoModelForMaskedLM), clm (decoders, AutoModelForCausalLM), or auto (from the model's config).",
+        "mlm (encoders, AutoModelForMaskedLM), clm (decoders, AutoModelForCausalLM), or auto (from the model's "
+        "config).",
         choices=("auto", "mlm", "clm"),
     )
     max_steps: int | None = _f(None, "Optimizer steps to train (overrides epochs).", min=1)
@@ -69,7 +71,8 @@ class PretrainTrainConfig:
     grad_accum_steps: int = _f(1, "Accumulate gradients over this many batches per optimizer step.", min=1)
     head_warmup_steps: int = _f(
         0,
-        "If the checkpoint has no MLM head (its weights are new), first train only the head for N steps, before 'before' perplexity is measured.",
+        "If the checkpoint has no MLM head (its weights are new), first train only the head for N steps, before "
+        "'before' perplexity is measured.",
         min=0,
     )
     seed: int = _f(42, "Seed for masking, shuffling, dropout and any new head weights.", max=SEED_MAX)

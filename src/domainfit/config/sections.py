@@ -26,7 +26,8 @@ class MultiLabelConfig:
     )
     pos_weight: bool = _f(
         False,
-        "Weight each label's positive term in the BCE loss by its negatives/positives ratio in the training data (helps rare labels).",
+        "Weight each label's positive term in the BCE loss by its negatives/positives ratio in the training data "
+        "(helps rare labels).",
     )
     max_pos_weight: float = _f(10.0, "Upper bound on a label's positive weight when pos_weight is on.", min=1.0)
     threshold: float = _f(
@@ -37,11 +38,13 @@ class MultiLabelConfig:
     )
     tune_thresholds: bool = _f(
         True,
-        "Pick each label's threshold to maximise its F1 on the validation set; stored with the model and used on test and by predict.",
+        "Pick each label's threshold to maximise its F1 on the validation set; stored with the model and used on test "
+        "and by predict.",
     )
     min_tune_positives: int = _f(
         5,
-        "Tune a label's threshold only if the validation set has at least this many positives for it; rarer labels keep `threshold` (a cut fitted to one or two examples overfits).",
+        "Tune a label's threshold only if the validation set has at least this many positives for it; rarer labels "
+        "keep `threshold` (a cut fitted to one or two examples overfits).",
         min=1,
     )
     threshold_step: float = _f(
@@ -115,7 +118,8 @@ class GenerationConfig:
 class NerConfig:
     format: str = _f(
         "auto",
-        "Token-classification file format: conll (token<TAB>tag lines, blank line between sentences) or spans (JSON/JSONL with character offsets); auto: spans for .json/.jsonl, conll otherwise.",
+        "Token-classification file format: conll (token<TAB>tag lines, blank line between sentences) or spans "
+        "(JSON/JSONL with character offsets); auto: spans for .json/.jsonl, conll otherwise.",
         choices=("auto", "conll", "spans"),
     )
     tag_scheme: str = _f(
@@ -187,18 +191,21 @@ class ImageConfig:
 class MaskingConfig:
     strategy: str = _f(
         "whole-word",
-        "Which tokens an MLM masks: 'token' (BERT), 'whole-word' (all pieces of a word; Chinese words from jieba), 'knowledge' (whole lexicon terms first, ERNIE-style, then whole words).",
+        "Which tokens an MLM masks: 'token' (BERT), 'whole-word' (all pieces of a word; Chinese words from jieba), "
+        "'knowledge' (whole lexicon terms first, ERNIE-style, then whole words).",
         choices=("token", "whole-word", "knowledge"),
     )
     probability: float = _f(
         0.15,
-        "Share of (non-special) tokens chosen for prediction; of those 80% become [MASK], 10% a random token, 10% stay.",
+        "Share of (non-special) tokens chosen for prediction; of those 80% become [MASK], 10% a random token, 10% "
+        "stay.",
         min_exclusive=0.0,
         max=0.8,
     )
     lexicon: str | None = _f(
         None,
-        "Domain lexicon for 'knowledge' masking: a term list (one per line) or knowledge-graph triples 'head<TAB>relation<TAB>tail' (.tsv) whose entities become terms.",
+        "Domain lexicon for 'knowledge' masking: a term list (one per line) or knowledge-graph triples "
+        "'head<TAB>relation<TAB>tail' (.tsv) whose entities become terms.",
     )
     term_fraction: float = _f(
         0.5,
@@ -208,7 +215,8 @@ class MaskingConfig:
     )
     language: str = _f(
         "auto",
-        "Word segmentation: 'zh' (jieba), 'en' (the tokenizer's words), or 'auto' (jieba for texts with CJK characters).",
+        "Word segmentation: 'zh' (jieba), 'en' (the tokenizer's words), or 'auto' (jieba for texts with CJK "
+        "characters).",
         choices=("auto", "en", "zh"),
     )
 
@@ -231,7 +239,8 @@ class JointConfig:
     mlm_weight: float = _f(0.1, "Weight lambda of the MLM loss (its peak value under a schedule).", min=0.0)
     schedule: str = _f(
         "constant",
-        "How lambda moves over training: constant, linear-decay (to 0 at the end), warmup (0 to mlm_weight over warmup_fraction).",
+        "How lambda moves over training: constant, linear-decay (to 0 at the end), warmup (0 to mlm_weight over "
+        "warmup_fraction).",
         choices=("constant", "linear-decay", "warmup"),
     )
     warmup_fraction: float = _f(
@@ -240,7 +249,9 @@ class JointConfig:
     batch_size: int | None = _f(None, "Unlabelled texts per MLM batch (null: train.batch_size).", min=1)
     head_warmup_steps: int = _f(
         0,
-        "Before the first training step, train only the MLM head for N batches of the unlabelled stream (encoder untouched). A new head (MiniLM and e5 ship without one) otherwise sends large random gradients into the encoder.",
+        "Before the first training step, train only the MLM head for N batches of the unlabelled stream (encoder "
+        "untouched). A new head (MiniLM and e5 ship without one) otherwise sends large random gradients into the "
+        "encoder.",
         min=0,
     )
     masking: MaskingConfig = field(default_factory=MaskingConfig, metadata={"help": "How MLM inputs are masked."})
@@ -250,7 +261,8 @@ class JointConfig:
 class AugmentConfig:
     ops: list[str] = _f(
         [],
-        "On-the-fly augmentation of training batches, one op picked at random per augmented text: swap, delete, insert, synonym, mlm (empty: off; see docs/augmentation.md).",
+        "On-the-fly augmentation of training batches, one op picked at random per augmented text: swap, delete, "
+        "insert, synonym, mlm (empty: off; see docs/augmentation.md).",
     )
     rate: float = _f(0.3, "Probability that a training text is augmented each time it is drawn.", min=0.0, max=1.0)
     alpha: float = _f(
@@ -297,7 +309,8 @@ class PeftConfig:
     adapter_size: int = _f(64, "Houlsby adapters: bottleneck width.", min=1)
     save: str = _f(
         "merged",
-        "Saved model: merged (plain Hugging Face folder; LoRA/IA3 merged into the weights) or adapter (adapter weights + a reference to the base model).",
+        "Saved model: merged (plain Hugging Face folder; LoRA/IA3 merged into the weights) or adapter (adapter "
+        "weights + a reference to the base model).",
         choices=("merged", "adapter"),
     )
 
@@ -335,7 +348,8 @@ class TaskLossConfig:
     objective: str = _f("cross-entropy", "Task loss: cross-entropy or focal (Lin et al. 2017).")
     class_weights: str | dict[str, float] = _f(
         "none",
-        "Per-class loss weights: none, balanced (n / (k * count) from training label counts), or a mapping {label: weight}.",
+        "Per-class loss weights: none, balanced (n / (k * count) from training label counts), or a mapping {label: "
+        "weight}.",
     )
     focal_gamma: float = _f(2.0, "Focal loss focusing parameter gamma (0 gives cross-entropy).", min=0.0)
     label_smoothing: float = _f(0.0, "Label smoothing (Szegedy et al. 2016).", min=0.0, max=0.5)

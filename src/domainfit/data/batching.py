@@ -208,10 +208,13 @@ def token_balanced_cuts(lengths: np.ndarray, k: int) -> list[int]:
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_value: int, multiple_of: int | None = None) -> torch.Tensor:
-    """Right-pad integer sequences to the longest in the batch (rounded up to ``multiple_of``). Returns (batch, seq) int64.
+    """Right-pad integer sequences to the longest in the batch (rounded up to ``multiple_of``).
 
     Rounding the width bounds the number of distinct batch shapes, and with it the memory that CPU kernels
     keep per shape (oneDNN primitives, allocator pools): see benchmarks/bench_train.py.
+
+    Returns:
+        (batch, seq) int64.
     """
     width = max(len(s) for s in sequences)
     if multiple_of:

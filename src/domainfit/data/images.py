@@ -45,7 +45,10 @@ class ImageExample(Example):
 
 
 def resolve_layout(source: str | Path, layout: str, filename_pattern: str | None) -> str:
-    """Turn ``layout="auto"`` into a concrete layout: csv for a .csv file, filename if a pattern is set, else folders."""
+    """Turn ``layout="auto"`` into a concrete layout.
+
+    csv for a .csv file, filename if a pattern is set, else folders.
+    """
     if layout != "auto":
         return layout
     if Path(source).suffix.lower() == ".csv":
@@ -90,7 +93,8 @@ def read_image_examples(
             "does not exist",
             path=source,
             key="data.train",
-            fix="give an image folder (one sub-folder per class, or set image.filename_pattern) or a CSV of path,label.",
+            fix="give an image folder (one sub-folder per class, or set image.filename_pattern) or a CSV of "
+            "path,label.",
         )
     if layout == "csv":
         found = _from_csv(source, path_column, label_column)

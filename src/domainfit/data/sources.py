@@ -33,7 +33,8 @@ SOURCES = {
     "financial_phrasebank": DatasetSource(
         name="financial_phrasebank",
         file="FinancialPhraseBank-v1.0/Sentences_50Agree.txt",
-        url="https://huggingface.co/datasets/takala/financial_phrasebank/resolve/main/data/FinancialPhraseBank-v1.0.zip",
+        url="https://huggingface.co/datasets/takala/financial_phrasebank/resolve/main/data/"
+        "FinancialPhraseBank-v1.0.zip",
         sha256="0e1a06c4900fdae46091d031068601e3773ba067c7cecb5b0da1dcba5ce989a6",
         licence="CC BY-NC-SA 3.0 (Malo et al. 2014): non-commercial use",
     ),

@@ -56,7 +56,8 @@ SPLIT3_MODERATE = 0.05
 # grow long (truncation bites sooner) and words are poorly represented.
 FERTILITY_HIGH = 1.5
 # Vocabulary overlap: the frequent words of a matching corpus are almost all whole tokens (PhraseBank's 1,000 most
-# frequent words with MiniLM: ~80%, NCBI-disease: ~69%); below 75% the model reads many everyday words of the domain as fragments.
+# frequent words with MiniLM: ~80%, NCBI-disease: ~69%); below 75% the model reads many everyday words of the
+# domain as fragments.
 OVERLAP_LOW = 0.75
 # A corpus is treated as Chinese (words from jieba, tokens per character) when this share of its non-space
 # characters are CJK ideographs.

@@ -53,7 +53,8 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
     lines = [
         "---",
         "library_name: transformers",
-        f"pipeline_tag: {_PIPELINE_TAGS.get(cfg['task'], cfg['task'])}",  # the Hugging Face pipeline that loads the folder
+        # the Hugging Face pipeline that loads the folder
+        f"pipeline_tag: {_PIPELINE_TAGS.get(cfg['task'], cfg['task'])}",
         "tags: [domainfit]",
         "---",
         "",

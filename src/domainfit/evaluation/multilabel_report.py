@@ -81,7 +81,10 @@ def _summary(metrics: dict, split_name: str) -> str:
     )
     if present:
         weakest = min(present, key=lambda label: (per[label]["f1"], -per[label]["support"]))
-        text += f" The weakest label is '{md.escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, support {per[weakest]['support']})."
+        text += (
+            f" The weakest label is '{md.escape(weakest)}' (F1 {per[weakest]['f1']:.2f}, "
+            f"support {per[weakest]['support']})."
+        )
     return text
 
 

@@ -11,8 +11,8 @@ exactly what the base model does.
 peft 0.21 has no bottleneck-adapter method (its tuners are LoRA-style weight deltas, prompts and
 scalings), so this module inserts them itself: each output block's dropout is replaced by "dropout, then
 adapter" (:class:`AdapterAfterDropout`), which is exactly where Houlsby et al. put it, keeps every base
-weight name, and puts the adapters in ``state_dict`` and checkpoints. BERT-family encoders (BERT, RoBERTa, XLM-R, ELECTRA,
-MiniLM): their layer outputs are ``...layer.N.attention.output`` and ``...layer.N.output``, each with
+weight name, and puts the adapters in ``state_dict`` and checkpoints. BERT-family encoders (BERT, RoBERTa, XLM-R,
+ELECTRA, MiniLM): their layer outputs are ``...layer.N.attention.output`` and ``...layer.N.output``, each with
 ``dense``, ``dropout`` and ``LayerNorm``.
 """
 

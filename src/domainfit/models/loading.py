@@ -52,7 +52,8 @@ def resolve_model_path(name: str) -> str:
                 "this folder is not a Hugging Face model folder (no config.json)",
                 path=path,
                 key="model.name",
-                fix="point model.name at a folder written by save_pretrained (or by `domainfit train`: its model/ subfolder).",
+                fix="point model.name at a folder written by save_pretrained (or by `domainfit train`: its model/ "
+                "subfolder).",
             )
         check_model_folder(path, key="model.name")
         return str(path)

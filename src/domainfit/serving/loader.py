@@ -38,8 +38,8 @@ def load(
             sequence-classification model with its tokenizer).
         backend: one of ``BACKENDS``. "auto" serves the int8 ONNX model when ``domainfit export`` found
             it keeps PyTorch's labels, else bf16 PyTorch on CPUs that do bf16 in hardware (if it keeps
-            the labels too; single texts then go to the fp32 ONNX model if exported), else the fp32 ONNX model if exported, else PyTorch (see
-            :func:`resolve_backend`).
+            the labels too; single texts then go to the fp32 ONNX model if exported), else the fp32 ONNX
+            model if exported, else PyTorch (see :func:`resolve_backend`).
         num_threads: CPU threads for inference. Default: all physical cores for ONNX Runtime, torch's
             own setting for the torch backends (given, it sets torch's process-wide thread count). On a
             machine where other processes are busy, fewer threads than cores is much faster for torch.

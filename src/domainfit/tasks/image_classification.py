@@ -39,7 +39,9 @@ from domainfit.version import __version__
 log = logging.getLogger(__name__)
 
 BUILTIN_IMAGE_MODELS = {
-    "efficientnet-lite0": "EfficientNet-Lite0, ImageNet-1k, 4.65M params, 224x224 (packaged, offline; domainfit[vision])",
+    "efficientnet-lite0": (
+        "EfficientNet-Lite0, ImageNet-1k, 4.65M params, 224x224 (packaged, offline; domainfit[vision])"
+    ),
 }
 
 

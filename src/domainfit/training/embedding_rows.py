@@ -1,9 +1,10 @@
 """Train only the word-embedding rows the training data uses (``train.embedding_rows: seen``).
 
 A fine-tune's word-embedding matrix is most of a small encoder (MiniLM: 30,522 x 384 of 22.7M weights), but a
-domain's training set uses a quarter of the vocabulary (PhraseBank: 7,974 ids with the special tokens, logged as ``embedding rows:``). Under dense training
-every other row gets an exactly-zero gradient, so AdamW's moments for it stay zero and its only change is the
-decoupled weight decay, ``w <- w * (1 - lr * wd)``. :class:`SeenRows` trains the same thing in less:
+domain's training set uses a quarter of the vocabulary (PhraseBank: 7,974 ids with the special tokens, logged as
+``embedding rows:``). Under dense training every other row gets an exactly-zero gradient, so AdamW's moments for
+it stay zero and its only change is the decoupled weight decay, ``w <- w * (1 - lr * wd)``. :class:`SeenRows`
+trains the same thing in less:
 
 - the matrix is frozen; a compact ``(n_seen, hidden)`` copy of the used rows is the trainable parameter, so
   backward builds a gradient, and AdamW keeps two moments, for those rows only;

@@ -279,7 +279,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
     write_text_atomic(out / "report.md", format_report(cfg, results))
     run.finish(steps=state.step)
     print(
-        f"held-out perplexity: {results['before']['perplexity']:.2f} before -> {results['after']['perplexity']:.2f} after"
+        f"held-out perplexity: {results['before']['perplexity']:.2f} before -> "
+        f"{results['after']['perplexity']:.2f} after"
     )
     return results
 
