@@ -39,7 +39,6 @@ def read_generation_settings(model_dir: str | Path) -> dict[str, Any] | None:
     return data if data.get("task") == TASK else None
 
 
-@torch.inference_mode()
 class Generator:
     """A loaded generation model: ``predict`` turns instructions (and inputs) into responses."""
 
@@ -77,6 +76,7 @@ class Generator:
             texts.append(self.prompt.render(self.tokenizer, instruction, text_input))
         return texts
 
+    @torch.inference_mode()
     def predict(
         self,
         items: Sequence[str | dict[str, Any] | InstructionExample],
