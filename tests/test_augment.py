@@ -219,6 +219,17 @@ def test_mlm_substitution_changes_only_masked_words(tiny_mlm):
     assert again == out  # seeded
 
 
+def test_mlm_substitution_never_masks_numbers(tiny_mlm):
+    ctx = OpContext(None, str(tiny_mlm), 5, WordSplitter("en"))
+    mlm = AUGMENTERS.get("mlm")(ctx)
+    words = "Net sales rose 13.1 % to EUR 58 mn , up from ３０ mn".split()
+    numbers = [i for i, w in enumerate(words) if any(c.isdecimal() for c in w)]
+    for seed in range(20):  # ask for every word: only the ones without a digit can change
+        out = mlm.apply([list(words)], [len(words)], [random.Random(seed)])[0]
+        assert [out[i] for i in numbers] == [words[i] for i in numbers]
+        assert out != words
+
+
 def test_mlm_refuses_a_model_without_an_mlm_head(tmp_path, tiny_bert):
     ctx = OpContext(None, str(tiny_bert), 5, WordSplitter("en"))  # a classifier: encoder only
     with pytest.raises(ModelError, match="no trained masked-LM head"):
