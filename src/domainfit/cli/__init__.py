@@ -5,7 +5,7 @@
     domainfit pretrain CONFIG [--resume] [key=value ...]   # continued MLM/CLM pretraining on domain text
     domainfit pipeline CONFIG [key=value ...]        # pretrain -> fine-tune -> compare with the baseline, resumable
     domainfit tune CONFIG [key=value ...] [--no-retrain]   # hyperparameter search (Optuna), resumable
-    domainfit federate CONFIG [key=value ...] [--deploy-app DIR]   # federated fine-tuning (Flower); DIR: a real deployment
+    domainfit federate CONFIG [key=value ...] [--deploy-app DIR]   # federated fine-tuning (Flower); DIR: deployed app
     domainfit evaluate MODEL_DIR DATA [--output DIR]
     domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations a,b] [--no-record]   # invariance tests
     domainfit predict MODEL_DIR INPUT --output OUT.csv
