@@ -203,3 +203,46 @@ def test_html_in_label_names_is_shown_as_text_not_rendered(tmp_path):
     write_model_card(tmp_path, cfg=cfg, results={"test": metrics}, labels=labels)
     card = (tmp_path / "README.md").read_text()
     assert "<script>" not in card and "<b>" not in card and "&lt;script&gt;" in card
+
+
+def test_run_report_arguments_come_from_config_yaml_and_metrics_json_alone(tmp_path, metrics):
+    # the one builder the training loop and `domainfit stress` (writing the report again from files) both call
+    from domainfit.evaluation import run_report_arguments
+
+    warning = {"message": "a class is never predicted", "advice": ["train longer"]}
+    cfg = {
+        "task": "text-classification",
+        "model": {"name": "minilm"},
+        "data": {"train": "data/loans.csv"},
+        "output": {"dir": "runs/loans-v2"},
+        "train": {"best_metric": "f1_macro"},
+    }
+    results = {
+        "best": {"step": 240, "epoch": 2},
+        "history": HISTORY,
+        "train": {"samples_per_second": 51.25},
+        "warnings": [warning],
+        "validation": metrics,
+        "test": metrics,
+    }
+    assert run_report_arguments(cfg, results) == {
+        "title": "domainfit text-classification: loans-v2",
+        "split_name": "test",
+        "context": {
+            "model": "minilm",
+            "train data": "data/loans.csv",
+            "best checkpoint": "step 240 (epoch 2)",
+            "selected by": "validation f1_macro",
+            "train samples/s": 51.25,
+        },
+        "history": HISTORY,
+        "best_metric": "f1_macro",
+        "warnings": [warning],
+    }
+    # no test split, no checkpoint selected: the validation scores of the final weights
+    no_test = {k: v for k, v in results.items() if k != "test"} | {"best": None}
+    arguments = run_report_arguments(cfg, no_test)
+    assert arguments["split_name"] == "validation" and arguments["context"]["best checkpoint"] == "final"
+    text = write_report(tmp_path, metrics, **arguments).read_text(encoding="utf-8")
+    assert "# domainfit text-classification: loans-v2\n" in text and "step 240" not in text
+    assert "final" in text and "data/loans.csv" in text and "a class is never predicted" in text

@@ -9,7 +9,7 @@ from domainfit.evaluation import (  # noqa: E402,F401,I001
     ner_report,
 )
 from domainfit.evaluation.report import format_metrics_table, write_report
-from domainfit.evaluation.reports import REPORTS, RunReport
+from domainfit.evaluation.reports import REPORTS, RunReport, run_report_arguments
 from domainfit.metrics.classification import (
     METRIC_NAMES,
     classification_metrics,
@@ -35,5 +35,6 @@ __all__ = [
     "metric_direction",
     "register_selection_metric",
     "report_for",
+    "run_report_arguments",
     "write_report",
 ]

@@ -42,3 +42,35 @@ class RunReport:
 
 
 REPORTS: Registry = Registry("report")
+
+
+def run_report_arguments(cfg: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments a training run's report is written with (:attr:`RunReport.write_report`).
+
+    One builder for both writers of a run's report.md and report.html: the training loop, as it finishes the
+    run, and ``domainfit stress``, which writes them again from the run's config.yaml and metrics.json (with a
+    robustness section); so the two cannot drift apart.
+
+    Args:
+        cfg: the resolved run config as plain dicts (``domainfit.config.to_dict``: what config.yaml holds).
+        results: the run's results (what metrics.json holds): ``best``, ``history``, ``train``, ``warnings``,
+            and ``test`` or ``validation``.
+
+    Returns:
+        ``title``, ``split_name``, ``context``, ``history``, ``best_metric`` and ``warnings``.
+    """
+    best = results.get("best")
+    return {
+        "title": f"domainfit {cfg['task']}: {Path(cfg['output']['dir']).name}",
+        "split_name": "test" if "test" in results else "validation",
+        "context": {
+            "model": cfg["model"]["name"],
+            "train data": cfg["data"]["train"],
+            "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
+            "selected by": f"validation {cfg['train']['best_metric']}",
+            "train samples/s": results["train"]["samples_per_second"],
+        },
+        "history": results["history"],
+        "best_metric": cfg["train"]["best_metric"],
+        "warnings": results["warnings"],
+    }

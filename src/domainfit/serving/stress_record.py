@@ -24,7 +24,7 @@ from typing import Any
 
 from domainfit.config.yaml_files import read_yaml_file
 from domainfit.errors import ConfigError, DataError, DomainfitError
-from domainfit.evaluation import report_for
+from domainfit.evaluation import report_for, run_report_arguments
 from domainfit.io.atomic import write_text_atomic
 from domainfit.io.disk import disk_full
 from domainfit.io.run_folder import contained
@@ -166,7 +166,7 @@ def _record(record: RunRecord, result: dict[str, Any], labels: list[str]) -> lis
     presentation.write_model_card(contained(run, "model"), cfg=cfg, results=metrics, labels=labels)
     final = metrics.get("test") or metrics["validation"]
     # the task argument is for reports that need the task object; text classification's does not
-    presentation.write_report(None, run, final, **_report_arguments(cfg, metrics))
+    presentation.write_report(None, run, final, **run_report_arguments(cfg, metrics))
     return [*written, run / "model" / "README.md", run / "report.md", run / "report.html"]
 
 
@@ -184,25 +184,6 @@ def _remove_leftover_temp_files(run: Path) -> None:
                 if path.is_file() and not path.is_symlink():
                     log.info("removing %s, left by a write that was killed", path)
                     path.unlink()
-
-
-def _report_arguments(cfg: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    """The arguments the training loop gives the run report (training/loop.py ``_finalize``), from files."""
-    best = results.get("best")
-    return {
-        "title": f"domainfit {cfg['task']}: {Path(cfg['output']['dir']).name}",
-        "split_name": "test" if "test" in results else "validation",
-        "context": {
-            "model": cfg["model"]["name"],
-            "train data": cfg["data"]["train"],
-            "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
-            "selected by": f"validation {cfg['train']['best_metric']}",
-            "train samples/s": results["train"]["samples_per_second"],
-        },
-        "history": results["history"],
-        "best_metric": cfg["train"]["best_metric"],
-        "warnings": results["warnings"],
-    }
 
 
 def _is_training_run(metrics: dict[str, Any], cfg: dict[str, Any]) -> bool:

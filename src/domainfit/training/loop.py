@@ -32,7 +32,7 @@ from domainfit.config import RunConfig, to_dict
 from domainfit.data.batching import EpochBatchSampler
 from domainfit.data.lengths import sorted_batches
 from domainfit.data.windows import aggregate_by_group, group_labels
-from domainfit.evaluation import report_for
+from domainfit.evaluation import report_for, run_report_arguments
 from domainfit.evaluation.health import HealthMonitor, run_warnings
 from domainfit.io.atomic import atomic_dir
 from domainfit.metrics.classification import improves_on_best
@@ -409,28 +409,13 @@ def _finalize(
     if not run.is_main:
         return results
     presentation = report_for(task.name)
+    config = to_dict(cfg)  # as config.yaml holds it: `domainfit stress` writes the card and report again from that
     with atomic_dir(out / "model") as tmp:
         task.save(model, tokenizer, cfg, data, tmp)
-        presentation.write_model_card(tmp, cfg=to_dict(cfg), results=results, labels=data.labels)
+        presentation.write_model_card(tmp, cfg=config, results=results, labels=data.labels)
     run.write_metrics(results)
     final = results.get("test") or results["validation"]
-    presentation.write_report(
-        task,
-        out,
-        final,
-        title=f"domainfit {cfg.task}: {Path(cfg.output.dir).name}",
-        split_name="test" if "test" in results else "validation",
-        context={
-            "model": cfg.model.name,
-            "train data": cfg.data.train,
-            "best checkpoint": f"step {best['step']} (epoch {best['epoch']})" if best else "final",
-            "selected by": f"validation {cfg.train.best_metric}",
-            "train samples/s": results["train"]["samples_per_second"],
-        },
-        history=state.history,
-        best_metric=cfg.train.best_metric,
-        warnings=results["warnings"],
-    )
+    presentation.write_report(task, out, final, **run_report_arguments(config, results))
     print(presentation.format_metrics(final))
     return results
 
