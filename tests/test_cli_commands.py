@@ -12,7 +12,7 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-from domainfit.cli.main import COMMAND_GROUPS, TRAINING_COMMANDS, build_parser
+from domainfit.cli.app import COMMAND_GROUPS, TRAINING_COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 # what `domainfit --help` lists, in its order
@@ -81,7 +81,7 @@ def test_the_console_script_and_python_m_reach_main():
     # [project.scripts] (tomllib is Python 3.11+, and this is one line)
     script = re.search(r'^domainfit = "(.+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
     module, _, name = script.group(1).partition(":")
-    assert getattr(import_module(module), name) is import_module("domainfit.cli.main").main
+    assert getattr(import_module(module), name) is import_module("domainfit.cli.app").main
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     for entry in ("domainfit", "domainfit.cli"):
         proc = subprocess.run(

@@ -19,12 +19,12 @@
 
 User errors (bad config, bad data, missing model) print one message and exit 2; bugs keep their traceback.
 
-``main.py`` assembles the parser and runs a command; each other module holds one group of sub-commands and
+``app.py`` assembles the parser and runs a command; each other module holds one group of sub-commands and
 registers their parsers with its ``add_commands``: ``train.py`` (train, pretrain, pipeline, tune, federate,
 demo), ``evaluate.py`` (evaluate, stress), ``deploy.py`` (predict, export, explain, serve), ``corpus.py``
 (mine, inspect), ``reference.py`` (config, tasks, models); ``options.py`` holds the options they share.
 """
 
-from domainfit.cli.main import build_parser, go_offline, main
+from domainfit.cli.app import build_parser, go_offline, main
 
 __all__ = ["build_parser", "go_offline", "main"]

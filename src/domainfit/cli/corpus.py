@@ -145,7 +145,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the mine and inspect sub-commands to ``sub``, the parser's sub-parsers.
 
     Args:
-        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.main.build_parser`).
+        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.app.build_parser`).
     """
     p = sub.add_parser(
         "mine", help="select the pool texts nearest your task's texts into a pretraining corpus (kNN-TAPT)"

@@ -174,7 +174,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the predict, export, explain and serve sub-commands to ``sub``, the parser's sub-parsers.
 
     Args:
-        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.main.build_parser`).
+        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.app.build_parser`).
     """
     p = sub.add_parser("predict", help="label every text of a file, or every image given")
     p.add_argument("model_dir")

@@ -179,7 +179,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the evaluate and stress sub-commands to ``sub``, the parser's sub-parsers.
 
     Args:
-        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.main.build_parser`).
+        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.app.build_parser`).
     """
     from domainfit.data.perturb import PERTURBATIONS  # pure Python: the names for --help
 

@@ -40,7 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the config, tasks and models sub-commands to ``sub``, the parser's sub-parsers.
 
     Args:
-        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.main.build_parser`).
+        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.app.build_parser`).
     """
     p = sub.add_parser("config", help="list every config key with its default and meaning")
     p.set_defaults(func=_config)

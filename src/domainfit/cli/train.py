@@ -110,7 +110,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the train, pretrain, pipeline, tune, federate and demo sub-commands to ``sub``, the parser's sub-parsers.
 
     Args:
-        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.main.build_parser`).
+        sub: what ``ArgumentParser.add_subparsers`` returned (:func:`domainfit.cli.app.build_parser`).
     """
     p = sub.add_parser("train", help="fine-tune from a YAML config")
     p.add_argument("config", help="YAML config file")
