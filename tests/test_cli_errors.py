@@ -322,3 +322,14 @@ def test_offline_fails_at_once_for_a_hub_model(tmp_path):
     )
     assert proc.returncode == 2 and "offline" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "some-org/not-cached-model" in proc.stderr and "offline mode" in proc.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    # `domainfit tasks | head -1`: the reader has gone before the command writes; no traceback, exit 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "domainfit", "tasks"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.close()  # long before the interpreter has started and written anything
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -98,4 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted. Checkpoints are kept: add --resume to continue.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `domainfit tasks | head`: the reader has gone, which is no error of ours
+        # Python would report the failed flush of stdout at exit: point it at devnull (Python's docs, "signal")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
