@@ -7,7 +7,8 @@ sites with skewed labels: site i holds ``--skew`` of label i's examples and an e
 every other label, so no site sees a balanced picture. Every run trains MiniLM with LoRA (r 16, alpha 32, on
 query, key, value and the dense layers; lr 1e-3) and is scored on the same val.csv / test.csv:
 
-- federated: ``domainfit federate`` (FedAvg, then FedProx; ``--strategies`` picks), ``--rounds`` rounds of ``--local-epochs``;
+- federated: ``domainfit federate`` (FedAvg, then FedProx; ``--strategies`` picks), ``--rounds`` rounds of
+  ``--local-epochs``;
 - centralised: ``domainfit train`` on all sites' data pooled, ``rounds x local-epochs`` epochs;
 - each site alone: ``domainfit train`` on that site's file, the same epochs.
 
