@@ -204,26 +204,13 @@ def busy_cores() -> float:
     return os.getloadavg()[0]
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (field 3, the state, is [0]), or None if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def server_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) the server has used so far: the process and, with
-    ``--workers``, its worker processes (its children, read from Linux /proc)."""
-    fields = _stat(pid)
-    if fields is None:
+    """CPU seconds (user + system, all threads) the server process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return float("nan")
-    total = int(fields[11]) + int(fields[12])
-    for entry in Path("/proc").iterdir():
-        child = _stat(int(entry.name)) if entry.name.isdigit() else None
-        if child is not None and int(child[1]) == pid:  # [1] is the parent's pid
-            total += int(child[11]) + int(child[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -247,9 +234,6 @@ def main() -> None:
         default=None,
         help="`domainfit serve --threads` (the offline run keeps `domainfit predict`'s own setting)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=None, help="`domainfit serve --workers` (server processes; default 1)"
-    )
     parser.add_argument("--repeats", type=int, default=3, help="offline runs (median)")
     parser.add_argument(
         "server_flags", nargs="*", help="more `domainfit serve` flags, after --, e.g. -- --max-queue 1000"
@@ -265,7 +249,6 @@ def main() -> None:
         ("--max-batch-size", args.max_batch_size),
         ("--max-wait-ms", args.max_wait_ms),
         ("--threads", args.threads),
-        ("--workers", args.workers),
     ):
         if value is not None:
             flags += [flag, str(value)]

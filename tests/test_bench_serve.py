@@ -78,29 +78,3 @@ def test_load_test_counts_refused_requests_as_errors(server_url):
     result = asyncio.run(bench.load_test(url, too_long, clients=2, seconds=30, max_requests=6))
     assert result["ok"] == 0
     assert result["errors"] == {"422": 6}
-
-
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
-def test_server_cpu_counts_the_worker_processes_too():
-    """With `domainfit serve --workers N` the model runs in child processes: their CPU is the server's too."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    burn = "import os, time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n"
-    child = burn + "print(os.getpid(), flush=True)\ntime.sleep(60)\n"
-    parent = subprocess.Popen(
-        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    child_pid = None
-    try:
-        child_pid = int(parent.stdout.readline())  # the child has burnt 0.5 s of CPU and is still running
-        assert _bench_module().server_cpu_s(parent.pid) >= 0.45  # the parent alone used a few tens of ms
-    finally:
-        if child_pid is not None:
-            os.kill(child_pid, signal.SIGKILL)
-        parent.kill()
-        parent.wait()

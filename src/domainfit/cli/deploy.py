@@ -3,7 +3,7 @@
 domainfit predict MODEL_DIR INPUT --output OUT.csv
 domainfit export MODEL_DIR
 domainfit explain MODEL_DIR INPUT [--method ig|grad-x-input|grad-cam] [--output out.html|out.json]
-domainfit serve MODEL_DIR [--port 8000] [--api-key KEY] [--workers N]
+domainfit serve MODEL_DIR [--port 8000] [--api-key KEY]
 """
 
 from __future__ import annotations
@@ -159,19 +159,15 @@ def _serve(args: argparse.Namespace) -> None:
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
         graceful_timeout_s=args.graceful_timeout,
     )
-    options = dict(
+    serve(
+        args.model_dir,
+        settings,
         host=args.host,
         port=args.port,
         backend=args.backend,
         num_threads=args.threads,
         min_confidence=args.min_confidence,
     )
-    if args.workers > 1:
-        from domainfit.serving.workers import serve_workers
-
-        serve_workers(args.model_dir, settings, workers=args.workers, **options)
-    else:
-        serve(args.model_dir, settings, **options)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -247,18 +243,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "/predict, /explain and /metrics (default: the DOMAINFIT_API_KEY environment variable, if set)",
     )
     p.add_argument("--backend", default="auto", help="as for predict: auto, torch, torch-bf16, onnx, onnx-int8, ...")
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="CPU threads for each worker's model (default: the backend's own; with --workers N, cores / N)",
-    )
-    p.add_argument(
-        "--workers",
-        type=positive_int,
-        default=1,
-        help="server processes sharing the port, each with its own model (default 1); /metrics is per worker",
-    )
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the model")
     p.add_argument("--max-batch-size", type=positive_int, default=32, help="most texts/images per model call")
     p.add_argument(
         "--max-wait-ms",

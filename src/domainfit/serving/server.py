@@ -19,7 +19,6 @@ import inspect
 import io
 import json
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -455,7 +454,6 @@ class Gate:
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.pid = os.getpid()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -549,7 +547,6 @@ class Gate:
             "path": scope["path"],
             "status": status,
             "latency_ms": round(seconds * 1000, 2),
-            "pid": self.pid,  # which process answered (--workers)
         }
         for key in ("items", "batch_size"):
             if key in scope["state"]:
@@ -567,7 +564,6 @@ def create_app(
     *,
     explainer: Callable[..., list[dict[str, Any]]] | None = None,
     model_dir: str | Path | None = None,
-    peers_ready: Callable[[], str | None] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``predictor`` (anything ``domainfit.load`` returns).
 
@@ -581,8 +577,6 @@ def create_app(
             :mod:`domainfit.serving.explain` registers: :func:`default_explainer`.
         model_dir: the folder ``predictor`` was loaded from (the explainer loads a PyTorch copy from it when
             the server runs on ONNX).
-        peers_ready: with ``--workers``, the other processes answering on the same socket: None when they are
-            all ready, else why not; ``/ready`` is 200 only when this process and its peers are.
     """
     settings = settings or ServerSettings()
     settings.check()
@@ -658,10 +652,9 @@ def create_app(
     @app.get("/ready", responses={503: {"description": "loading, warming up or shutting down"}})
     async def is_ready() -> Response:
         """The model is loaded and warmed up, and the server is not shutting down."""
-        waiting = None if peers_ready is None else peers_ready()
-        if ready.is_set() and waiting is None:
+        if ready.is_set():
             return json_response({"status": "ready", "task": task, "backend": predictor.backend})
-        return error_response(503, state.get("not_ready", waiting or "not ready"))
+        return error_response(503, state.get("not_ready", "not ready"))
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -767,12 +760,8 @@ class _Server(uvicorn.Server):
             captured.clear()
 
 
-def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A socket bound to ``host:port`` (port 0: a free one), or a DomainfitError naming the flag to change.
-
-    ``reuse_port`` (``--workers``): other sockets of this user may bind the same port, and the kernel spreads
-    new connections evenly over those that listen (Linux SO_REUSEPORT).
-    """
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), or a DomainfitError naming the flag to change."""
     try:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as e:
@@ -782,8 +771,6 @@ def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.s
         ) from e
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError as e:
@@ -833,35 +820,26 @@ def serve(
         predictor = load(model_dir, backend=backend, num_threads=num_threads, min_confidence=min_confidence)
         app = create_app(predictor, settings, model_dir=model_dir)
         configure_access_log()
-        access_log.info(json.dumps(listening_event(sock, model_dir, task_of(predictor), predictor.backend, settings)))
-        run_app(app, settings, sock, app.state.stop_being_ready)
+        bound_host, bound_port = sock.getsockname()[:2]
+        access_log.info(
+            json.dumps(
+                {
+                    "event": "listening",
+                    "url": f"http://{bound_host}:{bound_port}",
+                    "model": str(model_dir),
+                    "task": task_of(predictor),
+                    "backend": predictor.backend,
+                    "settings": {**asdict(settings), "api_key": settings.api_key is not None},
+                }
+            )
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=settings.graceful_timeout_s,
+        )
+        _Server(config, app.state.stop_being_ready).run(sockets=[sock])
     finally:
         sock.close()
-
-
-def listening_event(
-    sock: socket.socket, model_dir: str | Path, task: str, backend: str, settings: ServerSettings, **more: Any
-) -> dict[str, Any]:
-    """The log line that says where the server listens (a client reads the URL from it: port 0 picks one)."""
-    bound_host, bound_port = sock.getsockname()[:2]
-    return {
-        "event": "listening",
-        "url": f"http://{bound_host}:{bound_port}",
-        "model": str(model_dir),
-        "task": task,
-        "backend": backend,
-        "settings": {**asdict(settings), "api_key": settings.api_key is not None},
-        **more,
-    }
-
-
-def run_app(app: FastAPI, settings: ServerSettings, sock: socket.socket, on_exit: Callable[[], None]) -> None:
-    """Serve ``app`` on the bound ``sock`` with uvicorn until SIGTERM or Ctrl-C; ``on_exit`` runs first."""
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
-    )
-    _Server(config, on_exit).run(sockets=[sock])
