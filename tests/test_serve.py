@@ -292,6 +292,29 @@ def test_openapi_docs_and_page_are_served(predictor):
     assert not re.search(r"""(src|href)=["']https?://""", page)  # nothing fetched from the network
 
 
+def test_predict_is_documented_though_it_is_a_plain_starlette_route(predictor):
+    """/predict skips FastAPI's per-request work, so its OpenAPI entry is written by hand: it must stay complete."""
+    with serving(predictor) as client:
+        operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+        wrong_method = client.get("/predict")
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"texts", "images"} <= set(body["properties"])
+    assert {"200", "400", "413", "422", "429"} <= set(operation["responses"])
+    assert "Predict for every text" in operation["description"]
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]  # the JSON error, not FastAPI's
+
+
+def test_bodies_only_the_json_module_reads_are_still_answered(predictor):
+    """orjson parses the hot path; a body it refuses but JSON allows (UTF-16, RFC 8259 section 8.1's other
+    encodings) falls back to the json module, as the server always read it."""
+    with serving(predictor) as client:
+        utf16 = json.dumps({"texts": ["Profit rose."]}).encode("utf-16")
+        response = client.post("/predict", content=utf16, headers={"content-type": "application/json"})
+        utf8 = client.post("/predict", json={"texts": ["Profit rose."]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == utf8.json()["predictions"]
+
+
 def test_explain_endpoint_gives_word_attributions_of_the_predicted_label(model_dir, predictor):
     """The real explainer (Integrated Gradients on PyTorch): one score per word of the text."""
     with TestClient(create_app(predictor, ServerSettings(), model_dir=model_dir)) as client:
