@@ -148,7 +148,13 @@ def test_sigkill_mid_study_then_rerun_continues_the_same_study(tmp_path, tiny_be
     assert not (out / "best").exists()  # --no-retrain
 
 
-def test_a_hopeless_trial_is_pruned_after_its_first_evaluation(tmp_path, tiny_bert, phrasebank_split):
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
+def test_a_hopeless_trial_is_pruned_after_its_first_evaluation(tmp_path, tiny_bert, phrasebank_split, sigint):
+    # "ignored": SIGINT as a background job of a non-interactive shell has it (`nohup domainfit tune ... &`),
+    # where the watcher's interrupt_main used to do nothing and no trial was ever pruned
+    previous = signal.getsignal(signal.SIGINT)
+    if sigint == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = tmp_path / "out"
     space = {"train.learning_rate": {"low": 1e-9, "high": 1e-2, "log": True}}
     tune = {
@@ -157,7 +163,13 @@ def test_a_hopeless_trial_is_pruned_after_its_first_evaluation(tmp_path, tiny_be
         "enqueue": [{"train.learning_rate": 1e-9}],
     }  # trial 1: a learning rate that cannot learn
     path = _write(tmp_path, tiny_bert, phrasebank_split, space=space, samples=160, tune=tune, epochs=3)
-    run_tune(load_tune_config(path), retrain=False)
+    try:
+        run_tune(load_tune_config(path), retrain=False)
+        assert signal.getsignal(signal.SIGINT) == (
+            signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
     default, hopeless = _study(out).trials
     assert default.state.name == "COMPLETE" and sorted(default.intermediate_values) == [1, 2, 3]

@@ -4,10 +4,13 @@ study that a rerun continues, the best config and its retraining."""
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import logging
 import math
+import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +197,13 @@ def _run_trial(study: Any, trial: Any, cfg: TuneConfig, out: Path) -> None:
     watcher = _EvaluationWatcher(trial, run_dir, cfg, prune=cfg.pruner["name"] != "none")
     if not (status and status.get("status") == "finished" and (run_dir / "metrics.json").is_file()):
         log.info("tune: trial %d %s -> %s", trial.number, params, run_dir)
-        watcher.start()
         try:
-            try:
-                train(run_cfg, resume=status is not None)
-            finally:
-                watcher.disarm()  # from here on no interrupt can be sent; one already sent lands below
+            with _sigint_handled():
+                watcher.start()
+                try:
+                    train(run_cfg, resume=status is not None)
+                finally:
+                    watcher.disarm()  # from here on no interrupt can be sent; one already sent lands below
         except KeyboardInterrupt:
             if not watcher.pruned:
                 raise  # the user's Ctrl-C: the trial stays running, and the next command resumes it
@@ -228,6 +232,27 @@ def _run_trial(study: Any, trial: Any, cfg: TuneConfig, out: Path) -> None:
         study.best_trial.number,
         study.best_value,
     )
+
+
+@contextlib.contextmanager
+def _sigint_handled() -> Iterator[None]:
+    """Python's own SIGINT handler while a trial trains, so the watcher's ``interrupt_main`` lands.
+
+    ``_thread.interrupt_main`` does nothing while SIGINT is ignored, and it is for any background job of a
+    non-interactive shell (``nohup domainfit tune ... &``, most schedulers): pruning silently never happened there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    replaced = previous in (signal.SIG_IGN, signal.SIG_DFL, None)
+    if replaced:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if replaced:
+            signal.signal(signal.SIGINT, previous)
 
 
 class _EvaluationWatcher(threading.Thread):
