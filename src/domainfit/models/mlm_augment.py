@@ -20,7 +20,8 @@ class MaskedLMSubstitution:
 
     A word is masked with as many [MASK] tokens as it has sub-word tokens, so a two-character Chinese word
     comes back as two characters. Invalid refills (special tokens, the original token, a continuation piece
-    at a word start) are skipped. The model is loaded once (per run) and run once per batch, on the CPU.
+    at a word start) are skipped; words with a digit (amounts, doses, dates) are never masked. The model is
+    loaded once (per run) and run once per batch, on the CPU.
     """
 
     MAX_LENGTH = 256  # words past this many tokens are not masked: augmenting needs only some context
@@ -78,7 +79,10 @@ class MaskedLMSubstitution:
             for pos, w in enumerate(word_ids):
                 if w is not None:
                     tokens_of[w].append(pos)
-            candidates = [i for i in content_positions(words) if i in tokens_of]
+            # a word with a digit is never masked: a refilled figure changes what the sentence says
+            candidates = [
+                i for i in content_positions(words) if i in tokens_of and not any(c.isdecimal() for c in words[i])
+            ]
             chosen = {i: tokens_of[i] for i in sorted(rng.sample(candidates, min(n, len(candidates))))}
             for positions in chosen.values():
                 input_ids[row, positions] = self.tokenizer.mask_token_id
