@@ -92,6 +92,60 @@ def test_fedavg_weights_each_site_by_its_examples():
     }
 
 
+def _rates(start_step: int, steps: int, total: int) -> list[float]:
+    from domainfit.config import TrainConfig
+    from domainfit.training.optim import create_scheduler
+
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = create_scheduler(optimizer, TrainConfig(warmup_ratio=0.2), total, start_step=start_step)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_rounds_run_consecutive_shares_of_one_learning_rate_schedule():
+    whole = _rates(0, 30, 30)  # transformers' linear warm-up and decay over 30 steps
+    assert _rates(0, 10, 30) + _rates(10, 10, 30) + _rates(20, 10, 30) == pytest.approx(whole)
+    assert whole[0] == 0 and max(whole) == pytest.approx(1.0) and whole[-1] > 0
+    # a schedule restarted every round (the old behaviour) warms up three times and decays to zero three times
+    assert _rates(0, 10, 10) * 3 != pytest.approx(whole)
+
+
+class _RecordingSite:
+    """Stands in for a Site to see what a train message makes it do."""
+
+    name, num_train = "a", 5
+
+    def __init__(self):
+        self.calls = []
+
+    def fit(self, model, epochs, device, **schedule):
+        self.calls.append((epochs, schedule))
+        return {"train_loss": 1.0}
+
+
+def test_a_site_follows_the_server_round_of_the_federation_schedule():
+    pytest.importorskip("flwr")
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from domainfit.federated.apps import train_handler
+    from domainfit.federated.exchange import to_record
+
+    model = nn.Linear(2, 2)
+    site = _RecordingSite()
+    handle = train_handler(site, model, torch.device("cpu"))
+    for config in (
+        {"local-epochs": 2, "server-round": 3, "num-rounds": 5},
+        {"local-epochs": 1},  # a server that names no rounds: one schedule per round, as before
+    ):
+        content = RecordDict({"arrays": to_record(trained_state(model)), "config": ConfigRecord(config)})
+        handle(Message(content, 1, "train"))
+    assert site.calls == [(2, {"round_index": 2, "num_rounds": 5}), (1, {"round_index": 0, "num_rounds": 1})]
+
+
 def _write_sites(split: Path, out: Path, n_sites: int = 3, per_site: int = 40) -> list[Path]:
     """Label-skewed site files: site i gets mostly label i and some of the others, ``per_site`` rows each."""
     with (split / "train.csv").open(encoding="utf-8") as f:

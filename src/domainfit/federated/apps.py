@@ -37,8 +37,15 @@ def train_handler(site: Site, model: nn.Module, device: torch.device) -> Callabl
         from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
         load_trained_state(model, from_record(message.content["arrays"]))
-        epochs = int(message.content["config"]["local-epochs"])
-        metrics = site.fit(model, epochs, device)
+        config = message.content["config"]
+        # Flower's strategies number rounds from 1; a server that does not send num-rounds gets a schedule per round
+        metrics = site.fit(
+            model,
+            int(config["local-epochs"]),
+            device,
+            round_index=int(config.get("server-round", 1)) - 1,
+            num_rounds=int(config.get("num-rounds", 1)),
+        )
         content = RecordDict(
             {
                 "arrays": to_record(trained_state(model)),

@@ -297,7 +297,7 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
             grid=TrafficMeter(grid, round_log, full_bytes),
             initial_arrays=to_record(trained_state(model)),
             num_rounds=fed.rounds,
-            train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
+            train_config=ConfigRecord({"local-epochs": fed.local_epochs, "num-rounds": fed.rounds}),
             evaluate_fn=close_round,
         )
     finally:

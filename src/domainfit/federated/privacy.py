@@ -19,7 +19,7 @@ from torch import nn
 
 from domainfit.config.federate import PrivacyConfig
 from domainfit.errors import MissingExtraError
-from domainfit.training.optim import create_optimizer, create_scheduler
+from domainfit.training.optim import create_optimizer
 
 
 def import_opacus() -> Any:
@@ -56,8 +56,11 @@ class SitePrivacy:
         """Epsilon spent so far at ``dp.delta`` (0 before the first step)."""
         return float(self.accountant.get_epsilon(self.dp.delta)) if self.accountant.history else 0.0
 
-    def fit(self, site: Any, model: nn.Module, sampler: Any, epochs: int, device: torch.device) -> dict[str, float]:
-        """One round of DP-SGD on ``site`` (module docstring); ``sampler`` gives the steps per epoch."""
+    def fit(
+        self, site: Any, model: nn.Module, sampler: Any, epochs: int, device: torch.device, schedule: Any
+    ) -> dict[str, float]:
+        """One round of DP-SGD on ``site`` (module docstring); ``sampler`` gives the steps per epoch,
+        ``schedule(optimizer)`` this round's learning-rate scheduler."""
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
 
@@ -71,7 +74,7 @@ class SitePrivacy:
             expected_batch_size=self.batch_size,
             loss_reduction="mean",
         )
-        scheduler = create_scheduler(optimizer.original_optimizer, site.cfg.train, steps)
+        scheduler = schedule(optimizer.original_optimizer)
         generator = torch.Generator().manual_seed(site.cfg.train.seed + site.rounds_trained)
         losses: list[torch.Tensor] = []
         private.train()

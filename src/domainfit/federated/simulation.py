@@ -165,7 +165,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
         grid=grid,
         initial_arrays=to_record(trained_state(model)),
         num_rounds=fed.rounds,
-        train_config=ConfigRecord({"local-epochs": fed.local_epochs}),
+        train_config=ConfigRecord({"local-epochs": fed.local_epochs, "num-rounds": fed.rounds}),
         evaluate_fn=evaluate_globally,
     )
     tb.close()

@@ -1,9 +1,12 @@
 """One site of a federation: its own data, read, split and encoded as ``domainfit train`` would, and a
 round of local training on it.
 
-A site trains with the pieces of the training loop (the task's batches and objective, AdamW with the linear
-schedule of ``training/optim.py``, gradient clipping) for ``local_epochs`` passes per round, from the weights
-the server sent; the optimizer starts afresh each round, as in FedAvg (McMahan et al. 2017). Evaluation is
+A site trains with the pieces of the training loop (the task's batches and objective, AdamW, gradient
+clipping) for ``local_epochs`` passes per round, from the weights the server sent; the optimizer starts afresh
+each round, as in FedAvg (McMahan et al. 2017). The learning rate follows one linear warm-up/decay schedule
+over all rounds (``training/optim.py``): round ``r`` of ``R`` runs its ``r``-th share, so warm-up happens once
+and the rate decays across the federation as it would over the same epochs of centralised training (a
+schedule restarted every round warms up again and decays to zero within each round). Evaluation is
 the loop's own (``training.loop.evaluate``). With ``dp.enabled`` a round runs DP-SGD through Opacus instead
 (``federated/privacy.py``).
 """
@@ -60,8 +63,17 @@ class Site:
         """The split the global model is scored on at this site: test when there is one, else validation."""
         return "test" if "test" in self.features else "validation"
 
-    def fit(self, model: nn.Module, epochs: int, device: torch.device) -> dict[str, float]:
+    def fit(
+        self, model: nn.Module, epochs: int, device: torch.device, *, round_index: int = 0, num_rounds: int = 1
+    ) -> dict[str, float]:
         """Train ``model`` in place for ``epochs`` passes over this site's training split.
+
+        Args:
+            model: the model, holding the global weights.
+            epochs: local epochs this round.
+            device: where to train.
+            round_index: this round's index (0 for the first), for the learning-rate schedule.
+            num_rounds: the federation's rounds: the schedule spans ``num_rounds * epochs`` epochs.
 
         Returns:
             ``train_loss`` (mean over the round's batches) and, under DP, ``epsilon`` spent so far.
@@ -79,10 +91,16 @@ class Site:
         )
         if hasattr(self.objective, "anchor"):
             self.objective.anchor(model)  # FedProx: this round's global weights
+        steps = len(sampler) * epochs
+        round_index = min(max(round_index, 0), max(num_rounds - 1, 0))
+
+        def schedule(optimizer: torch.optim.Optimizer) -> Any:
+            return create_scheduler(optimizer, cfg, steps * max(num_rounds, 1), start_step=steps * round_index)
+
         if self.privacy is not None:
-            return self.privacy.fit(self, model, sampler, epochs, device)
+            return self.privacy.fit(self, model, sampler, epochs, device, schedule)
         optimizer = create_optimizer(model, cfg, extra=self.objective)
-        scheduler = create_scheduler(optimizer, cfg, len(sampler) * epochs)
+        scheduler = schedule(optimizer)
         trained = [p for p in model.parameters() if p.requires_grad]
         losses: list[torch.Tensor] = []
         model.train()

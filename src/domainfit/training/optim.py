@@ -73,8 +73,22 @@ def layer_decay_groups(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig) 
     return [groups[k] for k in sorted(groups)]
 
 
-def create_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """Linear warmup over ``warmup_ratio`` of the steps, then linear decay to zero."""
+def create_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, start_step: int = 0):
+    """Linear warmup over ``warmup_ratio`` of the steps, then linear decay to zero.
+
+    ``start_step`` starts the schedule part-way through (a federated site's round ``r`` of ``R`` runs steps
+    ``r * n`` to ``(r + 1) * n`` of one schedule over ``R * n`` steps, as centralised training would).
+    """
     from transformers import get_linear_schedule_with_warmup
 
-    return get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    if not start_step:
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+    def factor(step: int) -> float:  # transformers' linear schedule, shifted by start_step
+        step += start_step
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
