@@ -5,7 +5,10 @@
 The PhraseBank training split (../shared/datasets/financial_phrasebank/split_seed42) is dealt into ``--sites``
 sites with skewed labels: site i holds ``--skew`` of label i's examples and an even share of the rest of
 every other label, so no site sees a balanced picture. Every run trains MiniLM with LoRA (r 16, alpha 32, on
-query, key, value and the dense layers; lr 1e-3) and is scored on the same val.csv / test.csv:
+query, key, value and the dense layers; lr 1e-3) with ``regularization.class_weights: balanced`` (each run
+weighs its loss by its own label counts: at a skewed site this keeps the local update from pulling the global
+model towards the site's majority label; without it FedAvg collapsed to the majority class, BENCHMARKS.md) and
+is scored on the same val.csv / test.csv:
 
 - federated: ``domainfit federate`` (FedAvg, then FedProx; ``--strategies`` picks), ``--rounds`` rounds of
   ``--local-epochs``;
@@ -55,7 +58,7 @@ def deal_sites(out: Path, n_sites: int, skew: float, seed: int) -> list[Path]:
     return files
 
 
-def run_config(out: Path, epochs: int, threads: int | None) -> Path:
+def run_config(out: Path, epochs: int, threads: int | None, class_weights: str = "balanced") -> Path:
     path = out / "run.yaml"
     path.write_text(
         "task: text-classification\nmodel:\n  name: minilm\n  max_length: 128\n"
@@ -65,7 +68,8 @@ def run_config(out: Path, epochs: int, threads: int | None) -> Path:
         + (f"  num_threads: {threads}\n" if threads else "")
         # the LoRA setting that matched full fine-tuning on PhraseBank (BENCHMARKS.md, "Parameter-efficient
         # fine-tuning"); peft's default (r 8 on query/value, lr 5e-4) lost 15.7 points there, and collapsed here
-        + "peft:\n  method: lora\n  r: 16\n  alpha: 32\n  target_modules: query,key,value,dense\n",
+        + "peft:\n  method: lora\n  r: 16\n  alpha: 32\n  target_modules: query,key,value,dense\n"
+        + f"regularization:\n  class_weights: {class_weights}\n",
         encoding="utf-8",
     )
     return path
@@ -112,14 +116,18 @@ def main() -> None:
     parser.add_argument(
         "--strategies", nargs="+", default=["fedavg", "fedprox"], choices=["fedavg", "fedprox"], help="federated runs"
     )
+    parser.add_argument(
+        "--class-weights", default="balanced", choices=["balanced", "none"], help="regularization.class_weights"
+    )
+    parser.add_argument("--federated-only", action="store_true", help="skip the centralised and single-site runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sites = deal_sites(args.out, args.sites, args.skew, seed=0)
-    config = run_config(args.out, args.rounds * args.local_epochs, args.threads)
+    config = run_config(args.out, args.rounds * args.local_epochs, args.threads, args.class_weights)
 
-    rows = []
+    rows, results_of = [], {}
     for strategy in args.strategies:
-        results = federate(config, sites, args.out / strategy, strategy, args)
+        results = results_of[strategy] = federate(config, sites, args.out / strategy, strategy, args)
         final = results["global"][str(args.rounds)]
         sent = sum(t["sent"] for t in results["traffic"].values())
         full = sum(t["full_weights"] for t in results["traffic"].values())
@@ -131,6 +139,12 @@ def main() -> None:
                 f"{sent / 1e6:.1f} of {full / 1e6:.0f} MB",
             )
         )
+    for strategy, row in zip(args.strategies, rows):
+        per_round = {r: round(m["f1_macro"], 4) for r, m in results_of[strategy]["global"].items()}
+        print(f"{row[0]}: global macro-F1 by round {per_round}")
+    if args.federated_only:
+        print_table(args, rows)
+        return
     pooled = args.out / "pooled.csv"
     with pooled.open("w", encoding="utf-8", newline="") as f:
         f.write("text,label\n")
@@ -141,10 +155,13 @@ def main() -> None:
     for site in sites:
         test = train(config, site, args.out / f"alone-{site.stem}")
         rows.append((f"{site.stem} alone", test["f1_macro"], test["accuracy"], "-"))
+    print_table(args, rows)
 
+
+def print_table(args: argparse.Namespace, rows: list[tuple]) -> None:
     print(
         f"\nPhraseBank test ({SPLIT / 'test.csv'}), MiniLM + LoRA, {args.sites} sites, skew {args.skew}, "
-        f"{args.rounds} rounds x {args.local_epochs} local epochs\n"
+        f"{args.rounds} rounds x {args.local_epochs} local epochs, class weights {args.class_weights}\n"
     )
     print("| run | macro-F1 | accuracy | bytes sent (vs full weights) |\n|---|---|---|---|")
     for name, f1, acc, traffic in rows:
