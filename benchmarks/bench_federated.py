@@ -114,7 +114,11 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
-        "--strategies", nargs="+", default=["fedavg", "fedprox"], choices=["fedavg", "fedprox"], help="federated runs"
+        "--strategies",
+        nargs="*",
+        default=["fedavg", "fedprox"],
+        choices=["fedavg", "fedprox"],
+        help="federated runs (none: only the centralised and single-site runs)",
     )
     parser.add_argument(
         "--class-weights", default="balanced", choices=["balanced", "none"], help="regularization.class_weights"

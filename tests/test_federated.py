@@ -183,6 +183,27 @@ def _federate_config(tmp_path: Path, tiny_bert: Path, sites: list[Path], extra: 
     return fed
 
 
+def test_sites_with_skewed_labels_are_warned_about_without_class_weights(caplog):
+    pytest.importorskip("flwr")
+    from domainfit.data.records import Example
+    from domainfit.federated.simulation import warn_on_label_skew
+    from domainfit.tasks import TaskData
+
+    def site(labels: str) -> TaskData:
+        return TaskData(
+            splits={"train": [Example(f"t{i}", x, i + 2) for i, x in enumerate(labels)]}, labels=[], info={}
+        )
+
+    even = {"a": site("pnpnpn"), "b": site("npnpnp")}
+    skewed = {"a": site("pppppn"), "b": site("nnnnnp")}  # 83% one label at each site, 50% over both
+
+    assert warn_on_label_skew(even, "none") == []
+    assert warn_on_label_skew(skewed, "balanced") == []  # the remedy is on: nothing to say
+    with caplog.at_level("WARNING"):
+        assert warn_on_label_skew(skewed, "none") == ["a", "b"]
+    assert "site a: its labels differ" in caplog.text and "class_weights: balanced" in caplog.text
+
+
 def test_federate_simulates_three_sites_and_writes_the_run_folder(tmp_path, tiny_bert, phrasebank_split):
     pytest.importorskip("flwr")
     from domainfit.cli import main

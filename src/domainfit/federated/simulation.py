@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,48 @@ def _load_sites_data(fed: FederateConfig, cfg: RunConfig, task: Task) -> tuple[d
     return datas, list(labels)
 
 
+def warn_on_label_skew(datas: dict[str, TaskData], class_weights: Any, threshold: float = 0.2) -> list[str]:
+    """Warn about each site whose label shares differ from the pooled ones by more than ``threshold`` (total
+    variation distance) while ``regularization.class_weights`` is none: under such skew each site's update pulls
+    the global model towards its own majority label, and FedAvg on PhraseBank dealt this way predicted one label
+    for every sentence (docs/federated.md). Single-label tasks only. Returns the sites warned about."""
+    if class_weights != "none":
+        return []
+    counts = {
+        name: Counter(e.label for e in data.splits.get("train", []) if isinstance(getattr(e, "label", None), str))
+        for name, data in datas.items()
+    }
+    pooled = sum(counts.values(), Counter())
+    total = sum(pooled.values())
+    skewed = []
+    for name, count in counts.items():
+        n = sum(count.values())
+        if not n or not total:
+            continue
+        distance = 0.5 * sum(abs(count[k] / n - pooled[k] / total) for k in pooled)
+        if distance > threshold:
+            top, k = count.most_common(1)[0]
+            skewed.append(name)
+            log.warning(
+                "site %s: its labels differ from the federation's (%.0f%% %r against %.0f%% over all sites; "
+                "total variation %.2f): set regularization.class_weights: balanced in the run config, or the "
+                "global model may learn the sites' majority labels only (docs/federated.md, label skew)",
+                name,
+                100 * k / n,
+                top,
+                100 * pooled[top] / total,
+                distance,
+            )
+    return skewed
+
+
 def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dict[str, Any]:
     from flwr.app import ConfigRecord, MetricRecord
 
     from domainfit.federated.grids import LocalGrid, TrafficMeter
 
     datas, labels = _load_sites_data(fed, cfg, task)
+    warn_on_label_skew(datas, cfg.regularization.class_weights)
     set_up_process(cfg.train)  # threads and seed, before the new head's weights are drawn
     pooled = TaskData(splits={"train": [e for d in datas.values() for e in d.splits["train"]]}, labels=labels, info={})
     model, tokenizer = task.build(cfg, pooled)
