@@ -353,6 +353,50 @@ def test_evaluation_batches_stop_at_the_token_cap():
     assert sorted_batches(lengths, 128) == sorted_batches(lengths, 128, max_tokens=None)
 
 
+def test_serving_batches_are_cut_where_the_lengths_drop():
+    from domainfit.data.lengths import sorted_batches
+
+    lengths = [10] * 60 + [100] * 4
+    cut = sorted_batches(lengths, 64, max_tokens=8192, call_cost=50)
+    assert [sorted(b) for b in cut] == [[60, 61, 62, 63], list(range(60))]  # not one batch padded to 100
+    assert [len(b) for b in sorted_batches([20] * 64, 64, 8192, call_cost=50)] == [64]  # like lengths stay whole
+    assert [len(b) for b in sorted_batches([5000, 3], 4, max_tokens=100, call_cost=0)] == [1, 1]
+
+
+def test_serving_cuts_are_the_cheapest_partition():
+    import itertools
+    import random
+
+    from domainfit.data.lengths import sorted_batches
+
+    def cost(batches, lengths, call_cost):
+        return sum(len(b) * max(lengths[i] for i in b) + call_cost for b in batches)
+
+    rng = random.Random(0)
+    for _ in range(30):
+        lengths = [rng.randint(1, 60) for _ in range(rng.randint(2, 8))]
+        batch_size, call_cost, cap = rng.randint(1, 5), rng.randint(0, 80), rng.choice([None, 120])
+        cut = sorted_batches(lengths, batch_size, cap, call_cost)
+        assert sorted(i for b in cut for i in b) == list(range(len(lengths)))
+        assert all(
+            len(b) <= batch_size and (cap is None or len(b) == 1 or len(b) * max(lengths[i] for i in b) <= cap)
+            for b in cut
+        )
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = min(  # every way of cutting the sorted order into batches that keep the limits
+            cost(batches, lengths, call_cost)
+            for marks in itertools.product([False, True], repeat=len(order) - 1)
+            for batches in [
+                [order[a:b] for a, b in itertools.pairwise([0, *[k + 1 for k, m in enumerate(marks) if m], len(order)])]
+            ]
+            if all(
+                len(b) <= batch_size and (cap is None or len(b) == 1 or len(b) * max(lengths[i] for i in b) <= cap)
+                for b in batches
+            )
+        )
+        assert cost(cut, lengths, call_cost) == best
+
+
 def test_training_with_token_balanced_batches(tmp_path, tiny_bert, phrasebank_split):
     out = tmp_path / "balanced"
     cfg = load_config(

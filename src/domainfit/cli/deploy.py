@@ -244,7 +244,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", default="auto", help="as for predict: auto, torch, torch-bf16, onnx, onnx-int8, ...")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the model")
-    p.add_argument("--max-batch-size", type=positive_int, default=32, help="most texts/images per model call")
+    p.add_argument("--max-batch-size", type=positive_int, default=128, help="most texts/images per model call")
     p.add_argument(
         "--max-wait-ms",
         type=non_negative_float,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, SERVING_CALL_COST, sorted_batches
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.metrics.multilabel import sigmoid
 from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
@@ -110,7 +110,9 @@ class MultiLabelPredictor:
         if not texts:
             return probabilities
         ids, type_ids = self._tokenizer([self.text_prefix + t for t in texts])
-        for rows in sorted_batches([len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS):  # little padding
+        for rows in sorted_batches(
+            [len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS, SERVING_CALL_COST
+        ):  # little padding
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             probabilities[rows] = sigmoid(self._runner(inputs))  # (batch, num_labels)
         return probabilities

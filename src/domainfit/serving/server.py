@@ -77,7 +77,7 @@ access_log = logging.getLogger("domainfit.serve")
 class ServerSettings:
     """Limits and batching of the server; every field is a ``domainfit serve`` flag."""
 
-    max_batch_size: int = 32  # items the model sees in one forward pass at most
+    max_batch_size: int = 128  # items the model sees in one forward pass at most
     max_wait_ms: float = 5.0  # how long a request may wait for others to fill its batch
     max_queue: int = 256  # requests waiting for the model; beyond it: 429
     max_body_bytes: int = 2_000_000  # request body; beyond it: 413

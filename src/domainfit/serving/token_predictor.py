@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, SERVING_CALL_COST, sorted_batches
 from domainfit.data.ner_readers import tags_to_entities
 from domainfit.data.token_alignment import (
     UNITS,
@@ -129,7 +129,7 @@ class TokenPredictor:
             for w, win in enumerate(wins)
         ]
         probabilities: dict[tuple[int, int], np.ndarray] = {}
-        for batch in sorted_batches([len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS):
+        for batch in sorted_batches([len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS, SERVING_CALL_COST):
             rows = [inputs[i] for i in batch]
             ids = [r[2] for r in rows]
             arrays = pad_inputs(ids, [[0] * len(x) for x in ids], self._tokenizer.pad_token_id or 0)
