@@ -117,7 +117,7 @@ def main() -> None:
         "--strategies",
         nargs="*",
         default=["fedavg", "fedprox"],
-        choices=["fedavg", "fedprox"],
+        choices=["fedavg", "fedprox", "fedavgm"],
         help="federated runs (none: only the centralised and single-site runs)",
     )
     parser.add_argument(

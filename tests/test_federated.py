@@ -259,6 +259,34 @@ def test_proximal_mu_without_fedprox_is_refused(tmp_path, tiny_bert, phrasebank_
     assert main(["federate", str(fed)]) == 2
 
 
+def test_server_momentum_without_fedavgm_is_refused(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="server_momentum: 0.5\n")
+    assert main(["federate", str(fed)]) == 2
+
+
+def test_fedavgm_runs_flowers_fedavgm_with_the_configured_server_step(tmp_path, tiny_bert, phrasebank_split):
+    pytest.importorskip("flwr")
+    from flwr.serverapp.strategy import FedAvgM
+
+    from domainfit.cli import main
+    from domainfit.config.federate import load_federate_config
+    from domainfit.federated.apps import RoundLog, create_strategy
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    extra = "strategy: fedavgm\nserver_momentum: 0.5\nserver_learning_rate: 2.0\n"
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra=extra)
+    strategy = create_strategy(load_federate_config(fed), RoundLog())
+    assert isinstance(strategy, FedAvgM) and (strategy.server_momentum, strategy.server_learning_rate) == (0.5, 2.0)
+
+    assert main(["federate", str(fed)]) == 0
+    metrics = json.loads((tmp_path / "fed" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["strategy"] == "fedavgm" and metrics["global"]["2"] != metrics["global"]["0"]
+    assert "server momentum 0.5" in (tmp_path / "fed" / "report.md").read_text(encoding="utf-8")
+
+
 def test_dp_sgd_reports_the_epsilon_each_site_has_spent(tmp_path, tiny_bert, phrasebank_split):
     pytest.importorskip("flwr")
     pytest.importorskip("opacus")

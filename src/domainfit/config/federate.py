@@ -46,7 +46,7 @@ class PrivacyConfig:
     )
 
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 
 
 @dataclass
@@ -75,11 +75,18 @@ class FederateConfig:
     local_epochs: int = _f(1, "Passes over its own training data each chosen site makes per round.", min=1)
     strategy: str = _f(
         "fedavg",
-        "fedavg (McMahan et al. 2017: average weighted by examples) or fedprox (Li et al. 2020: also a "
-        "proximal term mu/2 ||w - w_global||^2 in each local loss).",
+        "fedavg (McMahan et al. 2017: average weighted by examples), fedprox (Li et al. 2020: also a "
+        "proximal term mu/2 ||w - w_global||^2 in each local loss) or fedavgm (Hsu et al. 2019: the server "
+        "moves the global weights along the averaged update with momentum).",
         choices=STRATEGIES,
     )
     proximal_mu: float = _f(0.01, "FedProx's mu (strategy: fedprox only).", min=0.0)
+    server_momentum: float = _f(
+        0.9, "FedAvgM's server momentum (strategy: fedavgm only; 0 with server_learning_rate 1 is FedAvg).", min=0.0
+    )
+    server_learning_rate: float = _f(
+        1.0, "FedAvgM's server learning rate: the step along the averaged update (strategy: fedavgm only).", min=0.0
+    )
     fraction_fit: float = _f(
         1.0,
         "Share of the sites that train in a round, drawn afresh each round with seed.",
@@ -159,6 +166,14 @@ def load_federate_config(
             key="proximal_mu",
             fix="set strategy: fedprox, or remove proximal_mu.",
         )
+    for key in ("server_momentum", "server_learning_rate"):
+        if key in raw and cfg.strategy != "fedavgm":
+            raise ConfigError(
+                f"{key} is FedAvgM's setting, but strategy is {cfg.strategy!r}, so it would be ignored",
+                path=path,
+                key=key,
+                fix=f"set strategy: fedavgm, or remove {key}.",
+            )
     if cfg.min_fit_sites > len(cfg.sites):
         raise ConfigError(
             f"min_fit_sites is {cfg.min_fit_sites} but there are only {len(cfg.sites)} sites",

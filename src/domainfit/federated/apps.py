@@ -106,8 +106,8 @@ class RoundLog:
 
 
 def create_strategy(fed: FederateConfig, log: RoundLog) -> Any:
-    """Flower's FedAvg or FedProx with the federate config's sampling, recording into ``log``."""
-    from flwr.serverapp.strategy import FedAvg, FedProx
+    """Flower's FedAvg, FedProx or FedAvgM with the federate config's sampling, recording into ``log``."""
+    from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
 
     common = {
         "fraction_train": fed.fraction_fit,
@@ -121,6 +121,8 @@ def create_strategy(fed: FederateConfig, log: RoundLog) -> Any:
     }
     if fed.strategy == "fedprox":
         return FedProx(proximal_mu=fed.proximal_mu, **common)
+    if fed.strategy == "fedavgm":
+        return FedAvgM(server_learning_rate=fed.server_learning_rate, server_momentum=fed.server_momentum, **common)
     return FedAvg(**common)
 
 

@@ -26,7 +26,13 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
     lines = [
         f"# domainfit federate: {Path(fed.output_dir).name}",
         "",
-        f"- strategy: **{fed.strategy}**" + (f" (mu {fed.proximal_mu})" if fed.strategy == "fedprox" else ""),
+        f"- strategy: **{fed.strategy}**"
+        + (f" (mu {fed.proximal_mu})" if fed.strategy == "fedprox" else "")
+        + (
+            f" (server momentum {fed.server_momentum}, server learning rate {fed.server_learning_rate})"
+            if fed.strategy == "fedavgm"
+            else ""
+        ),
         f"- rounds: {fed.rounds}, local epochs: {fed.local_epochs}, share of sites per round: {fed.fraction_fit}",
         f"- model: {cfg.model.name}, peft: {cfg.peft.method}, task: {cfg.task}",
         "",
