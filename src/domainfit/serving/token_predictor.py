@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from domainfit.data.lengths import SERVING_BATCH_TOKENS, SERVING_CALL_COST, sorted_batches
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.ner_readers import tags_to_entities
 from domainfit.data.token_alignment import (
     UNITS,
@@ -38,7 +38,7 @@ from domainfit.data.token_alignment import (
 )
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
-from domainfit.serving.backends import resolve_task_backend
+from domainfit.serving.backends import call_cost, resolve_task_backend
 from domainfit.serving.files import write_output
 from domainfit.serving.model_folder import ONNX_FILES, read_labels
 from domainfit.serving.registry import PREDICTORS
@@ -129,7 +129,9 @@ class TokenPredictor:
             for w, win in enumerate(wins)
         ]
         probabilities: dict[tuple[int, int], np.ndarray] = {}
-        for batch in sorted_batches([len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS, SERVING_CALL_COST):
+        for batch in sorted_batches(
+            [len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS, call_cost(self.backend)
+        ):
             rows = [inputs[i] for i in batch]
             ids = [r[2] for r in rows]
             arrays = pad_inputs(ids, [[0] * len(x) for x in ids], self._tokenizer.pad_token_id or 0)
