@@ -7,14 +7,14 @@ random 3-label head: speed does not depend on what the head learned):
 
 1. **The cost of a forward pass by shape.** Median time of ``rows x length`` batches; a least-squares fit
    ``t = a + b * padded tokens`` over the batches of 256+ tokens gives the fixed cost of one call in padded
-   tokens (``a / b``): the figure behind ``domainfit.data.lengths.SERVING_CALL_COST``.
+   tokens (``a / b``): the figure behind ``domainfit.serving.backends.CALL_COST``.
 2. **The two ways of cutting, side by side.** PhraseBank test sentences (``--data``), tokenised as served:
    the whole file at once (what ``domainfit predict`` sees) and micro-batches of 32 and 128 sentences drawn
    at random (what ``domainfit serve`` sees: whatever arrived together). Each is cut by
    ``sorted_batches(lengths, 64, SERVING_BATCH_TOKENS)`` (every 64 rows, the old serving cut) and with
-   ``call_cost=SERVING_CALL_COST`` (the new one), and run through the model; it prints padded tokens per real
-   token and the median time per sentence of each, and the ratio. The two take turns, so load on the
-   machine hits both alike.
+   ``call_cost=--call-cost`` (the new one; default 230, the ONNX backends' cost), and run through the model;
+   it prints padded tokens per real token and the median time per sentence of each, and the ratio. The two
+   take turns, so load on the machine hits both alike.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from domainfit.data.lengths import SERVING_BATCH_TOKENS, SERVING_CALL_COST, sorted_batches
+from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "financial_phrasebank" / "split_seed42" / "test.csv"
@@ -68,7 +68,7 @@ def forward(model, ids: list[list[int]], batches: list[list[int]]) -> None:
         model(input_ids=x, attention_mask=mask)
 
 
-def shape_costs(model, repeats: int) -> None:
+def shape_costs(model, repeats: int, call_cost: int) -> None:
     print("## Forward pass by shape (bf16, median ms)\n")
     print("| rows | length | padded tokens | ms | us per token |\n|---|---|---|---|---|")
     points = []
@@ -82,11 +82,11 @@ def shape_costs(model, repeats: int) -> None:
     (a, b), *_ = np.linalg.lstsq(np.array([[1.0, n] for n, _ in big]), np.array([t for _, t in big]), rcond=None)
     print(
         f"\nfit over 256+ tokens: {a * 1e3:.2f} ms per call + {b * 1e6:.2f} us per padded token: one call costs "
-        f"as much as {a / b:.0f} padded tokens (SERVING_CALL_COST is {SERVING_CALL_COST})\n"
+        f"as much as {a / b:.0f} padded tokens (compared below: {call_cost})\n"
     )
 
 
-def compare_cuts(model, tokenizer, texts: list[str], rounds: int, seed: int) -> None:
+def compare_cuts(model, tokenizer, texts: list[str], rounds: int, seed: int, call_cost: int) -> None:
     ids = [x[:128] for x in tokenizer(texts)["input_ids"]]
     rng = random.Random(seed)
     sets = {"whole file (predict)": [list(range(len(ids)))]}
@@ -103,7 +103,7 @@ def compare_cuts(model, tokenizer, texts: list[str], rounds: int, seed: int) -> 
             lengths = [len(ids[i]) for i in draw]
             cuts = {
                 "old": sorted_batches(lengths, 64, SERVING_BATCH_TOKENS),
-                "new": sorted_batches(lengths, 64, SERVING_BATCH_TOKENS, SERVING_CALL_COST),
+                "new": sorted_batches(lengths, 64, SERVING_BATCH_TOKENS, call_cost),
             }
             sub = [ids[i] for i in draw]
             for key in ("old", "new") if len(pads["old"]) % 2 == 0 else ("new", "old"):  # take turns
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--rounds", type=int, default=15, help="random micro-batches per size")
     parser.add_argument("--repeats", type=int, default=7, help="timings per shape (median)")
+    parser.add_argument("--call-cost", type=int, default=230, help="the cost per call the new cuts use")
     parser.add_argument("--skip-shapes", action="store_true", help="only the side-by-side comparison")
     args = parser.parse_args()
     if args.threads:
@@ -136,8 +137,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, load average before {os.getloadavg()[0]:.1f}\n"
     )
     if not args.skip_shapes:
-        shape_costs(model, args.repeats)
-    compare_cuts(model, tokenizer, texts, args.rounds, seed=0)
+        shape_costs(model, args.repeats, args.call_cost)
+    compare_cuts(model, tokenizer, texts, args.rounds, seed=0, call_cost=args.call_cost)
     print(f"\nload average after {os.getloadavg()[0]:.1f}")
 
 

@@ -12,10 +12,6 @@ import numpy as np
 # Padded tokens per serving batch (rows x longest length): 64 rows of 128 tokens. Short texts keep their full
 # batches; windows of 512 tokens go 16 at a time, so attention scores (rows x heads x len x len) stay ~200 MB.
 SERVING_BATCH_TOKENS = 8192
-# What one forward pass costs beyond its tokens, counted in padded tokens: where serving cuts a batch
-# (sorted_batches(call_cost=...)). benchmarks/bench_batch_cuts.py fitted 8.3 ms per call + 37 us per padded token
-# (MiniLM, bf16 PyTorch, 2 cores): one call costs about 230 tokens. Cheaper calls (ONNX) only cut a little less.
-SERVING_CALL_COST = 230
 
 
 def sorted_batches(

@@ -13,7 +13,6 @@ import difflib
 from collections.abc import Callable
 from pathlib import Path
 
-from domainfit.data.lengths import SERVING_CALL_COST
 from domainfit.errors import DomainfitError, MissingExtraError, ModelError
 from domainfit.serving.model_folder import (
     ONNX_DIR,
@@ -42,23 +41,11 @@ AUTO_MIN_AGREEMENT = 0.995
 # 64 (activations stay in cache); eager PyTorch prefers 64 (benchmarks/bench_inference.py, 2-core Xeon).
 DEFAULT_BATCH_SIZE = {"torch": 64, "torch-bf16": 64, "onnx": 32, "onnx-int8": 32, SPLIT_BACKEND: 64}
 # What one model call costs beyond its tokens, in padded tokens: where a length-sorted batch is cut
-# (domainfit.data.lengths.sorted_batches(call_cost=...)). ONNX Runtime: SERVING_CALL_COST (230; int8 ONNX served
-# 0.75 of offline with it, 0.64 cut every 32 rows). Eager PyTorch pays more per call inside the server, where
-# its Python-side work holds the GIL against the event loop: 800 served 1.22x the texts/s of 230 (bf16,
-# BENCHMARKS.md "Serving"); unknown backends get SERVING_CALL_COST.
-CALL_COST = {
-    "torch": 800,
-    "torch-bf16": 800,
-    SPLIT_BACKEND: 800,
-    "onnx": SERVING_CALL_COST,
-    "onnx-int8": SERVING_CALL_COST,
-}
-
-
-def call_cost(backend: str) -> int:
-    """The per-call cost (in padded tokens) batches of ``backend`` are cut with."""
-    return CALL_COST.get(backend, SERVING_CALL_COST)
-
+# (domainfit.data.lengths.sorted_batches(call_cost=...)). benchmarks/bench_batch_cuts.py fitted 8.3 ms per call
+# + 37 us per padded token offline (MiniLM, bf16, 2 cores): about 230 tokens; int8 ONNX served 0.75 of offline
+# with 230, 0.64 cut every 32 rows. Inside the server eager PyTorch pays more per call (its Python-side work
+# holds the GIL against the event loop): 800 served 1.22x the texts/s of 230 (bf16). BENCHMARKS.md "Serving".
+CALL_COST = {"torch": 800, "torch-bf16": 800, "onnx": 230, "onnx-int8": 230, SPLIT_BACKEND: 800}
 
 _RUNNERS: dict[str, Callable[[Path, int | None], Runner]] = {
     "torch": lambda d, n: torch_runner(d, n, bf16=False),

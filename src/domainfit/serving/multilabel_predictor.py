@@ -29,9 +29,9 @@ from domainfit.errors import DomainfitError, ModelError
 from domainfit.metrics.multilabel import sigmoid
 from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_settings
 from domainfit.serving.backends import (
+    CALL_COST,
     DEFAULT_BATCH_SIZE,
     SPLIT_BACKEND,
-    call_cost,
     create_runner,
     resolve_task_backend,
 )
@@ -117,7 +117,7 @@ class MultiLabelPredictor:
             return probabilities
         ids, type_ids = self._tokenizer([self.text_prefix + t for t in texts])
         for rows in sorted_batches(
-            [len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS, call_cost(self.backend)
+            [len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS, CALL_COST[self.backend]
         ):  # little padding
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             probabilities[rows] = sigmoid(self._runner(inputs))  # (batch, num_labels)

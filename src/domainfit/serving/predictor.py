@@ -29,9 +29,9 @@ from domainfit.data.lengths import SERVING_BATCH_TOKENS, sorted_batches
 from domainfit.data.windows import WindowSettings, aggregate_by_group, special_token_counts, window_rows
 from domainfit.errors import DomainfitError
 from domainfit.serving.backends import (
+    CALL_COST,
     DEFAULT_BATCH_SIZE,
     SPLIT_BACKEND,
-    call_cost,
     check_export_current,
     create_runner,
     resolve_backend,
@@ -117,7 +117,7 @@ class Predictor:
         if len(ids) == 1:  # the latency path: no sorting or scattering
             return softmax(self._runner(pad_inputs(ids, type_ids, self._tokenizer.pad_id)), self.temperature)
         logits = np.empty((len(ids), len(self.labels)), dtype=np.float32)
-        for rows in sorted_batches([len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS, call_cost(self.backend)):
+        for rows in sorted_batches([len(x) for x in ids], batch_size, SERVING_BATCH_TOKENS, CALL_COST[self.backend]):
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             logits[rows] = self._runner(inputs)
         if groups is not None:

@@ -38,7 +38,7 @@ from domainfit.data.token_alignment import (
 )
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
-from domainfit.serving.backends import call_cost, resolve_task_backend
+from domainfit.serving.backends import CALL_COST, resolve_task_backend
 from domainfit.serving.files import write_output
 from domainfit.serving.model_folder import ONNX_FILES, read_labels
 from domainfit.serving.registry import PREDICTORS
@@ -130,7 +130,7 @@ class TokenPredictor:
         ]
         probabilities: dict[tuple[int, int], np.ndarray] = {}
         for batch in sorted_batches(
-            [len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS, call_cost(self.backend)
+            [len(x[2]) for x in inputs], batch_size, SERVING_BATCH_TOKENS, CALL_COST[self.backend]
         ):
             rows = [inputs[i] for i in batch]
             ids = [r[2] for r in rows]

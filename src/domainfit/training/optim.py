@@ -81,14 +81,8 @@ def create_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_s
     """
     from transformers import get_linear_schedule_with_warmup
 
+    if start_step:  # the scheduler resumes at start_step; it reads each group's base rate from initial_lr
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
     warmup = int(cfg.warmup_ratio * total_steps)
-    if not start_step:
-        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-
-    def factor(step: int) -> float:  # transformers' linear schedule, shifted by start_step
-        step += start_step
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps, last_epoch=start_step - 1)
