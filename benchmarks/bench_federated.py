@@ -99,6 +99,11 @@ def federate(config: Path, sites: list[Path], out: Path, strategy: str, args: ar
         f"run_config: {config}\nsites:\n"
         + "".join(f"  site{i}: {p}\n" for i, p in enumerate(sites))
         + f"rounds: {args.rounds}\nlocal_epochs: {args.local_epochs}\nstrategy: {strategy}\n"
+        + (
+            f"server_momentum: {args.server_momentum}\nserver_learning_rate: {args.server_lr}\n"
+            if strategy == "fedavgm"
+            else ""
+        )
         + f"output_dir: {out}\noverwrite: true\n",
         encoding="utf-8",
     )
@@ -123,6 +128,8 @@ def main() -> None:
     parser.add_argument(
         "--class-weights", default="balanced", choices=["balanced", "none"], help="regularization.class_weights"
     )
+    parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server_momentum")
+    parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm's server_learning_rate")
     parser.add_argument("--federated-only", action="store_true", help="skip the centralised and single-site runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -132,12 +139,12 @@ def main() -> None:
     rows, results_of = [], {}
     for strategy in args.strategies:
         results = results_of[strategy] = federate(config, sites, args.out / strategy, strategy, args)
-        final = results["global"][str(args.rounds)]
+        final = results["final"]  # the round kept on the sites' validation scores, as train keeps its best epoch
         sent = sum(t["sent"] for t in results["traffic"].values())
         full = sum(t["full_weights"] for t in results["traffic"].values())
         rows.append(
             (
-                f"federated {strategy}",
+                f"federated {strategy} (round {results['selection']['kept_round']})",
                 final["f1_macro"],
                 final["accuracy"],
                 f"{sent / 1e6:.1f} of {full / 1e6:.0f} MB",
@@ -145,7 +152,9 @@ def main() -> None:
         )
     for strategy, row in zip(args.strategies, rows):
         per_round = {r: round(m["f1_macro"], 4) for r, m in results_of[strategy]["global"].items()}
-        print(f"{row[0]}: global macro-F1 by round {per_round}")
+        print(f"{row[0]}: global test macro-F1 by round {per_round}")
+        per_round = {r: round(m["f1_macro"], 4) for r, m in results_of[strategy]["global_validation"].items()}
+        print(f"{row[0]}: validation macro-F1 by round (chooses) {per_round}")
     if args.federated_only:
         print_table(args, rows)
         return

@@ -204,6 +204,40 @@ def test_sites_with_skewed_labels_are_warned_about_without_class_weights(caplog)
     assert "site a: its labels differ" in caplog.text and "class_weights: balanced" in caplog.text
 
 
+def test_the_server_keeps_the_round_best_on_the_sites_weighted_validation_scores():
+    from domainfit.errors import ConfigError
+    from domainfit.federated.selection import RoundSelection, validation_metrics
+
+    def sites(a: float, b: float, loss: float = 1.0) -> dict[str, dict[str, float]]:
+        # site a scores on 100 validation examples, b on 300; the held-out (test) score says the opposite
+        return {
+            "a": {"f1_macro": 1 - a, **validation_metrics({"f1_macro": a, "loss": loss}, 100)},
+            "b": {"f1_macro": 1 - b, **validation_metrics({"f1_macro": b, "loss": loss}, 300)},
+        }
+
+    selection = RoundSelection("f1_macro")
+    assert selection.observe(1, sites(0.2, 0.6), "arrays 1")
+    assert selection.validation[1]["f1_macro"] == pytest.approx(0.5)  # (0.2 * 100 + 0.6 * 300) / 400
+    assert selection.observe(2, sites(0.9, 0.5), "arrays 2")  # 0.6: better although b got worse
+    assert not selection.observe(3, sites(0.0, 0.7), "arrays 3")  # 0.525
+    assert selection.observe(4, sites(0.6, 0.6, loss=0.5), "arrays 4")  # a tie goes to the lower loss
+    assert (selection.round, selection.arrays) == (4, "arrays 4")
+    assert selection.summary(5)["kept_round"] == 4
+
+    lower = RoundSelection("loss")
+    lower.observe(1, sites(0.5, 0.5, loss=0.9), 1)
+    lower.observe(2, sites(0.1, 0.1, loss=0.4), 2)
+    assert lower.round == 2  # loss is minimised
+
+    blind = RoundSelection("f1_macro")
+    assert not blind.observe(1, {"a": {"f1_macro": 0.9}}, "arrays")  # no validation split: nothing chosen
+    assert blind.summary(3) == {"kept_round": 3, "by": "last round", "why": blind.unavailable}
+    assert "site(s) a have no validation split" in blind.unavailable
+
+    with pytest.raises(ConfigError, match="train.best_metric 'f1_micro'"):
+        RoundSelection("f1_micro").observe(1, sites(0.5, 0.5), "arrays")
+
+
 def test_federate_simulates_three_sites_and_writes_the_run_folder(tmp_path, tiny_bert, phrasebank_split):
     pytest.importorskip("flwr")
     from domainfit.cli import main
@@ -233,8 +267,14 @@ def test_federate_simulates_three_sites_and_writes_the_run_folder(tmp_path, tiny
         "1": "neutral",
         "2": "positive",
     }
+    # the kept round is the best on the sites' validation splits (weighted), never chosen on the held-out ones
+    validation = {int(r): m["f1_macro"] for r, m in metrics["global_validation"].items()}
+    assert set(validation) == {1, 2}
+    kept = metrics["selection"]["kept_round"]
+    assert validation[kept] == max(validation.values()) and metrics["final"] == metrics["global"][str(kept)]
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| round | global accuracy | global f1_macro" in report and "fedprox" in report
+    assert "validation f1_macro |" in report and f"Kept: the model of round **{kept}**" in report
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 

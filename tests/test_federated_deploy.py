@@ -166,6 +166,10 @@ def test_the_server_writes_the_run_folder_and_names_a_site_that_sent_no_scores(t
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == results
     assert set(results["global"]) == {"1", "2"} and set(results["sites_eval"]["2"]) == {"site0", "site1"}
     assert results["traffic"]["2"]["messages"] == 6
+    # the server keeps the round best on the sites' validation scores; the global scores hold none of them
+    validation = {r: m["f1_macro"] for r, m in results["global_validation"].items()}
+    assert validation[str(results["selection"]["kept_round"])] == max(validation.values())
+    assert not any(k.startswith("val") for k in results["global"]["1"])
     assert all(states[node][STATE_KEY]["rounds-trained"] == 2 for node in good)  # kept across messages
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 

@@ -326,6 +326,21 @@ def test_explain_endpoint_gives_word_attributions_of_the_predicted_label(model_d
     assert first["label"] in {"negative", "neutral", "positive"} and 0 < first["probability"] <= 1
 
 
+def test_a_model_in_a_worker_process_answers_predict_and_explain_and_stops_with_the_server(model_dir, predictor):
+    apart = domainfit.load(model_dir, backend="torch", model_process="on")
+    worker = apart._runner.pid
+    texts = ["Operating profit rose sharply", "Shares dropped."]
+    with TestClient(create_app(apart, ServerSettings(), model_dir=model_dir)) as client:
+        wait_ready(client)
+        predicted = client.post("/predict", json={"texts": texts})
+        explained = client.post("/explain", json={"texts": texts[:1]})  # a PyTorch copy in the server's process
+    assert predicted.status_code == 200 and explained.status_code == 200, (predicted.text, explained.text)
+    assert [p["label"] for p in predicted.json()["predictions"]] == [p["label"] for p in predictor.predict(texts)]
+    assert apart._runner.pid is None  # the lifespan's shutdown stopped the worker
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+
+
 def test_an_explainer_can_be_plugged_in(predictor):
     def explain(p, texts):
         return [{"words": [{"word": w, "score": 1.0} for w in t.split()]} for t in texts]
@@ -458,7 +473,8 @@ def _start(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
         if not line:
             raise AssertionError(f"the server ended: {proc.wait()}")
         if line.startswith("{") and json.loads(line).get("event") == "listening":
-            url = json.loads(line)["url"]
+            proc.listening = json.loads(line)  # type: ignore[attr-defined]
+            url = proc.listening["url"]
     for _ in range(600):
         try:
             if httpx.get(f"{url}/ready").status_code == 200:
@@ -497,6 +513,11 @@ def test_serve_command_finishes_in_flight_requests_on_sigterm(model_dir):
     assert {"method": "POST", "path": "/predict", "status": 200}.items() <= next(
         line for line in logged if line.get("path") == "/predict"
     ).items()
+    # eager PyTorch ran in a worker process (--model-process auto), and the shutdown stopped it
+    worker = proc.listening["model_process"]
+    assert isinstance(worker, int) and worker != proc.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
 
 
 def test_serve_command_user_errors_exit_2_with_one_message(tmp_path):

@@ -158,6 +158,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_text_chars=args.max_text_chars,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
         graceful_timeout_s=args.graceful_timeout,
+        model_process=args.model_process,
     )
     serve(
         args.model_dir,
@@ -262,6 +263,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=non_negative_float,
         default=30.0,
         help="on SIGTERM, seconds in-flight requests may take to finish",
+    )
+    p.add_argument(
+        "--model-process",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run the model in a worker process, apart from the server's event loop (auto: for the eager "
+        "PyTorch backends, whose Python-side work would hold the GIL; text and multi-label models)",
     )
     add_min_confidence(p)
     p.set_defaults(func=_serve)

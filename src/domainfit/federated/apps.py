@@ -18,6 +18,7 @@ from torch import nn
 
 from domainfit.config.federate import FederateConfig
 from domainfit.federated.exchange import from_record, load_trained_state, to_record, trained_state
+from domainfit.federated.selection import validation_metrics
 from domainfit.federated.site import Site
 
 WEIGHT_KEY = "num-examples"  # Flower's default weighting key
@@ -59,13 +60,19 @@ def train_handler(site: Site, model: nn.Module, device: torch.device) -> Callabl
 
 
 def evaluate_handler(site: Site, model: nn.Module, device: torch.device) -> Callable[[Any], Any]:
-    """The site's reply to an ``evaluate`` message: the global model's scores on the site's held-out split."""
+    """The site's reply to an ``evaluate`` message: the global model's scores on the site's held-out split, and
+    on its validation split (``val_<metric>``, ``val-examples``) for the server's choice of round."""
 
     def handle(message: Any) -> Any:
         from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
         load_trained_state(model, from_record(message.content["arrays"]))
         metrics = numeric(site.evaluate(model, device))
+        if site.held_out == "validation":  # no test split: the held-out scores are the validation scores
+            metrics.update(validation_metrics(metrics, len(site.features["validation"])))
+        elif "validation" in site.features:  # the server chooses the round on these (federated/selection.py)
+            scores = numeric(site.evaluate(model, device, "validation"))
+            metrics.update(validation_metrics(scores, len(site.features["validation"])))
         content = RecordDict(
             {
                 "metrics": MetricRecord({WEIGHT_KEY: len(site.features[site.held_out]), **metrics}),

@@ -46,10 +46,12 @@ from domainfit.federated.exchange import (
     to_record,
     trained_state,
 )
-from domainfit.federated.report import ROUND_METRICS, write_report
+from domainfit.federated.report import write_report
+from domainfit.federated.selection import VAL_PREFIX, VAL_WEIGHT_KEY, RoundSelection
 from domainfit.federated.simulation import (
     collect_results,
     create_site,
+    kept_line,
     load_federated_run_config,
     log_round,
     run_folder,
@@ -273,6 +275,7 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
     round_log = RoundLog()
     full_bytes = full_weights_bytes(model)
     strategy = create_strategy(fed, round_log)
+    selection = RoundSelection(cfg.train.best_metric)
     tb = SummaryWriter(str(out / "tensorboard"))
 
     def close_round(server_round: int, arrays: Any) -> None:
@@ -287,7 +290,8 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
                 fix="read that SuperNode's log, fix its node config or data file, and run again.",
             )
         round_log.global_eval[server_round] = _weighted_mean(per_site)
-        log_round(tb, round_log, server_round)
+        selection.observe(server_round, per_site, arrays)
+        log_round(tb, round_log, server_round, selection)
         return None
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-round banners; the report has the numbers
@@ -302,27 +306,26 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
         )
     finally:
         tb.close()
-    load_trained_state(model, from_record(result.arrays))
+    load_trained_state(model, from_record(selection.arrays if selection.arrays is not None else result.arrays))
 
     sites_info = {name: _site_info(name, fed, round_log) for name in fed.sites}
-    results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes)
+    results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes, selection)
     results["global_score"] = "sites_weighted_mean"
     with atomic_dir(out / "model") as tmp:
         task.save(model.cpu(), tokenizer, cfg, data, tmp)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
     write_report(out / "report.md", fed, cfg, results)
     finish_run(out)
-    final = results["global"][str(fed.rounds)]
-    print(  # into the ServerApp's log (flwr run --stream, flwr log)
-        "global model after the last round: " + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
-    )
+    print(kept_line(results))  # into the ServerApp's log (flwr run --stream, flwr log)
     return results
 
 
 def _weighted_mean(per_site: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Each metric averaged over the sites, weighted by their held-out examples (``num-examples``)."""
+    """Each held-out metric averaged over the sites, weighted by their held-out examples (``num-examples``);
+    the validation scores (``val_*``) are weighed by ``federated/selection.py``."""
     total = sum(m[WEIGHT_KEY] for m in per_site.values())
-    names = [k for k in next(iter(per_site.values())) if k != WEIGHT_KEY]
+    first = next(iter(per_site.values()))
+    names = [k for k in first if k not in (WEIGHT_KEY, VAL_WEIGHT_KEY) and not k.startswith(VAL_PREFIX)]
     return {k: sum(m[k] * m[WEIGHT_KEY] for m in per_site.values()) / max(total, 1) for k in names}
 
 

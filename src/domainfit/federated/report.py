@@ -17,12 +17,25 @@ def _megabytes(n: float) -> str:
     return f"{n / 1e6:.3f} MB"
 
 
+def _kept_sentence(kept: dict[str, Any]) -> str:
+    if kept["by"] == "last round":
+        why = f" ({kept['why']})" if kept.get("why") else ""
+        return f"Kept: the model after the last round, round {kept['kept_round']}{why}."
+    return (
+        f"Kept: the model of round **{kept['kept_round']}**, the best {kept['by']}: {kept['value']:.4f}. "
+        "The held-out scores never choose, as `domainfit train` keeps its best epoch on validation."
+    )
+
+
 def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[str, Any]) -> None:
     """Write ``report.md`` from metrics.json's dict ``results``."""
     rounds = sorted(results["global"], key=int)
     shown = [m for m in ROUND_METRICS if any(m in results["global"][r] for r in rounds)]
     names = list(results["sites"])
     main = shown[0] if shown else None
+    validation = results.get("global_validation", {})
+    kept = results.get("selection", {"kept_round": int(rounds[-1]) if rounds else 0, "by": "last round"})
+    chooser = cfg.train.best_metric
     lines = [
         f"# domainfit federate: {Path(fed.output_dir).name}",
         "",
@@ -61,6 +74,7 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
     header = [
         "round",
         *[f"global {m}" for m in shown],
+        *([f"validation {chooser}"] if validation else []),
         *[f"{n} {main}" for n in names],
         "sites trained",
         "bytes sent",
@@ -74,11 +88,13 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
         row = [
             r,
             *[f"{glob[m]:.4f}" if m in glob else "" for m in shown],
+            *([f"{validation[r][chooser]:.4f}" if chooser in validation.get(r, {}) else ""] if validation else []),
             *[f"{per_site[n][main]:.4f}" if n in per_site and main in per_site[n] else "" for n in names],
             ", ".join(sorted(trained)) or "-",
             _megabytes(traffic["sent"]) if traffic else "-",
         ]
         lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    lines += ["", _kept_sentence(kept)]
     ex = results["exchanged"]
     sent = sum(t["sent"] for t in results["traffic"].values())
     full = sum(t["full_weights"] for t in results["traffic"].values())

@@ -44,6 +44,7 @@ from domainfit.federated.exchange import (
     trained_state,
 )
 from domainfit.federated.report import ROUND_METRICS, write_report
+from domainfit.federated.selection import RoundSelection
 from domainfit.federated.site import Site, pooled_features, site_config, use_federation_labels
 from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.models.loading import check_max_length
@@ -174,6 +175,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     grid = TrafficMeter(LocalGrid(sites, model, device), round_log, full_bytes)
     strategy = create_strategy(fed, round_log)
     everyone = pooled_features(sites)
+    selection = RoundSelection(cfg.train.best_metric)
     tb = SummaryWriter(str(out / "tensorboard"))
 
     def evaluate_globally(server_round: int, arrays: Any) -> Any:
@@ -193,7 +195,8 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
             )
         )
         round_log.global_eval[server_round] = metrics
-        log_round(tb, round_log, server_round)
+        selection.observe(server_round, round_log.sites_eval.get(server_round, {}), arrays)  # sites scored first
+        log_round(tb, round_log, server_round, selection)
         return MetricRecord(metrics)
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-round banners; the report has the numbers
@@ -206,7 +209,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
         evaluate_fn=evaluate_globally,
     )
     tb.close()
-    load_trained_state(model, from_record(result.arrays))
+    load_trained_state(model, from_record(selection.arrays if selection.arrays is not None else result.arrays))
 
     sites_info = {
         s.name: {
@@ -217,14 +220,13 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
         }
         for s in sites
     }
-    results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes)
+    results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes, selection)
     with atomic_dir(out / "model") as tmp:
         task.save(model.cpu(), tokenizer, cfg, pooled, tmp)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
     write_report(out / "report.md", fed, cfg, results)
     finish_run(out)
-    final = results["global"][str(fed.rounds)]
-    print("global model after the last round: " + " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final))
+    print(kept_line(results))
     return results
 
 
@@ -272,10 +274,14 @@ def create_site(
     )
 
 
-def log_round(tb: Any, round_log: RoundLog, server_round: int) -> None:
-    """TensorBoard scalars of one round: global, per site (training and held-out), traffic."""
+def log_round(tb: Any, round_log: RoundLog, server_round: int, selection: RoundSelection | None = None) -> None:
+    """TensorBoard scalars of one round: global (held-out and validation), per site (training and held-out),
+    traffic."""
     for name, value in round_log.global_eval.get(server_round, {}).items():
         tb.add_scalar(f"global/{name}", value, server_round)
+    if selection is not None:
+        for name, value in selection.validation.get(server_round, {}).items():
+            tb.add_scalar(f"global_validation/{name}", value, server_round)
     for kind, per_round in (("train", round_log.sites_train), ("eval", round_log.sites_eval)):
         for site, metrics in per_round.get(server_round, {}).items():
             for name, value in metrics.items():
@@ -291,9 +297,12 @@ def collect_results(
     round_log: RoundLog,
     model: torch.nn.Module,
     full_bytes: int,
+    selection: RoundSelection,
 ) -> dict[str, Any]:
     """metrics.json's dict: the settings, each site (``sites_info``: file, train_examples, held_out,
-    held_out_examples), the per-round records of ``round_log``, and what one message carries."""
+    held_out_examples), the per-round records of ``round_log``, the round kept (``selection``) and its
+    held-out scores (``final``), and what one message carries."""
+    kept = selection.summary(fed.rounds)
     exchanged = trained_state(model)
     exchanged_bytes = sum(t.numel() * t.element_size() for t in exchanged.values())
     return {
@@ -301,7 +310,10 @@ def collect_results(
         "rounds": fed.rounds,
         "local_epochs": fed.local_epochs,
         "sites": sites_info,
+        "selection": kept,
+        "final": round_log.global_eval.get(kept["kept_round"], {}),
         "global": {str(r): m for r, m in sorted(round_log.global_eval.items())},
+        "global_validation": {str(r): m for r, m in sorted(selection.validation.items())},
         "sites_train": {str(r): m for r, m in sorted(round_log.sites_train.items())},
         "sites_eval": {str(r): m for r, m in sorted(round_log.sites_eval.items())},
         "traffic": {str(r): m for r, m in sorted(round_log.traffic.items()) if r > 0},
@@ -314,3 +326,12 @@ def collect_results(
         },
         "dp": to_dict(fed.dp) if fed.dp.enabled else None,
     }
+
+
+def kept_line(results: dict[str, Any]) -> str:
+    """The line ``federate`` prints at the end: the kept round, why, and its held-out scores."""
+    kept, final = results["selection"], results["final"]
+    scores = " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
+    if kept["by"] == "last round":
+        return f"global model after the last round ({kept['why']}): {scores}"
+    return f"global model of round {kept['kept_round']} (best {kept['by'].split(' (')[0]}): {scores}"

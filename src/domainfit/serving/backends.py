@@ -39,6 +39,8 @@ BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
 AUTO_MIN_AGREEMENT = 0.995
 # Texts per batch when the caller does not say. ONNX Runtime runs 20-25% faster on batches of 32 than of
 # 64 (activations stay in cache); eager PyTorch prefers 64 (benchmarks/bench_inference.py, 2-core Xeon).
+# the backends whose batches run eager PyTorch (Python-side work in every layer, under the GIL)
+EAGER_TORCH_BACKENDS = ("torch", "torch-bf16", SPLIT_BACKEND)
 DEFAULT_BATCH_SIZE = {"torch": 64, "torch-bf16": 64, "onnx": 32, "onnx-int8": 32, SPLIT_BACKEND: 64}
 # What one model call costs beyond its tokens, in padded tokens: where a length-sorted batch is cut
 # (domainfit.data.lengths.sorted_batches(call_cost=...)). benchmarks/bench_batch_cuts.py fitted 8.3 ms per call

@@ -7,6 +7,7 @@ modules never import each other's loaders.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,16 @@ from domainfit.models.folder import folder_task
 from domainfit.serving import generator, image_predictor, multilabel_predictor, predictor, token_predictor  # noqa: F401
 from domainfit.serving.generator import read_generation_settings
 from domainfit.serving.model_folder import check_model_dir
+from domainfit.serving.model_process import MODEL_PROCESS
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.text_cap import check_max_chars
+
+log = logging.getLogger(__name__)
 
 # every predictor module is imported above for its PREDICTORS registration
 TAKES_MAX_CHARS = ("text-classification", "multi-label-classification", "token-classification")
 TAKES_MIN_CONFIDENCE = ("text-classification", "image-classification")  # single-label: may abstain
+TAKES_MODEL_PROCESS = ("text-classification", "multi-label-classification")  # their runners may run apart
 
 
 def load(
@@ -30,6 +35,7 @@ def load(
     num_threads: int | None = None,
     max_chars: int | None = None,
     min_confidence: float | None = None,
+    model_process: str = "off",
 ) -> Any:
     """Load a trained model folder for prediction.
 
@@ -49,6 +55,11 @@ def load(
             and image models do not take it.
         min_confidence: single-label classifiers answer "abstain" when the top probability is below it.
             Default: the folder's own ``min_confidence`` (for ``evaluation.target_accuracy``), else never.
+        model_process: "on" runs the model in a worker process (:mod:`domainfit.serving.model_process`), so
+            its Python-side work does not hold this process's GIL (what ``domainfit serve`` wants: its event
+            loop keeps answering while a batch runs); "auto" does so for the eager PyTorch backends only;
+            "off" (the default, right for offline prediction) keeps it in this process. Text and multi-label
+            classifiers only; other tasks run in this process whatever it says.
 
     Returns:
         A :class:`Predictor`; for a multi-label folder a
@@ -60,6 +71,8 @@ def load(
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise DomainfitError(f"num_threads must be a positive integer, got {num_threads!r}")
     check_max_chars(max_chars)
+    if model_process not in MODEL_PROCESS:
+        raise DomainfitError(f"model_process must be one of {', '.join(MODEL_PROCESS)}, got {model_process!r}")
     task = folder_task(path)
     if task not in PREDICTORS:
         raise ModelError(
@@ -67,7 +80,11 @@ def load(
             path=path,
             fix=f"tasks with a predictor: {', '.join(PREDICTORS.names())}.",
         )
-    extra = {"max_chars": max_chars} if task in TAKES_MAX_CHARS else {}
+    extra: dict[str, Any] = {"max_chars": max_chars} if task in TAKES_MAX_CHARS else {}
+    if task in TAKES_MODEL_PROCESS:
+        extra["model_process"] = model_process
+    elif model_process == "on":
+        log.warning("model_process 'on' is for text and multi-label classifiers; this %s model runs in process", task)
     if min_confidence is not None:
         if task not in TAKES_MIN_CONFIDENCE:
             raise DomainfitError(

@@ -32,11 +32,11 @@ from domainfit.serving.backends import (
     CALL_COST,
     DEFAULT_BATCH_SIZE,
     SPLIT_BACKEND,
-    create_runner,
     resolve_task_backend,
 )
 from domainfit.serving.files import write_output
 from domainfit.serving.model_folder import check_model_dir, read_json
+from domainfit.serving.model_process import runner_for
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.runners import Runner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
@@ -123,6 +123,12 @@ class MultiLabelPredictor:
             probabilities[rows] = sigmoid(self._runner(inputs))  # (batch, num_labels)
         return probabilities
 
+    def close(self) -> None:
+        """Stop the model's worker process, if it runs in one (``model_process``); a no-op otherwise."""
+        close = getattr(self._runner, "close", None)
+        if close is not None:
+            close()
+
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
         """One dict per text: ``labels`` (those at or above their threshold, most probable first) and
         ``probabilities`` ({label: probability})."""
@@ -205,7 +211,12 @@ def read_task(model_dir: Path) -> str:
 
 
 def load_multilabel(
-    model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None, max_chars: int | None = None
+    model_dir: str | Path,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    max_chars: int | None = None,
+    model_process: str = "off",
 ) -> MultiLabelPredictor:
     """Load a multi-label model folder written by ``domainfit train`` (see :class:`MultiLabelPredictor`)."""
     path = check_model_dir(model_dir)
@@ -234,7 +245,7 @@ def load_multilabel(
         )
     hf_tokenizer = load_hf_tokenizer(path)
     max_length = int(settings.get("max_length", min(getattr(hf_tokenizer, "model_max_length", 512), 512)))
-    runner = create_runner(path, resolved, num_threads)
+    runner = runner_for(path, resolved, num_threads, model_process)
     return MultiLabelPredictor(
         runner,
         FastTokenizer(hf_tokenizer, max_length),

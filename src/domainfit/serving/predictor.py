@@ -33,11 +33,11 @@ from domainfit.serving.backends import (
     DEFAULT_BATCH_SIZE,
     SPLIT_BACKEND,
     check_export_current,
-    create_runner,
     resolve_backend,
 )
 from domainfit.serving.confidence import apply_abstention, check_min_confidence, softmax
 from domainfit.serving.model_folder import ONNX_FILES, ServingSettings, read_labels, read_settings
+from domainfit.serving.model_process import runner_for
 from domainfit.serving.registry import PREDICTORS
 from domainfit.serving.runners import Runner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
@@ -124,6 +124,12 @@ class Predictor:
             logits = aggregate_by_group(logits, groups, self.windows.aggregation)
         return softmax(logits, self.temperature)
 
+    def close(self) -> None:
+        """Stop the model's worker process, if it runs in one (``model_process``); a no-op otherwise."""
+        close = getattr(self._runner, "close", None)
+        if close is not None:
+            close()
+
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
         """Best label, its probability, and all probabilities, one dict per text in input order.
 
@@ -179,6 +185,7 @@ def load_text_classifier(
     num_threads: int | None = None,
     max_chars: int | None = None,
     min_confidence: float | None = None,
+    model_process: str = "off",
 ) -> Predictor:
     """A single-label text classifier on the backend :func:`resolve_backend` picks (see
     :func:`domainfit.serving.load`)."""
@@ -186,7 +193,7 @@ def load_text_classifier(
     tokenizer, settings, labels = read_text_side(path)
     if backend != "auto" and resolved in (*ONNX_FILES, SPLIT_BACKEND):  # "auto" has checked already
         check_export_current(path, resolved)
-    runner = create_runner(path, resolved, num_threads)
+    runner = runner_for(path, resolved, num_threads, model_process)
     return Predictor(runner, tokenizer, labels, settings, resolved, max_chars, min_confidence)
 
 

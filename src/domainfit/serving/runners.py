@@ -131,6 +131,7 @@ class SplitRunner:
     def __init__(self, batches: Runner, single: Runner) -> None:
         self.batches = batches
         self.single = single
+        self.input_names = tuple(dict.fromkeys(batches.input_names + single.input_names))  # each takes its own
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return (self.single if len(inputs["input_ids"]) == 1 else self.batches)(inputs)

@@ -85,6 +85,8 @@ class ServerSettings:
     max_text_chars: int = 20_000  # characters in one text (the model reads far fewer; this bounds memory)
     api_key: str | None = None  # required as "Authorization: Bearer KEY" or "X-API-Key: KEY" when set
     graceful_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take to finish
+    # the model in a worker process ("auto": for eager PyTorch backends; domainfit.serving.model_process)
+    model_process: str = "auto"
 
     def check(self) -> None:
         """Raise a DomainfitError naming the flag of the first invalid setting."""
@@ -95,6 +97,8 @@ class ServerSettings:
         for name in ("max_wait_ms", "graceful_timeout_s"):
             if getattr(self, name) < 0:
                 raise DomainfitError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.model_process not in ("auto", "on", "off"):
+            raise DomainfitError(f"--model-process must be auto, on or off, got {self.model_process!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise DomainfitError(
                 f"the API key is empty (--api-key or {API_KEY_ENV})",
@@ -622,6 +626,9 @@ def create_app(
         yield
         stop_being_ready()
         await run_in_threadpool(batcher.close)  # runs what is still queued, then stops the worker
+        close = getattr(predictor, "close", None)
+        if close is not None:
+            await run_in_threadpool(close)  # the model's worker process, if it has one
 
     app = FastAPI(
         title="domainfit",
@@ -817,7 +824,13 @@ def serve(
     settings.check()
     sock = listen_socket(host, port)  # before the model loads: a busy port fails in a second, not a minute
     try:
-        predictor = load(model_dir, backend=backend, num_threads=num_threads, min_confidence=min_confidence)
+        predictor = load(
+            model_dir,
+            backend=backend,
+            num_threads=num_threads,
+            min_confidence=min_confidence,
+            model_process=settings.model_process,
+        )
         app = create_app(predictor, settings, model_dir=model_dir)
         configure_access_log()
         bound_host, bound_port = sock.getsockname()[:2]
@@ -829,6 +842,7 @@ def serve(
                     "model": str(model_dir),
                     "task": task_of(predictor),
                     "backend": predictor.backend,
+                    "model_process": getattr(getattr(predictor, "_runner", None), "pid", None),
                     "settings": {**asdict(settings), "api_key": settings.api_key is not None},
                 }
             )
