@@ -82,9 +82,10 @@ def start_server(model_dir: Path, flags: list[str], log: Path) -> tuple[subproce
             raise SystemExit(f"the server ended with {proc.returncode}:\n{log.read_text()}")
         if url is None:
             for line in log.read_text().splitlines():
-                if line.startswith("{") and json.loads(line).get("event") == "listening":
-                    url = json.loads(line)["url"]
-                    pids += [json.loads(line)["model_process"]] if json.loads(line).get("model_process") else []
+                record = json.loads(line) if line.startswith("{") else {}
+                if record.get("event") == "listening":
+                    url = record["url"]
+                    pids += [record["model_process"]] if record.get("model_process") else []
         elif is_ready(url):
             return proc, url, pids
         time.sleep(0.2)

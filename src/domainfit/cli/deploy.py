@@ -266,7 +266,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model-process",
-        choices=("auto", "on", "off"),
+        choices=("auto", "on", "off"),  # serving.model_process.MODEL_PROCESS (not imported: the CLI starts fast)
         default="auto",
         help="run the model in a worker process, apart from the server's event loop (auto: for the eager "
         "PyTorch backends, whose Python-side work would hold the GIL; text and multi-label models)",

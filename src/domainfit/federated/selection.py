@@ -93,5 +93,6 @@ class RoundSelection:
         return {
             "kept_round": self.round,
             "by": f"validation {self.metric} (the sites' scores, weighted by their validation examples)",
+            "metric": self.metric,
             "value": self.value,
         }

@@ -334,4 +334,4 @@ def kept_line(results: dict[str, Any]) -> str:
     scores = " ".join(f"{k}={final[k]:.4f}" for k in ROUND_METRICS if k in final)
     if kept["by"] == "last round":
         return f"global model after the last round ({kept['why']}): {scores}"
-    return f"global model of round {kept['kept_round']} (best {kept['by'].split(' (')[0]}): {scores}"
+    return f"global model of round {kept['kept_round']} (best validation {kept['metric']}): {scores}"

@@ -51,6 +51,7 @@ except ImportError as e:
 
 from domainfit.serving.batcher import BatcherClosedError, MicroBatcher, QueueFullError
 from domainfit.serving.image_predictor import ImagePredictor
+from domainfit.serving.model_process import MODEL_PROCESS
 from domainfit.serving.multilabel_predictor import MultiLabelPredictor
 
 API_KEY_ENV = "DOMAINFIT_API_KEY"
@@ -97,8 +98,10 @@ class ServerSettings:
         for name in ("max_wait_ms", "graceful_timeout_s"):
             if getattr(self, name) < 0:
                 raise DomainfitError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.model_process not in ("auto", "on", "off"):
-            raise DomainfitError(f"--model-process must be auto, on or off, got {self.model_process!r}")
+        if self.model_process not in MODEL_PROCESS:
+            raise DomainfitError(
+                f"--model-process must be one of {', '.join(MODEL_PROCESS)}, got {self.model_process!r}"
+            )
         if self.api_key is not None and not self.api_key.strip():
             raise DomainfitError(
                 f"the API key is empty (--api-key or {API_KEY_ENV})",
