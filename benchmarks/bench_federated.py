@@ -58,13 +58,15 @@ def deal_sites(out: Path, n_sites: int, skew: float, seed: int) -> list[Path]:
     return files
 
 
-def run_config(out: Path, epochs: int, threads: int | None, class_weights: str = "balanced") -> Path:
+def run_config(
+    out: Path, epochs: int, threads: int | None, class_weights: str = "balanced", learning_rate: float = 1e-3
+) -> Path:
     path = out / "run.yaml"
     path.write_text(
         "task: text-classification\nmodel:\n  name: minilm\n  max_length: 128\n"
         f"data:\n  train: {SPLIT / 'train.csv'}\n  validation: {SPLIT / 'val.csv'}\n"
         f"  test: {SPLIT / 'test.csv'}\n"
-        f"train:\n  epochs: {epochs}\n  batch_size: 32\n  learning_rate: 1.0e-3\n  seed: 42\n"
+        f"train:\n  epochs: {epochs}\n  batch_size: 32\n  learning_rate: {learning_rate}\n  seed: 42\n"
         + (f"  num_threads: {threads}\n" if threads else "")
         # the LoRA setting that matched full fine-tuning on PhraseBank (BENCHMARKS.md, "Parameter-efficient
         # fine-tuning"); peft's default (r 8 on query/value, lr 5e-4) lost 15.7 points there, and collapsed here
@@ -130,11 +132,13 @@ def main() -> None:
     )
     parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server_momentum")
     parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm's server_learning_rate")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="train.learning_rate of every run")
     parser.add_argument("--federated-only", action="store_true", help="skip the centralised and single-site runs")
+    parser.add_argument("--no-sites-alone", action="store_true", help="skip the single-site runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sites = deal_sites(args.out, args.sites, args.skew, seed=0)
-    config = run_config(args.out, args.rounds * args.local_epochs, args.threads, args.class_weights)
+    config = run_config(args.out, args.rounds * args.local_epochs, args.threads, args.class_weights, args.learning_rate)
 
     rows, results_of = [], {}
     for strategy in args.strategies:
@@ -165,7 +169,7 @@ def main() -> None:
             f.writelines(site.read_text(encoding="utf-8").splitlines(keepends=True)[1:])
     test = train(config, pooled, args.out / "centralised")
     rows.append(("centralised", test["f1_macro"], test["accuracy"], "-"))
-    for site in sites:
+    for site in [] if args.no_sites_alone else sites:
         test = train(config, site, args.out / f"alone-{site.stem}")
         rows.append((f"{site.stem} alone", test["f1_macro"], test["accuracy"], "-"))
     print_table(args, rows)
@@ -174,7 +178,8 @@ def main() -> None:
 def print_table(args: argparse.Namespace, rows: list[tuple]) -> None:
     print(
         f"\nPhraseBank test ({SPLIT / 'test.csv'}), MiniLM + LoRA, {args.sites} sites, skew {args.skew}, "
-        f"{args.rounds} rounds x {args.local_epochs} local epochs, class weights {args.class_weights}\n"
+        f"{args.rounds} rounds x {args.local_epochs} local epochs, class weights {args.class_weights}, "
+        f"learning rate {args.learning_rate}\n"
     )
     print("| run | macro-F1 | accuracy | bytes sent (vs full weights) |\n|---|---|---|---|")
     for name, f1, acc, traffic in rows:

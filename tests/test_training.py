@@ -472,3 +472,30 @@ def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_it_again(t
     (tmp_path / "checkpoints" / "step-0000004" / "state.json").write_text("{}")
     assert resume_or_restart(tmp_path, True, cfg=None) is True  # no config.yaml saved: nothing to compare
     assert resume_or_restart(tmp_path, False, cfg=None) is False
+
+
+def test_evaluation_listeners_see_each_evaluation_and_can_stop_the_run_resumably(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.training.events import StopTraining, evaluation_listener
+
+    seen = []
+
+    def stop_after_second(history, last):
+        seen.append(([entry["step"] for entry in history], last))
+        if len(history) == 2:
+            raise StopTraining("enough")
+
+    out = tmp_path / "out"
+    cfg = load_config(
+        write_config(tmp_path, tiny_bert, phrasebank_split, out, train_samples=64, eval_every=2, num_threads=1)
+    )  # 4 steps per epoch, 2 epochs: evaluations at steps 2, 4, 6, 8
+    with evaluation_listener(stop_after_second), pytest.raises(StopTraining):
+        train(cfg)
+    assert seen == [([2], False), ([2, 4], False)]  # called at once, before a later batch ran
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert not (out / "metrics.json").exists()
+
+    seen.clear()
+    with evaluation_listener(lambda history, last: seen.append(([e["step"] for e in history], last))):
+        results = train(cfg, resume=True)  # continues after the checkpoint of the stopping evaluation
+    assert seen == [([2, 4, 6], False), ([2, 4, 6, 8], True)]
+    assert results["train"]["steps"] == 8

@@ -39,6 +39,7 @@ from domainfit.metrics.classification import improves_on_best
 from domainfit.models.loading import check_max_length
 from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.distributed import on_main_process, refuse_sharded_launch
+from domainfit.training.events import announce_evaluation
 from domainfit.training.memory import MemoryPlan
 from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
 from domainfit.training.scaffold import (
@@ -209,6 +210,7 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = epoch + 1, 0
                 run.save(state)
+                announce_evaluation(state.history, last=stop or state.step >= total_steps)  # e.g. tune's pruning
                 clock.start()
                 if stop:
                     break
@@ -225,6 +227,7 @@ def _train(cfg: RunConfig, task: Task, memory: MemoryPlan, out: Path, *, resume:
     bar.close()
     if state.best_step is None or state.history[-1]["step"] != state.step:
         evaluate_and_select()  # make sure the final weights were considered
+        announce_evaluation(state.history, last=True)
 
     # 4. Best weights -> test -> shippable folder, metrics.json, report.
     unwrapped = run.unwrapped_model

@@ -8,12 +8,11 @@ of its dotted keys (``train.learning_rate: {low: 1e-5, high: 1e-3, log: true}``,
 beat the default. Every trial is an ordinary ``domainfit train`` run folder (``output_dir/trials/NNN``),
 scored by the validation ``metric`` of the checkpoint the run selects (the one it ships).
 
-Pruning without touching the training loop: the loop writes a resumable checkpoint, whose ``state.json``
-holds the validation history, after every evaluation. A watcher thread reads each new evaluation from it,
-reports it to Optuna, and when the pruner says so interrupts the run the way Ctrl-C does (the run folder
-records ``interrupted``). Running trials epoch by epoch with ``--resume`` was the alternative, but the
-stretched learning-rate schedule would make a trial another run than the config it reports, and every
-stage would test and save a model.
+Pruning without touching the training loop: tune registers a listener with ``training.events``, which the
+loop calls after every evaluation's checkpoint. It reports the evaluation to Optuna and, when the pruner says
+so, stops the run as Ctrl-C would (the run folder records ``interrupted``), before the next batch. Running
+trials epoch by epoch with ``--resume`` was the alternative, but the stretched learning-rate schedule would
+make a trial another run than the config it reports, and every stage would test and save a model.
 
 Trials live in SQLite (``output_dir/study.db``), so a killed command is continued by running it again:
 finished trials are kept, and a trial that was running is resumed from its run folder's last checkpoint

@@ -1,16 +1,11 @@
-"""Running a study: trials as run folders, pruning from the checkpoints' validation history, the SQLite
+"""Running a study: trials as run folders, pruning on each evaluation (a training-events listener), the SQLite
 study that a rerun continues, the best config and its retraining."""
 
 from __future__ import annotations
 
-import _thread
-import contextlib
 import json
 import logging
 import math
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +15,7 @@ from domainfit.config import dump_yaml
 from domainfit.errors import ConfigError, DomainfitError
 from domainfit.io.atomic import write_text_atomic
 from domainfit.io.run_folder import contained
+from domainfit.training.events import StopTraining, evaluation_listener
 from domainfit.training.run_dir import RESUME_FREE_KEYS, RunLock, read_status
 from domainfit.tune.config import TuneConfig, import_optuna, is_number, param_overrides
 from domainfit.tune.report import format_tune_report, format_verdict, plot_study
@@ -30,7 +26,6 @@ STUDY_NAME = "domainfit-tune"
 # Settings a rerun may change without mixing two studies: where runs write and how fast they report (the
 # run folder's own list, less the keys that change what a trial trains).
 _RERUN_FREE_KEYS = tuple(k for k in RESUME_FREE_KEYS if k not in ("train.epochs", "train.early_stopping_patience"))
-_WATCH_SECONDS = 0.5
 
 
 def run_tune(cfg: TuneConfig, *, retrain: bool = True) -> dict[str, Any]:
@@ -194,24 +189,19 @@ def _run_trial(study: Any, trial: Any, cfg: TuneConfig, out: Path) -> None:
         return
     trial.set_user_attr("run_dir", str(run_dir))
     status = read_status(run_dir)
-    watcher = _EvaluationWatcher(trial, run_dir, cfg, prune=cfg.pruner["name"] != "none")
+    pruning = _PruningListener(trial, cfg, prune=cfg.pruner["name"] != "none")
     if not (status and status.get("status") == "finished" and (run_dir / "metrics.json").is_file()):
         log.info("tune: trial %d %s -> %s", trial.number, params, run_dir)
         try:
-            with _sigint_handled():
-                watcher.start()
-                try:
-                    train(run_cfg, resume=status is not None)
-                finally:
-                    watcher.disarm()  # from here on no interrupt can be sent; one already sent lands below
-        except KeyboardInterrupt:
-            if not watcher.pruned:
-                raise  # the user's Ctrl-C: the trial stays running, and the next command resumes it
-            log.info("tune: trial %d pruned at evaluation %d", trial.number, len(watcher.reported))
+            with evaluation_listener(pruning):
+                train(run_cfg, resume=status is not None)
+        except StopTraining:  # raised by the listener: the run folder says interrupted, its checkpoint kept
+            log.info("tune: trial %d pruned at evaluation %d", trial.number, len(pruning.reported))
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return
+        # the user's Ctrl-C (KeyboardInterrupt) goes up: the trial stays running, the next command resumes it
     results = json.loads(contained(out, run_dir.relative_to(out), "metrics.json").read_text(encoding="utf-8"))
-    watcher.report_history(results.get("history") or [])
+    pruning.report_history(results.get("history") or [])
     value = (results.get("validation") or {}).get(cfg.metric)
     if not is_number(value):
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -234,84 +224,28 @@ def _run_trial(study: Any, trial: Any, cfg: TuneConfig, out: Path) -> None:
     )
 
 
-@contextlib.contextmanager
-def _sigint_handled() -> Iterator[None]:
-    """Python's own SIGINT handler while a trial trains, so the watcher's ``interrupt_main`` lands.
+class _PruningListener:
+    """Reports each evaluation of a trial's run to Optuna (step = its 1-based number) and stops the run, from
+    the loop's own thread right after the evaluation's checkpoint, when the pruner says so."""
 
-    ``_thread.interrupt_main`` does nothing while SIGINT is ignored, and it is for any background job of a
-    non-interactive shell (``nohup domainfit tune ... &``, most schedulers): pruning silently never happened there.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    replaced = previous in (signal.SIG_IGN, signal.SIG_DFL, None)
-    if replaced:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        if replaced:
-            signal.signal(signal.SIGINT, previous)
-
-
-class _EvaluationWatcher(threading.Thread):
-    """Reads a running trial's validation history from its latest checkpoint, reports each new evaluation
-    (step = its 1-based number) and interrupts the run, as Ctrl-C would, when the pruner says so."""
-
-    def __init__(self, trial: Any, run_dir: Path, cfg: TuneConfig, *, prune: bool) -> None:
-        super().__init__(name=f"tune-watch-{trial.number}", daemon=True)
-        self.trial, self.run_dir, self.cfg = trial, run_dir, cfg
-        # the interrupt is a KeyboardInterrupt in the main thread: only there does it stop the run
-        self.prune = prune and threading.current_thread() is threading.main_thread()
+    def __init__(self, trial: Any, cfg: TuneConfig, *, prune: bool) -> None:
+        self.trial, self.cfg, self.prune = trial, cfg, prune
         self.reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)  # a resumed trial's
-        self.pruned = False
-        self._armed = True
-        self._lock = threading.Lock()
-        self._finished = threading.Event()
 
-    def run(self) -> None:
-        while not self._finished.wait(_WATCH_SECONDS):
-            history = self._read_history()
-            if history and self.report_history(history) and self.prune:
-                with self._lock:
-                    if self._armed and self.trial.should_prune():
-                        self.pruned = True
-                        self._armed = False
-                        _thread.interrupt_main()
-                        return
+    def __call__(self, history: list[dict[str, Any]], last: bool) -> None:
+        self.report_history(history)
+        # the last evaluation is the end of training: nothing left to save by stopping
+        if self.prune and not last and self.trial.should_prune():
+            raise StopTraining(f"tune: trial {self.trial.number} pruned by the {self.cfg.pruner['name']} pruner")
 
-    def report_history(self, history: list[dict[str, Any]]) -> bool:
-        """Report the evaluations not yet reported; True if a new one that is not the run's last was."""
-        new = False
+    def report_history(self, history: list[dict[str, Any]]) -> None:
+        """Report the evaluations of ``history`` (a run's, in order) not yet reported."""
         for number, entry in enumerate(history, start=1):
             value = (entry.get("validation") or {}).get(self.cfg.metric)
             if number in self.reported or not is_number(value) or not math.isfinite(value):
                 continue
             self.trial.report(float(value), number)
             self.reported.add(number)
-            # the last evaluation is the end of training: nothing left to save by stopping
-            new = is_number(entry.get("epoch")) and entry["epoch"] < self.cfg.epochs
-        return new
-
-    def _read_history(self) -> list[dict[str, Any]]:
-        from domainfit.training.checkpoint import CheckpointManager
-
-        try:
-            latest = CheckpointManager(self.run_dir).latest()
-            if latest is None:
-                return []
-            state = json.loads((latest / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, DomainfitError):  # rotated away mid-read, or not written yet: next poll
-            return []
-        return state.get("history") or [] if isinstance(state, dict) else []
-
-    def disarm(self) -> None:
-        with self._lock:
-            self._armed = False
-        self._finished.set()
-        if self.is_alive():
-            self.join()
 
 
 # --------------------------------------------------------------------------------------------------------
