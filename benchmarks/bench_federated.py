@@ -106,6 +106,7 @@ def federate(config: Path, sites: list[Path], out: Path, strategy: str, args: ar
             if strategy == "fedavgm"
             else ""
         )
+        + ("freeze_lora_a: true\n" if args.freeze_lora_a else "")
         + f"output_dir: {out}\noverwrite: true\n",
         encoding="utf-8",
     )
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server_momentum")
     parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm's server_learning_rate")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="train.learning_rate of every run")
+    parser.add_argument("--freeze-lora-a", action="store_true", help="FFA-LoRA: only LoRA's B matrices travel")
     parser.add_argument("--federated-only", action="store_true", help="skip the centralised and single-site runs")
     parser.add_argument("--no-sites-alone", action="store_true", help="skip the single-site runs")
     args = parser.parse_args()

@@ -60,6 +60,45 @@ def test_exchanged_state_is_the_trained_weights_and_full_bytes_count_everything(
         load_trained_state(other, {"1.weight": state["1.weight"]})
 
 
+def _lora_model(seed: int) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    base = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    return get_peft_model(base, LoraConfig(r=2, target_modules=["0"], modules_to_save=["2"]))
+
+
+def test_ffa_lora_freezes_a_so_the_average_of_b_is_the_average_of_the_updates():
+    pytest.importorskip("peft")
+    from domainfit.errors import ConfigError, DomainfitError
+    from domainfit.federated.exchange import check_frozen_digest, freeze_lora_a, frozen_digest
+
+    sites = [_lora_model(seed=3) for _ in range(2)]
+    for model in sites:
+        assert freeze_lora_a(model) == 2 * 6  # A of the one target: r x in_features
+        names = list(trained_state(model))
+        assert names and not any("lora_A" in n for n in names) and any("lora_B" in n for n in names)
+    a = dict(sites[0].named_parameters())
+    a_name = next(n for n in a if "lora_A" in n)
+    b_name = a_name.replace("lora_A", "lora_B")
+    with torch.no_grad():  # two sites' local training: different B, the same frozen A
+        for i, model in enumerate(sites):
+            dict(model.named_parameters())[b_name].copy_(torch.randn(5, 2, generator=torch.Generator().manual_seed(i)))
+    params = [dict(m.named_parameters()) for m in sites]
+    mean_b = (params[0][b_name] + params[1][b_name]) / 2
+    updates = [p[b_name] @ p[a_name] for p in params]
+    assert torch.allclose(mean_b @ params[0][a_name], (updates[0] + updates[1]) / 2, atol=1e-6)  # exact
+
+    assert frozen_digest(sites[0]) == frozen_digest(sites[1])
+    other = _lora_model(seed=4)  # a site built from another seed: another A
+    freeze_lora_a(other)
+    with pytest.raises(DomainfitError, match=r"site s2: its frozen LoRA A matrices .* are not the server's"):
+        check_frozen_digest(other, frozen_digest(sites[0]), "s2")
+    check_frozen_digest(other, None, "s2")  # a server that froze nothing sends no digest
+    with pytest.raises(ConfigError, match="needs LoRA matrices"):
+        freeze_lora_a(nn.Linear(2, 2))
+
+
 def test_fedavg_weights_each_site_by_its_examples():
     pytest.importorskip("flwr")
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -277,6 +316,38 @@ def test_federate_simulates_three_sites_and_writes_the_run_folder(tmp_path, tiny
     assert "validation f1_macro |" in report and f"Kept: the model of round **{kept}**" in report
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_freeze_lora_a_exchanges_b_and_the_head_only(tmp_path, tiny_bert, phrasebank_split):
+    pytest.importorskip("flwr")
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    exchanged = {}
+    for frozen in (False, True):
+        fed = _federate_config(
+            tmp_path, tiny_bert, sites, extra=f"rounds: 1\nfreeze_lora_a: {str(frozen).lower()}\noverwrite: true\n"
+        )
+        fed.write_text(fed.read_text().replace("rounds: 2\n", ""), encoding="utf-8")
+        assert main(["federate", str(fed)]) == 0
+        metrics = json.loads((tmp_path / "fed" / "metrics.json").read_text(encoding="utf-8"))
+        exchanged[frozen] = metrics["exchanged"]
+        assert metrics["exchanged"]["lora_a_frozen"] is frozen
+        assert metrics["global"]["1"] != metrics["global"]["0"]  # B and the head still learn
+    lora_a = exchanged[False]["tensors"] - exchanged[True]["tensors"]  # one A per B: half the LoRA tensors
+    assert lora_a > 0 and exchanged[True]["bytes_per_message"] < exchanged[False]["bytes_per_message"]
+    assert "only B and the head travel (FFA-LoRA)" in (tmp_path / "fed" / "report.md").read_text(encoding="utf-8")
+
+
+def test_freeze_lora_a_without_lora_is_refused_naming_the_key(tmp_path, tiny_bert, phrasebank_split, capsys):
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="freeze_lora_a: true\nrun_overrides: [peft.method=none]\n")
+    assert main(["federate", str(fed)]) == 2
+    err = capsys.readouterr().err
+    assert "key 'freeze_lora_a'" in err and "peft.method is 'none'" in err
+    assert not (tmp_path / "fed").exists()
 
 
 def test_a_misspelt_federate_key_is_refused_with_one_message(tmp_path, tiny_bert, phrasebank_split):

@@ -181,6 +181,13 @@ def test_the_server_writes_the_run_folder_and_names_a_site_that_sent_no_scores(t
     assert json.loads((out / "run.json").read_text())["status"] != "finished"
 
 
+def test_a_deployment_with_frozen_lora_a_checks_each_site_has_the_servers_a(tmp_path, tiny_bert, phrasebank_split):
+    app, sites = _app(tmp_path, tiny_bert, phrasebank_split, extra=LABELS + "freeze_lora_a: true\n")
+    nodes = {1: {"site": "site0", "data": str(sites[0])}, 2: {"site": "site1", "data": str(sites[1])}}
+    results, _ = _serve_in_process(app, nodes)  # the sites build the same A from the same seed: accepted
+    assert results["exchanged"]["lora_a_frozen"] is True and set(results["sites_eval"]["2"]) == {"site0", "site1"}
+
+
 def _free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

@@ -87,6 +87,12 @@ class FederateConfig:
     server_learning_rate: float = _f(
         1.0, "FedAvgM's server learning rate: the step along the averaged update (strategy: fedavgm only).", min=0.0
     )
+    freeze_lora_a: bool = _f(
+        False,
+        "FFA-LoRA (Sun et al. 2024): LoRA's A matrices stay at their shared random start and only B (and the "
+        "head) train and travel, so averaging B averages the sites' updates BA exactly (averaging A and B "
+        "separately does not) and half the LoRA bytes stay home. Needs peft.method: lora in the run config.",
+    )
     fraction_fit: float = _f(
         1.0,
         "Share of the sites that train in a round, drawn afresh each round with seed.",

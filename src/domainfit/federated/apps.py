@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from domainfit.config.federate import FederateConfig
-from domainfit.federated.exchange import from_record, load_trained_state, to_record, trained_state
+from domainfit.federated.exchange import (
+    check_frozen_digest,
+    from_record,
+    load_trained_state,
+    to_record,
+    trained_state,
+)
 from domainfit.federated.selection import validation_metrics
 from domainfit.federated.site import Site
 
@@ -37,8 +43,9 @@ def train_handler(site: Site, model: nn.Module, device: torch.device) -> Callabl
     def handle(message: Any) -> Any:
         from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-        load_trained_state(model, from_record(message.content["arrays"]))
         config = message.content["config"]
+        check_frozen_digest(model, config.get("frozen-digest"), site.name)  # freeze_lora_a: the same A as the server
+        load_trained_state(model, from_record(message.content["arrays"]))
         # Flower's strategies number rounds from 1; a server that does not send num-rounds gets a schedule per round
         metrics = site.fit(
             model,

@@ -39,7 +39,9 @@ from domainfit.data.labels import sort_labels
 from domainfit.errors import ConfigError, DomainfitError, short_repr
 from domainfit.federated.apps import WEIGHT_KEY, RoundLog, create_strategy, register_handlers
 from domainfit.federated.exchange import (
+    freeze_lora_a,
     from_record,
+    frozen_digest,
     full_weights_bytes,
     import_flower,
     load_trained_state,
@@ -213,6 +215,8 @@ def build_site(app_dir: Path, context: Any) -> tuple[Site, torch.nn.Module, torc
     set_up_process(cfg.train)
     model, tokenizer = task.build(cfg, data)
     check_max_length(getattr(model, "config", None), cfg.model.max_length)
+    if fed.freeze_lora_a:
+        freeze_lora_a(model)  # the same A as the server's: the train handler checks its digest
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     site = create_site(name, data_file, fed, cfg, task, tokenizer, data, device)
@@ -262,6 +266,10 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
     set_up_process(cfg.train)  # threads and seed, before the new head's weights are drawn
     model, tokenizer = task.build(cfg, data)
     check_max_length(getattr(model, "config", None), cfg.model.max_length)
+    train_config = {"local-epochs": fed.local_epochs, "num-rounds": fed.rounds}
+    if fed.freeze_lora_a:
+        freeze_lora_a(model)
+        train_config["frozen-digest"] = frozen_digest(model)  # each site checks its own A against it
     start_run(
         out,
         cfg,
@@ -301,7 +309,7 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
             grid=TrafficMeter(grid, round_log, full_bytes),
             initial_arrays=to_record(trained_state(model)),
             num_rounds=fed.rounds,
-            train_config=ConfigRecord({"local-epochs": fed.local_epochs, "num-rounds": fed.rounds}),
+            train_config=ConfigRecord(train_config),
             evaluate_fn=close_round,
         )
     finally:

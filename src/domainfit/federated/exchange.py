@@ -8,13 +8,16 @@ weights never move: every site starts from the same pretrained model.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import nn
 
-from domainfit.errors import MissingExtraError
+from domainfit.errors import ConfigError, DomainfitError, MissingExtraError
+
+LORA_A = ".lora_A."  # peft's name for LoRA's down-projection matrices
 
 
 def import_flower() -> Any:
@@ -79,3 +82,56 @@ def full_weights_bytes(model: nn.Module) -> int:
         seen.add(id(tensor))
         total += tensor.numel() * tensor.element_size()
     return total
+
+
+def freeze_lora_a(model: nn.Module) -> int:
+    """FFA-LoRA (Sun et al. 2024): LoRA's A matrices keep their random start; only B (and the head) train.
+
+    Every party builds the model from the same seed, so A is the same everywhere, and the average of the
+    sites' B matrices times that A is exactly the average of their updates ``B A``; averaging A and B
+    separately (plain LoRA under FedAvg) is not, and drifts apart the more the sites' data differ. Half the
+    LoRA bytes stop travelling too. Returns the number of weights frozen.
+
+    Raises:
+        ConfigError: the model has no LoRA matrices (the run config's ``peft.method`` is not lora).
+    """
+    frozen = 0
+    for name, p in model.named_parameters():
+        if LORA_A in name and p.requires_grad:
+            p.requires_grad_(False)
+            frozen += p.numel()
+    if not frozen:
+        raise ConfigError(
+            "freeze_lora_a needs LoRA matrices, and the model has none",
+            key="freeze_lora_a",  # load_federated_run_config refuses this earlier, naming the file
+            fix="set peft.method: lora in the run config, or remove freeze_lora_a.",
+        )
+    return frozen
+
+
+def frozen_digest(model: nn.Module) -> str:
+    """A short SHA-256 of the frozen LoRA A matrices: equal at the server and every site, or the average is wrong."""
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if LORA_A in name and not p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_frozen_digest(model: nn.Module, expected: str | None, site: str) -> None:
+    """Refuse to train when the server's frozen A matrices (``expected``) are not this site's.
+
+    Raises:
+        DomainfitError: they differ (another train.seed, model or peft setting at this site).
+    """
+    if expected is None:
+        return
+    mine = frozen_digest(model)
+    if mine != expected:
+        raise DomainfitError(
+            f"site {site}: its frozen LoRA A matrices (digest {mine}) are not the server's ({expected}), so "
+            "averaging the B matrices would mix updates of different models",
+            fix="give every site and the server the same run config (train.seed, model.name, peft settings) "
+            "and domainfit version.",
+        )

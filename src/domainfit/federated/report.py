@@ -104,7 +104,9 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
         "",
         f"Exchanged each message: {ex['tensors']} tensors, {_megabytes(ex['bytes_per_message'])} "
         f"({ex['share_percent']}% of the full weights, {_megabytes(ex['full_weights_bytes_per_message'])}; "
-        f"peft: {ex['peft']}).",
+        f"peft: {ex['peft']}"
+        + ("; LoRA A matrices frozen, only B and the head travel (FFA-LoRA)" if ex.get("lora_a_frozen") else "")
+        + ").",
         f"All rounds, both ways: {_megabytes(sent)} sent; full weights would have been {_megabytes(full)}.",
     ]
     epsilons = {

@@ -36,6 +36,7 @@ from domainfit.data.labels import sort_labels
 from domainfit.errors import ConfigError
 from domainfit.federated.apps import RoundLog, create_strategy, numeric
 from domainfit.federated.exchange import (
+    freeze_lora_a,
     from_record,
     full_weights_bytes,
     import_flower,
@@ -63,7 +64,19 @@ def load_federated_run_config(fed: FederateConfig, source: Path) -> RunConfig:
     # data.train is each site's own file; the first stands in so the run config's own checks can run
     cfg = load_run_config(fed.run_config, [*fed.run_overrides, f"data.train={json.dumps(first_site)}"])
     cfg.output.dir, cfg.output.overwrite = fed.output_dir, fed.overwrite
+    check_freeze_lora_a(fed, cfg, source)
     return cfg
+
+
+def check_freeze_lora_a(fed: FederateConfig, cfg: RunConfig, source: Path) -> None:
+    """Refuse ``freeze_lora_a`` for a run config that trains no LoRA matrices."""
+    if fed.freeze_lora_a and cfg.peft.method != "lora":
+        raise ConfigError(
+            f"freeze_lora_a freezes LoRA's A matrices, but the run config's peft.method is {cfg.peft.method!r}",
+            path=source,
+            key="freeze_lora_a",
+            fix=f"set peft.method: lora in {fed.run_config}, or remove freeze_lora_a.",
+        )
 
 
 def run_federation(fed: FederateConfig, source: str | Path) -> dict[str, Any]:
@@ -152,6 +165,8 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     check_max_length(getattr(model, "config", None), cfg.model.max_length)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    if fed.freeze_lora_a:
+        freeze_lora_a(model)  # before the first exchange: only B and the head travel
     sites = [
         create_site(name, fed.sites[name], fed, cfg, task, tokenizer, data, device) for name, data in datas.items()
     ]
@@ -323,6 +338,7 @@ def collect_results(
             "full_weights_bytes_per_message": full_bytes,
             "share_percent": round(100 * exchanged_bytes / max(full_bytes, 1), 3),
             "peft": cfg.peft.method,
+            "lora_a_frozen": fed.freeze_lora_a,
         },
         "dp": to_dict(fed.dp) if fed.dp.enabled else None,
     }
