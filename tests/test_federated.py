@@ -99,6 +99,22 @@ def test_ffa_lora_freezes_a_so_the_average_of_b_is_the_average_of_the_updates():
         freeze_lora_a(nn.Linear(2, 2))
 
 
+def test_the_pooled_held_out_split_counts_a_shared_test_file_once(tmp_path):
+    from types import SimpleNamespace
+
+    from domainfit.federated.site import pooled_features
+    from domainfit.tasks.base import Features
+
+    def site(test_file, n):
+        data = SimpleNamespace(test=str(test_file) if test_file else None, validation=None)
+        features = Features(items=[{"id": i} for i in range(n)], lengths=[1] * n)
+        return SimpleNamespace(cfg=SimpleNamespace(data=data), held_out="test", features={"test": features})
+
+    shared = tmp_path / "test.csv"
+    sites = [site(shared, 5), site(tmp_path / "." / "test.csv", 5), site(None, 3), site(None, 2)]
+    assert len(pooled_features(sites)) == 5 + 3 + 2  # the shared file once; each own split
+
+
 def test_fedavg_weights_each_site_by_its_examples():
     pytest.importorskip("flwr")
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -163,12 +164,28 @@ def use_federation_labels(data: TaskData, labels: list[str], data_file: str) -> 
     data.labels = list(labels)
 
 
+def held_out_file(site: Site) -> str | None:
+    """The file the site's held-out split was read from, or None when it was split off the site's own data."""
+    path = getattr(site.cfg.data, site.held_out, None)
+    return str(Path(path).resolve()) if path else None
+
+
 def pooled_features(sites: list[Site]) -> Features:
-    """The sites' held-out splits as one split (for the global score); window groups are renumbered."""
+    """The sites' held-out splits as one split (for the global score); window groups are renumbered.
+
+    Sites whose held-out split is the same file (a shared test set, as in a benchmark) count it once: the
+    scores are those of the file, and the server does not score the same examples once per site.
+    """
     items: list[dict[str, Any]] = []
     lengths: list[int] = []
     groups: list[int] | None = []
+    seen: set[str] = set()
     for site in sites:
+        shared = held_out_file(site)
+        if shared is not None and shared in seen:
+            continue
+        if shared is not None:
+            seen.add(shared)
         part = site.features[site.held_out]
         if part.groups is None or groups is None:
             groups = None
