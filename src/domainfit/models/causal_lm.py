@@ -113,7 +113,9 @@ def apply_lora(model: nn.Module, cfg: PeftConfig) -> nn.Module:
     empty (peft's default for the architecture).
     """
     _require("peft", "LoRA fine-tuning (peft.method: lora)")
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType
+
+    from domainfit.models.peft import get_peft_model_quietly
 
     targets: str | list[str] | None = cfg.target_modules.strip()
     if targets != "all-linear":
@@ -122,7 +124,7 @@ def apply_lora(model: nn.Module, cfg: PeftConfig) -> nn.Module:
         task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets
     )
     try:
-        wrapped = get_peft_model(model, lora)
+        wrapped = get_peft_model_quietly(model, lora)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
         raise ModelError(
             f"LoRA could not be applied: {e}",

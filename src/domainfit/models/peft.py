@@ -15,8 +15,11 @@ reference to the base model. ``domainfit.load`` (the Predictor) reads every form
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +33,23 @@ from domainfit.registry import Registry
 log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Without the FutureWarning transformers raises when peft reads its deprecated ``is_gradient_checkpointing``
+    (peft's call, not the user's; printed on every LoRA model built or loaded otherwise)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def get_peft_model_quietly(model: nn.Module, config: Any) -> nn.Module:
+    """``peft.get_peft_model`` under :func:`peft_quietly`."""
+    from peft import get_peft_model
+
+    with peft_quietly():
+        return get_peft_model(model, config)
 
 
 class PeftMethod(Protocol):
@@ -135,10 +155,8 @@ class _PeftLibraryMethod:
         raise NotImplementedError
 
     def apply(self, model: nn.Module, cfg: PeftConfig) -> nn.Module:
-        from peft import get_peft_model
-
         try:
-            return get_peft_model(model, self.peft_config(cfg))
+            return get_peft_model_quietly(model, self.peft_config(cfg))
         except ValueError as e:  # e.g. target modules not found in this architecture
             raise ModelError(
                 f"peft cannot apply {self.name} to {type(model).__name__}: {e}",
@@ -161,7 +179,8 @@ class _PeftLibraryMethod:
         from peft import PeftModel
 
         base = _load_base(model_dir, meta, attn_implementation)
-        return PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+        with peft_quietly():
+            return PeftModel.from_pretrained(base, model_dir).merge_and_unload()
 
 
 def _targets(cfg: PeftConfig) -> list[str] | None:

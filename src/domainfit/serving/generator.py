@@ -129,9 +129,11 @@ def load_generator(model_dir: str | Path, *, backend: str = "auto", num_threads:
         from peft import PeftModel
 
         from domainfit.models.causal_lm import load_causal_lm
+        from domainfit.models.peft import peft_quietly
 
         base, _ = load_causal_lm(settings["base_model"])
-        model = PeftModel.from_pretrained(base, str(path / ADAPTER_DIR))
+        with peft_quietly():
+            model = PeftModel.from_pretrained(base, str(path / ADAPTER_DIR))
         tokenizer = AutoTokenizer.from_pretrained(path)
     else:
         raise ModelError(
