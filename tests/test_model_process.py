@@ -59,6 +59,7 @@ def test_the_worker_gives_the_in_process_probabilities_and_is_replaced_when_kill
     apart = domainfit.load(model_dir, backend="torch", model_process="auto")  # eager torch: a worker
     runner = apart._runner
     assert isinstance(runner, ProcessRunner) and runner.pid != os.getpid()
+    assert apart.model_process_pid == runner.pid and here.model_process_pid is None
     np.testing.assert_allclose(apart.predict_proba(TEXTS), here.predict_proba(TEXTS), atol=1e-6)
 
     first = runner.pid

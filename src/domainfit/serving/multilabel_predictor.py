@@ -38,7 +38,7 @@ from domainfit.serving.files import write_output
 from domainfit.serving.model_folder import check_model_dir, read_json
 from domainfit.serving.model_process import runner_for
 from domainfit.serving.registry import PREDICTORS
-from domainfit.serving.runners import Runner
+from domainfit.serving.runners import Runner, RunnerOwner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer, pad_inputs
 
@@ -46,7 +46,7 @@ TASK = "multi-label-classification"
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", SPLIT_BACKEND)
 
 
-class MultiLabelPredictor:
+class MultiLabelPredictor(RunnerOwner):
     """Gives each text the set of labels whose probability reaches the label's threshold.
 
     Attributes:
@@ -122,12 +122,6 @@ class MultiLabelPredictor:
             inputs = pad_inputs([ids[i] for i in rows], [type_ids[i] for i in rows], self._tokenizer.pad_id)
             probabilities[rows] = sigmoid(self._runner(inputs))  # (batch, num_labels)
         return probabilities
-
-    def close(self) -> None:
-        """Stop the model's worker process, if it runs in one (``model_process``); a no-op otherwise."""
-        close = getattr(self._runner, "close", None)
-        if close is not None:
-            close()
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
         """One dict per text: ``labels`` (those at or above their threshold, most probable first) and

@@ -39,14 +39,14 @@ from domainfit.serving.confidence import apply_abstention, check_min_confidence,
 from domainfit.serving.model_folder import ONNX_FILES, ServingSettings, read_labels, read_settings
 from domainfit.serving.model_process import runner_for
 from domainfit.serving.registry import PREDICTORS
-from domainfit.serving.runners import Runner
+from domainfit.serving.runners import Runner, RunnerOwner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.tokenizing import FastTokenizer, load_hf_tokenizer, pad_inputs
 
 _NO_TRUNCATION = 1_000_000  # windowed models tokenise whole texts, then cut them into windows
 
 
-class Predictor:
+class Predictor(RunnerOwner):
     """Classifies texts with a trained model folder; build it with :func:`load`.
 
     Attributes:
@@ -123,12 +123,6 @@ class Predictor:
         if groups is not None:
             logits = aggregate_by_group(logits, groups, self.windows.aggregation)
         return softmax(logits, self.temperature)
-
-    def close(self) -> None:
-        """Stop the model's worker process, if it runs in one (``model_process``); a no-op otherwise."""
-        close = getattr(self._runner, "close", None)
-        if close is not None:
-            close()
 
     def predict(self, texts: Sequence[str], batch_size: int | None = None) -> list[dict[str, Any]]:
         """Best label, its probability, and all probabilities, one dict per text in input order.

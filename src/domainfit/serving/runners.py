@@ -29,6 +29,23 @@ class Runner(Protocol):
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
+class RunnerOwner:
+    """What a predictor built on one :class:`Runner` (``self._runner``) says and does about it."""
+
+    _runner: Runner
+
+    def close(self) -> None:
+        """Stop the model's worker process, if it runs in one (``model_process``); a no-op otherwise."""
+        close = getattr(self._runner, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def model_process_pid(self) -> int | None:
+        """The worker process's pid while one runs the model, else None."""
+        return getattr(self._runner, "pid", None)
+
+
 def load_torch_model(model_dir: Path, *, attn_implementation: str = "sdpa") -> Any:
     """The folder's ``AutoModelForSequenceClassification`` in fp32 eval mode.
 

@@ -845,7 +845,7 @@ def serve(
                     "model": str(model_dir),
                     "task": task_of(predictor),
                     "backend": predictor.backend,
-                    "model_process": getattr(getattr(predictor, "_runner", None), "pid", None),
+                    "model_process": getattr(predictor, "model_process_pid", None),
                     "settings": {**asdict(settings), "api_key": settings.api_key is not None},
                 }
             )
