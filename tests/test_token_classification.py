@@ -4,6 +4,7 @@ entity metrics, and an end-to-end tiny-model run that trains, reports, resumes a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -455,6 +456,15 @@ def test_predict_returns_character_spans(tiny_run, tmp_path):
             word_spans.append(enc["offset_mapping"][i][0])
     starts = [word_spans[first] for _, first, _ in tags_to_entities(word_tags)]
     assert [s["start"] for s in results[0]] == starts
+
+    # the PyTorch model in a worker process (what domainfit serve does under --model-process auto): same spans
+    apart = domainfit.load(wide, backend="torch", model_process="auto")
+    try:
+        assert apart.model_process_pid not in (None, os.getpid())
+        assert apart.predict(texts) == results
+    finally:
+        apart.close()
+    assert apart.model_process_pid is None
 
     source = _write(tmp_path, "texts.jsonl", "\n".join(json.dumps({"text": t}) for t in texts[:2]) + "\n")
     assert main(["predict", str(wide), str(source), "--output", str(tmp_path / "out.jsonl")]) == 0

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 # every predictor module is imported above for its PREDICTORS registration
 TAKES_MAX_CHARS = ("text-classification", "multi-label-classification", "token-classification")
 TAKES_MIN_CONFIDENCE = ("text-classification", "image-classification")  # single-label: may abstain
-TAKES_MODEL_PROCESS = ("text-classification", "multi-label-classification")  # their runners may run apart
+# their runners may run apart
+TAKES_MODEL_PROCESS = ("text-classification", "multi-label-classification", "token-classification")
 
 
 def load(
@@ -58,8 +59,8 @@ def load(
         model_process: "on" runs the model in a worker process (:mod:`domainfit.serving.model_process`), so
             its Python-side work does not hold this process's GIL (what ``domainfit serve`` wants: its event
             loop keeps answering while a batch runs); "auto" does so for the eager PyTorch backends only;
-            "off" (the default, right for offline prediction) keeps it in this process. Text and multi-label
-            classifiers only; other tasks run in this process whatever it says.
+            "off" (the default, right for offline prediction) keeps it in this process. Text, multi-label and
+            token classifiers; image and generation models run in this process whatever it says.
 
     Returns:
         A :class:`Predictor`; for a multi-label folder a
@@ -84,7 +85,7 @@ def load(
     if task in TAKES_MODEL_PROCESS:
         extra["model_process"] = model_process
     elif model_process == "on":
-        log.warning("model_process 'on' is for text and multi-label classifiers; this %s model runs in process", task)
+        log.warning("model_process 'on' is for text, multi-label and token classifiers; this %s model runs here", task)
     if min_confidence is not None:
         if task not in TAKES_MIN_CONFIDENCE:
             raise DomainfitError(

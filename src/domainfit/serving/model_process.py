@@ -10,7 +10,8 @@ bf16 PyTorch the server reached 0.49 of offline ``predict``'s texts/s with the c
 (BENCHMARKS.md, "Serving"). In a worker process the model's Python runs under its own interpreter lock.
 
 The worker is ``python -m domainfit.serving.model_process``, started with the model folder, the backend and the
-thread count; it builds the runner with :func:`domainfit.serving.backends.create_runner`. Arrays go over its
+thread count and the runner's kind; it builds the runner with that kind's factory (``RUNNER_KINDS``: the text
+classifiers' :func:`domainfit.serving.backends.create_runner`, or token classification's). Arrays go over its
 stdin and stdout as frames: a 4-byte length, a JSON header (names, dtypes, shapes, or an error), then the raw
 bytes of each array; no pickle. The worker's own stdout is pointed at stderr so library prints cannot corrupt a
 frame; it exits when its stdin closes (the server stopped, or was killed). A worker that dies (killed for
@@ -19,6 +20,7 @@ memory, say) fails the batch it was running with a clear error, and the next cal
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -32,12 +34,18 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from domainfit.errors import DomainfitError, ModelError
-from domainfit.serving.backends import EAGER_TORCH_BACKENDS, create_runner
+from domainfit.serving.backends import EAGER_TORCH_BACKENDS
 from domainfit.serving.runners import Runner
 
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("<I")
+# What a worker can build, by kind: a "module:function" taking (model_dir, backend, num_threads) and returning a
+# runner. Looked up by name in the worker, so a task's predictor module registers its own runner here.
+RUNNER_KINDS = {
+    "sequence": "domainfit.serving.backends:create_runner",  # text and multi-label classifiers: (batch, labels)
+    "token": "domainfit.serving.token_predictor:create_token_runner",  # NER: (batch, tokens, tags)
+}
 # dtypes a frame may carry: the runners' inputs (int64 ids) and outputs (float32 logits)
 _DTYPES = {"int64": np.int64, "int32": np.int32, "float32": np.float32}
 
@@ -93,13 +101,16 @@ class ProcessRunner:
         model_dir: the model folder.
         backend: a concrete backend (one ``resolve_backend`` returned).
         num_threads: the worker's CPU threads (None: the backend's default).
+        kind: which runner the worker builds (a key of ``RUNNER_KINDS``).
 
     Raises:
         ModelError: the worker could not build the runner (its error, as the worker saw it) or exited.
     """
 
-    def __init__(self, model_dir: Path, backend: str, num_threads: int | None) -> None:
-        self.model_dir, self.backend, self.num_threads = Path(model_dir), backend, num_threads
+    def __init__(self, model_dir: Path, backend: str, num_threads: int | None, kind: str = "sequence") -> None:
+        if kind not in RUNNER_KINDS:
+            raise DomainfitError(f"no model-process runner of kind {kind!r}; kinds: {', '.join(RUNNER_KINDS)}")
+        self.model_dir, self.backend, self.num_threads, self.kind = Path(model_dir), backend, num_threads, kind
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self.input_names: tuple[str, ...] = ()
@@ -112,6 +123,7 @@ class ProcessRunner:
 
     def _start(self) -> None:
         command = [sys.executable, "-m", __name__, str(self.model_dir), self.backend, str(self.num_threads or 0)]
+        command.append(self.kind)
         # stderr is the server's: the worker's warnings and tracebacks land in the same log
         # no progress bars: a restart mid-serving would break the server's one-JSON-object-per-line log
         env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
@@ -180,15 +192,22 @@ class ProcessRunner:
 MODEL_PROCESS = ("auto", "on", "off")
 
 
-def runner_for(model_dir: Path, backend: str, num_threads: int | None, model_process: str = "off") -> Runner:
-    """The runner of ``backend``, in a worker process (:class:`ProcessRunner`) when ``model_process`` is "on",
-    or "auto" and the backend runs eager PyTorch (the ONNX Runtime backends release the GIL in their C++
-    calls, so they stay in the caller's process), else in this process (``create_runner``)."""
+def runner_for(
+    model_dir: Path, backend: str, num_threads: int | None, model_process: str = "off", kind: str = "sequence"
+) -> Runner:
+    """The ``kind`` runner of ``backend``, in a worker process (:class:`ProcessRunner`) when ``model_process`` is
+    "on", or "auto" and the backend runs eager PyTorch (the ONNX Runtime backends release the GIL in their C++
+    calls, so they stay in the caller's process), else in this process."""
     if model_process not in MODEL_PROCESS:
         raise DomainfitError(f"model_process must be one of {', '.join(MODEL_PROCESS)}, got {model_process!r}")
     if model_process == "on" or (model_process == "auto" and backend in EAGER_TORCH_BACKENDS):
-        return ProcessRunner(model_dir, backend, num_threads)
-    return create_runner(model_dir, backend, num_threads)
+        return ProcessRunner(model_dir, backend, num_threads, kind)
+    return _runner_factory(kind)(model_dir, backend, num_threads)
+
+
+def _runner_factory(kind: str) -> Any:
+    module, _, function = RUNNER_KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _error(e: Exception) -> dict[str, Any]:
@@ -198,13 +217,13 @@ def _error(e: Exception) -> dict[str, Any]:
     return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _worker(model_dir: str, backend: str, num_threads: int) -> None:
+def _worker(model_dir: str, backend: str, num_threads: int, kind: str = "sequence") -> None:
     # the frames own the real stdout; anything printed goes to stderr
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     source = sys.stdin.buffer
     try:
-        runner = create_runner(Path(model_dir), backend, num_threads or None)
+        runner = _runner_factory(kind)(Path(model_dir), backend, num_threads or None)
         ready = {"input_names": list(runner.input_names)}
     except Exception as e:  # noqa: BLE001 - sent to the server, which raises it as a ModelError
         write_frame(out, _error(e))
@@ -225,9 +244,11 @@ def _worker(model_dir: str, backend: str, num_threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3:
-        raise DomainfitError("usage: python -m domainfit.serving.model_process MODEL_DIR BACKEND NUM_THREADS")
-    _worker(args[0], args[1], int(args[2]))
+    if len(args) not in (3, 4) or (len(args) == 4 and args[3] not in RUNNER_KINDS):
+        raise DomainfitError(
+            f"usage: python -m domainfit.serving.model_process MODEL_DIR BACKEND NUM_THREADS [{'|'.join(RUNNER_KINDS)}]"
+        )
+    _worker(*args[:2], int(args[2]), *args[3:])
     return 0
 
 

@@ -41,8 +41,9 @@ from domainfit.models.folder import SETTINGS_FILE, read_folder_settings
 from domainfit.serving.backends import CALL_COST, resolve_task_backend
 from domainfit.serving.files import write_output
 from domainfit.serving.model_folder import ONNX_FILES, read_labels
+from domainfit.serving.model_process import runner_for
 from domainfit.serving.registry import PREDICTORS
-from domainfit.serving.runners import Runner, TorchRunner, onnx_runner
+from domainfit.serving.runners import Runner, RunnerOwner, TorchRunner, onnx_runner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.tokenizing import load_hf_tokenizer, pad_inputs
 
@@ -51,7 +52,7 @@ DEFAULT_BATCH_SIZE = 64
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
-class TokenPredictor:
+class TokenPredictor(RunnerOwner):
     """Finds entities in texts with a trained token-classification folder; build it with :func:`load_token_predictor`.
 
     Attributes:
@@ -195,12 +196,18 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def load_token_predictor(
-    model_dir: Path, *, backend: str = "auto", num_threads: int | None = None, max_chars: int | None = None
+    model_dir: Path,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    max_chars: int | None = None,
+    model_process: str = "off",
 ) -> TokenPredictor:
     """Load a checked model folder whose ``domainfit.json`` says ``task: token-classification``.
 
     ``backend`` is one of ``BACKENDS``; "auto" serves the int8 ONNX model if ``domainfit export`` found it
-    keeps PyTorch's tags, else the fp32 ONNX model if exported, else PyTorch fp32.
+    keeps PyTorch's tags, else the fp32 ONNX model if exported, else PyTorch fp32. ``model_process`` as for
+    :func:`domainfit.load` (the PyTorch backend in a worker process under "auto").
     """
     resolved = resolve_task_backend(model_dir, backend, BACKENDS, "token classification")
     settings = read_folder_settings(model_dir)
@@ -221,10 +228,7 @@ def load_token_predictor(
             path=model_dir / SETTINGS_FILE,
             key="label_unit",
         )
-    if resolved in ONNX_FILES:
-        runner: Runner = onnx_runner(model_dir, resolved, num_threads)
-    else:
-        runner = TorchRunner(load_token_model(model_dir, num_threads=num_threads))
+    runner = runner_for(model_dir, resolved, num_threads, model_process, kind="token")
     return TokenPredictor(
         runner,
         tokenizer,
@@ -235,6 +239,13 @@ def load_token_predictor(
         label_unit=label_unit,
         backend=resolved,
     )
+
+
+def create_token_runner(model_dir: Path, backend: str, num_threads: int | None) -> Runner:
+    """The runner of a resolved token-classification ``backend``: logits (batch, tokens, tags)."""
+    if backend in ONNX_FILES:
+        return onnx_runner(model_dir, backend, num_threads)
+    return TorchRunner(load_token_model(model_dir, num_threads=num_threads))
 
 
 def load_token_model(model_dir: Path, *, num_threads: int | None = None, attn_implementation: str = "sdpa") -> Any:
