@@ -115,3 +115,14 @@ def test_robustness_figures_when_the_run_has_them(tmp_path):
     assert "| lowercase | 10 | 0 | 0.0% |" in robustness
     assert "secret example text" not in card  # the card leaves the examples (data) out
     assert "Its answer changes under typos (see Robustness)." in _section(card, "Limitations")
+
+
+def test_the_card_says_what_transformers_pipeline_does_not_apply(tmp_path):
+    import json
+
+    plain = _card(tmp_path, "train.csv")  # no domainfit.json: nothing fitted, nothing to say
+    assert "temperature" not in _section(plain, "Use")
+    (tmp_path / "domainfit.json").write_text(json.dumps({"temperature": 1.7321, "min_confidence": 0.62}))
+    use = _section(_card(tmp_path, "train.csv"), "Use")
+    assert "temperature fitted on validation (T = 1.73)" in use and "`transformers.pipeline` does not read T" in use
+    assert "`abstain` below a top probability of 0.62" in use

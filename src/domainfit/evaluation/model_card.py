@@ -19,6 +19,7 @@ from domainfit.evaluation import markdown as md
 from domainfit.evaluation.health import banner_sections
 from domainfit.evaluation.robustness import fragile_perturbations, robustness_section
 from domainfit.io.atomic import write_text_atomic
+from domainfit.models.folder import read_folder_settings
 from domainfit.version import __version__
 
 # scores on fewer examples than this per label are called unreliable in the limitations
@@ -43,6 +44,25 @@ _IMAGE_USE = [
     "",
     "or `domainfit predict THIS_FOLDER images/ --output predictions.csv`.",
 ]
+
+
+def _pipeline_caveats(model_dir: Path) -> list[str]:
+    """What ``transformers.pipeline`` does not apply of the folder's fitted settings (domainfit.json)."""
+    settings = read_folder_settings(model_dir)
+    temperature, min_confidence = settings.get("temperature"), settings.get("min_confidence")
+    lines = []
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature != 1.0:
+        lines.append(
+            f"Scores: domainfit divides the logits by the temperature fitted on validation (T = {temperature:.3g}) "
+            "before the softmax, so its probabilities are calibrated; `transformers.pipeline` does not read T: "
+            "its labels are the same, its scores are the uncalibrated ones."
+        )
+    if isinstance(min_confidence, (int, float)) and not isinstance(min_confidence, bool):
+        lines.append(
+            f"domainfit answers `abstain` below a top probability of {min_confidence:.3g} (chosen for "
+            "`evaluation.target_accuracy`); `transformers.pipeline` always answers a label."
+        )
+    return ["", *lines] if lines else []
 
 
 def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str, Any], labels: list[str]) -> None:
@@ -70,6 +90,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
             if cfg["task"] == "image-classification"
             else [line.replace("{pipeline}", _PIPELINE_TAGS.get(cfg["task"], cfg["task"])) for line in _TEXT_USE]
         ),
+        *_pipeline_caveats(model_dir),
         "",
         f"Labels: {', '.join(md.escape(label) for label in labels)}.",
         "",
