@@ -59,14 +59,19 @@ def deal_sites(out: Path, n_sites: int, skew: float, seed: int) -> list[Path]:
 
 
 def run_config(
-    out: Path, epochs: int, threads: int | None, class_weights: str = "balanced", learning_rate: float = 1e-3
+    out: Path,
+    epochs: int,
+    threads: int | None,
+    class_weights: str = "balanced",
+    learning_rate: float = 1e-3,
+    seed: int = 42,
 ) -> Path:
     path = out / "run.yaml"
     path.write_text(
         "task: text-classification\nmodel:\n  name: minilm\n  max_length: 128\n"
         f"data:\n  train: {SPLIT / 'train.csv'}\n  validation: {SPLIT / 'val.csv'}\n"
         f"  test: {SPLIT / 'test.csv'}\n"
-        f"train:\n  epochs: {epochs}\n  batch_size: 32\n  learning_rate: {learning_rate}\n  seed: 42\n"
+        f"train:\n  epochs: {epochs}\n  batch_size: 32\n  learning_rate: {learning_rate}\n  seed: {seed}\n"
         + (f"  num_threads: {threads}\n" if threads else "")
         # the LoRA setting that matched full fine-tuning on PhraseBank (BENCHMARKS.md, "Parameter-efficient
         # fine-tuning"); peft's default (r 8 on query/value, lr 5e-4) lost 15.7 points there, and collapsed here
@@ -134,6 +139,7 @@ def main() -> None:
     parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server_momentum")
     parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm's server_learning_rate")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="train.learning_rate of every run")
+    parser.add_argument("--seed", type=int, default=42, help="train.seed of every run (the sites' dealing stays)")
     parser.add_argument("--freeze-lora-a", action="store_true", help="FFA-LoRA: only LoRA's B matrices travel")
     parser.add_argument("--federated-only", action="store_true", help="skip the centralised and single-site runs")
     parser.add_argument("--no-sites-alone", action="store_true", help="skip the single-site runs")
@@ -181,7 +187,7 @@ def print_table(args: argparse.Namespace, rows: list[tuple]) -> None:
     print(
         f"\nPhraseBank test ({SPLIT / 'test.csv'}), MiniLM + LoRA, {args.sites} sites, skew {args.skew}, "
         f"{args.rounds} rounds x {args.local_epochs} local epochs, class weights {args.class_weights}, "
-        f"learning rate {args.learning_rate}\n"
+        f"learning rate {args.learning_rate}, seed {args.seed}\n"
     )
     print("| run | macro-F1 | accuracy | bytes sent (vs full weights) |\n|---|---|---|---|")
     for name, f1, acc, traffic in rows:
