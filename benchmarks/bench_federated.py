@@ -146,7 +146,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sites = deal_sites(args.out, args.sites, args.skew, seed=0)
-    config = run_config(args.out, args.rounds * args.local_epochs, args.threads, args.class_weights, args.learning_rate)
+    config = run_config(
+        args.out, args.rounds * args.local_epochs, args.threads, args.class_weights, args.learning_rate, args.seed
+    )
 
     rows, results_of = [], {}
     for strategy in args.strategies:
