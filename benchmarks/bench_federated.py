@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--freeze-lora-a", action="store_true", help="FFA-LoRA: only LoRA's B matrices travel")
     parser.add_argument("--federated-only", action="store_true", help="skip the centralised and single-site runs")
     parser.add_argument("--no-sites-alone", action="store_true", help="skip the single-site runs")
+    parser.add_argument("--no-centralised", action="store_true", help="skip the centralised run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sites = deal_sites(args.out, args.sites, args.skew, seed=0)
@@ -177,8 +178,9 @@ def main() -> None:
         f.write("text,label\n")
         for site in sites:
             f.writelines(site.read_text(encoding="utf-8").splitlines(keepends=True)[1:])
-    test = train(config, pooled, args.out / "centralised")
-    rows.append(("centralised", test["f1_macro"], test["accuracy"], "-"))
+    if not args.no_centralised:
+        test = train(config, pooled, args.out / "centralised")
+        rows.append(("centralised", test["f1_macro"], test["accuracy"], "-"))
     for site in [] if args.no_sites_alone else sites:
         test = train(config, site, args.out / f"alone-{site.stem}")
         rows.append((f"{site.stem} alone", test["f1_macro"], test["accuracy"], "-"))
