@@ -90,7 +90,7 @@ def write_model_card(model_dir: Path, *, cfg: dict[str, Any], results: dict[str,
             if cfg["task"] == "image-classification"
             else [line.replace("{pipeline}", _PIPELINE_TAGS.get(cfg["task"], cfg["task"])) for line in _TEXT_USE]
         ),
-        *_pipeline_caveats(model_dir),
+        *([] if cfg["task"] == "image-classification" else _pipeline_caveats(model_dir)),  # its use is domainfit's
         "",
         f"Labels: {', '.join(md.escape(label) for label in labels)}.",
         "",
