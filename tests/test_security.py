@@ -204,23 +204,48 @@ def test_a_model_folder_that_would_run_code_or_is_broken_is_refused(planted, tmp
     assert not marker.exists()
 
 
+# The first run, paused at its first evaluation (through the loop's listener hook) until the test lets it go:
+# a tiny run otherwise finishes, and frees its folder, before a second interpreter has even started.
+_HELD_RUN = """
+import sys, time
+from pathlib import Path
+from domainfit.cli import main
+from domainfit.training.events import evaluation_listener
+
+held, go = Path(sys.argv[2]), Path(sys.argv[3])
+
+def hold(history, last):
+    held.touch()
+    while not go.exists():
+        time.sleep(0.05)
+
+with evaluation_listener(hold):
+    sys.exit(main(["train", sys.argv[1]]))
+"""
+
+
 def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_intact(tmp_path, tiny_bert, phrasebank_split):
     out = tmp_path / "run"
     first = _config(tmp_path, tiny_bert, phrasebank_split, out, epochs=2, seed=42)
     second_dir = tmp_path / "second"
     second_dir.mkdir()
     second = _config(second_dir, tiny_bert, phrasebank_split, out, epochs=2, seed=7)
+    held, go = tmp_path / "held", tmp_path / "go"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "domainfit", "train", str(first)],
+        [sys.executable, "-c", _HELD_RUN, str(first), str(held), str(go)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
-    deadline = time.time() + 300
-    while not (out / "run.json").is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    refused = _run("train", str(second), "output.overwrite=true")
+    try:
+        deadline = time.time() + 300
+        while not held.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert held.exists(), "the first run never reached its first evaluation"
+        refused = _run("train", str(second), "output.overwrite=true")
+    finally:
+        go.touch()
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert refused.returncode == 2, refused.stderr
