@@ -353,11 +353,14 @@ def test_merged_model_equals_base_plus_adapter(lora_run, tiny_lm):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from domainfit.models.peft import peft_quietly
+
     out, _ = lora_run
     merged = AutoModelForCausalLM.from_pretrained(out / "model").eval()
-    adapted = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_lm), str(out / "model/adapter")
-    ).eval()
+    with peft_quietly():  # peft's own read of a deprecated transformers attribute
+        adapted = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_lm), str(out / "model/adapter")
+        ).eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
     ids = torch.randint(3, 200, (2, 12))
     with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -229,6 +230,14 @@ def test_predict_from_the_saved_folder_matches_the_runs_test_score(image_run, tm
     assert len(preds) == 60 and all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in preds)
     accuracy = np.mean([p["label"] == f.parent.name for p, f in zip(preds, files)])
     assert accuracy >= 0.8
+    # the PyTorch model in a worker process (what domainfit serve does under --model-process auto): same answers
+    apart = domainfit.load(out / "model", backend="torch", model_process="auto")
+    try:
+        assert apart.model_process_pid not in (None, os.getpid())
+        assert apart.predict(files[:12]) == predictor.predict(files[:12])
+    finally:
+        apart.close()
+    assert apart.model_process_pid is None
     dst = tmp_path / "pred.csv"
     proc = subprocess.run(
         [

@@ -269,7 +269,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "on", "off"),  # serving.model_process.MODEL_PROCESS (not imported: the CLI starts fast)
         default="auto",
         help="run the model in a worker process, apart from the server's event loop (auto: for the eager "
-        "PyTorch backends, whose Python-side work would hold the GIL; text, multi-label and NER models)",
+        "PyTorch backends, whose Python-side work would hold the GIL; text, multi-label, NER and image models)",
     )
     add_min_confidence(p)
     p.set_defaults(func=_serve)

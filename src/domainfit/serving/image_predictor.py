@@ -28,15 +28,16 @@ from domainfit.models.folder import SETTINGS_FILE, folder_task, read_folder_sett
 from domainfit.serving.backends import resolve_task_backend
 from domainfit.serving.confidence import apply_abstention, check_min_confidence
 from domainfit.serving.model_folder import ONNX_FILES, read_confidence_settings
+from domainfit.serving.model_process import runner_for
 from domainfit.serving.registry import PREDICTORS
-from domainfit.serving.runners import Runner, TorchRunner, onnx_runner
+from domainfit.serving.runners import Runner, RunnerOwner, TorchRunner, onnx_runner
 
 DEFAULT_BATCH_SIZE = 32
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 INPUT_NAMES = ("pixel_values",)
 
 
-class ImagePredictor:
+class ImagePredictor(RunnerOwner):
     """Labels images with a trained model; build it with :func:`load_image_predictor` or ``domainfit.load``.
 
     Attributes:
@@ -161,7 +162,12 @@ def expand_image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def load_image_predictor(
-    model_dir: str | Path, *, backend: str = "auto", num_threads: int | None = None, min_confidence: float | None = None
+    model_dir: str | Path,
+    *,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    min_confidence: float | None = None,
+    model_process: str = "off",
 ) -> ImagePredictor:
     """Load an image model folder written by ``domainfit train`` (task image-classification).
 
@@ -172,6 +178,7 @@ def load_image_predictor(
             PyTorch fp32.
         num_threads: CPU threads (process-wide for torch).
         min_confidence: answer "abstain" under this top probability (default: the folder's, if any).
+        model_process: as for :func:`domainfit.load` (the PyTorch backend in a worker process under "auto").
     """
     model_dir = Path(model_dir)
     settings, labels, preprocessing = read_image_settings(model_dir)
@@ -181,17 +188,20 @@ def load_image_predictor(
         "min_confidence": saved_min_confidence if min_confidence is None else min_confidence,
     }
     resolved = resolve_task_backend(model_dir, backend, BACKENDS, "image models")
-    if resolved in ONNX_FILES:
-        runner: Runner = onnx_runner(model_dir, resolved, num_threads)
-        return ImagePredictor(runner, labels, preprocessing, backend=resolved, **trust)
+    runner = runner_for(model_dir, resolved, num_threads, model_process, kind="image")
+    return ImagePredictor(runner, labels, preprocessing, backend=resolved, **trust)
+
+
+def create_image_runner(model_dir: Path, backend: str, num_threads: int | None) -> Runner:
+    """The runner of a resolved image ``backend``: ``pixel_values`` (batch, 3, size, size) -> logits."""
+    if backend in ONNX_FILES:
+        return onnx_runner(model_dir, backend, num_threads)
     if num_threads is not None:
         import torch
 
         torch.set_num_threads(num_threads)
-    channels_last = bool(settings.get("channels_last", False))
-    model = load_image_model(model_dir, channels_last=channels_last)
-    runner = ImageTorchRunner(model, channels_last=channels_last)
-    return ImagePredictor(runner, labels, preprocessing, backend="torch", **trust)
+    channels_last = bool(read_folder_settings(model_dir).get("channels_last", False))
+    return ImageTorchRunner(load_image_model(model_dir, channels_last=channels_last), channels_last=channels_last)
 
 
 def read_image_settings(model_dir: Path) -> tuple[dict[str, Any], list[str], ImagePreprocessing]:

@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 TAKES_MAX_CHARS = ("text-classification", "multi-label-classification", "token-classification")
 TAKES_MIN_CONFIDENCE = ("text-classification", "image-classification")  # single-label: may abstain
 # their runners may run apart
-TAKES_MODEL_PROCESS = ("text-classification", "multi-label-classification", "token-classification")
+TAKES_MODEL_PROCESS = (
+    "text-classification",
+    "multi-label-classification",
+    "token-classification",
+    "image-classification",
+)
 
 
 def load(
@@ -59,8 +64,8 @@ def load(
         model_process: "on" runs the model in a worker process (:mod:`domainfit.serving.model_process`), so
             its Python-side work does not hold this process's GIL (what ``domainfit serve`` wants: its event
             loop keeps answering while a batch runs); "auto" does so for the eager PyTorch backends only;
-            "off" (the default, right for offline prediction) keeps it in this process. Text, multi-label and
-            token classifiers; image and generation models run in this process whatever it says.
+            "off" (the default, right for offline prediction) keeps it in this process. Text, multi-label, token
+            and image classifiers; generation models run in this process whatever it says.
 
     Returns:
         A :class:`Predictor`; for a multi-label folder a
@@ -85,7 +90,10 @@ def load(
     if task in TAKES_MODEL_PROCESS:
         extra["model_process"] = model_process
     elif model_process == "on":
-        log.warning("model_process 'on' is for text, multi-label and token classifiers; this %s model runs here", task)
+        log.warning(
+            "model_process 'on' is for classifiers (text, multi-label, token, image); this %s model runs here",
+            task,
+        )
     if min_confidence is not None:
         if task not in TAKES_MIN_CONFIDENCE:
             raise DomainfitError(

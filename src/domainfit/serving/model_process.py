@@ -11,11 +11,12 @@ bf16 PyTorch the server reached 0.49 of offline ``predict``'s texts/s with the c
 
 The worker is ``python -m domainfit.serving.model_process``, started with the model folder, the backend and the
 thread count and the runner's kind; it builds the runner with that kind's factory (``RUNNER_KINDS``: the text
-classifiers' :func:`domainfit.serving.backends.create_runner`, or token classification's). Arrays go over its
-stdin and stdout as frames: a 4-byte length, a JSON header (names, dtypes, shapes, or an error), then the raw
-bytes of each array; no pickle. The worker's own stdout is pointed at stderr so library prints cannot corrupt a
-frame; it exits when its stdin closes (the server stopped, or was killed). A worker that dies (killed for
-memory, say) fails the batch it was running with a clear error, and the next call starts a fresh one.
+classifiers' :func:`domainfit.serving.backends.create_runner`, token classification's or image classification's).
+Arrays go over its stdin and stdout as frames: a 4-byte length, a JSON header (names, dtypes, shapes, or an
+error), then the raw bytes of each array; no pickle. The worker's own stdout is pointed at stderr so library
+prints cannot corrupt a frame; it exits when its stdin closes (the server stopped, or was killed). A worker that
+dies (killed for memory, say) fails the batch it was running with a clear error, and the next call starts a
+fresh one.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ _LENGTH = struct.Struct("<I")
 RUNNER_KINDS = {
     "sequence": "domainfit.serving.backends:create_runner",  # text and multi-label classifiers: (batch, labels)
     "token": "domainfit.serving.token_predictor:create_token_runner",  # NER: (batch, tokens, tags)
+    "image": "domainfit.serving.image_predictor:create_image_runner",  # pixel_values -> (batch, labels)
 }
-# dtypes a frame may carry: the runners' inputs (int64 ids) and outputs (float32 logits)
+# dtypes a frame may carry: the runners' inputs (int64 ids, float32 pixels) and outputs (float32 logits)
 _DTYPES = {"int64": np.int64, "int32": np.int32, "float32": np.float32}
 
 
