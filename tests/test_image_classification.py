@@ -234,7 +234,9 @@ def test_predict_from_the_saved_folder_matches_the_runs_test_score(image_run, tm
     apart = domainfit.load(out / "model", backend="torch", model_process="auto")
     try:
         assert apart.model_process_pid not in (None, os.getpid())
-        assert apart.predict(files[:12]) == predictor.predict(files[:12])
+        here, there = predictor.predict_proba(files[:12]), apart.predict_proba(files[:12])
+        # the same model; another process may sum in another order (its own thread count): float noise only
+        assert (here.argmax(1) == there.argmax(1)).all() and np.abs(here - there).max() < 1e-5
     finally:
         apart.close()
     assert apart.model_process_pid is None

@@ -60,14 +60,15 @@ def test_the_worker_gives_the_in_process_probabilities_and_is_replaced_when_kill
     runner = apart._runner
     assert isinstance(runner, ProcessRunner) and runner.pid != os.getpid()
     assert apart.model_process_pid == runner.pid and here.model_process_pid is None
-    np.testing.assert_allclose(apart.predict_proba(TEXTS), here.predict_proba(TEXTS), atol=1e-6)
+    # the same model; another process may sum in another order (its own thread count): float noise only
+    np.testing.assert_allclose(apart.predict_proba(TEXTS), here.predict_proba(TEXTS), atol=1e-5)
 
     first = runner.pid
     os.kill(first, signal.SIGKILL)  # as the kernel's out-of-memory killer would
     with pytest.raises(ModelError, match=r"exited while running a batch \(exit code -9\)") as e:
         apart.predict(TEXTS[:2])
     assert "next request starts a new model process" in str(e.value)
-    assert apart.predict(TEXTS[:2]) == here.predict(TEXTS[:2])  # a new worker
+    np.testing.assert_allclose(apart.predict_proba(TEXTS[:2]), here.predict_proba(TEXTS[:2]), atol=1e-5)  # a new worker
     second = runner.pid
     assert second not in (None, first) and _gone(first)  # the dead one was reaped
 

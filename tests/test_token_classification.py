@@ -461,7 +461,12 @@ def test_predict_returns_character_spans(tiny_run, tmp_path):
     apart = domainfit.load(wide, backend="torch", model_process="auto")
     try:
         assert apart.model_process_pid not in (None, os.getpid())
-        assert apart.predict(texts) == results
+        there = apart.predict(texts)
+        # the same spans; another process may sum in another order (its own thread count): scores within noise
+        strip = [[{k: v for k, v in span.items() if k != "score"} for span in spans] for spans in results]
+        assert [[{k: v for k, v in span.items() if k != "score"} for span in spans] for spans in there] == strip
+        scores = [span["score"] for spans in results for span in spans]
+        assert scores == pytest.approx([span["score"] for spans in there for span in spans], abs=1e-5)
     finally:
         apart.close()
     assert apart.model_process_pid is None

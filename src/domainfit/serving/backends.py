@@ -21,6 +21,7 @@ from domainfit.serving.model_folder import (
     read_export_report,
     weights_fingerprint,
 )
+from domainfit.serving.registry import RUNNER_KINDS
 from domainfit.serving.runners import (
     OnnxRunner,
     Runner,
@@ -63,6 +64,9 @@ _RUNNERS: dict[str, Callable[[Path, int | None], Runner]] = {
 def create_runner(model_dir: Path, backend: str, num_threads: int | None) -> Runner:
     """The runner of a concrete ``backend`` (one :func:`resolve_backend` returned) for ``model_dir``."""
     return _RUNNERS[backend](model_dir, num_threads)
+
+
+RUNNER_KINDS.register("sequence", create_runner)  # text and multi-label classifiers: (batch, labels)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -29,7 +29,7 @@ from domainfit.serving.backends import resolve_task_backend
 from domainfit.serving.confidence import apply_abstention, check_min_confidence
 from domainfit.serving.model_folder import ONNX_FILES, read_confidence_settings
 from domainfit.serving.model_process import runner_for
-from domainfit.serving.registry import PREDICTORS
+from domainfit.serving.registry import PREDICTORS, RUNNER_KINDS
 from domainfit.serving.runners import Runner, RunnerOwner, TorchRunner, onnx_runner
 
 DEFAULT_BATCH_SIZE = 32
@@ -299,3 +299,4 @@ def predict_images_command(
 
 
 PREDICTORS.register("image-classification", load_image_predictor)
+RUNNER_KINDS.register("image", create_image_runner)  # pixel_values -> (batch, labels)

@@ -10,8 +10,10 @@ bf16 PyTorch the server reached 0.49 of offline ``predict``'s texts/s with the c
 (BENCHMARKS.md, "Serving"). In a worker process the model's Python runs under its own interpreter lock.
 
 The worker is ``python -m domainfit.serving.model_process``, started with the model folder, the backend and the
-thread count and the runner's kind; it builds the runner with that kind's factory (``RUNNER_KINDS``: the text
-classifiers' :func:`domainfit.serving.backends.create_runner`, token classification's or image classification's).
+thread count and the runner's kind; it builds the runner with that kind's factory in
+``serving.registry.RUNNER_KINDS`` (the text classifiers' :func:`domainfit.serving.backends.create_runner`, token
+or image classification's), after importing the module that registered it (named on its command line: this
+module imports no predictor module).
 Arrays go over its stdin and stdout as frames: a 4-byte length, a JSON header (names, dtypes, shapes, or an
 error), then the raw bytes of each array; no pickle. The worker's own stdout is pointed at stderr so library
 prints cannot corrupt a frame; it exits when its stdin closes (the server stopped, or was killed). A worker that
@@ -36,18 +38,12 @@ import numpy as np
 
 from domainfit.errors import DomainfitError, ModelError
 from domainfit.serving.backends import EAGER_TORCH_BACKENDS
+from domainfit.serving.registry import RUNNER_KINDS
 from domainfit.serving.runners import Runner
 
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("<I")
-# What a worker can build, by kind: a "module:function" taking (model_dir, backend, num_threads) and returning a
-# runner. Looked up by name in the worker, so a task's predictor module registers its own runner here.
-RUNNER_KINDS = {
-    "sequence": "domainfit.serving.backends:create_runner",  # text and multi-label classifiers: (batch, labels)
-    "token": "domainfit.serving.token_predictor:create_token_runner",  # NER: (batch, tokens, tags)
-    "image": "domainfit.serving.image_predictor:create_image_runner",  # pixel_values -> (batch, labels)
-}
 # dtypes a frame may carry: the runners' inputs (int64 ids, float32 pixels) and outputs (float32 logits)
 _DTYPES = {"int64": np.int64, "int32": np.int32, "float32": np.float32}
 
@@ -103,15 +99,14 @@ class ProcessRunner:
         model_dir: the model folder.
         backend: a concrete backend (one ``resolve_backend`` returned).
         num_threads: the worker's CPU threads (None: the backend's default).
-        kind: which runner the worker builds (a key of ``RUNNER_KINDS``).
+        kind: which runner the worker builds (a name in ``serving.registry.RUNNER_KINDS``).
 
     Raises:
         ModelError: the worker could not build the runner (its error, as the worker saw it) or exited.
     """
 
     def __init__(self, model_dir: Path, backend: str, num_threads: int | None, kind: str = "sequence") -> None:
-        if kind not in RUNNER_KINDS:
-            raise DomainfitError(f"no model-process runner of kind {kind!r}; kinds: {', '.join(RUNNER_KINDS)}")
+        RUNNER_KINDS.get(kind)  # an unknown kind fails here, listing the kinds, not in the worker
         self.model_dir, self.backend, self.num_threads, self.kind = Path(model_dir), backend, num_threads, kind
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
@@ -125,7 +120,8 @@ class ProcessRunner:
 
     def _start(self) -> None:
         command = [sys.executable, "-m", __name__, str(self.model_dir), self.backend, str(self.num_threads or 0)]
-        command.append(self.kind)
+        # and the module that registered the kind: the worker imports it, so the kind is there
+        command += [self.kind, RUNNER_KINDS.get(self.kind).__module__]
         # stderr is the server's: the worker's warnings and tracebacks land in the same log
         # no progress bars: a restart mid-serving would break the server's one-JSON-object-per-line log
         env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
@@ -204,12 +200,7 @@ def runner_for(
         raise DomainfitError(f"model_process must be one of {', '.join(MODEL_PROCESS)}, got {model_process!r}")
     if model_process == "on" or (model_process == "auto" and backend in EAGER_TORCH_BACKENDS):
         return ProcessRunner(model_dir, backend, num_threads, kind)
-    return _runner_factory(kind)(model_dir, backend, num_threads)
-
-
-def _runner_factory(kind: str) -> Any:
-    module, _, function = RUNNER_KINDS[kind].partition(":")
-    return getattr(importlib.import_module(module), function)
+    return RUNNER_KINDS.get(kind)(model_dir, backend, num_threads)
 
 
 def _error(e: Exception) -> dict[str, Any]:
@@ -219,13 +210,14 @@ def _error(e: Exception) -> dict[str, Any]:
     return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _worker(model_dir: str, backend: str, num_threads: int, kind: str = "sequence") -> None:
+def _worker(model_dir: str, backend: str, num_threads: int, kind: str, module: str) -> None:
     # the frames own the real stdout; anything printed goes to stderr
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     source = sys.stdin.buffer
     try:
-        runner = _runner_factory(kind)(Path(model_dir), backend, num_threads or None)
+        importlib.import_module(module)  # registers the kind (the predictor module that asked for it)
+        runner = RUNNER_KINDS.get(kind)(Path(model_dir), backend, num_threads or None)
         ready = {"input_names": list(runner.input_names)}
     except Exception as e:  # noqa: BLE001 - sent to the server, which raises it as a ModelError
         write_frame(out, _error(e))
@@ -246,11 +238,12 @@ def _worker(model_dir: str, backend: str, num_threads: int, kind: str = "sequenc
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (3, 4) or (len(args) == 4 and args[3] not in RUNNER_KINDS):
+    if len(args) != 5 or not args[2].isdigit():
         raise DomainfitError(
-            f"usage: python -m domainfit.serving.model_process MODEL_DIR BACKEND NUM_THREADS [{'|'.join(RUNNER_KINDS)}]"
+            "usage: python -m domainfit.serving.model_process MODEL_DIR BACKEND NUM_THREADS KIND MODULE "
+            "(started by ProcessRunner; KIND is registered in serving.registry.RUNNER_KINDS by MODULE)"
         )
-    _worker(*args[:2], int(args[2]), *args[3:])
+    _worker(args[0], args[1], int(args[2]), args[3], args[4])
     return 0
 
 

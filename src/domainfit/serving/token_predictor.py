@@ -42,7 +42,7 @@ from domainfit.serving.backends import CALL_COST, resolve_task_backend
 from domainfit.serving.files import write_output
 from domainfit.serving.model_folder import ONNX_FILES, read_labels
 from domainfit.serving.model_process import runner_for
-from domainfit.serving.registry import PREDICTORS
+from domainfit.serving.registry import PREDICTORS, RUNNER_KINDS
 from domainfit.serving.runners import Runner, RunnerOwner, TorchRunner, onnx_runner
 from domainfit.serving.text_cap import cap_texts, check_max_chars, default_max_chars
 from domainfit.serving.tokenizing import load_hf_tokenizer, pad_inputs
@@ -290,3 +290,4 @@ def write_span_predictions(
 
 
 PREDICTORS.register(TASK, load_token_predictor)
+RUNNER_KINDS.register("token", create_token_runner)  # (batch, tokens, tags)
