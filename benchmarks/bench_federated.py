@@ -58,6 +58,9 @@ def deal_sites(out: Path, n_sites: int, skew: float, seed: int) -> list[Path]:
     return files
 
 
+SERVER_STRATEGIES = ("fedavgm", "fedadam", "fedyogi")  # the strategies with a server step
+
+
 def run_config(
     out: Path,
     epochs: int,
@@ -106,11 +109,9 @@ def federate(config: Path, sites: list[Path], out: Path, strategy: str, args: ar
         f"run_config: {config}\nsites:\n"
         + "".join(f"  site{i}: {p}\n" for i, p in enumerate(sites))
         + f"rounds: {args.rounds}\nlocal_epochs: {args.local_epochs}\nstrategy: {strategy}\n"
-        + (
-            f"server_momentum: {args.server_momentum}\nserver_learning_rate: {args.server_lr}\n"
-            if strategy == "fedavgm"
-            else ""
-        )
+        + (f"server_momentum: {args.server_momentum}\n" if strategy in SERVER_STRATEGIES else "")
+        + (f"server_learning_rate: {args.server_lr}\n" if strategy in SERVER_STRATEGIES and args.server_lr else "")
+        + (f"server_tau: {args.server_tau}\n" if strategy in ("fedadam", "fedyogi") else "")
         + ("freeze_lora_a: true\n" if args.freeze_lora_a else "")
         + f"output_dir: {out}\noverwrite: true\n",
         encoding="utf-8",
@@ -130,14 +131,19 @@ def main() -> None:
         "--strategies",
         nargs="*",
         default=["fedavg", "fedprox"],
-        choices=["fedavg", "fedprox", "fedavgm"],
+        choices=["fedavg", "fedprox", *SERVER_STRATEGIES],
         help="federated runs (none: only the centralised and single-site runs)",
     )
     parser.add_argument(
         "--class-weights", default="balanced", choices=["balanced", "none"], help="regularization.class_weights"
     )
-    parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server_momentum")
-    parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm's server_learning_rate")
+    parser.add_argument(
+        "--server-momentum", type=float, default=0.9, help="server_momentum (fedavgm; beta_1 of fedadam, fedyogi)"
+    )
+    parser.add_argument(
+        "--server-lr", type=float, default=None, help="server_learning_rate (default: the strategy's, 1.0 or 0.01)"
+    )
+    parser.add_argument("--server-tau", type=float, default=1e-3, help="server_tau (fedadam, fedyogi)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="train.learning_rate of every run")
     parser.add_argument("--seed", type=int, default=42, help="train.seed of every run (the sites' dealing stays)")
     parser.add_argument("--freeze-lora-a", action="store_true", help="FFA-LoRA: only LoRA's B matrices travel")

@@ -414,6 +414,78 @@ def test_fedavgm_runs_flowers_fedavgm_with_the_configured_server_step(tmp_path, 
     assert "server momentum 0.5" in (tmp_path / "fed" / "report.md").read_text(encoding="utf-8")
 
 
+def test_server_tau_without_an_adaptive_strategy_is_refused(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="strategy: fedavgm\nserver_tau: 0.01\n")
+    assert main(["federate", str(fed)]) == 2
+
+
+def test_the_server_step_defaults_to_the_strategys_own():
+    from domainfit.config.federate import FederateConfig
+
+    assert FederateConfig(strategy="fedavgm").server_step_size == 1.0
+    assert FederateConfig(strategy="fedadam").server_step_size == 0.01
+    assert FederateConfig(strategy="fedyogi", server_learning_rate=0.2).server_step_size == 0.2
+
+
+@pytest.mark.parametrize("name", ["fedadam", "fedyogi"])
+def test_fedadam_and_fedyogi_move_each_weight_by_about_the_server_step(name):
+    """Reddi et al. 2021: the averaged update is a pseudo-gradient for a server-side Adam/Yogi, so a weight
+    whose update is a thousand times larger moves about as far as the others (not a thousand times further)."""
+    pytest.importorskip("flwr")
+    import numpy as np
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.serverapp.strategy import FedAdam, FedYogi
+
+    from domainfit.config.federate import FederateConfig
+    from domainfit.federated.apps import RoundLog, create_strategy
+
+    fed = FederateConfig(
+        sites={"a": "a.csv", "b": "b.csv"},
+        strategy=name,
+        server_learning_rate=0.05,
+        server_momentum=0.8,
+        server_tau=1e-4,
+    )
+    strategy = create_strategy(fed, RoundLog())
+    assert isinstance(strategy, FedAdam if name == "fedadam" else FedYogi)
+    assert (strategy.eta, strategy.beta_1, strategy.tau) == (0.05, 0.8, 1e-4)
+    strategy.current_arrays = {"w": np.zeros(2, dtype=np.float32)}  # what configure_train sets: the global weights
+    replies = []
+    for name_, n in (("a", 1), ("b", 3)):
+        sent = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), 1, "train")
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({"w": torch.tensor([0.01, 10.0])}),
+                "metrics": MetricRecord({"num-examples": n, "train_loss": 1.0}),
+                "site": ConfigRecord({"name": name_}),
+            }
+        )
+        replies.append(Message(content, reply_to=sent))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    moved = arrays.to_torch_state_dict()["w"]
+    # towards the update, by the order of the step (Yogi has no bias correction: its first move is
+    # eta (1 - beta_1) / sqrt(1 - beta_2) = 2 eta here; Adam's is bias-corrected to about 0.5 eta)
+    assert bool((moved > 0).all()) and float(moved.max()) <= 3 * 0.05
+    assert float(moved[1] / moved[0]) < 2.0  # the updates differ 1000-fold; the moves do not
+    assert float(moved[1]) < 1.0  # FedAvg would have jumped to 10
+
+
+def test_fedadam_trains_a_federation_end_to_end(tmp_path, tiny_bert, phrasebank_split):
+    pytest.importorskip("flwr")
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="strategy: fedadam\nserver_learning_rate: 0.005\n")
+    assert main(["federate", str(fed)]) == 0
+    metrics = json.loads((tmp_path / "fed" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["strategy"] == "fedadam" and metrics["global"]["2"] != metrics["global"]["0"]
+    report = (tmp_path / "fed" / "report.md").read_text(encoding="utf-8")
+    assert "server learning rate 0.005" in report and "server tau 0.001" in report
+
+
 def test_dp_sgd_reports_the_epsilon_each_site_has_spent(tmp_path, tiny_bert, phrasebank_split):
     pytest.importorskip("flwr")
     pytest.importorskip("opacus")

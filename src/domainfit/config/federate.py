@@ -4,8 +4,8 @@
 
 Same loading rules as a run config (strict keys with near-miss hints, typed values, ``dotted.key=value``
 overrides); paths are resolved against the current folder first, then the federate file's folder. Keys that
-only one strategy reads (``proximal_mu``) and the ``dp`` settings when DP is off are refused when set, naming
-the key, so nothing written is silently ignored.
+only some strategies read (``proximal_mu``, ``server_tau``, ...) and the ``dp`` settings when DP is off are
+refused when set, naming the key, so nothing written is silently ignored.
 """
 
 from __future__ import annotations
@@ -46,7 +46,15 @@ class PrivacyConfig:
     )
 
 
-STRATEGIES = ("fedavg", "fedprox", "fedavgm")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi")  # federated/strategies.py builds each
+# the keys only some strategies read: set with another strategy, they are refused (nothing is silently ignored)
+STRATEGY_KEYS = {
+    "proximal_mu": ("fedprox",),
+    "server_momentum": ("fedavgm", "fedadam", "fedyogi"),
+    "server_learning_rate": ("fedavgm", "fedadam", "fedyogi"),
+    "server_tau": ("fedadam", "fedyogi"),
+}
+SERVER_STEP_DEFAULTS = {"fedavgm": 1.0, "fedadam": 0.01, "fedyogi": 0.01}  # Flower's FedYogi default for both
 
 
 @dataclass
@@ -76,16 +84,32 @@ class FederateConfig:
     strategy: str = _f(
         "fedavg",
         "fedavg (McMahan et al. 2017: average weighted by examples), fedprox (Li et al. 2020: also a "
-        "proximal term mu/2 ||w - w_global||^2 in each local loss) or fedavgm (Hsu et al. 2019: the server "
-        "moves the global weights along the averaged update with momentum).",
+        "proximal term mu/2 ||w - w_global||^2 in each local loss), fedavgm (Hsu et al. 2019: the server "
+        "moves the global weights along the averaged update with momentum), or fedadam / fedyogi (Reddi et al. "
+        "2021: the averaged update drives a server-side Adam / Yogi, so each weight moves by about "
+        "server_learning_rate per round).",
         choices=STRATEGIES,
     )
     proximal_mu: float = _f(0.01, "FedProx's mu (strategy: fedprox only).", min=0.0)
     server_momentum: float = _f(
-        0.9, "FedAvgM's server momentum (strategy: fedavgm only; 0 with server_learning_rate 1 is FedAvg).", min=0.0
+        0.9,
+        "The server's momentum: FedAvgM's momentum (0 with server_learning_rate 1 is FedAvg), or FedAdam's / "
+        "FedYogi's beta_1 (strategies fedavgm, fedadam, fedyogi only).",
+        min=0.0,
+        max=1.0,
     )
-    server_learning_rate: float = _f(
-        1.0, "FedAvgM's server learning rate: the step along the averaged update (strategy: fedavgm only).", min=0.0
+    server_learning_rate: float | None = _f(
+        None,
+        "The server's step: FedAvgM's step along the averaged update (default 1.0), or FedAdam's / FedYogi's "
+        "eta (default 0.01), about how far each weight moves per round (strategies fedavgm, fedadam, fedyogi "
+        "only).",
+        min_exclusive=0.0,
+    )
+    server_tau: float = _f(
+        1e-3,
+        "FedAdam's / FedYogi's tau, added to the root of the second moment: updates much smaller than tau move "
+        "their weight less than server_learning_rate (strategies fedadam, fedyogi only).",
+        min_exclusive=0.0,
     )
     freeze_lora_a: bool = _f(
         False,
@@ -114,6 +138,13 @@ class FederateConfig:
         default_factory=PrivacyConfig,
         metadata={"help": "Optional differential privacy (DP-SGD at every site)."},
     )
+
+    @property
+    def server_step_size(self) -> float:
+        """``server_learning_rate``, or the chosen strategy's default when it is not set."""
+        if self.server_learning_rate is not None:
+            return self.server_learning_rate
+        return SERVER_STEP_DEFAULTS.get(self.strategy, 1.0)
 
 
 # site names become TensorBoard tags and report rows: short, no path characters
@@ -165,20 +196,14 @@ def load_federate_config(
         if not deployed:
             cfg.sites[name] = _existing(data, path, key, "data file")
     _check_labels(cfg, path, deployed)
-    if "proximal_mu" in raw and cfg.strategy != "fedprox":
-        raise ConfigError(
-            f"proximal_mu is FedProx's setting, but strategy is {cfg.strategy!r}, so it would be ignored",
-            path=path,
-            key="proximal_mu",
-            fix="set strategy: fedprox, or remove proximal_mu.",
-        )
-    for key in ("server_momentum", "server_learning_rate"):
-        if key in raw and cfg.strategy != "fedavgm":
+    for key, readers in STRATEGY_KEYS.items():
+        if key in raw and cfg.strategy not in readers:
             raise ConfigError(
-                f"{key} is FedAvgM's setting, but strategy is {cfg.strategy!r}, so it would be ignored",
+                f"{key} is read by strategy {' / '.join(readers)} only, but strategy is {cfg.strategy!r}, "
+                "so it would be ignored",
                 path=path,
                 key=key,
-                fix=f"set strategy: fedavgm, or remove {key}.",
+                fix=f"set strategy: {readers[0]}, or remove {key}.",
             )
     if cfg.min_fit_sites > len(cfg.sites):
         raise ConfigError(

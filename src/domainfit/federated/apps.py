@@ -2,8 +2,8 @@
 
 The same pieces run the simulation on one machine (``federated/simulation.py``: an in-process grid delivers
 each message to its site in turn) and a real deployment (``federated/deploy.py``: a Flower SuperLink and one
-SuperNode per site). The server runs Flower's own ``FedAvg`` / ``FedProx`` strategy loop
-(``Strategy.start``): sample sites, send the global weights, aggregate the replies weighted by
+SuperNode per site). The server runs the loop of Flower's own strategy (``Strategy.start``; the strategies are
+``federated/strategies.py``): sample sites, send the global weights, aggregate the replies weighted by
 ``num-examples``, ask every site to score the new global model, and score it centrally.
 """
 
@@ -26,6 +26,7 @@ from domainfit.federated.exchange import (
 )
 from domainfit.federated.selection import validation_metrics
 from domainfit.federated.site import Site
+from domainfit.federated.strategies import STRATEGIES
 
 WEIGHT_KEY = "num-examples"  # Flower's default weighting key
 
@@ -120,9 +121,8 @@ class RoundLog:
 
 
 def create_strategy(fed: FederateConfig, log: RoundLog) -> Any:
-    """Flower's FedAvg, FedProx or FedAvgM with the federate config's sampling, recording into ``log``."""
-    from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
-
+    """Flower's strategy named by the federate config (``federated/strategies.py``) with the config's sampling,
+    recording into ``log``."""
     common = {
         "fraction_train": fed.fraction_fit,
         "min_train_nodes": fed.min_fit_sites,
@@ -133,11 +133,7 @@ def create_strategy(fed: FederateConfig, log: RoundLog) -> Any:
         "train_metrics_aggr_fn": log.recorder("sites_train"),
         "evaluate_metrics_aggr_fn": log.recorder("sites_eval"),
     }
-    if fed.strategy == "fedprox":
-        return FedProx(proximal_mu=fed.proximal_mu, **common)
-    if fed.strategy == "fedavgm":
-        return FedAvgM(server_learning_rate=fed.server_learning_rate, server_momentum=fed.server_momentum, **common)
-    return FedAvg(**common)
+    return STRATEGIES.get(fed.strategy, key="strategy")(fed, common)
 
 
 def register_handlers(

@@ -11,14 +11,15 @@ two apps below) and the configs, resolved: ``federate.yaml`` (``labels:`` requir
 others' labels) and ``run.yaml``. ``flwr run`` ships the folder to the SuperLink, which hands it to every
 SuperNode; domainfit itself is installed on every machine (``pip install "domainfit[federated]"``).
 
-Server (the SuperLink's ServerApp process): builds the model from the run config, runs Flower's FedAvg or
-FedProx loop over a :class:`~domainfit.federated.grids.TrafficMeter` around Flower's own grid, and writes the
-run folder the simulation writes (``model/``, ``metrics.json``, ``report.md``, ``tensorboard/``); the global
-score of a round is the sites' held-out scores averaged, weighted by examples, since the server holds no data.
-Site (the SuperNode's ClientApp process, one per message): reads its own file (node config ``data``, else
-its entry under ``sites:``), checks it against ``labels``, builds the same model and answers with the
-handlers of ``federated/apps.py``; what lasts across rounds (its round count, its DP accountant) is kept in
-Flower's ``context.state``.
+Server (the SuperLink's ServerApp process): builds the model from the run config, runs the loop of the
+configured Flower strategy over a :class:`~domainfit.federated.grids.TrafficMeter` around Flower's own grid,
+and writes the run folder the simulation writes (``model/``, ``metrics.json``, ``report.md``,
+``tensorboard/``); the global score of a round is the sites' held-out scores averaged, weighted by examples,
+since the server holds no data.
+Site (the SuperNode's ClientApp process, one per message): reads its own file (node config ``data``, else its
+entry under ``sites:``), checks it against ``labels``, builds the same model and answers with the handlers of
+``federated/apps.py``; what lasts across rounds (its round count, its DP accountant) is kept in Flower's
+``context.state``.
 """
 
 from __future__ import annotations

@@ -6,11 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from domainfit.config import RunConfig
-from domainfit.config.federate import FederateConfig
+from domainfit.config.federate import STRATEGY_KEYS, FederateConfig
 from domainfit.io.atomic import write_text_atomic
 
 # the columns of the round table, in this order, when the task reports them
 ROUND_METRICS = ("accuracy", "f1_macro", "loss")
+
+
+def strategy_settings(fed: FederateConfig) -> str:
+    """The settings the chosen strategy reads, e.g. `` (server momentum 0.9, server learning rate 0.01)``."""
+    values = {key: getattr(fed, key) for key in STRATEGY_KEYS} | {"server_learning_rate": fed.server_step_size}
+    shown = [
+        f"{key.replace('proximal_', '').replace('_', ' ')} {values[key]}"
+        for key, readers in STRATEGY_KEYS.items()
+        if fed.strategy in readers
+    ]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def _megabytes(n: float) -> str:
@@ -39,13 +50,7 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
     lines = [
         f"# domainfit federate: {Path(fed.output_dir).name}",
         "",
-        f"- strategy: **{fed.strategy}**"
-        + (f" (mu {fed.proximal_mu})" if fed.strategy == "fedprox" else "")
-        + (
-            f" (server momentum {fed.server_momentum}, server learning rate {fed.server_learning_rate})"
-            if fed.strategy == "fedavgm"
-            else ""
-        ),
+        f"- strategy: **{fed.strategy}**" + strategy_settings(fed),
         f"- rounds: {fed.rounds}, local epochs: {fed.local_epochs}, share of sites per round: {fed.fraction_fit}",
         f"- model: {cfg.model.name}, peft: {cfg.peft.method}, task: {cfg.task}",
         "",

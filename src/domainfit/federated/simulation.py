@@ -8,7 +8,7 @@ agree everywhere.
 One model is built from the run config; an in-process Flower grid delivers each message to its site in turn,
 so a site's handlers are exactly those a deployed SuperNode runs (``federated/apps.py``). Each round the
 server sends the global trained weights (LoRA matrices and head under ``peft.method: lora``), the chosen sites
-train ``local_epochs`` and reply, Flower's FedAvg/FedProx averages the replies weighted by examples, every
+train ``local_epochs`` and reply, the Flower strategy combines the replies weighted by examples, every
 site scores the new global model on its held-out split, and the server scores it on all of them pooled.
 
 The run folder holds the global model (``model/``, a normal model folder), ``metrics.json`` (per round: per

@@ -1,0 +1,61 @@
+"""The server's strategies: a name in the federate config -> Flower's own strategy with the config's settings.
+
+A new strategy is one ``STRATEGIES.register`` here (and its name and keys in ``config/federate.py``, which
+refuses a key the chosen strategy would not read). Every factory gets ``common``: the sampling, the weighting
+key and the metric recorders every strategy shares (``federated/apps.py``, ``create_strategy``).
+
+- ``fedavg``: McMahan et al. 2017, the average of the sites' weights, weighted by their examples.
+- ``fedprox``: Li et al. 2020, FedAvg plus a proximal term in each site's loss (the term is the site's objective,
+  ``objectives``; the server only sends mu).
+- ``fedavgm``: Hsu et al. 2019, the server steps along the averaged update with momentum.
+- ``fedadam`` / ``fedyogi``: Reddi et al. 2021 ("Adaptive Federated Optimization"), the averaged update is a
+  pseudo-gradient for a server-side Adam or Yogi: each weight moves by about ``server_learning_rate`` per round,
+  whatever the scale of its update, with ``server_tau`` the adaptivity floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from domainfit.config.federate import FederateConfig
+from domainfit.registry import Registry
+
+StrategyFactory = Callable[[FederateConfig, dict[str, Any]], Any]
+STRATEGIES: Registry[StrategyFactory] = Registry("federated strategy")
+
+
+@STRATEGIES.register("fedavg")
+def fedavg(fed: FederateConfig, common: dict[str, Any]) -> Any:
+    from flwr.serverapp.strategy import FedAvg
+
+    return FedAvg(**common)
+
+
+@STRATEGIES.register("fedprox")
+def fedprox(fed: FederateConfig, common: dict[str, Any]) -> Any:
+    from flwr.serverapp.strategy import FedProx
+
+    return FedProx(proximal_mu=fed.proximal_mu, **common)
+
+
+@STRATEGIES.register("fedavgm")
+def fedavgm(fed: FederateConfig, common: dict[str, Any]) -> Any:
+    from flwr.serverapp.strategy import FedAvgM
+
+    return FedAvgM(server_learning_rate=fed.server_step_size, server_momentum=fed.server_momentum, **common)
+
+
+@STRATEGIES.register("fedadam")
+def fedadam(fed: FederateConfig, common: dict[str, Any]) -> Any:
+    from flwr.serverapp.strategy import FedAdam
+
+    # Flower only logs eta_l (the clients' rate); the sites train at their own train.learning_rate
+    return FedAdam(eta=fed.server_step_size, beta_1=fed.server_momentum, tau=fed.server_tau, **common)
+
+
+@STRATEGIES.register("fedyogi")
+def fedyogi(fed: FederateConfig, common: dict[str, Any]) -> Any:
+    from flwr.serverapp.strategy import FedYogi
+
+    return FedYogi(eta=fed.server_step_size, beta_1=fed.server_momentum, tau=fed.server_tau, **common)
