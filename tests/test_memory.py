@@ -50,7 +50,7 @@ def _grads(model: torch.nn.Module, batch, budget):
             logits = logits.mean(dim=1)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1), ignore_index=-100)
         (loss * weight).backward()
-        total += float(loss) * weight
+        total += float(loss.detach()) * weight
     return total, [p.grad.clone() for p in model.parameters()]
 
 

@@ -12,6 +12,7 @@ example of the site's own data; the epsilon reported is what the site has spent 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -85,7 +86,11 @@ class SitePrivacy:
                     continue
                 batch = site.task.collate([train.items[i] for i in chosen], site.tokenizer, train=True)
                 out = site.objective(private, {k: v.to(device) for k, v in batch.items()})
-                out["loss"].backward()
+                with warnings.catch_warnings():
+                    # Opacus hooks every module; the embeddings' inputs are token ids, which need no gradient,
+                    # and PyTorch says so on each backward: harmless, the per-example gradients are the weights'
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+                    out["loss"].backward()
                 optimizer.step()  # clip each example's gradient, add noise, AdamW step
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
