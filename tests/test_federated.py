@@ -471,6 +471,7 @@ def test_fedadam_and_fedyogi_move_each_weight_by_about_the_server_step(name):
     assert bool((moved > 0).all()) and float(moved.max()) <= 3 * 0.05
     assert float(moved[1] / moved[0]) < 2.0  # the updates differ 1000-fold; the moves do not
     assert float(moved[1]) < 1.0  # FedAvg would have jumped to 10
+    assert moved.dtype == torch.float32  # Flower's NumPy step would make it float64: twice the bytes sent
 
 
 def test_fedadam_trains_a_federation_end_to_end(tmp_path, tiny_bert, phrasebank_split):

@@ -25,6 +25,30 @@ StrategyFactory = Callable[[FederateConfig, dict[str, Any]], Any]
 STRATEGIES: Registry[StrategyFactory] = Registry("federated strategy")
 
 
+def keeping_dtypes(strategy_class: type) -> type:
+    """``strategy_class`` whose aggregated weights keep the dtypes of the global weights they update.
+
+    Flower's server-step strategies compute in NumPy with float64 scalars, which turns float32 weights into
+    float64 ones: the server would send every site twice the bytes, each round (measured: 725.6 MB against
+    FedAvg's 441.2 over 18 rounds on the federated benchmark) and keep a float64 global model.
+    """
+
+    class KeepingDtypes(strategy_class):  # type: ignore[misc, valid-type]
+        def aggregate_train(self, server_round: int, replies: Any) -> tuple[Any, Any]:
+            import numpy as np
+            from flwr.app import Array, ArrayRecord
+
+            dtypes = {k: v.dtype for k, v in (self.current_arrays or {}).items()}
+            arrays, metrics = super().aggregate_train(server_round, replies)
+            if arrays is None or not dtypes:
+                return arrays, metrics
+            kept = {k: Array(np.asarray(a.numpy(), dtype=dtypes.get(k))) for k, a in arrays.items()}
+            return ArrayRecord(kept), metrics
+
+    KeepingDtypes.__name__ = KeepingDtypes.__qualname__ = strategy_class.__name__
+    return KeepingDtypes
+
+
 @STRATEGIES.register("fedavg")
 def fedavg(fed: FederateConfig, common: dict[str, Any]) -> Any:
     from flwr.serverapp.strategy import FedAvg
@@ -43,7 +67,9 @@ def fedprox(fed: FederateConfig, common: dict[str, Any]) -> Any:
 def fedavgm(fed: FederateConfig, common: dict[str, Any]) -> Any:
     from flwr.serverapp.strategy import FedAvgM
 
-    return FedAvgM(server_learning_rate=fed.server_step_size, server_momentum=fed.server_momentum, **common)
+    return keeping_dtypes(FedAvgM)(
+        server_learning_rate=fed.server_step_size, server_momentum=fed.server_momentum, **common
+    )
 
 
 @STRATEGIES.register("fedadam")
@@ -51,11 +77,11 @@ def fedadam(fed: FederateConfig, common: dict[str, Any]) -> Any:
     from flwr.serverapp.strategy import FedAdam
 
     # Flower only logs eta_l (the clients' rate); the sites train at their own train.learning_rate
-    return FedAdam(eta=fed.server_step_size, beta_1=fed.server_momentum, tau=fed.server_tau, **common)
+    return keeping_dtypes(FedAdam)(eta=fed.server_step_size, beta_1=fed.server_momentum, tau=fed.server_tau, **common)
 
 
 @STRATEGIES.register("fedyogi")
 def fedyogi(fed: FederateConfig, common: dict[str, Any]) -> Any:
     from flwr.serverapp.strategy import FedYogi
 
-    return FedYogi(eta=fed.server_step_size, beta_1=fed.server_momentum, tau=fed.server_tau, **common)
+    return keeping_dtypes(FedYogi)(eta=fed.server_step_size, beta_1=fed.server_momentum, tau=fed.server_tau, **common)
