@@ -27,6 +27,8 @@ import json
 import random
 from pathlib import Path
 
+from domainfit.config.federate import SERVER_STRATEGIES, STRATEGIES, STRATEGY_KEYS
+
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO.parent / "shared" / "datasets" / "financial_phrasebank" / "split_seed42"
 LABELS = ("negative", "neutral", "positive")
@@ -56,9 +58,6 @@ def deal_sites(out: Path, n_sites: int, skew: float, seed: int) -> list[Path]:
             writer.writerows({"text": r["text"], "label": r["label"]} for r in share)
         files.append(path)
     return files
-
-
-SERVER_STRATEGIES = ("fedavgm", "fedadam", "fedyogi")  # the strategies with a server step
 
 
 def run_config(
@@ -111,7 +110,7 @@ def federate(config: Path, sites: list[Path], out: Path, strategy: str, args: ar
         + f"rounds: {args.rounds}\nlocal_epochs: {args.local_epochs}\nstrategy: {strategy}\n"
         + (f"server_momentum: {args.server_momentum}\n" if strategy in SERVER_STRATEGIES else "")
         + (f"server_learning_rate: {args.server_lr}\n" if strategy in SERVER_STRATEGIES and args.server_lr else "")
-        + (f"server_tau: {args.server_tau}\n" if strategy in ("fedadam", "fedyogi") else "")
+        + (f"server_tau: {args.server_tau}\n" if strategy in STRATEGY_KEYS["server_tau"] else "")
         + ("freeze_lora_a: true\n" if args.freeze_lora_a else "")
         + f"output_dir: {out}\noverwrite: true\n",
         encoding="utf-8",
@@ -131,7 +130,7 @@ def main() -> None:
         "--strategies",
         nargs="*",
         default=["fedavg", "fedprox"],
-        choices=["fedavg", "fedprox", *SERVER_STRATEGIES],
+        choices=STRATEGIES,
         help="federated runs (none: only the centralised and single-site runs)",
     )
     parser.add_argument(

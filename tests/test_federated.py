@@ -422,6 +422,14 @@ def test_server_tau_without_an_adaptive_strategy_is_refused(tmp_path, tiny_bert,
     assert main(["federate", str(fed)]) == 2
 
 
+def test_every_strategy_the_config_accepts_is_registered_and_no_other():
+    pytest.importorskip("flwr")
+    from domainfit.config.federate import STRATEGIES
+    from domainfit.federated.strategies import STRATEGIES as REGISTERED
+
+    assert sorted(STRATEGIES) == REGISTERED.names()
+
+
 def test_the_server_step_defaults_to_the_strategys_own():
     from domainfit.config.federate import FederateConfig
 

@@ -48,13 +48,14 @@ class PrivacyConfig:
 
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi")  # federated/strategies.py builds each
 # the keys only some strategies read: set with another strategy, they are refused (nothing is silently ignored)
+SERVER_STEP_DEFAULTS = {"fedavgm": 1.0, "fedadam": 0.01, "fedyogi": 0.01}  # Flower's FedYogi default for both
+SERVER_STRATEGIES = tuple(SERVER_STEP_DEFAULTS)  # the strategies with a server step
 STRATEGY_KEYS = {
     "proximal_mu": ("fedprox",),
-    "server_momentum": ("fedavgm", "fedadam", "fedyogi"),
-    "server_learning_rate": ("fedavgm", "fedadam", "fedyogi"),
+    "server_momentum": SERVER_STRATEGIES,
+    "server_learning_rate": SERVER_STRATEGIES,
     "server_tau": ("fedadam", "fedyogi"),
 }
-SERVER_STEP_DEFAULTS = {"fedavgm": 1.0, "fedadam": 0.01, "fedyogi": 0.01}  # Flower's FedYogi default for both
 
 
 @dataclass

@@ -79,25 +79,27 @@ class SitePrivacy:
         generator = torch.Generator().manual_seed(site.cfg.train.seed + site.rounds_trained)
         losses: list[torch.Tensor] = []
         private.train()
-        try:
-            for _ in range(steps):
-                chosen = (torch.rand(len(train), generator=generator) < self.sample_rate).nonzero().flatten().tolist()
-                if not chosen:  # an empty Poisson batch: nothing to learn from, nothing released
-                    continue
-                batch = site.task.collate([train.items[i] for i in chosen], site.tokenizer, train=True)
-                out = site.objective(private, {k: v.to(device) for k, v in batch.items()})
-                with warnings.catch_warnings():
-                    # Opacus hooks every module; the embeddings' inputs are token ids, which need no gradient,
-                    # and PyTorch says so on each backward: harmless, the per-example gradients are the weights'
-                    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        with warnings.catch_warnings():
+            # Opacus hooks every module; the embeddings' inputs are token ids, which need no gradient, and PyTorch
+            # says so on each backward: harmless (the per-example gradients are the weights'), so not shown
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            try:
+                for _ in range(steps):
+                    chosen = (
+                        (torch.rand(len(train), generator=generator) < self.sample_rate).nonzero().flatten().tolist()
+                    )
+                    if not chosen:  # an empty Poisson batch: nothing to learn from, nothing released
+                        continue
+                    batch = site.task.collate([train.items[i] for i in chosen], site.tokenizer, train=True)
+                    out = site.objective(private, {k: v.to(device) for k, v in batch.items()})
                     out["loss"].backward()
-                optimizer.step()  # clip each example's gradient, add noise, AdamW step
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=self.sample_rate)
-                losses.append(out["loss"].detach())
-        finally:
-            private._close()  # remove the hooks: the model goes back to the caller unchanged in kind
+                    optimizer.step()  # clip each example's gradient, add noise, AdamW step
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=self.sample_rate)
+                    losses.append(out["loss"].detach())
+            finally:
+                private._close()  # remove the hooks: the model goes back to the caller unchanged in kind
         site.rounds_trained += 1
         return {
             "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),

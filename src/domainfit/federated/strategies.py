@@ -42,7 +42,7 @@ def keeping_dtypes(strategy_class: type) -> type:
             arrays, metrics = super().aggregate_train(server_round, replies)
             if arrays is None or not dtypes:
                 return arrays, metrics
-            kept = {k: Array(np.asarray(a.numpy(), dtype=dtypes.get(k))) for k, a in arrays.items()}
+            kept = {k: Array(np.asarray(a.numpy(), dtype=dtypes.get(k, a.dtype))) for k, a in arrays.items()}
             return ArrayRecord(kept), metrics
 
     KeepingDtypes.__name__ = KeepingDtypes.__qualname__ = strategy_class.__name__
