@@ -12,6 +12,8 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
+import pytest
+
 from domainfit.cli.app import COMMAND_GROUPS, TRAINING_COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +91,15 @@ def test_the_console_script_and_python_m_reach_main():
         )
         assert proc.returncode == 0, proc.stderr
         assert all(name in proc.stdout for name in COMMANDS)
+
+
+def test_overrides_may_follow_a_flag_and_anything_else_is_refused(capsys):
+    from domainfit.cli.app import build_parser, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, ["train", "c.yaml", "a.b=1", "--resume", "train.epochs=5"])
+    assert args.resume and args.overrides == ["a.b=1", "train.epochs=5"]  # in the command line's order
+    for argv in (["train", "c.yaml", "--resume", "--bogus"], ["train", "c.yaml", "--resume", "stray"]):
+        with pytest.raises(SystemExit):
+            parse_args(parser, argv)
+        assert "unrecognized arguments" in capsys.readouterr().err

@@ -69,6 +69,18 @@ def _quiet_other_processes() -> None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  for the process's life
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but ``key=value`` overrides may also follow a flag (``train cfg.yaml --resume
+    train.epochs=5``): argparse ends a command's positional overrides at the first flag, and its intermixed
+    parsing does not work with sub-commands."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` names (default: ``sys.argv[1:]``, the console command).
 
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr), 130 when interrupted.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.offline or os.environ.get("DOMAINFIT_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         go_offline()  # before anything imports huggingface_hub, which reads these once
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -4,7 +4,7 @@
     domainfit pretrain CONFIG [--resume] [key=value ...]
     domainfit pipeline CONFIG [key=value ...]
     domainfit tune CONFIG [key=value ...] [--no-retrain]
-    domainfit federate CONFIG [key=value ...] [--deploy-app DIR]
+    domainfit federate CONFIG [key=value ...] [--resume | --deploy-app DIR]
     domainfit demo [--data-dir DIR] [key=value ...]
 
 The console command runs these on mimalloc (``TRAINING_COMMANDS``, domainfit/allocator.py).
@@ -54,7 +54,14 @@ def _federate(args: argparse.Namespace) -> None:
     from domainfit.federated.simulation import run_federation
 
     if args.deploy_app:
+        from domainfit.errors import ConfigError
         from domainfit.federated.deploy import write_app
+
+        if args.resume:
+            raise ConfigError(
+                "--resume continues a simulated federation; --deploy-app writes a deployment's app",
+                fix="use one of them: a deployed server run that stopped is started again with flwr run.",
+            )
 
         cfg = load_federate_config(args.config, args.overrides, deployed=True)
         app = write_app(cfg, args.config, args.deploy_app, args.overrides)
@@ -72,7 +79,7 @@ def _federate(args: argparse.Namespace) -> None:
         )
         return
     cfg = load_federate_config(args.config, args.overrides)
-    run_federation(cfg, args.config)
+    run_federation(cfg, args.config, resume=args.resume)
     print(f"\nDone. Global model: {Path(cfg.output_dir) / 'model'}   Report: {Path(cfg.output_dir) / 'report.md'}")
 
 
@@ -148,6 +155,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="do not simulate: write the Flower app "
         "of a real deployment (flower-superlink, one flower-supernode per site, flwr run DIR)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue a stopped federation in output_dir after its last round"
     )
     p.set_defaults(func=_federate)
 

@@ -2,9 +2,10 @@
 
 The same pieces run the simulation on one machine (``federated/simulation.py``: an in-process grid delivers
 each message to its site in turn) and a real deployment (``federated/deploy.py``: a Flower SuperLink and one
-SuperNode per site). The server runs the loop of Flower's own strategy (``Strategy.start``; the strategies are
-``federated/strategies.py``): sample sites, send the global weights, aggregate the replies weighted by
-``num-examples``, ask every site to score the new global model, and score it centrally.
+SuperNode per site). The server runs the rounds of Flower's own strategy (``federated/rounds.py``, the steps of
+``Strategy.start`` from any round; the strategies are ``federated/strategies.py``): sample sites, send the
+global weights, aggregate the replies weighted by ``num-examples``, ask every site to score the new global
+model, and score it centrally.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from domainfit.federated.exchange import (
     trained_state,
 )
 from domainfit.federated.report import write_report
+from domainfit.federated.rounds import run_rounds
 from domainfit.federated.selection import VAL_PREFIX, VAL_WEIGHT_KEY, RoundSelection
 from domainfit.federated.simulation import (
     collect_results,
@@ -253,7 +254,7 @@ def serve(app_dir: Path, grid: Any) -> dict[str, Any]:
     """
     fed, cfg = load_app_configs(app_dir)
     task = create_task(cfg.task)
-    with run_folder(cfg, app_dir / "federate.yaml") as out:
+    with run_folder(cfg, app_dir / "federate.yaml", can_resume=False) as out:
         return _serve(fed, cfg, task, grid, out)
 
 
@@ -306,16 +307,18 @@ def _serve(fed: FederateConfig, cfg: RunConfig, task: Any, grid: Any, out: Path)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-round banners; the report has the numbers
     random.seed(fed.seed)  # Flower samples each round's sites with the random module
     try:
-        result = strategy.start(
-            grid=TrafficMeter(grid, round_log, full_bytes),
-            initial_arrays=to_record(trained_state(model)),
+        arrays = run_rounds(
+            strategy,
+            TrafficMeter(grid, round_log, full_bytes),
+            to_record(trained_state(model)),
+            first_round=1,
             num_rounds=fed.rounds,
             train_config=ConfigRecord(train_config),
             evaluate_fn=close_round,
         )
     finally:
         tb.close()
-    load_trained_state(model, from_record(selection.arrays if selection.arrays is not None else result.arrays))
+    load_trained_state(model, from_record(selection.arrays if selection.arrays is not None else arrays))
 
     sites_info = {name: _site_info(name, fed, round_log) for name in fed.sites}
     results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes, selection)

@@ -1,6 +1,6 @@
 """``domainfit federate``: N sites simulated on one machine, rounds driven by Flower's own strategy loop.
 
-    domainfit federate federate.yaml [key=value ...]
+    domainfit federate federate.yaml [--resume] [key=value ...]
 
 Every site's file is read, checked and split as ``domainfit train`` would (all of them before the model is
 loaded, so a bad file fails at once); the label list is ``labels:``, else the union over sites, so class ids
@@ -13,7 +13,8 @@ site scores the new global model on its held-out split, and the server scores it
 
 The run folder holds the global model (``model/``, a normal model folder), ``metrics.json`` (per round: per
 site and global metrics, bytes sent against full weights, epsilon under DP), ``report.md`` with the round
-table, ``tensorboard/``, and the configs (``federate.yaml``, ``config.yaml``).
+table, ``tensorboard/``, and the configs (``federate.yaml``, ``config.yaml``). While it runs, ``checkpoints/``
+holds the last round's state, from which ``--resume`` continues a stopped federation (``federated/rounds.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import json
 import logging
 import random
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,7 @@ from domainfit.federated.exchange import (
     trained_state,
 )
 from domainfit.federated.report import ROUND_METRICS, write_report
+from domainfit.federated.rounds import RoundCheckpoints, run_rounds
 from domainfit.federated.selection import RoundSelection
 from domainfit.federated.site import Site, pooled_features, site_config, use_federation_labels
 from domainfit.io.atomic import atomic_dir, write_text_atomic
@@ -52,7 +55,7 @@ from domainfit.models.loading import check_max_length
 from domainfit.objectives.fedprox import ProximalObjective
 from domainfit.tasks import Task, TaskData, create_task, load_run_config
 from domainfit.training.loop import evaluate
-from domainfit.training.run_dir import finish_run, open_run_folder, start_run
+from domainfit.training.run_dir import check_resume_config, finish_run, open_run_folder, start_run
 from domainfit.training.scaffold import set_up_process
 
 log = logging.getLogger(__name__)
@@ -79,27 +82,33 @@ def check_freeze_lora_a(fed: FederateConfig, cfg: RunConfig, source: Path) -> No
         )
 
 
-def run_federation(fed: FederateConfig, source: str | Path) -> dict[str, Any]:
-    """Run every round and write the run folder (see the module docstring). Returns metrics.json's dict."""
+def run_federation(fed: FederateConfig, source: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run every round and write the run folder (see the module docstring). Returns metrics.json's dict.
+
+    ``resume`` continues a stopped federation in ``output_dir`` after its last finished round
+    (``federated/rounds.py``); one stopped before its first round ended starts again from round 1.
+    """
     import_flower()  # before anything is read: a missing extra is the first thing to know
     source = Path(source)
     cfg = load_federated_run_config(fed, source)
     task = create_task(cfg.task)
-    with run_folder(cfg, source) as out:
-        return _federate(fed, cfg, task, out)
+    with run_folder(cfg, source, resume=resume) as out:
+        return _federate(fed, cfg, task, out, resume=resume and resumable(out, fed, cfg))
 
 
 @contextlib.contextmanager
-def run_folder(cfg: RunConfig, source: Path) -> Iterator[Path]:
-    """``open_run_folder``, with its complaints about the folder naming the federate file's keys."""
+def run_folder(cfg: RunConfig, source: Path, *, resume: bool = False, can_resume: bool = True) -> Iterator[Path]:
+    """``open_run_folder``, with its complaints about the folder naming the federate file's keys (and not
+    suggesting ``--resume`` where there is none: ``can_resume`` false, the deployed server)."""
     try:
-        with open_run_folder(cfg, resume=False) as out:
+        with open_run_folder(cfg, resume=resume) as out:
             yield out
     except ConfigError as e:
         if e.key not in ("output.dir", "output.overwrite"):
             raise
         fix = (e.fix or "").replace("output.overwrite", "overwrite").replace("output.dir", "output_dir")
-        fix = fix.replace("add --resume to continue it, or ", "")
+        if not can_resume:
+            fix = fix.replace("add --resume to continue it, or ", "")
         raise ConfigError(
             e.what,
             path=source,
@@ -152,7 +161,47 @@ def warn_on_label_skew(datas: dict[str, TaskData], class_weights: Any, threshold
     return skewed
 
 
-def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dict[str, Any]:
+# federate keys that may change when a federation resumes: where it writes
+RESUME_FREE_FEDERATE_KEYS = ("output_dir", "overwrite")
+
+
+def resumable(out: Path, fed: FederateConfig, cfg: RunConfig) -> bool:
+    """Whether the stopped federation in ``out`` has a round checkpoint to resume from, under the same settings
+    (the federate config and the run config it started with). One that stopped before its first round ended
+    has its partial folders cleared and starts again (False)."""
+    if RoundCheckpoints(out).latest() is None:
+        log.warning("%s: the federation stopped before its first round ended; starting it again from round 1", out)
+        for sub in ("checkpoints", "tensorboard"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        return False
+    command = f"domainfit federate {out / 'federate.yaml'} --resume"
+    try:
+        check_resume_config(out, cfg, command=command)
+    except ConfigError as e:  # the same complaint, in the federate file's words
+        fix = (e.fix or "").replace("output.overwrite=true", "overwrite: true")
+        raise ConfigError(e.what, path=e.path, key=e.key, fix=fix) from e
+    try:
+        saved = yaml.safe_load((out / "federate.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    now = to_dict(fed)
+    changed = [
+        f"{k}: {saved[k]!r} then, {now[k]!r} now"
+        for k in now
+        if k in saved and saved[k] != now[k] and k not in RESUME_FREE_FEDERATE_KEYS
+    ]
+    if changed:
+        raise ConfigError(
+            "the federation started with other settings than these, so resuming would mix two runs: "
+            + "; ".join(changed),
+            path=out / "federate.yaml",
+            fix=f"resume with the settings it started with: `{command}` (its saved config), or start afresh "
+            "with overwrite: true.",
+        )
+    return True
+
+
+def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, resume: bool = False) -> dict[str, Any]:
     from flwr.app import ConfigRecord, MetricRecord
 
     from domainfit.federated.grids import LocalGrid, TrafficMeter
@@ -173,7 +222,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     start_run(
         out,
         cfg,
-        resume=False,
+        resume=resume,
         extra={
             "task": cfg.task,
             "labels": labels,
@@ -191,7 +240,11 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     strategy = create_strategy(fed, round_log)
     everyone = pooled_features(sites)
     selection = RoundSelection(cfg.train.best_metric)
-    tb = SummaryWriter(str(out / "tensorboard"))
+    checkpoints = RoundCheckpoints(out)
+    federation = {"strategy": strategy, "round_log": round_log, "selection": selection, "sites": sites}
+    resumed = checkpoints.load(**federation) if resume else None  # last: it restores the random generators too
+    # a resumed run's TensorBoard drops what the stopped one logged after its last checkpoint
+    tb = SummaryWriter(str(out / "tensorboard"), purge_step=resumed.last_round + 1 if resumed else None)
 
     def evaluate_globally(server_round: int, arrays: Any) -> Any:
         """The server's score of the global model: all sites' held-out splits pooled; logged per round."""
@@ -215,16 +268,22 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
         return MetricRecord(metrics)
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-round banners; the report has the numbers
-    random.seed(fed.seed)  # Flower samples each round's sites with the random module
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=to_record(trained_state(model)),
-        num_rounds=fed.rounds,
-        train_config=ConfigRecord({"local-epochs": fed.local_epochs, "num-rounds": fed.rounds}),
-        evaluate_fn=evaluate_globally,
-    )
-    tb.close()
-    load_trained_state(model, from_record(selection.arrays if selection.arrays is not None else result.arrays))
+    if resumed is None:
+        random.seed(fed.seed)  # Flower samples each round's sites with the random module
+    try:
+        arrays = run_rounds(
+            strategy,
+            grid,
+            to_record(trained_state(model)) if resumed is None else resumed.arrays,
+            first_round=resumed.last_round + 1 if resumed else 1,
+            num_rounds=fed.rounds,
+            train_config=ConfigRecord({"local-epochs": fed.local_epochs, "num-rounds": fed.rounds}),
+            evaluate_fn=evaluate_globally,
+            end_round=lambda server_round, arrays: checkpoints.save(server_round, arrays, **federation),
+        )
+    finally:
+        tb.close()
+    load_trained_state(model, from_record(selection.arrays if selection.arrays is not None else arrays))
 
     sites_info = {
         s.name: {
@@ -241,6 +300,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path) -> dic
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
     write_report(out / "report.md", fed, cfg, results)
     finish_run(out)
+    shutil.rmtree(checkpoints.dir, ignore_errors=True)  # a finished federation is not resumed: free the disk
     print(kept_line(results))
     return results
 

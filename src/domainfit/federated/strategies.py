@@ -24,6 +24,24 @@ from domainfit.registry import Registry
 StrategyFactory = Callable[[FederateConfig, dict[str, Any]], Any]
 STRATEGIES: Registry[StrategyFactory] = Registry("federated strategy")
 
+# What Flower's strategies carry from one round to the next besides the global weights: FedAvgM's momentum,
+# FedAdam's / FedYogi's moments (FedAvg and FedProx carry nothing). A round checkpoint keeps them
+# (``federated/rounds.py``), so a resumed server optimiser steps on as if never stopped. A new strategy with
+# state of its own adds its attribute names here.
+SERVER_STATE = ("momentum_vector", "m_t", "v_t")
+
+
+def server_state(strategy: Any) -> dict[str, Any]:
+    """The strategy's state across rounds (:data:`SERVER_STATE`): NumPy arrays in lists or dicts, or None."""
+    return {name: getattr(strategy, name) for name in SERVER_STATE if hasattr(strategy, name)}
+
+
+def restore_server_state(strategy: Any, state: dict[str, Any]) -> None:
+    """Put back what :func:`server_state` took."""
+    for name, value in state.items():
+        if name in SERVER_STATE and hasattr(strategy, name):
+            setattr(strategy, name, value)
+
 
 def keeping_dtypes(strategy_class: type) -> type:
     """``strategy_class`` whose aggregated weights keep the dtypes of the global weights they update.

@@ -61,14 +61,16 @@ class TrainState:
     stream: dict[str, int] = field(default_factory=dict)  # a streamed corpus's position (domainfit pretrain)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's random generators' states (CUDA's too when there is a GPU)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -94,7 +96,7 @@ class CheckpointManager:
                 save_model(model, str(tmp / "model.safetensors"))
                 save_state(tmp / "optimizer.safetensors", optimizer.state_dict())
                 save_state(tmp / "scheduler.safetensors", scheduler.state_dict())
-                save_state(tmp / "rng.safetensors", _rng_state())
+                save_state(tmp / "rng.safetensors", rng_state())
                 if objective is not None and any(True for _ in objective.parameters()):
                     save_model(objective, str(tmp / "objective.safetensors"))
                 (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
@@ -186,7 +188,7 @@ class CheckpointManager:
                     )
             optimizer.load_state_dict(load_state(file("optimizer.safetensors")))
             scheduler.load_state_dict(load_state(file("scheduler.safetensors")))
-            _set_rng_state(load_state(file("rng.safetensors")))
+            set_rng_state(load_state(file("rng.safetensors")))
         except DomainfitError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:

@@ -303,18 +303,20 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resume_config(out: Path, cfg: Any) -> None:
+def check_resume_config(out: Path, cfg: Any, *, command: str | None = None) -> None:
     """Refuse to resume a run under settings other than those it started with.
 
     The saved ``config.yaml`` is the run's resolved config. A resumed run regenerates its batch order and
     schedule from the config, so a changed learning rate, batching or data setting (whether from the command
     line or from a newer domainfit's defaults) would silently make another run. Keys the saved config lacks
-    (settings newer than the run) are logged and take their defaults.
+    (settings newer than the run) are logged and take their defaults. ``command`` is the one the error suggests
+    (default: ``domainfit train <out>/config.yaml --resume``).
     """
     try:
         saved = _flatten(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
     except (OSError, yaml.YAMLError):
         return  # no readable record (a run from before config.yaml was written): nothing to compare
+    command = command or f"domainfit train {out / 'config.yaml'} --resume"
     now = _flatten(yaml.safe_load(dump_yaml(cfg)))
     free = lambda key: key.startswith(RESUME_FREE_KEYS)  # noqa: E731
     changed = [
@@ -324,8 +326,8 @@ def check_resume_config(out: Path, cfg: Any) -> None:
         raise ConfigError(
             "the run started with other settings than these, so resuming would mix two runs: " + "; ".join(changed),
             path=out / "config.yaml",
-            fix=f"resume with the settings it started with: `domainfit train {out / 'config.yaml'} "
-            "--resume` (its saved, resolved config), or start afresh with output.overwrite=true.",
+            fix=f"resume with the settings it started with: `{command}` (its saved, resolved config), or start "
+            "afresh with output.overwrite=true.",
         )
     new = [k for k in now if k not in saved and not free(k)]
     if new:
