@@ -5,6 +5,11 @@ restored); a changed setting is refused; one stopped in its first round starts a
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from tests.test_federated import _federate_config, _write_sites
 
 pytest.importorskip("flwr")
 
+REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("global", "global_validation", "sites_train", "sites_eval", "traffic", "selection", "final")
 
 
@@ -124,3 +130,35 @@ def test_a_federation_stopped_in_its_first_round_starts_again(tmp_path, tiny_ber
     assert main(["federate", str(fed), "--resume"]) == 0
     metrics = _metrics(out)
     assert set(metrics["global"]) == {"0", "1"} and metrics["selection"]["kept_round"] == 1
+
+
+def test_kill_9_mid_federation_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_bert, phrasebank_split):
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites)
+    fed.write_text(fed.read_text(encoding="utf-8").replace("rounds: 2\n", "rounds: 4\n"), encoding="utf-8")
+    whole = tmp_path / "whole"
+    assert main(["federate", str(fed), f"output_dir={whole}"]) == 0
+
+    out = tmp_path / "fed"
+    with (tmp_path / "killed.log").open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "domainfit", "federate", str(fed)], stdout=log, stderr=log, cwd=REPO
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not list(out.glob("checkpoints/round-*")):
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # a round of the tiny model takes seconds: rounds 2-4 are still to run
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text(encoding="utf-8")[-2000:]
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "running"  # kill -9: no record
+    assert not (out / "metrics.json").exists() and list(out.glob("checkpoints/round-*.safetensors"))
+    torn = out / "checkpoints" / ".round-0002.safetensors.x1y2.tmp"
+    torn.write_bytes(b"\0" * 64)  # as a kill during a checkpoint's write leaves it: never renamed into place
+
+    assert main(["federate", str(fed), "--resume"]) == 0
+    resumed, uninterrupted = _metrics(out), _metrics(whole)
+    for key in COMPARED:
+        assert resumed[key] == uninterrupted[key], key
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
