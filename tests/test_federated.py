@@ -517,3 +517,39 @@ def test_dp_settings_without_dp_enabled_are_refused(tmp_path, tiny_bert, phraseb
     fed = _federate_config(tmp_path, tiny_bert, sites, extra="dp:\n  noise_multiplier: 0.8\n")
     with pytest.raises(ConfigError, match="key 'dp.noise_multiplier': differential privacy is off"):
         load_federate_config(fed)
+
+
+def test_sites_compute_in_the_run_configs_precision(tmp_path, tiny_bert, phrasebank_split):
+    """train.precision reaches the sites' training and scoring, as it reaches domainfit train's (a federation
+    compared with a centralised run must compute alike): bf16 autocast moves the scores a little, not a lot."""
+    pytest.importorskip("flwr")
+    from domainfit.cli import main
+
+    sites = _write_sites(phrasebank_split, tmp_path, n_sites=2)
+    fed = _federate_config(tmp_path, tiny_bert, sites, extra="rounds: 1\n")
+    fed.write_text(fed.read_text(encoding="utf-8").replace("rounds: 2\n", ""), encoding="utf-8")
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["federate", str(fed), f"output_dir={out}", f"run_overrides=[train.precision={precision}]"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["precision"] == precision
+        assert json.loads((out / "run.json").read_text())["mixed_precision"] == {"fp32": "no"}.get(precision, precision)
+        assert f"precision: {precision}" in (out / "report.md").read_text(encoding="utf-8")
+        scores[precision] = metrics["global"]["1"]["loss"], metrics["sites_train"]["1"]["site0"]["train_loss"]
+    for fp32, bf16 in zip(scores["fp32"], scores["bf16"]):
+        assert fp32 != bf16 and bf16 == pytest.approx(fp32, abs=0.05)
+
+
+def test_dp_sgd_computes_in_fp32_whatever_the_precision(caplog):
+    from domainfit.config import RunConfig
+    from domainfit.config.federate import FederateConfig, PrivacyConfig
+    from domainfit.federated.simulation import site_precision
+
+    cfg = RunConfig()
+    cfg.train.precision = "bf16"
+    fed = FederateConfig(sites={"a": "a.csv"}, dp=PrivacyConfig(enabled=True))
+    assert site_precision(fed, cfg, torch.device("cpu")) == "no"
+    assert "DP-SGD trains in fp32" in caplog.text
+    fed.dp.enabled = False
+    assert site_precision(fed, cfg, torch.device("cpu")) == "bf16"

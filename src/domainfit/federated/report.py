@@ -52,7 +52,8 @@ def write_report(path: Path, fed: FederateConfig, cfg: RunConfig, results: dict[
         "",
         f"- strategy: **{fed.strategy}**" + strategy_settings(fed),
         f"- rounds: {fed.rounds}, local epochs: {fed.local_epochs}, share of sites per round: {fed.fraction_fit}",
-        f"- model: {cfg.model.name}, peft: {cfg.peft.method}, task: {cfg.task}",
+        f"- model: {cfg.model.name}, peft: {cfg.peft.method}, task: {cfg.task}"
+        + (f", precision: {results['precision']}" if results.get("precision") else ""),
         "",
         "## Sites",
         "",

@@ -49,12 +49,13 @@ from domainfit.federated.exchange import (
 from domainfit.federated.report import ROUND_METRICS, write_report
 from domainfit.federated.rounds import RoundCheckpoints, run_rounds
 from domainfit.federated.selection import RoundSelection
-from domainfit.federated.site import Site, pooled_features, site_config, use_federation_labels
+from domainfit.federated.site import Site, autocast, pooled_features, site_config, use_federation_labels
 from domainfit.io.atomic import atomic_dir, write_text_atomic
 from domainfit.models.loading import check_max_length
 from domainfit.objectives.fedprox import ProximalObjective
 from domainfit.tasks import Task, TaskData, create_task, load_run_config
 from domainfit.training.loop import evaluate
+from domainfit.training.precision import resolve_precision
 from domainfit.training.run_dir import check_resume_config, finish_run, open_run_folder, start_run
 from domainfit.training.scaffold import set_up_process
 
@@ -216,8 +217,10 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, res
     model.to(device)
     if fed.freeze_lora_a:
         freeze_lora_a(model)  # before the first exchange: only B and the head travel
+    mixed_precision = site_precision(fed, cfg, device, run_dir=out if resume else None)
     sites = [
-        create_site(name, fed.sites[name], fed, cfg, task, tokenizer, data, device) for name, data in datas.items()
+        create_site(name, fed.sites[name], fed, cfg, task, tokenizer, data, device, mixed_precision)
+        for name, data in datas.items()
     ]
     start_run(
         out,
@@ -228,6 +231,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, res
             "labels": labels,
             "federated": True,
             "sites": {s.name: fed.sites[s.name] for s in sites},
+            "mixed_precision": mixed_precision,
         },
     )
     write_text_atomic(out / "federate.yaml", yaml.safe_dump(to_dict(fed), sort_keys=False, allow_unicode=True))
@@ -249,8 +253,8 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, res
     def evaluate_globally(server_round: int, arrays: Any) -> Any:
         """The server's score of the global model: all sites' held-out splits pooled; logged per round."""
         load_trained_state(model, from_record(arrays))
-        metrics = numeric(
-            evaluate(
+        with autocast(device, mixed_precision):
+            scores = evaluate(
                 model,
                 sites[0].objective,
                 everyone,
@@ -261,7 +265,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, res
                 device,
                 max_tokens=cfg.train.eval_batch_tokens,
             )
-        )
+        metrics = numeric(scores)
         round_log.global_eval[server_round] = metrics
         selection.observe(server_round, round_log.sites_eval.get(server_round, {}), arrays)  # sites scored first
         log_round(tb, round_log, server_round, selection)
@@ -295,6 +299,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, res
         for s in sites
     }
     results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes, selection)
+    results["precision"] = {"no": "fp32"}.get(mixed_precision, mixed_precision)
     with atomic_dir(out / "model") as tmp:
         task.save(model.cpu(), tokenizer, cfg, pooled, tmp)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
@@ -314,8 +319,10 @@ def create_site(
     tokenizer: Any,
     data: TaskData,
     device: torch.device,
+    mixed_precision: str | None = None,
 ) -> Site:
-    """A site: its data encoded, its objective (with FedProx's term), its DP-SGD state when ``dp.enabled``.
+    """A site: its data encoded, its objective (with FedProx's term), its DP-SGD state when ``dp.enabled``,
+    its compute precision.
 
     Args:
         name: the site's name.
@@ -326,6 +333,8 @@ def create_site(
         tokenizer: the model's tokenizer.
         data: the site's checked splits, with the federation's labels.
         device: where its objective lives.
+        mixed_precision: the precision it computes in (:func:`site_precision`; None: chosen here, for this
+            machine, as a deployed site does).
     """
     site_cfg = site_config(cfg, data_file)
     features = {split: task.encode(examples, tokenizer, site_cfg, data) for split, examples in data.splits.items()}
@@ -346,7 +355,18 @@ def create_site(
         features=features,
         objective=objective.to(device),
         privacy=privacy,
+        mixed_precision=site_precision(fed, cfg, device) if mixed_precision is None else mixed_precision,
     )
+
+
+def site_precision(fed: FederateConfig, cfg: RunConfig, device: torch.device, run_dir: Path | None = None) -> str:
+    """The sites' compute precision, chosen as ``domainfit train`` chooses it from ``train.precision`` (``auto``:
+    measured once per machine; ``run_dir``: a resumed federation keeps its first choice), fp32 under DP-SGD."""
+    if fed.dp.enabled:
+        if cfg.train.precision not in ("auto", "fp32"):
+            log.warning("DP-SGD trains in fp32 (Opacus's per-example gradients); train.precision is not used")
+        return "no"
+    return resolve_precision(cfg.train.precision, device, run_dir=run_dir)
 
 
 def log_round(tb: Any, round_log: RoundLog, server_round: int, selection: RoundSelection | None = None) -> None:

@@ -7,12 +7,15 @@ each round, as in FedAvg (McMahan et al. 2017). The learning rate follows one li
 over all rounds (``training/optim.py``): round ``r`` of ``R`` runs its ``r``-th share, so warm-up happens once
 and the rate decays across the federation as it would over the same epochs of centralised training (a
 schedule restarted every round warms up again and decays to zero within each round). Evaluation is
-the loop's own (``training.loop.evaluate``). With ``dp.enabled`` a round runs DP-SGD through Opacus instead
-(``federated/privacy.py``).
+the loop's own (``training.loop.evaluate``). Both compute in the run config's ``train.precision`` as
+``domainfit train`` does (``training/precision.py``: ``auto`` takes bf16 autocast where the chip runs it faster;
+fp16 with a gradient scaler), so a federation and the centralised run it is compared with compute alike. With
+``dp.enabled`` a round runs DP-SGD through Opacus instead (``federated/privacy.py``), in fp32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -43,6 +46,8 @@ class Site:
         features: encoded splits.
         objective: the training objective (with FedProx's proximal term under strategy fedprox).
         privacy: the site's DP-SGD state when ``dp.enabled`` (its accountant lives across rounds).
+        mixed_precision: Accelerate's name of the compute precision ("no": fp32, "bf16", "fp16"), as
+            ``training.precision.resolve_precision`` chose it for this site's machine.
     """
 
     name: str
@@ -53,6 +58,7 @@ class Site:
     features: dict[str, Features]
     objective: nn.Module
     privacy: Any = None
+    mixed_precision: str = "no"
     rounds_trained: int = field(default=0)
 
     @property
@@ -102,6 +108,7 @@ class Site:
             return self.privacy.fit(self, model, sampler, epochs, device, schedule)
         optimizer = create_optimizer(model, cfg, extra=self.objective)
         scheduler = schedule(optimizer)
+        scaler = torch.amp.GradScaler(device.type) if self.mixed_precision == "fp16" else None
         trained = [p for p in model.parameters() if p.requires_grad]
         losses: list[torch.Tensor] = []
         model.train()
@@ -110,13 +117,20 @@ class Site:
             for indices in sampler:
                 batch = self.task.collate([train.items[i] for i in indices], self.tokenizer, train=True)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                out = self.objective(model, batch)
+                with autocast(device, self.mixed_precision):
+                    out = self.objective(model, batch)
                 # token-balanced batches vary in rows: weigh each example 1/batch_size, as the loop does
-                weight = len(indices) / cfg.batch_size if sampler.balance_tokens else 1.0
-                (out["loss"] * weight).backward()
+                loss = out["loss"] * (len(indices) / cfg.batch_size if sampler.balance_tokens else 1.0)
+                (scaler.scale(loss) if scaler else loss).backward()
+                if scaler:
+                    scaler.unscale_(optimizer)  # clip the true gradients
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(trained, cfg.max_grad_norm)
-                optimizer.step()
+                if scaler:
+                    scaler.step(optimizer)  # skipped when fp16 overflowed; the scale shrinks
+                    scaler.update()
+                else:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(out["loss"].detach())
@@ -126,17 +140,26 @@ class Site:
     def evaluate(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, Any]:
         """The task's metrics of ``model`` on one of this site's splits (default: :attr:`held_out`)."""
         cfg = self.cfg.train
-        return evaluate(
-            model,
-            self.objective,
-            self.features[split or self.held_out],
-            self.task,
-            self.tokenizer,
-            self.data,
-            cfg.eval_batch_size,
-            device,
-            max_tokens=cfg.eval_batch_tokens,
-        )
+        with autocast(device, self.mixed_precision):
+            return evaluate(
+                model,
+                self.objective,
+                self.features[split or self.held_out],
+                self.task,
+                self.tokenizer,
+                self.data,
+                cfg.eval_batch_size,
+                device,
+                max_tokens=cfg.eval_batch_tokens,
+            )
+
+
+def autocast(device: torch.device, mixed_precision: str) -> contextlib.AbstractContextManager[Any]:
+    """torch's autocast for Accelerate's ``mixed_precision`` name ("no": none), as the training loop's
+    prepared model runs its forward."""
+    if mixed_precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
 
 
 def site_config(cfg: RunConfig, data_file: str) -> RunConfig:
