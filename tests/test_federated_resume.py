@@ -162,3 +162,28 @@ def test_kill_9_mid_federation_then_resume_ends_as_the_uninterrupted_run(tmp_pat
     for key in COMPARED:
         assert resumed[key] == uninterrupted[key], key
     assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "finished"
+
+
+def test_a_foreign_damaged_or_outside_checkpoint_is_refused_with_a_clear_error(tmp_path):
+    from domainfit.errors import DomainfitError
+    from domainfit.federated.apps import RoundLog
+    from domainfit.federated.rounds import RoundCheckpoints
+    from domainfit.federated.selection import RoundSelection
+    from domainfit.io.state_files import save_state
+
+    checkpoints = RoundCheckpoints(tmp_path / "run")
+    checkpoints.dir.mkdir(parents=True)
+    parts = {"strategy": None, "round_log": RoundLog(), "selection": RoundSelection("f1_macro"), "sites": []}
+    assert checkpoints.load(**parts) is None  # no round finished: start from round 1
+
+    save_state(checkpoints.dir / "round-0001.safetensors", {"round": 1})  # another version's layout
+    with pytest.raises(DomainfitError, match="lacks part of a federation's state"):
+        checkpoints.load(**parts)
+    (checkpoints.dir / "round-0002.safetensors").write_bytes(b"\0" * 32)  # the newest is taken: damaged
+    with pytest.raises(DomainfitError, match="damaged"):
+        checkpoints.load(**parts)
+    outside = tmp_path / "elsewhere.safetensors"
+    save_state(outside, {"round": 3})
+    (checkpoints.dir / "round-0003.safetensors").symlink_to(outside)
+    with pytest.raises(DomainfitError, match="leads outside the run folder"):
+        checkpoints.load(**parts)

@@ -159,6 +159,26 @@ class RoundCheckpoints:
         if path is None:
             return None
         state = load_state(path)
+        try:
+            return self._restore(state, path, strategy=strategy, round_log=round_log, selection=selection, sites=sites)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DomainfitError(
+                f"this round checkpoint lacks part of a federation's state ({type(e).__name__}: {str(e)[:120]}); "
+                "it was written by another domainfit version or damaged",
+                path=path,
+                fix="start the federation afresh with overwrite: true (or resume it with the version that wrote it).",
+            ) from e
+
+    def _restore(
+        self,
+        state: dict[str, Any],
+        path: Path,
+        *,
+        strategy: Any,
+        round_log: RoundLog,
+        selection: RoundSelection,
+        sites: list[Site],
+    ) -> Resumed:
         saved_sites = state["sites"]
         missing = sorted(set(s.name for s in sites) ^ set(saved_sites))
         if missing:
