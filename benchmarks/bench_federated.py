@@ -15,8 +15,10 @@ is scored on the same val.csv / test.csv:
 - centralised: ``domainfit train`` on all sites' data pooled, ``rounds x local-epochs`` epochs;
 - each site alone: ``domainfit train`` on that site's file, the same epochs.
 
-It prints one table of test macro-F1 (and accuracy) and the bytes the federated runs sent against full
-weights. Not a unit test: several MiniLM trainings, tens of minutes on 2 CPU cores (minutes on a GPU).
+It prints one table of test macro-F1 (and accuracy), the bytes the federated runs sent against full
+weights, and the precision each run computed in (``train.precision: auto`` chooses per machine, for federated
+and centralised runs alike). Not a unit test: several MiniLM trainings, tens of minutes on 2 CPU cores
+(minutes on a GPU).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def train(config: Path, data: Path, out: Path) -> dict:
             "output.overwrite=true",
         ],
     )
-    return train_run(cfg)["test"]
+    return train_run(cfg)
 
 
 def federate(config: Path, sites: list[Path], out: Path, strategy: str, args: argparse.Namespace) -> dict:
@@ -168,6 +170,7 @@ def main() -> None:
                 final["f1_macro"],
                 final["accuracy"],
                 f"{sent / 1e6:.1f} of {full / 1e6:.0f} MB",
+                results["precision"],
             )
         )
     for strategy, row in zip(args.strategies, rows):
@@ -184,11 +187,13 @@ def main() -> None:
         for site in sites:
             f.writelines(site.read_text(encoding="utf-8").splitlines(keepends=True)[1:])
     if not args.no_centralised:
-        test = train(config, pooled, args.out / "centralised")
-        rows.append(("centralised", test["f1_macro"], test["accuracy"], "-"))
+        results = train(config, pooled, args.out / "centralised")
+        test = results["test"]
+        rows.append(("centralised", test["f1_macro"], test["accuracy"], "-", results["train"]["precision"]))
     for site in [] if args.no_sites_alone else sites:
-        test = train(config, site, args.out / f"alone-{site.stem}")
-        rows.append((f"{site.stem} alone", test["f1_macro"], test["accuracy"], "-"))
+        results = train(config, site, args.out / f"alone-{site.stem}")
+        test = results["test"]
+        rows.append((f"{site.stem} alone", test["f1_macro"], test["accuracy"], "-", results["train"]["precision"]))
     print_table(args, rows)
 
 
@@ -198,9 +203,10 @@ def print_table(args: argparse.Namespace, rows: list[tuple]) -> None:
         f"{args.rounds} rounds x {args.local_epochs} local epochs, class weights {args.class_weights}, "
         f"learning rate {args.learning_rate}, seed {args.seed}\n"
     )
-    print("| run | macro-F1 | accuracy | bytes sent (vs full weights) |\n|---|---|---|---|")
-    for name, f1, acc, traffic in rows:
-        print(f"| {name} | {f1:.4f} | {acc:.4f} | {traffic} |")
+    # precision: what train.precision (auto) chose on this machine; federated and centralised runs alike
+    print("| run | macro-F1 | accuracy | bytes sent (vs full weights) | precision |\n|---|---|---|---|---|")
+    for name, f1, acc, traffic, precision in rows:
+        print(f"| {name} | {f1:.4f} | {acc:.4f} | {traffic} | {precision} |")
 
 
 if __name__ == "__main__":
