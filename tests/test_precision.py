@@ -53,3 +53,20 @@ def test_cpu_probe_leaves_the_seeded_stream_alone():
     torch.manual_seed(3)
     cpu_bf16_speedup(m=64, k=32, n=64, repeats=1)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_two_hosts_of_one_model_name_with_and_without_bf16_keep_separate_choices(monkeypatch, tmp_path):
+    """A virtual machine may call hosts with and without bf16 instructions alike ("AMD EPYC"): the choice
+    measured on the one must not be read on the other."""
+    with_bf16 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    without = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n"
+    assert precision._machine_key(with_bf16) != precision._machine_key(without)
+    assert "avx512_bf16" in precision._machine_key(with_bf16)
+    assert "AMD EPYC" in precision._machine_key(without) and "no bf16 instructions" in precision._machine_key(without)
+
+    monkeypatch.setenv("DOMAINFIT_CACHE_DIR", str(tmp_path))
+    real_key = precision._machine_key
+    for cpuinfo, speedup, expected in ((with_bf16, 4.1, "bf16"), (without, 0.02, "no")):
+        monkeypatch.setattr(precision, "_machine_key", lambda cpuinfo=cpuinfo: real_key(cpuinfo))
+        monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda speedup=speedup: speedup)
+        assert precision.resolve_precision("auto", torch.device("cpu")) == expected  # measured, not the other's

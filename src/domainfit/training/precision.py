@@ -7,9 +7,9 @@ both precisions (~0.1 s) and takes bf16 only when it is clearly faster. Weights,
 stay fp32 either way (autocast), so accuracy is kept; ``benchmarks/bench_train.py`` checks it.
 
 A timing is noisy, so the choice is made once and then kept: once per machine (cached in
-``$DOMAINFIT_CACHE_DIR`` or ``~/.cache/domainfit/precision.json``, keyed by CPU model, torch version and thread
-count), so two runs with the same seed compute alike; and once per run (``run.json``'s ``mixed_precision``), so a
-resumed run never switches precision half-way.
+``$DOMAINFIT_CACHE_DIR`` or ``~/.cache/domainfit/precision.json``, keyed by CPU model, its bf16 instructions,
+torch version and thread count), so two runs with the same seed compute alike; and once per run (``run.json``'s
+``mixed_precision``), so a resumed run never switches precision half-way.
 """
 
 from __future__ import annotations
@@ -89,16 +89,33 @@ def _recorded_choice(run_dir: Path) -> str | None:
     return value if value in ("no", "bf16", "fp16") else None
 
 
-def _machine_key() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of the instructions a bf16 matmul runs on
+
+
+def _machine_key(cpuinfo: str | None = None) -> str:
+    """The cache key of this machine's choice: CPU model, the kernels torch runs (its CPU capability) and the
+    bf16 instructions present, torch version, threads.
+
+    The model name alone is not enough: a virtual machine may report only "AMD EPYC", for hosts with and
+    without bf16 instructions (measured: bf16 4.1x fp32 on one, 0.02x on another), and a choice kept for the
+    one would be wrong, or ruinously slow, on the other.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = None, None
+    for line in cpuinfo.splitlines():  # the first processor's entries
+        name, _, value = (part.strip() for part in line.partition(":"))
+        if name == "model name" and model is None:
+            model = value
+        elif name in ("flags", "Features") and flags is None:
+            flags = set(value.split())
+    cpu = model or platform.processor() or platform.machine()
+    bf16 = "+".join(f for f in BF16_FLAGS if f in (flags or ())) or "no bf16 instructions"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu} ({capability}, {bf16}) | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def _cpu_choice() -> str:
