@@ -14,6 +14,8 @@ PY=${PY:-python}
 "$PY" benchmarks/bench_train.py --seeds 42 --systems trainer-grouped domainfit --out "$OUT/bench_train_gpu.md"
 "$PY" benchmarks/bench_compile.py --steps 121 > "$OUT/bench_compile_gpu.md"; cat "$OUT/bench_compile_gpu.md"
 "$PY" -m pytest -q -x tests/test_training.py tests/test_precision.py
+# federated sites on the GPU: bf16 autocast (precision auto), and resume round for round (never run on a GPU yet)
+"$PY" -m pytest -q -x tests/test_federated.py tests/test_federated_resume.py
 
 # Multi-GPU (issue 21): DDP over every visible GPU with torchrun (NCCL), then the same config in one process,
 # and the two test losses side by side (docs/distributed.md). Never run yet: no GPU was lent to the session that
