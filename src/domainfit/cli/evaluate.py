@@ -1,6 +1,6 @@
 """The commands that score a trained model on labelled data: evaluate and stress.
 
-domainfit evaluate MODEL_DIR DATA [--output DIR] [--group-column COLUMN]
+domainfit evaluate MODEL_DIR DATA [--output DIR] [--group-column COLUMN] [--against OTHER_MODEL_DIR]
 domainfit stress MODEL_DIR DATA [--output DIR] [--perturbations a,b] [--no-record]
 """
 
@@ -11,13 +11,14 @@ import json
 import time
 from pathlib import Path
 
-from domainfit.cli.options import add_max_chars, add_reading_options, probability, read_inputs
+from domainfit.cli.options import add_max_chars, add_reading_options, positive_int, probability, read_inputs
 from domainfit.errors import DataError, DomainfitError
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     import domainfit
     from domainfit.evaluation.calibration_report import trust_metrics, trust_sections
+    from domainfit.evaluation.comparison_report import comparison_section, verdict
     from domainfit.evaluation.html_report import write_html_report
     from domainfit.evaluation.report import format_metrics_table, write_report
     from domainfit.io.atomic import write_text_atomic
@@ -39,6 +40,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     # an existing folder is written into as predict replaces an existing file: its metrics.json and report.md
     # are replaced, each whole; checked here, before reading the data and predicting
     out = check_output_folder(args.output or f"eval-{Path(args.data).stem}")
+    if args.against is not None:
+        _check_against(args, task)
     if args.group_column is not None:
         if task == ml.TASK:
             raise DomainfitError(
@@ -87,6 +90,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     metrics["errors"] = error_examples([e.text for e in examples], gold, probs, predictor.labels)
     groups = [e.group for e in examples] if args.group_column else None
     metrics.update(trust_metrics(probs, gold, predictor, groups, args.group_column, args.max_gap))
+    comparison = None
+    if args.against is not None:
+        comparison = _compare(args, examples, gold, probs.argmax(1).tolist(), predictor.labels)
+        metrics["comparison"] = comparison
     try:
         out.mkdir(parents=True, exist_ok=True)
         summary = {"data": args.data, "model": args.model_dir, **metrics}
@@ -96,12 +103,54 @@ def _evaluate(args: argparse.Namespace) -> None:
             "split_name": Path(args.data).name,
             "context": {"model": args.model_dir, "data": args.data, "backend": predictor.backend},
         }
-        write_report(out, metrics, **report, extra_sections=trust_sections(out, metrics, Path(args.data).name))
+        sections = trust_sections(out, metrics, Path(args.data).name)
+        if comparison is not None:
+            sections.append(comparison_section(comparison, Path(args.data).name))
+        write_report(out, metrics, **report, extra_sections=sections)
         write_html_report(out, metrics, **report)  # report.html beside report.md
     except OSError as e:  # a full disk: say so, not a traceback
         raise output_error(e, out / "metrics.json") from e
     print(format_metrics_table(metrics))
+    if comparison is not None:
+        print(f"\n{verdict(comparison)}")
     print(f"\nReport: {out / 'report.md'} (and report.html)")
+
+
+def _check_against(args: argparse.Namespace, task: str) -> None:
+    """Refuse --against, before anything is read or predicted, unless both folders hold text classifiers."""
+    from domainfit.serving import multilabel_predictor as ml
+    from domainfit.serving.model_folder import check_model_dir
+
+    other = ml.read_task(check_model_dir(args.against))
+    if task != "text-classification" or other != "text-classification":
+        raise DomainfitError(
+            f"--against compares two single-label text classifiers; {args.model_dir} is a {task} model and "
+            f"{args.against} a {other} model",
+            path=args.against if task == "text-classification" else args.model_dir,
+            fix="give the model folders of two text-classification runs, or drop --against.",
+        )
+
+
+def _compare(
+    args: argparse.Namespace, examples: list, gold: list[int], predicted: list[int], labels: list[str]
+) -> dict:
+    """Predict ``examples`` with the --against model and compare it with ``predicted`` by a paired bootstrap."""
+    import domainfit
+    from domainfit.metrics.paired_bootstrap import paired_bootstrap
+
+    other = domainfit.load(args.against, backend=args.backend, max_chars=args.max_chars)
+    if sorted(other.labels) != sorted(labels):
+        raise DomainfitError(
+            f"{args.against} knows the labels {', '.join(other.labels)}; {args.model_dir} knows "
+            f"{', '.join(labels)}: they cannot be compared on one labelled file",
+            path=args.against,
+            fix="compare two models trained on the same label set.",
+        )
+    position = {label: i for i, label in enumerate(labels)}  # the other model's ids -> this model's
+    probs = other.predict_proba([e.text for e in examples], batch_size=args.batch_size)
+    other_predicted = [position[other.labels[i]] for i in probs.argmax(1).tolist()]
+    result = paired_bootstrap(gold, predicted, other_predicted, len(labels), resamples=args.resamples, seed=args.seed)
+    return {"against": args.against, **result}
 
 
 def _stress(args: argparse.Namespace) -> None:
@@ -206,6 +255,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=0.1,
         help="with --group-column: flag a score whose largest gap between groups exceeds this (default 0.1)",
     )
+    p.add_argument(
+        "--against",
+        default=None,
+        metavar="OTHER_MODEL_DIR",
+        help="also predict DATA with this model (a text classifier with the same labels) and say whether "
+        "MODEL_DIR is really above or below it: every score's difference with a paired-bootstrap interval, "
+        "in the report and metrics.json ('comparison')",
+    )
+    p.add_argument(
+        "--resamples",
+        type=positive_int,
+        default=10_000,
+        help="with --against: bootstrap resamples (default 10000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="with --against: seed of the resampling (default 0)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

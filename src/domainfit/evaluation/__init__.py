@@ -1,8 +1,9 @@
 """Scoring predictions and reporting them: metrics a config can select on, and a readable report."""
 
-# each imported for its REPORTS registration
+# each imported for its REPORTS (or report.html section) registration
 from domainfit.evaluation import (  # noqa: E402,F401,I001
     calibration_report,
+    comparison_report,
     generation_report,
     image_report,
     multilabel_report,
