@@ -56,7 +56,13 @@ from domainfit.objectives.fedprox import ProximalObjective
 from domainfit.tasks import Task, TaskData, create_task, load_run_config
 from domainfit.training.loop import evaluate
 from domainfit.training.precision import resolve_precision
-from domainfit.training.run_dir import check_resume_config, finish_run, open_run_folder, start_run
+from domainfit.training.run_dir import (
+    changed_settings,
+    check_resume_config,
+    finish_run,
+    open_run_folder,
+    start_run,
+)
 from domainfit.training.scaffold import set_up_process
 
 log = logging.getLogger(__name__)
@@ -181,16 +187,7 @@ def resumable(out: Path, fed: FederateConfig, cfg: RunConfig) -> bool:
     except ConfigError as e:  # the same complaint, in the federate file's words
         fix = (e.fix or "").replace("output.overwrite=true", "overwrite: true")
         raise ConfigError(e.what, path=e.path, key=e.key, fix=fix) from e
-    try:
-        saved = yaml.safe_load((out / "federate.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        saved = {}
-    now = to_dict(fed)
-    changed = [
-        f"{k}: {saved[k]!r} then, {now[k]!r} now"
-        for k in now
-        if k in saved and saved[k] != now[k] and k not in RESUME_FREE_FEDERATE_KEYS
-    ]
+    changed = changed_settings(out / "federate.yaml", to_dict(fed), RESUME_FREE_FEDERATE_KEYS)
     if changed:
         raise ConfigError(
             "the federation started with other settings than these, so resuming would mix two runs: "

@@ -312,16 +312,10 @@ def check_resume_config(out: Path, cfg: Any, *, command: str | None = None) -> N
     (settings newer than the run) are logged and take their defaults. ``command`` is the one the error suggests
     (default: ``domainfit train <out>/config.yaml --resume``).
     """
-    try:
-        saved = _flatten(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError):
-        return  # no readable record (a run from before config.yaml was written): nothing to compare
+    if not (out / "config.yaml").is_file():
+        return  # a run from before config.yaml was written: nothing to compare
     command = command or f"domainfit train {out / 'config.yaml'} --resume"
-    now = _flatten(yaml.safe_load(dump_yaml(cfg)))
-    free = lambda key: key.startswith(RESUME_FREE_KEYS)  # noqa: E731
-    changed = [
-        f"{k}: {saved[k]!r} then, {now[k]!r} now" for k in now if k in saved and saved[k] != now[k] and not free(k)
-    ]
+    changed = changed_settings(out / "config.yaml", yaml.safe_load(dump_yaml(cfg)), RESUME_FREE_KEYS)
     if changed:
         raise ConfigError(
             "the run started with other settings than these, so resuming would mix two runs: " + "; ".join(changed),
@@ -329,13 +323,27 @@ def check_resume_config(out: Path, cfg: Any, *, command: str | None = None) -> N
             fix=f"resume with the settings it started with: `{command}` (its saved, resolved config), or start "
             "afresh with output.overwrite=true.",
         )
-    new = [k for k in now if k not in saved and not free(k)]
+
+
+def changed_settings(saved_file: Path, now: dict[str, Any], free: tuple[str, ...]) -> list[str]:
+    """What differs between the settings a run saved (``saved_file``, YAML) and ``now``, one line per dotted key:
+    ``"key: <then> then, <now> now"``; keys starting with one of ``free`` may change. An unreadable file (a run
+    from before it was written) compares as equal; keys it lacks (settings newer than the run) are logged and
+    take their current values."""
+    try:
+        saved = _flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        return []  # no readable record: nothing to compare
+    now = _flatten(now)
+    compared = [k for k in now if not k.startswith(free)]
+    new = [k for k in compared if k not in saved]
     if new:
         log.warning(
             "%s started under an older domainfit without %s; they take their current values",
-            out,
+            saved_file.parent,
             ", ".join(f"{k}={now[k]!r}" for k in new),
         )
+    return [f"{k}: {saved[k]!r} then, {now[k]!r} now" for k in compared if k in saved and saved[k] != now[k]]
 
 
 def start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]) -> None:
