@@ -55,7 +55,7 @@ from domainfit.models.loading import check_max_length
 from domainfit.objectives.fedprox import ProximalObjective
 from domainfit.tasks import Task, TaskData, create_task, load_run_config
 from domainfit.training.loop import evaluate
-from domainfit.training.precision import resolve_precision
+from domainfit.training.precision import precision_label, resolve_precision
 from domainfit.training.run_dir import (
     changed_settings,
     check_resume_config,
@@ -296,7 +296,7 @@ def _federate(fed: FederateConfig, cfg: RunConfig, task: Task, out: Path, *, res
         for s in sites
     }
     results = collect_results(fed, cfg, sites_info, round_log, model, full_bytes, selection)
-    results["precision"] = {"no": "fp32"}.get(mixed_precision, mixed_precision)
+    results["precision"] = precision_label(mixed_precision)
     with atomic_dir(out / "model") as tmp:
         task.save(model.cpu(), tokenizer, cfg, pooled, tmp)
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))

@@ -41,6 +41,7 @@ from domainfit.tasks import Features, Task, TaskData, create_task
 from domainfit.training.distributed import on_main_process, refuse_sharded_launch
 from domainfit.training.events import announce_evaluation
 from domainfit.training.memory import MemoryPlan
+from domainfit.training.precision import precision_label
 from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
 from domainfit.training.scaffold import (
     Cadence,
@@ -403,7 +404,7 @@ def _finalize(
         "steps": state.step,
         "real_tokens": state.real_tokens,
         "computed_tokens": state.computed_tokens,
-        "precision": {"no": "fp32"}.get(precision, precision),
+        "precision": precision_label(precision),
         "device": str(device),
         "allocator": active_allocator(),
         **levers,  # what the memory levers did: embedding rows trained, batches recomputed

@@ -78,7 +78,12 @@ def resolve_precision(precision: str, device: torch.device, run_dir: Path | None
 
 
 def _name(choice: str) -> str:
-    return "bf16 autocast" if choice == "bf16" else "fp32" if choice == "no" else choice
+    return "bf16 autocast" if choice == "bf16" else precision_label(choice)
+
+
+def precision_label(choice: str) -> str:
+    """How metrics.json names Accelerate's ``mixed_precision`` choice: ``"fp32"`` for ``"no"``, else as it is."""
+    return "fp32" if choice == "no" else choice
 
 
 def _recorded_choice(run_dir: Path) -> str | None:

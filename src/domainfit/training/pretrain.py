@@ -52,6 +52,7 @@ from domainfit.models.loading import (
 from domainfit.objectives.masked_lm import lm_loss, warm_up_head
 from domainfit.training.distributed import refuse_sharded_launch
 from domainfit.training.memory import MemoryPlan
+from domainfit.training.precision import precision_label
 from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
 from domainfit.training.scaffold import (
     Cadence,
@@ -247,7 +248,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool) -> dict[str, Any]
             "texts_per_second": round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
             "real_tokens": state.real_tokens,
             "computed_tokens": state.computed_tokens,
-            "precision": {"no": "fp32"}.get(mixed_precision, mixed_precision),
+            "precision": precision_label(mixed_precision),
             "device": str(device),
         },
         "masking": to_dict(cfg.masking) if kind == "mlm" else None,
