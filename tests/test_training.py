@@ -222,6 +222,12 @@ def test_sigkill_in_second_epoch_then_resume_matches_uninterrupted_run(tmp_path,
     assert b["best"]["step"] == a["best"]["step"]
     assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= 0.005
     assert abs(a["test"]["f1_macro"] - b["test"]["f1_macro"]) <= 0.005
+    # run.json keeps how the first part ended (killed: still "running", no end time) and what ran it
+    run = json.loads((killed / "run.json").read_text())
+    assert "resumptions" not in json.loads((straight / "run.json").read_text())
+    [previous] = run["resumptions"]
+    assert previous["after"] == "running" and previous["ended"] is None and previous["resumed"] >= run["started"]
+    assert previous["domainfit_version"] == run["domainfit_version"] and run["status"] == "finished"
 
 
 def test_checkpoint_pointer_survives_a_torn_write(tmp_path, tiny_bert):

@@ -357,9 +357,14 @@ def _start_run(out: Path, cfg: RunConfig, *, resume: bool, extra: dict[str, Any]
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", dump_yaml(cfg))
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     info = read_status(out) if resume else None
     if info is None:
-        info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info = {"started": now}
+    else:  # how the previous part of the run ended, and what ran it: a run resumed under a newer domainfit says so
+        previous = {"resumed": now, "after": info.get("status"), "ended": info.get("ended"), "error": info.get("error")}
+        previous.update({key: info.get(key) for key in ("domainfit_version", "git")})
+        info["resumptions"] = [*info.get("resumptions", []), previous]
     for key in ("ended", "error"):
         info.pop(key, None)
     info.update(
