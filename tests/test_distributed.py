@@ -4,7 +4,8 @@ The multi-process tests start 2 CPU processes joined by gloo (``torchrun --nproc
 ``accelerate launch --config_file docs/examples/accelerate_cpu2.yaml``) on a tiny model and 96 PhraseBank
 examples. They take a few minutes on a busy 2-core machine, so they are marked ``distributed`` and left out of the
 default run:
-``pytest -m distributed tests/test_distributed.py``.
+``pytest -m distributed tests/test_distributed.py``. Sharing final work between processes
+(``map_over_processes``) takes seconds, so its two-process test runs by default.
 """
 
 from __future__ import annotations
@@ -134,6 +135,51 @@ def _finish(proc: subprocess.Popen) -> str:
     return err
 
 
+_MAP_SCRIPT = """
+import json, sys
+from domainfit.training.distributed import map_over_processes, process_state
+
+state = process_state()
+calls = []
+
+def label(share):
+    calls.append(list(share))
+    return [[x, state.process_index] for x in share]
+
+result = map_over_processes(label, list(range(11)), block=2)
+with open(f"{sys.argv[1]}.{state.process_index}", "w") as f:
+    json.dump({"result": result, "calls": calls}, f)
+"""
+
+
+def test_map_over_processes_gives_every_process_the_whole_result_in_order(tmp_path):
+    """Two gloo processes (seconds, so in the default run): blocks of 2 dealt round-robin, each computed once."""
+    from domainfit.training.distributed import map_over_processes
+
+    assert map_over_processes(lambda share: [x * 2 for x in share], [1, 2, 3], block=2) == [2, 4, 6]  # 1 process
+    script = tmp_path / "map.py"
+    script.write_text(_MAP_SCRIPT)
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    command = [
+        str(BIN / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        port,
+        str(script),
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # items 0-1 -> process 0, 2-3 -> 1, 4-5 -> 0, 6-7 -> 1, 8-9 -> 0, 10 -> 1
+    owner = [(x // 2) % 2 for x in range(11)]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"out.{rank}").read_text())
+        assert seen["result"] == [[x, owner[x]] for x in range(11)]
+        assert seen["calls"] == [[x for x in range(11) if owner[x] == rank]]
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, tiny_bert, phrasebank_split):
     """The same config trained in one process (in this one) and in two (torchrun)."""
@@ -180,6 +226,8 @@ def test_two_processes_write_one_run_folder_once(two_runs):
         "confusion_matrix.png",
         "metrics.json",
         "model",
+        "reliability_diagram.png",
+        "report.html",
         "report.md",
         "run.json",
         "tensorboard",

@@ -433,3 +433,36 @@ def test_real_smollm2_loads_and_takes_lora():
     trainable, total = trainable_parameters(apply_lora(model, peft))
     print(f"SmolLM2 LoRA r=8 all-linear: {trainable:,} of {total:,} trainable ({100 * trainable / total:.2f}%)")
     assert 0.005 < trainable / total < 0.05
+
+
+@pytest.mark.distributed
+def test_two_processes_train_evaluate_and_generate_with_fewer_batches_than_processes(tmp_path, tiny_lm, s2d_data):
+    """torchrun with 2 processes on 16 validation examples: one evaluation batch, so one process has none (it used to
+    wait for ever on the other's DDP buffer broadcast); the final generations are shared and come back whole, in
+    the data's order, as one process gives them (the base model, LoRA off, is the same in both runs)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from domainfit.training import train
+
+    settings = {"rouge_max_examples": 12, "report_examples": 12}
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = train(load_config(write_config(tmp_path / "one", tiny_lm, s2d_data, tmp_path / "out-one", **settings)))
+    config = write_config(tmp_path / "two", tiny_lm, s2d_data, tmp_path / "out-two", **settings)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", port, "-m", "domainfit", "train", str(config)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "out-two" / "metrics.json").read_text())
+    first, second = one["test"]["examples"], two["test"]["examples"]
+    assert len(first) == len(second) == 12
+    assert [e["reference"] for e in second] == [e["reference"] for e in first]
+    assert [e["base"] for e in second] == [e["base"] for e in first]
+    assert two["base"]["test"]["perplexity"] == pytest.approx(one["base"]["test"]["perplexity"], rel=1e-4)

@@ -148,6 +148,21 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def generation_order(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int | None = None) -> list[int]:
+    """The order :func:`generate_responses` batches ``prompts`` in: longest first in tokens (after the cut to
+    ``max_prompt_tokens``), ties in input order. Prompts given in this order are batched as given."""
+    return _longest_first(_prompt_ids(tokenizer, prompts, max_prompt_tokens))
+
+
+def _prompt_ids(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int | None) -> list[list[int]]:
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return [x[-max_prompt_tokens:] for x in ids] if max_prompt_tokens else ids
+
+
+def _longest_first(ids: list[list[int]]) -> list[int]:
+    return sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep their order
+
+
 def generate_responses(
     model: Any,
     tokenizer: Any,
@@ -167,10 +182,8 @@ def generate_responses(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if max_prompt_tokens:
-        ids = [x[-max_prompt_tokens:] for x in ids]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    ids = _prompt_ids(tokenizer, prompts, max_prompt_tokens)
+    order = _longest_first(ids)
     outputs: list[str] = [""] * len(ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in range(0, len(order), batch_size):

@@ -173,9 +173,12 @@ class Task:
         objective: nn.Module,
         device: torch.device,
         evaluate: Any,
+        map_over_processes: Any,
     ) -> dict[str, dict[str, Any]]:
         """Scores that need the trained model, merged into metrics.json per split (``evaluate`` scores a
-        split as the loop does: ``evaluate(model, objective, features)``)."""
+        split as the loop does: ``evaluate(model, objective, features)``; ``map_over_processes(function,
+        items, block=n)`` is ``function(items)`` with the items shared between the training processes, for
+        per-item work such as generation: ``domainfit.training.distributed.map_over_processes``)."""
         return {}
 
 

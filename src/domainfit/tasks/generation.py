@@ -30,6 +30,7 @@ from domainfit.models.causal_lm import (
     ADAPTER_DIR,
     apply_lora,
     generate_responses,
+    generation_order,
     load_causal_lm,
     trainable_parameters,
 )
@@ -189,23 +190,34 @@ class GenerationTask(Task):
         objective: nn.Module,
         device: torch.device,
         evaluate: Any,
+        map_over_processes: Any,
     ) -> dict[str, dict[str, Any]]:
-        """Base-model perplexity on validation/test, and ROUGE-L of greedy generations (fine-tuned and base)."""
+        """Base-model perplexity on validation/test, and ROUGE-L of greedy generations (fine-tuned and base);
+        with several training processes each generates its share of the prompts, batched as one process would."""
         g = cfg.generation
         split = "test" if "test" in features else "validation"
         examples = data.splits[split][: g.rouge_max_examples]
         prompts = [prompt_format(cfg).render(tokenizer, e.instruction, e.input) for e in examples]
         references = [e.response for e in examples]
 
+        order = generation_order(tokenizer, prompts, cfg.model.max_length)  # how generate_responses batches
+
         def generate(m: Any) -> list[str]:
-            return generate_responses(
-                m,
-                tokenizer,
-                prompts,
-                max_new_tokens=g.max_new_tokens,
-                batch_size=cfg.train.eval_batch_size,
-                max_prompt_tokens=cfg.model.max_length,
-            )
+            def some(share: list[str]) -> list[str]:
+                return generate_responses(
+                    m,
+                    tokenizer,
+                    share,
+                    max_new_tokens=g.max_new_tokens,
+                    batch_size=cfg.train.eval_batch_size,
+                    max_prompt_tokens=cfg.model.max_length,
+                )
+
+            ordered = map_over_processes(some, [prompts[i] for i in order], block=cfg.train.eval_batch_size)
+            texts = [""] * len(prompts)
+            for position, i in enumerate(order):
+                texts[i] = ordered[position]
+            return texts
 
         results: dict[str, dict[str, Any]] = {"base": {}}
         tuned = generate(model) if examples else []

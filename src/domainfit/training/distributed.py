@@ -109,6 +109,53 @@ def on_main_process(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return value
 
 
+def evaluation_model(model: Any, accelerator: Any) -> Any:
+    """The model to score a split with when several processes share its batches: the bare module, not DDP's.
+
+    A DDP forward after a training step broadcasts the module's buffers (rotary frequencies, position ids,
+    BatchNorm statistics), a collective every process must join. A process holding no evaluation batch (a split
+    with fewer batches than processes) never joins it, and the others wait for ever. So the buffers are made
+    the main process's here, by every process together, as DDP's forward would have, and the bare module scores.
+    """
+    bare = accelerator.unwrap_model(model)
+    if bare is not model:
+        import torch.distributed as dist
+
+        for buffer in bare.buffers():
+            dist.broadcast(buffer, src=0)
+    return bare
+
+
+def map_over_processes(function: Callable[[list], list], items: list, *, block: int = 1) -> list:
+    """``function(items)``, each process computing a share of the items; every process gets the whole result.
+
+    For final work that costs per item and is the same on every process (a generation task's greedy
+    generations): with N processes each computes about 1/N of it. The items are dealt in blocks of ``block``
+    consecutive ones, round-robin (block k to process k mod N), so a caller that batches sorted items by
+    ``block`` gets the same batches as one process makes. ``function`` must return one result per item and
+    must not itself call collectives (it runs on shares of different sizes).
+    """
+    if launched_processes() == 1:
+        return function(items)
+    from accelerate.utils import gather_object
+
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
+    blocks = [items[start : start + block] for start in range(0, len(items), block)]
+    mine = [item for k in range(rank, len(blocks), world) for item in blocks[k]]
+    results = function(mine) if mine else []
+    if len(results) != len(mine):
+        raise ValueError(f"map_over_processes: {len(mine)} items gave {len(results)} results")
+    shares = gather_object([results])  # (processes,): each process's results, in process order
+    merged: list = []
+    taken = [0] * world
+    for k, items_of_block in enumerate(blocks):
+        owner = k % world
+        merged += shares[owner][taken[owner] : taken[owner] + len(items_of_block)]
+        taken[owner] += len(items_of_block)
+    return merged
+
+
 def wait_for_main_process() -> None:
     """A barrier: every process waits here until all (the main one after writing) have arrived."""
     if launched_processes() > 1:

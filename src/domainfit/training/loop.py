@@ -38,7 +38,12 @@ from domainfit.io.atomic import atomic_dir
 from domainfit.metrics.classification import improves_on_best
 from domainfit.models.loading import check_max_length
 from domainfit.tasks import Features, Task, TaskData, create_task
-from domainfit.training.distributed import on_main_process, refuse_sharded_launch
+from domainfit.training.distributed import (
+    evaluation_model,
+    map_over_processes,
+    on_main_process,
+    refuse_sharded_launch,
+)
 from domainfit.training.events import announce_evaluation
 from domainfit.training.memory import MemoryPlan
 from domainfit.training.precision import precision_label
@@ -305,12 +310,14 @@ def predict_logits(
     several processes, process ``r`` predicts batches ``r, r + n, ...`` and all of them are gathered
     (``gather_for_metrics``), so every process returns the whole split and selects the same best checkpoint.
     """
+    sharded = accelerator is not None and accelerator.num_processes > 1
+    if sharded:
+        model = evaluation_model(model, accelerator)  # no DDP collective in a forward: shares may be unequal
     was_training = model.training
     model.eval()
     order, chunks, label_chunks = [], [], []
     loss_sum = torch.zeros((), device=device)
     batches = sorted_batches(features.lengths, batch_size, max_tokens)
-    sharded = accelerator is not None and accelerator.num_processes > 1
     if sharded:
         batches = batches[accelerator.process_index :: accelerator.num_processes]
     for indices in batches:
@@ -392,7 +399,15 @@ def _finalize(
         )
 
     extra = task.final_metrics(
-        model, tokenizer, data, features, cfg, objective=objective, device=device, evaluate=score
+        model,
+        tokenizer,
+        data,
+        features,
+        cfg,
+        objective=objective,
+        device=device,
+        evaluate=score,
+        map_over_processes=map_over_processes,  # generation: each process generates its share
     )
     for key, values in extra.items():  # scores that need the trained model (generation: base model, ROUGE-L)
         results.setdefault(key, {}).update(values)

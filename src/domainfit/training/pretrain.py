@@ -50,7 +50,7 @@ from domainfit.models.loading import (
     resolve_model_path,
 )
 from domainfit.objectives.masked_lm import lm_loss, warm_up_head
-from domainfit.training.distributed import refuse_sharded_launch
+from domainfit.training.distributed import evaluation_model, refuse_sharded_launch
 from domainfit.training.memory import MemoryPlan
 from domainfit.training.precision import precision_label
 from domainfit.training.run_dir import open_run_folder, resume_or_restart, start_run
@@ -380,11 +380,12 @@ def perplexity(
 ) -> dict[str, float]:
     """Held-out loss (mean over predicted tokens) and its exponential; MLM: pseudo-perplexity of masked tokens.
     With ``accelerator`` and several processes, each scores every n-th batch and the sums are added up."""
-    was_training = model.training
-    model.eval()
     sharded = accelerator is not None and accelerator.num_processes > 1
     if sharded:
+        model = evaluation_model(model, accelerator)  # no DDP collective in a forward: shares may be unequal
         batches = batches[accelerator.process_index :: accelerator.num_processes]
+    was_training = model.training
+    model.eval()
     total, tokens = torch.zeros((), device=device, dtype=torch.float64), 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
