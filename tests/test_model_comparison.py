@@ -208,3 +208,26 @@ def test_evaluate_against_a_model_of_another_task_is_refused_before_predicting(t
     assert "token-classification" in err and not (tmp_path / "ev").exists()
     code = main(["evaluate", str(model), str(data), "--against", str(tmp_path / "missing")])
     assert code == 2 and "missing" in capsys.readouterr().err
+
+
+def test_pairs_on_one_file_line_up_resample_by_resample():
+    """Two pairs of models on the same examples, same seed: the same resamples, so the mean of their differences
+    per resample is the bootstrap of the mean difference (one recipe against another over training seeds)."""
+    gold, a1, b1 = _predictions(80, 0.8, 0.7, seed=1)
+    _, a2, b2 = _predictions(80, 0.75, 0.7, seed=2)
+    observed, first = pb.bootstrap_differences(gold, a1, b1, 3, resamples=50, seed=9)
+    _, second = pb.bootstrap_differences(gold, a2, b2, 3, resamples=50, seed=9)
+    picks = np.random.default_rng(9).integers(0, len(gold), size=(50, len(gold)))
+    expected = [
+        np.mean(
+            [
+                classification_metrics(gold[rows], a[rows], LABELS)["f1_macro"]
+                - classification_metrics(gold[rows], b[rows], LABELS)["f1_macro"]
+                for a, b in ((a1, b1), (a2, b2))
+            ]
+        )
+        for rows in picks
+    ]
+    np.testing.assert_allclose((first["f1_macro"] + second["f1_macro"]) / 2, expected, atol=1e-12)
+    summary = pb.summarise(observed, first)
+    assert summary == pb.paired_bootstrap(gold, a1, b1, 3, resamples=50, seed=9)["metrics"]

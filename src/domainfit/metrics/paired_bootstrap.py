@@ -52,12 +52,42 @@ def paired_bootstrap(
         interval of the difference), "a_ahead", "b_ahead" (the fraction of resamples where that model scored
         higher; ties count for neither)}``.
     """
+    observed, differences = bootstrap_differences(
+        y_true, pred_a, pred_b, num_labels, resamples=resamples, seed=seed, confidence=confidence
+    )
+    return {
+        "n": len(y_true),
+        "resamples": resamples,
+        "confidence": confidence,
+        "seed": seed,
+        "metrics": summarise(observed, differences, confidence),
+    }
+
+
+def bootstrap_differences(
+    y_true: Sequence[int],
+    pred_a: Sequence[int],
+    pred_b: Sequence[int],
+    num_labels: int,
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[dict[str, tuple[float, float]], dict[str, np.ndarray]]:
+    """The raw material of :func:`paired_bootstrap`: each compared metric's observed (A, B) scores, and its
+    difference A - B on every resample, ``(resamples,)``.
+
+    The resamples depend only on ``seed``, ``resamples`` and the number of examples, so the differences of
+    several pairs of models on one file (one recipe against another, seed by seed) line up resample by
+    resample: their mean per resample is the bootstrap of the mean difference (:func:`summarise` it).
+    """
     gold, a, b = (np.asarray(v, dtype=np.int64) for v in (y_true, pred_a, pred_b))
     _check(gold, a, b, num_labels, resamples, confidence)
     k = num_labels
     n = len(gold)
     cells = (gold * k + a) * k + b  # one cell per (gold, A's prediction, B's prediction)
-    observed = _scores(np.bincount(cells, minlength=k**3)[None].reshape(1, k, k, k), n)
+    scores = _scores(np.bincount(cells, minlength=k**3)[None].reshape(1, k, k, k), n)
+    observed = {name: (float(scores[name][0][0]), float(scores[name][1][0])) for name in COMPARED_METRICS}
     differences = {name: np.empty(resamples) for name in COMPARED_METRICS}
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _CELLS_PER_CHUNK // n))
@@ -69,11 +99,18 @@ def paired_bootstrap(
         scores = _scores(counts, n)
         for name in COMPARED_METRICS:
             differences[name][start : start + rows] = scores[name][0] - scores[name][1]
+    return observed, differences
+
+
+def summarise(
+    observed: dict[str, tuple[float, float]], differences: dict[str, np.ndarray], confidence: float = 0.95
+) -> dict[str, dict[str, float]]:
+    """Per metric: the observed scores ``a`` and ``b``, their ``difference``, the percentile interval
+    ``low`` .. ``high`` of the resampled differences, and the fractions of resamples each model led in."""
     tail = (1 - confidence) / 2
     metrics = {}
-    for name in COMPARED_METRICS:
-        d = differences[name]
-        score_a, score_b = float(observed[name][0][0]), float(observed[name][1][0])
+    for name, d in differences.items():
+        score_a, score_b = observed[name]
         metrics[name] = {
             "a": score_a,
             "b": score_b,
@@ -83,7 +120,7 @@ def paired_bootstrap(
             "a_ahead": float((d > 0).mean()),
             "b_ahead": float((d < 0).mean()),
         }
-    return {"n": n, "resamples": resamples, "confidence": confidence, "seed": seed, "metrics": metrics}
+    return metrics
 
 
 def _scores(counts: np.ndarray, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
