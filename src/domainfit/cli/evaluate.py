@@ -117,9 +117,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _check_against(args: argparse.Namespace, task: str) -> None:
-    """Refuse --against, before anything is read or predicted, unless both folders hold text classifiers."""
+    """Refuse --against, before anything is read or predicted, unless both folders hold text classifiers of
+    the same labels."""
     from domainfit.serving import multilabel_predictor as ml
-    from domainfit.serving.model_folder import check_model_dir
+    from domainfit.serving.model_folder import check_model_dir, read_labels
 
     other = ml.read_task(check_model_dir(args.against))
     if task != "text-classification" or other != "text-classification":
@@ -128,6 +129,14 @@ def _check_against(args: argparse.Namespace, task: str) -> None:
             f"{args.against} a {other} model",
             path=args.against if task == "text-classification" else args.model_dir,
             fix="give the model folders of two text-classification runs, or drop --against.",
+        )
+    labels, other_labels = read_labels(Path(args.model_dir)), read_labels(Path(args.against))
+    if sorted(labels) != sorted(other_labels):
+        raise DomainfitError(
+            f"{args.against} knows the labels {', '.join(other_labels)}; {args.model_dir} knows "
+            f"{', '.join(labels)}: they cannot be compared on one labelled file",
+            path=args.against,
+            fix="compare two models trained on the same label set.",
         )
 
 
@@ -138,14 +147,7 @@ def _compare(
     import domainfit
     from domainfit.metrics.paired_bootstrap import paired_bootstrap
 
-    other = domainfit.load(args.against, backend=args.backend, max_chars=args.max_chars)
-    if sorted(other.labels) != sorted(labels):
-        raise DomainfitError(
-            f"{args.against} knows the labels {', '.join(other.labels)}; {args.model_dir} knows "
-            f"{', '.join(labels)}: they cannot be compared on one labelled file",
-            path=args.against,
-            fix="compare two models trained on the same label set.",
-        )
+    other = domainfit.load(args.against, backend=args.backend, max_chars=args.max_chars)  # labels: checked
     position = {label: i for i, label in enumerate(labels)}  # the other model's ids -> this model's
     probs = other.predict_proba([e.text for e in examples], batch_size=args.batch_size)
     other_predicted = [position[other.labels[i]] for i in probs.argmax(1).tolist()]
