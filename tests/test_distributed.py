@@ -137,7 +137,7 @@ def _finish(proc: subprocess.Popen) -> str:
 
 _MAP_SCRIPT = """
 import json, sys
-from domainfit.training.distributed import map_over_processes, process_state
+from domainfit.training.distributed import end_processes, map_over_processes, process_state
 
 state = process_state()
 calls = []
@@ -149,6 +149,7 @@ def label(share):
 result = map_over_processes(label, list(range(11)), block=2)
 with open(f"{sys.argv[1]}.{state.process_index}", "w") as f:
     json.dump({"result": result, "calls": calls}, f)
+end_processes()
 """
 
 

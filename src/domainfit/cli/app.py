@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_transformers()
         _quiet_other_processes()
         args.func(args)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: leave the group together
+            from domainfit.training.distributed import end_processes
+
+            end_processes()
     except DomainfitError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process meets the same error: rank 0 says it
             print(f"error: {e}", file=sys.stderr)

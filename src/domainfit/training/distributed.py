@@ -156,6 +156,19 @@ def map_over_processes(function: Callable[[list], list], items: list, *, block: 
     return merged
 
 
+def end_processes() -> None:
+    """After a command that ran on several processes succeeded: wait for the others, then leave the process
+    group. A process that exits while another still tears the group down can abort it (gloo: "terminate called
+    without an active exception", exit -6), failing a run whose work was done."""
+    if launched_processes() == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wait_for_main_process() -> None:
     """A barrier: every process waits here until all (the main one after writing) have arrived."""
     if launched_processes() > 1:
