@@ -42,17 +42,6 @@ def comparison_section(comparison: dict[str, Any], split_name: str) -> str:
     """The report.md section: both models' scores on the same examples, each difference with its interval."""
     other = md.escape(comparison["against"])
     level = f"{100 * comparison['confidence']:g}%"
-    rows = [
-        [
-            name,
-            md.cell(score["a"]),
-            md.cell(score["b"]),
-            _points(score["difference"]),
-            f"{_points(score['low'])} .. {_points(score['high'])}",
-            md.percent(score["a_ahead"]),
-        ]
-        for name, score in comparison["metrics"].items()
-    ]
     return "\n".join(
         [
             f"## Against {other}: is the difference real?",
@@ -62,32 +51,21 @@ def comparison_section(comparison: dict[str, Any], split_name: str) -> str:
             f"(seed {comparison['seed']}), both models scored on each resample; differences in points "
             f"(this model minus {other}), with the {level} percentile interval.",
             "",
-            md.table(
-                [
-                    "Score",
-                    "This model",
-                    md.escape(comparison["against"]),
-                    "Difference",
-                    f"{level} interval",
-                    "This model ahead in",
-                ],
-                rows,
-            ),
+            md.table([md.escape(h) for h in _header(comparison)], _rows(comparison)),
             "",
             f"**{md.escape(verdict(comparison))}**",
         ]
     )
 
 
-def _points(fraction: float) -> str:
-    return f"{100 * fraction:+.1f}"
-
-
-def _comparison_html(comparison: dict[str, Any]) -> str:
-    """report.html's section: the same table and verdict as report.md's, escaped."""
+def _header(comparison: dict[str, Any]) -> list[str]:
     level = f"{100 * comparison['confidence']:g}%"
-    head = ["Score", "This model", comparison["against"], "Difference", f"{level} interval", "This model ahead in"]
-    cells = [
+    return ["Score", "This model", comparison["against"], "Difference", f"{level} interval", "This model ahead in"]
+
+
+def _rows(comparison: dict[str, Any]) -> list[list[str]]:
+    """One row per compared score (metric names and numbers only: nothing to escape)."""
+    return [
         [
             name,
             f"{score['a']:.4f}",
@@ -98,8 +76,16 @@ def _comparison_html(comparison: dict[str, Any]) -> str:
         ]
         for name, score in comparison["metrics"].items()
     ]
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+
+
+def _points(fraction: float) -> str:
+    return f"{100 * fraction:+.1f}"
+
+
+def _comparison_html(comparison: dict[str, Any]) -> str:
+    """report.html's section: the same table and verdict as report.md's, escaped."""
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(comparison))
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in _header(comparison))
     return (
         f"<p>Both models predicted the same {comparison['n']} examples; paired bootstrap, "
         f"{comparison['resamples']:,} resamples (seed {comparison['seed']}); differences in points.</p>"

@@ -117,13 +117,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     k = len(labels)
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    tp = np.diag(matrix).astype(np.float64)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted)  # = 2PR/(P+R), and 0 where both are 0
-    accuracy = float(tp.sum() / len(y_true))
+    scores = confusion_scores(matrix)
+    precision, recall, f1, support = (scores[name] for name in ("precision", "recall", "f1", "support"))
+    accuracy = float(scores["accuracy"])
 
     result: dict = {"n": len(y_true), "accuracy": accuracy}
     weights = support / support.sum()
@@ -145,9 +141,26 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     return result
 
 
+def confusion_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class ``precision``, ``recall``, ``f1`` and ``support`` (each ``(..., k)``) and ``accuracy``
+    (``(...)``) of confusion matrices ``(..., k, k)`` (rows = gold, columns = predicted): one matrix, or a stack
+    of them (a bootstrap's resamples). A score with an empty denominator is 0 (scikit-learn ``zero_division=0``).
+    """
+    tp = np.diagonal(matrix, axis1=-2, axis2=-1).astype(np.float64)  # (..., k)
+    support = matrix.sum(axis=-1)  # (..., k): gold count per class
+    predicted = matrix.sum(axis=-2)  # (..., k)
+    return {
+        "precision": _ratio(tp, predicted),
+        "recall": _ratio(tp, support),
+        "f1": _ratio(2 * tp, support + predicted),  # = 2PR/(P+R), and 0 where both are 0
+        "support": support,
+        "accuracy": tp.sum(axis=-1) / support.sum(axis=-1),
+    }
+
+
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Element-wise numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    out = np.zeros(len(numerator), dtype=np.float64)
+    out = np.zeros(numerator.shape, dtype=np.float64)
     np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
 

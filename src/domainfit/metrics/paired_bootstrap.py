@@ -8,8 +8,8 @@ metric, the observed scores, their difference, a percentile interval of the diff
 came out ahead. The interval is what answers "clearly above": it excludes 0 or it does not.
 
 Pure numpy: each resample's scores come from its two confusion matrices, counted with one ``bincount`` over
-(gold, A's prediction, B's prediction) cells, and scored with the formulas of
-:func:`domainfit.metrics.classification.classification_metrics` (so the observed scores equal that function's).
+(gold, A's prediction, B's prediction) cells, and scored by
+:func:`domainfit.metrics.classification.confusion_scores`, as ``classification_metrics`` scores one matrix.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from domainfit.metrics.classification import confusion_scores
 
 # The scores compared: single-label scores that an example's resampling moves (micro = accuracy here).
 COMPARED_METRICS: tuple[str, ...] = ("f1_macro", "accuracy", "precision_macro", "recall_macro", "f1_weighted")
@@ -131,27 +133,16 @@ def _scores(counts: np.ndarray, n: int) -> dict[str, tuple[np.ndarray, np.ndarra
 
 
 def _matrix_scores(matrix: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """classification_metrics' formulas on a stack of confusion matrices (rows, gold, predicted)."""
-    tp = np.diagonal(matrix, axis1=1, axis2=2).astype(np.float64)  # (rows, k)
-    support = matrix.sum(axis=2)  # (rows, k): gold count per class
-    predicted = matrix.sum(axis=1)  # (rows, k)
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted)
+    """The compared metrics of a stack of confusion matrices (rows, gold, predicted), as classification_metrics
+    computes them."""
+    scores = confusion_scores(matrix)  # per class: (rows, k)
     return {
-        "f1_macro": f1.mean(axis=1),
-        "accuracy": tp.sum(axis=1) / n,
-        "precision_macro": precision.mean(axis=1),
-        "recall_macro": recall.mean(axis=1),
-        "f1_weighted": (f1 * support).sum(axis=1) / n,
+        "f1_macro": scores["f1"].mean(axis=1),
+        "accuracy": scores["accuracy"],
+        "precision_macro": scores["precision"].mean(axis=1),
+        "recall_macro": scores["recall"].mean(axis=1),
+        "f1_weighted": (scores["f1"] * scores["support"]).sum(axis=1) / n,
     }
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Element-wise numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    out = np.zeros(numerator.shape, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
 
 
 def _check(gold: np.ndarray, a: np.ndarray, b: np.ndarray, k: int, resamples: int, confidence: float) -> None:
